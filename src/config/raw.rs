@@ -1,0 +1,86 @@
+//! The file as written: serde structs that mirror the TOML, every field optional where the file
+//! may omit it. Nothing here is trusted; `validate` turns it into a typed `Config`.
+
+use serde::Deserialize;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Option<String>,
+    pub databases: Option<Vec<String>>,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub pool: RawPool,
+    #[serde(default)]
+    pub monitor: RawMonitor,
+    #[serde(default)]
+    pub routing: RawRouting,
+    #[serde(default)]
+    pub nodes: Vec<RawNode>,
+    #[serde(default)]
+    pub users: Vec<RawUser>,
+}
+
+/// `[limits]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_client_connections: Option<i64>,
+    pub listen_backlog: Option<i64>,
+    pub max_message_bytes: Option<i64>,
+    pub startup_timeout: Option<String>,
+    pub idle_client_timeout: Option<String>,
+}
+
+/// `[pool]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPool {
+    pub mode: Option<String>,
+    pub size: Option<i64>,
+    pub checkout_timeout: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub server_idle_timeout: Option<String>,
+    pub server_lifetime: Option<String>,
+}
+
+/// `[monitor]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMonitor {
+    pub user: Option<String>,
+    pub database: Option<String>,
+    pub interval: Option<String>,
+}
+
+/// `[routing]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRouting {
+    pub primary_reads: Option<String>,
+    pub read_only_functions: Option<Vec<String>>,
+    pub classify_cache_entries: Option<i64>,
+}
+
+/// `[[nodes]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub name: Option<String>,
+    pub host: Option<String>,
+    pub port: Option<i64>,
+    pub weight: Option<i64>,
+}
+
+/// `[[users]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUser {
+    pub name: Option<String>,
+    pub password: Option<String>,
+    pub auth: Option<String>,
+    pub server_password: Option<String>,
+    pub default_route: Option<String>,
+}

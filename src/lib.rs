@@ -1,0 +1,29 @@
+//! sluice: a read/write-splitting PostgreSQL proxy.
+//!
+//! The crate is a pipe with a brain in the middle:
+//!
+//! - [`config`]: TOML -> validated, typed [`config::Config`] (all errors at once).
+//! - [`protocol`]: bytes <-> messages: framing, the startup phase, the few messages sluice reads.
+//! - [`frontend`]: the listener, one session state machine per client, client auth, cancel keys.
+//! - [`router`]: pure classification and routing decisions.
+//! - [`backend`]: server connections, their authentication and reset, bounded pools per node.
+//! - [`topology`]: the one snapshot of node roles, published by the monitor.
+//! - [`auth`]: SCRAM-SHA-256 and md5 crypto for both sides.
+//! - [`pgcluster`] and [`demo`]: local PostgreSQL clusters for `sluice demo` and the tests.
+//!
+//! [`Proxy::start`] wires the handles together; `main.rs` only handles the process lifecycle.
+
+pub mod auth;
+pub mod backend;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod frontend;
+pub mod pgcluster;
+pub mod protocol;
+pub mod router;
+pub mod topology;
+
+mod app;
+
+pub use app::{Proxy, ProxyHandle, StartError};

@@ -1,0 +1,1 @@
+//! Local PostgreSQL clusters for the demo and tests (being written).
