@@ -1,0 +1,2 @@
+//! Framer bench (being written).
+fn main() {}
