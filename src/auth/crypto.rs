@@ -1,0 +1,130 @@
+//! Primitive operations of SCRAM-SHA-256 (RFC 5802 section 3), named as in the RFC.
+//!
+//! [`salted_password`] is the only PBKDF2 in the crate: the expensive step. Everything else is a
+//! single HMAC or hash.
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// Length of every SCRAM-SHA-256 key, signature and proof.
+pub(crate) const KEY_LEN: usize = 32;
+
+/// Highest PBKDF2 iteration count accepted from a server (or in a stored verifier). PostgreSQL's
+/// default is 4096; ten million costs seconds and stops a hostile server from stalling a pool.
+pub(crate) const MAX_ITERATIONS: u32 = 10_000_000;
+
+/// Random bytes in a nonce this crate generates (PostgreSQL uses 18 too); base64 makes 24 chars.
+const NONCE_BYTES: usize = 18;
+
+/// A SCRAM-SHA-256 key, signature or proof.
+pub(crate) type Key = [u8; KEY_LEN];
+
+/// `Hi(password, salt, i)`: PBKDF2-HMAC-SHA-256. Milliseconds at 4096 iterations; never per login
+/// on the server side.
+pub(crate) fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> Key {
+    let mut out = [0u8; KEY_LEN];
+    pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out);
+    out
+}
+
+/// `HMAC(key, data)` with SHA-256.
+pub(crate) fn hmac(key: &[u8], data: &[u8]) -> Key {
+    // HMAC accepts keys of any length, so this cannot fail.
+    let mut mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
+    mac.update(data);
+    mac.finalize().into_bytes().into()
+}
+
+/// `H(data)`: SHA-256.
+pub(crate) fn sha256(data: &[u8]) -> Key {
+    Sha256::digest(data).into()
+}
+
+/// `ClientKey := HMAC(SaltedPassword, "Client Key")`.
+pub(crate) fn client_key(salted: &Key) -> Key {
+    hmac(salted, b"Client Key")
+}
+
+/// `ServerKey := HMAC(SaltedPassword, "Server Key")`.
+pub(crate) fn server_key(salted: &Key) -> Key {
+    hmac(salted, b"Server Key")
+}
+
+/// Byte-wise XOR of two keys (`ClientProof := ClientKey XOR ClientSignature` and back).
+pub(crate) fn xor(a: &Key, b: &Key) -> Key {
+    let mut out = [0u8; KEY_LEN];
+    for (o, (x, y)) in out.iter_mut().zip(a.iter().zip(b.iter())) {
+        *o = x ^ y;
+    }
+    out
+}
+
+/// Compares two byte strings in time that depends only on their lengths, not their contents.
+pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let diff = a
+        .iter()
+        .zip(b.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    std::hint::black_box(diff) == 0
+}
+
+/// Standard base64 with padding, as PostgreSQL writes it.
+pub(crate) fn b64(data: &[u8]) -> String {
+    STANDARD.encode(data)
+}
+
+/// Strict standard base64 decoding; `None` on any invalid input.
+pub(crate) fn unb64(text: &str) -> Option<Vec<u8>> {
+    STANDARD.decode(text).ok()
+}
+
+/// Decodes base64 that must hold exactly one key.
+pub(crate) fn unb64_key(text: &str) -> Option<Key> {
+    unb64(text)?.try_into().ok()
+}
+
+/// `n` random bytes from the thread-local CSPRNG.
+pub(crate) fn random_bytes(n: usize) -> Vec<u8> {
+    let mut out = vec![0u8; n];
+    rand::thread_rng().fill_bytes(&mut out);
+    out
+}
+
+/// A fresh printable nonce: 18 random bytes, base64 (no `,` can appear).
+pub(crate) fn new_nonce() -> String {
+    b64(&random_bytes(NONCE_BYTES))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ct_eq_compares_contents_and_lengths() {
+        assert!(ct_eq(b"abc", b"abc"));
+        assert!(!ct_eq(b"abc", b"abd"));
+        assert!(!ct_eq(b"abc", b"ab"));
+        assert!(ct_eq(b"", b""));
+    }
+
+    #[test]
+    fn nonce_is_24_printable_chars_without_comma() {
+        let n = new_nonce();
+        assert_eq!(n.len(), 24);
+        assert!(n.bytes().all(|b| b.is_ascii_graphic() && b != b','));
+        assert_ne!(n, new_nonce());
+    }
+
+    #[test]
+    fn unb64_key_requires_exactly_32_bytes() {
+        assert!(unb64_key(&b64(&[7u8; 32])).is_some());
+        assert!(unb64_key(&b64(&[7u8; 31])).is_none());
+        assert!(unb64_key("not base64!").is_none());
+    }
+}

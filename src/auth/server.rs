@@ -1,0 +1,413 @@
+//! The server side of SCRAM-SHA-256: what sluice runs against its clients.
+//!
+//! Per login this costs a handful of HMAC/SHA-256 operations: it reads StoredKey and ServerKey from
+//! the [`ScramVerifier`] and never computes PBKDF2 (this file imports no such function).
+//!
+//! Exchange (RFC 5802 section 5, payloads of the caller's SASL messages):
+//! `client_first(client-first) -> server-first`, `client_final(client-final) -> server-final`.
+
+use super::attrs::{self, Attrs};
+use super::crypto::{self, ct_eq, hmac, sha256, xor, Key};
+use super::{AuthError, ScramMessage, ScramVerifier};
+
+/// Where a server-side exchange stands.
+enum State {
+    /// Waiting for client-first-message.
+    Start,
+    /// server-first was sent; waiting for client-final-message.
+    SentFirst(Exchanged),
+    /// The exchange ended (successfully or not); no further step is allowed.
+    Finished,
+}
+
+/// What the final step needs from the first.
+struct Exchanged {
+    /// The GS2 header exactly as the client sent it (`n,,` or `y,,`), echoed base64 in `c=`.
+    gs2_header: String,
+    /// client-first-message-bare, part of AuthMessage.
+    client_first_bare: String,
+    /// server-first-message, part of AuthMessage.
+    server_first: String,
+    /// Client nonce followed by the server nonce.
+    nonce: String,
+}
+
+/// One server-side SCRAM-SHA-256 exchange with one client.
+pub struct ScramServer {
+    verifier: ScramVerifier,
+    /// True for an unknown user: the exchange runs to the end and then fails.
+    mock: bool,
+    server_nonce: String,
+    state: State,
+}
+
+impl ScramServer {
+    /// Starts an exchange that checks the client's password against `verifier` (copied: a salt
+    /// and two keys, cheaper than the exchange itself).
+    pub fn new(verifier: &ScramVerifier) -> Self {
+        Self::build(verifier.clone(), false, crypto::new_nonce())
+    }
+
+    /// Starts an exchange for a user that does not exist: it behaves like a real one (a salt, 4096
+    /// iterations, a server-first message) and ends in [`AuthError::WrongPassword`], so the client
+    /// cannot tell an unknown user from a wrong password.
+    ///
+    /// The salt is random per call; a client probing the same name twice sees two salts. Use
+    /// [`ScramServer::mock_for_user`] to give a stable salt per name, as PostgreSQL does.
+    pub fn mock() -> Self {
+        let salt = crypto::random_bytes(super::verifier::DEFAULT_SALT_LEN);
+        Self::mock_with_salt(salt)
+    }
+
+    /// Like [`ScramServer::mock`], but the salt is derived from `user` and a process secret
+    /// `mock_key` (random, created once at startup): repeated probes of one unknown name see the
+    /// same salt, exactly like a real user, and names cannot be told apart across processes.
+    pub fn mock_for_user(user: &str, mock_key: &[u8; 32]) -> Self {
+        let digest = hmac(mock_key, user.as_bytes());
+        Self::mock_with_salt(digest[..super::verifier::DEFAULT_SALT_LEN].to_vec())
+    }
+
+    fn mock_with_salt(salt: Vec<u8>) -> Self {
+        let verifier = ScramVerifier {
+            iterations: super::verifier::DEFAULT_ITERATIONS,
+            salt,
+            stored_key: random_key(),
+            server_key: random_key(),
+        };
+        Self::build(verifier, true, crypto::new_nonce())
+    }
+
+    /// A server with a fixed nonce, for known-answer tests only.
+    #[cfg(test)]
+    pub(crate) fn with_nonce(verifier: &ScramVerifier, server_nonce: &str) -> Self {
+        Self::build(verifier.clone(), false, server_nonce.to_string())
+    }
+
+    fn build(verifier: ScramVerifier, mock: bool, server_nonce: String) -> Self {
+        ScramServer {
+            verifier,
+            mock,
+            server_nonce,
+            state: State::Start,
+        }
+    }
+
+    /// Reads client-first-message and returns server-first-message (`r=...,s=...,i=...`).
+    ///
+    /// Accepts GS2 flags `n` and `y` (sluice offers no `-PLUS` mechanism, so `y` is no downgrade);
+    /// the username in `n=` is ignored, as PostgreSQL does (the startup message named the user).
+    ///
+    /// # Errors
+    /// [`AuthError::Malformed`], [`AuthError::ChannelBindingUnsupported`] for `p=...`,
+    /// [`AuthError::Unsupported`] for an authzid or a mandatory extension,
+    /// [`AuthError::OutOfOrder`] if called twice. Any error ends the exchange.
+    pub fn client_first(&mut self, msg: &[u8]) -> Result<Vec<u8>, AuthError> {
+        if !matches!(self.state, State::Start) {
+            return Err(self.fail(AuthError::OutOfOrder("client-first after the first step")));
+        }
+        self.state = State::Finished;
+        let (gs2_header, client_first_bare, client_nonce) = parse_client_first(msg)?;
+        let nonce = format!("{client_nonce}{}", self.server_nonce);
+        let server_first = format!(
+            "r={nonce},s={},i={}",
+            crypto::b64(&self.verifier.salt),
+            self.verifier.iterations
+        );
+        let reply = server_first.clone().into_bytes();
+        self.state = State::SentFirst(Exchanged {
+            gs2_header: gs2_header.to_string(),
+            client_first_bare: client_first_bare.to_string(),
+            server_first,
+            nonce,
+        });
+        Ok(reply)
+    }
+
+    /// Reads client-final-message, checks the proof, and returns server-final-message (`v=...`).
+    ///
+    /// # Errors
+    /// [`AuthError::WrongPassword`] if the proof does not match (always, for a mock exchange);
+    /// [`AuthError::Malformed`], [`AuthError::ChannelBindingMismatch`], [`AuthError::NonceMismatch`]
+    /// for a bad message; [`AuthError::OutOfOrder`] if not preceded by `client_first`.
+    pub fn client_final(&mut self, msg: &[u8]) -> Result<Vec<u8>, AuthError> {
+        let ex = match std::mem::replace(&mut self.state, State::Finished) {
+            State::SentFirst(ex) => ex,
+            _ => return Err(AuthError::OutOfOrder("client-final without a client-first")),
+        };
+        let fin = parse_client_final(msg)?;
+        let binding = crypto::unb64(fin.channel_binding).ok_or(AuthError::malformed(
+            ScramMessage::ClientFinal,
+            "c= is not base64",
+        ))?;
+        if binding != ex.gs2_header.as_bytes() {
+            return Err(AuthError::ChannelBindingMismatch);
+        }
+        if !ct_eq(fin.nonce.as_bytes(), ex.nonce.as_bytes()) {
+            return Err(AuthError::NonceMismatch);
+        }
+        let auth_message = format!(
+            "{},{},{}",
+            ex.client_first_bare, ex.server_first, fin.without_proof
+        );
+        if !self.proof_matches(auth_message.as_bytes(), &fin.proof) {
+            return Err(AuthError::WrongPassword);
+        }
+        let signature = hmac(&self.verifier.server_key, auth_message.as_bytes());
+        Ok(format!("v={}", crypto::b64(&signature)).into_bytes())
+    }
+
+    /// `H(ClientProof XOR HMAC(StoredKey, AuthMessage)) == StoredKey`, in constant time.
+    fn proof_matches(&self, auth_message: &[u8], proof: &Key) -> bool {
+        let client_signature = hmac(&self.verifier.stored_key, auth_message);
+        let client_key = xor(proof, &client_signature);
+        let matches = ct_eq(&sha256(&client_key), &self.verifier.stored_key);
+        matches && !self.mock
+    }
+
+    fn fail(&mut self, err: AuthError) -> AuthError {
+        self.state = State::Finished;
+        err
+    }
+}
+
+impl std::fmt::Debug for ScramServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramServer")
+            .field("mock", &self.mock)
+            .finish_non_exhaustive()
+    }
+}
+
+fn random_key() -> Key {
+    let mut key = [0u8; crypto::KEY_LEN];
+    key.copy_from_slice(&crypto::random_bytes(crypto::KEY_LEN));
+    key
+}
+
+/// Splits client-first into (GS2 header, client-first-message-bare, client nonce).
+fn parse_client_first(msg: &[u8]) -> Result<(&str, &str, &str), AuthError> {
+    const M: ScramMessage = ScramMessage::ClientFirst;
+    let text = attrs::text(M, msg)?;
+    let (flag, rest) = text
+        .split_once(',')
+        .ok_or(AuthError::malformed(M, "no GS2 header"))?;
+    match flag {
+        "n" | "y" => {}
+        _ if flag.starts_with("p=") => {
+            return Err(AuthError::ChannelBindingUnsupported(flag[2..].to_string()))
+        }
+        _ => {
+            return Err(AuthError::malformed(
+                M,
+                "GS2 channel-binding flag is not n, y or p=",
+            ))
+        }
+    }
+    let (authzid, bare) = rest
+        .split_once(',')
+        .ok_or(AuthError::malformed(M, "GS2 header is not closed"))?;
+    if !authzid.is_empty() {
+        return Err(AuthError::Unsupported(
+            "authorization identity (a=) in client-first",
+        ));
+    }
+    let gs2_header = &text[..flag.len() + authzid.len() + 2];
+    if bare.starts_with("m=") {
+        return Err(AuthError::Unsupported(
+            "mandatory extension (m=) in client-first",
+        ));
+    }
+    let mut a = Attrs::new(M, bare);
+    a.expect(b'n', "missing n= (username)")?;
+    let nonce = a.expect(b'r', "missing r= (nonce) after n=")?;
+    attrs::check_nonce(M, nonce)?;
+    a.extensions()?;
+    Ok((gs2_header, bare, nonce))
+}
+
+/// The parts of client-final-message.
+struct ClientFinal<'a> {
+    /// The `c=` value (base64 of the GS2 header).
+    channel_binding: &'a str,
+    /// The `r=` value.
+    nonce: &'a str,
+    /// client-final-message-without-proof, part of AuthMessage.
+    without_proof: &'a str,
+    /// The decoded `p=` value.
+    proof: Key,
+}
+
+fn parse_client_final(msg: &[u8]) -> Result<ClientFinal<'_>, AuthError> {
+    const M: ScramMessage = ScramMessage::ClientFinal;
+    let text = attrs::text(M, msg)?;
+    let (without_proof, proof) = text
+        .rsplit_once(',')
+        .ok_or(AuthError::malformed(M, "no p= (proof) at the end"))?;
+    let proof = proof
+        .strip_prefix("p=")
+        .ok_or(AuthError::malformed(M, "last attribute is not p= (proof)"))?;
+    let proof = crypto::unb64_key(proof)
+        .ok_or(AuthError::malformed(M, "proof is not 32 bytes of base64"))?;
+    let mut a = Attrs::new(M, without_proof);
+    let channel_binding = a.expect(b'c', "missing c= (channel binding)")?;
+    let nonce = a.expect(b'r', "missing r= (nonce) after c=")?;
+    a.extensions()?;
+    Ok(ClientFinal {
+        channel_binding,
+        nonce,
+        without_proof,
+        proof,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pencil() -> ScramVerifier {
+        let salt = crypto::unb64("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+        ScramVerifier::from_salted(
+            &crypto::salted_password(b"pencil", &salt, 4096),
+            &salt,
+            4096,
+        )
+    }
+
+    const SERVER_NONCE: &str = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+    const NONCE: &str = "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
+
+    #[test]
+    fn rfc7677_exchange_from_the_server_side() {
+        let mut s = ScramServer::with_nonce(&pencil(), SERVER_NONCE);
+        let first = s.client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO").unwrap();
+        assert_eq!(
+            first,
+            format!("r={NONCE},s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096").as_bytes()
+        );
+        let fin = format!("c=biws,r={NONCE},p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=");
+        let last = s.client_final(fin.as_bytes()).unwrap();
+        assert_eq!(last, b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
+        assert_eq!(
+            s.client_final(fin.as_bytes()),
+            Err(AuthError::OutOfOrder("client-final without a client-first"))
+        );
+    }
+
+    #[test]
+    fn wrong_proof_is_wrong_password() {
+        let mut s = ScramServer::with_nonce(&pencil(), SERVER_NONCE);
+        s.client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO").unwrap();
+        let fin = format!("c=biws,r={NONCE},p={}", crypto::b64(&[9u8; 32]));
+        assert_eq!(
+            s.client_final(fin.as_bytes()),
+            Err(AuthError::WrongPassword)
+        );
+    }
+
+    #[test]
+    fn client_first_errors_name_the_problem() {
+        let cases: [(&[u8], AuthError); 8] = [
+            (
+                b"p=tls-server-end-point,,n=,r=abc",
+                AuthError::ChannelBindingUnsupported("tls-server-end-point".into()),
+            ),
+            (
+                b"n,a=admin,n=,r=abc",
+                AuthError::Unsupported("authorization identity (a=) in client-first"),
+            ),
+            (
+                b"n,,m=ext,n=,r=abc",
+                AuthError::Unsupported("mandatory extension (m=) in client-first"),
+            ),
+            (
+                b"x,,n=,r=abc",
+                AuthError::malformed(
+                    ScramMessage::ClientFirst,
+                    "GS2 channel-binding flag is not n, y or p=",
+                ),
+            ),
+            (
+                b"n,,n=,r=",
+                AuthError::malformed(ScramMessage::ClientFirst, "nonce is empty or not printable"),
+            ),
+            (
+                b"n,,r=abc",
+                AuthError::malformed(ScramMessage::ClientFirst, "missing n= (username)"),
+            ),
+            (
+                b"n",
+                AuthError::malformed(ScramMessage::ClientFirst, "no GS2 header"),
+            ),
+            (
+                b"n,,n=,r=a\xff",
+                AuthError::malformed(ScramMessage::ClientFirst, "not valid UTF-8"),
+            ),
+        ];
+        for (msg, want) in cases {
+            let mut s = ScramServer::new(&pencil());
+            assert_eq!(
+                s.client_first(msg),
+                Err(want),
+                "{}",
+                String::from_utf8_lossy(msg)
+            );
+            assert!(matches!(
+                s.client_first(b"n,,n=,r=abc"),
+                Err(AuthError::OutOfOrder(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn client_final_checks_binding_nonce_and_layout() {
+        let proof = crypto::b64(&[0u8; 32]);
+        let cases = [
+            (
+                format!("c=eSws,r={NONCE},p={proof}"),
+                AuthError::ChannelBindingMismatch,
+            ),
+            (
+                format!("c=biws,r={NONCE}x,p={proof}"),
+                AuthError::NonceMismatch,
+            ),
+            (
+                format!("c=biws,r={NONCE}"),
+                AuthError::malformed(
+                    ScramMessage::ClientFinal,
+                    "last attribute is not p= (proof)",
+                ),
+            ),
+            (
+                format!("r={NONCE},p={proof}"),
+                AuthError::malformed(ScramMessage::ClientFinal, "missing c= (channel binding)"),
+            ),
+            (
+                format!("c=biws,r={NONCE},p=AAAA"),
+                AuthError::malformed(ScramMessage::ClientFinal, "proof is not 32 bytes of base64"),
+            ),
+            (
+                format!("c=b!ws,r={NONCE},p={proof}"),
+                AuthError::malformed(ScramMessage::ClientFinal, "c= is not base64"),
+            ),
+        ];
+        for (msg, want) in cases {
+            let mut s = ScramServer::with_nonce(&pencil(), SERVER_NONCE);
+            s.client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO").unwrap();
+            assert_eq!(s.client_final(msg.as_bytes()), Err(want), "{msg}");
+        }
+    }
+
+    #[test]
+    fn mock_for_user_gives_a_stable_salt_per_name() {
+        let key = [3u8; 32];
+        let salt = |user: &str| {
+            let mut s = ScramServer::mock_for_user(user, &key);
+            String::from_utf8(s.client_first(b"n,,n=,r=abc").unwrap()).unwrap()
+        };
+        let (a, b, c) = (salt("ghost"), salt("ghost"), salt("other"));
+        let salt_of = |m: &str| m.split(',').nth(1).unwrap().to_string();
+        assert_eq!(salt_of(&a), salt_of(&b));
+        assert_ne!(salt_of(&a), salt_of(&c));
+        assert!(a.ends_with(",i=4096"));
+    }
+}

@@ -1,0 +1,222 @@
+//! Cross-part tests: our client against our server, against `postgres-protocol`'s client, the mock
+//! path, and property tests that no input makes any step panic.
+
+use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use proptest::prelude::*;
+
+use super::*;
+
+/// Made by PostgreSQL 15 (`ALTER ROLE ... PASSWORD 'sluice-pw'` with `scram-sha-256`).
+const PG_VERIFIER: &str = "SCRAM-SHA-256$4096:gXQccDUlGVFILTOhbow5Zg==$\
+    BEjfXnf0aW5M6UCKtso6FRdlS9tGUqB9taMXWEbJjso=:UQe4AJCoUGDjE5fso/+K+bHVj7ZLqlZW8jpn01EEn4g=";
+const PG_PASSWORD: &str = "sluice-pw";
+
+/// Runs our client against our server; returns the server's verdict (the client's is checked too).
+fn exchange(password: &str, server: &mut ScramServer) -> Result<(), AuthError> {
+    let cache = SaltCache::default();
+    let mut client = ScramClient::new(password, &cache);
+    let server_first = server.client_first(&client.client_first())?;
+    let client_final = client
+        .server_first(&server_first)
+        .expect("client accepts server-first");
+    let server_final = server.client_final(&client_final)?;
+    client
+        .server_final(&server_final)
+        .expect("client accepts the server's signature");
+    Ok(())
+}
+
+#[test]
+fn round_trip_with_a_postgres_made_verifier() {
+    let v = ScramVerifier::parse(PG_VERIFIER).unwrap();
+    assert_eq!(exchange(PG_PASSWORD, &mut ScramServer::new(&v)), Ok(()));
+    assert_eq!(
+        exchange("not-it", &mut ScramServer::new(&v)),
+        Err(AuthError::WrongPassword)
+    );
+}
+
+#[test]
+fn round_trip_with_a_derived_verifier() {
+    let v = ScramVerifier::derive("correct horse", b"0123456789abcdef", 4096);
+    assert_eq!(exchange("correct horse", &mut ScramServer::new(&v)), Ok(()));
+    assert_eq!(
+        exchange("correct hors", &mut ScramServer::new(&v)),
+        Err(AuthError::WrongPassword)
+    );
+    assert_eq!(
+        exchange("", &mut ScramServer::new(&v)),
+        Err(AuthError::WrongPassword)
+    );
+}
+
+#[test]
+fn mock_exchange_runs_to_the_end_and_fails_like_a_wrong_password() {
+    let mut server = ScramServer::mock();
+    assert_eq!(
+        exchange("anything", &mut server),
+        Err(AuthError::WrongPassword)
+    );
+    let mut server = ScramServer::mock_for_user("ghost", &[1; 32]);
+    assert_eq!(
+        exchange("anything", &mut server),
+        Err(AuthError::WrongPassword)
+    );
+}
+
+/// Runs `postgres-protocol`'s client (as libpq behaves) against our server.
+fn their_client(
+    password: &str,
+    binding: ChannelBinding,
+    v: &ScramVerifier,
+) -> Result<(), AuthError> {
+    let mut client = ScramSha256::new(password.as_bytes(), binding);
+    let mut server = ScramServer::new(v);
+    let server_first = server.client_first(client.message())?;
+    client
+        .update(&server_first)
+        .expect("their client accepts server-first");
+    let server_final = server.client_final(client.message())?;
+    client
+        .finish(&server_final)
+        .expect("their client accepts our signature");
+    Ok(())
+}
+
+#[test]
+fn postgres_protocol_client_logs_in_with_n_and_y_flags() {
+    let v = ScramVerifier::parse(PG_VERIFIER).unwrap();
+    assert_eq!(
+        their_client(PG_PASSWORD, ChannelBinding::unsupported(), &v),
+        Ok(())
+    );
+    assert_eq!(
+        their_client(PG_PASSWORD, ChannelBinding::unrequested(), &v),
+        Ok(())
+    );
+    assert_eq!(
+        their_client("nope", ChannelBinding::unsupported(), &v),
+        Err(AuthError::WrongPassword)
+    );
+    let plus = their_client(
+        PG_PASSWORD,
+        ChannelBinding::tls_server_end_point(vec![0; 32]),
+        &v,
+    );
+    assert_eq!(
+        plus,
+        Err(AuthError::ChannelBindingUnsupported(
+            "tls-server-end-point".into()
+        ))
+    );
+}
+
+/// A server that has answered client-first for a client with password `pw`; returns the matching
+/// client-final too.
+/// Nonces are fixed so that the valid message a strategy mutates is the one the server expects,
+/// and mutations reach the proof check.
+fn server_awaiting_final(cache: &SaltCache) -> (ScramServer, Vec<u8>) {
+    let v = ScramVerifier::derive("pw", b"salt", 2);
+    let mut server = ScramServer::with_nonce(&v, "server-nonce");
+    let mut client = ScramClient::with_nonce("pw", cache, "", "client-nonce");
+    let server_first = server.client_first(&client.client_first()).unwrap();
+    let client_final = client.server_first(&server_first).unwrap();
+    (server, client_final)
+}
+
+/// A client that has sent client-final to a server; returns the server's server-final too.
+fn client_awaiting_final(cache: &SaltCache) -> (ScramClient, Vec<u8>) {
+    let v = ScramVerifier::derive("pw", b"salt", 2);
+    let mut server = ScramServer::with_nonce(&v, "server-nonce");
+    let mut client = ScramClient::with_nonce("pw", cache, "", "client-nonce");
+    let server_first = server.client_first(&client.client_first()).unwrap();
+    let server_final = server
+        .client_final(&client.server_first(&server_first).unwrap())
+        .unwrap();
+    (client, server_final)
+}
+
+/// Either some arbitrary bytes, or a valid message with one byte changed or cut short.
+fn mutated(valid: Vec<u8>) -> impl Strategy<Value = Vec<u8>> {
+    let len = valid.len();
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..200),
+        (0..len, any::<u8>()).prop_map({
+            let valid = valid.clone();
+            move |(i, b)| {
+                let mut m = valid.clone();
+                m[i] = b;
+                m
+            }
+        }),
+        (0..len).prop_map(move |n| valid[..n].to_vec()),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    #[test]
+    fn server_client_first_never_panics(msg in mutated(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO".to_vec())) {
+        let v = ScramVerifier::derive("pw", b"salt", 1);
+        let _ = ScramServer::new(&v).client_first(&msg);
+    }
+
+    #[test]
+    fn server_client_final_never_panics_nor_accepts_a_changed_message(
+        msg in mutated(server_awaiting_final(&SaltCache::default()).1)
+    ) {
+        let cache = SaltCache::default();
+        let (mut server, valid) = server_awaiting_final(&cache);
+        let res = server.client_final(&msg);
+        prop_assert!(res.is_err() || msg == valid);
+        prop_assert!(res.is_ok() || msg != valid);
+    }
+
+    #[test]
+    fn client_server_first_never_panics(
+        msg in prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..200),
+            ("[ -~]{0,40}", "[ -~]{0,12}", 0u32..4).prop_map(|(r, s, i)| format!("r={r},s={s},i={i}").into_bytes()),
+        ]
+    ) {
+        let mut client = ScramClient::new("pw", &SaltCache::default());
+        client.client_first();
+        let _ = client.server_first(&msg);
+    }
+
+    #[test]
+    fn client_server_final_never_panics(msg in mutated(client_awaiting_final(&SaltCache::default()).1)) {
+        thread_local!(static CACHE: SaltCache = SaltCache::default());
+        let (mut client, valid) = CACHE.with(client_awaiting_final);
+        let res = client.server_final(&msg);
+        prop_assert!(res.is_err() || msg == valid);
+        prop_assert!(res.is_ok() || msg != valid);
+    }
+
+    #[test]
+    fn verifier_parse_never_panics(s in "\\PC{0,120}") {
+        let _ = ScramVerifier::parse(&s);
+        let _ = ScramVerifier::parse(&format!("SCRAM-SHA-256${s}"));
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    #[test]
+    fn random_passwords_round_trip(
+        password in "\\PC{0,40}",
+        other in "\\PC{0,40}",
+        salt in proptest::collection::vec(any::<u8>(), 1..24),
+        iterations in 1u32..32,
+    ) {
+        let v = ScramVerifier::derive(&password, &salt, iterations);
+        prop_assert_eq!(exchange(&password, &mut ScramServer::new(&v)), Ok(()));
+        let parsed = ScramVerifier::parse(&v.to_string()).unwrap();
+        prop_assert_eq!(exchange(&password, &mut ScramServer::new(&parsed)), Ok(()));
+        if other != password {
+            prop_assert_eq!(exchange(&other, &mut ScramServer::new(&v)), Err(AuthError::WrongPassword));
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The stored SCRAM-SHA-256 verifier, in PostgreSQL's `pg_authid.rolpassword` format:
+//! `SCRAM-SHA-256$<iterations>:<base64 salt>$<base64 StoredKey>:<base64 ServerKey>`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::crypto::{self, Key};
+use super::{AuthError, ScramMessage, SCRAM_SHA_256};
+
+/// Iterations used by [`ScramVerifier::generate`] (PostgreSQL's default `scram_iterations`).
+pub const DEFAULT_ITERATIONS: u32 = 4096;
+
+/// Salt length used by [`ScramVerifier::generate`] (PostgreSQL's `SCRAM_DEFAULT_SALT_LEN`).
+pub const DEFAULT_SALT_LEN: usize = 16;
+
+/// What the server side needs to check a SCRAM-SHA-256 login without knowing the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramVerifier {
+    /// PBKDF2 iteration count.
+    pub iterations: u32,
+    /// PBKDF2 salt (sent to clients in server-first).
+    pub salt: Vec<u8>,
+    /// `H(ClientKey)`: checks the client's proof.
+    pub stored_key: [u8; 32],
+    /// `HMAC(SaltedPassword, "Server Key")`: signs server-final.
+    pub server_key: [u8; 32],
+}
+
+impl ScramVerifier {
+    /// Parses PostgreSQL's stored form.
+    ///
+    /// # Errors
+    /// [`AuthError::Malformed`] (message [`ScramMessage::Verifier`]) naming the part that is wrong.
+    pub fn parse(s: &str) -> Result<Self, AuthError> {
+        let bad = |reason| AuthError::malformed(ScramMessage::Verifier, reason);
+        let rest = s
+            .strip_prefix(SCRAM_SHA_256)
+            .and_then(|r| r.strip_prefix('$'))
+            .ok_or(bad("does not start with \"SCRAM-SHA-256$\""))?;
+        let (params, keys) = rest
+            .split_once('$')
+            .ok_or(bad("missing '$' before the keys"))?;
+        let (iterations, salt) = params
+            .split_once(':')
+            .ok_or(bad("missing ':' after iterations"))?;
+        let (stored_key, server_key) = keys
+            .split_once(':')
+            .ok_or(bad("missing ':' between keys"))?;
+        let iterations: u32 = iterations
+            .parse()
+            .map_err(|_| bad("iteration count is not a number"))?;
+        if iterations == 0 || iterations > crypto::MAX_ITERATIONS {
+            return Err(bad("iteration count out of range"));
+        }
+        let salt = crypto::unb64(salt).ok_or(bad("salt is not base64"))?;
+        if salt.is_empty() {
+            return Err(bad("salt is empty"));
+        }
+        Ok(ScramVerifier {
+            iterations,
+            salt,
+            stored_key: crypto::unb64_key(stored_key)
+                .ok_or(bad("StoredKey is not 32 bytes of base64"))?,
+            server_key: crypto::unb64_key(server_key)
+                .ok_or(bad("ServerKey is not 32 bytes of base64"))?,
+        })
+    }
+
+    /// Derives the verifier for `password` with a given salt: one PBKDF2-HMAC-SHA-256 run.
+    ///
+    /// The password is used as its UTF-8 bytes without SASLprep (see the module docs).
+    /// Call it once per user (config load), never per login.
+    pub fn derive(password: &str, salt: &[u8], iterations: u32) -> Self {
+        debug_assert!(iterations > 0, "PBKDF2 needs at least one iteration");
+        let salted = crypto::salted_password(password.as_bytes(), salt, iterations);
+        Self::from_salted(&salted, salt, iterations)
+    }
+
+    /// Derives a verifier with a fresh random 16-byte salt and 4096 iterations, as PostgreSQL's
+    /// `password_encryption = scram-sha-256` does. Costs one PBKDF2: call once per user at load.
+    pub fn generate(password: &str) -> Self {
+        let salt = crypto::random_bytes(DEFAULT_SALT_LEN);
+        Self::derive(password, &salt, DEFAULT_ITERATIONS)
+    }
+
+    /// Builds the verifier from an already computed `SaltedPassword`.
+    pub(crate) fn from_salted(salted: &Key, salt: &[u8], iterations: u32) -> Self {
+        ScramVerifier {
+            iterations,
+            salt: salt.to_vec(),
+            stored_key: crypto::sha256(&crypto::client_key(salted)),
+            server_key: crypto::server_key(salted),
+        }
+    }
+}
+
+/// Whether `s` is a well-formed stored SCRAM-SHA-256 verifier (rather than a plain password).
+pub fn looks_like_verifier(s: &str) -> bool {
+    ScramVerifier::parse(s).is_ok()
+}
+
+impl fmt::Display for ScramVerifier {
+    /// Writes PostgreSQL's stored form, which [`ScramVerifier::parse`] reads back.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{SCRAM_SHA_256}${}:{}${}:{}",
+            self.iterations,
+            crypto::b64(&self.salt),
+            crypto::b64(&self.stored_key),
+            crypto::b64(&self.server_key)
+        )
+    }
+}
+
+impl fmt::Debug for ScramVerifier {
+    /// Shows the parameters but not the keys: they are password equivalents for SCRAM.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScramVerifier")
+            .field("iterations", &self.iterations)
+            .field("salt", &crypto::b64(&self.salt))
+            .finish_non_exhaustive()
+    }
+}
+
+impl FromStr for ScramVerifier {
+    type Err = AuthError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The RFC 7677 example user (password "pencil") as PostgreSQL would store it.
+    pub(crate) const PENCIL: &str = "SCRAM-SHA-256$4096:W22ZaJ0SNY7soEsUEjb6gQ==$\
+        WG5d8oPm3OtcPnkdi4Uo7BkeZkBFzpcXkuLmtbsT4qY=:wfPLwcE6nTWhTAmQ7tl2KeoiWGPlZqQxSrmfPwDl2dU=";
+
+    #[test]
+    fn derive_matches_rfc7677_and_displays_as_postgres_stores_it() {
+        let salt = crypto::unb64("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
+        let v = ScramVerifier::derive("pencil", &salt, 4096);
+        assert_eq!(v.to_string(), PENCIL);
+        assert_eq!(ScramVerifier::parse(PENCIL).unwrap(), v);
+    }
+
+    #[test]
+    fn derive_agrees_with_postgres_protocol() {
+        let theirs = postgres_protocol::password::scram_sha_256(b"s3cret pass");
+        let parsed = ScramVerifier::parse(&theirs).unwrap();
+        let ours = ScramVerifier::derive("s3cret pass", &parsed.salt, parsed.iterations);
+        assert_eq!(ours.to_string(), theirs);
+    }
+
+    #[test]
+    fn generate_uses_a_fresh_salt_and_default_iterations() {
+        let a = ScramVerifier::generate("pw");
+        let b = ScramVerifier::generate("pw");
+        assert_eq!(a.iterations, DEFAULT_ITERATIONS);
+        assert_eq!(a.salt.len(), DEFAULT_SALT_LEN);
+        assert_ne!(a.salt, b.salt);
+        assert_eq!(ScramVerifier::parse(&a.to_string()).unwrap(), a);
+    }
+
+    #[test]
+    fn parse_rejects_malformed_verifiers_with_a_reason() {
+        let k = crypto::b64(&[0u8; 32]);
+        let cases = [
+            (String::new(), "does not start"),
+            (
+                "md53175bce1d3201d16594cebf9d7eb3f9d".to_string(),
+                "does not start",
+            ),
+            ("SCRAM-SHA-256$".to_string(), "missing '$'"),
+            (format!("SCRAM-SHA-256$4096$k:{k}"), "missing ':' after"),
+            (
+                format!("SCRAM-SHA-256$4096:c2FsdA==${k}"),
+                "missing ':' between",
+            ),
+            (format!("SCRAM-SHA-256$x:c2FsdA==${k}:{k}"), "not a number"),
+            (format!("SCRAM-SHA-256$0:c2FsdA==${k}:{k}"), "out of range"),
+            (
+                format!("SCRAM-SHA-256$4096:!!${k}:{k}"),
+                "salt is not base64",
+            ),
+            (format!("SCRAM-SHA-256$4096:${k}:{k}"), "salt is empty"),
+            (format!("SCRAM-SHA-256$4096:c2FsdA==$AAAA:{k}"), "StoredKey"),
+            (format!("SCRAM-SHA-256$4096:c2FsdA==${k}:{k}x"), "ServerKey"),
+        ];
+        for (input, want) in cases {
+            let err = ScramVerifier::parse(&input).unwrap_err().to_string();
+            assert!(err.contains(want), "{input:?}: {err}");
+            assert!(!looks_like_verifier(&input));
+        }
+        assert!(looks_like_verifier(PENCIL));
+    }
+
+    #[test]
+    fn debug_hides_the_keys() {
+        let shown = format!("{:?}", ScramVerifier::parse(PENCIL).unwrap());
+        assert!(!shown.contains("WG5d8o"), "{shown}");
+    }
+}
