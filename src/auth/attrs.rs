@@ -14,10 +14,7 @@ pub(crate) struct Attrs<'a> {
 impl<'a> Attrs<'a> {
     /// Starts reading `text` as the attribute list of `message`.
     pub(crate) fn new(message: ScramMessage, text: &'a str) -> Self {
-        Attrs {
-            message,
-            rest: text.split(','),
-        }
+        Attrs { message, rest: text.split(',') }
     }
 
     /// Reads the next attribute, which must be `name`; returns its value.
@@ -34,10 +31,7 @@ impl<'a> Attrs<'a> {
         let message = self.message;
         for field in self.rest {
             if split_attr(field).is_none() {
-                return Err(AuthError::malformed(
-                    message,
-                    "bad attribute after the known ones",
-                ));
+                return Err(AuthError::malformed(message, "bad attribute after the known ones"));
             }
         }
         Ok(())
@@ -62,10 +56,7 @@ pub(crate) fn text(message: ScramMessage, bytes: &[u8]) -> Result<&str, AuthErro
 pub(crate) fn check_nonce(message: ScramMessage, nonce: &str) -> Result<(), AuthError> {
     let printable = |b: u8| (0x21..=0x7e).contains(&b) && b != b',';
     if nonce.is_empty() || !nonce.bytes().all(printable) {
-        return Err(AuthError::malformed(
-            message,
-            "nonce is empty or not printable",
-        ));
+        return Err(AuthError::malformed(message, "nonce is empty or not printable"));
     }
     Ok(())
 }

@@ -39,26 +39,21 @@ pub struct ScramClient {
 }
 
 impl ScramClient {
-    /// Starts an exchange for `password` (UTF-8 bytes, no SASLprep: see the module docs), using
-    /// `cache` for PBKDF2. The cache is cloned (an `Arc`), not borrowed.
+    /// Starts an exchange for `password` (SASLprep-normalized as libpq does), using `cache` for
+    /// PBKDF2. The cache is cloned (an `Arc`), not borrowed.
     pub fn new(password: &str, cache: &SaltCache) -> Self {
         Self::build(password, cache, "", crypto::new_nonce())
     }
 
     /// A client with a fixed username and nonce, for known-answer tests only.
     #[cfg(test)]
-    pub(crate) fn with_nonce(
-        password: &str,
-        cache: &SaltCache,
-        username: &str,
-        nonce: &str,
-    ) -> Self {
+    pub(crate) fn with_nonce(password: &str, cache: &SaltCache, username: &str, nonce: &str) -> Self {
         Self::build(password, cache, username, nonce.to_string())
     }
 
     fn build(password: &str, cache: &SaltCache, username: &str, nonce: String) -> Self {
         ScramClient {
-            password: password.as_bytes().to_vec(),
+            password: crypto::normalize(password).into_owned(),
             cache: cache.clone(),
             username: username.to_string(),
             nonce,
@@ -89,9 +84,7 @@ impl ScramClient {
         if first.nonce.len() <= self.nonce.len() || !first.nonce.starts_with(self.nonce.as_str()) {
             return Err(AuthError::NonceMismatch);
         }
-        let salted = self
-            .cache
-            .salted_password(&self.password, &first.salt, first.iterations);
+        let salted = self.cache.salted_password(&self.password, &first.salt, first.iterations);
         let without_proof = format!("c={},r={}", crypto::b64(GS2_HEADER.as_bytes()), first.nonce);
         let server_first = attrs::text(ScramMessage::ServerFirst, msg)?;
         let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
@@ -123,8 +116,7 @@ impl ScramClient {
         let mut a = Attrs::new(M, text);
         let signature = a.expect(b'v', "neither e= (error) nor v= (verifier)")?;
         a.extensions()?;
-        let signature =
-            crypto::unb64(signature).ok_or(AuthError::malformed(M, "v= is not base64"))?;
+        let signature = crypto::unb64(signature).ok_or(AuthError::malformed(M, "v= is not base64"))?;
         if !ct_eq(&signature, &expected) {
             return Err(AuthError::ServerSignatureMismatch);
         }
@@ -150,9 +142,7 @@ fn parse_server_first(msg: &[u8]) -> Result<ServerFirst<'_>, AuthError> {
     const M: ScramMessage = ScramMessage::ServerFirst;
     let text = attrs::text(M, msg)?;
     if text.starts_with("m=") {
-        return Err(AuthError::Unsupported(
-            "mandatory extension (m=) in server-first",
-        ));
+        return Err(AuthError::Unsupported("mandatory extension (m=) in server-first"));
     }
     let mut a = Attrs::new(M, text);
     let nonce = a.expect(b'r', "missing r= (nonce)")?;
@@ -163,18 +153,12 @@ fn parse_server_first(msg: &[u8]) -> Result<ServerFirst<'_>, AuthError> {
         return Err(AuthError::malformed(M, "salt is empty"));
     }
     let iterations = a.expect(b'i', "missing i= (iteration count) after s=")?;
-    let iterations: u32 = iterations
-        .parse()
-        .map_err(|_| AuthError::malformed(M, "iteration count is not a number"))?;
+    let iterations: u32 = iterations.parse().map_err(|_| AuthError::malformed(M, "iteration count is not a number"))?;
     if iterations == 0 || iterations > crypto::MAX_ITERATIONS {
         return Err(AuthError::IterationsOutOfRange(iterations));
     }
     a.extensions()?;
-    Ok(ServerFirst {
-        nonce,
-        salt,
-        iterations,
-    })
+    Ok(ServerFirst { nonce, salt, iterations })
 }
 
 #[cfg(test)]
@@ -199,8 +183,7 @@ mod tests {
             "c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,\
              p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="
         );
-        c.server_final(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=")
-            .unwrap();
+        c.server_final(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=").unwrap();
         assert_eq!(cache.len(), 1);
     }
 
@@ -217,22 +200,10 @@ mod tests {
     fn server_final_errors() {
         let cache = SaltCache::default();
         let cases: [(&[u8], AuthError); 4] = [
-            (
-                b"e=invalid-proof",
-                AuthError::ServerError("invalid-proof".into()),
-            ),
+            (b"e=invalid-proof", AuthError::ServerError("invalid-proof".into())),
             (b"v=AAAA", AuthError::ServerSignatureMismatch),
-            (
-                b"x=1",
-                AuthError::malformed(
-                    ScramMessage::ServerFinal,
-                    "neither e= (error) nor v= (verifier)",
-                ),
-            ),
-            (
-                b"v=!!",
-                AuthError::malformed(ScramMessage::ServerFinal, "v= is not base64"),
-            ),
+            (b"x=1", AuthError::malformed(ScramMessage::ServerFinal, "neither e= (error) nor v= (verifier)")),
+            (b"v=!!", AuthError::malformed(ScramMessage::ServerFinal, "v= is not base64")),
         ];
         for (msg, want) in cases {
             let mut c = rfc_client(&cache);
@@ -248,46 +219,23 @@ mod tests {
         let cache = SaltCache::default();
         let cases: [(&[u8], AuthError); 7] = [
             (b"r=someoneelse,s=c2FsdA==,i=4096", AuthError::NonceMismatch),
-            (
-                b"r=rOprNGfwEbeRWgbNEkqO,s=c2FsdA==,i=4096",
-                AuthError::NonceMismatch,
-            ),
-            (
-                b"r=rOprNGfwEbeRWgbNEkqOx,s=c2FsdA==,i=0",
-                AuthError::IterationsOutOfRange(0),
-            ),
-            (
-                b"r=rOprNGfwEbeRWgbNEkqOx,s=c2FsdA==,i=4294967295",
-                AuthError::IterationsOutOfRange(u32::MAX),
-            ),
-            (
-                b"r=rOprNGfwEbeRWgbNEkqOx,s=,i=1",
-                AuthError::malformed(ScramMessage::ServerFirst, "salt is empty"),
-            ),
+            (b"r=rOprNGfwEbeRWgbNEkqO,s=c2FsdA==,i=4096", AuthError::NonceMismatch),
+            (b"r=rOprNGfwEbeRWgbNEkqOx,s=c2FsdA==,i=0", AuthError::IterationsOutOfRange(0)),
+            (b"r=rOprNGfwEbeRWgbNEkqOx,s=c2FsdA==,i=4294967295", AuthError::IterationsOutOfRange(u32::MAX)),
+            (b"r=rOprNGfwEbeRWgbNEkqOx,s=,i=1", AuthError::malformed(ScramMessage::ServerFirst, "salt is empty")),
             (
                 b"r=rOprNGfwEbeRWgbNEkqOx,i=1",
                 AuthError::malformed(ScramMessage::ServerFirst, "missing s= (salt) after r="),
             ),
-            (
-                b"m=x,r=a,s=c2FsdA==,i=1",
-                AuthError::Unsupported("mandatory extension (m=) in server-first"),
-            ),
+            (b"m=x,r=a,s=c2FsdA==,i=1", AuthError::Unsupported("mandatory extension (m=) in server-first")),
         ];
         for (msg, want) in cases {
             let mut c = rfc_client(&cache);
             c.client_first();
-            assert_eq!(
-                c.server_first(msg),
-                Err(want),
-                "{}",
-                String::from_utf8_lossy(msg)
-            );
+            assert_eq!(c.server_first(msg), Err(want), "{}", String::from_utf8_lossy(msg));
         }
         let mut c = rfc_client(&cache);
-        assert!(matches!(
-            c.server_first(SERVER_FIRST),
-            Err(AuthError::OutOfOrder(_))
-        ));
+        assert!(matches!(c.server_first(SERVER_FIRST), Err(AuthError::OutOfOrder(_))));
         assert!(cache.is_empty(), "no PBKDF2 for rejected messages");
     }
 }

@@ -30,6 +30,17 @@ pub(crate) fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> 
     out
 }
 
+/// `Normalize(password)` of RFC 5802: SASLprep (RFC 4013) of the password, or its raw bytes when
+/// SASLprep rejects it (prohibited or unassigned characters), exactly as PostgreSQL and libpq do.
+/// Printable ASCII is returned unchanged without allocating.
+pub(crate) fn normalize(password: &str) -> std::borrow::Cow<'_, [u8]> {
+    match stringprep::saslprep(password) {
+        Ok(std::borrow::Cow::Borrowed(s)) => std::borrow::Cow::Borrowed(s.as_bytes()),
+        Ok(std::borrow::Cow::Owned(s)) => std::borrow::Cow::Owned(s.into_bytes()),
+        Err(_) => std::borrow::Cow::Borrowed(password.as_bytes()),
+    }
+}
+
 /// `HMAC(key, data)` with SHA-256.
 pub(crate) fn hmac(key: &[u8], data: &[u8]) -> Key {
     // HMAC accepts keys of any length, so this cannot fail.
@@ -67,10 +78,7 @@ pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let diff = a
-        .iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y));
+    let diff = a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y));
     std::hint::black_box(diff) == 0
 }
 
@@ -111,6 +119,16 @@ mod tests {
         assert!(!ct_eq(b"abc", b"abd"));
         assert!(!ct_eq(b"abc", b"ab"));
         assert!(ct_eq(b"", b""));
+    }
+
+    #[test]
+    fn normalize_applies_saslprep_or_falls_back_to_raw_bytes() {
+        assert_eq!(&*normalize("pencil"), b"pencil");
+        // NFKC, non-ASCII space -> space, soft hyphen -> nothing.
+        assert_eq!(&*normalize("p\u{e4}ss\u{a0}\u{2168}\u{ad}"), "p\u{e4}ss IX".as_bytes());
+        // A control character is prohibited: PostgreSQL then uses the password as given.
+        assert_eq!(&*normalize("a\u{7}b"), b"a\x07b");
+        assert_eq!(&*normalize(""), b"");
     }
 
     #[test]

@@ -20,9 +20,7 @@ pub fn md5_password_hash(user: &str, password: &str) -> String {
 /// `stored_or_plain_hash` is the stored form (`md5` + 32 hex digits) or just the 32 hex digits;
 /// a leading `md5` is removed before hashing.
 pub fn md5_response(stored_or_plain_hash: &str, salt: [u8; 4]) -> String {
-    let hex_part = stored_or_plain_hash
-        .strip_prefix("md5")
-        .unwrap_or(stored_or_plain_hash);
+    let hex_part = stored_or_plain_hash.strip_prefix("md5").unwrap_or(stored_or_plain_hash);
     let mut h = Md5::new();
     h.update(hex_part.as_bytes());
     h.update(salt);
@@ -32,9 +30,7 @@ pub fn md5_response(stored_or_plain_hash: &str, salt: [u8; 4]) -> String {
 /// Checks a client's md5 response (the PasswordMessage payload, with or without its trailing NUL)
 /// against the stored form, in constant time.
 pub fn md5_verify(expected_stored: &str, salt: [u8; 4], client_response: &[u8]) -> bool {
-    let response = client_response
-        .strip_suffix(&[0])
-        .unwrap_or(client_response);
+    let response = client_response.strip_suffix(&[0]).unwrap_or(client_response);
     let expected = md5_response(expected_stored, salt);
     ct_eq(expected.as_bytes(), response)
 }
@@ -55,10 +51,7 @@ mod tests {
 
     #[test]
     fn stored_hash_known_value() {
-        assert_eq!(
-            md5_password_hash("postgres", "postgres"),
-            "md53175bce1d3201d16594cebf9d7eb3f9d"
-        );
+        assert_eq!(md5_password_hash("postgres", "postgres"), "md53175bce1d3201d16594cebf9d7eb3f9d");
     }
 
     #[test]
@@ -76,10 +69,7 @@ mod tests {
     fn response_agrees_with_postgres_protocol() {
         let salt = [0xde, 0xad, 0xbe, 0xef];
         let theirs = postgres_protocol::authentication::md5_hash(b"alice", b"secret", salt);
-        assert_eq!(
-            md5_response(&md5_password_hash("alice", "secret"), salt),
-            theirs
-        );
+        assert_eq!(md5_response(&md5_password_hash("alice", "secret"), salt), theirs);
     }
 
     #[test]
@@ -90,11 +80,7 @@ mod tests {
         assert!(md5_verify(&stored, salt, good.as_bytes()));
         assert!(md5_verify(&stored, salt, format!("{good}\0").as_bytes()));
         assert!(!md5_verify(&stored, [9, 8, 7, 5], good.as_bytes()));
-        assert!(!md5_verify(
-            &md5_password_hash("alice", "other"),
-            salt,
-            good.as_bytes()
-        ));
+        assert!(!md5_verify(&md5_password_hash("alice", "other"), salt, good.as_bytes()));
         assert!(!md5_verify(&stored, salt, b""));
     }
 }

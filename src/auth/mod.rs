@@ -15,10 +15,10 @@
 //! [`ScramVerifier::derive`] (once per user at config load) and by [`ScramClient`] through
 //! [`SaltCache`]. The server side ([`ScramServer`]) never calls it: a login costs a few HMACs.
 //!
-//! Passwords are used as their UTF-8 bytes without SASLprep. For ASCII passwords this equals
-//! PostgreSQL's behaviour (SASLprep of printable ASCII is the identity, and PostgreSQL falls back to
-//! the raw bytes when SASLprep rejects control characters); non-ASCII passwords that SASLprep would
-//! change (NFKC, non-ASCII spaces, soft hyphens) will not match a PostgreSQL-made verifier.
+//! Passwords are SASLprep-normalized (RFC 4013, via the `stringprep` crate) before PBKDF2, falling
+//! back to the raw bytes when SASLprep rejects them, exactly as PostgreSQL and libpq do: without it
+//! a non-ASCII password (NFKC, non-ASCII spaces, soft hyphens) would not match a PostgreSQL-made
+//! verifier. Printable ASCII passes through unchanged.
 
 mod attrs;
 mod client;

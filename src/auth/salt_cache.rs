@@ -33,12 +33,7 @@ impl Default for SaltCache {
     fn default() -> Self {
         let mut key_secret = [0u8; crypto::KEY_LEN];
         key_secret.copy_from_slice(&crypto::random_bytes(crypto::KEY_LEN));
-        SaltCache {
-            inner: Arc::new(Inner {
-                key_secret,
-                entries: Mutex::new(HashMap::new()),
-            }),
-        }
+        SaltCache { inner: Arc::new(Inner { key_secret, entries: Mutex::new(HashMap::new()) }) }
     }
 }
 
@@ -90,18 +85,13 @@ impl SaltCache {
 
     /// The map stays consistent even if a holder panicked: each insert is one call.
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Key>> {
-        self.inner
-            .entries
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.inner.entries.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 impl std::fmt::Debug for SaltCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SaltCache")
-            .field("len", &self.len())
-            .finish()
+        f.debug_struct("SaltCache").field("len", &self.len()).finish()
     }
 }
 
@@ -119,11 +109,7 @@ mod tests {
         cache.salted_password(b"pw", b"salt", 9);
         cache.salted_password(b"pw", b"salt2", 8);
         cache.clone().salted_password(b"pws", b"alt", 8);
-        assert_eq!(
-            cache.len(),
-            4,
-            "clones share entries; shifted bytes do not collide"
-        );
+        assert_eq!(cache.len(), 4, "clones share entries; shifted bytes do not collide");
     }
 
     #[test]

@@ -84,12 +84,7 @@ impl ScramServer {
     }
 
     fn build(verifier: ScramVerifier, mock: bool, server_nonce: String) -> Self {
-        ScramServer {
-            verifier,
-            mock,
-            server_nonce,
-            state: State::Start,
-        }
+        ScramServer { verifier, mock, server_nonce, state: State::Start }
     }
 
     /// Reads client-first-message and returns server-first-message (`r=...,s=...,i=...`).
@@ -108,11 +103,7 @@ impl ScramServer {
         self.state = State::Finished;
         let (gs2_header, client_first_bare, client_nonce) = parse_client_first(msg)?;
         let nonce = format!("{client_nonce}{}", self.server_nonce);
-        let server_first = format!(
-            "r={nonce},s={},i={}",
-            crypto::b64(&self.verifier.salt),
-            self.verifier.iterations
-        );
+        let server_first = format!("r={nonce},s={},i={}", crypto::b64(&self.verifier.salt), self.verifier.iterations);
         let reply = server_first.clone().into_bytes();
         self.state = State::SentFirst(Exchanged {
             gs2_header: gs2_header.to_string(),
@@ -135,20 +126,15 @@ impl ScramServer {
             _ => return Err(AuthError::OutOfOrder("client-final without a client-first")),
         };
         let fin = parse_client_final(msg)?;
-        let binding = crypto::unb64(fin.channel_binding).ok_or(AuthError::malformed(
-            ScramMessage::ClientFinal,
-            "c= is not base64",
-        ))?;
+        let binding = crypto::unb64(fin.channel_binding)
+            .ok_or(AuthError::malformed(ScramMessage::ClientFinal, "c= is not base64"))?;
         if binding != ex.gs2_header.as_bytes() {
             return Err(AuthError::ChannelBindingMismatch);
         }
         if !ct_eq(fin.nonce.as_bytes(), ex.nonce.as_bytes()) {
             return Err(AuthError::NonceMismatch);
         }
-        let auth_message = format!(
-            "{},{},{}",
-            ex.client_first_bare, ex.server_first, fin.without_proof
-        );
+        let auth_message = format!("{},{},{}", ex.client_first_bare, ex.server_first, fin.without_proof);
         if !self.proof_matches(auth_message.as_bytes(), &fin.proof) {
             return Err(AuthError::WrongPassword);
         }
@@ -172,9 +158,7 @@ impl ScramServer {
 
 impl std::fmt::Debug for ScramServer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScramServer")
-            .field("mock", &self.mock)
-            .finish_non_exhaustive()
+        f.debug_struct("ScramServer").field("mock", &self.mock).finish_non_exhaustive()
     }
 }
 
@@ -188,34 +172,19 @@ fn random_key() -> Key {
 fn parse_client_first(msg: &[u8]) -> Result<(&str, &str, &str), AuthError> {
     const M: ScramMessage = ScramMessage::ClientFirst;
     let text = attrs::text(M, msg)?;
-    let (flag, rest) = text
-        .split_once(',')
-        .ok_or(AuthError::malformed(M, "no GS2 header"))?;
+    let (flag, rest) = text.split_once(',').ok_or(AuthError::malformed(M, "no GS2 header"))?;
     match flag {
         "n" | "y" => {}
-        _ if flag.starts_with("p=") => {
-            return Err(AuthError::ChannelBindingUnsupported(flag[2..].to_string()))
-        }
-        _ => {
-            return Err(AuthError::malformed(
-                M,
-                "GS2 channel-binding flag is not n, y or p=",
-            ))
-        }
+        _ if flag.starts_with("p=") => return Err(AuthError::ChannelBindingUnsupported(flag[2..].to_string())),
+        _ => return Err(AuthError::malformed(M, "GS2 channel-binding flag is not n, y or p=")),
     }
-    let (authzid, bare) = rest
-        .split_once(',')
-        .ok_or(AuthError::malformed(M, "GS2 header is not closed"))?;
+    let (authzid, bare) = rest.split_once(',').ok_or(AuthError::malformed(M, "GS2 header is not closed"))?;
     if !authzid.is_empty() {
-        return Err(AuthError::Unsupported(
-            "authorization identity (a=) in client-first",
-        ));
+        return Err(AuthError::Unsupported("authorization identity (a=) in client-first"));
     }
     let gs2_header = &text[..flag.len() + authzid.len() + 2];
     if bare.starts_with("m=") {
-        return Err(AuthError::Unsupported(
-            "mandatory extension (m=) in client-first",
-        ));
+        return Err(AuthError::Unsupported("mandatory extension (m=) in client-first"));
     }
     let mut a = Attrs::new(M, bare);
     a.expect(b'n', "missing n= (username)")?;
@@ -240,24 +209,14 @@ struct ClientFinal<'a> {
 fn parse_client_final(msg: &[u8]) -> Result<ClientFinal<'_>, AuthError> {
     const M: ScramMessage = ScramMessage::ClientFinal;
     let text = attrs::text(M, msg)?;
-    let (without_proof, proof) = text
-        .rsplit_once(',')
-        .ok_or(AuthError::malformed(M, "no p= (proof) at the end"))?;
-    let proof = proof
-        .strip_prefix("p=")
-        .ok_or(AuthError::malformed(M, "last attribute is not p= (proof)"))?;
-    let proof = crypto::unb64_key(proof)
-        .ok_or(AuthError::malformed(M, "proof is not 32 bytes of base64"))?;
+    let (without_proof, proof) = text.rsplit_once(',').ok_or(AuthError::malformed(M, "no p= (proof) at the end"))?;
+    let proof = proof.strip_prefix("p=").ok_or(AuthError::malformed(M, "last attribute is not p= (proof)"))?;
+    let proof = crypto::unb64_key(proof).ok_or(AuthError::malformed(M, "proof is not 32 bytes of base64"))?;
     let mut a = Attrs::new(M, without_proof);
     let channel_binding = a.expect(b'c', "missing c= (channel binding)")?;
     let nonce = a.expect(b'r', "missing r= (nonce) after c=")?;
     a.extensions()?;
-    Ok(ClientFinal {
-        channel_binding,
-        nonce,
-        without_proof,
-        proof,
-    })
+    Ok(ClientFinal { channel_binding, nonce, without_proof, proof })
 }
 
 #[cfg(test)]
@@ -266,11 +225,7 @@ mod tests {
 
     fn pencil() -> ScramVerifier {
         let salt = crypto::unb64("W22ZaJ0SNY7soEsUEjb6gQ==").unwrap();
-        ScramVerifier::from_salted(
-            &crypto::salted_password(b"pencil", &salt, 4096),
-            &salt,
-            4096,
-        )
+        ScramVerifier::from_salted(&crypto::salted_password(b"pencil", &salt, 4096), &salt, 4096)
     }
 
     const SERVER_NONCE: &str = "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0";
@@ -280,17 +235,11 @@ mod tests {
     fn rfc7677_exchange_from_the_server_side() {
         let mut s = ScramServer::with_nonce(&pencil(), SERVER_NONCE);
         let first = s.client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO").unwrap();
-        assert_eq!(
-            first,
-            format!("r={NONCE},s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096").as_bytes()
-        );
+        assert_eq!(first, format!("r={NONCE},s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096").as_bytes());
         let fin = format!("c=biws,r={NONCE},p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=");
         let last = s.client_final(fin.as_bytes()).unwrap();
         assert_eq!(last, b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4=");
-        assert_eq!(
-            s.client_final(fin.as_bytes()),
-            Err(AuthError::OutOfOrder("client-final without a client-first"))
-        );
+        assert_eq!(s.client_final(fin.as_bytes()), Err(AuthError::OutOfOrder("client-final without a client-first")));
     }
 
     #[test]
@@ -298,63 +247,28 @@ mod tests {
         let mut s = ScramServer::with_nonce(&pencil(), SERVER_NONCE);
         s.client_first(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO").unwrap();
         let fin = format!("c=biws,r={NONCE},p={}", crypto::b64(&[9u8; 32]));
-        assert_eq!(
-            s.client_final(fin.as_bytes()),
-            Err(AuthError::WrongPassword)
-        );
+        assert_eq!(s.client_final(fin.as_bytes()), Err(AuthError::WrongPassword));
     }
 
     #[test]
     fn client_first_errors_name_the_problem() {
         let cases: [(&[u8], AuthError); 8] = [
-            (
-                b"p=tls-server-end-point,,n=,r=abc",
-                AuthError::ChannelBindingUnsupported("tls-server-end-point".into()),
-            ),
-            (
-                b"n,a=admin,n=,r=abc",
-                AuthError::Unsupported("authorization identity (a=) in client-first"),
-            ),
-            (
-                b"n,,m=ext,n=,r=abc",
-                AuthError::Unsupported("mandatory extension (m=) in client-first"),
-            ),
+            (b"p=tls-server-end-point,,n=,r=abc", AuthError::ChannelBindingUnsupported("tls-server-end-point".into())),
+            (b"n,a=admin,n=,r=abc", AuthError::Unsupported("authorization identity (a=) in client-first")),
+            (b"n,,m=ext,n=,r=abc", AuthError::Unsupported("mandatory extension (m=) in client-first")),
             (
                 b"x,,n=,r=abc",
-                AuthError::malformed(
-                    ScramMessage::ClientFirst,
-                    "GS2 channel-binding flag is not n, y or p=",
-                ),
+                AuthError::malformed(ScramMessage::ClientFirst, "GS2 channel-binding flag is not n, y or p="),
             ),
-            (
-                b"n,,n=,r=",
-                AuthError::malformed(ScramMessage::ClientFirst, "nonce is empty or not printable"),
-            ),
-            (
-                b"n,,r=abc",
-                AuthError::malformed(ScramMessage::ClientFirst, "missing n= (username)"),
-            ),
-            (
-                b"n",
-                AuthError::malformed(ScramMessage::ClientFirst, "no GS2 header"),
-            ),
-            (
-                b"n,,n=,r=a\xff",
-                AuthError::malformed(ScramMessage::ClientFirst, "not valid UTF-8"),
-            ),
+            (b"n,,n=,r=", AuthError::malformed(ScramMessage::ClientFirst, "nonce is empty or not printable")),
+            (b"n,,r=abc", AuthError::malformed(ScramMessage::ClientFirst, "missing n= (username)")),
+            (b"n", AuthError::malformed(ScramMessage::ClientFirst, "no GS2 header")),
+            (b"n,,n=,r=a\xff", AuthError::malformed(ScramMessage::ClientFirst, "not valid UTF-8")),
         ];
         for (msg, want) in cases {
             let mut s = ScramServer::new(&pencil());
-            assert_eq!(
-                s.client_first(msg),
-                Err(want),
-                "{}",
-                String::from_utf8_lossy(msg)
-            );
-            assert!(matches!(
-                s.client_first(b"n,,n=,r=abc"),
-                Err(AuthError::OutOfOrder(_))
-            ));
+            assert_eq!(s.client_first(msg), Err(want), "{}", String::from_utf8_lossy(msg));
+            assert!(matches!(s.client_first(b"n,,n=,r=abc"), Err(AuthError::OutOfOrder(_))));
         }
     }
 
@@ -362,20 +276,11 @@ mod tests {
     fn client_final_checks_binding_nonce_and_layout() {
         let proof = crypto::b64(&[0u8; 32]);
         let cases = [
-            (
-                format!("c=eSws,r={NONCE},p={proof}"),
-                AuthError::ChannelBindingMismatch,
-            ),
-            (
-                format!("c=biws,r={NONCE}x,p={proof}"),
-                AuthError::NonceMismatch,
-            ),
+            (format!("c=eSws,r={NONCE},p={proof}"), AuthError::ChannelBindingMismatch),
+            (format!("c=biws,r={NONCE}x,p={proof}"), AuthError::NonceMismatch),
             (
                 format!("c=biws,r={NONCE}"),
-                AuthError::malformed(
-                    ScramMessage::ClientFinal,
-                    "last attribute is not p= (proof)",
-                ),
+                AuthError::malformed(ScramMessage::ClientFinal, "last attribute is not p= (proof)"),
             ),
             (
                 format!("r={NONCE},p={proof}"),

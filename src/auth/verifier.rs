@@ -37,18 +37,10 @@ impl ScramVerifier {
             .strip_prefix(SCRAM_SHA_256)
             .and_then(|r| r.strip_prefix('$'))
             .ok_or(bad("does not start with \"SCRAM-SHA-256$\""))?;
-        let (params, keys) = rest
-            .split_once('$')
-            .ok_or(bad("missing '$' before the keys"))?;
-        let (iterations, salt) = params
-            .split_once(':')
-            .ok_or(bad("missing ':' after iterations"))?;
-        let (stored_key, server_key) = keys
-            .split_once(':')
-            .ok_or(bad("missing ':' between keys"))?;
-        let iterations: u32 = iterations
-            .parse()
-            .map_err(|_| bad("iteration count is not a number"))?;
+        let (params, keys) = rest.split_once('$').ok_or(bad("missing '$' before the keys"))?;
+        let (iterations, salt) = params.split_once(':').ok_or(bad("missing ':' after iterations"))?;
+        let (stored_key, server_key) = keys.split_once(':').ok_or(bad("missing ':' between keys"))?;
+        let iterations: u32 = iterations.parse().map_err(|_| bad("iteration count is not a number"))?;
         if iterations == 0 || iterations > crypto::MAX_ITERATIONS {
             return Err(bad("iteration count out of range"));
         }
@@ -59,20 +51,18 @@ impl ScramVerifier {
         Ok(ScramVerifier {
             iterations,
             salt,
-            stored_key: crypto::unb64_key(stored_key)
-                .ok_or(bad("StoredKey is not 32 bytes of base64"))?,
-            server_key: crypto::unb64_key(server_key)
-                .ok_or(bad("ServerKey is not 32 bytes of base64"))?,
+            stored_key: crypto::unb64_key(stored_key).ok_or(bad("StoredKey is not 32 bytes of base64"))?,
+            server_key: crypto::unb64_key(server_key).ok_or(bad("ServerKey is not 32 bytes of base64"))?,
         })
     }
 
     /// Derives the verifier for `password` with a given salt: one PBKDF2-HMAC-SHA-256 run.
     ///
-    /// The password is used as its UTF-8 bytes without SASLprep (see the module docs).
+    /// The password is SASLprep-normalized as PostgreSQL does (see the module docs).
     /// Call it once per user (config load), never per login.
     pub fn derive(password: &str, salt: &[u8], iterations: u32) -> Self {
         debug_assert!(iterations > 0, "PBKDF2 needs at least one iteration");
-        let salted = crypto::salted_password(password.as_bytes(), salt, iterations);
+        let salted = crypto::salted_password(&crypto::normalize(password), salt, iterations);
         Self::from_salted(&salted, salt, iterations)
     }
 
@@ -156,6 +146,16 @@ mod tests {
     }
 
     #[test]
+    fn derive_normalizes_non_ascii_passwords_like_postgres() {
+        // Made by PostgreSQL 15 for the password "p\u{e4}ssw\u{f6}rd\u{a0}\u{2168}" (NBSP, ROMAN NUMERAL NINE).
+        let pg = "SCRAM-SHA-256$4096:GfTEUu2C8d3wjGL/8DADVg==$\
+            ERZDiiD/S7/UbPhIiwR2QoRi4C2HJhEHCfxCjkU1Hzo=:jLWx3XeUPaDozH5eFylwVhl54xaJr/mDnnzI8N4KMBI=";
+        let stored = ScramVerifier::parse(pg).unwrap();
+        let ours = ScramVerifier::derive("p\u{e4}ssw\u{f6}rd\u{a0}\u{2168}", &stored.salt, 4096);
+        assert_eq!(ours, stored);
+    }
+
+    #[test]
     fn generate_uses_a_fresh_salt_and_default_iterations() {
         let a = ScramVerifier::generate("pw");
         let b = ScramVerifier::generate("pw");
@@ -170,22 +170,13 @@ mod tests {
         let k = crypto::b64(&[0u8; 32]);
         let cases = [
             (String::new(), "does not start"),
-            (
-                "md53175bce1d3201d16594cebf9d7eb3f9d".to_string(),
-                "does not start",
-            ),
+            ("md53175bce1d3201d16594cebf9d7eb3f9d".to_string(), "does not start"),
             ("SCRAM-SHA-256$".to_string(), "missing '$'"),
             (format!("SCRAM-SHA-256$4096$k:{k}"), "missing ':' after"),
-            (
-                format!("SCRAM-SHA-256$4096:c2FsdA==${k}"),
-                "missing ':' between",
-            ),
+            (format!("SCRAM-SHA-256$4096:c2FsdA==${k}"), "missing ':' between"),
             (format!("SCRAM-SHA-256$x:c2FsdA==${k}:{k}"), "not a number"),
             (format!("SCRAM-SHA-256$0:c2FsdA==${k}:{k}"), "out of range"),
-            (
-                format!("SCRAM-SHA-256$4096:!!${k}:{k}"),
-                "salt is not base64",
-            ),
+            (format!("SCRAM-SHA-256$4096:!!${k}:{k}"), "salt is not base64"),
             (format!("SCRAM-SHA-256$4096:${k}:{k}"), "salt is empty"),
             (format!("SCRAM-SHA-256$4096:c2FsdA==$AAAA:{k}"), "StoredKey"),
             (format!("SCRAM-SHA-256$4096:c2FsdA==${k}:{k}x"), "ServerKey"),
