@@ -25,6 +25,8 @@ pub(crate) type Key = [u8; KEY_LEN];
 /// `Hi(password, salt, i)`: PBKDF2-HMAC-SHA-256. Milliseconds at 4096 iterations; never per login
 /// on the server side.
 pub(crate) fn salted_password(password: &[u8], salt: &[u8], iterations: u32) -> Key {
+    #[cfg(test)]
+    PBKDF2_RUNS.with(|n| n.set(n.get() + 1));
     let mut out = [0u8; KEY_LEN];
     pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out);
     out
@@ -39,6 +41,12 @@ pub(crate) fn normalize(password: &str) -> std::borrow::Cow<'_, [u8]> {
         Ok(std::borrow::Cow::Owned(s)) => std::borrow::Cow::Owned(s.into_bytes()),
         Err(_) => std::borrow::Cow::Borrowed(password.as_bytes()),
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// PBKDF2 runs on this thread, so tests can prove a login path does none.
+    pub(crate) static PBKDF2_RUNS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
 }
 
 /// `HMAC(key, data)` with SHA-256.

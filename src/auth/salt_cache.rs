@@ -12,7 +12,7 @@ use super::crypto::{self, Key};
 
 /// Most entries kept. One per (server password, server salt) pair; a few hundred covers every
 /// node and user a proxy talks to. When full, one arbitrary entry is dropped.
-pub const SALT_CACHE_CAPACITY: usize = 512;
+pub(crate) const SALT_CACHE_CAPACITY: usize = 512;
 
 /// Shared cache of `SaltedPassword = PBKDF2(password, salt, iterations)`.
 ///

@@ -38,6 +38,27 @@ fn round_trip_with_a_derived_verifier() {
 }
 
 #[test]
+fn a_login_runs_no_pbkdf2_once_keys_are_derived_and_the_salt_is_cached() {
+    let runs = || crypto::PBKDF2_RUNS.with(std::cell::Cell::get);
+    let cache = SaltCache::default();
+    let v = ScramVerifier::derive("pw", b"0123456789abcdef", 4096);
+    let login = |server: &mut ScramServer| {
+        let mut client = ScramClient::new("pw", &cache);
+        let server_first = server.client_first(&client.client_first()).unwrap();
+        let server_final = server.client_final(&client.server_first(&server_first).unwrap()).unwrap();
+        client.server_final(&server_final).unwrap();
+    };
+    login(&mut ScramServer::new(&v)); // warms the client's cache
+    let before = runs();
+    login(&mut ScramServer::new(&v));
+    login(&mut ScramServer::new(&v));
+    assert_eq!(runs(), before, "neither the server side nor a cached client ran PBKDF2");
+    let before = runs();
+    assert_eq!(exchange("pw", &mut ScramServer::mock()), Err(AuthError::WrongPassword));
+    assert_eq!(runs(), before + 1, "only the fresh client's cache miss; the mock runs none");
+}
+
+#[test]
 fn mock_exchange_runs_to_the_end_and_fails_like_a_wrong_password() {
     let mut server = ScramServer::mock();
     assert_eq!(exchange("anything", &mut server), Err(AuthError::WrongPassword));

@@ -8,10 +8,10 @@ use super::crypto::{self, Key};
 use super::{AuthError, ScramMessage, SCRAM_SHA_256};
 
 /// Iterations used by [`ScramVerifier::generate`] (PostgreSQL's default `scram_iterations`).
-pub const DEFAULT_ITERATIONS: u32 = 4096;
+pub(crate) const DEFAULT_ITERATIONS: u32 = 4096;
 
 /// Salt length used by [`ScramVerifier::generate`] (PostgreSQL's `SCRAM_DEFAULT_SALT_LEN`).
-pub const DEFAULT_SALT_LEN: usize = 16;
+pub(crate) const DEFAULT_SALT_LEN: usize = 16;
 
 /// What the server side needs to check a SCRAM-SHA-256 login without knowing the password.
 #[derive(Clone, PartialEq, Eq)]
