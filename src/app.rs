@@ -1,10 +1,20 @@
-//! Wiring: build every handle from a `Config` and run the listener.
+//! Wiring: build every handle from a `Config` once, then run the monitor and the listener.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio::net::{TcpListener, TcpSocket};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::backend::conn::columns;
+use crate::backend::probe::{probe_timeout, SqlProbe};
+use crate::backend::{PoolKey, Pools, ServerConn};
 use crate::config::Config;
-use crate::topology::Topology;
+use crate::frontend::{listener, Shared};
+use crate::router::{Classifier, FunctionCatalog};
+use crate::topology::monitor::{initial_topology, Monitor};
+use crate::topology::{Topology, TopologyHandle};
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -22,20 +32,103 @@ pub enum StartError {
 /// The proxy, as a value: [`Proxy::start`] builds and runs it.
 pub struct Proxy;
 
-/// A running proxy. Dropping it stops it.
+/// A running proxy. Dropping it stops accepting and stops the monitor.
 pub struct ProxyHandle {
     addr: SocketAddr,
+    topology: TopologyHandle,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
 }
 
 impl Proxy {
-    /// Build every handle from `config` and start listening.
+    /// Build every handle from `config`, probe the nodes once, and start listening.
     ///
     /// # Errors
     /// See [`StartError`].
     pub async fn start(config: Config) -> Result<ProxyHandle, StartError> {
-        let _ = config;
-        todo!()
+        let config = Arc::new(config);
+        let topology = TopologyHandle::new(initial_topology(&config));
+        let pools = Arc::new(Pools::new(Arc::clone(&config)));
+        let classifier = Arc::new(Classifier::new(
+            config.routing.classify_cache_entries,
+            config.routing.read_only_functions.clone(),
+        ));
+        let monitor = build_monitor(&config, &pools, &topology);
+        monitor.tick().await;
+        let listener = bind(config.listen, config.limits.listen_backlog)?;
+        let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
+        let (shutdown, rx) = watch::channel(false);
+        let shared = Arc::new(Shared::new(Arc::clone(&config), topology.clone(), Arc::clone(&pools), Arc::clone(&classifier)));
+        let tasks = vec![
+            tokio::spawn(monitor_loop(monitor, Arc::clone(&pools), config.monitor.interval, rx.clone())),
+            tokio::spawn(load_catalog(Arc::clone(&config), Arc::clone(&pools), topology.clone(), classifier)),
+            tokio::spawn(listener::accept_loop(listener, shared, rx)),
+        ];
+        tracing::info!(%addr, "sluice is listening");
+        Ok(ProxyHandle { addr, topology, shutdown, tasks })
     }
+}
+
+fn build_monitor(config: &Config, pools: &Pools, topology: &TopologyHandle) -> Monitor<SqlProbe> {
+    let user = &config.users[config.monitor.user].name;
+    let specs = (0..config.nodes.len())
+        .map(|node| {
+            let key = PoolKey { node, database: config.monitor.database.clone(), user: user.clone() };
+            pools.spec(&key, config.pool.connect_timeout)
+        })
+        .collect();
+    let timeout = probe_timeout(config.monitor.interval, config.pool.connect_timeout);
+    Monitor::new(SqlProbe::new(specs), topology.clone(), timeout)
+}
+
+async fn monitor_loop(monitor: Monitor<SqlProbe>, pools: Arc<Pools>, every: std::time::Duration, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.changed() => return,
+        }
+        for node in monitor.tick().await {
+            // A node that changed role may hold connections opened for its old role.
+            pools.clear_node(node);
+        }
+    }
+}
+
+/// Load function volatilities from the primary's catalog so the router can judge function calls.
+async fn load_catalog(config: Arc<Config>, pools: Arc<Pools>, topology: TopologyHandle, classifier: Arc<Classifier>) {
+    const SQL: &str = "SELECT n.nspname, p.proname, p.provolatile FROM pg_catalog.pg_proc p \
+                       JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace";
+    let Some(primary) = topology.load().primary().map(|p| p.index) else {
+        tracing::warn!("no primary at start: function calls are routed to the primary until the catalog loads");
+        return;
+    };
+    let user = config.users[config.monitor.user].name.clone();
+    let key = PoolKey { node: primary, database: config.monitor.database.clone(), user };
+    let spec = pools.spec(&key, config.pool.connect_timeout);
+    let rows = match ServerConn::connect(&spec).await {
+        Ok(mut conn) => conn.run_internal(SQL).await,
+        Err(e) => Err(e),
+    };
+    match rows {
+        Ok(rows) => {
+            let entries = rows.iter().filter_map(|r| match columns(r).as_slice() {
+                [Some(s), Some(n), Some(v)] => Some((s.clone(), n.clone(), v.chars().next().unwrap_or('v'))),
+                _ => None,
+            });
+            classifier.set_catalog(FunctionCatalog::from_rows(entries));
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot load the function catalog"),
+    }
+}
+
+fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, StartError> {
+    let err = |source| StartError::Listen { addr, source };
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(err)?;
+    socket.set_reuseaddr(true).map_err(err)?;
+    socket.bind(addr).map_err(err)?;
+    socket.listen(backlog).map_err(err)
 }
 
 impl ProxyHandle {
@@ -48,9 +141,24 @@ impl ProxyHandle {
     /// The current topology snapshot.
     #[must_use]
     pub fn topology(&self) -> Arc<Topology> {
-        todo!()
+        self.topology.load()
     }
 
-    /// Stop accepting, close client and server connections.
-    pub async fn shutdown(self) {}
+    /// Stop accepting and stop the monitor; sessions in progress finish on their own.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        for t in self.tasks.drain(..) {
+            t.abort();
+            let _ = t.await;
+        }
+    }
+}
+
+impl Drop for ProxyHandle {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }

@@ -1,1 +1,13 @@
-//! backend (being written).
+//! Backend: connections to PostgreSQL servers and the bounded pools that share them.
+//!
+//! [`conn`] opens and authenticates one server connection and knows what state it carries;
+//! [`pool`] keeps at most `pool.size` of them per (node, database, user), checks idle ones before
+//! handing them out, and closes any that may carry state another client did not ask for.
+//! This module reads the topology but never publishes it.
+
+pub mod conn;
+pub mod pool;
+pub mod probe;
+
+pub use conn::{ConnectSpec, ServerConn};
+pub use pool::{Checkout, Pool, PoolKey, Pools};

@@ -1,1 +1,91 @@
-//! frontend (being written).
+//! Frontend: the listener, the startup handshake and client authentication, and one session
+//! state machine per client.
+//!
+//! A session reads a unit of client traffic (one Query, or an extended batch up to Sync), asks the
+//! router where it goes, checks out a server connection, forwards the unit and relays the replies
+//! up to ReadyForQuery, then releases the connection by the transaction status byte. This module
+//! owns client-facing errors; it never publishes topology.
+
+pub mod cancel;
+pub mod expect;
+pub mod handshake;
+pub mod listener;
+pub mod params;
+mod relay;
+pub mod session;
+mod statements;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use crate::auth::ScramVerifier;
+use crate::backend::Pools;
+use crate::config::{AuthMethod, Config, Secret};
+use crate::router::Classifier;
+use crate::topology::TopologyHandle;
+
+/// What a client is checked against, prepared once at startup (no PBKDF2 per login).
+pub struct Credentials {
+    /// How the client must authenticate.
+    pub method: AuthMethod,
+    /// For SCRAM.
+    pub scram: Option<Arc<ScramVerifier>>,
+    /// For md5: the stored `md5...` hash.
+    pub md5: Option<String>,
+}
+
+impl Credentials {
+    fn for_user(name: &str, method: AuthMethod, secret: &Secret) -> Self {
+        let scram = match secret {
+            Secret::Plain(p) => Some(ScramVerifier::generate(p)),
+            Secret::ScramVerifier(v) => ScramVerifier::parse(v).ok(),
+            Secret::Md5Hash(_) | Secret::None => None,
+        };
+        let md5 = match secret {
+            Secret::Plain(p) => Some(crate::auth::md5_password_hash(name, p)),
+            Secret::Md5Hash(h) => Some(h.clone()),
+            _ => None,
+        };
+        Self { method, scram: scram.map(Arc::new), md5 }
+    }
+}
+
+/// Handles every session shares.
+pub struct Shared {
+    /// The configuration.
+    pub config: Arc<Config>,
+    /// Current topology.
+    pub topology: TopologyHandle,
+    /// Server connection pools.
+    pub pools: Arc<Pools>,
+    /// Client cancel keys.
+    pub cancels: cancel::CancelRegistry,
+    /// Per-user credentials.
+    pub credentials: HashMap<String, Credentials>,
+    /// Statement classifier (with its cache).
+    pub classifier: Arc<Classifier>,
+    /// Round-robin ticket counter for replica choice.
+    pub tickets: AtomicU64,
+}
+
+impl Shared {
+    /// Build the shared handles.
+    #[must_use]
+    pub fn new(config: Arc<Config>, topology: TopologyHandle, pools: Arc<Pools>, classifier: Arc<Classifier>) -> Self {
+        let credentials = config
+            .users
+            .iter()
+            .map(|u| (u.name.clone(), Credentials::for_user(&u.name, u.auth, &u.secret)))
+            .collect();
+        Self {
+            config,
+            topology,
+            pools,
+            cancels: cancel::CancelRegistry::default(),
+            credentials,
+            classifier,
+            tickets: AtomicU64::new(0),
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! One server connection: TCP connect, startup, authentication (SCRAM-SHA-256, md5, cleartext,
+//! trust), and the state it carries (parameters applied, statements prepared).
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::auth::{md5_response, SaltCache, ScramClient};
+use crate::error::BackendError;
+use crate::protocol::messages::{self, auth_code};
+use crate::protocol::{tag, Frame, FrameReader};
+
+/// The largest message accepted from a server (PostgreSQL's own field limit is 1 GB).
+pub const MAX_SERVER_MESSAGE: usize = (1 << 30) + 1024;
+
+/// Everything needed to open a server connection.
+#[derive(Clone)]
+pub struct ConnectSpec {
+    /// Node index in the configuration.
+    pub node: usize,
+    /// Node name (for errors).
+    pub node_name: String,
+    /// Host.
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Login user.
+    pub user: String,
+    /// Database.
+    pub database: String,
+    /// Password for the server's challenge, if sluice has one.
+    pub password: Option<String>,
+    /// Connect + startup + auth deadline.
+    pub timeout: Duration,
+    /// Cache of SCRAM salted passwords.
+    pub salt_cache: SaltCache,
+}
+
+/// An authenticated, idle server connection.
+pub struct ServerConn {
+    /// The socket, framed.
+    pub io: FrameReader<TcpStream>,
+    /// Node index.
+    pub node: usize,
+    /// Node name.
+    pub node_name: String,
+    /// Where to send a CancelRequest.
+    pub cancel_addr: (String, u16),
+    /// The server's BackendKeyData.
+    pub key: (i32, i32),
+    /// ParameterStatus values the server reported at startup.
+    pub server_params: Vec<(String, String)>,
+    /// Session parameters sluice applied for the current owner (as the session wants them).
+    pub applied: Vec<(String, String)>,
+    /// Hashes of statements prepared on this connection under `sluice_<hash>` names.
+    pub prepared: HashSet<u64>,
+    /// Hash of the statement in the server's unnamed slot, if known.
+    pub unnamed: Option<u64>,
+    /// When it was opened.
+    pub created: Instant,
+    /// When it was last released.
+    pub last_used: Instant,
+}
+
+impl ServerConn {
+    /// Open and authenticate a connection within `spec.timeout`.
+    ///
+    /// # Errors
+    /// Connect failure, timeout, authentication failure, or the server's startup error.
+    pub async fn connect(spec: &ConnectSpec) -> Result<ServerConn, BackendError> {
+        match tokio::time::timeout(spec.timeout, Self::connect_inner(spec)).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::ConnectTimeout { node: spec.node_name.clone() }),
+        }
+    }
+
+    async fn connect_inner(spec: &ConnectSpec) -> Result<ServerConn, BackendError> {
+        let stream = TcpStream::connect((spec.host.as_str(), spec.port))
+            .await
+            .map_err(|source| BackendError::Connect { node: spec.node_name.clone(), source })?;
+        let _ = stream.set_nodelay(true);
+        let mut conn = ServerConn {
+            io: FrameReader::new(stream, MAX_SERVER_MESSAGE),
+            node: spec.node,
+            node_name: spec.node_name.clone(),
+            cancel_addr: (spec.host.clone(), spec.port),
+            key: (0, 0),
+            server_params: Vec::new(),
+            applied: Vec::new(),
+            prepared: HashSet::new(),
+            unnamed: None,
+            created: Instant::now(),
+            last_used: Instant::now(),
+        };
+        let mut buf = BytesMut::new();
+        messages::startup_message(&mut buf, &[("user", &spec.user), ("database", &spec.database)]);
+        conn.send(&buf).await?;
+        conn.authenticate(spec).await?;
+        conn.read_until_ready().await?;
+        Ok(conn)
+    }
+
+    /// Write bytes to the server.
+    ///
+    /// # Errors
+    /// The socket failed.
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
+        self.io.get_mut().write_all(bytes).await.map_err(|e| self.lost(&e.to_string()))
+    }
+
+    /// Read the next frame; end of stream is an error.
+    ///
+    /// # Errors
+    /// The socket failed, closed, or sent bad framing.
+    pub async fn recv(&mut self) -> Result<Frame, BackendError> {
+        match self.io.next().await {
+            Ok(Some(f)) => Ok(f),
+            Ok(None) => Err(self.lost("server closed the connection")),
+            Err(e) => Err(self.lost(&e.to_string())),
+        }
+    }
+
+    /// A protocol/IO error naming this node.
+    #[must_use]
+    pub fn lost(&self, detail: &str) -> BackendError {
+        BackendError::Protocol { node: self.node_name.clone(), detail: detail.to_string() }
+    }
+
+    async fn authenticate(&mut self, spec: &ConnectSpec) -> Result<(), BackendError> {
+        let mut scram: Option<ScramClient> = None;
+        loop {
+            let frame = self.recv().await?;
+            match frame.tag() {
+                tag::AUTHENTICATION => {}
+                tag::ERROR_RESPONSE => return Err(self.server_error(&frame)),
+                tag::NOTICE_RESPONSE => continue,
+                _ => return Err(self.lost("unexpected message during authentication")),
+            }
+            let (code, data) = messages::decode_authentication(frame.body())
+                .ok_or_else(|| self.lost("malformed authentication request"))?;
+            let mut out = BytesMut::new();
+            match code {
+                auth_code::OK => return Ok(()),
+                auth_code::CLEARTEXT => messages::password_message(&mut out, self.password(spec, "password")?.as_bytes()),
+                auth_code::MD5 => {
+                    let salt: [u8; 4] = data.try_into().map_err(|_| self.lost("md5 salt is not 4 bytes"))?;
+                    let stored = crate::auth::md5_password_hash(&spec.user, self.password(spec, "md5")?);
+                    messages::password_message(&mut out, md5_response(&stored, salt).as_bytes());
+                }
+                auth_code::SASL => {
+                    if !data.split(|&b| b == 0).any(|m| m == b"SCRAM-SHA-256") {
+                        return Err(self.auth_error("server offers no SASL mechanism sluice supports".into()));
+                    }
+                    let mut client = ScramClient::new(self.password(spec, "SCRAM-SHA-256")?, &spec.salt_cache);
+                    messages::sasl_initial_response(&mut out, "SCRAM-SHA-256", &client.client_first());
+                    scram = Some(client);
+                }
+                auth_code::SASL_CONTINUE => {
+                    let client = scram.as_mut().ok_or_else(|| self.lost("SASL continue before SASL start"))?;
+                    let reply = client.server_first(data).map_err(|e| self.auth_error(e.to_string()))?;
+                    messages::sasl_response(&mut out, &reply);
+                }
+                auth_code::SASL_FINAL => {
+                    let client = scram.as_mut().ok_or_else(|| self.lost("SASL final before SASL start"))?;
+                    client.server_final(data).map_err(|e| self.auth_error(e.to_string()))?;
+                    continue;
+                }
+                other => return Err(self.auth_error(format!("unsupported authentication request {other}"))),
+            }
+            self.send(&out).await?;
+        }
+    }
+
+    fn password<'a>(&self, spec: &'a ConnectSpec, method: &str) -> Result<&'a str, BackendError> {
+        spec.password.as_deref().ok_or_else(|| {
+            self.auth_error(format!(
+                "the server asks user {:?} for {method} authentication but sluice has no plain password for it (set server_password)",
+                spec.user
+            ))
+        })
+    }
+
+    fn auth_error(&self, detail: String) -> BackendError {
+        BackendError::Auth { node: self.node_name.clone(), detail }
+    }
+
+    /// Turn an ErrorResponse frame into an error carrying the server's SQLSTATE.
+    #[must_use]
+    pub fn server_error(&self, frame: &Frame) -> BackendError {
+        BackendError::Server { node: self.node_name.clone(), info: messages::decode_error(frame.body()) }
+    }
+
+    async fn read_until_ready(&mut self) -> Result<(), BackendError> {
+        loop {
+            let frame = self.recv().await?;
+            match frame.tag() {
+                tag::PARAMETER_STATUS => {
+                    if let Some(kv) = messages::decode_parameter_status(frame.body()) {
+                        self.server_params.push(kv);
+                    }
+                }
+                tag::BACKEND_KEY_DATA => {
+                    self.key = messages::decode_backend_key(frame.body()).ok_or_else(|| self.lost("malformed BackendKeyData"))?;
+                }
+                tag::READY_FOR_QUERY => return Ok(()),
+                tag::ERROR_RESPONSE => return Err(self.server_error(&frame)),
+                _ => {}
+            }
+        }
+    }
+
+    /// Run sluice's own simple query and swallow its replies; an ErrorResponse becomes an error.
+    ///
+    /// # Errors
+    /// The server rejected it or the connection failed.
+    pub async fn run_internal(&mut self, sql: &str) -> Result<Vec<Frame>, BackendError> {
+        let mut buf = BytesMut::new();
+        messages::query(&mut buf, sql);
+        self.send(&buf).await?;
+        let mut failure = None;
+        let mut rows = Vec::new();
+        loop {
+            let frame = self.recv().await?;
+            match frame.tag() {
+                tag::READY_FOR_QUERY => break,
+                tag::ERROR_RESPONSE => failure = Some(self.server_error(&frame)),
+                b'D' => rows.push(frame),
+                _ => {}
+            }
+        }
+        failure.map_or(Ok(rows), Err)
+    }
+
+    /// True if the socket shows the connection is gone (EOF, reset, or unsolicited bytes such
+    /// as the FATAL a terminated backend sends). Never blocks.
+    #[must_use]
+    pub fn looks_dead(&mut self) -> bool {
+        if self.io.has_buffered() {
+            return true;
+        }
+        let mut probe = [0u8; 1];
+        match self.io.get_ref().try_read(&mut probe) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+            _ => true,
+        }
+    }
+}
+
+/// The text columns of a DataRow (NULL is `None`); empty on a malformed row.
+#[must_use]
+pub fn columns(row: &Frame) -> Vec<Option<String>> {
+    let mut b = row.body();
+    let Some(n) = crate::protocol::framer::take_i16(&mut b) else { return Vec::new() };
+    let mut out = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        let Some(len) = crate::protocol::framer::take_i32(&mut b) else { return Vec::new() };
+        if len < 0 {
+            out.push(None);
+            continue;
+        }
+        let len = len as usize;
+        if b.len() < len {
+            return Vec::new();
+        }
+        out.push(Some(String::from_utf8_lossy(&b[..len]).into_owned()));
+        b = &b[len..];
+    }
+    out
+}

@@ -1,0 +1,191 @@
+//! Bounded pools of server connections, one per (node, database, user).
+//!
+//! A semaphore bounds the connections of a pool (idle + checked out). Checkout waits up to the
+//! checkout timeout, prefers the most recently used idle connection, and throws away idle ones
+//! that are too old or whose socket shows they died. A [`Checkout`] that is dropped without
+//! [`Checkout::release`] closes its connection: a connection left mid-query is never reused.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use super::conn::{ConnectSpec, ServerConn};
+use crate::auth::SaltCache;
+use crate::config::{Config, PoolConfig};
+use crate::error::BackendError;
+
+/// Which pool.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    /// Node index.
+    pub node: usize,
+    /// Database.
+    pub database: String,
+    /// User.
+    pub user: String,
+}
+
+/// One bounded pool.
+pub struct Pool {
+    spec: ConnectSpec,
+    idle: Mutex<Vec<ServerConn>>,
+    permits: Arc<Semaphore>,
+    cfg: PoolConfig,
+}
+
+/// A checked-out connection and the permit that counts it.
+pub struct Checkout {
+    conn: Option<ServerConn>,
+    pool: Arc<Pool>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Pool {
+    fn new(spec: ConnectSpec, cfg: PoolConfig) -> Self {
+        Self { spec, idle: Mutex::new(Vec::new()), permits: Arc::new(Semaphore::new(cfg.size)), cfg }
+    }
+
+    /// Take a connection: an idle healthy one, or a new one.
+    ///
+    /// # Errors
+    /// No permit within the checkout timeout, or opening a connection failed.
+    pub async fn checkout(self: &Arc<Self>) -> Result<Checkout, BackendError> {
+        let started = Instant::now();
+        let permit = tokio::time::timeout(self.cfg.checkout_timeout, self.permits.clone().acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .ok_or_else(|| BackendError::CheckoutTimeout {
+                node: self.spec.node_name.clone(),
+                waited_ms: started.elapsed().as_millis(),
+                size: self.cfg.size,
+            })?;
+        let conn = match self.take_idle() {
+            Some(c) => c,
+            None => ServerConn::connect(&self.spec).await?,
+        };
+        Ok(Checkout { conn: Some(conn), pool: Arc::clone(self), _permit: permit })
+    }
+
+    fn take_idle(&self) -> Option<ServerConn> {
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        while let Some(mut c) = idle.pop() {
+            if self.fresh(&c) && !c.looks_dead() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    fn fresh(&self, c: &ServerConn) -> bool {
+        c.created.elapsed() < self.cfg.server_lifetime && c.last_used.elapsed() < self.cfg.server_idle_timeout
+    }
+
+    fn put_back(&self, mut c: ServerConn) {
+        if !self.fresh(&c) {
+            return;
+        }
+        c.last_used = Instant::now();
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(c);
+    }
+
+    /// Close every idle connection (e.g. its node changed role).
+    pub fn clear_idle(&self) {
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    }
+
+    /// Idle connections right now.
+    #[must_use]
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    /// Node index.
+    #[must_use]
+    pub fn node(&self) -> usize {
+        self.spec.node
+    }
+}
+
+impl Checkout {
+    /// The connection.
+    pub fn conn(&mut self) -> &mut ServerConn {
+        self.conn.as_mut().expect("a checkout holds its connection until released")
+    }
+
+    /// Return a clean, idle connection to the pool.
+    pub fn release(mut self) {
+        if let Some(c) = self.conn.take() {
+            self.pool.put_back(c);
+        }
+    }
+
+    /// Close the connection instead of returning it.
+    pub fn discard(mut self) {
+        self.conn.take();
+    }
+
+    /// The pool this came from.
+    #[must_use]
+    pub fn pool(&self) -> &Arc<Pool> {
+        &self.pool
+    }
+}
+
+/// All pools, created on first use.
+pub struct Pools {
+    config: Arc<Config>,
+    salt_cache: SaltCache,
+    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+}
+
+impl Pools {
+    /// Empty pools for `config`.
+    #[must_use]
+    pub fn new(config: Arc<Config>) -> Self {
+        Self { config, salt_cache: SaltCache::default(), pools: Mutex::new(HashMap::new()) }
+    }
+
+    /// The pool for (node, database, user), created if needed.
+    ///
+    /// # Panics
+    /// If `node` is not a configured node index (a programming error).
+    pub fn get(&self, node: usize, database: &str, user: &str) -> Arc<Pool> {
+        let key = PoolKey { node, database: database.to_string(), user: user.to_string() };
+        let mut pools = self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(p) = pools.get(&key) {
+            return Arc::clone(p);
+        }
+        let pool = Arc::new(Pool::new(self.spec(&key, self.config.pool.connect_timeout), self.config.pool.clone()));
+        pools.insert(key, Arc::clone(&pool));
+        pool
+    }
+
+    /// How to connect as `key` (also used by the monitor, outside any pool).
+    #[must_use]
+    pub fn spec(&self, key: &PoolKey, timeout: Duration) -> ConnectSpec {
+        let node = &self.config.nodes[key.node];
+        let password = self.config.user(&key.user).and_then(|u| u.server_password.clone());
+        ConnectSpec {
+            node: key.node,
+            node_name: node.name.clone(),
+            host: node.host.clone(),
+            port: node.port,
+            user: key.user.clone(),
+            database: key.database.clone(),
+            password,
+            timeout,
+            salt_cache: self.salt_cache.clone(),
+        }
+    }
+
+    /// Close idle connections of every pool on `node`.
+    pub fn clear_node(&self, node: usize) {
+        let pools = self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for p in pools.values().filter(|p| p.node() == node) {
+            p.clear_idle();
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! Cancel keys: each client gets sluice's own BackendKeyData; a CancelRequest carrying it reaches
+//! the server connection currently running that client's statement, and nothing else.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::protocol::messages;
+
+/// Where a cancel must go: a server and its BackendKeyData.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CancelTarget {
+    /// Server host.
+    pub host: String,
+    /// Server port.
+    pub port: u16,
+    /// Server process id.
+    pub pid: i32,
+    /// Server secret.
+    pub secret: i32,
+}
+
+struct Entry {
+    secret: i32,
+    target: Option<CancelTarget>,
+}
+
+/// Live client keys and what each is running on.
+#[derive(Clone, Default)]
+pub struct CancelRegistry {
+    entries: Arc<Mutex<HashMap<i32, Entry>>>,
+}
+
+/// A client's key; dropping it forgets the key.
+pub struct CancelKey {
+    registry: CancelRegistry,
+    /// The pid sluice reported to the client.
+    pub pid: i32,
+    /// The secret sluice reported to the client.
+    pub secret: i32,
+}
+
+impl CancelRegistry {
+    /// A fresh unique key for a new client.
+    #[must_use]
+    pub fn register(&self) -> CancelKey {
+        let mut entries = self.lock();
+        loop {
+            let pid = rand::random::<i32>() & 0x7fff_ffff;
+            if pid != 0 && !entries.contains_key(&pid) {
+                let secret = rand::random::<i32>();
+                entries.insert(pid, Entry { secret, target: None });
+                return CancelKey { registry: self.clone(), pid, secret };
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Entry>> {
+        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Forward a CancelRequest if `(pid, secret)` belongs to a client running a statement.
+    /// Unknown keys are ignored silently, as PostgreSQL does.
+    pub async fn cancel(&self, pid: i32, secret: i32) {
+        let target = {
+            let entries = self.lock();
+            entries.get(&pid).filter(|e| e.secret == secret).and_then(|e| e.target.clone())
+        };
+        if let Some(t) = target {
+            send_cancel(&t).await;
+        }
+    }
+}
+
+impl CancelKey {
+    /// Record (or clear) the server connection running this client's statement.
+    pub fn set_target(&self, target: Option<CancelTarget>) {
+        if let Some(e) = self.registry.lock().get_mut(&self.pid) {
+            e.target = target;
+        }
+    }
+}
+
+impl Drop for CancelKey {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.pid);
+    }
+}
+
+/// Open a connection to the server and send a CancelRequest (best effort, bounded in time).
+pub async fn send_cancel(t: &CancelTarget) {
+    let attempt = async {
+        let mut s = TcpStream::connect((t.host.as_str(), t.port)).await?;
+        let mut buf = BytesMut::new();
+        messages::cancel_request(&mut buf, t.pid, t.secret);
+        s.write_all(&buf).await?;
+        s.shutdown().await
+    };
+    if let Err(e) = tokio::time::timeout(Duration::from_secs(5), attempt).await.unwrap_or_else(|_| {
+        Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "cancel timed out"))
+    }) {
+        tracing::debug!(host = %t.host, port = t.port, error = %e, "cancel request failed");
+    }
+}

@@ -1,0 +1,239 @@
+//! Relaying a unit's server replies to the client as raw frames.
+//!
+//! Complete frames at the front of the server read buffer are walked in place; runs of frames
+//! the client should see are split off (no copy) and written in one call, with any synthesized
+//! replies queued ahead of them. Backpressure is natural: nothing more is read from the server
+//! until the client has taken what was read.
+
+use std::collections::VecDeque;
+
+use bytes::{Buf, BytesMut};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::expect::{step, Expect, ReplyKind, Step, Synth};
+use super::params::SessionParams;
+use crate::backend::ServerConn;
+use crate::error::BackendError;
+use crate::protocol::framer::{peek_header, ReadError};
+use crate::protocol::{messages, tag, FrameReader, TxStatus};
+
+/// How a unit ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// ReadyForQuery arrived with this status.
+    Ready(TxStatus),
+    /// Every reply the client asked for (with Flush) arrived; the unit continues.
+    Partial,
+    /// The server connection failed; the client was told with an ErrorResponse + ReadyForQuery.
+    ServerLost(BackendError),
+    /// The client went away or broke the protocol mid-unit.
+    ClientGone,
+}
+
+/// The pieces of a session the relay touches.
+pub struct Relay<'a> {
+    /// Client socket.
+    pub client: &'a mut FrameReader<TcpStream>,
+    /// Server connection.
+    pub conn: &'a mut ServerConn,
+    /// Expected replies.
+    pub queue: &'a mut VecDeque<Expect>,
+    /// The session's parameters (reported changes are recorded).
+    pub params: &'a mut SessionParams,
+    /// Set when the server sent an ErrorResponse in this unit.
+    pub errored: bool,
+    /// Synthesized replies waiting to go out ahead of the next run of server frames.
+    synth: BytesMut,
+}
+
+impl<'a> Relay<'a> {
+    /// Prepare a relay.
+    pub fn new(
+        client: &'a mut FrameReader<TcpStream>,
+        conn: &'a mut ServerConn,
+        queue: &'a mut VecDeque<Expect>,
+        params: &'a mut SessionParams,
+    ) -> Self {
+        Self { client, conn, queue, params, errored: false, synth: BytesMut::new() }
+    }
+
+    /// Relay replies until the unit ends.
+    pub async fn run(&mut self) -> Outcome {
+        match self.run_inner().await {
+            Ok(o) => o,
+            Err(RelayError::Client) => Outcome::ClientGone,
+            Err(RelayError::Server(e)) => self.server_lost(e).await,
+        }
+    }
+
+    async fn run_inner(&mut self) -> Result<Outcome, RelayError> {
+        let mut run = 0usize;
+        loop {
+            if let Some(Expect::Synth(s)) = self.queue.front().copied() {
+                self.queue.pop_front();
+                match s {
+                    Synth::ParseComplete => messages::parse_complete(&mut self.synth),
+                    Synth::CloseComplete => messages::close_complete(&mut self.synth),
+                }
+                continue;
+            }
+            if self.queue.is_empty() {
+                self.flush(run).await?;
+                return Ok(Outcome::Partial);
+            }
+            let header = peek_header(&self.conn.io.buffered()[run..], crate::backend::conn::MAX_SERVER_MESSAGE)
+                .map_err(|e| RelayError::Server(self.conn.lost(&e.to_string())))?;
+            let Some((t, total)) = header.filter(|(_, total)| self.conn.io.buffered().len() - run >= *total) else {
+                self.flush(run).await?;
+                run = 0;
+                self.fill().await?;
+                continue;
+            };
+            let body = &self.conn.io.buffered()[run + 5..run + total];
+            let reported = if t == tag::PARAMETER_STATUS { messages::decode_parameter_status(body) } else { None };
+            let decision = step(self.queue, t, body, &mut self.errored);
+            if let Some((k, v)) = reported {
+                self.note_parameter(k, v);
+            }
+            match decision {
+                Step::Forward => run += total,
+                Step::Swallow => {
+                    self.flush(run).await?;
+                    run = 0;
+                    self.conn.io.buffer().advance(total);
+                }
+                Step::Ready(status) => {
+                    self.flush(run + total).await?;
+                    return Ok(Outcome::Ready(status));
+                }
+                Step::CopyIn => {
+                    self.flush(run + total).await?;
+                    run = 0;
+                    self.copy_in().await?;
+                }
+                Step::Unexpected => {
+                    return Err(RelayError::Server(self.conn.lost(&format!("unexpected message {:?}", t as char))));
+                }
+            }
+        }
+    }
+
+    fn note_parameter(&mut self, k: String, v: String) {
+        if self.params.note_reported(&k, &v) {
+            self.conn.applied.clone_from(&self.params.0);
+        }
+        match self.conn.server_params.iter_mut().find(|(name, _)| *name == k) {
+            Some(slot) => slot.1 = v,
+            None => self.conn.server_params.push((k, v)),
+        }
+    }
+
+    /// Write queued synthesized replies and the first `run` buffered server bytes to the client.
+    async fn flush(&mut self, run: usize) -> Result<(), RelayError> {
+        let frames = self.conn.io.buffer().split_to(run).freeze();
+        if self.synth.is_empty() && frames.is_empty() {
+            return Ok(());
+        }
+        let mut out = std::mem::take(&mut self.synth).chain(frames);
+        self.client.get_mut().write_all_buf(&mut out).await.map_err(|_| RelayError::Client)
+    }
+
+    /// Wait for more server bytes; notice a client that hangs up meanwhile.
+    async fn fill(&mut self) -> Result<(), RelayError> {
+        let watch = !self.client.has_buffered();
+        let client = self.client.get_ref();
+        tokio::select! {
+            r = self.conn.io.fill() => match r {
+                Ok(0) => Err(RelayError::Server(self.conn.lost("server closed the connection"))),
+                Ok(_) => Ok(()),
+                Err(e) => Err(RelayError::Server(self.conn.lost(&e.to_string()))),
+            },
+            () = client_hung_up(client), if watch => Err(RelayError::Client),
+        }
+    }
+
+    /// COPY FROM STDIN: pass client CopyData through until CopyDone or CopyFail.
+    async fn copy_in(&mut self) -> Result<(), RelayError> {
+        let extended = matches!(self.queue.front(), Some(Expect::Server { kind: ReplyKind::Execute, .. }));
+        if extended {
+            // Messages sent after Execute were read by the server in copy mode (Sync is ignored
+            // there): their replies will never come. The client sends a fresh Sync after CopyDone.
+            self.queue.truncate(1);
+        }
+        loop {
+            let frame = self.client_frame().await?;
+            let t = frame.tag();
+            self.conn.send(frame.bytes()).await.map_err(RelayError::Server)?;
+            if t == tag::COPY_DONE || t == tag::COPY_FAIL {
+                break;
+            }
+            if !matches!(t, tag::COPY_DATA | tag::SYNC | tag::FLUSH) {
+                return Err(RelayError::Client);
+            }
+        }
+        if extended {
+            self.forward_until_sync().await?;
+        }
+        Ok(())
+    }
+
+    async fn forward_until_sync(&mut self) -> Result<(), RelayError> {
+        loop {
+            let frame = self.client_frame().await?;
+            let kind = match frame.tag() {
+                tag::SYNC => Some(ReplyKind::Sync),
+                tag::PARSE => Some(ReplyKind::Parse),
+                tag::BIND => Some(ReplyKind::Bind),
+                tag::DESCRIBE => Some(ReplyKind::Describe),
+                tag::EXECUTE => Some(ReplyKind::Execute),
+                tag::CLOSE => Some(ReplyKind::Close),
+                tag::FLUSH => None,
+                _ => return Err(RelayError::Client),
+            };
+            self.conn.send(frame.bytes()).await.map_err(RelayError::Server)?;
+            if let Some(kind) = kind {
+                self.queue.push_back(Expect::Server { kind, forward: true });
+            }
+            if kind == Some(ReplyKind::Sync) {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn client_frame(&mut self) -> Result<crate::protocol::Frame, RelayError> {
+        match self.client.next().await {
+            Ok(Some(f)) => Ok(f),
+            Ok(None) | Err(ReadError::Io(_) | ReadError::Truncated | ReadError::Frame(_)) => Err(RelayError::Client),
+        }
+    }
+
+    /// Tell the client its statement died with the server connection.
+    async fn server_lost(&mut self, e: BackendError) -> Outcome {
+        let mut buf = std::mem::take(&mut self.synth);
+        if !self.errored {
+            // A terminated backend sends its FATAL first: the client has its one error already.
+            let msg = format!("server connection lost while running the statement: {e}");
+            messages::error_response(&mut buf, messages::Severity::Error, crate::error::sqlstate::CONNECTION_FAILURE, &msg);
+        }
+        messages::ready_for_query(&mut buf, TxStatus::Idle);
+        if self.client.get_mut().write_all(&buf).await.is_err() {
+            return Outcome::ClientGone;
+        }
+        Outcome::ServerLost(e)
+    }
+}
+
+enum RelayError {
+    Client,
+    Server(BackendError),
+}
+
+/// Resolves when the client closes its socket; never resolves while it is merely sending more.
+async fn client_hung_up(client: &TcpStream) {
+    let mut probe = [0u8; 1];
+    match client.peek(&mut probe).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending::<()>().await,
+    }
+}

@@ -1,0 +1,448 @@
+//! One client session: the phases of a unit, in order.
+//!
+//! read a unit (one Query, or an extended batch up to Sync/Flush) -> classify -> route on one
+//! topology snapshot -> check out a server connection (moving on to the next candidate only if
+//! nothing was sent) -> make its session parameters match -> forward -> relay replies up to
+//! ReadyForQuery -> release by the transaction status byte.
+
+use std::collections::VecDeque;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::cancel::{CancelKey, CancelTarget};
+use super::expect::{Expect, ReplyKind};
+use super::handshake::Login;
+use super::params::SessionParams;
+use super::relay::{Outcome, Relay};
+use super::statements::{Statements, Translated};
+use super::Shared;
+use crate::backend::{Checkout, ServerConn};
+use crate::config::PoolMode;
+use crate::error::{sqlstate, BackendError};
+use crate::protocol::messages::{self, Severity};
+use crate::protocol::{tag, Frame, FrameReader, TxStatus};
+use crate::router::{self, Access, Class, Reason, SessionEffect, SessionView, TxEffect};
+
+/// Most messages in one extended batch before it is sent without waiting for Sync.
+const MAX_BATCH_MESSAGES: usize = 1024;
+
+/// A server connection the session holds across units, and why.
+struct Held {
+    checkout: Checkout,
+    status: TxStatus,
+}
+
+/// One client's session.
+pub struct Session<'a> {
+    shared: &'a Shared,
+    client: FrameReader<TcpStream>,
+    user: String,
+    database: String,
+    params: SessionParams,
+    statements: Statements,
+    held: Option<Held>,
+    /// State that lives on one server connection (temp table, LISTEN, SQL PREPARE...).
+    pinned: bool,
+    /// The session changed unreported parameters: keep reads on the primary.
+    has_session_state: bool,
+    key: CancelKey,
+    lookahead: Option<Frame>,
+}
+
+/// A unit of client traffic.
+enum Unit {
+    /// One Query or FunctionCall message.
+    Simple(Frame),
+    /// Extended-protocol messages, ending with Sync (or Flush, or the batch limit).
+    Extended(Vec<Frame>),
+}
+
+impl<'a> Session<'a> {
+    /// A session for an authenticated client.
+    #[must_use]
+    pub fn new(shared: &'a Shared, login: Login) -> Self {
+        let mut client = login.client;
+        client.set_max(shared.config.limits.max_message_bytes);
+        Self {
+            shared,
+            client,
+            user: login.user,
+            database: login.database,
+            params: login.params,
+            statements: Statements::default(),
+            held: None,
+            pinned: false,
+            has_session_state: false,
+            key: shared.cancels.register(),
+            lookahead: None,
+        }
+    }
+
+    /// Finish the login (parameters, key, ReadyForQuery), then serve units until the client leaves.
+    pub async fn run(mut self) {
+        if self.login().await.is_ok() {
+            self.serve().await;
+        }
+        self.finish().await;
+    }
+
+    async fn login(&mut self) -> Result<(), ()> {
+        let class = Class::read(Reason::Empty);
+        if let Err(e) = self.acquire(&class).await {
+            self.fatal(e.sqlstate(), &e.to_string()).await;
+            return Err(());
+        }
+        let mut buf = BytesMut::new();
+        messages::authentication(&mut buf, messages::auth_code::OK, &[]);
+        let conn = self.conn();
+        for (k, v) in &conn.server_params {
+            messages::parameter_status(&mut buf, k, v);
+        }
+        messages::backend_key_data(&mut buf, self.key.pid, self.key.secret);
+        messages::ready_for_query(&mut buf, TxStatus::Idle);
+        self.release_if_done(TxStatus::Idle);
+        self.client.get_mut().write_all(&buf).await.map_err(|_| ())
+    }
+
+    async fn serve(&mut self) {
+        loop {
+            let frame = match self.next_frame().await {
+                Ok(Some(f)) => f,
+                Ok(None) => return,
+                Err((code, msg)) => return self.fatal(code, &msg).await,
+            };
+            let unit = match frame.tag() {
+                tag::TERMINATE => return,
+                tag::QUERY | tag::FUNCTION_CALL => Unit::Simple(frame),
+                tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE | tag::SYNC | tag::FLUSH => {
+                    match self.collect_batch(frame).await {
+                        Ok(frames) => Unit::Extended(frames),
+                        Err((code, msg)) => return self.fatal(code, &msg).await,
+                    }
+                }
+                // Copy messages outside COPY are ignored, as PostgreSQL does.
+                tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => continue,
+                other => {
+                    let msg = format!("invalid frontend message type {}", other);
+                    return self.fatal(sqlstate::PROTOCOL_VIOLATION, &msg).await;
+                }
+            };
+            if self.run_unit(unit).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    /// The next client message, honouring the idle timeout.
+    async fn next_frame(&mut self) -> Result<Option<Frame>, (&'static str, String)> {
+        if let Some(f) = self.lookahead.take() {
+            return Ok(Some(f));
+        }
+        let idle = self.shared.config.limits.idle_client_timeout.filter(|_| self.held.is_none());
+        let read = self.client.next();
+        let r = match idle {
+            Some(d) => match tokio::time::timeout(d, read).await {
+                Ok(r) => r,
+                Err(_) => return Err((sqlstate::IDLE_SESSION_TIMEOUT, "terminating connection due to idle timeout".into())),
+            },
+            None => read.await,
+        };
+        r.map_err(|e| match e {
+            crate::protocol::framer::ReadError::Frame(f) => (sqlstate::PROGRAM_LIMIT_EXCEEDED, f.to_string()),
+            other => (sqlstate::PROTOCOL_VIOLATION, other.to_string()),
+        })
+    }
+
+    async fn collect_batch(&mut self, first: Frame) -> Result<Vec<Frame>, (&'static str, String)> {
+        let mut frames = vec![first];
+        loop {
+            let last = frames.last().map_or(0, Frame::tag);
+            if last == tag::SYNC || last == tag::FLUSH || frames.len() >= MAX_BATCH_MESSAGES {
+                return Ok(frames);
+            }
+            match self.next_frame().await? {
+                Some(f) if is_extended(f.tag()) => frames.push(f),
+                Some(f) => {
+                    self.lookahead = Some(f);
+                    return Ok(frames);
+                }
+                None => return Err((sqlstate::CONNECTION_FAILURE, "client closed mid-batch".into())),
+            }
+        }
+    }
+
+    /// Classify, route, acquire, forward, relay, release. `Err` ends the session.
+    async fn run_unit(&mut self, unit: Unit) -> Result<(), ()> {
+        let class = self.classify(&unit);
+        if let Err(e) = self.acquire(&class).await {
+            return self.statement_error(e.sqlstate(), &e.to_string()).await;
+        }
+        let mut queue = VecDeque::new();
+        let mut translated = Translated::default();
+        let held = self.held.as_mut().expect("acquire leaves a held connection");
+        let conn = held.checkout.conn();
+        match &unit {
+            Unit::Simple(frame) => {
+                translated.out.extend_from_slice(frame.bytes());
+                queue.push_back(Expect::Server { kind: ReplyKind::Query, forward: true });
+                conn.unnamed = None;
+            }
+            Unit::Extended(frames) => {
+                for f in frames {
+                    self.statements.translate(f, conn, &mut translated, &mut queue, &self.shared.classifier);
+                }
+            }
+        }
+        if let Err(e) = conn.send(&translated.out).await {
+            self.drop_held();
+            return self.statement_error(sqlstate::CONNECTION_FAILURE, &e.to_string()).await;
+        }
+        let (outcome, errored) = {
+            let mut relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params);
+            let outcome = relay.run().await;
+            (outcome, relay.errored)
+        };
+        if errored {
+            for h in &translated.added {
+                conn.prepared.remove(h);
+            }
+            conn.unnamed = None;
+        }
+        self.after_unit(outcome, &class, &unit, errored)
+    }
+
+    fn after_unit(&mut self, outcome: Outcome, class: &Class, unit: &Unit, errored: bool) -> Result<(), ()> {
+        match outcome {
+            Outcome::Ready(status) => {
+                if !errored {
+                    self.note_effects(class, unit);
+                }
+                self.release_if_done(status);
+                Ok(())
+            }
+            Outcome::Partial => Ok(()),
+            Outcome::ServerLost(e) => {
+                tracing::info!(error = %e, "server connection lost mid-statement");
+                self.drop_held();
+                Ok(())
+            }
+            Outcome::ClientGone => Err(()),
+        }
+    }
+
+    fn note_effects(&mut self, class: &Class, unit: &Unit) {
+        match class.session {
+            SessionEffect::Pin => self.pinned = true,
+            SessionEffect::Parameter => {
+                // Unreported parameters (search_path, work_mem...) live on this connection only.
+                self.pinned = true;
+                self.has_session_state = true;
+            }
+            SessionEffect::None => {}
+        }
+        if let Unit::Simple(f) = unit {
+            if resets_statements(f) {
+                self.statements.clear();
+                if let Some(h) = self.held.as_mut() {
+                    h.checkout.conn().prepared.clear();
+                }
+            }
+        }
+    }
+
+    fn classify(&self, unit: &Unit) -> Arc<Class> {
+        let c = &self.shared.classifier;
+        match unit {
+            Unit::Simple(f) if f.tag() == tag::QUERY => match messages::decode_query(f.body()) {
+                Some(sql) => c.classify(sql),
+                None => Arc::new(Class::write(Reason::UnknownStatement)),
+            },
+            Unit::Simple(_) => Arc::new(Class::write(Reason::UnknownStatement)),
+            Unit::Extended(frames) => {
+                let mut classes = Vec::new();
+                for f in frames {
+                    match f.tag() {
+                        tag::PARSE => classes.push(match messages::decode_parse(f.body()) {
+                            Some(p) => c.classify(&String::from_utf8_lossy(p.query)),
+                            None => Arc::new(Class::write(Reason::UnknownStatement)),
+                        }),
+                        tag::BIND => {
+                            let stmt = messages::decode_bind_head(f.body()).and_then(|h| self.statements.get(h.statement));
+                            if let Some(def) = stmt {
+                                classes.push(Arc::clone(&def.class));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Arc::new(combine(&classes))
+            }
+        }
+    }
+
+    /// Make sure a server connection is held: keep the current one, or route and check one out.
+    async fn acquire(&mut self, class: &Class) -> Result<(), BackendError> {
+        if self.held.is_some() {
+            return Ok(());
+        }
+        let topology = self.shared.topology.load();
+        let user_cfg = self.shared.config.user(&self.user);
+        let view = SessionView {
+            stuck_to: None,
+            has_session_state: self.has_session_state,
+            default_route: user_cfg.map(|u| u.default_route).unwrap_or_default(),
+            ticket: self.shared.tickets.fetch_add(1, Ordering::Relaxed),
+        };
+        let policy = router::Policy { primary_reads: self.shared.config.routing.primary_reads };
+        let route = router::route(class, &view, &topology, &policy);
+        tracing::debug!(reason = route.reason.as_str(), candidates = ?route.candidates, "route");
+        let mut last = None;
+        for node in route.candidates {
+            let pool = self.shared.pools.get(node, &self.database, &self.user);
+            match pool.checkout().await {
+                Ok(mut checkout) => match self.prepare_conn(checkout.conn()).await {
+                    Ok(()) => {
+                        self.hold(checkout);
+                        return Ok(());
+                    }
+                    Err(e) => {
+                        checkout.discard();
+                        return Err(e);
+                    }
+                },
+                Err(e) if e.may_try_elsewhere() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| no_node_error(class)))
+    }
+
+    /// Bring a connection's session parameters in line with this session's.
+    async fn prepare_conn(&self, conn: &mut ServerConn) -> Result<(), BackendError> {
+        if let Some(sql) = self.params.sync_sql(&SessionParams(conn.applied.clone())) {
+            conn.run_internal(&sql).await?;
+            conn.applied.clone_from(&self.params.0);
+        }
+        Ok(())
+    }
+
+    fn hold(&mut self, mut checkout: Checkout) {
+        let conn = checkout.conn();
+        self.key.set_target(Some(CancelTarget {
+            host: conn.cancel_addr.0.clone(),
+            port: conn.cancel_addr.1,
+            pid: conn.key.0,
+            secret: conn.key.1,
+        }));
+        self.held = Some(Held { checkout, status: TxStatus::Idle });
+    }
+
+    fn conn(&mut self) -> &mut ServerConn {
+        self.held.as_mut().expect("held").checkout.conn()
+    }
+
+    /// Release at ReadyForQuery `I` in transaction mode unless pinned.
+    fn release_if_done(&mut self, status: TxStatus) {
+        let Some(held) = self.held.as_mut() else { return };
+        held.status = status;
+        let keep = self.pinned || self.shared.config.pool.mode == PoolMode::Session || status != TxStatus::Idle;
+        if !keep {
+            self.key.set_target(None);
+            self.held.take().expect("checked above").checkout.release();
+        }
+    }
+
+    fn drop_held(&mut self) {
+        self.key.set_target(None);
+        if let Some(h) = self.held.take() {
+            h.checkout.discard();
+        }
+    }
+
+    /// An error for this statement; the session goes on.
+    async fn statement_error(&mut self, code: &str, message: &str) -> Result<(), ()> {
+        let status = self.held.as_ref().map_or(TxStatus::Idle, |h| h.status);
+        let mut buf = BytesMut::new();
+        messages::error_response(&mut buf, Severity::Error, code, message);
+        messages::ready_for_query(&mut buf, status);
+        self.client.get_mut().write_all(&buf).await.map_err(|_| ())
+    }
+
+    async fn fatal(&mut self, code: &str, message: &str) {
+        let mut buf = BytesMut::new();
+        messages::error_response(&mut buf, Severity::Fatal, code, message);
+        let _ = self.client.get_mut().write_all(&buf).await;
+    }
+
+    /// Return or close the held connection when the client leaves.
+    async fn finish(mut self) {
+        self.key.set_target(None);
+        let Some(mut held) = self.held.take() else { return };
+        let clean = held.status == TxStatus::Idle;
+        let needs_reset = self.pinned || self.shared.config.pool.mode == PoolMode::Session;
+        if clean && needs_reset {
+            let conn = held.checkout.conn();
+            if conn.run_internal("DISCARD ALL").await.is_ok() {
+                conn.applied.clear();
+                conn.prepared.clear();
+                conn.unnamed = None;
+                held.checkout.release();
+                return;
+            }
+        }
+        if clean && !needs_reset {
+            held.checkout.release();
+        } else {
+            held.checkout.discard();
+        }
+        let _ = self.client.get_mut().shutdown().await;
+    }
+}
+
+fn is_extended(t: u8) -> bool {
+    matches!(t, tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE | tag::SYNC | tag::FLUSH)
+}
+
+/// DISCARD ALL / DEALLOCATE ALL drop every server-side statement on the connection.
+fn resets_statements(frame: &Frame) -> bool {
+    let Some(sql) = messages::decode_query(frame.body()) else { return false };
+    let words: Vec<String> = sql.split_whitespace().take(2).map(|w| w.trim_end_matches(';').to_ascii_lowercase()).collect();
+    matches!(words.as_slice(), [a, b] if (a == "discard" || a == "deallocate") && b == "all")
+}
+
+fn no_node_error(class: &Class) -> BackendError {
+    let what = if class.access == Access::Write { "no primary is available for writes" } else { "no node is available for reads" };
+    BackendError::Server {
+        node: "-".into(),
+        info: messages::ErrorInfo {
+            severity: "ERROR".into(),
+            code: sqlstate::CANNOT_CONNECT_NOW.into(),
+            message: format!("sluice: {what}"),
+        },
+    }
+}
+
+/// One class for an extended batch: a write if any statement is, the strongest session effect,
+/// the first transaction effect and hint.
+fn combine(classes: &[Arc<Class>]) -> Class {
+    let Some(first) = classes.first() else {
+        return Class::write(Reason::UnknownStatement);
+    };
+    let mut out = Class::clone(first);
+    for c in &classes[1..] {
+        if c.access == Access::Write && out.access == Access::Read {
+            out.access = Access::Write;
+            out.reason = c.reason;
+        }
+        out.session = out.session.max(c.session);
+        if out.tx == TxEffect::None {
+            out.tx = c.tx;
+        }
+        out.hint = out.hint.or(c.hint);
+    }
+    out
+}

@@ -1,0 +1,234 @@
+//! Framing: walk 5-byte message headers (`tag`, big-endian `i32` length that counts itself) over a
+//! `BytesMut`, split complete messages off as `Bytes` without copying, and refuse lengths below 4
+//! or above the configured limit before reading their payload.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// One complete tagged message: tag byte, length, payload.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame(Bytes);
+
+impl Frame {
+    /// Wrap bytes known to hold exactly one message.
+    #[must_use]
+    pub fn from_bytes(b: Bytes) -> Self {
+        debug_assert!(b.len() >= 5);
+        Frame(b)
+    }
+
+    /// The tag byte.
+    #[must_use]
+    pub fn tag(&self) -> u8 {
+        self.0[0]
+    }
+
+    /// The payload after the 5-byte header.
+    #[must_use]
+    pub fn body(&self) -> &[u8] {
+        &self.0[5..]
+    }
+
+    /// The whole message, header included.
+    #[must_use]
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// The whole message, header included.
+    #[must_use]
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+}
+
+/// Why a byte stream is not a valid message sequence.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    /// The length field is below 4.
+    #[error("invalid message length {0}")]
+    LengthTooSmall(i32),
+    /// The length field is above the limit.
+    #[error("message of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Declared length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// The header at the start of `buf`, if 5 bytes are there: `(tag, total message length)`.
+///
+/// # Errors
+/// A length below 4 or a message longer than `max` bytes.
+pub fn peek_header(buf: &[u8], max: usize) -> Result<Option<(u8, usize)>, FrameError> {
+    if buf.len() < 5 {
+        return Ok(None);
+    }
+    let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
+    if len < 4 {
+        return Err(FrameError::LengthTooSmall(len));
+    }
+    let total = len as usize + 1;
+    if total > max {
+        return Err(FrameError::TooLarge { len: total, max });
+    }
+    Ok(Some((buf[0], total)))
+}
+
+/// Split one complete message off the front of `buf`, if one is there.
+///
+/// # Errors
+/// See [`peek_header`].
+pub fn split_frame(buf: &mut BytesMut, max: usize) -> Result<Option<Frame>, FrameError> {
+    match peek_header(buf, max)? {
+        Some((_, total)) if buf.len() >= total => Ok(Some(Frame(buf.split_to(total).freeze()))),
+        _ => Ok(None),
+    }
+}
+
+/// Length of the longest prefix of `buf` made of complete messages, stopping after the first
+/// message for which `stop(tag)` is true. Returns `(prefix length, stopped)`.
+///
+/// # Errors
+/// See [`peek_header`].
+pub fn complete_prefix(
+    buf: &[u8],
+    max: usize,
+    mut stop: impl FnMut(u8, &[u8]) -> bool,
+) -> Result<(usize, bool), FrameError> {
+    let mut at = 0;
+    while let Some((tag, total)) = peek_header(&buf[at..], max)? {
+        if buf.len() - at < total {
+            break;
+        }
+        let end = at + total;
+        at = end;
+        if stop(tag, &buf[end - total + 5..end]) {
+            return Ok((at, true));
+        }
+    }
+    Ok((at, false))
+}
+
+/// Errors from reading frames off a socket.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    /// The byte stream is not valid framing.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The peer closed the connection in the middle of a message.
+    #[error("connection closed in the middle of a message")]
+    Truncated,
+    /// A socket error.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Reads whole frames off an async byte stream.
+pub struct FrameReader<R> {
+    io: R,
+    buf: BytesMut,
+    max: usize,
+}
+
+/// How much to ask the kernel for at once.
+const READ_CHUNK: usize = 64 * 1024;
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    /// A reader refusing messages longer than `max` bytes.
+    pub fn new(io: R, max: usize) -> Self {
+        Self::with_buffer(io, BytesMut::with_capacity(READ_CHUNK), max)
+    }
+
+    /// A reader that starts with bytes already read off `io`.
+    pub fn with_buffer(io: R, buf: BytesMut, max: usize) -> Self {
+        Self { io, buf, max }
+    }
+
+    /// The next frame; `Ok(None)` on a clean end of stream between messages.
+    ///
+    /// # Errors
+    /// Bad framing, a stream closed mid-message, or a socket error.
+    pub async fn next(&mut self) -> Result<Option<Frame>, ReadError> {
+        loop {
+            if let Some(frame) = split_frame(&mut self.buf, self.max)? {
+                return Ok(Some(frame));
+            }
+            if self.fill().await? == 0 {
+                return if self.buf.is_empty() { Ok(None) } else { Err(ReadError::Truncated) };
+            }
+        }
+    }
+
+    /// Read more bytes into the buffer; returns how many (0 at end of stream).
+    ///
+    /// # Errors
+    /// A socket error.
+    pub async fn fill(&mut self) -> Result<usize, ReadError> {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        Ok(self.io.read_buf(&mut self.buf).await?)
+    }
+
+    /// The bytes read but not yet consumed.
+    pub fn buffer(&mut self) -> &mut BytesMut {
+        &mut self.buf
+    }
+
+    /// The bytes read but not yet consumed, read-only.
+    #[must_use]
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
+    /// True if unconsumed bytes are waiting.
+    #[must_use]
+    pub fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// Change the message size limit (authentication uses a small one).
+    pub fn set_max(&mut self, max: usize) {
+        self.max = max;
+    }
+
+    /// The message size limit.
+    #[must_use]
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// The underlying stream.
+    pub fn get_mut(&mut self) -> &mut R {
+        &mut self.io
+    }
+
+    /// The underlying stream.
+    pub fn get_ref(&self) -> &R {
+        &self.io
+    }
+}
+
+/// Read a big-endian i32 from a payload cursor, if 4 bytes are there.
+pub fn take_i32(b: &mut &[u8]) -> Option<i32> {
+    (b.len() >= 4).then(|| b.get_i32())
+}
+
+/// Read a big-endian i16 from a payload cursor, if 2 bytes are there.
+pub fn take_i16(b: &mut &[u8]) -> Option<i16> {
+    (b.len() >= 2).then(|| b.get_i16())
+}
+
+/// Read a NUL-terminated string from a payload cursor (without the NUL).
+pub fn take_cstr<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
+    let end = b.iter().position(|&c| c == 0)?;
+    let (s, rest) = b.split_at(end);
+    *b = &rest[1..];
+    Some(s)
+}
+
+#[cfg(test)]
+mod tests;

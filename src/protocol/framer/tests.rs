@@ -1,0 +1,96 @@
+use super::*;
+use proptest::prelude::*;
+
+fn msg(tag: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![tag];
+    v.extend_from_slice(&(body.len() as i32 + 4).to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+fn frames_of(chunks: &[&[u8]], max: usize) -> Result<Vec<Frame>, FrameError> {
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    for c in chunks {
+        buf.extend_from_slice(c);
+        while let Some(f) = split_frame(&mut buf, max)? {
+            out.push(f);
+        }
+    }
+    Ok(out)
+}
+
+#[test]
+fn every_split_point_yields_the_same_frames() {
+    let stream: Vec<u8> = [msg(b'Q', b"select 1\0"), msg(b'S', b""), msg(b'D', &[7; 300])].concat();
+    let whole = frames_of(&[&stream], 1 << 20).unwrap();
+    assert_eq!(whole.len(), 3);
+    for i in 0..=stream.len() {
+        let (a, b) = stream.split_at(i);
+        assert_eq!(frames_of(&[a, b], 1 << 20).unwrap(), whole, "split at {i}");
+    }
+}
+
+#[test]
+fn bad_lengths_are_refused_before_the_payload_arrives() {
+    assert_eq!(
+        frames_of(&[&[b'Q', 0, 0, 0, 3]], 100),
+        Err(FrameError::LengthTooSmall(3))
+    );
+    assert_eq!(
+        frames_of(&[&[b'Q', 0x7f, 0xff, 0xff, 0xff]], 100),
+        Err(FrameError::TooLarge { len: 0x8000_0000, max: 100 })
+    );
+    assert_eq!(
+        frames_of(&[&[b'Q', 0xff, 0xff, 0xff, 0xff]], 100),
+        Err(FrameError::LengthTooSmall(-1))
+    );
+}
+
+#[test]
+fn complete_prefix_stops_after_the_stop_tag() {
+    let stream: Vec<u8> = [msg(b'D', b"ab"), msg(b'Z', b"I"), msg(b'D', b"c")].concat();
+    let (n, stopped) = complete_prefix(&stream, 1 << 20, |t, _| t == b'Z').unwrap();
+    assert!(stopped);
+    assert_eq!(n, 7 + 6);
+    let (n, stopped) = complete_prefix(&stream[..15], 1 << 20, |_, _| false).unwrap();
+    assert!(!stopped);
+    assert_eq!(n, 13);
+}
+
+#[tokio::test]
+async fn reader_reports_truncation_and_clean_eof() {
+    let data = [msg(b'S', b""), vec![b'Q', 0, 0]].concat();
+    let mut r = FrameReader::new(&data[..], 1024);
+    assert_eq!(r.next().await.unwrap().unwrap().tag(), b'S');
+    assert!(matches!(r.next().await, Err(ReadError::Truncated)));
+    let empty: &[u8] = &[];
+    let mut r = FrameReader::new(empty, 1024);
+    assert!(r.next().await.unwrap().is_none());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn any_split_gives_identical_frames(
+        bodies in proptest::collection::vec((any::<u8>(), proptest::collection::vec(any::<u8>(), 0..64)), 1..12),
+        cuts in proptest::collection::vec(any::<usize>(), 0..6),
+    ) {
+        let stream: Vec<u8> = bodies.iter().flat_map(|(t, b)| msg(*t, b)).collect();
+        let whole = frames_of(&[&stream], 1 << 16).unwrap();
+        let mut points: Vec<usize> = cuts.iter().map(|c| c % (stream.len() + 1)).collect();
+        points.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut last = 0;
+        for p in points { chunks.push(&stream[last..p]); last = p; }
+        chunks.push(&stream[last..]);
+        prop_assert_eq!(frames_of(&chunks, 1 << 16).unwrap(), whole);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = frames_of(&[&data], 256);
+        let _ = complete_prefix(&data, 256, |t, _| t == b'Z');
+    }
+}

@@ -1,0 +1,182 @@
+//! The startup phase: untagged packets (`i32` length, `i32` code, payload) parsed strictly.
+//!
+//! A length that does not match the content, an unterminated parameter, an unknown protocol
+//! version: all are errors, never a wait for more bytes than the declared length.
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// SSLRequest code.
+pub const SSL_REQUEST: i32 = 80_877_103;
+/// GSSENCRequest code.
+pub const GSSENC_REQUEST: i32 = 80_877_104;
+/// CancelRequest code.
+pub const CANCEL_REQUEST: i32 = 80_877_102;
+/// Protocol 3.0.
+pub const PROTOCOL_3_0: i32 = 196_608;
+/// The largest startup packet accepted (PostgreSQL uses 10 000 bytes).
+pub const MAX_STARTUP_PACKET: usize = 10_000;
+
+/// A parsed startup-phase packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StartupPacket {
+    /// The client asks for TLS.
+    SslRequest,
+    /// The client asks for GSSAPI encryption.
+    GssEncRequest,
+    /// Cancel the query running for this backend key.
+    Cancel {
+        /// Process id from BackendKeyData.
+        pid: i32,
+        /// Secret key from BackendKeyData.
+        secret: i32,
+    },
+    /// Protocol 3.0 startup with its parameters (in order).
+    Startup {
+        /// Name/value pairs (`user`, `database`, `options`, GUCs...).
+        params: Vec<(String, String)>,
+    },
+}
+
+impl StartupPacket {
+    /// The value of a startup parameter.
+    #[must_use]
+    pub fn param<'a>(params: &'a [(String, String)], key: &str) -> Option<&'a str> {
+        params.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+}
+
+/// Why a startup packet was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum StartupError {
+    /// Length field out of range.
+    #[error("invalid startup packet length {0}")]
+    BadLength(i32),
+    /// Version or request code sluice does not speak.
+    #[error("unsupported frontend protocol {major}.{minor}: sluice supports 3.0")]
+    UnsupportedProtocol {
+        /// Major version.
+        major: i32,
+        /// Minor version.
+        minor: i32,
+    },
+    /// The body does not match what the code requires.
+    #[error("invalid startup packet layout: {0}")]
+    Malformed(&'static str),
+    /// The connection closed before the packet was complete.
+    #[error("connection closed during startup")]
+    Truncated,
+    /// The packet did not arrive in time.
+    #[error("timeout waiting for the startup packet")]
+    Timeout,
+    /// A socket error.
+    #[error("socket error during startup: {0}")]
+    Io(String),
+}
+
+/// Parse one complete startup packet (length prefix included).
+///
+/// # Errors
+/// See [`StartupError`].
+pub fn parse(packet: &[u8]) -> Result<StartupPacket, StartupError> {
+    if packet.len() < 8 {
+        return Err(StartupError::Malformed("shorter than 8 bytes"));
+    }
+    let len = i32::from_be_bytes([packet[0], packet[1], packet[2], packet[3]]);
+    if len as usize != packet.len() {
+        return Err(StartupError::BadLength(len));
+    }
+    let code = i32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
+    let body = &packet[8..];
+    match code {
+        SSL_REQUEST | GSSENC_REQUEST if !body.is_empty() => Err(StartupError::Malformed("request with a body")),
+        SSL_REQUEST => Ok(StartupPacket::SslRequest),
+        GSSENC_REQUEST => Ok(StartupPacket::GssEncRequest),
+        CANCEL_REQUEST => parse_cancel(body),
+        PROTOCOL_3_0 => parse_params(body),
+        _ => Err(StartupError::UnsupportedProtocol { major: code >> 16, minor: code & 0xffff }),
+    }
+}
+
+fn parse_cancel(body: &[u8]) -> Result<StartupPacket, StartupError> {
+    if body.len() != 8 {
+        return Err(StartupError::Malformed("cancel request must carry exactly 8 bytes"));
+    }
+    Ok(StartupPacket::Cancel {
+        pid: i32::from_be_bytes([body[0], body[1], body[2], body[3]]),
+        secret: i32::from_be_bytes([body[4], body[5], body[6], body[7]]),
+    })
+}
+
+fn parse_params(body: &[u8]) -> Result<StartupPacket, StartupError> {
+    // The same walk PostgreSQL does: name NUL value NUL ... NUL, and the final NUL must be the
+    // last byte.
+    let mut params = Vec::new();
+    let mut at = 0;
+    while at < body.len() && body[at] != 0 {
+        let name = cstr_at(body, at)?;
+        let value_at = at + name.len() + 1;
+        if value_at >= body.len() {
+            return Err(StartupError::Malformed("parameter without a value"));
+        }
+        let value = cstr_at(body, value_at)?;
+        at = value_at + value.len() + 1;
+        params.push((utf8(name)?, utf8(value)?));
+    }
+    if body.is_empty() || at != body.len() - 1 {
+        return Err(StartupError::Malformed("expected terminator as last byte"));
+    }
+    if params.is_empty() {
+        return Err(StartupError::Malformed("no parameters (user is required)"));
+    }
+    Ok(StartupPacket::Startup { params })
+}
+
+fn cstr_at(body: &[u8], at: usize) -> Result<&[u8], StartupError> {
+    let len = body[at..]
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or(StartupError::Malformed("parameter is not terminated"))?;
+    Ok(&body[at..at + len])
+}
+
+fn utf8(b: &[u8]) -> Result<String, StartupError> {
+    String::from_utf8(b.to_vec()).map_err(|_| StartupError::Malformed("parameter is not UTF-8"))
+}
+
+/// Read one startup packet from `io`, within `timeout`.
+///
+/// # Errors
+/// Timeout, bad length, truncation, or a parse error.
+pub async fn read_packet<R: AsyncRead + Unpin>(io: &mut R, timeout: Duration) -> Result<StartupPacket, StartupError> {
+    match tokio::time::timeout(timeout, read_raw(io)).await {
+        Ok(raw) => parse(&raw?),
+        Err(_) => Err(StartupError::Timeout),
+    }
+}
+
+async fn read_raw<R: AsyncRead + Unpin>(io: &mut R) -> Result<BytesMut, StartupError> {
+    let mut head = [0u8; 4];
+    read_exact(io, &mut head).await?;
+    let len = i32::from_be_bytes(head);
+    if len < 8 || len as usize > MAX_STARTUP_PACKET {
+        return Err(StartupError::BadLength(len));
+    }
+    let mut packet = BytesMut::zeroed(len as usize);
+    packet[..4].copy_from_slice(&head);
+    read_exact(io, &mut packet[4..]).await?;
+    Ok(packet)
+}
+
+async fn read_exact<R: AsyncRead + Unpin>(io: &mut R, buf: &mut [u8]) -> Result<(), StartupError> {
+    match io.read_exact(buf).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(StartupError::Truncated),
+        Err(e) => Err(StartupError::Io(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,66 @@
+use super::*;
+use proptest::prelude::*;
+
+fn packet(code: i32, body: &[u8]) -> Vec<u8> {
+    let mut v = ((body.len() + 8) as i32).to_be_bytes().to_vec();
+    v.extend_from_slice(&code.to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+#[test]
+fn startup_parameters_are_parsed_in_order() {
+    let p = parse(&packet(PROTOCOL_3_0, b"user\0app\0database\0db\0\0")).unwrap();
+    assert_eq!(
+        p,
+        StartupPacket::Startup {
+            params: vec![("user".into(), "app".into()), ("database".into(), "db".into())]
+        }
+    );
+}
+
+#[test]
+fn malformed_packets_are_refused() {
+    for bad in [
+        packet(PROTOCOL_3_0, b"user\0app\0"),        // list not terminated
+        packet(PROTOCOL_3_0, b"user\0app"),          // value not terminated
+        packet(PROTOCOL_3_0, b"user\0\0"),           // key without value
+        packet(PROTOCOL_3_0, b"\0"),                 // no parameters
+        packet(CANCEL_REQUEST, &[0; 4]),             // short cancel
+        packet(SSL_REQUEST, b"x"),                   // request with a body
+    ] {
+        assert!(parse(&bad).is_err(), "{bad:?} accepted");
+    }
+    assert_eq!(
+        parse(&packet(0x0002_0000, b"")),
+        Err(StartupError::UnsupportedProtocol { major: 2, minor: 0 })
+    );
+    let mut lying = packet(PROTOCOL_3_0, b"user\0a\0\0");
+    lying[3] += 1;
+    assert!(matches!(parse(&lying), Err(StartupError::BadLength(_))));
+}
+
+#[tokio::test]
+async fn short_and_silent_packets_end_quickly() {
+    let data = packet(PROTOCOL_3_0, b"user\0a\0\0");
+    let mut half = &data[..6];
+    assert_eq!(read_packet(&mut half, Duration::from_secs(1)).await, Err(StartupError::Truncated));
+    let (mut client, mut server) = tokio::io::duplex(64);
+    let _keep = &mut client;
+    assert_eq!(read_packet(&mut server, Duration::from_millis(20)).await, Err(StartupError::Timeout));
+    let mut huge: &[u8] = &[0x7f, 0, 0, 0, 0, 0, 0, 0];
+    assert!(matches!(read_packet(&mut huge, Duration::from_secs(1)).await, Err(StartupError::BadLength(_))));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(5000))]
+    #[test]
+    fn arbitrary_packets_never_panic(data in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let _ = parse(&data);
+    }
+
+    #[test]
+    fn arbitrary_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..200), code in prop_oneof![Just(PROTOCOL_3_0), Just(CANCEL_REQUEST), Just(SSL_REQUEST), any::<i32>()]) {
+        let _ = parse(&packet(code, &body));
+    }
+}
