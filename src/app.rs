@@ -58,7 +58,8 @@ impl Proxy {
         let listener = bind(config.listen, config.limits.listen_backlog)?;
         let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
         let (shutdown, rx) = watch::channel(false);
-        let shared = Arc::new(Shared::new(Arc::clone(&config), topology.clone(), Arc::clone(&pools), Arc::clone(&classifier)));
+        let shared =
+            Arc::new(Shared::new(Arc::clone(&config), topology.clone(), Arc::clone(&pools), Arc::clone(&classifier)));
         let tasks = vec![
             tokio::spawn(monitor_loop(monitor, Arc::clone(&pools), config.monitor.interval, rx.clone())),
             tokio::spawn(load_catalog(Arc::clone(&config), Arc::clone(&pools), topology.clone(), classifier)),
@@ -81,7 +82,12 @@ fn build_monitor(config: &Config, pools: &Pools, topology: &TopologyHandle) -> M
     Monitor::new(SqlProbe::new(specs), topology.clone(), timeout)
 }
 
-async fn monitor_loop(monitor: Monitor<SqlProbe>, pools: Arc<Pools>, every: std::time::Duration, mut stop: watch::Receiver<bool>) {
+async fn monitor_loop(
+    monitor: Monitor<SqlProbe>,
+    pools: Arc<Pools>,
+    every: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut ticker = tokio::time::interval(every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {

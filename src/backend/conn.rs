@@ -144,7 +144,9 @@ impl ServerConn {
             let mut out = BytesMut::new();
             match code {
                 auth_code::OK => return Ok(()),
-                auth_code::CLEARTEXT => messages::password_message(&mut out, self.password(spec, "password")?.as_bytes()),
+                auth_code::CLEARTEXT => {
+                    messages::password_message(&mut out, self.password(spec, "password")?.as_bytes())
+                }
                 auth_code::MD5 => {
                     let salt: [u8; 4] = data.try_into().map_err(|_| self.lost("md5 salt is not 4 bytes"))?;
                     let stored = crate::auth::md5_password_hash(&spec.user, self.password(spec, "md5")?);
@@ -203,7 +205,8 @@ impl ServerConn {
                     }
                 }
                 tag::BACKEND_KEY_DATA => {
-                    self.key = messages::decode_backend_key(frame.body()).ok_or_else(|| self.lost("malformed BackendKeyData"))?;
+                    self.key = messages::decode_backend_key(frame.body())
+                        .ok_or_else(|| self.lost("malformed BackendKeyData"))?;
                 }
                 tag::READY_FOR_QUERY => return Ok(()),
                 tag::ERROR_RESPONSE => return Err(self.server_error(&frame)),

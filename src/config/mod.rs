@@ -185,10 +185,7 @@ pub struct ConfigProblem {
 pub struct ConfigErrors(pub Vec<ConfigProblem>);
 
 fn render(problems: &[ConfigProblem]) -> String {
-    let lines: Vec<String> = problems
-        .iter()
-        .map(|p| format!("{}: {}", p.key, p.reason))
-        .collect();
+    let lines: Vec<String> = problems.iter().map(|p| format!("{}: {}", p.key, p.reason)).collect();
     lines.join("\n")
 }
 
@@ -199,10 +196,7 @@ impl Config {
     /// Every problem at once: TOML syntax, unknown keys, bad values, broken references.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigErrors> {
         let raw: raw::RawConfig = toml::from_str(text).map_err(|e| {
-            ConfigErrors(vec![ConfigProblem {
-                key: toml_error_key(&e),
-                reason: e.message().to_string(),
-            }])
+            ConfigErrors(vec![ConfigProblem { key: toml_error_key(&e), reason: e.message().to_string() }])
         })?;
         validate::validate(raw)
     }
@@ -230,9 +224,7 @@ impl Config {
     /// True if clients may use this database.
     #[must_use]
     pub fn database_allowed(&self, db: &str) -> bool {
-        self.databases
-            .as_ref()
-            .is_none_or(|list| list.iter().any(|d| d == db))
+        self.databases.as_ref().is_none_or(|list| list.iter().any(|d| d == db))
     }
 }
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use super::raw::{RawConfig, RawLimits, RawMonitor, RawNode, RawPool, RawRouting, RawUser};
 use super::{
-    AuthMethod, Config, ConfigErrors, ConfigProblem, DefaultRoute, Limits, MonitorConfig,
-    NodeConfig, PoolConfig, PoolMode, PrimaryReads, RoutingConfig, Secret, UserConfig,
+    AuthMethod, Config, ConfigErrors, ConfigProblem, DefaultRoute, Limits, MonitorConfig, NodeConfig, PoolConfig,
+    PoolMode, PrimaryReads, RoutingConfig, Secret, UserConfig,
 };
 
 /// Collects problems while converting.
@@ -19,10 +19,7 @@ struct Checker {
 
 impl Checker {
     fn problem(&mut self, key: impl Into<String>, reason: impl Into<String>) {
-        self.problems.push(ConfigProblem {
-            key: key.into(),
-            reason: reason.into(),
-        });
+        self.problems.push(ConfigProblem { key: key.into(), reason: reason.into() });
     }
 
     /// An integer within `[min, max]`, or `default` when absent.
@@ -89,16 +86,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     if !c.problems.is_empty() {
         return Err(ConfigErrors(c.problems));
     }
-    Ok(Config {
-        listen,
-        databases: raw.databases,
-        limits,
-        pool,
-        monitor,
-        routing,
-        nodes,
-        users,
-    })
+    Ok(Config { listen, databases: raw.databases, limits, pool, monitor, routing, nodes, users })
 }
 
 fn listen_addr(c: &mut Checker, value: Option<&str>) -> SocketAddr {
@@ -117,7 +105,8 @@ fn limits(c: &mut Checker, raw: &RawLimits) -> Limits {
         c.problem("limits.startup_timeout", "must be greater than zero");
     }
     Limits {
-        max_client_connections: c.int("limits.max_client_connections", raw.max_client_connections, 5000, 1, 1_000_000) as usize,
+        max_client_connections: c.int("limits.max_client_connections", raw.max_client_connections, 5000, 1, 1_000_000)
+            as usize,
         listen_backlog: c.int("limits.listen_backlog", raw.listen_backlog, 1024, 1, 65535) as u32,
         max_message_bytes: c.int("limits.max_message_bytes", raw.max_message_bytes, 64 << 20, 1024, 1 << 30) as usize,
         startup_timeout: startup,
@@ -132,7 +121,11 @@ fn pool(c: &mut Checker, raw: &RawPool) -> PoolConfig {
         size: c.int("pool.size", raw.size, 20, 1, 10_000) as usize,
         checkout_timeout: c.duration("pool.checkout_timeout", raw.checkout_timeout.as_deref(), Duration::from_secs(5)),
         connect_timeout: c.duration("pool.connect_timeout", raw.connect_timeout.as_deref(), Duration::from_secs(3)),
-        server_idle_timeout: c.duration("pool.server_idle_timeout", raw.server_idle_timeout.as_deref(), Duration::from_secs(600)),
+        server_idle_timeout: c.duration(
+            "pool.server_idle_timeout",
+            raw.server_idle_timeout.as_deref(),
+            Duration::from_secs(600),
+        ),
         server_lifetime: c.duration("pool.server_lifetime", raw.server_lifetime.as_deref(), Duration::from_secs(3600)),
     }
 }
@@ -178,11 +171,7 @@ fn users(c: &mut Checker, raw: &[RawUser]) -> Vec<UserConfig> {
 }
 
 fn user(c: &mut Checker, key: &str, name: String, u: &RawUser) -> UserConfig {
-    let methods = [
-        ("scram-sha-256", AuthMethod::ScramSha256),
-        ("md5", AuthMethod::Md5),
-        ("trust", AuthMethod::Trust),
-    ];
+    let methods = [("scram-sha-256", AuthMethod::ScramSha256), ("md5", AuthMethod::Md5), ("trust", AuthMethod::Trust)];
     let auth = c.choice(&format!("{key}.auth"), u.auth.as_deref(), AuthMethod::ScramSha256, &methods);
     let secret = secret(u.password.as_deref());
     match (auth, &secret) {
@@ -203,12 +192,9 @@ fn user(c: &mut Checker, key: &str, name: String, u: &RawUser) -> UserConfig {
         }
         _ => {}
     }
-    let routes = [
-        ("auto", DefaultRoute::Auto),
-        ("primary", DefaultRoute::Primary),
-        ("replica", DefaultRoute::Replica),
-    ];
-    let default_route = c.choice(&format!("{key}.default_route"), u.default_route.as_deref(), DefaultRoute::Auto, &routes);
+    let routes = [("auto", DefaultRoute::Auto), ("primary", DefaultRoute::Primary), ("replica", DefaultRoute::Replica)];
+    let default_route =
+        c.choice(&format!("{key}.default_route"), u.default_route.as_deref(), DefaultRoute::Auto, &routes);
     let server_password = u.server_password.clone().or_else(|| match &secret {
         Secret::Plain(p) => Some(p.clone()),
         _ => None,
@@ -244,22 +230,21 @@ fn monitor(c: &mut Checker, raw: &RawMonitor, users: &[UserConfig]) -> MonitorCo
     if interval < Duration::from_millis(10) {
         c.problem("monitor.interval", "must be at least 10ms");
     }
-    MonitorConfig {
-        user,
-        database: raw.database.clone().unwrap_or_else(|| "postgres".to_string()),
-        interval,
-    }
+    MonitorConfig { user, database: raw.database.clone().unwrap_or_else(|| "postgres".to_string()), interval }
 }
 
 fn routing(c: &mut Checker, raw: &RawRouting) -> RoutingConfig {
-    let reads = [
-        ("never", PrimaryReads::Never),
-        ("fallback", PrimaryReads::Fallback),
-        ("always", PrimaryReads::Always),
-    ];
+    let reads =
+        [("never", PrimaryReads::Never), ("fallback", PrimaryReads::Fallback), ("always", PrimaryReads::Always)];
     RoutingConfig {
         primary_reads: c.choice("routing.primary_reads", raw.primary_reads.as_deref(), PrimaryReads::Fallback, &reads),
         read_only_functions: raw.read_only_functions.clone().unwrap_or_default(),
-        classify_cache_entries: c.int("routing.classify_cache_entries", raw.classify_cache_entries, 10_000, 0, 10_000_000) as usize,
+        classify_cache_entries: c.int(
+            "routing.classify_cache_entries",
+            raw.classify_cache_entries,
+            10_000,
+            0,
+            10_000_000,
+        ) as usize,
     }
 }

@@ -100,9 +100,10 @@ pub async fn send_cancel(t: &CancelTarget) {
         s.write_all(&buf).await?;
         s.shutdown().await
     };
-    if let Err(e) = tokio::time::timeout(Duration::from_secs(5), attempt).await.unwrap_or_else(|_| {
-        Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "cancel timed out"))
-    }) {
+    if let Err(e) = tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "cancel timed out")))
+    {
         tracing::debug!(host = %t.host, port = t.port, error = %e, "cancel request failed");
     }
 }

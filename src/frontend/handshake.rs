@@ -118,7 +118,9 @@ fn check_params(params: &[(String, String)]) -> Result<(String, String, SessionP
     }
     let user = match get("user") {
         Some(u) if !u.is_empty() => u.to_string(),
-        _ => return Err((sqlstate::INVALID_AUTHORIZATION, "no PostgreSQL user name specified in startup packet".into())),
+        _ => {
+            return Err((sqlstate::INVALID_AUTHORIZATION, "no PostgreSQL user name specified in startup packet".into()))
+        }
     };
     let database = get("database").filter(|d| !d.is_empty()).unwrap_or(&user).to_string();
     let session = SessionParams::from_startup(params).map_err(|e| (sqlstate::PROTOCOL_VIOLATION, e))?;
@@ -147,7 +149,9 @@ async fn send(client: &mut FrameReader<TcpStream>, buf: &[u8]) -> Result<(), Fai
 async fn read_password(client: &mut FrameReader<TcpStream>) -> Result<bytes::Bytes, Failure> {
     match client.next().await {
         Ok(Some(f)) if f.tag() == tag::PASSWORD => Ok(f.into_bytes().slice(5..)),
-        Ok(Some(f)) => Err((sqlstate::PROTOCOL_VIOLATION, format!("expected a password message, got {:?}", f.tag() as char))),
+        Ok(Some(f)) => {
+            Err((sqlstate::PROTOCOL_VIOLATION, format!("expected a password message, got {:?}", f.tag() as char)))
+        }
         Ok(None) => Err((sqlstate::CONNECTION_FAILURE, "client closed the connection during authentication".into())),
         Err(e) => Err((sqlstate::PROTOCOL_VIOLATION, e.to_string())),
     }
@@ -159,11 +163,15 @@ async fn md5_exchange(client: &mut FrameReader<TcpStream>, stored: Option<&str>)
     messages::authentication(&mut buf, auth_code::MD5, &salt);
     send(client, &buf).await?;
     let body = read_password(client).await?;
-    let response = messages::decode_password(&body).ok_or((sqlstate::PROTOCOL_VIOLATION, "malformed password message".into()))?;
+    let response =
+        messages::decode_password(&body).ok_or((sqlstate::PROTOCOL_VIOLATION, "malformed password message".into()))?;
     Ok(stored.is_some_and(|s| crate::auth::md5_verify(s, salt, response)))
 }
 
-async fn scram_exchange(client: &mut FrameReader<TcpStream>, verifier: Option<&ScramVerifier>) -> Result<bool, Failure> {
+async fn scram_exchange(
+    client: &mut FrameReader<TcpStream>,
+    verifier: Option<&ScramVerifier>,
+) -> Result<bool, Failure> {
     let mut server = verifier.map_or_else(ScramServer::mock, ScramServer::new);
     let mut buf = BytesMut::new();
     messages::authentication(&mut buf, auth_code::SASL, b"SCRAM-SHA-256\0\0");

@@ -41,7 +41,11 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdow
                 tokio::spawn(async move {
                     let mut stream = stream;
                     let msg = "sorry, too many clients already";
-                    let _ = tokio::time::timeout(shared.config.limits.startup_timeout, refuse(&mut stream, sqlstate::TOO_MANY_CONNECTIONS, msg)).await;
+                    let _ = tokio::time::timeout(
+                        shared.config.limits.startup_timeout,
+                        refuse(&mut stream, sqlstate::TOO_MANY_CONNECTIONS, msg),
+                    )
+                    .await;
                 });
             }
         }

@@ -73,11 +73,8 @@ impl Shared {
     /// Build the shared handles.
     #[must_use]
     pub fn new(config: Arc<Config>, topology: TopologyHandle, pools: Arc<Pools>, classifier: Arc<Classifier>) -> Self {
-        let credentials = config
-            .users
-            .iter()
-            .map(|u| (u.name.clone(), Credentials::for_user(&u.name, u.auth, &u.secret)))
-            .collect();
+        let credentials =
+            config.users.iter().map(|u| (u.name.clone(), Credentials::for_user(&u.name, u.auth, &u.secret))).collect();
         Self {
             config,
             topology,

@@ -6,14 +6,8 @@ const NOT_PARAMETERS: [&str; 4] = ["user", "database", "replication", "options"]
 
 /// Reported parameters a client may change with SET; others (server_version, is_superuser...)
 /// are read-only and never replayed.
-const SETTABLE_REPORTED: [&str; 6] = [
-    "application_name",
-    "client_encoding",
-    "datestyle",
-    "intervalstyle",
-    "timezone",
-    "standard_conforming_strings",
-];
+const SETTABLE_REPORTED: [&str; 6] =
+    ["application_name", "client_encoding", "datestyle", "intervalstyle", "timezone", "standard_conforming_strings"];
 
 /// The parameters a session wants, in the order they were first set.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

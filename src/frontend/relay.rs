@@ -29,7 +29,14 @@ pub enum Outcome {
     ServerLost(BackendError),
     /// The client went away or broke the protocol mid-unit.
     ClientGone,
+    /// The server refused the unit with `25006 read_only_sql_transaction` before the client saw
+    /// anything: it changed nothing and may run again on the primary.
+    ReadOnlyRejected,
 }
+
+/// Replies held back from a retryable unit, at most this many bytes, until it is known not to
+/// have been rejected as a write on a read-only node.
+const HOLD_LIMIT: usize = 64 * 1024;
 
 /// The pieces of a session the relay touches.
 pub struct Relay<'a> {
@@ -45,6 +52,10 @@ pub struct Relay<'a> {
     pub errored: bool,
     /// Synthesized replies waiting to go out ahead of the next run of server frames.
     synth: BytesMut,
+    /// Replies held back while a read-only rejection is still possible (`None`: stream freely).
+    hold: Option<BytesMut>,
+    /// A held-back reply carried `25006`.
+    rejected: bool,
 }
 
 impl<'a> Relay<'a> {
@@ -55,7 +66,13 @@ impl<'a> Relay<'a> {
         queue: &'a mut VecDeque<Expect>,
         params: &'a mut SessionParams,
     ) -> Self {
-        Self { client, conn, queue, params, errored: false, synth: BytesMut::new() }
+        Self { client, conn, queue, params, errored: false, synth: BytesMut::new(), hold: None, rejected: false }
+    }
+
+    /// Hold replies back so that a `25006` rejection can be retried elsewhere unseen.
+    pub fn retryable(mut self) -> Self {
+        self.hold = Some(BytesMut::new());
+        self
     }
 
     /// Relay replies until the unit ends.
@@ -80,6 +97,7 @@ impl<'a> Relay<'a> {
             }
             if self.queue.is_empty() {
                 self.flush(run).await?;
+                self.release_hold().await?;
                 return Ok(Outcome::Partial);
             }
             let header = peek_header(&self.conn.io.buffered()[run..], crate::backend::conn::MAX_SERVER_MESSAGE)
@@ -93,6 +111,9 @@ impl<'a> Relay<'a> {
             let body = &self.conn.io.buffered()[run + 5..run + total];
             let reported = if t == tag::PARAMETER_STATUS { messages::decode_parameter_status(body) } else { None };
             let decision = step(self.queue, t, body, &mut self.errored);
+            if t == tag::ERROR_RESPONSE && self.hold.is_some() {
+                self.rejected |= messages::decode_error(body).code == crate::error::sqlstate::READ_ONLY_SQL_TRANSACTION;
+            }
             if let Some((k, v)) = reported {
                 self.note_parameter(k, v);
             }
@@ -104,11 +125,17 @@ impl<'a> Relay<'a> {
                     self.conn.io.buffer().advance(total);
                 }
                 Step::Ready(status) => {
+                    if self.rejected && status == TxStatus::Idle {
+                        self.conn.io.buffer().advance(run + total);
+                        return Ok(Outcome::ReadOnlyRejected);
+                    }
                     self.flush(run + total).await?;
+                    self.release_hold().await?;
                     return Ok(Outcome::Ready(status));
                 }
                 Step::CopyIn => {
                     self.flush(run + total).await?;
+                    self.release_hold().await?;
                     run = 0;
                     self.copy_in().await?;
                 }
@@ -135,8 +162,26 @@ impl<'a> Relay<'a> {
         if self.synth.is_empty() && frames.is_empty() {
             return Ok(());
         }
+        if let Some(hold) = self.hold.as_mut() {
+            hold.extend_from_slice(&std::mem::take(&mut self.synth));
+            hold.extend_from_slice(&frames);
+            if hold.len() > HOLD_LIMIT && !self.rejected {
+                return self.release_hold().await;
+            }
+            return Ok(());
+        }
         let mut out = std::mem::take(&mut self.synth).chain(frames);
         self.client.get_mut().write_all_buf(&mut out).await.map_err(|_| RelayError::Client)
+    }
+
+    /// Stop holding replies back: write what was held and stream from now on.
+    async fn release_hold(&mut self) -> Result<(), RelayError> {
+        match self.hold.take() {
+            Some(held) if !held.is_empty() => {
+                self.client.get_mut().write_all(&held).await.map_err(|_| RelayError::Client)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Wait for more server bytes; notice a client that hangs up meanwhile.
@@ -210,11 +255,19 @@ impl<'a> Relay<'a> {
 
     /// Tell the client its statement died with the server connection.
     async fn server_lost(&mut self, e: BackendError) -> Outcome {
+        if self.release_hold().await.is_err() {
+            return Outcome::ClientGone;
+        }
         let mut buf = std::mem::take(&mut self.synth);
         if !self.errored {
             // A terminated backend sends its FATAL first: the client has its one error already.
             let msg = format!("server connection lost while running the statement: {e}");
-            messages::error_response(&mut buf, messages::Severity::Error, crate::error::sqlstate::CONNECTION_FAILURE, &msg);
+            messages::error_response(
+                &mut buf,
+                messages::Severity::Error,
+                crate::error::sqlstate::CONNECTION_FAILURE,
+                &msg,
+            );
         }
         messages::ready_for_query(&mut buf, TxStatus::Idle);
         if self.client.get_mut().write_all(&buf).await.is_err() {

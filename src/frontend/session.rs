@@ -147,7 +147,9 @@ impl<'a> Session<'a> {
         let r = match idle {
             Some(d) => match tokio::time::timeout(d, read).await {
                 Ok(r) => r,
-                Err(_) => return Err((sqlstate::IDLE_SESSION_TIMEOUT, "terminating connection due to idle timeout".into())),
+                Err(_) => {
+                    return Err((sqlstate::IDLE_SESSION_TIMEOUT, "terminating connection due to idle timeout".into()))
+                }
             },
             None => read.await,
         };
@@ -176,16 +178,40 @@ impl<'a> Session<'a> {
     }
 
     /// Classify, route, acquire, forward, relay, release. `Err` ends the session.
+    ///
+    /// An autocommit unit that a node rejects with `25006` changed nothing: it runs once more on
+    /// the primary, unseen by the client, and its text is remembered as a write.
     async fn run_unit(&mut self, unit: Unit) -> Result<(), ()> {
-        let class = self.classify(&unit);
-        if let Err(e) = self.acquire(&class).await {
-            return self.statement_error(e.sqlstate(), &e.to_string()).await;
+        let mut class = self.classify(&unit);
+        let retryable = self.held.is_none() && class.tx == TxEffect::None;
+        let outcome = self.attempt(&unit, &class, retryable).await?;
+        if let Some((Outcome::ReadOnlyRejected, _)) = outcome {
+            self.release_if_done(TxStatus::Idle);
+            self.note_write(&unit);
+            class = Arc::new(Class::write(Reason::NotedWrite));
+            let outcome = self.attempt(&unit, &class, false).await?;
+            return self.finish_unit(outcome, &class, &unit);
+        }
+        self.finish_unit(outcome, &class, &unit)
+    }
+
+    fn finish_unit(&mut self, outcome: Option<(Outcome, bool)>, class: &Class, unit: &Unit) -> Result<(), ()> {
+        match outcome {
+            Some((outcome, errored)) => self.after_unit(outcome, class, unit, errored),
+            None => Ok(()),
+        }
+    }
+
+    /// One try: acquire, forward, relay. `Ok(None)`: the client already got an error.
+    async fn attempt(&mut self, unit: &Unit, class: &Class, retryable: bool) -> Result<Option<(Outcome, bool)>, ()> {
+        if let Err(e) = self.acquire(class).await {
+            return self.statement_error(e.sqlstate(), &e.to_string()).await.map(|()| None);
         }
         let mut queue = VecDeque::new();
         let mut translated = Translated::default();
         let held = self.held.as_mut().expect("acquire leaves a held connection");
         let conn = held.checkout.conn();
-        match &unit {
+        match unit {
             Unit::Simple(frame) => {
                 translated.out.extend_from_slice(frame.bytes());
                 queue.push_back(Expect::Server { kind: ReplyKind::Query, forward: true });
@@ -199,10 +225,11 @@ impl<'a> Session<'a> {
         }
         if let Err(e) = conn.send(&translated.out).await {
             self.drop_held();
-            return self.statement_error(sqlstate::CONNECTION_FAILURE, &e.to_string()).await;
+            return self.statement_error(sqlstate::CONNECTION_FAILURE, &e.to_string()).await.map(|()| None);
         }
         let (outcome, errored) = {
-            let mut relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params);
+            let relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params);
+            let mut relay = if retryable { relay.retryable() } else { relay };
             let outcome = relay.run().await;
             (outcome, relay.errored)
         };
@@ -212,7 +239,26 @@ impl<'a> Session<'a> {
             }
             conn.unnamed = None;
         }
-        self.after_unit(outcome, &class, &unit, errored)
+        Ok(Some((outcome, errored)))
+    }
+
+    /// Remember the unit's statement texts as writes (a node refused them as read-only).
+    fn note_write(&self, unit: &Unit) {
+        let c = &self.shared.classifier;
+        match unit {
+            Unit::Simple(f) => {
+                if let Some(sql) = messages::decode_query(f.body()) {
+                    c.note_write(sql);
+                }
+            }
+            Unit::Extended(frames) => {
+                for p in
+                    frames.iter().filter(|f| f.tag() == tag::PARSE).filter_map(|f| messages::decode_parse(f.body()))
+                {
+                    c.note_write(&String::from_utf8_lossy(p.query));
+                }
+            }
+        }
     }
 
     fn after_unit(&mut self, outcome: Outcome, class: &Class, unit: &Unit, errored: bool) -> Result<(), ()> {
@@ -231,6 +277,7 @@ impl<'a> Session<'a> {
                 Ok(())
             }
             Outcome::ClientGone => Err(()),
+            Outcome::ReadOnlyRejected => Ok(()),
         }
     }
 
@@ -271,7 +318,8 @@ impl<'a> Session<'a> {
                             None => Arc::new(Class::write(Reason::UnknownStatement)),
                         }),
                         tag::BIND => {
-                            let stmt = messages::decode_bind_head(f.body()).and_then(|h| self.statements.get(h.statement));
+                            let stmt =
+                                messages::decode_bind_head(f.body()).and_then(|h| self.statements.get(h.statement));
                             if let Some(def) = stmt {
                                 classes.push(Arc::clone(&def.class));
                             }
@@ -410,12 +458,17 @@ fn is_extended(t: u8) -> bool {
 /// DISCARD ALL / DEALLOCATE ALL drop every server-side statement on the connection.
 fn resets_statements(frame: &Frame) -> bool {
     let Some(sql) = messages::decode_query(frame.body()) else { return false };
-    let words: Vec<String> = sql.split_whitespace().take(2).map(|w| w.trim_end_matches(';').to_ascii_lowercase()).collect();
+    let words: Vec<String> =
+        sql.split_whitespace().take(2).map(|w| w.trim_end_matches(';').to_ascii_lowercase()).collect();
     matches!(words.as_slice(), [a, b] if (a == "discard" || a == "deallocate") && b == "all")
 }
 
 fn no_node_error(class: &Class) -> BackendError {
-    let what = if class.access == Access::Write { "no primary is available for writes" } else { "no node is available for reads" };
+    let what = if class.access == Access::Write {
+        "no primary is available for writes"
+    } else {
+        "no node is available for reads"
+    };
     BackendError::Server {
         node: "-".into(),
         info: messages::ErrorInfo {

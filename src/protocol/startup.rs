@@ -135,10 +135,7 @@ fn parse_params(body: &[u8]) -> Result<StartupPacket, StartupError> {
 }
 
 fn cstr_at(body: &[u8], at: usize) -> Result<&[u8], StartupError> {
-    let len = body[at..]
-        .iter()
-        .position(|&b| b == 0)
-        .ok_or(StartupError::Malformed("parameter is not terminated"))?;
+    let len = body[at..].iter().position(|&b| b == 0).ok_or(StartupError::Malformed("parameter is not terminated"))?;
     Ok(&body[at..at + len])
 }
 

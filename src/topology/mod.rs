@@ -100,10 +100,7 @@ impl TopologyHandle {
     #[must_use]
     pub fn new(initial: Topology) -> Self {
         let (tx, _rx) = watch::channel(initial.generation);
-        Self {
-            current: Arc::new(ArcSwap::from_pointee(initial)),
-            generation_tx: Arc::new(tx),
-        }
+        Self { current: Arc::new(ArcSwap::from_pointee(initial)), generation_tx: Arc::new(tx) }
     }
 
     /// The current snapshot. Load once per decision; do not hold across `.await`.
@@ -119,10 +116,7 @@ impl TopologyHandle {
         if old.nodes == nodes {
             return false;
         }
-        let next = Topology {
-            generation: old.generation + 1,
-            nodes,
-        };
+        let next = Topology { generation: old.generation + 1, nodes };
         let generation = next.generation;
         self.current.store(Arc::new(next));
         self.generation_tx.send_replace(generation);

@@ -61,7 +61,8 @@ impl<P: Probe> Monitor<P> {
         });
         let roles = futures_util::future::join_all(probes).await;
         let next = fold(&current.nodes, &roles);
-        let changed: Vec<usize> = next.iter().zip(current.nodes.iter()).filter(|(a, b)| a.role != b.role).map(|(a, _)| a.index).collect();
+        let changed: Vec<usize> =
+            next.iter().zip(current.nodes.iter()).filter(|(a, b)| a.role != b.role).map(|(a, _)| a.index).collect();
         if self.topology.publish_nodes(next) {
             let t = self.topology.load();
             let roles: Vec<String> = t.nodes.iter().map(|n| format!("{}={}", n.name, n.role.as_str())).collect();
@@ -74,9 +75,5 @@ impl<P: Probe> Monitor<P> {
 /// The pure transition: new roles onto the old node list.
 #[must_use]
 pub fn fold(nodes: &[NodeView], roles: &[Role]) -> Vec<NodeView> {
-    nodes
-        .iter()
-        .zip(roles)
-        .map(|(n, r)| NodeView { role: *r, ..n.clone() })
-        .collect()
+    nodes.iter().zip(roles).map(|(n, r)| NodeView { role: *r, ..n.clone() }).collect()
 }

@@ -33,18 +33,12 @@ fn every_split_point_yields_the_same_frames() {
 
 #[test]
 fn bad_lengths_are_refused_before_the_payload_arrives() {
-    assert_eq!(
-        frames_of(&[&[b'Q', 0, 0, 0, 3]], 100),
-        Err(FrameError::LengthTooSmall(3))
-    );
+    assert_eq!(frames_of(&[&[b'Q', 0, 0, 0, 3]], 100), Err(FrameError::LengthTooSmall(3)));
     assert_eq!(
         frames_of(&[&[b'Q', 0x7f, 0xff, 0xff, 0xff]], 100),
         Err(FrameError::TooLarge { len: 0x8000_0000, max: 100 })
     );
-    assert_eq!(
-        frames_of(&[&[b'Q', 0xff, 0xff, 0xff, 0xff]], 100),
-        Err(FrameError::LengthTooSmall(-1))
-    );
+    assert_eq!(frames_of(&[&[b'Q', 0xff, 0xff, 0xff, 0xff]], 100), Err(FrameError::LengthTooSmall(-1)));
 }
 
 #[test]

@@ -13,28 +13,23 @@ fn startup_parameters_are_parsed_in_order() {
     let p = parse(&packet(PROTOCOL_3_0, b"user\0app\0database\0db\0\0")).unwrap();
     assert_eq!(
         p,
-        StartupPacket::Startup {
-            params: vec![("user".into(), "app".into()), ("database".into(), "db".into())]
-        }
+        StartupPacket::Startup { params: vec![("user".into(), "app".into()), ("database".into(), "db".into())] }
     );
 }
 
 #[test]
 fn malformed_packets_are_refused() {
     for bad in [
-        packet(PROTOCOL_3_0, b"user\0app\0"),        // list not terminated
-        packet(PROTOCOL_3_0, b"user\0app"),          // value not terminated
-        packet(PROTOCOL_3_0, b"user\0\0"),           // key without value
-        packet(PROTOCOL_3_0, b"\0"),                 // no parameters
-        packet(CANCEL_REQUEST, &[0; 4]),             // short cancel
-        packet(SSL_REQUEST, b"x"),                   // request with a body
+        packet(PROTOCOL_3_0, b"user\0app\0"), // list not terminated
+        packet(PROTOCOL_3_0, b"user\0app"),   // value not terminated
+        packet(PROTOCOL_3_0, b"user\0\0"),    // key without value
+        packet(PROTOCOL_3_0, b"\0"),          // no parameters
+        packet(CANCEL_REQUEST, &[0; 4]),      // short cancel
+        packet(SSL_REQUEST, b"x"),            // request with a body
     ] {
         assert!(parse(&bad).is_err(), "{bad:?} accepted");
     }
-    assert_eq!(
-        parse(&packet(0x0002_0000, b"")),
-        Err(StartupError::UnsupportedProtocol { major: 2, minor: 0 })
-    );
+    assert_eq!(parse(&packet(0x0002_0000, b"")), Err(StartupError::UnsupportedProtocol { major: 2, minor: 0 }));
     let mut lying = packet(PROTOCOL_3_0, b"user\0a\0\0");
     lying[3] += 1;
     assert!(matches!(parse(&lying), Err(StartupError::BadLength(_))));
