@@ -245,10 +245,7 @@ impl ServerConn {
             return true;
         }
         let mut probe = [0u8; 1];
-        match self.io.get_ref().try_read(&mut probe) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
-            _ => true,
-        }
+        !matches!(self.io.get_ref().try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 }
 
