@@ -1,12 +1,42 @@
 //! Router: pure, synchronous statement classification and routing.
 //!
-//! `classify(sql) -> Class` says what a statement needs; `route(class, session, topology, policy)
-//! -> Route` says which nodes may run it, in the order to try them, and why. Nothing here does IO,
-//! awaits, or mutates session state: the session acts on the decision.
+//! [`classify`] (or [`Classifier::classify`], which adds a bounded cache and a function catalog)
+//! says what a SQL text needs; [`route`] says which nodes may run it, in the order to try them,
+//! and why. Nothing here does IO, awaits, or mutates session state: the session acts on the
+//! decision. The product's promise lives here: a statement goes to a replica only if it is
+//! provably a pure read; anything unknown, unparseable or odd is a [`Access::Write`].
 //!
-//! (Skeleton: the classifier is being written; until then everything is a write.)
+//! Layout:
+//! - `lexer`: PostgreSQL tokens (comments, all quoting forms), leading routing hints;
+//! - `statement`: splits a simple Query at top-level `;` and decides each statement from its
+//!   first keywords (transactions, session commands, COPY, EXPLAIN, DML/DDL);
+//! - `query`: SELECT / WITH / VALUES / TABLE: a token scan for locking clauses, writing CTEs,
+//!   `SELECT INTO` and function calls; the parser only when the scan cannot prove a read;
+//! - `ast`: the `sqlparser` fallback walk;
+//! - `functions`: built-in read-only / writing functions, the [`FunctionCatalog`], the allow-list;
+//! - `cache`: [`Classifier`], the shared bounded cache;
+//! - `route`: [`route`], [`SessionView`], [`Policy`].
+//!
+//! This module must not touch sockets, the topology handle, pools or metrics.
 
-use crate::topology::Topology;
+mod ast;
+mod cache;
+mod functions;
+mod lexer;
+mod query;
+mod route;
+mod statement;
+
+#[cfg(test)]
+mod route_tests;
+#[cfg(test)]
+mod tests;
+
+pub use cache::Classifier;
+pub use functions::FunctionCatalog;
+pub use route::{route, Policy, SessionView};
+
+pub use crate::config::{DefaultRoute, PrimaryReads};
 
 /// Whether a statement may run on a replica.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -17,25 +47,177 @@ pub enum Access {
     Write,
 }
 
-/// Why a statement was classified or routed the way it was (logged, later counted in metrics).
+/// Why a statement was classified or routed the way it was (logged, counted in metrics).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reason {
-    /// Not classified yet (skeleton).
-    Unclassified,
+    // --- classification: reads ---
+    /// Nothing but whitespace, comments or `;`.
+    Empty,
+    /// SELECT / WITH / VALUES / TABLE proven read by the lexical pass.
+    PureRead,
+    /// SELECT / WITH / VALUES / TABLE proven read by parsing it.
+    ParsedRead,
+    /// SHOW.
+    Show,
+    /// EXPLAIN without ANALYZE (nothing is executed).
+    Explain,
+    /// COPY ... TO STDOUT of a table or a read query.
+    CopyOut,
+    /// SET / RESET / DISCARD / DEALLOCATE: session bookkeeping, no data.
+    SessionCommand,
+    /// COMMIT / ROLLBACK / SAVEPOINT / RELEASE / SET TRANSACTION.
+    TxControl,
+    /// BEGIN / START TRANSACTION ... READ ONLY.
+    BeginReadOnly,
+    /// DECLARE of a read query, FETCH, MOVE, CLOSE.
+    Cursor,
+    // --- classification: writes ---
+    /// BEGIN / START TRANSACTION (read-write).
+    BeginReadWrite,
+    /// INSERT / UPDATE / DELETE / MERGE (also after a WITH).
+    Dml,
+    /// CREATE / ALTER / DROP / TRUNCATE / COMMENT / SECURITY LABEL / IMPORT ...
+    Ddl,
+    /// GRANT / REVOKE / REASSIGN OWNED.
+    Privileges,
+    /// VACUUM / ANALYZE / CLUSTER / REINDEX / REFRESH MATERIALIZED VIEW / CHECKPOINT / LOAD.
+    Maintenance,
+    /// COPY ... FROM.
+    CopyIn,
+    /// COPY ... TO a server file or program.
+    CopyToFile,
+    /// CALL / DO.
+    Procedural,
+    /// LOCK TABLE.
+    Lock,
+    /// NOTIFY / LISTEN / UNLISTEN (none of them run on a standby).
+    Notify,
+    /// PREPARE / EXECUTE (SQL-level prepared statements).
+    PreparedStatement,
+    /// PREPARE TRANSACTION / COMMIT PREPARED / ROLLBACK PREPARED.
+    TwoPhase,
+    /// FOR UPDATE / NO KEY UPDATE / SHARE / KEY SHARE.
+    LockingClause,
+    /// A data-modifying CTE: `WITH x AS (INSERT ... RETURNING ...) SELECT ...`.
+    WritingCte,
+    /// SELECT ... INTO creates a table.
+    SelectInto,
+    /// Calls a built-in that writes or locks (nextval, advisory locks, set_config, ...).
+    WritingFunction,
+    /// Calls a function the catalog says is VOLATILE.
+    VolatileFunction,
+    /// Calls a function nobody knows.
+    UnknownFunction,
+    /// Could not be parsed (or is malformed): the primary decides.
+    Unparseable,
+    /// Starts with a keyword the router does not know.
+    UnknownStatement,
+    /// A multi-statement Query with at least one statement that is not a pure read.
+    MultiStatementWrite,
+    /// A replica rejected this exact text before (SQLSTATE 25006).
+    NotedWrite,
+    // --- routing ---
+    /// A write: the primary.
+    Write,
+    /// A read served by a replica first.
+    ReadOnReplica,
+    /// A read whose first candidate is the primary (`primary_reads = always` rotation).
+    ReadOnPrimary,
+    /// A read with no replica available: the primary.
+    ReadFallbackPrimary,
+    /// The session is inside a transaction or pinned: the same node.
+    InTransaction,
+    /// A `/* sluice: primary */` hint.
+    HintPrimary,
+    /// A `/* sluice: replica */` hint.
+    HintReplica,
+    /// The session changed session state: the primary until state replay exists.
+    SessionState,
+    /// The user's `default_route` says primary.
+    UserDefault,
+    /// The user's `default_route` says replica.
+    UserDefaultReplica,
+    /// No primary in the topology.
+    NoPrimary,
+    /// No replica (and the primary may not serve reads).
+    NoReplica,
+}
+
+impl Reason {
+    /// A stable snake_case name (log fields, metric labels).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        use Reason::*;
+        match self {
+            Empty => "empty",
+            PureRead => "pure_read",
+            ParsedRead => "parsed_read",
+            Show => "show",
+            Explain => "explain",
+            CopyOut => "copy_out",
+            SessionCommand => "session_command",
+            TxControl => "tx_control",
+            BeginReadOnly => "begin_read_only",
+            Cursor => "cursor",
+            BeginReadWrite => "begin_read_write",
+            Dml => "dml",
+            Ddl => "ddl",
+            Privileges => "privileges",
+            Maintenance => "maintenance",
+            CopyIn => "copy_in",
+            CopyToFile => "copy_to_file",
+            Procedural => "procedural",
+            Lock => "lock",
+            Notify => "notify",
+            PreparedStatement => "prepared_statement",
+            TwoPhase => "two_phase",
+            LockingClause => "locking_clause",
+            WritingCte => "writing_cte",
+            SelectInto => "select_into",
+            WritingFunction => "writing_function",
+            VolatileFunction => "volatile_function",
+            UnknownFunction => "unknown_function",
+            Unparseable => "unparseable",
+            UnknownStatement => "unknown_statement",
+            MultiStatementWrite => "multi_statement_write",
+            NotedWrite => "noted_write",
+            Write => "write",
+            ReadOnReplica => "read_on_replica",
+            ReadOnPrimary => "read_on_primary",
+            ReadFallbackPrimary => "read_fallback_primary",
+            InTransaction => "in_transaction",
+            HintPrimary => "hint_primary",
+            HintReplica => "hint_replica",
+            SessionState => "session_state",
+            UserDefault => "user_default",
+            UserDefaultReplica => "user_default_replica",
+            NoPrimary => "no_primary",
+            NoReplica => "no_replica",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Effect of a statement on the transaction state.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TxEffect {
-    /// Does not open or close a transaction.
+    /// Does not open or close a transaction (also SAVEPOINT, RELEASE, ROLLBACK TO, and
+    /// COMMIT/ROLLBACK AND CHAIN, after which the transaction goes on).
     None,
     /// BEGIN / START TRANSACTION.
     Begin {
         /// `READ ONLY` was given.
         read_only: bool,
     },
-    /// COMMIT / ROLLBACK / END / ABORT.
+    /// COMMIT / ROLLBACK / END / ABORT / PREPARE TRANSACTION.
     End,
+    /// `SET TRANSACTION READ ONLY`: the current transaction becomes read-only.
+    SetReadOnly,
 }
 
 /// Effect of a statement on state that outlives the transaction.
@@ -43,11 +225,30 @@ pub enum TxEffect {
 pub enum SessionEffect {
     /// Changes nothing beyond the transaction.
     None,
-    /// SET / RESET / set_config(...): session parameters change.
+    /// SET / RESET / DISCARD ALL / set_config(...): session parameters change.
     Parameter,
     /// Creates state bound to one server connection (temp table, LISTEN, PREPARE, WITH HOLD
     /// cursor, session advisory lock): the session must stay on that connection.
     Pin,
+}
+
+impl SessionEffect {
+    /// The stronger of two effects (Pin > Parameter > None).
+    #[must_use]
+    pub fn max(self, other: Self) -> Self {
+        fn rank(e: SessionEffect) -> u8 {
+            match e {
+                SessionEffect::None => 0,
+                SessionEffect::Parameter => 1,
+                SessionEffect::Pin => 2,
+            }
+        }
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
 }
 
 /// A routing hint from a leading comment.
@@ -74,16 +275,46 @@ pub struct Class {
     pub hint: Option<Hint>,
 }
 
-/// Classify one SQL text (skeleton: everything is a write).
-#[must_use]
-pub fn classify(_sql: &str) -> Class {
-    Class {
-        access: Access::Write,
-        reason: Reason::Unclassified,
-        tx: TxEffect::None,
-        session: SessionEffect::None,
-        hint: None,
+impl Class {
+    /// A class with no transaction or session effect and no hint.
+    #[must_use]
+    pub fn new(access: Access, reason: Reason) -> Self {
+        Self { access, reason, tx: TxEffect::None, session: SessionEffect::None, hint: None }
     }
+
+    /// A read for `reason`.
+    #[must_use]
+    pub fn read(reason: Reason) -> Self {
+        Self::new(Access::Read, reason)
+    }
+
+    /// A write for `reason`.
+    #[must_use]
+    pub fn write(reason: Reason) -> Self {
+        Self::new(Access::Write, reason)
+    }
+
+    /// The same class with transaction effect `tx`.
+    #[must_use]
+    pub fn with_tx(mut self, tx: TxEffect) -> Self {
+        self.tx = tx;
+        self
+    }
+
+    /// The same class with session effect `session`.
+    #[must_use]
+    pub fn with_session(mut self, session: SessionEffect) -> Self {
+        self.session = session;
+        self
+    }
+}
+
+/// Classify one SQL text (a simple Query string or a Parse's statement) without a cache or a
+/// function catalog: calls to functions that are not built-in are writes.
+#[must_use]
+pub fn classify(sql: &str) -> Class {
+    let allow = functions::AllowList::default();
+    statement::classify_text(sql, functions::Resolver { catalog: None, allow: &allow })
 }
 
 /// The decision: node indices to try in order (empty: nothing can serve it), and why.
@@ -93,13 +324,4 @@ pub struct Route {
     pub candidates: Vec<usize>,
     /// Why.
     pub reason: Reason,
-}
-
-/// Route a classified statement (skeleton: the primary).
-#[must_use]
-pub fn route(_class: &Class, topology: &Topology) -> Route {
-    Route {
-        candidates: topology.primary().map(|p| p.index).into_iter().collect(),
-        reason: Reason::Unclassified,
-    }
 }

@@ -1,0 +1,283 @@
+//! [`Classifier`]: classification with a bounded cache and a function catalog, shared by all
+//! sessions through an `Arc`.
+//!
+//! The cache is keyed by statement text. The text is hashed once with a per-process random
+//! SipHash key (statement text comes from clients: no hash flooding); the hash picks a shard and
+//! is the key of that shard's map, whose entries keep the text to compare. Each shard holds at
+//! most its share of `cache_entries`; a full shard evicts an arbitrary entry (cheap and good
+//! enough: hot statements come right back). Texts longer than [`MAX_CACHED_SQL_BYTES`] are
+//! classified every time and never stored.
+//!
+//! Entries marked by [`Classifier::note_write`] (a replica rejected the text with 25006) override
+//! classification and survive [`Classifier::set_catalog`], which clears everything else.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use super::functions::{AllowList, FunctionCatalog, Resolver};
+use super::{statement, Access, Class, Reason};
+
+/// Longest statement text the cache stores.
+pub const MAX_CACHED_SQL_BYTES: usize = 32 * 1024;
+
+/// Number of independently locked cache shards.
+const SHARDS: usize = 16;
+
+/// A hasher for keys that already are hashes.
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; fold anything else in so the hasher stays correct.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+struct Entry {
+    text: Box<str>,
+    class: Arc<Class>,
+    /// Set by `note_write`: kept when the catalog changes.
+    noted: bool,
+}
+
+type Shard = HashMap<u64, Entry, BuildHasherDefault<PassThrough>>;
+
+/// Classifies statements with a bounded cache, the configured read-only functions, and the
+/// function catalog. `&self` everywhere: share it through an `Arc`.
+pub struct Classifier {
+    shards: Vec<Mutex<Shard>>,
+    per_shard: usize,
+    hasher: RandomState,
+    allow: AllowList,
+    catalog: RwLock<Option<Arc<FunctionCatalog>>>,
+}
+
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier").field("capacity", &(self.per_shard * SHARDS)).finish_non_exhaustive()
+    }
+}
+
+impl Classifier {
+    /// A classifier caching at most about `cache_entries` statements (0 disables the cache;
+    /// the bound is rounded up to a multiple of the shard count). `read_only_functions` are
+    /// `"schema.name"` or `"name"` entries treated as read-only whatever the catalog says.
+    #[must_use]
+    pub fn new(cache_entries: usize, read_only_functions: Vec<String>) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            per_shard: cache_entries.div_ceil(SHARDS),
+            hasher: RandomState::new(),
+            allow: AllowList::new(&read_only_functions),
+            catalog: RwLock::new(None),
+        }
+    }
+
+    /// Classify `sql`: from the cache if it is there, else classify and remember.
+    #[must_use]
+    pub fn classify(&self, sql: &str) -> Arc<Class> {
+        let key = self.key(sql);
+        if let Some(key) = key {
+            if let Some(class) = self.lookup(key, sql) {
+                return class;
+            }
+        }
+        let class = Arc::new(self.classify_uncached(sql));
+        if let Some(key) = key {
+            self.store(key, sql, Arc::clone(&class), false);
+        }
+        class
+    }
+
+    /// Classify without looking at or filling the cache (benchmarks, tests, tools).
+    #[must_use]
+    pub fn classify_uncached(&self, sql: &str) -> Class {
+        let catalog = self.catalog.read().unwrap_or_else(PoisonError::into_inner).clone();
+        statement::classify_text(sql, Resolver { catalog: catalog.as_deref(), allow: &self.allow })
+    }
+
+    /// Remember that this exact text is a write (a replica rejected it with SQLSTATE 25006),
+    /// whatever classification says. Kept until evicted, even across catalog changes.
+    pub fn note_write(&self, sql: &str) {
+        let Some(key) = self.key(sql) else {
+            return;
+        };
+        let mut class = self.classify_uncached(sql);
+        class.access = Access::Write;
+        class.reason = Reason::NotedWrite;
+        self.store(key, sql, Arc::new(class), true);
+    }
+
+    /// Replace the function catalog; cached classifications (but not noted writes) are dropped.
+    pub fn set_catalog(&self, catalog: FunctionCatalog) {
+        *self.catalog.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(catalog));
+        for shard in &self.shards {
+            lock(shard).retain(|_, entry| entry.noted);
+        }
+    }
+
+    /// Drop every cached classification (noted writes included).
+    pub fn clear(&self) {
+        for shard in &self.shards {
+            lock(shard).clear();
+        }
+    }
+
+    /// Number of cached statements.
+    #[must_use]
+    pub fn cached(&self) -> usize {
+        self.shards.iter().map(|s| lock(s).len()).sum()
+    }
+
+    /// The cache key of `sql`, or `None` if it is not cached at all.
+    fn key(&self, sql: &str) -> Option<u64> {
+        if self.per_shard == 0 || sql.len() > MAX_CACHED_SQL_BYTES {
+            return None;
+        }
+        let mut hasher = self.hasher.build_hasher();
+        hasher.write(sql.as_bytes());
+        Some(hasher.finish())
+    }
+
+    fn shard(&self, key: u64) -> &Mutex<Shard> {
+        // The low bits pick the shard; the map uses the whole hash.
+        &self.shards[(key as usize) % SHARDS]
+    }
+
+    fn lookup(&self, key: u64, sql: &str) -> Option<Arc<Class>> {
+        let shard = lock(self.shard(key));
+        let entry = shard.get(&key)?;
+        (*entry.text == *sql).then(|| Arc::clone(&entry.class))
+    }
+
+    fn store(&self, key: u64, sql: &str, class: Arc<Class>, noted: bool) {
+        let mut shard = lock(self.shard(key));
+        if let Some(existing) = shard.get(&key) {
+            // A noted write is not replaced by a fresh classification of the same text.
+            if existing.noted && !noted && *existing.text == *sql {
+                return;
+            }
+        } else if shard.len() >= self.per_shard {
+            let victim = shard.keys().next().copied();
+            if let Some(victim) = victim {
+                shard.remove(&victim);
+            }
+        }
+        let entry = Entry { text: sql.into(), class, noted };
+        shard.insert(key, entry);
+        debug_assert!(shard.len() <= self.per_shard);
+    }
+}
+
+/// Lock a shard; a panic elsewhere while holding it cannot leave a map half-updated in a way
+/// that matters here, so poisoning is ignored.
+fn lock(shard: &Mutex<Shard>) -> std::sync::MutexGuard<'_, Shard> {
+    shard.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::SessionEffect;
+
+    #[test]
+    fn caches_and_returns_the_same_class() {
+        let c = Classifier::new(100, vec![]);
+        let a = c.classify("SELECT 1");
+        let b = c.classify("SELECT 1");
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(a.access, Access::Read);
+        assert_eq!(c.cached(), 1);
+    }
+
+    #[test]
+    fn cache_is_bounded() {
+        let c = Classifier::new(32, vec![]);
+        for i in 0..1000 {
+            let _ = c.classify(&format!("SELECT {i}"));
+        }
+        assert!(c.cached() <= 32, "{}", c.cached());
+        assert!(c.cached() > 0);
+    }
+
+    #[test]
+    fn zero_entries_disables_the_cache() {
+        let c = Classifier::new(0, vec![]);
+        assert_eq!(c.classify("SELECT 1").access, Access::Read);
+        c.note_write("SELECT 1");
+        assert_eq!(c.cached(), 0);
+    }
+
+    #[test]
+    fn huge_statements_are_not_cached() {
+        let c = Classifier::new(10, vec![]);
+        let sql = format!("SELECT '{}'", "x".repeat(MAX_CACHED_SQL_BYTES));
+        assert_eq!(c.classify(&sql).access, Access::Read);
+        assert_eq!(c.cached(), 0);
+    }
+
+    #[test]
+    fn note_write_overrides_and_survives_catalog() {
+        let c = Classifier::new(100, vec![]);
+        assert_eq!(c.classify("SELECT * FROM v").access, Access::Read);
+        let _ = c.classify("SELECT 2");
+        c.note_write("SELECT * FROM v");
+        let class = c.classify("SELECT * FROM v");
+        assert_eq!((class.access, class.reason), (Access::Write, Reason::NotedWrite));
+        c.set_catalog(FunctionCatalog::default());
+        assert_eq!(c.cached(), 1);
+        assert_eq!(c.classify("SELECT * FROM v").reason, Reason::NotedWrite);
+        c.clear();
+        assert_eq!(c.classify("SELECT * FROM v").access, Access::Read);
+    }
+
+    #[test]
+    fn catalog_and_allow_list() {
+        let c = Classifier::new(100, vec!["audit.peek".into()]);
+        assert_eq!(c.classify("SELECT f(1)").reason, Reason::UnknownFunction);
+        assert_eq!(c.classify("SELECT audit.peek(1)").access, Access::Read);
+        assert_eq!(c.classify("SELECT other.peek(1)").access, Access::Write);
+        c.set_catalog(FunctionCatalog::from_rows([
+            ("public".to_string(), "f".to_string(), 's'),
+            ("public".to_string(), "g".to_string(), 'v'),
+        ]));
+        assert_eq!(c.classify("SELECT f(1)").access, Access::Read);
+        assert_eq!(c.classify("SELECT public.f(1)").access, Access::Read);
+        assert_eq!(c.classify("SELECT g(1)").reason, Reason::VolatileFunction);
+        assert_eq!(c.classify("SELECT x.f(1)").reason, Reason::UnknownFunction);
+        let lock = c.classify("SELECT pg_advisory_lock(1)");
+        assert_eq!(lock.session, SessionEffect::Pin);
+    }
+
+    #[test]
+    fn shared_between_threads() {
+        let c = Arc::new(Classifier::new(64, vec![]));
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let c = Arc::clone(&c);
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        let sql = format!("SELECT {}", (i * 7 + t) % 100);
+                        assert_eq!(c.classify(&sql).access, Access::Read);
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        assert!(c.cached() <= 64);
+    }
+}

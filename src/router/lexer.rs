@@ -1,0 +1,417 @@
+//! The lexical pass: PostgreSQL tokens without a parser.
+//!
+//! Knows exactly as much of PostgreSQL's lexer as routing needs: whitespace, `--` and nested
+//! `/* */` comments, `'...'` strings with `''` escapes, `E'...'` strings with backslash escapes,
+//! `"quoted identifiers"`, `U&` forms, dollar quotes (`$tag$ ... $tag$`), parameters (`$1`),
+//! numbers, parentheses, `;`, `.`, `,` and `::`. Everything else is an operator byte.
+//!
+//! Tokens are byte ranges into the input (no allocation per token). Identifier and keyword
+//! characters are ASCII letters, digits, `_`, `$` (not first) and every byte >= 0x80, as in
+//! PostgreSQL, so every range starts and ends on a UTF-8 character boundary.
+//!
+//! Assumption: `standard_conforming_strings = on` (PostgreSQL's default since 9.1), so a
+//! backslash only escapes inside `E'...'`.
+
+/// What a token is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A keyword or unquoted identifier.
+    Word,
+    /// A `"quoted identifier"` (`U&"..."` too).
+    QuotedIdent,
+    /// A string constant of any form, or a dollar-quoted body.
+    String,
+    /// A numeric constant.
+    Number,
+    /// A positional parameter such as `$1`.
+    Param,
+    /// `(`
+    LParen,
+    /// `)`
+    RParen,
+    /// `;`
+    Semicolon,
+    /// `,`
+    Comma,
+    /// `.`
+    Dot,
+    /// `::`
+    Cast,
+    /// Any other byte (operators, brackets, `:`): one token per byte.
+    Op,
+    /// A string, quoted identifier or comment that never ends: the statement is malformed.
+    Unterminated,
+}
+
+/// One token: its kind and byte range in the input.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Token {
+    /// What it is.
+    pub kind: Kind,
+    /// First byte.
+    pub start: usize,
+    /// One past the last byte.
+    pub end: usize,
+}
+
+impl Token {
+    /// The token's text.
+    pub fn text<'a>(&self, sql: &'a str) -> &'a str {
+        &sql[self.start..self.end]
+    }
+
+    /// True if this is the unquoted word `kw` (ASCII case-insensitive; `kw` is lowercase).
+    pub fn is_word(&self, sql: &str, kw: &str) -> bool {
+        self.kind == Kind::Word && self.text(sql).eq_ignore_ascii_case(kw)
+    }
+}
+
+/// True for bytes that may continue an identifier.
+fn is_ident_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
+}
+
+/// True for bytes that may start an identifier.
+fn is_ident_start(b: u8) -> bool {
+    b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
+}
+
+/// Iterator over the tokens of a SQL text, skipping whitespace and comments.
+pub(crate) struct Lexer<'a> {
+    sql: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Lexer<'a> {
+    /// A lexer positioned at the start of `sql`.
+    pub fn new(sql: &'a str) -> Self {
+        Self { sql, bytes: sql.as_bytes(), pos: 0 }
+    }
+
+    fn peek_at(&self, at: usize) -> u8 {
+        self.bytes.get(at).copied().unwrap_or(0)
+    }
+
+    /// Skip whitespace and comments. Returns false if a block comment never ends.
+    fn skip_trivia(&mut self) -> bool {
+        loop {
+            let b = self.peek_at(self.pos);
+            if b.is_ascii_whitespace() {
+                self.pos += 1;
+            } else if b == b'-' && self.peek_at(self.pos + 1) == b'-' {
+                self.pos = line_comment_end(self.bytes, self.pos);
+            } else if b == b'/' && self.peek_at(self.pos + 1) == b'*' {
+                match block_comment_end(self.bytes, self.pos) {
+                    Some(end) => self.pos = end,
+                    None => return false,
+                }
+            } else {
+                return true;
+            }
+        }
+    }
+
+    /// Scan one token starting at `self.pos` (which is not trivia and not the end).
+    fn scan(&mut self) -> Kind {
+        let start = self.pos;
+        let b = self.bytes[start];
+        match b {
+            b'\'' => self.quoted(start + 1, b'\'', false, Kind::String),
+            b'"' => self.quoted(start + 1, b'"', false, Kind::QuotedIdent),
+            b'$' => self.dollar(start),
+            b'(' => self.one(Kind::LParen),
+            b')' => self.one(Kind::RParen),
+            b';' => self.one(Kind::Semicolon),
+            b',' => self.one(Kind::Comma),
+            b':' if self.peek_at(start + 1) == b':' => {
+                self.pos += 2;
+                Kind::Cast
+            }
+            b'.' if self.peek_at(start + 1).is_ascii_digit() => self.number(),
+            b'.' => self.one(Kind::Dot),
+            b'0'..=b'9' => self.number(),
+            _ if is_ident_start(b) => self.word(start),
+            _ => self.one(Kind::Op),
+        }
+    }
+
+    fn one(&mut self, kind: Kind) -> Kind {
+        self.pos += 1;
+        kind
+    }
+
+    fn number(&mut self) -> Kind {
+        self.pos += 1;
+        while matches!(self.peek_at(self.pos), b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'_' | b'.') {
+            self.pos += 1;
+        }
+        Kind::Number
+    }
+
+    /// A word, or a prefixed string/identifier: `E'..'`, `U&'..'`, `U&".."`, `B'..'`, `X'..'`,
+    /// `N'..'`.
+    fn word(&mut self, start: usize) -> Kind {
+        let next = self.peek_at(start + 1);
+        match (self.bytes[start].to_ascii_lowercase(), next) {
+            (b'e', b'\'') => return self.quoted(start + 2, b'\'', true, Kind::String),
+            (b'b' | b'x' | b'n', b'\'') => return self.quoted(start + 2, b'\'', false, Kind::String),
+            (b'u', b'&') => match self.peek_at(start + 2) {
+                b'\'' => return self.quoted(start + 3, b'\'', false, Kind::String),
+                b'"' => return self.quoted(start + 3, b'"', false, Kind::QuotedIdent),
+                _ => {}
+            },
+            _ => {}
+        }
+        self.pos = start + 1;
+        while is_ident_byte(self.peek_at(self.pos)) {
+            self.pos += 1;
+        }
+        Kind::Word
+    }
+
+    /// A quoted form whose body starts at `from`; a doubled quote is an escaped quote, and with
+    /// `backslash` a backslash escapes the next byte.
+    fn quoted(&mut self, from: usize, quote: u8, backslash: bool, kind: Kind) -> Kind {
+        let mut i = from;
+        while i < self.bytes.len() {
+            let b = self.bytes[i];
+            if backslash && b == b'\\' {
+                i += 2;
+            } else if b == quote {
+                if self.peek_at(i + 1) == quote {
+                    i += 2;
+                } else {
+                    self.pos = i + 1;
+                    return kind;
+                }
+            } else {
+                i += 1;
+            }
+        }
+        self.pos = self.bytes.len();
+        Kind::Unterminated
+    }
+
+    /// `$1` (a parameter), `$tag$ ... $tag$` / `$$ ... $$` (a string), or a lone `$`.
+    fn dollar(&mut self, start: usize) -> Kind {
+        let after = self.peek_at(start + 1);
+        if after.is_ascii_digit() {
+            self.pos = start + 1;
+            while self.peek_at(self.pos).is_ascii_digit() {
+                self.pos += 1;
+            }
+            return Kind::Param;
+        }
+        let mut tag_end = start + 1;
+        if is_ident_start(after) {
+            while is_ident_byte(self.peek_at(tag_end)) && self.peek_at(tag_end) != b'$' {
+                tag_end += 1;
+            }
+        }
+        if self.peek_at(tag_end) != b'$' {
+            return self.one(Kind::Op);
+        }
+        let tag = &self.bytes[start..=tag_end];
+        let body = tag_end + 1;
+        match find(&self.bytes[body..], tag) {
+            Some(at) => {
+                self.pos = body + at + tag.len();
+                Kind::String
+            }
+            None => {
+                self.pos = self.bytes.len();
+                Kind::Unterminated
+            }
+        }
+    }
+}
+
+impl Iterator for Lexer<'_> {
+    type Item = Token;
+
+    fn next(&mut self) -> Option<Token> {
+        if !self.skip_trivia() {
+            let start = self.pos;
+            self.pos = self.bytes.len();
+            return Some(Token { kind: Kind::Unterminated, start, end: self.pos });
+        }
+        if self.pos >= self.bytes.len() {
+            return None;
+        }
+        let start = self.pos;
+        let kind = self.scan();
+        debug_assert!(self.pos > start && self.sql.is_char_boundary(self.pos));
+        Some(Token { kind, start, end: self.pos })
+    }
+}
+
+/// The byte after a `--` comment (its newline included).
+fn line_comment_end(bytes: &[u8], start: usize) -> usize {
+    match bytes[start..].iter().position(|&b| b == b'\n' || b == b'\r') {
+        Some(at) => start + at + 1,
+        None => bytes.len(),
+    }
+}
+
+/// The byte after a (nested) `/* */` comment starting at `start`, or `None` if it never ends.
+fn block_comment_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut i = start;
+    while i + 1 < bytes.len() {
+        match (bytes[i], bytes[i + 1]) {
+            (b'/', b'*') => {
+                depth += 1;
+                i += 2;
+            }
+            (b'*', b'/') => {
+                depth -= 1;
+                i += 2;
+                if depth == 0 {
+                    return Some(i);
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    None
+}
+
+/// Position of `needle` in `hay`.
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    let first = needle[0];
+    let mut i = 0;
+    while i + needle.len() <= hay.len() {
+        match hay[i..=hay.len() - needle.len()].iter().position(|&b| b == first) {
+            Some(at) => {
+                i += at;
+                if &hay[i..i + needle.len()] == needle {
+                    return Some(i);
+                }
+                i += 1;
+            }
+            None => return None,
+        }
+    }
+    None
+}
+
+/// The routing hint in the comments before the first token, if any (the first hint wins).
+///
+/// A hint is a comment whose whole body is `sluice: primary` or `sluice: replica`, in any case,
+/// with any whitespace around the words and the colon: `/* sluice: replica */`,
+/// `/*SLUICE:Primary*/`, `-- sluice: replica`.
+pub(crate) fn leading_hint(sql: &str) -> Option<super::Hint> {
+    let bytes = sql.as_bytes();
+    let mut i = 0;
+    loop {
+        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        let (body, next) = if bytes[i..].starts_with(b"--") {
+            let end = line_comment_end(bytes, i);
+            (&sql[i + 2..end], end)
+        } else if bytes[i..].starts_with(b"/*") {
+            let end = block_comment_end(bytes, i)?;
+            (&sql[i + 2..end - 2], end)
+        } else {
+            return None;
+        };
+        if let Some(hint) = parse_hint(body) {
+            return Some(hint);
+        }
+        i = next;
+    }
+}
+
+/// `sluice : primary|replica`, whitespace-tolerant and case-insensitive.
+fn parse_hint(body: &str) -> Option<super::Hint> {
+    let (head, tail) = body.split_once(':')?;
+    if !head.trim().eq_ignore_ascii_case("sluice") {
+        return None;
+    }
+    let target = tail.trim();
+    if target.eq_ignore_ascii_case("primary") {
+        Some(super::Hint::Primary)
+    } else if target.eq_ignore_ascii_case("replica") {
+        Some(super::Hint::Replica)
+    } else {
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::router::Hint;
+
+    fn kinds(sql: &str) -> Vec<(Kind, &str)> {
+        Lexer::new(sql).map(|t| (t.kind, t.text(sql))).collect()
+    }
+
+    #[test]
+    fn tokens_of_every_kind() {
+        use Kind::*;
+        let sql = "SELECT a.\"B\"(1.5, $1, 'x''y', E'a\\'b', $q$ ; $q$)::int; -- c\n/* /* n */ */ x";
+        assert_eq!(
+            kinds(sql),
+            vec![
+                (Word, "SELECT"),
+                (Word, "a"),
+                (Dot, "."),
+                (QuotedIdent, "\"B\""),
+                (LParen, "("),
+                (Number, "1.5"),
+                (Comma, ","),
+                (Param, "$1"),
+                (Comma, ","),
+                (String, "'x''y'"),
+                (Comma, ","),
+                (String, "E'a\\'b'"),
+                (Comma, ","),
+                (String, "$q$ ; $q$"),
+                (RParen, ")"),
+                (Cast, "::"),
+                (Word, "int"),
+                (Semicolon, ";"),
+                (Word, "x"),
+            ]
+        );
+    }
+
+    #[test]
+    fn unterminated_forms() {
+        for sql in ["'abc", "\"abc", "E'abc\\'", "$$ abc", "/* /* */ abc", "$a$ $b$"] {
+            let toks = kinds(sql);
+            assert_eq!(toks.last().unwrap().0, Kind::Unterminated, "{sql}");
+        }
+    }
+
+    #[test]
+    fn dollar_forms() {
+        assert_eq!(kinds("$1")[0].0, Kind::Param);
+        assert_eq!(kinds("$ x")[0].0, Kind::Op);
+        assert_eq!(kinds("a$b")[0], (Kind::Word, "a$b"));
+        assert_eq!(kinds("$_$x$_$")[0], (Kind::String, "$_$x$_$"));
+    }
+
+    #[test]
+    fn multibyte_identifiers() {
+        assert_eq!(kinds("SELECT héllo")[1], (Kind::Word, "héllo"));
+    }
+
+    #[test]
+    fn hints() {
+        assert_eq!(leading_hint("/* sluice: primary */ SELECT 1"), Some(Hint::Primary));
+        assert_eq!(leading_hint("  /*SLUICE:Replica*/SELECT 1"), Some(Hint::Replica));
+        assert_eq!(leading_hint("-- x\n/* sluice : replica */ SELECT"), Some(Hint::Replica));
+        assert_eq!(leading_hint("-- sluice: primary\nSELECT"), Some(Hint::Primary));
+        assert_eq!(leading_hint("SELECT /* sluice: primary */ 1"), None);
+        assert_eq!(leading_hint("/* sluice: elsewhere */ SELECT 1"), None);
+        assert_eq!(leading_hint("/* sluice: primary"), None);
+        assert_eq!(leading_hint(""), None);
+    }
+}

@@ -1,0 +1,123 @@
+//! [`route`]: which nodes may run a classified unit, in the order to try them, and why.
+//!
+//! Precedence, first match wins:
+//! 1. the session is inside a transaction or pinned (`stuck_to`): that node, never another;
+//! 2. the user's `default_route = primary`: the primary;
+//! 3. the user's `default_route = replica`: replicas only, never the primary (a write sent there
+//!    fails with 25006, which is what that setting asks for);
+//! 4. a `/* sluice: primary */` hint: the primary;
+//! 5. session state (SET etc.) exists: the primary (until state replay exists);
+//! 6. a `/* sluice: replica */` hint: the read path, even for a write (the session retries a
+//!    25006 rejection on the primary);
+//! 7. a write: the primary; a read: the read path.
+//!
+//! The read path is the replicas in weighted round-robin order starting at the session's
+//! `ticket`, then, per [`PrimaryReads`]: `Fallback` appends the primary, `Always` makes it one
+//! more member of the rotation (with its weight), `Never` leaves it out.
+
+use super::{Access, Class, DefaultRoute, Hint, PrimaryReads, Reason, Route};
+use crate::topology::{NodeView, Topology};
+
+/// What routing needs to know about the session.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionView {
+    /// The node the open transaction runs on, if the session is inside a transaction or pinned.
+    pub stuck_to: Option<usize>,
+    /// The session changed session state (SET etc.): until state replay exists, reads stay on
+    /// the primary.
+    pub has_session_state: bool,
+    /// The user's configured default route.
+    pub default_route: DefaultRoute,
+    /// A per-call round-robin ticket (the caller increments a counter); replicas are picked
+    /// with it.
+    pub ticket: u64,
+}
+
+/// Cluster-wide routing policy.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Whether the primary serves reads.
+    pub primary_reads: PrimaryReads,
+}
+
+/// Decide where a classified unit runs.
+#[must_use]
+pub fn route(class: &Class, session: &SessionView, topology: &Topology, policy: &Policy) -> Route {
+    if let Some(node) = session.stuck_to {
+        return Route { candidates: vec![node], reason: Reason::InTransaction };
+    }
+    match session.default_route {
+        DefaultRoute::Primary => return to_primary(topology, Reason::UserDefault),
+        DefaultRoute::Replica => {
+            return reads(topology, PrimaryReads::Never, session.ticket, Reason::UserDefaultReplica)
+        }
+        DefaultRoute::Auto => {}
+    }
+    if class.hint == Some(Hint::Primary) {
+        return to_primary(topology, Reason::HintPrimary);
+    }
+    if session.has_session_state {
+        return to_primary(topology, Reason::SessionState);
+    }
+    if class.hint == Some(Hint::Replica) {
+        return reads(topology, policy.primary_reads, session.ticket, Reason::HintReplica);
+    }
+    match class.access {
+        Access::Write => to_primary(topology, Reason::Write),
+        Access::Read => reads(topology, policy.primary_reads, session.ticket, Reason::ReadOnReplica),
+    }
+}
+
+/// The primary, or nothing (`NoPrimary`).
+fn to_primary(topology: &Topology, reason: Reason) -> Route {
+    match topology.primary() {
+        Some(primary) => Route { candidates: vec![primary.index], reason },
+        None => Route { candidates: Vec::new(), reason: Reason::NoPrimary },
+    }
+}
+
+/// The read path. `on_replica` is the reason when a replica comes first.
+fn reads(topology: &Topology, primary_reads: PrimaryReads, ticket: u64, on_replica: Reason) -> Route {
+    let primary = topology.primary();
+    let mut members: Vec<&NodeView> = topology.replicas().collect();
+    let have_replicas = !members.is_empty();
+    if primary_reads == PrimaryReads::Always {
+        members.extend(primary);
+    }
+    let mut candidates = rotation(&members, ticket);
+    if primary_reads == PrimaryReads::Fallback {
+        candidates.extend(primary.map(|p| p.index));
+    }
+    let reason = match candidates.first() {
+        None => Reason::NoReplica,
+        Some(&first) if primary.is_some_and(|p| p.index == first) => {
+            if have_replicas {
+                Reason::ReadOnPrimary
+            } else {
+                Reason::ReadFallbackPrimary
+            }
+        }
+        Some(_) => on_replica,
+    };
+    Route { candidates, reason }
+}
+
+/// Every member once, starting with the one `ticket` lands on when each member owns `weight`
+/// consecutive tickets, then the others in order.
+fn rotation(members: &[&NodeView], ticket: u64) -> Vec<usize> {
+    let total: u64 = members.iter().map(|n| u64::from(n.weight.max(1))).sum();
+    if total == 0 {
+        return Vec::new();
+    }
+    let mut slot = ticket % total;
+    let mut start = 0;
+    for (i, node) in members.iter().enumerate() {
+        let weight = u64::from(node.weight.max(1));
+        if slot < weight {
+            start = i;
+            break;
+        }
+        slot -= weight;
+    }
+    (0..members.len()).map(|k| members[(start + k) % members.len()].index).collect()
+}
