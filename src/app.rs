@@ -7,12 +7,10 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::backend::conn::columns;
 use crate::backend::probe::{probe_timeout, SqlProbe};
-use crate::backend::{PoolKey, Pools, ServerConn};
+use crate::backend::{PoolKey, Pools};
 use crate::config::Config;
 use crate::frontend::{listener, Shared};
-use crate::router::{Classifier, FunctionCatalog};
 use crate::topology::monitor::{initial_topology, Monitor};
 use crate::topology::{Topology, TopologyHandle};
 
@@ -49,20 +47,14 @@ impl Proxy {
         let config = Arc::new(config);
         let topology = TopologyHandle::new(initial_topology(&config));
         let pools = Arc::new(Pools::new(Arc::clone(&config)));
-        let classifier = Arc::new(Classifier::new(
-            config.routing.classify_cache_entries,
-            config.routing.read_only_functions.clone(),
-        ));
         let monitor = build_monitor(&config, &pools, &topology);
         monitor.tick().await;
         let listener = bind(config.listen, config.limits.listen_backlog)?;
         let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
         let (shutdown, rx) = watch::channel(false);
-        let shared =
-            Arc::new(Shared::new(Arc::clone(&config), topology.clone(), Arc::clone(&pools), Arc::clone(&classifier)));
+        let shared = Arc::new(Shared::new(Arc::clone(&config), topology.clone(), Arc::clone(&pools)));
         let tasks = vec![
             tokio::spawn(monitor_loop(monitor, Arc::clone(&pools), config.monitor.interval, rx.clone())),
-            tokio::spawn(load_catalog(Arc::clone(&config), Arc::clone(&pools), topology.clone(), classifier)),
             tokio::spawn(listener::accept_loop(listener, shared, rx)),
         ];
         tracing::info!(%addr, "sluice is listening");
@@ -99,33 +91,6 @@ async fn monitor_loop(
             // A node that changed role may hold connections opened for its old role.
             pools.clear_node(node);
         }
-    }
-}
-
-/// Load function volatilities from the primary's catalog so the router can judge function calls.
-async fn load_catalog(config: Arc<Config>, pools: Arc<Pools>, topology: TopologyHandle, classifier: Arc<Classifier>) {
-    const SQL: &str = "SELECT n.nspname, p.proname, p.provolatile FROM pg_catalog.pg_proc p \
-                       JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace";
-    let Some(primary) = topology.load().primary().map(|p| p.index) else {
-        tracing::warn!("no primary at start: function calls are routed to the primary until the catalog loads");
-        return;
-    };
-    let user = config.users[config.monitor.user].name.clone();
-    let key = PoolKey { node: primary, database: config.monitor.database.clone(), user };
-    let spec = pools.spec(&key, config.pool.connect_timeout);
-    let rows = match ServerConn::connect(&spec).await {
-        Ok(mut conn) => conn.run_internal(SQL).await,
-        Err(e) => Err(e),
-    };
-    match rows {
-        Ok(rows) => {
-            let entries = rows.iter().filter_map(|r| match columns(r).as_slice() {
-                [Some(s), Some(n), Some(v)] => Some((s.clone(), n.clone(), v.chars().next().unwrap_or('v'))),
-                _ => None,
-            });
-            classifier.set_catalog(FunctionCatalog::from_rows(entries));
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot load the function catalog"),
     }
 }
 

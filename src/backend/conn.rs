@@ -53,8 +53,9 @@ pub struct ServerConn {
     pub key: (i32, i32),
     /// ParameterStatus values the server reported at startup.
     pub server_params: Vec<(String, String)>,
-    /// Session parameters sluice applied for the current owner (as the session wants them).
-    pub applied: Vec<(String, String)>,
+    /// Fingerprint of the session state (parameters + replayed commands) this connection carries;
+    /// 0 for none.
+    pub applied: u64,
     /// Hashes of statements prepared on this connection under `sluice_<hash>` names.
     pub prepared: HashSet<u64>,
     /// Hash of the statement in the server's unnamed slot, if known.
@@ -89,7 +90,7 @@ impl ServerConn {
             cancel_addr: (spec.host.clone(), spec.port),
             key: (0, 0),
             server_params: Vec::new(),
-            applied: Vec::new(),
+            applied: 0,
             prepared: HashSet::new(),
             unnamed: None,
             created: Instant::now(),

@@ -7,6 +7,7 @@
 //! owns client-facing errors; it never publishes topology.
 
 pub mod cancel;
+pub mod catalog;
 pub mod expect;
 pub mod handshake;
 pub mod listener;
@@ -22,7 +23,6 @@ use std::sync::Arc;
 use crate::auth::ScramVerifier;
 use crate::backend::Pools;
 use crate::config::{AuthMethod, Config, Secret};
-use crate::router::Classifier;
 use crate::topology::TopologyHandle;
 
 /// What a client is checked against, prepared once at startup (no PBKDF2 per login).
@@ -63,8 +63,8 @@ pub struct Shared {
     pub cancels: cancel::CancelRegistry,
     /// Per-user credentials.
     pub credentials: HashMap<String, Credentials>,
-    /// Statement classifier (with its cache).
-    pub classifier: Arc<Classifier>,
+    /// Statement classifiers, one per database.
+    pub classifiers: catalog::Classifiers,
     /// Round-robin ticket counter for replica choice.
     pub tickets: AtomicU64,
 }
@@ -72,16 +72,17 @@ pub struct Shared {
 impl Shared {
     /// Build the shared handles.
     #[must_use]
-    pub fn new(config: Arc<Config>, topology: TopologyHandle, pools: Arc<Pools>, classifier: Arc<Classifier>) -> Self {
+    pub fn new(config: Arc<Config>, topology: TopologyHandle, pools: Arc<Pools>) -> Self {
         let credentials =
             config.users.iter().map(|u| (u.name.clone(), Credentials::for_user(&u.name, u.auth, &u.secret))).collect();
+        let classifiers = catalog::Classifiers::new(Arc::clone(&config), Arc::clone(&pools), topology.clone());
         Self {
             config,
             topology,
             pools,
             cancels: cancel::CancelRegistry::default(),
             credentials,
-            classifier,
+            classifiers,
             tickets: AtomicU64::new(0),
         }
     }

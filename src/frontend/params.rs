@@ -1,5 +1,8 @@
-//! Session parameters: what the client asked for at startup (and later changed through reported
-//! parameters), and how to make a server connection match it.
+//! Session state: the parameters the client asked for at startup (and later changed through
+//! reported parameters), plus the history of session commands (`SET ...`) it ran, and how to make
+//! any server connection carry exactly that state (MaxScale's session-command history, for
+//! PostgreSQL). A server connection remembers the fingerprint of the state it carries, so the
+//! common case (nothing to change) costs one integer comparison.
 
 /// Startup keys that are not session parameters.
 const NOT_PARAMETERS: [&str; 4] = ["user", "database", "replication", "options"];
@@ -9,9 +12,20 @@ const NOT_PARAMETERS: [&str; 4] = ["user", "database", "replication", "options"]
 const SETTABLE_REPORTED: [&str; 6] =
     ["application_name", "client_encoding", "datestyle", "intervalstyle", "timezone", "standard_conforming_strings"];
 
-/// The parameters a session wants, in the order they were first set.
+/// Most session commands replayed; a session past this is pinned to its connection instead.
+pub const MAX_HISTORY_STATEMENTS: usize = 100;
+/// Most bytes of session commands replayed.
+pub const MAX_HISTORY_BYTES: usize = 64 * 1024;
+
+/// The state a session wants on any server connection it uses.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SessionParams(pub Vec<(String, String)>);
+pub struct SessionParams {
+    /// Parameters, in the order they were first set.
+    pub params: Vec<(String, String)>,
+    /// Session commands to replay after the parameters, in order.
+    pub history: Vec<String>,
+    fingerprint: u64,
+}
 
 impl SessionParams {
     /// From the startup packet: every GUC given directly, plus `-c name=value` in `options`.
@@ -32,18 +46,54 @@ impl SessionParams {
         Ok(out)
     }
 
+    /// Identity of this state: 0 for "nothing applied" (a pristine connection).
+    #[must_use]
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    fn refresh(&mut self) {
+        use std::hash::{Hash, Hasher};
+        self.fingerprint = if self.params.is_empty() && self.history.is_empty() {
+            0
+        } else {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            self.params.hash(&mut h);
+            self.history.hash(&mut h);
+            h.finish() | 1
+        };
+    }
+
+    /// Append a session command to replay. False if the history is full (pin instead).
+    pub fn record(&mut self, statement: &str) -> bool {
+        let bytes: usize = self.history.iter().map(String::len).sum();
+        if self.history.len() >= MAX_HISTORY_STATEMENTS || bytes + statement.len() > MAX_HISTORY_BYTES {
+            return false;
+        }
+        self.history.push(statement.to_string());
+        self.refresh();
+        true
+    }
+
+    /// Forget the command history (after `RESET ALL` / `DISCARD ALL`).
+    pub fn clear_history(&mut self) {
+        self.history.clear();
+        self.refresh();
+    }
+
     /// Set or replace one parameter.
     pub fn set(&mut self, name: &str, value: &str) {
-        match self.0.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
+        match self.params.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
             Some(slot) => value.clone_into(&mut slot.1),
-            None => self.0.push((name.to_string(), value.to_string())),
+            None => self.params.push((name.to_string(), value.to_string())),
         }
+        self.refresh();
     }
 
     /// Record a ParameterStatus the server sent while running this session's statement.
     /// Returns true if it was recorded (a settable parameter).
     pub fn note_reported(&mut self, name: &str, value: &str) -> bool {
-        let known = self.0.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+        let known = self.params.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
         if known || SETTABLE_REPORTED.iter().any(|s| s.eq_ignore_ascii_case(name)) {
             self.set(name, value);
             return true;
@@ -51,18 +101,19 @@ impl SessionParams {
         false
     }
 
-    /// The SQL that makes a connection carrying `current` carry `self` instead: reset, then set
-    /// each parameter with `set_config`, which has the same semantics as a startup parameter.
+    /// The SQL that makes a connection carry this state: reset, set each parameter with
+    /// `set_config` (the semantics of a startup parameter), then replay the history.
     #[must_use]
-    pub fn sync_sql(&self, current: &SessionParams) -> Option<String> {
-        if self == current {
-            return None;
-        }
+    pub fn sync_sql(&self) -> String {
         let mut sql = String::from("RESET ALL;");
-        for (k, v) in &self.0 {
+        for (k, v) in &self.params {
             sql.push_str(&format!("SELECT pg_catalog.set_config({}, {}, false);", literal(k), literal(v)));
         }
-        Some(sql)
+        for stmt in &self.history {
+            sql.push_str(stmt.trim_end().trim_end_matches(';'));
+            sql.push(';');
+        }
+        sql
     }
 }
 
@@ -124,18 +175,36 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(
-            s.0,
+            s.params,
             p(&[("application_name", "app"), ("search_path", "a,b"), ("statement_timeout", "5s"), ("x", "has space")])
         );
         assert!(SessionParams::from_startup(&p(&[("options", "-X")])).is_err());
     }
 
     #[test]
-    fn sync_sql_only_when_different() {
-        let a = SessionParams(p(&[("application_name", "it's")]));
-        assert_eq!(a.sync_sql(&a.clone()), None);
-        let sql = a.sync_sql(&SessionParams::default()).unwrap();
-        assert_eq!(sql, "RESET ALL;SELECT pg_catalog.set_config('application_name', 'it''s', false);");
+    fn sync_sql_sets_parameters_then_replays_history() {
+        let mut a = SessionParams::default();
+        assert_eq!(a.fingerprint(), 0);
+        a.set("application_name", "it's");
+        let before = a.fingerprint();
+        assert_ne!(before, 0);
+        assert!(a.record("SET search_path = s1;"));
+        assert_ne!(a.fingerprint(), before);
+        assert_eq!(
+            a.sync_sql(),
+            "RESET ALL;SELECT pg_catalog.set_config('application_name', 'it''s', false);SET search_path = s1;"
+        );
+        a.clear_history();
+        assert_eq!(a.fingerprint(), before);
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let mut a = SessionParams::default();
+        for _ in 0..MAX_HISTORY_STATEMENTS {
+            assert!(a.record("SET x.y = 1"));
+        }
+        assert!(!a.record("SET x.y = 2"));
     }
 
     #[test]
@@ -143,6 +212,6 @@ mod tests {
         let mut s = SessionParams::default();
         assert!(!s.note_reported("is_superuser", "on"));
         assert!(s.note_reported("TimeZone", "UTC"));
-        assert_eq!(s.0, p(&[("TimeZone", "UTC")]));
+        assert_eq!(s.params, p(&[("TimeZone", "UTC")]));
     }
 }

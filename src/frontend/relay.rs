@@ -32,6 +32,9 @@ pub enum Outcome {
     /// The server refused the unit with `25006 read_only_sql_transaction` before the client saw
     /// anything: it changed nothing and may run again on the primary.
     ReadOnlyRejected,
+    /// A read-only unit lost its server connection before any reply arrived (a terminated idle
+    /// backend): it did nothing and may run again on a fresh connection.
+    NeverRan(BackendError),
 }
 
 /// Replies held back from a retryable unit, at most this many bytes, until it is known not to
@@ -56,6 +59,10 @@ pub struct Relay<'a> {
     hold: Option<BytesMut>,
     /// A held-back reply carried `25006`.
     rejected: bool,
+    /// A lost connection before any reply may be retried (the unit only reads).
+    retry_lost: bool,
+    /// A reply to the unit itself (not an async message or error) arrived.
+    seen_reply: bool,
 }
 
 impl<'a> Relay<'a> {
@@ -66,12 +73,25 @@ impl<'a> Relay<'a> {
         queue: &'a mut VecDeque<Expect>,
         params: &'a mut SessionParams,
     ) -> Self {
-        Self { client, conn, queue, params, errored: false, synth: BytesMut::new(), hold: None, rejected: false }
+        Self {
+            client,
+            conn,
+            queue,
+            params,
+            errored: false,
+            synth: BytesMut::new(),
+            hold: None,
+            rejected: false,
+            retry_lost: false,
+            seen_reply: false,
+        }
     }
 
-    /// Hold replies back so that a `25006` rejection can be retried elsewhere unseen.
-    pub fn retryable(mut self) -> Self {
+    /// Hold replies back so that a `25006` rejection can be retried elsewhere unseen; if
+    /// `read_only`, a connection lost before any reply can be retried too.
+    pub fn retryable(mut self, read_only: bool) -> Self {
         self.hold = Some(BytesMut::new());
+        self.retry_lost = read_only;
         self
     }
 
@@ -80,6 +100,9 @@ impl<'a> Relay<'a> {
         match self.run_inner().await {
             Ok(o) => o,
             Err(RelayError::Client) => Outcome::ClientGone,
+            Err(RelayError::Server(e)) if self.retry_lost && !self.seen_reply && self.hold.is_some() => {
+                Outcome::NeverRan(e)
+            }
             Err(RelayError::Server(e)) => self.server_lost(e).await,
         }
     }
@@ -111,6 +134,8 @@ impl<'a> Relay<'a> {
             let body = &self.conn.io.buffered()[run + 5..run + total];
             let reported = if t == tag::PARAMETER_STATUS { messages::decode_parameter_status(body) } else { None };
             let decision = step(self.queue, t, body, &mut self.errored);
+            self.seen_reply |=
+                !matches!(t, tag::ERROR_RESPONSE | tag::NOTICE_RESPONSE | tag::NOTIFICATION | tag::PARAMETER_STATUS);
             if t == tag::ERROR_RESPONSE && self.hold.is_some() {
                 self.rejected |= messages::decode_error(body).code == crate::error::sqlstate::READ_ONLY_SQL_TRANSACTION;
             }
@@ -148,7 +173,7 @@ impl<'a> Relay<'a> {
 
     fn note_parameter(&mut self, k: String, v: String) {
         if self.params.note_reported(&k, &v) {
-            self.conn.applied.clone_from(&self.params.0);
+            self.conn.applied = self.params.fingerprint();
         }
         match self.conn.server_params.iter_mut().find(|(name, _)| *name == k) {
             Some(slot) => slot.1 = v,

@@ -25,7 +25,7 @@ use crate::config::PoolMode;
 use crate::error::{sqlstate, BackendError};
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::{tag, Frame, FrameReader, TxStatus};
-use crate::router::{self, Access, Class, Reason, SessionEffect, SessionView, TxEffect};
+use crate::router::{self, Access, Class, Classifier, Reason, SessionEffect, SessionView, TxEffect};
 
 /// Most messages in one extended batch before it is sent without waiting for Sync.
 const MAX_BATCH_MESSAGES: usize = 1024;
@@ -47,10 +47,10 @@ pub struct Session<'a> {
     held: Option<Held>,
     /// State that lives on one server connection (temp table, LISTEN, SQL PREPARE...).
     pinned: bool,
-    /// The session changed unreported parameters: keep reads on the primary.
-    has_session_state: bool,
     key: CancelKey,
     lookahead: Option<Frame>,
+    /// The classifier of this session's database.
+    classifier: Arc<Classifier>,
 }
 
 /// A unit of client traffic.
@@ -67,6 +67,7 @@ impl<'a> Session<'a> {
     pub fn new(shared: &'a Shared, login: Login) -> Self {
         let mut client = login.client;
         client.set_max(shared.config.limits.max_message_bytes);
+        let classifier = shared.classifiers.get(&login.database, &login.user);
         Self {
             shared,
             client,
@@ -76,9 +77,9 @@ impl<'a> Session<'a> {
             statements: Statements::default(),
             held: None,
             pinned: false,
-            has_session_state: false,
             key: shared.cancels.register(),
             lookahead: None,
+            classifier,
         }
     }
 
@@ -183,21 +184,35 @@ impl<'a> Session<'a> {
     /// the primary, unseen by the client, and its text is remembered as a write.
     async fn run_unit(&mut self, unit: Unit) -> Result<(), ()> {
         let mut class = self.classify(&unit);
+        let autocommit = self.held.as_ref().is_none_or(|h| h.status == TxStatus::Idle);
         let retryable = self.held.is_none() && class.tx == TxEffect::None;
-        let outcome = self.attempt(&unit, &class, retryable).await?;
-        if let Some((Outcome::ReadOnlyRejected, _)) = outcome {
-            self.release_if_done(TxStatus::Idle);
-            self.note_write(&unit);
-            class = Arc::new(Class::write(Reason::NotedWrite));
-            let outcome = self.attempt(&unit, &class, false).await?;
-            return self.finish_unit(outcome, &class, &unit);
+        let mut outcome = self.attempt(&unit, &class, retryable).await?;
+        match outcome {
+            Some((Outcome::ReadOnlyRejected, _)) => {
+                self.release_if_done(TxStatus::Idle);
+                self.note_write(&unit);
+                class = Arc::new(Class::write(Reason::NotedWrite));
+                outcome = self.attempt(&unit, &class, false).await?;
+            }
+            Some((Outcome::NeverRan(ref e), _)) => {
+                tracing::info!(error = %e, "server connection died before the statement ran; retrying on a fresh one");
+                self.drop_held();
+                outcome = self.attempt(&unit, &class, false).await?;
+            }
+            _ => {}
         }
-        self.finish_unit(outcome, &class, &unit)
+        self.finish_unit(outcome, &class, &unit, autocommit)
     }
 
-    fn finish_unit(&mut self, outcome: Option<(Outcome, bool)>, class: &Class, unit: &Unit) -> Result<(), ()> {
+    fn finish_unit(
+        &mut self,
+        outcome: Option<(Outcome, bool)>,
+        class: &Class,
+        unit: &Unit,
+        autocommit: bool,
+    ) -> Result<(), ()> {
         match outcome {
-            Some((outcome, errored)) => self.after_unit(outcome, class, unit, errored),
+            Some((outcome, errored)) => self.after_unit(outcome, class, unit, errored, autocommit),
             None => Ok(()),
         }
     }
@@ -219,7 +234,7 @@ impl<'a> Session<'a> {
             }
             Unit::Extended(frames) => {
                 for f in frames {
-                    self.statements.translate(f, conn, &mut translated, &mut queue, &self.shared.classifier);
+                    self.statements.translate(f, conn, &mut translated, &mut queue, &self.classifier);
                 }
             }
         }
@@ -229,7 +244,7 @@ impl<'a> Session<'a> {
         }
         let (outcome, errored) = {
             let relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params);
-            let mut relay = if retryable { relay.retryable() } else { relay };
+            let mut relay = if retryable { relay.retryable(class.access == Access::Read) } else { relay };
             let outcome = relay.run().await;
             (outcome, relay.errored)
         };
@@ -244,7 +259,7 @@ impl<'a> Session<'a> {
 
     /// Remember the unit's statement texts as writes (a node refused them as read-only).
     fn note_write(&self, unit: &Unit) {
-        let c = &self.shared.classifier;
+        let c = &self.classifier;
         match unit {
             Unit::Simple(f) => {
                 if let Some(sql) = messages::decode_query(f.body()) {
@@ -261,11 +276,18 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn after_unit(&mut self, outcome: Outcome, class: &Class, unit: &Unit, errored: bool) -> Result<(), ()> {
+    fn after_unit(
+        &mut self,
+        outcome: Outcome,
+        class: &Class,
+        unit: &Unit,
+        errored: bool,
+        autocommit: bool,
+    ) -> Result<(), ()> {
         match outcome {
             Outcome::Ready(status) => {
                 if !errored {
-                    self.note_effects(class, unit);
+                    self.note_effects(class, unit, autocommit && status == TxStatus::Idle);
                 }
                 self.release_if_done(status);
                 Ok(())
@@ -273,23 +295,40 @@ impl<'a> Session<'a> {
             Outcome::Partial => Ok(()),
             Outcome::ServerLost(e) => {
                 tracing::info!(error = %e, "server connection lost mid-statement");
+                // What lived only on that connection (temp tables, LISTEN) is gone with it; the
+                // replayable session state follows the session to its next connection.
+                self.pinned = false;
                 self.drop_held();
                 Ok(())
             }
             Outcome::ClientGone => Err(()),
-            Outcome::ReadOnlyRejected => Ok(()),
+            Outcome::ReadOnlyRejected | Outcome::NeverRan(_) => Ok(()),
         }
     }
 
-    fn note_effects(&mut self, class: &Class, unit: &Unit) {
+    fn note_effects(&mut self, class: &Class, unit: &Unit, autocommit: bool) {
         match class.session {
             SessionEffect::Pin => self.pinned = true,
-            SessionEffect::Parameter => {
-                // Unreported parameters (search_path, work_mem...) live on this connection only.
-                self.pinned = true;
-                self.has_session_state = true;
+            // A session command run outside a transaction block is replayed on whichever
+            // connection the session uses next; inside one (it may roll back), or when it also
+            // writes, or when the history is full, the session stays on this connection.
+            SessionEffect::Parameter if autocommit && class.access == Access::Read => {
+                let texts = unit_texts(unit);
+                if texts.iter().any(|t| is_reset_all(t)) {
+                    self.params.clear_history();
+                } else if !texts.iter().all(|t| self.params.record(t)) {
+                    self.pinned = true;
+                }
+                if let Some(h) = self.held.as_mut() {
+                    h.checkout.conn().applied = self.params.fingerprint();
+                }
             }
+            SessionEffect::Parameter => self.pinned = true,
             SessionEffect::None => {}
+        }
+        if class.reason == Reason::Ddl {
+            // A function may have been created or changed: judge calls by the new catalog.
+            self.shared.classifiers.refresh(&self.database, &self.user);
         }
         if let Unit::Simple(f) = unit {
             if resets_statements(f) {
@@ -302,7 +341,7 @@ impl<'a> Session<'a> {
     }
 
     fn classify(&self, unit: &Unit) -> Arc<Class> {
-        let c = &self.shared.classifier;
+        let c = &self.classifier;
         match unit {
             Unit::Simple(f) if f.tag() == tag::QUERY => match messages::decode_query(f.body()) {
                 Some(sql) => c.classify(sql),
@@ -341,7 +380,7 @@ impl<'a> Session<'a> {
         let user_cfg = self.shared.config.user(&self.user);
         let view = SessionView {
             stuck_to: None,
-            has_session_state: self.has_session_state,
+            has_session_state: false,
             default_route: user_cfg.map(|u| u.default_route).unwrap_or_default(),
             ticket: self.shared.tickets.fetch_add(1, Ordering::Relaxed),
         };
@@ -371,9 +410,10 @@ impl<'a> Session<'a> {
 
     /// Bring a connection's session parameters in line with this session's.
     async fn prepare_conn(&self, conn: &mut ServerConn) -> Result<(), BackendError> {
-        if let Some(sql) = self.params.sync_sql(&SessionParams(conn.applied.clone())) {
-            conn.run_internal(&sql).await?;
-            conn.applied.clone_from(&self.params.0);
+        let wanted = self.params.fingerprint();
+        if conn.applied != wanted {
+            conn.run_internal(&self.params.sync_sql()).await?;
+            conn.applied = wanted;
         }
         Ok(())
     }
@@ -435,7 +475,7 @@ impl<'a> Session<'a> {
         if clean && needs_reset {
             let conn = held.checkout.conn();
             if conn.run_internal("DISCARD ALL").await.is_ok() {
-                conn.applied.clear();
+                conn.applied = 0;
                 conn.prepared.clear();
                 conn.unnamed = None;
                 held.checkout.release();
@@ -498,4 +538,24 @@ fn combine(classes: &[Arc<Class>]) -> Class {
         out.hint = out.hint.or(c.hint);
     }
     out
+}
+
+/// The SQL texts of a unit (the Query, or each Parse of a batch).
+fn unit_texts(unit: &Unit) -> Vec<String> {
+    match unit {
+        Unit::Simple(f) => messages::decode_query(f.body()).map(str::to_string).into_iter().collect(),
+        Unit::Extended(frames) => frames
+            .iter()
+            .filter(|f| f.tag() == tag::PARSE)
+            .filter_map(|f| messages::decode_parse(f.body()))
+            .map(|p| String::from_utf8_lossy(p.query).into_owned())
+            .collect(),
+    }
+}
+
+/// `RESET ALL` / `DISCARD ALL`: the session's replayable state starts over.
+fn is_reset_all(sql: &str) -> bool {
+    let words: Vec<String> =
+        sql.split_whitespace().take(2).map(|w| w.trim_end_matches(';').to_ascii_lowercase()).collect();
+    matches!(words.as_slice(), [a, b] if (a == "reset" || a == "discard") && b == "all")
 }

@@ -1,0 +1,64 @@
+//! Session state under transaction pooling: SET is replayed on whichever connection (and node) a
+//! session uses next, never leaks to other clients; temp tables stay private.
+
+mod common;
+
+use common::{Cluster, Proxy};
+
+async fn one_value(client: &tokio_postgres::Client, sql: &str) -> String {
+    let rows = client.simple_query(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    rows.iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(0).unwrap_or("NULL").to_string()),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql}: no row"))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn set_search_path_follows_the_session_and_never_leaks() {
+    let c = Cluster::start(2).await;
+    c.psql(
+        "CREATE SCHEMA s1; CREATE TABLE s1.t (v text); INSERT INTO s1.t VALUES ('s1'); \
+         CREATE TABLE public.t (v text); INSERT INTO public.t VALUES ('public');",
+    )
+    .await;
+    c.wait_replayed().await;
+    // One server connection per node: every client shares it.
+    let p = Proxy::builder().cluster(&c).pool_size(1).pool_mode("transaction").start().await;
+    let a = p.connect().await;
+    let b = p.connect().await;
+    a.simple_query("SET search_path = s1, public").await.unwrap();
+    for round in 0..6 {
+        assert_eq!(one_value(&a, "SELECT v FROM t").await, "s1", "round {round}: a lost its search_path");
+        assert_eq!(one_value(&b, "SELECT v FROM t").await, "public", "round {round}: a's SET leaked to b");
+    }
+    // The replayed state also holds for the extended protocol and on the primary.
+    let row = a.query_one("SELECT v FROM t WHERE v = $1", &[&"s1"]).await.unwrap();
+    assert_eq!(row.get::<_, String>(0), "s1");
+    assert_eq!(one_value(&a, "/* sluice: primary */ SELECT v FROM t").await, "s1");
+    a.simple_query("RESET ALL").await.unwrap();
+    assert_eq!(one_value(&a, "SELECT v FROM t").await, "public", "RESET ALL must end the replay");
+    assert_eq!(one_value(&b, "SHOW search_path").await, "\"$user\", public");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn temp_tables_stay_with_their_session() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).pool_size(2).pool_mode("transaction").start().await;
+    let a = p.connect().await;
+    a.simple_query("CREATE TEMP TABLE mine (x int); INSERT INTO mine VALUES (7)").await.unwrap();
+    for _ in 0..4 {
+        let b = p.connect().await;
+        let err = b.simple_query("SELECT * FROM mine").await.expect_err("b must not see a's temp table");
+        assert_eq!(common::sqlstate(&err).as_deref(), Some("42P01"));
+        assert_eq!(one_value(&a, "SELECT x FROM mine").await, "7");
+    }
+    drop(a);
+    // After a leaves, its pinned connection was reset before anyone else got it.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    for _ in 0..4 {
+        let b = p.connect().await;
+        assert!(b.simple_query("SELECT * FROM mine").await.is_err());
+    }
+}
