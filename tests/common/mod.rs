@@ -345,7 +345,7 @@ impl Proxy {
     pub async fn connect_as(&self, user: &str, password: &str, database: &str) -> tokio_postgres::Client {
         self.try_connect_as(user, password, database)
             .await
-            .unwrap_or_else(|e| panic!("cannot connect through sluice as {user} to {database}: {e}"))
+            .unwrap_or_else(|e| panic!("cannot connect through sluice as {user} to {database}: {}", describe(&e)))
     }
 
     /// A tokio-postgres client as `user` on `database`, or the error the login produced.
@@ -363,7 +363,7 @@ impl Proxy {
     pub async fn connect_killable(&self) -> (tokio_postgres::Client, tokio::task::JoinHandle<()>) {
         connect_with_task(self.port(), &self.user, &self.password, TEST_DATABASE)
             .await
-            .unwrap_or_else(|e| panic!("cannot connect through sluice: {e}"))
+            .unwrap_or_else(|e| panic!("cannot connect through sluice: {}", describe(&e)))
     }
 
     /// Wait (up to 10 s) until sluice's topology shows `primaries` primaries and `replicas`
@@ -436,6 +436,15 @@ pub fn url(user: &str, password: &str, port: u16, database: &str) -> String {
 fn pct(text: &str) -> String {
     let keep = |b: u8| b.is_ascii_alphanumeric() || b"-._~".contains(&b);
     text.bytes().map(|b| if keep(b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+}
+
+/// A tokio-postgres error with its SQLSTATE and server message (its `Display` says only
+/// "db error").
+pub fn describe(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{} {}: {}", db.severity(), db.code().code(), db.message()),
+        None => err.to_string(),
+    }
 }
 
 /// The SQLSTATE of a tokio-postgres error, if the server (or sluice) sent one.

@@ -108,7 +108,7 @@ impl ProxyProcess {
     pub async fn connect(&self) -> tokio_postgres::Client {
         connect(self.port, &self.user, &self.password, TEST_DATABASE)
             .await
-            .unwrap_or_else(|e| panic!("cannot connect to the sluice child: {e}\n{}", self.log()))
+            .unwrap_or_else(|e| panic!("cannot connect to the sluice child: {}\n{}", super::describe(&e), self.log()))
     }
 
     /// Peak resident memory so far (`VmHWM`), in KiB.

@@ -1,0 +1,44 @@
+//! Login failures through sluice: SQLSTATEs and messages that do not reveal which users exist.
+
+mod common;
+
+use common::{expect_sqlstate, Cluster, Proxy};
+use sluice::pgcluster::{TEST_DATABASE, TEST_PASSWORD, TEST_USER};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_logins_get_the_right_sqlstate() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).start().await;
+
+    let wrong_password = p.try_connect_as(TEST_USER, "not-the-password", TEST_DATABASE).await;
+    let wrong_password = expect_sqlstate(wrong_password, "28P01");
+    let unknown_user = p.try_connect_as("nobody_here", TEST_PASSWORD, TEST_DATABASE).await;
+    let unknown_user = expect_sqlstate(unknown_user, "28P01");
+    // The same text, with the user name swapped, so a client cannot probe for users.
+    assert_eq!(
+        wrong_password.replace(TEST_USER, "USER"),
+        unknown_user.replace("nobody_here", "USER"),
+        "wrong password and unknown user must be indistinguishable"
+    );
+
+    let no_db = p.try_connect_as(TEST_USER, TEST_PASSWORD, "no_such_db").await;
+    let message = expect_sqlstate(no_db, "3D000");
+    assert!(message.contains("no_such_db"), "{message}");
+
+    // Failures do not poison anything: a correct login still works.
+    let client = p.connect().await;
+    let one: i32 = client.query_one("SELECT 1", &[]).await.unwrap().get(0);
+    assert_eq!(one, 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn extra_users_log_in_with_their_own_passwords() {
+    let c = Cluster::start(0).await;
+    c.create_user("alice", "alice's pw").await;
+    let p = Proxy::builder().cluster(&c).user("alice", "alice's pw").start().await;
+    let alice = p.connect_as("alice", "alice's pw", TEST_DATABASE).await;
+    let who: String = alice.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+    assert_eq!(who, "alice");
+    let bad = p.try_connect_as("alice", TEST_PASSWORD, TEST_DATABASE).await;
+    expect_sqlstate(bad, "28P01");
+}
