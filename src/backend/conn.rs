@@ -224,6 +224,15 @@ impl ServerConn {
         let mut buf = BytesMut::new();
         messages::query(&mut buf, sql);
         self.send(&buf).await?;
+        self.read_internal_reply().await
+    }
+
+    /// Read the replies of one of sluice's own simple queries (already sent) up to
+    /// ReadyForQuery: its DataRows, or the server's error.
+    ///
+    /// # Errors
+    /// The server rejected it or the connection failed.
+    pub async fn read_internal_reply(&mut self) -> Result<Vec<Frame>, BackendError> {
         let mut failure = None;
         let mut rows = Vec::new();
         loop {
@@ -270,4 +279,22 @@ pub fn columns(row: &Frame) -> Vec<Option<String>> {
         b = &b[len..];
     }
     out
+}
+
+/// Parse a PostgreSQL LSN (`16/B374D848`) into a comparable number.
+#[must_use]
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn lsns_parse_and_order() {
+        assert_eq!(super::parse_lsn("0/0"), Some(0));
+        assert_eq!(super::parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374_D848));
+        assert!(super::parse_lsn("1/0") > super::parse_lsn("0/FFFFFFFF"));
+        assert_eq!(super::parse_lsn("x"), None);
+    }
 }

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use tokio::sync::Mutex;
 
-use super::conn::{columns, ConnectSpec, ServerConn};
-use crate::topology::monitor::Probe;
+use super::conn::{columns, parse_lsn, ConnectSpec, ServerConn};
+use crate::topology::monitor::{Observation, Probe};
 use crate::topology::Role;
 
 /// Probes nodes over connections it keeps open between probes.
@@ -22,18 +22,23 @@ impl SqlProbe {
         Self { specs, conns }
     }
 
-    async fn ask(conn: &mut ServerConn) -> Result<Role, String> {
-        let rows = conn.run_internal("SELECT pg_is_in_recovery()").await.map_err(|e| e.to_string())?;
-        match rows.first().map(columns).as_deref() {
-            Some([Some(v)]) if v == "f" => Ok(Role::Primary),
-            Some([Some(v)]) if v == "t" => Ok(Role::Replica),
-            _ => Err("unexpected answer to pg_is_in_recovery()".into()),
-        }
+    async fn ask(conn: &mut ServerConn) -> Result<Observation, String> {
+        let rows = conn.run_internal(PROBE_SQL).await.map_err(|e| e.to_string())?;
+        let (role, lsn) = match rows.first().map(columns).as_deref() {
+            Some([Some(v), lsn]) if v == "f" => (Role::Primary, lsn.clone()),
+            Some([Some(v), lsn]) if v == "t" => (Role::Replica, lsn.clone()),
+            _ => return Err("unexpected answer to the probe".into()),
+        };
+        Ok(Observation { role, wal_lsn: lsn.as_deref().and_then(parse_lsn) })
     }
 }
 
+/// Role and WAL position in one round trip.
+const PROBE_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(), CASE WHEN pg_catalog.pg_is_in_recovery() \
+                         THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_insert_lsn() END";
+
 impl Probe for SqlProbe {
-    async fn probe(&self, node: usize) -> Result<Role, String> {
+    async fn probe(&self, node: usize) -> Result<Observation, String> {
         let mut slot = self.conns[node].lock().await;
         if slot.is_none() {
             *slot = Some(ServerConn::connect(&self.specs[node]).await.map_err(|e| e.to_string())?);

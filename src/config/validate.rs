@@ -226,7 +226,7 @@ fn monitor(c: &mut Checker, raw: &RawMonitor, users: &[UserConfig]) -> MonitorCo
             0
         }),
     };
-    let interval = c.duration("monitor.interval", raw.interval.as_deref(), Duration::from_secs(1));
+    let interval = c.duration("monitor.interval", raw.interval.as_deref(), Duration::from_millis(250));
     if interval < Duration::from_millis(10) {
         c.problem("monitor.interval", "must be at least 10ms");
     }

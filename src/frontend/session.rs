@@ -20,6 +20,7 @@ use super::params::SessionParams;
 use super::relay::{Outcome, Relay};
 use super::statements::{Statements, Translated};
 use super::Shared;
+use crate::backend::conn::{columns, parse_lsn};
 use crate::backend::{Checkout, ServerConn};
 use crate::config::PoolMode;
 use crate::error::{sqlstate, BackendError};
@@ -51,6 +52,8 @@ pub struct Session<'a> {
     lookahead: Option<Frame>,
     /// The classifier of this session's database.
     classifier: Arc<Classifier>,
+    /// WAL position after this session's last write (read-your-writes).
+    last_write_lsn: Option<u64>,
 }
 
 /// A unit of client traffic.
@@ -80,6 +83,7 @@ impl<'a> Session<'a> {
             key: shared.cancels.register(),
             lookahead: None,
             classifier,
+            last_write_lsn: None,
         }
     }
 
@@ -238,6 +242,10 @@ impl<'a> Session<'a> {
                 }
             }
         }
+        let capture = captures_lsn(class, unit);
+        if capture {
+            messages::query(&mut translated.out, LSN_SQL);
+        }
         if let Err(e) = conn.send(&translated.out).await {
             self.drop_held();
             return self.statement_error(sqlstate::CONNECTION_FAILURE, &e.to_string()).await.map(|()| None);
@@ -254,7 +262,29 @@ impl<'a> Session<'a> {
             }
             conn.unnamed = None;
         }
+        if capture && matches!(outcome, Outcome::Ready(_) | Outcome::ReadOnlyRejected) {
+            self.read_write_lsn().await;
+        }
         Ok(Some((outcome, errored)))
+    }
+
+    /// Read the reply of the WAL-position query pipelined behind a writing unit.
+    async fn read_write_lsn(&mut self) {
+        let conn = self.conn();
+        match conn.read_internal_reply().await {
+            Ok(rows) => {
+                let lsn =
+                    rows.first().map(columns).and_then(|c| c.first().cloned().flatten()).and_then(|t| parse_lsn(&t));
+                self.last_write_lsn = self.last_write_lsn.max(lsn);
+                tracing::debug!(lsn = ?self.last_write_lsn, rows = rows.len(), "write position");
+            }
+            // On a node in recovery the query fails: nothing was written there.
+            Err(BackendError::Server { .. }) => {}
+            Err(e) => {
+                tracing::info!(error = %e, "server connection lost after a write");
+                self.drop_held();
+            }
+        }
     }
 
     /// Remember the unit's statement texts as writes (a node refused them as read-only).
@@ -383,6 +413,7 @@ impl<'a> Session<'a> {
             has_session_state: false,
             default_route: user_cfg.map(|u| u.default_route).unwrap_or_default(),
             ticket: self.shared.tickets.fetch_add(1, Ordering::Relaxed),
+            min_lsn: self.last_write_lsn,
         };
         let policy = router::Policy { primary_reads: self.shared.config.routing.primary_reads };
         let route = router::route(class, &view, &topology, &policy);
@@ -558,4 +589,24 @@ fn is_reset_all(sql: &str) -> bool {
     let words: Vec<String> =
         sql.split_whitespace().take(2).map(|w| w.trim_end_matches(';').to_ascii_lowercase()).collect();
     matches!(words.as_slice(), [a, b] if (a == "reset" || a == "discard") && b == "all")
+}
+
+/// Asks the primary where its WAL is after a write, for read-your-writes. The insert position,
+/// not the write position: with `synchronous_commit = off` the commit record may not be written
+/// yet when the client hears of the commit.
+const LSN_SQL: &str = "SELECT pg_catalog.pg_current_wal_insert_lsn()";
+
+/// A unit whose effects later reads must see: a write outside a transaction block, or the end of
+/// one. (Units ending with Flush cannot have a query appended.)
+fn captures_lsn(class: &Class, unit: &Unit) -> bool {
+    let ends_cleanly = match unit {
+        Unit::Simple(f) => f.tag() == tag::QUERY,
+        Unit::Extended(frames) => frames.last().is_some_and(|f| f.tag() == tag::SYNC),
+    };
+    let writes = match class.tx {
+        TxEffect::End => true,
+        TxEffect::None => class.access == Access::Write,
+        _ => false,
+    };
+    ends_cleanly && writes
 }

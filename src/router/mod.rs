@@ -141,6 +141,8 @@ pub enum Reason {
     NoPrimary,
     /// No replica (and the primary may not serve reads).
     NoReplica,
+    /// A read went to the primary because no replica has replayed the session's last write.
+    ReadYourWrites,
 }
 
 impl Reason {
@@ -193,6 +195,7 @@ impl Reason {
             UserDefaultReplica => "user_default_replica",
             NoPrimary => "no_primary",
             NoReplica => "no_replica",
+            ReadYourWrites => "read_your_writes",
         }
     }
 }

@@ -31,6 +31,9 @@ pub struct SessionView {
     /// A per-call round-robin ticket (the caller increments a counter); replicas are picked
     /// with it.
     pub ticket: u64,
+    /// Read-your-writes: the WAL position of the session's last write. Only replicas that have
+    /// replayed it may serve the session's reads; if none has, the primary does.
+    pub min_lsn: Option<u64>,
 }
 
 /// Cluster-wide routing policy.
@@ -48,9 +51,7 @@ pub fn route(class: &Class, session: &SessionView, topology: &Topology, policy: 
     }
     match session.default_route {
         DefaultRoute::Primary => return to_primary(topology, Reason::UserDefault),
-        DefaultRoute::Replica => {
-            return reads(topology, PrimaryReads::Never, session.ticket, Reason::UserDefaultReplica)
-        }
+        DefaultRoute::Replica => return reads(topology, PrimaryReads::Never, session, Reason::UserDefaultReplica),
         DefaultRoute::Auto => {}
     }
     if class.hint == Some(Hint::Primary) {
@@ -60,11 +61,11 @@ pub fn route(class: &Class, session: &SessionView, topology: &Topology, policy: 
         return to_primary(topology, Reason::SessionState);
     }
     if class.hint == Some(Hint::Replica) {
-        return reads(topology, policy.primary_reads, session.ticket, Reason::HintReplica);
+        return reads(topology, policy.primary_reads, session, Reason::HintReplica);
     }
     match class.access {
         Access::Write => to_primary(topology, Reason::Write),
-        Access::Read => reads(topology, policy.primary_reads, session.ticket, Reason::ReadOnReplica),
+        Access::Read => reads(topology, policy.primary_reads, session, Reason::ReadOnReplica),
     }
 }
 
@@ -77,10 +78,18 @@ fn to_primary(topology: &Topology, reason: Reason) -> Route {
 }
 
 /// The read path. `on_replica` is the reason when a replica comes first.
-fn reads(topology: &Topology, primary_reads: PrimaryReads, ticket: u64, on_replica: Reason) -> Route {
+fn reads(topology: &Topology, primary_reads: PrimaryReads, session: &SessionView, on_replica: Reason) -> Route {
     let primary = topology.primary();
     let mut members: Vec<&NodeView> = topology.replicas().collect();
     let have_replicas = !members.is_empty();
+    members.retain(|n| n.has_replayed(session.min_lsn));
+    if have_replicas && members.is_empty() {
+        // No replica has replayed this session's last write yet: its own write must be visible.
+        if let Some(p) = primary {
+            return Route { candidates: vec![p.index], reason: Reason::ReadYourWrites };
+        }
+    }
+    let ticket = session.ticket;
     if primary_reads == PrimaryReads::Always {
         members.extend(primary);
     }

@@ -19,13 +19,14 @@ fn topology(nodes: &[(Role, u32)]) -> Topology {
                 port: 5432,
                 role,
                 weight,
+                wal_lsn: None,
             })
             .collect(),
     }
 }
 
 fn session(stuck_to: Option<usize>, state: bool, default_route: DefaultRoute, ticket: u64) -> SessionView {
-    SessionView { stuck_to, has_session_state: state, default_route, ticket }
+    SessionView { stuck_to, has_session_state: state, default_route, ticket, min_lsn: None }
 }
 
 fn class(access: Access, hint: Option<Hint>) -> Class {
@@ -218,4 +219,25 @@ fn classified_statements_route_end_to_end() {
     assert_eq!(go("BEGIN").candidates, vec![0]);
     assert_eq!(go("/* sluice: primary */ SELECT 1").reason, Reason::HintPrimary);
     assert_eq!(go("/* sluice: replica */ SELECT nextval('s')").reason, Reason::HintReplica);
+}
+
+#[test]
+fn reads_after_a_write_use_only_replicas_that_replayed_it() {
+    let mut t = topology(&[(P, 1), (Rp, 1), (Rp, 1)]);
+    t.nodes[1].wal_lsn = Some(100);
+    t.nodes[2].wal_lsn = Some(300);
+    let read = class(R, None);
+    let policy = Policy { primary_reads: FALLBACK };
+    let mut s = session(None, false, AUTO, 0);
+    s.min_lsn = Some(200);
+    let r = route(&read, &s, &t, &policy);
+    assert_eq!(r.candidates, vec![2, 0]);
+    s.min_lsn = Some(400);
+    let r = route(&read, &s, &t, &policy);
+    assert_eq!((r.candidates, r.reason), (vec![0], Reason::ReadYourWrites));
+    // Even a policy that keeps reads off the primary yields to read-your-writes.
+    let r = route(&read, &s, &t, &Policy { primary_reads: NEVER });
+    assert_eq!(r.candidates, vec![0]);
+    s.min_lsn = None;
+    assert_eq!(route(&read, &s, &t, &policy).candidates, vec![1, 2, 0]);
 }

@@ -53,6 +53,9 @@ pub struct NodeView {
     pub role: Role,
     /// Relative share of replica reads (round-robin weight, at least 1).
     pub weight: u32,
+    /// WAL position last seen: the primary's current insert position, a replica's replay
+    /// position. A session that wrote reads only from replicas that replayed its write.
+    pub wal_lsn: Option<u64>,
 }
 
 impl NodeView {
@@ -61,12 +64,21 @@ impl NodeView {
     pub fn is_readable_replica(&self) -> bool {
         self.role == Role::Replica
     }
+
+    /// True if this node has replayed WAL up to `lsn` (always true without a position to meet).
+    #[must_use]
+    pub fn has_replayed(&self, lsn: Option<u64>) -> bool {
+        match lsn {
+            None => true,
+            Some(needed) => self.wal_lsn.is_some_and(|seen| seen >= needed),
+        }
+    }
 }
 
 /// One immutable view of the cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Topology {
-    /// Increases by one with every published change.
+    /// Increases by one with every change of a node's role (not with WAL positions).
     pub generation: u64,
     /// Every configured node, in configuration order (so `nodes[i].index == i`).
     pub nodes: Vec<NodeView>,

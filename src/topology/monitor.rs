@@ -8,10 +8,19 @@ use std::time::Duration;
 use super::{NodeView, Role, Topology, TopologyHandle};
 use crate::config::Config;
 
+/// What one probe saw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Observation {
+    /// `Primary` or `Replica`.
+    pub role: Role,
+    /// Current WAL position (primary) or replay position (replica).
+    pub wal_lsn: Option<u64>,
+}
+
 /// Asks one node what it is.
 pub trait Probe: Send + Sync {
-    /// The node's role: `Primary` or `Replica`, or an error if it cannot be asked.
-    fn probe(&self, node: usize) -> impl Future<Output = Result<Role, String>> + Send;
+    /// The node's role and WAL position, or an error if it cannot be asked.
+    fn probe(&self, node: usize) -> impl Future<Output = Result<Observation, String>> + Send;
 }
 
 /// Node list with every role unknown, in configuration order.
@@ -28,6 +37,7 @@ pub fn initial_topology(config: &Config) -> Topology {
             port: n.port,
             role: Role::Unknown,
             weight: n.weight,
+            wal_lsn: None,
         })
         .collect();
     Topology { generation: 0, nodes }
@@ -51,12 +61,12 @@ impl<P: Probe> Monitor<P> {
         let current = self.topology.load();
         let probes = current.nodes.iter().map(|n| async move {
             match tokio::time::timeout(self.timeout, self.probe.probe(n.index)).await {
-                Ok(Ok(role)) => role,
+                Ok(Ok(seen)) => seen,
                 Ok(Err(e)) => {
                     tracing::debug!(node = %n.name, error = %e, "probe failed");
-                    Role::Down
+                    Observation { role: Role::Down, wal_lsn: None }
                 }
-                Err(_) => Role::Down,
+                Err(_) => Observation { role: Role::Down, wal_lsn: None },
             }
         });
         let roles = futures_util::future::join_all(probes).await;
@@ -72,8 +82,8 @@ impl<P: Probe> Monitor<P> {
     }
 }
 
-/// The pure transition: new roles onto the old node list.
+/// The pure transition: new observations onto the old node list.
 #[must_use]
-pub fn fold(nodes: &[NodeView], roles: &[Role]) -> Vec<NodeView> {
-    nodes.iter().zip(roles).map(|(n, r)| NodeView { role: *r, ..n.clone() }).collect()
+pub fn fold(nodes: &[NodeView], seen: &[Observation]) -> Vec<NodeView> {
+    nodes.iter().zip(seen).map(|(n, o)| NodeView { role: o.role, wal_lsn: o.wal_lsn, ..n.clone() }).collect()
 }
