@@ -184,6 +184,7 @@ mod tests {
             port: 20000 + u16::try_from(index).unwrap(),
             role,
             weight: 1,
+            wal_lsn: None,
         };
         let t = Topology { generation: 3, nodes: vec![node(0, Role::Primary), node(1, Role::Replica)] };
         let text = render_topology(&t);
