@@ -66,6 +66,11 @@ impl Token {
     }
 }
 
+/// PostgreSQL's whitespace: space, tab, newline, carriage return, form feed, vertical tab.
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0c | 0x0b)
+}
+
 /// True for bytes that may continue an identifier.
 fn is_ident_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
@@ -97,7 +102,7 @@ impl<'a> Lexer<'a> {
     fn skip_trivia(&mut self) -> bool {
         loop {
             let b = self.peek_at(self.pos);
-            if b.is_ascii_whitespace() {
+            if is_space(b) {
                 self.pos += 1;
             } else if b == b'-' && self.peek_at(self.pos + 1) == b'-' {
                 self.pos = line_comment_end(self.bytes, self.pos);
@@ -141,12 +146,48 @@ impl<'a> Lexer<'a> {
         kind
     }
 
+    /// A numeric constant: `123`, `1_000`, `1.5`, `.5`, `1e-3`, `0x1F`, `0o17`, `0b101`. It
+    /// stops at the first byte that cannot continue it, so `1for` is `1` then `for`, as
+    /// PostgreSQL before 15 read it (later versions reject it).
     fn number(&mut self) -> Kind {
-        self.pos += 1;
-        while matches!(self.peek_at(self.pos), b'0'..=b'9' | b'a'..=b'z' | b'A'..=b'Z' | b'_' | b'.') {
+        let start = self.pos;
+        let radix_digit: Option<fn(u8) -> bool> =
+            match (self.bytes[start], self.peek_at(start + 1).to_ascii_lowercase()) {
+                (b'0', b'x') => Some(|d| d.is_ascii_hexdigit()),
+                (b'0', b'o') => Some(|d| matches!(d, b'0'..=b'7')),
+                (b'0', b'b') => Some(|d| matches!(d, b'0' | b'1')),
+                _ => None,
+            };
+        if let Some(is_digit) = radix_digit {
+            if is_digit(self.peek_at(start + 2)) {
+                self.pos = start + 2;
+                self.digits(is_digit);
+                return Kind::Number;
+            }
+        }
+        self.digits(|d| d.is_ascii_digit());
+        if self.peek_at(self.pos) == b'.' && self.peek_at(self.pos + 1) != b'.' {
             self.pos += 1;
+            self.digits(|d| d.is_ascii_digit());
+        }
+        if self.peek_at(self.pos).eq_ignore_ascii_case(&b'e') {
+            let mut exp = self.pos + 1;
+            if matches!(self.peek_at(exp), b'+' | b'-') {
+                exp += 1;
+            }
+            if self.peek_at(exp).is_ascii_digit() {
+                self.pos = exp;
+                self.digits(|d| d.is_ascii_digit());
+            }
         }
         Kind::Number
+    }
+
+    /// Skip digits accepted by `is_digit`, and `_` separators.
+    fn digits(&mut self, is_digit: fn(u8) -> bool) {
+        while is_digit(self.peek_at(self.pos)) || self.peek_at(self.pos) == b'_' {
+            self.pos += 1;
+        }
     }
 
     /// A word, or a prefixed string/identifier: `E'..'`, `U&'..'`, `U&".."`, `B'..'`, `X'..'`,
@@ -308,7 +349,7 @@ pub(crate) fn leading_hint(sql: &str) -> Option<super::Hint> {
     let bytes = sql.as_bytes();
     let mut i = 0;
     loop {
-        while i < bytes.len() && bytes[i].is_ascii_whitespace() {
+        while i < bytes.len() && is_space(bytes[i]) {
             i += 1;
         }
         let (body, next) = if bytes[i..].starts_with(b"--") {
@@ -396,6 +437,21 @@ mod tests {
         assert_eq!(kinds("$ x")[0].0, Kind::Op);
         assert_eq!(kinds("a$b")[0], (Kind::Word, "a$b"));
         assert_eq!(kinds("$_$x$_$")[0], (Kind::String, "$_$x$_$"));
+    }
+
+    #[test]
+    fn numbers_stop_where_pg_stops() {
+        use Kind::*;
+        assert_eq!(kinds("1for"), vec![(Number, "1"), (Word, "for")]);
+        assert_eq!(kinds("1.5e-3x"), vec![(Number, "1.5e-3"), (Word, "x")]);
+        assert_eq!(kinds("1e"), vec![(Number, "1"), (Word, "e")]);
+        assert_eq!(
+            kinds(".5 0x1F 0o17 0b101 1_000"),
+            vec![(Number, ".5"), (Number, "0x1F"), (Number, "0o17"), (Number, "0b101"), (Number, "1_000"),]
+        );
+        assert_eq!(kinds("0b2"), vec![(Number, "0"), (Word, "b2")]);
+        assert_eq!(kinds("1..2"), vec![(Number, "1"), (Dot, "."), (Number, ".2")]);
+        assert_eq!(kinds("\x0bSELECT"), vec![(Word, "SELECT")]);
     }
 
     #[test]

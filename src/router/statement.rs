@@ -69,7 +69,7 @@ pub(crate) fn classify_text(sql: &str, resolver: Resolver<'_>) -> Class {
     let mut folded: Option<Class> = None;
     let mut count = 0usize;
     for toks in split(sql, &tokens) {
-        let class = classify_statement(Stmt { sql, toks }, resolver);
+        let class = classify_statement(Stmt { sql, toks }, resolver, 0);
         count += 1;
         folded = Some(match folded {
             None => class,
@@ -163,11 +163,18 @@ pub(crate) fn keyword<'b>(text: &str, buf: &'b mut [u8; 16]) -> &'b str {
     std::str::from_utf8(out).unwrap_or("")
 }
 
-/// Classify one statement (also used for the statement inside EXPLAIN, COPY and DECLARE).
-pub(crate) fn classify_statement(stmt: Stmt<'_>, resolver: Resolver<'_>) -> Class {
+/// How deep statements may nest (EXPLAIN ANALYZE EXPLAIN ANALYZE ..., COPY (...), DECLARE):
+/// deeper is not valid SQL, and the bound keeps a hostile text from exhausting the stack.
+const MAX_NESTING: usize = 4;
+
+/// Classify one statement; `depth` counts the enclosing EXPLAIN / COPY / DECLARE statements.
+pub(crate) fn classify_statement(stmt: Stmt<'_>, resolver: Resolver<'_>, depth: usize) -> Class {
     let Some(first) = stmt.toks.first() else {
         return Class::read(Reason::Empty);
     };
+    if depth > MAX_NESTING {
+        return Class::write(Reason::Unparseable);
+    }
     if stmt.toks.iter().any(|t| t.kind == Kind::Unterminated) {
         return Class::write(Reason::Unparseable);
     }
@@ -183,27 +190,29 @@ pub(crate) fn classify_statement(stmt: Stmt<'_>, resolver: Resolver<'_>) -> Clas
         "create" => create(stmt),
         "alter" | "drop" | "truncate" | "comment" | "security" | "import" => Class::write(Reason::Ddl),
         "grant" | "revoke" | "reassign" => Class::write(Reason::Privileges),
-        "vacuum" | "analyze" | "analyse" | "cluster" | "reindex" | "refresh" | "checkpoint" | "load" => {
+        "vacuum" | "analyze" | "analyse" | "cluster" | "reindex" | "refresh" | "checkpoint" => {
             Class::write(Reason::Maintenance)
         }
+        // The library stays loaded in that server process.
+        "load" => Class::write(Reason::Maintenance).with_session(SessionEffect::Pin),
         "call" | "do" => Class::write(Reason::Procedural),
         "lock" => Class::write(Reason::Lock),
         "notify" | "unlisten" => Class::write(Reason::Notify),
         "listen" => Class::write(Reason::Notify).with_session(SessionEffect::Pin),
-        "copy" => copy(stmt, resolver),
+        "copy" => copy(stmt, resolver, depth),
         "begin" | "start" => begin(stmt),
         "commit" | "end" | "abort" | "rollback" => end(stmt),
         "savepoint" | "release" => Class::read(Reason::TxControl),
         "prepare" => prepare(stmt),
         "execute" => Class::write(Reason::PreparedStatement),
         "deallocate" => Class::read(Reason::SessionCommand),
-        "declare" => declare(stmt, resolver),
+        "declare" => declare(stmt, resolver, depth),
         "fetch" | "move" | "close" => Class::read(Reason::Cursor),
         "set" => set(stmt),
         "reset" => Class::read(Reason::SessionCommand).with_session(SessionEffect::Parameter),
         "discard" => discard(stmt),
         "show" => Class::read(Reason::Show),
-        "explain" => explain(stmt, resolver),
+        "explain" => explain(stmt, resolver, depth),
         _ => Class::write(Reason::UnknownStatement),
     }
 }
@@ -280,7 +289,7 @@ fn prepare(stmt: Stmt<'_>) -> Class {
 }
 
 /// DECLARE name ... CURSOR [WITH HOLD] FOR query: the query decides; WITH HOLD pins.
-fn declare(stmt: Stmt<'_>, resolver: Resolver<'_>) -> Class {
+fn declare(stmt: Stmt<'_>, resolver: Resolver<'_>, depth: usize) -> Class {
     let Some(cursor) = stmt.find(1, "cursor") else {
         return Class::write(Reason::UnknownStatement);
     };
@@ -288,7 +297,7 @@ fn declare(stmt: Stmt<'_>, resolver: Resolver<'_>) -> Class {
     let Some(for_at) = stmt.find(cursor + 1, "for") else {
         return Class::write(Reason::UnknownStatement);
     };
-    let inner = classify_statement(stmt.tail(for_at + 1), resolver);
+    let inner = classify_statement(stmt.tail(for_at + 1), resolver, depth + 1);
     let mut class = match inner.access {
         Access::Read => Class::read(Reason::Cursor),
         Access::Write => Class::write(inner.reason),
@@ -328,7 +337,7 @@ fn discard(stmt: Stmt<'_>) -> Class {
 
 /// COPY table|(query) TO STDOUT is a read of the table or query; TO a file or program, and
 /// every FROM, are writes.
-fn copy(stmt: Stmt<'_>, resolver: Resolver<'_>) -> Class {
+fn copy(stmt: Stmt<'_>, resolver: Resolver<'_>, depth: usize) -> Class {
     let mut i = 1;
     if stmt.is(i, "binary") {
         i += 1;
@@ -360,7 +369,7 @@ fn copy(stmt: Stmt<'_>, resolver: Resolver<'_>) -> Class {
     if !stmt.is(i + 1, "stdout") {
         return Class::write(Reason::CopyToFile);
     }
-    match inner.map(|q| classify_statement(q, resolver)) {
+    match inner.map(|q| classify_statement(q, resolver, depth + 1)) {
         Some(class) if class.access == Access::Write => class,
         Some(class) => Class::read(Reason::CopyOut).with_session(class.session),
         None => Class::read(Reason::CopyOut),
@@ -369,7 +378,7 @@ fn copy(stmt: Stmt<'_>, resolver: Resolver<'_>) -> Class {
 
 /// EXPLAIN without ANALYZE executes nothing (a read); EXPLAIN ANALYZE runs the statement, so the
 /// statement decides.
-fn explain(stmt: Stmt<'_>, resolver: Resolver<'_>) -> Class {
+fn explain(stmt: Stmt<'_>, resolver: Resolver<'_>, depth: usize) -> Class {
     let mut i = 1;
     let mut analyze = false;
     if stmt.toks.get(1).is_some_and(|t| t.kind == Kind::LParen) {
@@ -387,7 +396,7 @@ fn explain(stmt: Stmt<'_>, resolver: Resolver<'_>) -> Class {
     if !analyze {
         return Class::read(Reason::Explain);
     }
-    let inner = classify_statement(stmt.tail(i), resolver);
+    let inner = classify_statement(stmt.tail(i), resolver, depth + 1);
     Class { tx: TxEffect::None, ..inner }
 }
 

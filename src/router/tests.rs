@@ -81,6 +81,7 @@ const READS: &[Case] = &[
     ("SELECT * FROM t WHERE NOT (a AND b)", R, Reason::PureRead, NO_TX, NONE),
     ("SELECT CASE WHEN (a) THEN (b) ELSE (c) END FROM t", R, Reason::PureRead, NO_TX, NONE),
     ("SELECT * FROM t LIMIT (5) OFFSET (1)", R, Reason::PureRead, NO_TX, NONE),
+    ("SELECT 1.5e3, .5, 0x1F, 1_000", R, Reason::PureRead, NO_TX, NONE),
     ("SELECT * FROM t, LATERAL (SELECT 1) l", R, Reason::PureRead, NO_TX, NONE),
     ("SELECT * FROM t WHERE (a, b) = (1, 2)", R, Reason::PureRead, NO_TX, NONE),
     ("SELECT $1::int, $2", R, Reason::PureRead, NO_TX, NONE),
@@ -128,6 +129,9 @@ const HIDDEN_WRITES: &[Case] = &[
     ("SELECT * FROM t FOR UPDATE", W, Reason::LockingClause, NO_TX, NONE),
     ("SELECT * FROM t FOR NO KEY UPDATE", W, Reason::LockingClause, NO_TX, NONE),
     ("SELECT * FROM t FOR SHARE", W, Reason::LockingClause, NO_TX, NONE),
+    ("SELECT * FROM t LIMIT 1for share", W, Reason::LockingClause, NO_TX, NONE),
+    ("SELECT * FROM t FOR/**/UPDATE", W, Reason::LockingClause, NO_TX, NONE),
+    ("SELECT * FROM t FOR\n  NO  KEY\tUPDATE", W, Reason::LockingClause, NO_TX, NONE),
     ("SELECT * FROM t FOR KEY SHARE SKIP LOCKED", W, Reason::LockingClause, NO_TX, NONE),
     ("select * from t for update of t nowait", W, Reason::LockingClause, NO_TX, NONE),
     ("SELECT * FROM (SELECT * FROM t FOR UPDATE) s", W, Reason::LockingClause, NO_TX, NONE),
@@ -248,7 +252,7 @@ const COMMANDS: &[Case] = &[
     ("SHOW ALL", R, Reason::Show, NO_TX, NONE),
     ("IMPORT FOREIGN SCHEMA s FROM SERVER x INTO y", W, Reason::Ddl, NO_TX, NONE),
     ("SECURITY LABEL ON TABLE t IS 'x'", W, Reason::Ddl, NO_TX, NONE),
-    ("LOAD 'auto_explain'", W, Reason::Maintenance, NO_TX, NONE),
+    ("LOAD 'auto_explain'", W, Reason::Maintenance, NO_TX, PIN),
     ("FROBNICATE t", W, Reason::UnknownStatement, NO_TX, NONE),
     ("42", W, Reason::UnknownStatement, NO_TX, NONE),
     ("START", W, Reason::UnknownStatement, NO_TX, NONE),
@@ -374,6 +378,18 @@ fn classification_table() {
     let total =
         check(READS) + check(QUOTING) + check(HIDDEN_WRITES) + check(COMMANDS) + check(TX_AND_SESSION) + check(MULTI);
     assert!(total >= 150, "only {total} cases");
+}
+
+#[test]
+fn nesting_is_bounded() {
+    let deep = format!("{}SELECT 1", "EXPLAIN ANALYZE ".repeat(100_000));
+    assert_eq!(classify(&deep).reason, Reason::Unparseable);
+    let deep = format!("COPY ({}SELECT 1{}) TO STDOUT", "(".repeat(50_000), ")".repeat(50_000));
+    assert_eq!(classify(&deep).access, Access::Read);
+    let fine = "EXPLAIN ANALYZE EXPLAIN ANALYZE SELECT 1";
+    assert_eq!(classify(fine).access, Access::Read);
+    let locked = "DECLARE c CURSOR FOR DECLARE d CURSOR FOR SELECT 1 FOR UPDATE";
+    assert_eq!(classify(locked).reason, Reason::LockingClause);
 }
 
 #[test]
