@@ -13,13 +13,15 @@
 //! - `query`: SELECT / WITH / VALUES / TABLE: a token scan for locking clauses, writing CTEs,
 //!   `SELECT INTO` and function calls; the parser only when the scan cannot prove a read;
 //! - `ast`: the `sqlparser` fallback walk;
-//! - `functions`: built-in read-only / writing functions, the [`FunctionCatalog`], the allow-list;
+//! - `functions` (tables in `builtins`): built-in read-only / writing functions, the
+//!   [`FunctionCatalog`], the allow-list;
 //! - `cache`: [`Classifier`], the shared bounded cache;
 //! - `route`: [`route`], [`SessionView`], [`Policy`].
 //!
 //! This module must not touch sockets, the topology handle, pools or metrics.
 
 mod ast;
+mod builtins;
 mod cache;
 mod functions;
 mod lexer;

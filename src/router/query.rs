@@ -141,6 +141,13 @@ fn scan(stmt: Stmt<'_>, resolver: Resolver<'_>) -> Scan {
 
 /// Look at one unquoted word for write keywords, locking clauses and INTO.
 fn scan_word(stmt: Stmt<'_>, i: usize, depth: usize, found: &mut Scan) {
+    let text = stmt.toks[i].text(stmt.sql).as_bytes();
+    // Most words are none of these: reject them on length and first letter before folding.
+    let candidate =
+        matches!(text.len(), 3..=6) && matches!(text[0].to_ascii_lowercase(), b'f' | b'i' | b'u' | b'd' | b'm');
+    if !candidate {
+        return;
+    }
     let mut buf = [0u8; 16];
     let prev_is_dot = i > 0 && stmt.toks[i - 1].kind == Kind::Dot;
     match keyword(stmt.toks[i].text(stmt.sql), &mut buf) {

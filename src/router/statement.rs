@@ -65,7 +65,9 @@ impl<'a> Stmt<'a> {
 
 /// Classify a whole SQL text: every statement, folded; the hint from the leading comment.
 pub(crate) fn classify_text(sql: &str, resolver: Resolver<'_>) -> Class {
-    let tokens: Vec<Token> = Lexer::new(sql).collect();
+    // About one token per five bytes of SQL; capped so a huge text grows the vector as needed.
+    let mut tokens: Vec<Token> = Vec::with_capacity((sql.len() / 5 + 4).min(4096));
+    tokens.extend(Lexer::new(sql));
     let mut folded: Option<Class> = None;
     let mut count = 0usize;
     for toks in split(sql, &tokens) {
