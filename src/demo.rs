@@ -3,15 +3,15 @@
 //!
 //! [`run`] starts a [`LocalCluster`], writes a configuration for it (listening on
 //! 127.0.0.1:6432, or any free port when 6432 is taken), starts the proxy, prints the topology
-//! it found and a ready `psql` command, then waits for Ctrl-C and removes everything. The
-//! pieces ([`Demo::start`], [`demo_toml`], [`render_topology`]) are public so the demo can be
-//! tested without a terminal.
+//! it found and a ready `psql` command, then waits for Ctrl-C (or SIGTERM / SIGHUP) and removes
+//! everything. The pieces ([`Demo::start`], [`demo_toml`], [`render_topology`]) are public so
+//! the demo can be tested without a terminal.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::{Config, ConfigErrors};
-use crate::pgcluster::{ClusterError, LocalCluster, TEST_DATABASE, TEST_PASSWORD, TEST_USER};
+use crate::pgcluster::{port_is_free, ClusterError, LocalCluster, TEST_DATABASE, TEST_PASSWORD, TEST_USER};
 use crate::topology::Topology;
 use crate::{Proxy, ProxyHandle, StartError};
 
@@ -34,7 +34,7 @@ pub enum DemoError {
     /// The proxy did not start.
     #[error("cannot start sluice: {0}")]
     Start(#[from] StartError),
-    /// Waiting for Ctrl-C failed.
+    /// Waiting for Ctrl-C / SIGTERM failed.
     #[error("cannot wait for Ctrl-C: {0}")]
     Signal(std::io::Error),
 }
@@ -90,7 +90,7 @@ impl Demo {
     }
 }
 
-/// Run the demo until Ctrl-C.
+/// Run the demo until Ctrl-C (or SIGTERM / SIGHUP, so `kill` and a closed terminal clean up too).
 ///
 /// # Errors
 /// See [`DemoError`].
@@ -98,19 +98,35 @@ pub async fn run() -> Result<(), DemoError> {
     println!("Starting a local PostgreSQL primary and {REPLICAS} streaming replicas...");
     let demo = Demo::start().await?;
     println!("{}", demo.banner());
-    let waited = tokio::signal::ctrl_c().await;
+    let waited = stop_requested().await;
     println!("\nStopping sluice and the PostgreSQL servers...");
     demo.shutdown().await;
     waited.map_err(DemoError::Signal)
 }
 
+/// Resolves at the first SIGINT, SIGTERM or SIGHUP.
+async fn stop_requested() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+        _ = hup.recv() => Ok(()),
+    }
+}
+
 /// Start the proxy on [`PREFERRED_PORT`], or on any free port if that one is taken.
 async fn start_proxy(ports: &[u16]) -> Result<ProxyHandle, DemoError> {
+    let any = || Config::from_toml_str(&demo_toml(ports, "127.0.0.1:0"));
+    if !port_is_free(PREFERRED_PORT) {
+        return Ok(Proxy::start(any()?).await?);
+    }
     let preferred = format!("127.0.0.1:{PREFERRED_PORT}");
     let first = Proxy::start(Config::from_toml_str(&demo_toml(ports, &preferred))?).await;
+    // Taken between the check and the bind: fall back all the same.
     if let Err(StartError::Listen { .. }) = first {
-        let config = Config::from_toml_str(&demo_toml(ports, "127.0.0.1:0"))?;
-        return Ok(Proxy::start(config).await?);
+        return Ok(Proxy::start(any()?).await?);
     }
     Ok(first?)
 }

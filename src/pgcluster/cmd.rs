@@ -14,17 +14,8 @@ use super::error::ClusterError;
 const TAIL_LINES: usize = 25;
 
 /// libpq variables that would silently redirect our commands elsewhere.
-const PG_ENV: [&str; 9] = [
-    "PGHOST",
-    "PGHOSTADDR",
-    "PGPORT",
-    "PGUSER",
-    "PGDATABASE",
-    "PGPASSWORD",
-    "PGSERVICE",
-    "PGOPTIONS",
-    "PGDATA",
-];
+const PG_ENV: [&str; 9] =
+    ["PGHOST", "PGHOSTADDR", "PGPORT", "PGUSER", "PGDATABASE", "PGPASSWORD", "PGSERVICE", "PGOPTIONS", "PGDATA"];
 
 /// Who runs a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,11 +94,7 @@ impl Runner {
     /// Returns true if it exited zero.
     pub fn run_blocking(&self, program: &str, args: &[OsString]) -> bool {
         let mut cmd = std::process::Command::new(self.bins.path(program));
-        cmd.args(args)
-            .current_dir(&self.cwd)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args(args).current_dir(&self.cwd).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
         for var in PG_ENV {
             cmd.env_remove(var);
         }
@@ -122,37 +109,22 @@ fn check(line: String, output: Output) -> Result<String, ClusterError> {
         return Ok(stdout);
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let evidence = if stderr.trim().is_empty() {
-        &stdout
-    } else {
-        stderr.as_ref()
-    };
+    let evidence = if stderr.trim().is_empty() { &stdout } else { stderr.as_ref() };
     let status = match output.status.code() {
         Some(code) => format!("exit code {code}"),
         None => "killed by a signal".to_string(),
     };
-    Err(ClusterError::Command {
-        command: line,
-        status,
-        stderr_tail: tail(evidence, TAIL_LINES),
-        log_tail: None,
-    })
+    Err(ClusterError::Command { command: line, status, stderr_tail: tail(evidence, TAIL_LINES), log_tail: None })
 }
 
 fn command_line<S: AsRef<OsStr>>(program: &Path, args: &[S]) -> String {
     let mut parts = vec![program.display().to_string()];
-    parts.extend(
-        args.iter()
-            .map(|a| shell_quote(&a.as_ref().to_string_lossy())),
-    );
+    parts.extend(args.iter().map(|a| shell_quote(&a.as_ref().to_string_lossy())));
     parts.join(" ")
 }
 
 fn shell_quote(arg: &str) -> String {
-    let plain = !arg.is_empty()
-        && arg
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_=./:,@%+".contains(c));
+    let plain = !arg.is_empty() && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_=./:,@%+".contains(c));
     if plain {
         arg.to_string()
     } else {
@@ -195,10 +167,7 @@ mod tests {
 
     #[test]
     fn failed_commands_report_status_and_stderr() {
-        let out = std::process::Command::new("sh")
-            .args(["-c", "echo out; echo boom >&2; exit 3"])
-            .output()
-            .unwrap();
+        let out = std::process::Command::new("sh").args(["-c", "echo out; echo boom >&2; exit 3"]).output().unwrap();
         let err = check("sh -c ...".into(), out).unwrap_err().to_string();
         assert!(err.contains("exit code 3"), "{err}");
         assert!(err.contains("boom"), "{err}");

@@ -38,9 +38,7 @@ impl Binaries {
                 return Ok(Binaries { dir: dir.clone() });
             }
         }
-        Err(ClusterError::NoBinaries {
-            searched: candidates,
-        })
+        Err(ClusterError::NoBinaries { searched: candidates })
     }
 
     /// The full path of `name` (a server binary or a client such as `psql`).
@@ -86,21 +84,14 @@ fn debian_dirs_newest_first() -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") else {
         return Vec::new();
     };
-    let mut versions: Vec<u32> = entries
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
+    let mut versions: Vec<u32> = entries.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok()).collect();
     versions.sort_unstable_by(|a, b| b.cmp(a));
-    versions
-        .into_iter()
-        .map(|v| PathBuf::from(format!("/usr/lib/postgresql/{v}/bin")))
-        .collect()
+    versions.into_iter().map(|v| PathBuf::from(format!("/usr/lib/postgresql/{v}/bin"))).collect()
 }
 
 fn command_stdout(program: &str, args: &[&str]) -> Option<String> {
     let out = Command::new(program).args(args).output().ok()?;
-    out.status
-        .success()
-        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The major version in `pg_config --version` output (`PostgreSQL 15.8 (Debian ...)` -> 15).
@@ -138,12 +129,9 @@ impl OsUser {
         if euid != 0 {
             return Ok(OsUser::Current);
         }
-        let passwd = std::fs::read_to_string("/etc/passwd")
-            .map_err(|e| ClusterError::io("reading /etc/passwd", e))?;
-        let (uid, gid) =
-            passwd_lookup(&passwd, SERVER_OS_USER).ok_or_else(|| ClusterError::NoOsUser {
-                user: SERVER_OS_USER.to_string(),
-            })?;
+        let passwd = std::fs::read_to_string("/etc/passwd").map_err(|e| ClusterError::io("reading /etc/passwd", e))?;
+        let (uid, gid) = passwd_lookup(&passwd, SERVER_OS_USER)
+            .ok_or_else(|| ClusterError::NoOsUser { user: SERVER_OS_USER.to_string() })?;
         Ok(OsUser::Switch { uid, gid })
     }
 
@@ -202,10 +190,7 @@ mod tests {
         assert_eq!(passwd_lookup(text, "postgres"), Some((101, 104)));
         assert_eq!(passwd_lookup(text, "root"), Some((0, 0)));
         assert_eq!(passwd_lookup(text, "nobody"), None);
-        assert_eq!(
-            passwd_lookup("postgres:x:abc:1::/:/bin/sh", "postgres"),
-            None
-        );
+        assert_eq!(passwd_lookup("postgres:x:abc:1::/:/bin/sh", "postgres"), None);
     }
 
     #[test]

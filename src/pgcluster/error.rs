@@ -18,9 +18,7 @@ pub enum ClusterError {
         searched: Vec<PathBuf>,
     },
     /// We run as root, and the unprivileged OS user the server must run as does not exist.
-    #[error(
-        "running as root, but OS user {user:?} (needed to run the server) is not in /etc/passwd"
-    )]
+    #[error("running as root, but OS user {user:?} (needed to run the server) is not in /etc/passwd")]
     NoOsUser {
         /// The user looked for.
         user: String,
@@ -74,18 +72,13 @@ pub enum ClusterError {
 impl ClusterError {
     /// Wrap an IO error with what was being done.
     pub(crate) fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        ClusterError::Io {
-            what: what.into(),
-            source,
-        }
+        ClusterError::Io { what: what.into(), source }
     }
 
     /// Attach a server log tail to an error that can carry one (others are returned as is).
     #[must_use]
     pub(crate) fn with_log(mut self, tail: Option<String>) -> Self {
-        if let ClusterError::Command { log_tail, .. } | ClusterError::Timeout { log_tail, .. } =
-            &mut self
-        {
+        if let ClusterError::Command { log_tail, .. } | ClusterError::Timeout { log_tail, .. } = &mut self {
             if log_tail.is_none() {
                 *log_tail = tail;
             }

@@ -12,6 +12,9 @@
 //! through those sockets as the bootstrap superuser `postgres` with trust; everything a test
 //! does goes through TCP with passwords, as a client of sluice would.
 //!
+//! If the owning process dies without unwinding (SIGKILL, a test runner's timeout), a watchdog
+//! process stops the servers and removes the directory within seconds ([`watchdog`]).
+//!
 //! This module only drives PostgreSQL binaries; it knows nothing of the proxy.
 
 mod cmd;
@@ -20,6 +23,7 @@ mod error;
 mod node;
 mod ports;
 mod sql;
+mod watchdog;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,6 +37,7 @@ pub use sql::{quote_ident, quote_literal};
 
 use cmd::{As, Runner};
 use node::Node;
+use watchdog::Watchdog;
 
 /// The test user every cluster has: a superuser with a SCRAM password.
 pub const TEST_USER: &str = "sluice_test";
@@ -55,6 +60,7 @@ pub struct LocalCluster {
     primary: AtomicUsize,
     socket_dir: PathBuf,
     logs_dir: PathBuf,
+    watchdog: Watchdog,
     // Declared last: dropped after `Drop::drop` has stopped the servers.
     root: tempfile::TempDir,
 }
@@ -76,12 +82,14 @@ impl LocalCluster {
         set_mode(root.path(), 0o755)?;
         let socket_dir = make_dir(&root.path().join("run"), 0o755, user)?;
         let logs_dir = make_dir(&root.path().join("logs"), 0o755, user)?;
+        let watchdog = Watchdog::arm(std::process::id(), root.path())?;
         let mut cluster = LocalCluster {
             run: Runner::new(bins, user, root.path().to_path_buf()),
             nodes: Vec::new(),
             primary: AtomicUsize::new(0),
             socket_dir,
             logs_dir,
+            watchdog,
             root,
         };
         cluster.start_primary().await?;
@@ -97,20 +105,10 @@ impl LocalCluster {
         self.nodes.push(node);
         self.nodes[0].start(&self.run, true).await?;
         let setup = [
-            format!(
-                "CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}",
-                quote_ident(TEST_USER),
-                quote_literal(TEST_PASSWORD)
-            ),
-            format!(
-                "CREATE DATABASE {} OWNER {}",
-                quote_ident(TEST_DATABASE),
-                quote_ident(TEST_USER)
-            ),
+            format!("CREATE ROLE {} LOGIN SUPERUSER PASSWORD {}", quote_ident(TEST_USER), quote_literal(TEST_PASSWORD)),
+            format!("CREATE DATABASE {} OWNER {}", quote_ident(TEST_DATABASE), quote_ident(TEST_USER)),
         ];
-        self.admin_sql(self.nodes[0].port, "postgres", &setup)
-            .await
-            .map(drop)
+        self.admin_sql(self.nodes[0].port, "postgres", &setup).await.map(drop)
     }
 
     /// Clone and start the replicas in parallel; every node is registered before its task
@@ -122,8 +120,7 @@ impl LocalCluster {
             let mut node = Node::new(index, self.root.path(), &self.logs_dir, free_port()?);
             make_dir(&node.data_dir, 0o700, self.run.os_user())?;
             self.nodes.push(node.clone());
-            let (run, primary, socket_dir) =
-                (self.run.clone(), primary.clone(), self.socket_dir.clone());
+            let (run, primary, socket_dir) = (self.run.clone(), primary.clone(), self.socket_dir.clone());
             tasks.push(tokio::spawn(async move {
                 node.base_backup(&run, &primary, &socket_dir).await?;
                 node.start(&run, true).await?;
@@ -133,10 +130,7 @@ impl LocalCluster {
         let mut first_error = None;
         for (offset, task) in tasks.into_iter().enumerate() {
             let outcome = task.await.unwrap_or_else(|e| {
-                Err(ClusterError::io(
-                    "a replica start task",
-                    std::io::Error::other(e.to_string()),
-                ))
+                Err(ClusterError::io("a replica start task", std::io::Error::other(e.to_string())))
             });
             match outcome {
                 Ok(port) => self.nodes[offset + 1].port = port,
@@ -155,19 +149,12 @@ impl LocalCluster {
         let sql = ["SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'"];
         let deadline = tokio::time::Instant::now() + REPLICATION_WAIT;
         loop {
-            let seen: usize = self
-                .admin_sql(port, "postgres", &sql)
-                .await?
-                .parse()
-                .unwrap_or(0);
+            let seen: usize = self.admin_sql(port, "postgres", &sql).await?.parse().unwrap_or(0);
             if seen >= count {
                 return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(self.timeout(
-                    format!("{count} streaming replicas (saw {seen})"),
-                    self.primary_index(),
-                ));
+                return Err(self.timeout(format!("{count} streaming replicas (saw {seen})"), self.primary_index()));
             }
             tokio::time::sleep(POLL_EVERY).await;
         }
@@ -181,31 +168,16 @@ impl LocalCluster {
     /// [`ClusterError::Timeout`] after 60 s, or psql failed.
     pub async fn wait_replayed(&self) -> Result<(), ClusterError> {
         let primary = self.primary_index();
-        let lsn = self
-            .admin_sql(
-                self.nodes[primary].port,
-                "postgres",
-                &["SELECT pg_current_wal_insert_lsn()"],
-            )
-            .await?;
-        let check = format!(
-            "SELECT coalesce(pg_last_wal_replay_lsn() >= {}::pg_lsn, true)",
-            quote_literal(&lsn)
-        );
+        let lsn = self.admin_sql(self.nodes[primary].port, "postgres", &["SELECT pg_current_wal_insert_lsn()"]).await?;
+        let check = format!("SELECT coalesce(pg_last_wal_replay_lsn() >= {}::pg_lsn, true)", quote_literal(&lsn));
         for node in self.nodes.iter().filter(|n| n.index != primary) {
             if !node.data_dir.join("postmaster.pid").exists() {
                 continue; // stopped
             }
             let deadline = tokio::time::Instant::now() + REPLICATION_WAIT;
-            while self
-                .admin_sql(node.port, "postgres", &[check.as_str()])
-                .await?
-                != "t"
-            {
+            while self.admin_sql(node.port, "postgres", &[check.as_str()]).await? != "t" {
                 if tokio::time::Instant::now() >= deadline {
-                    return Err(
-                        self.timeout(format!("node{} to replay {lsn}", node.index), node.index)
-                    );
+                    return Err(self.timeout(format!("node{} to replay {lsn}", node.index), node.index));
                 }
                 tokio::time::sleep(POLL_EVERY).await;
             }
@@ -214,11 +186,7 @@ impl LocalCluster {
     }
 
     fn timeout(&self, what: String, node: usize) -> ClusterError {
-        ClusterError::Timeout {
-            what,
-            seconds: REPLICATION_WAIT.as_secs(),
-            log_tail: self.nodes[node].log_tail(),
-        }
+        ClusterError::Timeout { what, seconds: REPLICATION_WAIT.as_secs(), log_tail: self.nodes[node].log_tail() }
     }
 
     /// Index of the node currently believed to be the primary (0 until [`Self::promote`]).
@@ -275,10 +243,7 @@ impl LocalCluster {
     }
 
     fn node(&self, index: usize) -> Result<&Node, ClusterError> {
-        self.nodes.get(index).ok_or(ClusterError::NoSuchNode {
-            index,
-            count: self.nodes.len(),
-        })
+        self.nodes.get(index).ok_or(ClusterError::NoSuchNode { index, count: self.nodes.len() })
     }
 
     /// Stop node `index` cleanly (`-m fast`) and wait until it is gone.
@@ -324,19 +289,10 @@ impl LocalCluster {
     /// No such node, or psql failed.
     pub async fn follow(&self, index: usize, upstream: usize) -> Result<(), ClusterError> {
         let (node, upstream) = (self.node(index)?, self.node(upstream)?);
-        let conninfo = format!(
-            "host={} port={} user=postgres",
-            self.socket_dir.display(),
-            upstream.port
-        );
-        let set = format!(
-            "ALTER SYSTEM SET primary_conninfo = {}",
-            quote_literal(&conninfo)
-        );
+        let conninfo = format!("host={} port={} user=postgres", self.socket_dir.display(), upstream.port);
+        let set = format!("ALTER SYSTEM SET primary_conninfo = {}", quote_literal(&conninfo));
         let reload = "SELECT pg_reload_conf()".to_string();
-        self.admin_sql(node.port, "postgres", &[set, reload])
-            .await
-            .map(drop)
+        self.admin_sql(node.port, "postgres", &[set, reload]).await.map(drop)
     }
 
     /// Run `sql` on the primary in [`TEST_DATABASE`] as [`TEST_USER`] over TCP; returns
@@ -353,8 +309,7 @@ impl LocalCluster {
     /// # Errors
     /// psql failed.
     pub async fn psql_at(&self, port: u16, sql: &str) -> Result<String, ClusterError> {
-        self.psql_as(port, TEST_USER, TEST_PASSWORD, TEST_DATABASE, sql)
-            .await
+        self.psql_as(port, TEST_USER, TEST_PASSWORD, TEST_DATABASE, sql).await
     }
 
     /// Run `sql` on 127.0.0.1:`port` as `user` with `password` in `database`.
@@ -389,10 +344,7 @@ impl LocalCluster {
             sql,
         ];
         let env = [("PGPASSWORD", password), ("PGCONNECT_TIMEOUT", "10")];
-        let out = self
-            .run
-            .run(As::Client, "psql", &args, &env, PSQL_LIMIT)
-            .await?;
+        let out = self.run.run(As::Client, "psql", &args, &env, PSQL_LIMIT).await?;
         Ok(out.trim_end().to_string())
     }
 
@@ -404,27 +356,14 @@ impl LocalCluster {
         database: &str,
         statements: &[S],
     ) -> Result<String, ClusterError> {
-        let mut args: Vec<String> = [
-            "-X",
-            "-A",
-            "-t",
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-U",
-            "postgres",
-        ]
-        .map(String::from)
-        .to_vec();
+        let mut args: Vec<String> =
+            ["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-U", "postgres"].map(String::from).to_vec();
         args.extend(["-h".into(), self.socket_dir.display().to_string()]);
         args.extend(["-p".into(), port.to_string(), "-d".into(), database.into()]);
         for s in statements {
             args.extend(["-c".to_string(), s.as_ref().to_string()]);
         }
-        let out = self
-            .run
-            .run(As::Client, "psql", &args, &[], PSQL_LIMIT)
-            .await?;
+        let out = self.run.run(As::Client, "psql", &args, &[], PSQL_LIMIT).await?;
         Ok(out.trim().to_string())
     }
 
@@ -435,14 +374,9 @@ impl LocalCluster {
     /// psql failed (e.g. the role exists).
     pub async fn create_user(&self, name: &str, password: &str) -> Result<(), ClusterError> {
         let role = quote_ident(name);
-        let create = format!(
-            "CREATE ROLE {role} LOGIN PASSWORD {}",
-            quote_literal(password)
-        );
+        let create = format!("CREATE ROLE {role} LOGIN PASSWORD {}", quote_literal(password));
         let grant = format!("GRANT ALL ON SCHEMA public TO {role}");
-        self.admin_sql(self.primary_port(), TEST_DATABASE, &[create, grant])
-            .await
-            .map(drop)
+        self.admin_sql(self.primary_port(), TEST_DATABASE, &[create, grant]).await.map(drop)
     }
 
     /// Create a database owned by [`TEST_USER`].
@@ -450,14 +384,8 @@ impl LocalCluster {
     /// # Errors
     /// psql failed (e.g. it exists).
     pub async fn create_database(&self, name: &str) -> Result<(), ClusterError> {
-        let sql = format!(
-            "CREATE DATABASE {} OWNER {}",
-            quote_ident(name),
-            quote_ident(TEST_USER)
-        );
-        self.admin_sql(self.primary_port(), "postgres", &[sql])
-            .await
-            .map(drop)
+        let sql = format!("CREATE DATABASE {} OWNER {}", quote_ident(name), quote_ident(TEST_USER));
+        self.admin_sql(self.primary_port(), "postgres", &[sql]).await.map(drop)
     }
 }
 
@@ -466,6 +394,7 @@ impl Drop for LocalCluster {
         for node in &self.nodes {
             node.kill_blocking(&self.run);
         }
+        self.watchdog.disarm();
         // `root` is dropped after this and removes every file.
     }
 }
@@ -487,8 +416,7 @@ fn set_mode(path: &Path, mode: u32) -> Result<(), ClusterError> {
 }
 
 fn make_dir(path: &Path, mode: u32, user: OsUser) -> Result<PathBuf, ClusterError> {
-    std::fs::create_dir(path)
-        .map_err(|e| ClusterError::io(format!("creating {}", path.display()), e))?;
+    std::fs::create_dir(path).map_err(|e| ClusterError::io(format!("creating {}", path.display()), e))?;
     set_mode(path, mode)?;
     user.give(path)?;
     Ok(path.to_path_buf())

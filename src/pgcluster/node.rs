@@ -113,12 +113,8 @@ impl Node {
             "--no-sync".into(),
             "--no-instructions".into(),
         ];
-        run.run(As::Server, "initdb", &args, &[], SETUP_LIMIT)
-            .await?;
-        append(
-            &self.data_dir.join("postgresql.conf"),
-            &server_conf(socket_dir),
-        )
+        run.run(As::Server, "initdb", &args, &[], SETUP_LIMIT).await?;
+        append(&self.data_dir.join("postgresql.conf"), &server_conf(socket_dir))
     }
 
     /// Fill this node's data directory with a base backup of `primary` (reached through its
@@ -128,12 +124,7 @@ impl Node {
     ///
     /// # Errors
     /// pg_basebackup failed (the primary's log tail is attached).
-    pub async fn base_backup(
-        &self,
-        run: &Runner,
-        primary: &Node,
-        socket_dir: &Path,
-    ) -> Result<(), ClusterError> {
+    pub async fn base_backup(&self, run: &Runner, primary: &Node, socket_dir: &Path) -> Result<(), ClusterError> {
         let args: Vec<OsString> = vec![
             "-D".into(),
             self.data_dir.clone().into(),
@@ -201,10 +192,7 @@ impl Node {
     pub async fn stop(&self, run: &Runner, mode: StopMode) -> Result<(), ClusterError> {
         let args = self.stop_args(mode, PG_CTL_WAIT_SECS);
         let limit = Duration::from_secs(PG_CTL_WAIT_SECS + 30);
-        run.run(As::Server, "pg_ctl", &args, &[], limit)
-            .await
-            .map(drop)
-            .map_err(|e| e.with_log(self.log_tail()))
+        run.run(As::Server, "pg_ctl", &args, &[], limit).await.map(drop).map_err(|e| e.with_log(self.log_tail()))
     }
 
     /// Turn a replica into a primary and wait until it accepts writes.
@@ -213,19 +201,10 @@ impl Node {
     /// pg_ctl failed (e.g. the node is not a standby).
     pub async fn promote(&self, run: &Runner) -> Result<(), ClusterError> {
         let wait = PG_CTL_WAIT_SECS.to_string();
-        let args: Vec<OsString> = vec![
-            "promote".into(),
-            "-D".into(),
-            self.data_dir.clone().into(),
-            "-w".into(),
-            "-t".into(),
-            wait.into(),
-        ];
+        let args: Vec<OsString> =
+            vec!["promote".into(), "-D".into(), self.data_dir.clone().into(), "-w".into(), "-t".into(), wait.into()];
         let limit = Duration::from_secs(PG_CTL_WAIT_SECS + 30);
-        run.run(As::Server, "pg_ctl", &args, &[], limit)
-            .await
-            .map(drop)
-            .map_err(|e| e.with_log(self.log_tail()))
+        run.run(As::Server, "pg_ctl", &args, &[], limit).await.map(drop).map_err(|e| e.with_log(self.log_tail()))
     }
 
     /// Best-effort, blocking: stop the server at once if it looks alive; kill it if pg_ctl
@@ -239,14 +218,8 @@ impl Node {
         if run.run_blocking("pg_ctl", &args) || !pid_file.exists() {
             return;
         }
-        if let Some(pid) = contents
-            .lines()
-            .next()
-            .and_then(|l| l.trim().parse::<u32>().ok())
-        {
-            let _ = std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+        if let Some(pid) = contents.lines().next().and_then(|l| l.trim().parse::<u32>().ok()) {
+            let _ = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
         }
     }
 
@@ -267,8 +240,7 @@ impl Node {
 /// True if a server log says the port (TCP or the unix socket named after it) was taken.
 #[must_use]
 pub fn is_port_clash(log: &str) -> bool {
-    log.contains("Address already in use")
-        || (log.contains("lock file") && log.contains(".s.PGSQL."))
+    log.contains("Address already in use") || (log.contains("lock file") && log.contains(".s.PGSQL."))
 }
 
 fn append(path: &Path, text: &str) -> Result<(), ClusterError> {
@@ -277,8 +249,7 @@ fn append(path: &Path, text: &str) -> Result<(), ClusterError> {
         .append(true)
         .open(path)
         .map_err(|e| ClusterError::io(format!("opening {}", path.display()), e))?;
-    f.write_all(text.as_bytes())
-        .map_err(|e| ClusterError::io(format!("writing {}", path.display()), e))
+    f.write_all(text.as_bytes()).map_err(|e| ClusterError::io(format!("writing {}", path.display()), e))
 }
 
 fn file_len(path: &Path) -> u64 {
