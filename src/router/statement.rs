@@ -219,12 +219,17 @@ pub(crate) fn classify_statement(stmt: Stmt<'_>, resolver: Resolver<'_>, depth: 
     }
 }
 
-/// CREATE: DDL; temporary objects pin the session to the connection that holds them.
+/// Words that may stand between CREATE and the kind of object.
+const CREATE_MODIFIERS: &[&str] = &["or", "replace", "global", "local", "temp", "temporary", "unlogged", "recursive"];
+
+/// CREATE: DDL; temporary objects (`CREATE [OR REPLACE] [GLOBAL|LOCAL] TEMP[ORARY] ...`, or
+/// anything in `pg_temp`) pin the session to the connection that holds them.
 fn create(stmt: Stmt<'_>) -> Class {
-    let temp_keyword = (1..stmt.toks.len().min(5)).any(|i| stmt.is_any(i, &["temp", "temporary"]));
+    let modifiers = (1..stmt.toks.len()).take_while(|&i| stmt.is_any(i, CREATE_MODIFIERS));
+    let temp_keyword = modifiers.into_iter().any(|i| stmt.is_any(i, &["temp", "temporary"]));
     let pg_temp_schema = stmt.toks.iter().any(|t| {
-        matches!(t.kind, Kind::Word | Kind::QuotedIdent)
-            && t.text(stmt.sql).trim_matches('"').eq_ignore_ascii_case("pg_temp")
+        let name = t.text(stmt.sql).trim_matches('"').to_ascii_lowercase();
+        matches!(t.kind, Kind::Word | Kind::QuotedIdent) && (name == "pg_temp" || name.starts_with("pg_temp_"))
     });
     let class = Class::write(Reason::Ddl);
     if temp_keyword || pg_temp_schema {

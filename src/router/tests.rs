@@ -203,6 +203,10 @@ const COMMANDS: &[Case] = &[
     ("CREATE TEMP SEQUENCE s", W, Reason::Ddl, NO_TX, PIN),
     ("CREATE TABLE pg_temp.tt (a int)", W, Reason::Ddl, NO_TX, PIN),
     ("CREATE UNLOGGED TABLE u (a int)", W, Reason::Ddl, NO_TX, NONE),
+    ("CREATE TABLE temp (a int)", W, Reason::Ddl, NO_TX, NONE),
+    ("CREATE OR REPLACE TEMPORARY RECURSIVE VIEW v (n) AS SELECT 1", W, Reason::Ddl, NO_TX, PIN),
+    ("CREATE FUNCTION pg_temp.f() RETURNS int AS 'SELECT 1' LANGUAGE sql", W, Reason::Ddl, NO_TX, PIN),
+    ("CREATE VIEW v AS SELECT * FROM \"pg_temp_3\".x", W, Reason::Ddl, NO_TX, PIN),
     ("ALTER TABLE t ADD COLUMN b int", W, Reason::Ddl, NO_TX, NONE),
     ("DROP TABLE t", W, Reason::Ddl, NO_TX, NONE),
     ("TRUNCATE t", W, Reason::Ddl, NO_TX, NONE),
@@ -475,5 +479,21 @@ proptest! {
         let plain = classify(sql);
         let padded = classify(&format!("{before}{sql}{after}"));
         prop_assert_eq!(plain, padded);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn a_query_writes_if_any_statement_writes(a in sample_statement(), b in sample_statement()) {
+        let (ca, cb) = (classify(a), classify(b));
+        let both = classify(&format!("{a};\n{b}"));
+        let writes = ca.access == Access::Write || cb.access == Access::Write;
+        prop_assert_eq!(both.access == Access::Write, writes);
+        prop_assert_eq!(both.session, ca.session.max(cb.session));
+        if cb.tx != TxEffect::None && !(cb.tx == TxEffect::SetReadOnly && matches!(ca.tx, TxEffect::Begin { .. })) {
+            prop_assert_eq!(both.tx, cb.tx);
+        }
     }
 }
