@@ -28,7 +28,10 @@ async fn copy_100k_rows_in_and_out_unchanged() {
     for chunk in sent.as_bytes().chunks(64 * 1024) {
         sink.send(Bytes::copy_from_slice(chunk)).await.unwrap();
     }
-    let copied = sink.finish().await.unwrap();
+    let copied = sink.finish().await.unwrap_or_else(|e| {
+        let log = c.log_tail(0).unwrap_or_default();
+        panic!("COPY FROM STDIN failed: {}\n--- server log ---\n{log}", common::describe(&e))
+    });
     assert_eq!(copied, COPY_ROWS as u64);
 
     let stream = client.copy_out("COPY (SELECT id, v FROM t ORDER BY id) TO STDOUT").await.unwrap();

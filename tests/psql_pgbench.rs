@@ -17,7 +17,7 @@ async fn psql_runs_a_query_through_sluice() {
 }
 
 /// Run pgbench against sluice; returns its stdout. Panics with the output when it fails.
-async fn pgbench(port: u16, args: &[&str]) -> String {
+async fn pgbench(c: &Cluster, port: u16, args: &[&str]) -> String {
     let port = port.to_string();
     let mut cmd = tokio::process::Command::new("pgbench");
     cmd.args(["-h", "127.0.0.1", "-p", &port, "-U", TEST_USER])
@@ -32,7 +32,13 @@ async fn pgbench(port: u16, args: &[&str]) -> String {
         .expect("cannot run pgbench (is it on PATH?)");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "pgbench {args:?} failed ({}):\n{stdout}\n{stderr}", out.status);
+    let log = || c.log_tail(0).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "pgbench {args:?} failed ({}):\n{stdout}\n{stderr}\n--- server log ---\n{}",
+        out.status,
+        log()
+    );
     stdout
 }
 
@@ -56,11 +62,11 @@ fn pgbench_summaries_are_parsed() {
 async fn pgbench_select_only_runs_without_failures() {
     let c = Cluster::start(0).await;
     let p = Proxy::builder().cluster(&c).pool_size(4).pool_mode("transaction").start().await;
-    pgbench(p.port(), &["-i", "-s", "1", "-q"]).await;
+    pgbench(&c, p.port(), &["-i", "-s", "1", "-q"]).await;
     assert_eq!(c.psql("SELECT count(*) FROM pgbench_accounts").await, "100000");
 
     for mode in ["simple", "extended"] {
-        let out = pgbench(p.port(), &["-S", "-M", mode, "-T", "3", "-c", "4", "-n"]).await;
+        let out = pgbench(&c, p.port(), &["-S", "-M", mode, "-T", "3", "-c", "4", "-n"]).await;
         let done = summary_number(&out, "number of transactions actually processed");
         let failed = summary_number(&out, "number of failed transactions");
         println!("pgbench -M {mode}: {done:?} transactions, {failed:?} failed");
