@@ -81,7 +81,7 @@ const READS: &[Case] = &[
     ("SELECT * FROM t WHERE NOT (a AND b)", R, Reason::PureRead, NO_TX, NONE),
     ("SELECT CASE WHEN (a) THEN (b) ELSE (c) END FROM t", R, Reason::PureRead, NO_TX, NONE),
     ("SELECT * FROM t LIMIT (5) OFFSET (1)", R, Reason::PureRead, NO_TX, NONE),
-    ("SELECT 1.5e3, .5, 0x1F, 1_000", R, Reason::PureRead, NO_TX, NONE),
+    ("SELECT 1.5e3, .5, 1e-3", R, Reason::PureRead, NO_TX, NONE),
     ("SELECT * FROM t, LATERAL (SELECT 1) l", R, Reason::PureRead, NO_TX, NONE),
     ("SELECT * FROM t WHERE (a, b) = (1, 2)", R, Reason::PureRead, NO_TX, NONE),
     ("SELECT $1::int, $2", R, Reason::PureRead, NO_TX, NONE),
@@ -89,7 +89,8 @@ const READS: &[Case] = &[
     ("SELECT 1 WHERE 'x' = ANY (SELECT 'y')", R, Reason::PureRead, NO_TX, NONE),
     ("SELECT pg_catalog.pg_is_in_recovery()", R, Reason::PureRead, NO_TX, NONE),
     // sqlparser rejects these, but the lexical pass proves them reads without it.
-    ("SELECT * FROM ONLY t *", R, Reason::PureRead, NO_TX, NONE),
+    ("SELECT * FROM t *", R, Reason::PureRead, NO_TX, NONE),
+    ("SELECT a FROM t GROUP BY DISTINCT a", R, Reason::PureRead, NO_TX, NONE),
     // ROLLUP is an unreserved keyword that could name a user function: only the parser can
     // tell, and this one cannot parse it.
     ("SELECT a FROM t GROUP BY DISTINCT ROLLUP (a)", W, Reason::Unparseable, NO_TX, NONE),
@@ -129,6 +130,7 @@ const HIDDEN_WRITES: &[Case] = &[
     ("SELECT * FROM t FOR UPDATE", W, Reason::LockingClause, NO_TX, NONE),
     ("SELECT * FROM t FOR NO KEY UPDATE", W, Reason::LockingClause, NO_TX, NONE),
     ("SELECT * FROM t FOR SHARE", W, Reason::LockingClause, NO_TX, NONE),
+    // PostgreSQL 15+ rejects `1for`; older versions read `1` then `for share`.
     ("SELECT * FROM t LIMIT 1for share", W, Reason::LockingClause, NO_TX, NONE),
     ("SELECT * FROM t FOR/**/UPDATE", W, Reason::LockingClause, NO_TX, NONE),
     ("SELECT * FROM t FOR\n  NO  KEY\tUPDATE", W, Reason::LockingClause, NO_TX, NONE),
@@ -180,7 +182,7 @@ const HIDDEN_WRITES: &[Case] = &[
     ("SELECT (f(1)).x", W, Reason::UnknownFunction, NO_TX, NONE),
     // Not parseable by sqlparser but valid PostgreSQL: the primary.
     ("SELECT f(1) FROM t WINDOW w AS () QUALIFY_THIS", W, Reason::Unparseable, NO_TX, NONE),
-    ("SELECT my_func(1) FROM ONLY t *", W, Reason::Unparseable, NO_TX, NONE),
+    ("SELECT my_func(1) FROM t *", W, Reason::Unparseable, NO_TX, NONE),
     ("SELECT f(x) FROM t GROUP BY DISTINCT ROLLUP (a)", W, Reason::Unparseable, NO_TX, NONE),
 ];
 
