@@ -111,16 +111,20 @@ impl LocalCluster {
         self.admin_sql(self.nodes[0].port, "postgres", &setup).await.map(drop)
     }
 
-    /// Clone and start the replicas in parallel; every node is registered before its task
+    /// Clone and start the replicas in parallel; every node is registered before any task
     /// runs so that `Drop` cleans it up whatever happens.
     async fn start_replicas(&mut self, count: usize) -> Result<(), ClusterError> {
         let primary = self.nodes[0].clone();
-        let mut tasks = Vec::with_capacity(count);
+        // Every fallible preparation first: once tasks run, all of them are awaited.
         for index in 1..=count {
-            let mut node = Node::new(index, self.root.path(), &self.logs_dir, free_port()?);
+            let node = Node::new(index, self.root.path(), &self.logs_dir, free_port()?);
             make_dir(&node.data_dir, 0o700, self.run.os_user())?;
-            self.nodes.push(node.clone());
-            let (run, primary, socket_dir) = (self.run.clone(), primary.clone(), self.socket_dir.clone());
+            self.nodes.push(node);
+        }
+        let mut tasks = Vec::with_capacity(count);
+        for node in &self.nodes[1..] {
+            let (mut node, run, primary, socket_dir) =
+                (node.clone(), self.run.clone(), primary.clone(), self.socket_dir.clone());
             tasks.push(tokio::spawn(async move {
                 node.base_backup(&run, &primary, &socket_dir).await?;
                 node.start(&run, true).await?;

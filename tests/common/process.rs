@@ -134,16 +134,6 @@ impl Drop for ProxyProcess {
     }
 }
 
-impl ProxyBuilder {
-    /// The user and password `connect()` logs in with: the first configured user.
-    pub(crate) fn first_login(&self) -> (String, String) {
-        match self.users.first() {
-            Some(u) => (u.name.clone(), u.server_password.clone().unwrap_or_else(|| u.password.clone())),
-            None => (sluice::pgcluster::TEST_USER.into(), sluice::pgcluster::TEST_PASSWORD.into()),
-        }
-    }
-}
-
 fn read_lossy(path: &Path) -> String {
     let mut bytes = Vec::new();
     if let Ok(mut f) = std::fs::File::open(path) {
