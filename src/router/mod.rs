@@ -67,7 +67,7 @@ pub enum Reason {
     CopyOut,
     /// SET / RESET / DISCARD / DEALLOCATE: session bookkeeping, no data.
     SessionCommand,
-    /// COMMIT / ROLLBACK / SAVEPOINT / RELEASE / SET TRANSACTION.
+    /// COMMIT / ROLLBACK / SAVEPOINT / RELEASE / SET TRANSACTION (a write for READ WRITE).
     TxControl,
     /// BEGIN / START TRANSACTION ... READ ONLY.
     BeginReadOnly,
@@ -76,6 +76,8 @@ pub enum Reason {
     // --- classification: writes ---
     /// BEGIN / START TRANSACTION (read-write).
     BeginReadWrite,
+    /// SERIALIZABLE (even READ ONLY): a hot standby refuses it.
+    Serializable,
     /// INSERT / UPDATE / DELETE / MERGE (also after a WITH).
     Dml,
     /// CREATE / ALTER / DROP / TRUNCATE / COMMENT / SECURITY LABEL / IMPORT ...
@@ -164,6 +166,7 @@ impl Reason {
             BeginReadOnly => "begin_read_only",
             Cursor => "cursor",
             BeginReadWrite => "begin_read_write",
+            Serializable => "serializable",
             Dml => "dml",
             Ddl => "ddl",
             Privileges => "privileges",

@@ -245,7 +245,10 @@ fn begin(stmt: Stmt<'_>) -> Class {
         return Class::write(Reason::UnknownStatement);
     }
     let read_only = transaction_read_only(stmt).unwrap_or(false);
-    if read_only {
+    if read_only && stmt.find(1, "serializable").is_some() {
+        // A hot standby refuses SERIALIZABLE (0A000), read-only or not.
+        Class::write(Reason::Serializable).with_tx(TxEffect::Begin { read_only: true })
+    } else if read_only {
         Class::read(Reason::BeginReadOnly).with_tx(TxEffect::Begin { read_only: true })
     } else {
         Class::write(Reason::BeginReadWrite).with_tx(TxEffect::Begin { read_only: false })
@@ -317,11 +320,18 @@ fn declare(stmt: Stmt<'_>, resolver: Resolver<'_>, depth: usize) -> Class {
 }
 
 /// SET: session parameters, except SET LOCAL / SET CONSTRAINTS (this transaction only) and SET
-/// TRANSACTION (this transaction's modes).
+/// TRANSACTION (this transaction's modes; READ WRITE and SERIALIZABLE fail on a hot standby).
 fn set(stmt: Stmt<'_>) -> Class {
     if stmt.is(1, "transaction") {
-        let class = Class::read(Reason::TxControl);
-        return match transaction_read_only(stmt) {
+        let read_only = transaction_read_only(stmt);
+        let class = if stmt.find(2, "serializable").is_some() {
+            Class::write(Reason::Serializable)
+        } else if read_only == Some(false) {
+            Class::write(Reason::TxControl)
+        } else {
+            Class::read(Reason::TxControl)
+        };
+        return match read_only {
             Some(true) => class.with_tx(TxEffect::SetReadOnly),
             _ => class,
         };
