@@ -88,6 +88,28 @@ const READS: &[Case] = &[
     ("SELECT héllo FROM t", R, Reason::PureRead, NO_TX, NONE),
     ("SELECT 1 WHERE 'x' = ANY (SELECT 'y')", R, Reason::PureRead, NO_TX, NONE),
     ("SELECT pg_catalog.pg_is_in_recovery()", R, Reason::PureRead, NO_TX, NONE),
+    // What ORMs, drivers and tools send.
+    ("SELECT \"users\".* FROM \"users\" WHERE \"users\".\"id\" = $1 LIMIT $2", R, Reason::PureRead, NO_TX, NONE),
+    ("select u1_0.id,u1_0.name from users u1_0 where u1_0.id=?", R, Reason::PureRead, NO_TX, NONE),
+    ("SELECT abalance FROM pgbench_accounts WHERE aid = 42", R, Reason::PureRead, NO_TX, NONE),
+    (
+        "SELECT c.oid, n.nspname, c.relname FROM pg_catalog.pg_class c \
+         LEFT JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relname OPERATOR(pg_catalog.~) '^(t)$' COLLATE pg_catalog.default \
+         AND pg_catalog.pg_table_is_visible(c.oid) ORDER BY 2, 3",
+        R,
+        Reason::ParsedRead,
+        NO_TX,
+        NONE,
+    ),
+    ("SELECT EXISTS(SELECT 1 FROM t WHERE id = $1)", R, Reason::PureRead, NO_TX, NONE),
+    ("SELECT ARRAY(SELECT id FROM t), ROW(1, 2), (SELECT count(*) FROM t) AS c", R, Reason::PureRead, NO_TX, NONE),
+    ("SELECT date_trunc('day', ts) AS d, count(*) FROM events GROUP BY 1", R, Reason::PureRead, NO_TX, NONE),
+    ("SELECT * FROM t WHERE to_tsvector('english', body) @@ plainto_tsquery($1)", R, Reason::PureRead, NO_TX, NONE),
+    ("SELECT pg_size_pretty(pg_database_size(current_database()))", R, Reason::PureRead, NO_TX, NONE),
+    ("SELECT * FROM json_populate_recordset(null::t, $1)", R, Reason::PureRead, NO_TX, NONE),
+    ("SELECT a FROM t WHERE b = ANY($1::int[]) AND c ILIKE $2", R, Reason::PureRead, NO_TX, NONE),
+    ("SELECT string_agg(DISTINCT x, ',' ORDER BY x) FROM t", R, Reason::PureRead, NO_TX, NONE),
     // sqlparser rejects these, but the lexical pass proves them reads without it.
     ("SELECT * FROM t *", R, Reason::PureRead, NO_TX, NONE),
     ("SELECT a FROM t GROUP BY DISTINCT a", R, Reason::PureRead, NO_TX, NONE),
@@ -162,6 +184,7 @@ const HIDDEN_WRITES: &[Case] = &[
     ("SELECT pg_advisory_unlock(1)", W, Reason::WritingFunction, NO_TX, NONE),
     ("SELECT set_config('search_path', 'x', false)", W, Reason::WritingFunction, NO_TX, PARAM),
     ("SELECT txid_current()", W, Reason::WritingFunction, NO_TX, NONE),
+    ("SELECT pg_catalog.set_config('search_path', '', false)", W, Reason::WritingFunction, NO_TX, PARAM),
     ("SELECT pg_current_xact_id()", W, Reason::WritingFunction, NO_TX, NONE),
     ("SELECT pg_current_wal_lsn()", W, Reason::WritingFunction, NO_TX, NONE),
     ("SELECT lo_import('/x')", W, Reason::WritingFunction, NO_TX, NONE),
