@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use super::functions::{AllowList, FunctionCatalog, Resolver};
@@ -62,6 +63,8 @@ pub struct Classifier {
     hasher: RandomState,
     allow: AllowList,
     catalog: RwLock<Option<Arc<FunctionCatalog>>>,
+    /// Bumped by every `set_catalog`: a classification made with an older catalog is not stored.
+    catalog_generation: AtomicU64,
 }
 
 impl std::fmt::Debug for Classifier {
@@ -82,6 +85,7 @@ impl Classifier {
             hasher: RandomState::new(),
             allow: AllowList::new(&read_only_functions),
             catalog: RwLock::new(None),
+            catalog_generation: AtomicU64::new(0),
         }
     }
 
@@ -94,9 +98,12 @@ impl Classifier {
                 return class;
             }
         }
+        // Read the generation before the catalog: if the catalog changes meanwhile, the result
+        // is not stored (see `store`).
+        let generation = self.catalog_generation.load(Ordering::Acquire);
         let class = Arc::new(self.classify_uncached(sql));
         if let Some(key) = key {
-            self.store(key, sql, Arc::clone(&class), false);
+            self.store(key, sql, Arc::clone(&class), Some(generation));
         }
         class
     }
@@ -117,12 +124,13 @@ impl Classifier {
         let mut class = self.classify_uncached(sql);
         class.access = Access::Write;
         class.reason = Reason::NotedWrite;
-        self.store(key, sql, Arc::new(class), true);
+        self.store(key, sql, Arc::new(class), None);
     }
 
     /// Replace the function catalog; cached classifications (but not noted writes) are dropped.
     pub fn set_catalog(&self, catalog: FunctionCatalog) {
         *self.catalog.write().unwrap_or_else(PoisonError::into_inner) = Some(Arc::new(catalog));
+        self.catalog_generation.fetch_add(1, Ordering::AcqRel);
         for shard in &self.shards {
             lock(shard).retain(|_, entry| entry.noted);
         }
@@ -162,8 +170,15 @@ impl Classifier {
         (*entry.text == *sql).then(|| Arc::clone(&entry.class))
     }
 
-    fn store(&self, key: u64, sql: &str, class: Arc<Class>, noted: bool) {
+    /// Store a classification made under catalog `generation`, or (`None`) a noted write.
+    fn store(&self, key: u64, sql: &str, class: Arc<Class>, generation: Option<u64>) {
+        let noted = generation.is_none();
         let mut shard = lock(self.shard(key));
+        // Checked under the shard lock: `set_catalog` bumps the generation before it clears the
+        // shards, so a stale classification is either refused here or cleared there.
+        if generation.is_some_and(|g| g != self.catalog_generation.load(Ordering::Acquire)) {
+            return;
+        }
         if let Some(existing) = shard.get(&key) {
             // A noted write is not replaced by a fresh classification of the same text.
             if existing.noted && !noted && *existing.text == *sql {
@@ -241,6 +256,17 @@ mod tests {
         assert_eq!(c.classify("SELECT * FROM v").reason, Reason::NotedWrite);
         c.clear();
         assert_eq!(c.classify("SELECT * FROM v").access, Access::Read);
+    }
+
+    #[test]
+    fn classification_under_an_old_catalog_is_not_stored() {
+        let c = Classifier::new(100, vec![]);
+        let generation = c.catalog_generation.load(Ordering::Acquire);
+        let stale = Arc::new(c.classify_uncached("SELECT f()"));
+        c.set_catalog(FunctionCatalog::from_rows([("public".into(), "f".into(), 'i')]));
+        c.store(c.key("SELECT f()").unwrap(), "SELECT f()", stale, Some(generation));
+        assert_eq!(c.cached(), 0);
+        assert_eq!(c.classify("SELECT f()").access, Access::Read);
     }
 
     #[test]
