@@ -13,7 +13,9 @@
 //!
 //! The read path is the replicas in weighted round-robin order starting at the session's
 //! `ticket`, then, per [`PrimaryReads`]: `Fallback` appends the primary, `Always` makes it one
-//! more member of the rotation (with its weight), `Never` leaves it out.
+//! more member of the rotation (with its weight), `Never` leaves it out. Read-your-writes: only
+//! replicas that replayed the session's `min_lsn` take part; if there are replicas but none has,
+//! the primary alone serves the read (`ReadYourWrites`), whatever the policy.
 
 use super::{Access, Class, DefaultRoute, Hint, PrimaryReads, Reason, Route};
 use crate::topology::{NodeView, Topology};
