@@ -14,7 +14,7 @@
 //! FUZZ_INPUTS=5000000 FUZZ_SEED=42 cargo test --release --test fuzz_long -- --ignored --nocapture
 //! ```
 //!
-//! `FUZZ_INPUTS` is the number of inputs per target (default 1,000,000, four targets);
+//! `FUZZ_INPUTS` is the number of inputs per target (default 10,000,000, four targets);
 //! `FUZZ_SEED` makes a run repeatable (the seed is printed). A panic names the target, the
 //! seed and the input in hex. A short smoke run of the same code is part of the normal tests.
 
@@ -31,7 +31,7 @@ use rand::SeedableRng;
 use targets::Target;
 
 /// Inputs per target in the long run, unless `FUZZ_INPUTS` says otherwise.
-const LONG_INPUTS: u64 = 1_000_000;
+const LONG_INPUTS: u64 = 10_000_000;
 /// Inputs per target in the smoke run that CI runs.
 const SMOKE_INPUTS: u64 = 20_000;
 
@@ -67,7 +67,7 @@ fn every_parser_survives_a_short_random_run() {
 
 #[test]
 #[ignore = "long: run with `cargo test --release --test fuzz_long -- --ignored --nocapture`"]
-fn every_parser_survives_a_million_random_inputs_each() {
+fn every_parser_survives_ten_million_random_inputs_each() {
     let per_target = env_u64("FUZZ_INPUTS").unwrap_or(LONG_INPUTS);
     let seed = env_u64("FUZZ_SEED").unwrap_or_else(|| {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_secs())
