@@ -526,3 +526,71 @@ proptest! {
         }
     }
 }
+
+/// Pieces of random, mostly valid SELECTs: reads, writes, calls, aliases, quoting.
+const EXPRS: &[&str] = &[
+    "a",
+    "t.b",
+    "1",
+    "'s;x'",
+    "$$d$$",
+    "x::numeric(10, 2)",
+    "count(*)",
+    "now()",
+    "nextval('s')",
+    "f(x)",
+    "public.g(1)",
+    "\"h\"(1)",
+    "row_number() OVER (PARTITION BY a)",
+    "(SELECT 1)",
+    "EXISTS (SELECT 1)",
+    "ARRAY(SELECT 1)",
+    "CAST(a AS varchar(3))",
+    "lower(a) AS \"Insert\"",
+    "a /* c */ + 1",
+    "setval('s', 1)",
+];
+const FROMS: &[&str] = &[
+    "t",
+    "t x(a, b)",
+    "(SELECT 1) s(a)",
+    "generate_series(1, 2) g(n)",
+    "my_srf(1)",
+    "t JOIN u ON t.a = u.a",
+    "t, LATERAL (SELECT nextval('s')) n",
+    "t TABLESAMPLE SYSTEM (5)",
+    "w",
+];
+const CONDS: &[&str] = &["a = 1", "f(a)", "a IN (SELECT b FROM u)", "NOT a", "a = (SELECT nextval('s'))", "TRUE"];
+const TAILS: &[&str] = &["", "FOR UPDATE", "FOR SHARE", "ORDER BY a", "LIMIT 1", "UNION SELECT 1", "INTO z"];
+const WITHS: &[&str] =
+    &["", "WITH w AS (SELECT 1) ", "WITH w AS (DELETE FROM t RETURNING *) ", "WITH w(a) AS (SELECT 1) "];
+
+fn select_like() -> impl Strategy<Value = String> {
+    use proptest::sample::select;
+    let exprs = proptest::collection::vec(select(EXPRS.to_vec()), 1..4);
+    let cond = proptest::option::of(select(CONDS.to_vec()));
+    (select(WITHS.to_vec()), exprs, select(FROMS.to_vec()), cond, select(TAILS.to_vec())).prop_map(
+        |(with, exprs, from, cond, tail)| {
+            let cond = cond.map(|c| format!(" WHERE {c}")).unwrap_or_default();
+            format!("{with}SELECT {} FROM {from}{cond} {tail}", exprs.join(", "))
+        },
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3000))]
+
+    /// Whenever the lexical pass calls a text a read and sqlparser can parse it, the parser's walk
+    /// agrees: the fast path never proves a read the parser would see writing.
+    #[test]
+    fn lexical_reads_agree_with_the_parser(sql in select_like()) {
+        let class = classify(&sql);
+        let parses = sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, &sql).is_ok();
+        if class.access == Access::Read && parses {
+            let allow = functions::AllowList::default();
+            let parsed = ast::classify_parsed(&sql, functions::Resolver { catalog: None, allow: &allow });
+            prop_assert_eq!(parsed.access, Access::Read, "{} parsed as {:?}", sql, parsed);
+        }
+    }
+}
