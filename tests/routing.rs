@@ -197,6 +197,20 @@ async fn wait_for_catalog(ports: &Ports, client: &Client) {
     }
 }
 
+/// After a write, read-your-writes keeps the session's reads on the primary until a replica has
+/// replayed it (and the monitor has seen that): wait (bounded) for the reads to return.
+async fn settle(ports: &Ports, client: &Client) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(port) = simple_port(client, READ).await {
+            if ports.target(port) == Some(Replica) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn each_statement_runs_where_its_class_allows() {
     let s = setup().await;
@@ -205,11 +219,18 @@ async fn each_statement_runs_where_its_class_allows() {
 
     let mut wrong = Vec::new();
     for &(sql, want) in PLACEMENT {
+        if want == Replica {
+            settle(&s.ports, &client).await;
+        }
         check(&s.ports, &mut wrong, "simple", sql, want, simple_port(&client, sql).await);
+        if want == Replica {
+            settle(&s.ports, &client).await;
+        }
         check(&s.ports, &mut wrong, "extended", sql, want, extended_port(&client, sql, &[]).await);
     }
 
     // A read with a bound parameter.
+    settle(&s.ports, &client).await;
     let sql = "SELECT inet_server_port(), $1::int";
     check(&s.ports, &mut wrong, "extended", sql, Replica, extended_port(&client, sql, &[&1i32]).await);
 
@@ -246,7 +267,9 @@ async fn transactions_stay_on_one_node() {
             Err(e) => wrong.push(format!("[simple, in BEGIN] {e}")),
         }
     }
-    // After COMMIT the session is free again: a read goes to a replica.
+    // After COMMIT the session is free again: a read goes to a replica (once one has replayed
+    // the commit: read-your-writes).
+    settle(&s.ports, &client).await;
     check(&s.ports, &mut wrong, "simple, after COMMIT", READ, Replica, simple_port(&client, READ).await);
 
     // The same transaction as one multi-statement Query.
@@ -265,6 +288,7 @@ async fn transactions_stay_on_one_node() {
     read_write_transaction(&s.ports, &mut client, &mut wrong).await;
 
     // Read-only: one replica for the whole transaction.
+    settle(&s.ports, &client).await;
     read_only_transactions(&s.ports, &mut client, &mut wrong).await;
 
     let rows = s.c.psql("SELECT count(*) FROM t WHERE id IN (10, 11, 12)").await;

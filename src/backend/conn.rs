@@ -48,7 +48,7 @@ pub struct ServerConn {
     /// Node name.
     pub node_name: String,
     /// Where to send a CancelRequest.
-    pub cancel_addr: (String, u16),
+    pub cancel_addr: std::sync::Arc<(String, u16)>,
     /// The server's BackendKeyData.
     pub key: (i32, i32),
     /// ParameterStatus values the server reported at startup.
@@ -87,7 +87,7 @@ impl ServerConn {
             io: FrameReader::new(stream, MAX_SERVER_MESSAGE),
             node: spec.node,
             node_name: spec.node_name.clone(),
-            cancel_addr: (spec.host.clone(), spec.port),
+            cancel_addr: std::sync::Arc::new((spec.host.clone(), spec.port)),
             key: (0, 0),
             server_params: Vec::new(),
             applied: 0,

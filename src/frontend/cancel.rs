@@ -14,19 +14,20 @@ use crate::protocol::messages;
 /// Where a cancel must go: a server and its BackendKeyData.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CancelTarget {
-    /// Server host.
-    pub host: String,
-    /// Server port.
-    pub port: u16,
+    /// Server host and port (shared with the connection, so setting a target allocates nothing).
+    pub addr: Arc<(String, u16)>,
     /// Server process id.
     pub pid: i32,
     /// Server secret.
     pub secret: i32,
 }
 
+/// One client's current target, written by its session without touching the registry lock.
+type Slot = Arc<Mutex<Option<CancelTarget>>>;
+
 struct Entry {
     secret: i32,
-    target: Option<CancelTarget>,
+    target: Slot,
 }
 
 /// Live client keys and what each is running on.
@@ -38,6 +39,7 @@ pub struct CancelRegistry {
 /// A client's key; dropping it forgets the key.
 pub struct CancelKey {
     registry: CancelRegistry,
+    target: Slot,
     /// The pid sluice reported to the client.
     pub pid: i32,
     /// The secret sluice reported to the client.
@@ -53,8 +55,9 @@ impl CancelRegistry {
             let pid = rand::random::<i32>() & 0x7fff_ffff;
             if pid != 0 && !entries.contains_key(&pid) {
                 let secret = rand::random::<i32>();
-                entries.insert(pid, Entry { secret, target: None });
-                return CancelKey { registry: self.clone(), pid, secret };
+                let target = Slot::default();
+                entries.insert(pid, Entry { secret, target: Arc::clone(&target) });
+                return CancelKey { registry: self.clone(), target, pid, secret };
             }
         }
     }
@@ -68,7 +71,8 @@ impl CancelRegistry {
     pub async fn cancel(&self, pid: i32, secret: i32) {
         let target = {
             let entries = self.lock();
-            entries.get(&pid).filter(|e| e.secret == secret).and_then(|e| e.target.clone())
+            let slot = entries.get(&pid).filter(|e| e.secret == secret).map(|e| Arc::clone(&e.target));
+            slot.and_then(|t| t.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
         };
         if let Some(t) = target {
             send_cancel(&t).await;
@@ -79,9 +83,7 @@ impl CancelRegistry {
 impl CancelKey {
     /// Record (or clear) the server connection running this client's statement.
     pub fn set_target(&self, target: Option<CancelTarget>) {
-        if let Some(e) = self.registry.lock().get_mut(&self.pid) {
-            e.target = target;
-        }
+        *self.target.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = target;
     }
 }
 
@@ -94,7 +96,7 @@ impl Drop for CancelKey {
 /// Open a connection to the server and send a CancelRequest (best effort, bounded in time).
 pub async fn send_cancel(t: &CancelTarget) {
     let attempt = async {
-        let mut s = TcpStream::connect((t.host.as_str(), t.port)).await?;
+        let mut s = TcpStream::connect((t.addr.0.as_str(), t.addr.1)).await?;
         let mut buf = BytesMut::new();
         messages::cancel_request(&mut buf, t.pid, t.secret);
         s.write_all(&buf).await?;
@@ -104,6 +106,6 @@ pub async fn send_cancel(t: &CancelTarget) {
         .await
         .unwrap_or_else(|_| Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "cancel timed out")))
     {
-        tracing::debug!(host = %t.host, port = t.port, error = %e, "cancel request failed");
+        tracing::debug!(host = %t.addr.0, port = t.addr.1, error = %e, "cancel request failed");
     }
 }

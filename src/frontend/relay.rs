@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
@@ -55,8 +55,9 @@ pub struct Relay<'a> {
     pub errored: bool,
     /// Synthesized replies waiting to go out ahead of the next run of server frames.
     synth: BytesMut,
-    /// Replies held back while a read-only rejection is still possible (`None`: stream freely).
-    hold: Option<BytesMut>,
+    /// Replies held back while a read-only rejection is still possible (`None`: stream freely),
+    /// as the split-off runs themselves (no copy), and how many bytes they hold.
+    hold: Option<(Vec<Bytes>, usize)>,
     /// A held-back reply carried `25006`.
     rejected: bool,
     /// A lost connection before any reply may be retried (the unit only reads).
@@ -90,7 +91,7 @@ impl<'a> Relay<'a> {
     /// Hold replies back so that a `25006` rejection can be retried elsewhere unseen; if
     /// `read_only`, a connection lost before any reply can be retried too.
     pub fn retryable(mut self, read_only: bool) -> Self {
-        self.hold = Some(BytesMut::new());
+        self.hold = Some((Vec::new(), 0));
         self.retry_lost = read_only;
         self
     }
@@ -187,10 +188,14 @@ impl<'a> Relay<'a> {
         if self.synth.is_empty() && frames.is_empty() {
             return Ok(());
         }
-        if let Some(hold) = self.hold.as_mut() {
-            hold.extend_from_slice(&std::mem::take(&mut self.synth));
-            hold.extend_from_slice(&frames);
-            if hold.len() > HOLD_LIMIT && !self.rejected {
+        if let Some((runs, bytes)) = self.hold.as_mut() {
+            for part in [std::mem::take(&mut self.synth).freeze(), frames] {
+                if !part.is_empty() {
+                    *bytes += part.len();
+                    runs.push(part);
+                }
+            }
+            if *bytes > HOLD_LIMIT && !self.rejected {
                 return self.release_hold().await;
             }
             return Ok(());
@@ -201,12 +206,18 @@ impl<'a> Relay<'a> {
 
     /// Stop holding replies back: write what was held and stream from now on.
     async fn release_hold(&mut self) -> Result<(), RelayError> {
-        match self.hold.take() {
-            Some(held) if !held.is_empty() => {
-                self.client.get_mut().write_all(&held).await.map_err(|_| RelayError::Client)
+        let Some((runs, bytes)) = self.hold.take() else { return Ok(()) };
+        let out = match runs.len() {
+            0 => return Ok(()),
+            1 => runs.into_iter().next().unwrap_or_default(),
+            _ => {
+                // Several small runs (e.g. a synthesized ParseComplete and the rows): one write.
+                let mut joined = BytesMut::with_capacity(bytes);
+                runs.iter().for_each(|r| joined.extend_from_slice(r));
+                joined.freeze()
             }
-            _ => Ok(()),
-        }
+        };
+        self.client.get_mut().write_all(&out).await.map_err(|_| RelayError::Client)
     }
 
     /// Wait for more server bytes; notice a client that hangs up meanwhile.
@@ -307,8 +318,13 @@ enum RelayError {
     Server(BackendError),
 }
 
+/// How long a statement runs before sluice starts watching for its client hanging up (watching
+/// costs a syscall; most statements finish sooner).
+const HANG_UP_WATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Resolves when the client closes its socket; never resolves while it is merely sending more.
 async fn client_hung_up(client: &TcpStream) {
+    tokio::time::sleep(HANG_UP_WATCH_DELAY).await;
     let mut probe = [0u8; 1];
     match client.peek(&mut probe).await {
         Ok(0) | Err(_) => {}

@@ -21,7 +21,7 @@ use super::relay::{Outcome, Relay};
 use super::statements::{Statements, Translated};
 use super::Shared;
 use crate::backend::conn::{columns, parse_lsn};
-use crate::backend::{Checkout, ServerConn};
+use crate::backend::{Checkout, Pool, ServerConn};
 use crate::config::PoolMode;
 use crate::error::{sqlstate, BackendError};
 use crate::protocol::messages::{self, Severity};
@@ -54,6 +54,8 @@ pub struct Session<'a> {
     classifier: Arc<Classifier>,
     /// WAL position after this session's last write (read-your-writes).
     last_write_lsn: Option<u64>,
+    /// This session's pool on each node, looked up once.
+    pools: Vec<Option<Arc<Pool>>>,
 }
 
 /// A unit of client traffic.
@@ -84,6 +86,7 @@ impl<'a> Session<'a> {
             lookahead: None,
             classifier,
             last_write_lsn: None,
+            pools: vec![None; shared.config.nodes.len()],
         }
     }
 
@@ -242,7 +245,10 @@ impl<'a> Session<'a> {
                 }
             }
         }
-        let capture = captures_lsn(class, unit);
+        let on_primary = self.shared.topology.load().primary().is_some_and(|p| p.index == conn.node);
+        // Only on the primary: there the query cannot fail, so it can never abort a client's
+        // transaction (on a replica it would, and nothing was written there anyway).
+        let capture = on_primary && captures_lsn(class, unit);
         if capture {
             messages::query(&mut translated.out, LSN_SQL);
         }
@@ -420,7 +426,7 @@ impl<'a> Session<'a> {
         tracing::debug!(reason = route.reason.as_str(), candidates = ?route.candidates, "route");
         let mut last = None;
         for node in route.candidates {
-            let pool = self.shared.pools.get(node, &self.database, &self.user);
+            let pool = self.pool(node);
             match pool.checkout().await {
                 Ok(mut checkout) => match self.prepare_conn(checkout.conn()).await {
                     Ok(()) => {
@@ -439,6 +445,11 @@ impl<'a> Session<'a> {
         Err(last.unwrap_or_else(|| no_node_error(class)))
     }
 
+    fn pool(&mut self, node: usize) -> Arc<Pool> {
+        let slot = &mut self.pools[node];
+        Arc::clone(slot.get_or_insert_with(|| self.shared.pools.get(node, &self.database, &self.user)))
+    }
+
     /// Bring a connection's session parameters in line with this session's.
     async fn prepare_conn(&self, conn: &mut ServerConn) -> Result<(), BackendError> {
         let wanted = self.params.fingerprint();
@@ -452,8 +463,7 @@ impl<'a> Session<'a> {
     fn hold(&mut self, mut checkout: Checkout) {
         let conn = checkout.conn();
         self.key.set_target(Some(CancelTarget {
-            host: conn.cancel_addr.0.clone(),
-            port: conn.cancel_addr.1,
+            addr: Arc::clone(&conn.cancel_addr),
             pid: conn.key.0,
             secret: conn.key.1,
         }));
@@ -554,7 +564,8 @@ fn no_node_error(class: &Class) -> BackendError {
 /// the first transaction effect and hint.
 fn combine(classes: &[Arc<Class>]) -> Class {
     let Some(first) = classes.first() else {
-        return Class::write(Reason::UnknownStatement);
+        // No Parse and no Bind of a known statement (Close/Describe/Sync only): nothing runs.
+        return Class::read(Reason::Empty);
     };
     let mut out = Class::clone(first);
     for c in &classes[1..] {
