@@ -25,7 +25,7 @@ use crate::backend::{Checkout, Pool, ServerConn};
 use crate::config::PoolMode;
 use crate::error::{sqlstate, BackendError};
 use crate::protocol::messages::{self, Severity};
-use crate::protocol::{tag, Frame, FrameReader, TxStatus};
+use crate::protocol::{tag, Frame, FrameError, FrameReader, TxStatus};
 use crate::router::{self, Access, Class, Classifier, Reason, SessionEffect, SessionView, TxEffect};
 
 /// Most messages in one extended batch before it is sent without waiting for Sync.
@@ -99,7 +99,13 @@ impl<'a> Session<'a> {
     }
 
     async fn login(&mut self) -> Result<(), ()> {
-        let class = Class::read(Reason::Empty);
+        // Session pooling keeps the login's connection for the client's life: that must be the
+        // primary, so writes work (session pooling trades read splitting for full session
+        // semantics). Transaction pooling only needs a live node to check the database.
+        let class = match self.shared.config.pool.mode {
+            PoolMode::Session => Class::write(Reason::Write),
+            PoolMode::Transaction => Class::read(Reason::Empty),
+        };
         if let Err(e) = self.acquire(&class).await {
             self.fatal(e.sqlstate(), &e.to_string()).await;
             return Err(());
@@ -162,7 +168,9 @@ impl<'a> Session<'a> {
             None => read.await,
         };
         r.map_err(|e| match e {
-            crate::protocol::framer::ReadError::Frame(f) => (sqlstate::PROGRAM_LIMIT_EXCEEDED, f.to_string()),
+            crate::protocol::framer::ReadError::Frame(f @ FrameError::TooLarge { .. }) => {
+                (sqlstate::PROGRAM_LIMIT_EXCEEDED, f.to_string())
+            }
             other => (sqlstate::PROTOCOL_VIOLATION, other.to_string()),
         })
     }
