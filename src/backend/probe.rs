@@ -40,15 +40,19 @@ const PROBE_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(), CASE WHEN pg_cat
 impl Probe for SqlProbe {
     async fn probe(&self, node: usize) -> Result<Observation, String> {
         let mut slot = self.conns[node].lock().await;
-        if slot.is_none() {
-            *slot = Some(ServerConn::connect(&self.specs[node]).await.map_err(|e| e.to_string())?);
+        // A kept connection may have died since the last probe (terminated, server restarted):
+        // that says nothing about the node, so ask again on a fresh one before calling it down.
+        if let Some(conn) = slot.as_mut() {
+            match Self::ask(conn).await {
+                Ok(seen) => return Ok(seen),
+                Err(e) => tracing::debug!(node, error = %e, "probe connection failed; reconnecting"),
+            }
         }
-        let conn = slot.as_mut().expect("just filled");
-        let result = Self::ask(conn).await;
-        if result.is_err() {
-            *slot = None;
-        }
-        result
+        *slot = None;
+        let mut conn = ServerConn::connect(&self.specs[node]).await.map_err(|e| e.to_string())?;
+        let seen = Self::ask(&mut conn).await?;
+        *slot = Some(conn);
+        Ok(seen)
     }
 }
 

@@ -32,8 +32,8 @@ pub enum Outcome {
     /// The server refused the unit with `25006 read_only_sql_transaction` before the client saw
     /// anything: it changed nothing and may run again on the primary.
     ReadOnlyRejected,
-    /// A read-only unit lost its server connection before any reply arrived (a terminated idle
-    /// backend): it did nothing and may run again on a fresh connection.
+    /// A read-only unit lost its server connection before any of its replies reached the client
+    /// (a terminated backend): it may run again on a fresh connection.
     NeverRan(BackendError),
 }
 
@@ -60,10 +60,8 @@ pub struct Relay<'a> {
     hold: Option<(Vec<Bytes>, usize)>,
     /// A held-back reply carried `25006`.
     rejected: bool,
-    /// A lost connection before any reply may be retried (the unit only reads).
+    /// A lost connection may be retried while nothing reached the client (the unit only reads).
     retry_lost: bool,
-    /// A reply to the unit itself (not an async message or error) arrived.
-    seen_reply: bool,
 }
 
 impl<'a> Relay<'a> {
@@ -84,7 +82,6 @@ impl<'a> Relay<'a> {
             hold: None,
             rejected: false,
             retry_lost: false,
-            seen_reply: false,
         }
     }
 
@@ -101,9 +98,8 @@ impl<'a> Relay<'a> {
         match self.run_inner().await {
             Ok(o) => o,
             Err(RelayError::Client) => Outcome::ClientGone,
-            Err(RelayError::Server(e)) if self.retry_lost && !self.seen_reply && self.hold.is_some() => {
-                Outcome::NeverRan(e)
-            }
+            // Nothing reached the client yet and the unit only reads: running it again is safe.
+            Err(RelayError::Server(e)) if self.retry_lost && self.hold.is_some() => Outcome::NeverRan(e),
             Err(RelayError::Server(e)) => self.server_lost(e).await,
         }
     }
@@ -135,8 +131,6 @@ impl<'a> Relay<'a> {
             let body = &self.conn.io.buffered()[run + 5..run + total];
             let reported = if t == tag::PARAMETER_STATUS { messages::decode_parameter_status(body) } else { None };
             let decision = step(self.queue, t, body, &mut self.errored);
-            self.seen_reply |=
-                !matches!(t, tag::ERROR_RESPONSE | tag::NOTICE_RESPONSE | tag::NOTIFICATION | tag::PARAMETER_STATUS);
             if t == tag::ERROR_RESPONSE && self.hold.is_some() {
                 self.rejected |= messages::decode_error(body).code == crate::error::sqlstate::READ_ONLY_SQL_TRANSACTION;
             }

@@ -72,6 +72,7 @@ impl<'a> Session<'a> {
     pub fn new(shared: &'a Shared, login: Login) -> Self {
         let mut client = login.client;
         client.set_max(shared.config.limits.max_message_bytes);
+        client.set_accepted_tags(is_frontend_tag);
         let classifier = shared.classifiers.get(&login.database, &login.user);
         Self {
             shared,
@@ -171,6 +172,9 @@ impl<'a> Session<'a> {
             crate::protocol::framer::ReadError::Frame(f @ FrameError::TooLarge { .. }) => {
                 (sqlstate::PROGRAM_LIMIT_EXCEEDED, f.to_string())
             }
+            crate::protocol::framer::ReadError::Frame(f @ FrameError::UnknownTag(_)) => {
+                (sqlstate::PROTOCOL_VIOLATION, format!("{f}: closing the connection"))
+            }
             other => (sqlstate::PROTOCOL_VIOLATION, other.to_string()),
         })
     }
@@ -211,7 +215,7 @@ impl<'a> Session<'a> {
             }
             Some((Outcome::NeverRan(ref e), _)) => {
                 tracing::info!(error = %e, "server connection died before the statement ran; retrying on a fresh one");
-                self.drop_held();
+                self.drop_held_and_siblings();
                 outcome = self.attempt(&unit, &class, false).await?;
             }
             _ => {}
@@ -239,6 +243,7 @@ impl<'a> Session<'a> {
         }
         let mut queue = VecDeque::new();
         let mut translated = Translated::default();
+        let may_copy = (class.access == Access::Write || class.tx == TxEffect::End) && self.may_copy_in(unit);
         let held = self.held.as_mut().expect("acquire leaves a held connection");
         let conn = held.checkout.conn();
         match unit {
@@ -254,10 +259,8 @@ impl<'a> Session<'a> {
             }
         }
         let on_primary = self.shared.topology.load().primary().is_some_and(|p| p.index == conn.node);
-        // Only on the primary: there the query cannot fail, so it can never abort a client's
-        // transaction (on a replica it would, and nothing was written there anyway).
-        let capture = on_primary && captures_lsn(class, unit);
-        if capture {
+        let capture = if on_primary { lsn_capture(class, unit, may_copy) } else { Capture::None };
+        if capture == Capture::Pipelined {
             messages::query(&mut translated.out, LSN_SQL);
         }
         if let Err(e) = conn.send(&translated.out).await {
@@ -276,16 +279,21 @@ impl<'a> Session<'a> {
             }
             conn.unnamed = None;
         }
-        if capture && matches!(outcome, Outcome::Ready(_) | Outcome::ReadOnlyRejected) {
-            self.read_write_lsn().await;
+        if capture != Capture::None && matches!(outcome, Outcome::Ready(_) | Outcome::ReadOnlyRejected) {
+            self.read_write_lsn(capture).await;
         }
         Ok(Some((outcome, errored)))
     }
 
-    /// Read the reply of the WAL-position query pipelined behind a writing unit.
-    async fn read_write_lsn(&mut self) {
+    /// Read the primary's WAL position after a writing unit: the reply of the query pipelined
+    /// behind it, or (after a possible COPY) a query sent now.
+    async fn read_write_lsn(&mut self, capture: Capture) {
         let conn = self.conn();
-        match conn.read_internal_reply().await {
+        let reply = match capture {
+            Capture::After => conn.run_internal(LSN_SQL).await,
+            _ => conn.read_internal_reply().await,
+        };
+        match reply {
             Ok(rows) => {
                 let lsn =
                     rows.first().map(columns).and_then(|c| c.first().cloned().flatten()).and_then(|t| parse_lsn(&t));
@@ -298,6 +306,21 @@ impl<'a> Session<'a> {
                 tracing::info!(error = %e, "server connection lost after a write");
                 self.drop_held();
             }
+        }
+    }
+
+    /// True if any statement of the unit (parsed now or bound from earlier) mentions COPY.
+    fn may_copy_in(&self, unit: &Unit) -> bool {
+        let mentions = |t: &[u8]| t.windows(4).any(|w| w.eq_ignore_ascii_case(b"copy"));
+        match unit {
+            Unit::Simple(f) => mentions(f.body()),
+            Unit::Extended(frames) => frames.iter().any(|f| match f.tag() {
+                tag::PARSE => mentions(f.body()),
+                tag::BIND => messages::decode_bind_head(f.body())
+                    .and_then(|h| self.statements.get(h.statement))
+                    .is_none_or(|def| mentions(&def.query)),
+                _ => false,
+            }),
         }
     }
 
@@ -342,7 +365,7 @@ impl<'a> Session<'a> {
                 // What lived only on that connection (temp tables, LISTEN) is gone with it; the
                 // replayable session state follows the session to its next connection.
                 self.pinned = false;
-                self.drop_held();
+                self.drop_held_and_siblings();
                 Ok(())
             }
             Outcome::ClientGone => Err(()),
@@ -493,6 +516,16 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Close the held connection and the idle ones to the same node: whatever killed it
+    /// (backend terminations, a server restart) has most likely killed them too, even if their
+    /// sockets do not show it yet.
+    fn drop_held_and_siblings(&mut self) {
+        if let Some(h) = self.held.as_ref() {
+            self.shared.pools.clear_node(h.checkout.pool().node());
+        }
+        self.drop_held();
+    }
+
     fn drop_held(&mut self) {
         self.key.set_target(None);
         if let Some(h) = self.held.take() {
@@ -538,6 +571,15 @@ impl<'a> Session<'a> {
         }
         let _ = self.client.get_mut().shutdown().await;
     }
+}
+
+/// Every message type a client may send after authentication.
+fn is_frontend_tag(t: u8) -> bool {
+    is_extended(t)
+        || matches!(
+            t,
+            tag::QUERY | tag::FUNCTION_CALL | tag::TERMINATE | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL
+        )
 }
 
 fn is_extended(t: u8) -> bool {
@@ -615,9 +657,22 @@ fn is_reset_all(sql: &str) -> bool {
 /// yet when the client hears of the commit.
 const LSN_SQL: &str = "SELECT pg_catalog.pg_current_wal_insert_lsn()";
 
-/// A unit whose effects later reads must see: a write outside a transaction block, or the end of
-/// one. (Units ending with Flush cannot have a query appended.)
-fn captures_lsn(class: &Class, unit: &Unit) -> bool {
+/// How a unit's write position is learnt, if at all.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Capture {
+    /// Not a unit later reads must wait for.
+    None,
+    /// The position query is pipelined right behind the unit (no extra round trip).
+    Pipelined,
+    /// The unit may enter COPY FROM STDIN, where a pipelined query would break the copy: ask
+    /// after it finished.
+    After,
+}
+
+/// A unit whose effects later reads must see: a write, or the end of a transaction block.
+/// (Units ending with Flush cannot have a query appended; they get no capture.) Only ever used
+/// on the primary, where the query cannot fail and so can never abort a client's transaction.
+fn lsn_capture(class: &Class, unit: &Unit, may_copy: bool) -> Capture {
     let ends_cleanly = match unit {
         Unit::Simple(f) => f.tag() == tag::QUERY,
         Unit::Extended(frames) => frames.last().is_some_and(|f| f.tag() == tag::SYNC),
@@ -627,5 +682,12 @@ fn captures_lsn(class: &Class, unit: &Unit) -> bool {
         TxEffect::None => class.access == Access::Write,
         _ => false,
     };
-    ends_cleanly && writes
+    if !(ends_cleanly && writes) {
+        return Capture::None;
+    }
+    if may_copy {
+        Capture::After
+    } else {
+        Capture::Pipelined
+    }
 }

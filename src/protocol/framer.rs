@@ -48,6 +48,9 @@ pub enum FrameError {
     /// The length field is below 4.
     #[error("invalid message length {0}")]
     LengthTooSmall(i32),
+    /// A message type the reader does not accept here.
+    #[error("invalid message type {0:#04x}")]
+    UnknownTag(u8),
     /// The length field is above the limit.
     #[error("message of {len} bytes exceeds the limit of {max} bytes")]
     TooLarge {
@@ -131,6 +134,11 @@ pub struct FrameReader<R> {
     io: R,
     buf: BytesMut,
     max: usize,
+    accept: fn(u8) -> bool,
+}
+
+fn any_tag(_: u8) -> bool {
+    true
 }
 
 /// How much to ask the kernel for at once.
@@ -144,7 +152,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
 
     /// A reader that starts with bytes already read off `io`.
     pub fn with_buffer(io: R, buf: BytesMut, max: usize) -> Self {
-        Self { io, buf, max }
+        Self { io, buf, max, accept: any_tag }
+    }
+
+    /// Refuse messages whose tag `accept` rejects as soon as their header arrives, without
+    /// waiting for the body their length announces.
+    pub fn set_accepted_tags(&mut self, accept: fn(u8) -> bool) {
+        self.accept = accept;
     }
 
     /// The next frame; `Ok(None)` on a clean end of stream between messages.
@@ -153,6 +167,9 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// Bad framing, a stream closed mid-message, or a socket error.
     pub async fn next(&mut self) -> Result<Option<Frame>, ReadError> {
         loop {
+            if self.buf.len() >= 5 && !(self.accept)(self.buf[0]) {
+                return Err(FrameError::UnknownTag(self.buf[0]).into());
+            }
             if let Some(frame) = split_frame(&mut self.buf, self.max)? {
                 return Ok(Some(frame));
             }

@@ -88,3 +88,14 @@ proptest! {
         let _ = complete_prefix(&data, 256, |t, _| t == b'Z');
     }
 }
+
+#[tokio::test]
+async fn unaccepted_tags_are_refused_before_their_body_arrives() {
+    // A second StartupMessage after login looks like tag 0x00 with a large length: refuse it at
+    // once instead of waiting for 6,912 bytes that never come.
+    let (mut client, server) = tokio::io::duplex(64);
+    tokio::io::AsyncWriteExt::write_all(&mut client, &[0, 0, 0, 0x1b, 0, 3, 0, 0]).await.unwrap();
+    let mut r = FrameReader::new(server, 8192);
+    r.set_accepted_tags(|t| t == b'Q');
+    assert!(matches!(r.next().await, Err(ReadError::Frame(FrameError::UnknownTag(0)))));
+}
