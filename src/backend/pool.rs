@@ -33,6 +33,9 @@ pub struct Pool {
     idle: Mutex<Vec<ServerConn>>,
     permits: Arc<Semaphore>,
     cfg: PoolConfig,
+    /// ParameterStatus values of this pool's first connection, before any session state:
+    /// what a new client is told at login without waiting for a free connection.
+    startup_params: std::sync::OnceLock<Vec<(String, String)>>,
 }
 
 /// A checked-out connection and the permit that counts it.
@@ -44,7 +47,13 @@ pub struct Checkout {
 
 impl Pool {
     fn new(spec: ConnectSpec, cfg: PoolConfig) -> Self {
-        Self { spec, idle: Mutex::new(Vec::new()), permits: Arc::new(Semaphore::new(cfg.size)), cfg }
+        Self {
+            spec,
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(cfg.size)),
+            cfg,
+            startup_params: std::sync::OnceLock::new(),
+        }
     }
 
     /// Take a connection: an idle healthy one, or a new one.
@@ -64,7 +73,11 @@ impl Pool {
             })?;
         let conn = match self.take_idle() {
             Some(c) => c,
-            None => ServerConn::connect(&self.spec).await?,
+            None => {
+                let c = ServerConn::connect(&self.spec).await?;
+                self.startup_params.get_or_init(|| c.server_params.clone());
+                c
+            }
         };
         Ok(Checkout { conn: Some(conn), pool: Arc::clone(self), _permit: permit })
     }
@@ -100,6 +113,13 @@ impl Pool {
     #[must_use]
     pub fn idle_count(&self) -> usize {
         self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+    }
+
+    /// The server's startup ParameterStatus values, once this pool has connected (which also
+    /// proves the database exists and the user may log in).
+    #[must_use]
+    pub fn startup_params(&self) -> Option<&[(String, String)]> {
+        self.startup_params.get().map(Vec::as_slice)
     }
 
     /// Node index.

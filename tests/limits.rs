@@ -1,0 +1,98 @@
+//! Named limits and what a client sees at each: too many clients (53300), a pool that stays busy
+//! (53000 after the checkout timeout), an idle client (57P05), and no primary (57P03, fast).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{describe, sqlstate, Cluster, Proxy};
+use sluice::pgcluster::{TEST_PASSWORD, TEST_USER};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn clients_over_the_limit_get_53300_and_a_free_slot_is_reused() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).max_client_connections(3).start().await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(p.connect().await);
+    }
+    let err = p.try_connect_as(TEST_USER, TEST_PASSWORD, "app").await.expect_err("a fourth client must be refused");
+    assert_eq!(sqlstate(&err).as_deref(), Some("53300"), "{}", describe(&err));
+    drop(held.pop());
+    // The slot frees when sluice notices the client left.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        match p.try_connect_as(TEST_USER, TEST_PASSWORD, "app").await {
+            Ok(client) => {
+                client.simple_query("SELECT 1").await.unwrap();
+                break;
+            }
+            Err(e) if Instant::now() < deadline => {
+                assert_eq!(sqlstate(&e).as_deref(), Some("53300"), "{}", describe(&e));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the freed slot was never reused: {}", describe(&e)),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_pool_answers_53000_after_the_checkout_timeout() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).pool_size(1).checkout_timeout("300ms").start().await;
+    let holder = p.connect().await;
+    holder.simple_query("BEGIN; SELECT 1").await.unwrap();
+    let waiter = p.connect().await;
+    let started = Instant::now();
+    let err = waiter.simple_query("SELECT 1").await.expect_err("no server connection is free");
+    let waited = started.elapsed();
+    assert_eq!(sqlstate(&err).as_deref(), Some("53000"), "{}", describe(&err));
+    assert!(waited < Duration::from_secs(3), "waited {waited:?}");
+    holder.simple_query("COMMIT").await.unwrap();
+    // The session survived its error and gets the freed connection.
+    waiter.simple_query("SELECT 1").await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_clients_are_disconnected_with_57p05() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).idle_client_timeout("300ms").start().await;
+    let (client, task) = common::connect_with_task(p.port(), TEST_USER, TEST_PASSWORD, "app").await.unwrap();
+    client.simple_query("SELECT 1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let err = client.simple_query("SELECT 1").await.expect_err("the idle client was disconnected");
+    assert!(err.is_closed() || sqlstate(&err).as_deref() == Some("57P05"), "{}", describe(&err));
+    let _ = task.await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_a_primary_writes_fail_fast_and_reads_go_on() {
+    let c = Cluster::start(1).await;
+    c.psql("CREATE TABLE w (x int)").await;
+    c.wait_replayed().await;
+    let p = Proxy::builder().cluster(&c).monitor_interval("100ms").start().await;
+    p.wait_topology(1, 1).await;
+    let client = p.connect().await;
+    client.simple_query("INSERT INTO w VALUES (1)").await.unwrap();
+    c.stop_node(0).await.unwrap();
+
+    // Before and after the monitor notices: every write fails fast with a clear error.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let started = Instant::now();
+        let err = client.simple_query("INSERT INTO w VALUES (2)").await.expect_err("no primary");
+        assert!(started.elapsed() < Duration::from_secs(1), "a write waited {:?}", started.elapsed());
+        last = describe(&err);
+        if sqlstate(&err).as_deref() == Some("57P03") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(last.contains("57P03") && last.contains("no primary"), "last write error: {last}");
+    // Reads keep working on the replica, on the same client connection.
+    for _ in 0..5 {
+        let rows = client.query("SELECT count(*) FROM w", &[]).await.unwrap();
+        assert_eq!(rows[0].get::<_, i64>(0), 1);
+    }
+}
