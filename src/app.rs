@@ -33,6 +33,7 @@ pub struct Proxy;
 /// A running proxy. Dropping it stops accepting and stops the monitor.
 pub struct ProxyHandle {
     addr: SocketAddr,
+    shared: Arc<Shared>,
     topology: TopologyHandle,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -55,10 +56,10 @@ impl Proxy {
         let shared = Arc::new(Shared::new(Arc::clone(&config), topology.clone(), Arc::clone(&pools)));
         let tasks = vec![
             tokio::spawn(monitor_loop(monitor, Arc::clone(&pools), config.monitor.interval, rx.clone())),
-            tokio::spawn(listener::accept_loop(listener, shared, rx)),
+            tokio::spawn(listener::accept_loop(listener, Arc::clone(&shared), rx)),
         ];
         tracing::info!(%addr, "sluice is listening");
-        Ok(ProxyHandle { addr, topology, shutdown, tasks })
+        Ok(ProxyHandle { addr, shared, topology, shutdown, tasks })
     }
 }
 
@@ -113,6 +114,12 @@ impl ProxyHandle {
     #[must_use]
     pub fn topology(&self) -> Arc<Topology> {
         self.topology.load()
+    }
+
+    /// Reload what sluice learnt from the servers: every database's function catalog.
+    pub fn reload(&self) {
+        self.shared.classifiers.refresh_all();
+        tracing::info!("function catalogs reloading");
     }
 
     /// Stop accepting and stop the monitor; sessions in progress finish on their own.

@@ -20,6 +20,8 @@ const CATALOG_SQL: &str = "SELECT n.nspname, p.proname, p.provolatile FROM pg_ca
 struct Entry {
     classifier: Arc<Classifier>,
     loading: Arc<AtomicBool>,
+    /// The user whose session created it (loads the catalog on reload).
+    user: String,
 }
 
 /// Classifiers by database.
@@ -47,6 +49,7 @@ impl Classifiers {
         let entry = Entry {
             classifier: Arc::new(Classifier::new(r.classify_cache_entries, r.read_only_functions.clone())),
             loading: Arc::default(),
+            user: user.to_string(),
         };
         let classifier = Arc::clone(&entry.classifier);
         self.spawn_load(database, user, &entry);
@@ -59,6 +62,14 @@ impl Classifiers {
         let map = self.by_database.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(e) = map.get(database) {
             self.spawn_load(database, user, e);
+        }
+    }
+
+    /// Reload every database's catalog (on SIGHUP).
+    pub fn refresh_all(&self) {
+        let map = self.by_database.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (database, e) in map.iter() {
+            self.spawn_load(database, &e.user, e);
         }
     }
 

@@ -91,6 +91,11 @@ impl Proxy {
         ProxyBuilder::default()
     }
 
+    /// What SIGHUP does to a running sluice: reload the function catalogs.
+    pub fn reload(&self) {
+        self.handle().reload();
+    }
+
     fn handle(&self) -> &sluice::ProxyHandle {
         self.handle.as_ref().expect("the proxy was shut down")
     }
