@@ -5,7 +5,6 @@
 //! nothing was sent) -> make its session parameters match -> forward -> relay replies up to
 //! ReadyForQuery -> release by the transaction status byte.
 
-use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -14,11 +13,11 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::cancel::{CancelKey, CancelTarget};
-use super::expect::{Expect, ReplyKind};
+use super::expect::ReplyKind;
 use super::handshake::Login;
 use super::params::SessionParams;
 use super::relay::{Outcome, Relay};
-use super::statements::{Statements, Translated};
+use super::statements::{Batch, Statements};
 use super::Shared;
 use crate::backend::conn::{columns, parse_lsn};
 use crate::backend::{Checkout, Pool, ServerConn};
@@ -275,29 +274,23 @@ impl<'a> Session<'a> {
         if let Err(e) = self.acquire(class).await {
             return self.statement_error(e.sqlstate(), &e.to_string()).await.map(|()| None);
         }
-        let mut queue = VecDeque::new();
-        let mut translated = Translated::default();
         let may_copy = (class.access == Access::Write || class.tx == TxEffect::End) && self.may_copy_in(unit);
         let held = self.held.as_mut().expect("acquire leaves a held connection");
-        let conn = held.checkout.conn();
+        let primary = self.shared.topology.load().primary().map(|p| p.index);
+        let mut batch = Batch::new(held.checkout.conn(), &self.classifier);
         match unit {
             Unit::Simple(frame) => {
-                translated.out.extend_from_slice(frame.bytes());
-                queue.push_back(Expect::Server { kind: ReplyKind::Query, forward: true });
-                conn.unnamed = None;
+                batch.forward(frame, Some(ReplyKind::Query));
+                batch.conn.unnamed = None;
             }
-            Unit::Extended(frames) => {
-                for f in frames {
-                    self.statements.translate(f, conn, &mut translated, &mut queue, &self.classifier);
-                }
-            }
+            Unit::Extended(frames) => frames.iter().for_each(|f| self.statements.translate(f, &mut batch)),
         }
-        let on_primary = self.shared.topology.load().primary().is_some_and(|p| p.index == conn.node);
-        let capture = if on_primary { lsn_capture(class, unit, may_copy) } else { Capture::None };
+        let Batch { conn, mut out, mut queue, added, .. } = batch;
+        let capture = if primary == Some(conn.node) { lsn_capture(class, unit, may_copy) } else { Capture::None };
         if capture == Capture::Pipelined {
-            messages::query(&mut translated.out, LSN_SQL);
+            messages::query(&mut out, LSN_SQL);
         }
-        if let Err(e) = conn.send(&translated.out).await {
+        if let Err(e) = conn.send(&out).await {
             self.drop_held();
             return self.statement_error(sqlstate::CONNECTION_FAILURE, &e.to_string()).await.map(|()| None);
         }
@@ -308,7 +301,7 @@ impl<'a> Session<'a> {
             (outcome, relay.errored)
         };
         if errored {
-            for h in &translated.added {
+            for h in &added {
                 conn.prepared.remove(h);
             }
             conn.unnamed = None;

@@ -55,13 +55,64 @@ pub struct Statements {
     unnamed: Option<Arc<StmtDef>>,
 }
 
-/// A translated batch: bytes for the server and the replies they will produce.
-#[derive(Default)]
-pub struct Translated {
+/// A unit being translated for one server connection: the bytes to send, the replies they will
+/// produce, and which statements it assumes the connection now has.
+pub struct Batch<'a> {
+    /// The connection the unit runs on.
+    pub conn: &'a mut ServerConn,
+    /// Classifies statements the client parses.
+    pub classifier: &'a Classifier,
     /// Messages to send.
     pub out: BytesMut,
+    /// Expected replies, in order.
+    pub queue: VecDeque<Expect>,
     /// Hashes newly assumed present on the connection (forgotten if the unit fails).
     pub added: Vec<u64>,
+}
+
+impl<'a> Batch<'a> {
+    /// An empty batch for `conn`.
+    pub fn new(conn: &'a mut ServerConn, classifier: &'a Classifier) -> Self {
+        Self { conn, classifier, out: BytesMut::new(), queue: VecDeque::new(), added: Vec::new() }
+    }
+
+    /// Send the client's message as it is; its replies go to the client.
+    pub fn forward(&mut self, frame: &Frame, kind: Option<ReplyKind>) {
+        self.out.extend_from_slice(frame.bytes());
+        self.queue.extend(kind.map(|kind| Expect::Server { kind, forward: true }));
+    }
+
+    /// Answer the client ourselves, in protocol order.
+    fn synth(&mut self, s: Synth) {
+        self.queue.push_back(Expect::Synth(s));
+    }
+
+    /// Make sure the connection has the named statement, preparing it (replies swallowed) if not.
+    fn ensure(&mut self, def: &StmtDef) {
+        if !self.conn.prepared.contains(&def.hash) {
+            self.prepare(def, false);
+        }
+    }
+
+    /// Re-create the unnamed statement if the connection's unnamed slot holds something else.
+    fn ensure_unnamed(&mut self, def: &StmtDef) {
+        if self.conn.unnamed != Some(def.hash) {
+            messages::parse(&mut self.out, "", &def.query, &def.param_types);
+            self.queue.push_back(Expect::Server { kind: ReplyKind::Parse, forward: false });
+            self.conn.unnamed = Some(def.hash);
+        }
+    }
+
+    fn prepare(&mut self, def: &StmtDef, forward: bool) {
+        let name = def.server_name();
+        // A Close first makes the Parse succeed even if an earlier failed unit left the name.
+        messages::close(&mut self.out, b'S', &name);
+        self.queue.push_back(Expect::Server { kind: ReplyKind::Close, forward: false });
+        messages::parse(&mut self.out, &name, &def.query, &def.param_types);
+        self.queue.push_back(Expect::Server { kind: ReplyKind::Parse, forward });
+        self.conn.prepared.insert(def.hash);
+        self.added.push(def.hash);
+    }
 }
 
 impl Statements {
@@ -90,130 +141,80 @@ impl Statements {
         self.unnamed = None;
     }
 
-    /// Translate one client message of an extended batch for `conn`.
-    pub fn translate(
-        &mut self,
-        frame: &Frame,
-        conn: &mut ServerConn,
-        t: &mut Translated,
-        queue: &mut VecDeque<Expect>,
-        classifier: &Classifier,
-    ) {
-        let forward = |kind| Expect::Server { kind, forward: true };
+    /// Translate one client message of an extended batch.
+    pub fn translate(&mut self, frame: &Frame, batch: &mut Batch<'_>) {
         match frame.tag() {
-            tag::PARSE => self.parse(frame, conn, t, queue, classifier),
-            tag::BIND => {
-                let head = messages::decode_bind_head(frame.body());
-                match head.and_then(|h| self.get(h.statement).cloned().map(|d| (h, d))) {
-                    Some((h, def)) if !h.statement.is_empty() => {
-                        ensure(conn, &def, t, queue);
-                        messages::bind_renamed(&mut t.out, h.portal, &def.server_name(), h.rest);
-                    }
-                    Some((_, def)) => {
-                        ensure_unnamed(conn, &def, t, queue);
-                        t.out.extend_from_slice(frame.bytes());
-                    }
-                    None => t.out.extend_from_slice(frame.bytes()),
-                }
-                queue.push_back(forward(ReplyKind::Bind));
-            }
-            tag::DESCRIBE => {
-                match messages::decode_target(frame.body()) {
-                    Some((b'S', name)) if !name.is_empty() && self.named.contains_key(name) => {
-                        let def = Arc::clone(&self.named[name]);
-                        ensure(conn, &def, t, queue);
-                        messages::describe(&mut t.out, b'S', &def.server_name());
-                    }
-                    Some((b'S', "")) => {
-                        if let Some(def) = self.unnamed.clone() {
-                            ensure_unnamed(conn, &def, t, queue);
-                        }
-                        t.out.extend_from_slice(frame.bytes());
-                    }
-                    _ => t.out.extend_from_slice(frame.bytes()),
-                }
-                queue.push_back(forward(ReplyKind::Describe));
-            }
+            tag::PARSE => self.parse(frame, batch),
+            tag::BIND => self.bind(frame, batch),
+            tag::DESCRIBE => self.describe(frame, batch),
             tag::CLOSE => match messages::decode_target(frame.body()) {
                 Some((b'S', name)) if !name.is_empty() => {
                     // Keep the server-side statement cached for other clients; answer ourselves.
                     self.named.remove(name);
-                    queue.push_back(Expect::Synth(Synth::CloseComplete));
+                    batch.synth(Synth::CloseComplete);
                 }
-                _ => {
-                    t.out.extend_from_slice(frame.bytes());
-                    queue.push_back(forward(ReplyKind::Close));
-                }
+                _ => batch.forward(frame, Some(ReplyKind::Close)),
             },
-            other => {
-                t.out.extend_from_slice(frame.bytes());
-                let kind = match other {
-                    tag::EXECUTE => Some(ReplyKind::Execute),
-                    tag::SYNC => Some(ReplyKind::Sync),
-                    _ => None,
-                };
-                queue.extend(kind.map(forward));
-            }
+            tag::EXECUTE => batch.forward(frame, Some(ReplyKind::Execute)),
+            tag::SYNC => batch.forward(frame, Some(ReplyKind::Sync)),
+            _ => batch.forward(frame, None),
         }
     }
 
-    fn parse(
-        &mut self,
-        frame: &Frame,
-        conn: &mut ServerConn,
-        t: &mut Translated,
-        queue: &mut VecDeque<Expect>,
-        classifier: &Classifier,
-    ) {
+    fn bind(&self, frame: &Frame, batch: &mut Batch<'_>) {
+        let head = messages::decode_bind_head(frame.body());
+        match head.and_then(|h| self.get(h.statement).cloned().map(|d| (h, d))) {
+            Some((h, def)) if !h.statement.is_empty() => {
+                batch.ensure(&def);
+                messages::bind_renamed(&mut batch.out, h.portal, &def.server_name(), h.rest);
+                batch.queue.push_back(Expect::Server { kind: ReplyKind::Bind, forward: true });
+            }
+            Some((_, def)) => {
+                batch.ensure_unnamed(&def);
+                batch.forward(frame, Some(ReplyKind::Bind));
+            }
+            None => batch.forward(frame, Some(ReplyKind::Bind)),
+        }
+    }
+
+    fn describe(&self, frame: &Frame, batch: &mut Batch<'_>) {
+        match messages::decode_target(frame.body()) {
+            Some((b'S', name)) if !name.is_empty() && self.named.contains_key(name) => {
+                let def = Arc::clone(&self.named[name]);
+                batch.ensure(&def);
+                messages::describe(&mut batch.out, b'S', &def.server_name());
+                batch.queue.push_back(Expect::Server { kind: ReplyKind::Describe, forward: true });
+            }
+            Some((b'S', "")) => {
+                if let Some(def) = self.unnamed.clone() {
+                    batch.ensure_unnamed(&def);
+                }
+                batch.forward(frame, Some(ReplyKind::Describe));
+            }
+            _ => batch.forward(frame, Some(ReplyKind::Describe)),
+        }
+    }
+
+    fn parse(&mut self, frame: &Frame, batch: &mut Batch<'_>) {
         let Some(p) = messages::decode_parse(frame.body()) else {
             // Let the server produce the error for a malformed Parse.
-            t.out.extend_from_slice(frame.bytes());
-            queue.push_back(Expect::Server { kind: ReplyKind::Parse, forward: true });
-            return;
+            return batch.forward(frame, Some(ReplyKind::Parse));
         };
         let def = Arc::new(StmtDef {
             hash: statement_hash(p.query, p.param_types),
             query: p.query.to_vec(),
             param_types: p.param_types.to_vec(),
-            class: classifier.classify(&String::from_utf8_lossy(p.query)),
+            class: batch.classifier.classify(&String::from_utf8_lossy(p.query)),
         });
         let name = p.name.to_string();
         if name.is_empty() {
-            t.out.extend_from_slice(frame.bytes());
-            conn.unnamed = Some(def.hash);
-            queue.push_back(Expect::Server { kind: ReplyKind::Parse, forward: true });
-        } else if conn.prepared.contains(&def.hash) {
-            queue.push_back(Expect::Synth(Synth::ParseComplete));
+            batch.conn.unnamed = Some(def.hash);
+            batch.forward(frame, Some(ReplyKind::Parse));
+        } else if batch.conn.prepared.contains(&def.hash) {
+            batch.synth(Synth::ParseComplete);
         } else {
-            prepare(conn, &def, t, queue, true);
+            batch.prepare(&def, true);
         }
         self.define(&name, def);
     }
-}
-
-/// Make sure `conn` has the named statement, preparing it (replies swallowed) if not.
-fn ensure(conn: &mut ServerConn, def: &StmtDef, t: &mut Translated, queue: &mut VecDeque<Expect>) {
-    if !conn.prepared.contains(&def.hash) {
-        prepare(conn, def, t, queue, false);
-    }
-}
-
-/// Re-create the unnamed statement if this connection's unnamed slot holds something else.
-fn ensure_unnamed(conn: &mut ServerConn, def: &StmtDef, t: &mut Translated, queue: &mut VecDeque<Expect>) {
-    if conn.unnamed != Some(def.hash) {
-        messages::parse(&mut t.out, "", &def.query, &def.param_types);
-        queue.push_back(Expect::Server { kind: ReplyKind::Parse, forward: false });
-        conn.unnamed = Some(def.hash);
-    }
-}
-
-fn prepare(conn: &mut ServerConn, def: &StmtDef, t: &mut Translated, queue: &mut VecDeque<Expect>, forward: bool) {
-    let name = def.server_name();
-    // A Close first makes the Parse succeed even if an earlier failed unit left the name behind.
-    messages::close(&mut t.out, b'S', &name);
-    queue.push_back(Expect::Server { kind: ReplyKind::Close, forward: false });
-    messages::parse(&mut t.out, &name, &def.query, &def.param_types);
-    queue.push_back(Expect::Server { kind: ReplyKind::Parse, forward });
-    conn.prepared.insert(def.hash);
-    t.added.push(def.hash);
 }
