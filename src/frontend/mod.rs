@@ -15,6 +15,7 @@ pub mod params;
 mod relay;
 pub mod session;
 mod statements;
+mod unit;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;

@@ -18,6 +18,10 @@ use super::handshake::Login;
 use super::params::SessionParams;
 use super::relay::{Outcome, Relay};
 use super::statements::{Batch, Statements};
+use super::unit::{
+    is_extended, is_frontend_tag, is_reset_all, lsn_capture, no_node_error, resets_statements, unit_texts, Capture,
+    Unit, LSN_SQL,
+};
 use super::Shared;
 use crate::backend::conn::{columns, parse_lsn};
 use crate::backend::{Checkout, Pool, ServerConn};
@@ -56,14 +60,6 @@ pub struct Session<'a> {
     last_write_lsn: Option<u64>,
     /// This session's pool on each node, looked up once.
     pools: Vec<Option<Arc<Pool>>>,
-}
-
-/// A unit of client traffic.
-enum Unit {
-    /// One Query or FunctionCall message.
-    Simple(Frame),
-    /// Extended-protocol messages, ending with Sync (or Flush, or the batch limit).
-    Extended(Vec<Frame>),
 }
 
 impl<'a> Session<'a> {
@@ -235,14 +231,14 @@ impl<'a> Session<'a> {
     /// An autocommit unit that a node rejects with `25006` changed nothing: it runs once more on
     /// the primary, unseen by the client, and its text is remembered as a write.
     async fn run_unit(&mut self, unit: Unit) -> Result<(), ()> {
-        let mut class = self.classify(&unit);
+        let mut class = unit.classify(&self.statements, &self.classifier);
         let autocommit = self.held.as_ref().is_none_or(|h| h.status == TxStatus::Idle);
         let retryable = self.held.is_none() && class.tx == TxEffect::None;
         let mut outcome = self.attempt(&unit, &class, retryable).await?;
         match outcome {
             Some((Outcome::ReadOnlyRejected, _)) => {
                 self.release_if_done(TxStatus::Idle);
-                self.note_write(&unit);
+                unit.note_write(&self.classifier);
                 class = Arc::new(Class::write(Reason::NotedWrite));
                 outcome = self.attempt(&unit, &class, false).await?;
             }
@@ -274,7 +270,8 @@ impl<'a> Session<'a> {
         if let Err(e) = self.acquire(class).await {
             return self.statement_error(e.sqlstate(), &e.to_string()).await.map(|()| None);
         }
-        let may_copy = (class.access == Access::Write || class.tx == TxEffect::End) && self.may_copy_in(unit);
+        let may_copy =
+            (class.access == Access::Write || class.tx == TxEffect::End) && unit.may_copy_in(&self.statements);
         let held = self.held.as_mut().expect("acquire leaves a held connection");
         let primary = self.shared.topology.load().primary().map(|p| p.index);
         let mut batch = Batch::new(held.checkout.conn(), &self.classifier);
@@ -332,40 +329,6 @@ impl<'a> Session<'a> {
             Err(e) => {
                 tracing::info!(error = %e, "server connection lost after a write");
                 self.drop_held();
-            }
-        }
-    }
-
-    /// True if any statement of the unit (parsed now or bound from earlier) mentions COPY.
-    fn may_copy_in(&self, unit: &Unit) -> bool {
-        let mentions = |t: &[u8]| t.windows(4).any(|w| w.eq_ignore_ascii_case(b"copy"));
-        match unit {
-            Unit::Simple(f) => mentions(f.body()),
-            Unit::Extended(frames) => frames.iter().any(|f| match f.tag() {
-                tag::PARSE => mentions(f.body()),
-                tag::BIND => messages::decode_bind_head(f.body())
-                    .and_then(|h| self.statements.get(h.statement))
-                    .is_none_or(|def| mentions(&def.query)),
-                _ => false,
-            }),
-        }
-    }
-
-    /// Remember the unit's statement texts as writes (a node refused them as read-only).
-    fn note_write(&self, unit: &Unit) {
-        let c = &self.classifier;
-        match unit {
-            Unit::Simple(f) => {
-                if let Some(sql) = messages::decode_query(f.body()) {
-                    c.note_write(sql);
-                }
-            }
-            Unit::Extended(frames) => {
-                for p in
-                    frames.iter().filter(|f| f.tag() == tag::PARSE).filter_map(|f| messages::decode_parse(f.body()))
-                {
-                    c.note_write(&String::from_utf8_lossy(p.query));
-                }
             }
         }
     }
@@ -430,37 +393,6 @@ impl<'a> Session<'a> {
                 if let Some(h) = self.held.as_mut() {
                     h.checkout.conn().prepared.clear();
                 }
-            }
-        }
-    }
-
-    fn classify(&self, unit: &Unit) -> Arc<Class> {
-        let c = &self.classifier;
-        match unit {
-            Unit::Simple(f) if f.tag() == tag::QUERY => match messages::decode_query(f.body()) {
-                Some(sql) => c.classify(sql),
-                None => Arc::new(Class::write(Reason::UnknownStatement)),
-            },
-            Unit::Simple(_) => Arc::new(Class::write(Reason::UnknownStatement)),
-            Unit::Extended(frames) => {
-                let mut classes = Vec::new();
-                for f in frames {
-                    match f.tag() {
-                        tag::PARSE => classes.push(match messages::decode_parse(f.body()) {
-                            Some(p) => c.classify(&String::from_utf8_lossy(p.query)),
-                            None => Arc::new(Class::write(Reason::UnknownStatement)),
-                        }),
-                        tag::BIND => {
-                            let stmt =
-                                messages::decode_bind_head(f.body()).and_then(|h| self.statements.get(h.statement));
-                            if let Some(def) = stmt {
-                                classes.push(Arc::clone(&def.class));
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                Arc::new(combine(&classes))
             }
         }
     }
@@ -597,124 +529,5 @@ impl<'a> Session<'a> {
             held.checkout.discard();
         }
         let _ = self.client.get_mut().shutdown().await;
-    }
-}
-
-/// Every message type a client may send after authentication.
-fn is_frontend_tag(t: u8) -> bool {
-    is_extended(t)
-        || matches!(
-            t,
-            tag::QUERY | tag::FUNCTION_CALL | tag::TERMINATE | tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL
-        )
-}
-
-fn is_extended(t: u8) -> bool {
-    matches!(t, tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE | tag::SYNC | tag::FLUSH)
-}
-
-/// DISCARD ALL / DEALLOCATE ALL drop every server-side statement on the connection.
-fn resets_statements(frame: &Frame) -> bool {
-    let Some(sql) = messages::decode_query(frame.body()) else { return false };
-    let words: Vec<String> =
-        sql.split_whitespace().take(2).map(|w| w.trim_end_matches(';').to_ascii_lowercase()).collect();
-    matches!(words.as_slice(), [a, b] if (a == "discard" || a == "deallocate") && b == "all")
-}
-
-fn no_node_error(class: &Class) -> BackendError {
-    let what = if class.access == Access::Write {
-        "no primary is available for writes"
-    } else {
-        "no node is available for reads"
-    };
-    BackendError::Server {
-        node: "-".into(),
-        info: messages::ErrorInfo {
-            severity: "ERROR".into(),
-            code: sqlstate::CANNOT_CONNECT_NOW.into(),
-            message: format!("sluice: {what}"),
-        },
-    }
-}
-
-/// One class for an extended batch: a write if any statement is, the strongest session effect,
-/// the first transaction effect and hint.
-fn combine(classes: &[Arc<Class>]) -> Class {
-    let Some(first) = classes.first() else {
-        // No Parse and no Bind of a known statement (Close/Describe/Sync only): nothing runs.
-        return Class::read(Reason::Empty);
-    };
-    let mut out = Class::clone(first);
-    for c in &classes[1..] {
-        if c.access == Access::Write && out.access == Access::Read {
-            out.access = Access::Write;
-            out.reason = c.reason;
-        }
-        out.session = out.session.max(c.session);
-        if out.tx == TxEffect::None {
-            out.tx = c.tx;
-        }
-        out.hint = out.hint.or(c.hint);
-    }
-    out
-}
-
-/// The SQL texts of a unit (the Query, or each Parse of a batch).
-fn unit_texts(unit: &Unit) -> Vec<String> {
-    match unit {
-        Unit::Simple(f) => messages::decode_query(f.body()).map(str::to_string).into_iter().collect(),
-        Unit::Extended(frames) => frames
-            .iter()
-            .filter(|f| f.tag() == tag::PARSE)
-            .filter_map(|f| messages::decode_parse(f.body()))
-            .map(|p| String::from_utf8_lossy(p.query).into_owned())
-            .collect(),
-    }
-}
-
-/// `RESET ALL` / `DISCARD ALL`: the session's replayable state starts over.
-fn is_reset_all(sql: &str) -> bool {
-    let words: Vec<String> =
-        sql.split_whitespace().take(2).map(|w| w.trim_end_matches(';').to_ascii_lowercase()).collect();
-    matches!(words.as_slice(), [a, b] if (a == "reset" || a == "discard") && b == "all")
-}
-
-/// Asks the primary where its WAL is after a write, for read-your-writes. The insert position,
-/// not the write position: with `synchronous_commit = off` the commit record may not be written
-/// yet when the client hears of the commit.
-const LSN_SQL: &str = "SELECT pg_catalog.pg_current_wal_insert_lsn()";
-
-/// How a unit's write position is learnt, if at all.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Capture {
-    /// Not a unit later reads must wait for.
-    None,
-    /// The position query is pipelined right behind the unit (no extra round trip).
-    Pipelined,
-    /// The unit may enter COPY FROM STDIN, where a pipelined query would break the copy: ask
-    /// after it finished.
-    After,
-}
-
-/// A unit whose effects later reads must see: a write, or the end of a transaction block.
-/// (Units ending with Flush cannot have a query appended; they get no capture.) Only ever used
-/// on the primary, where the query cannot fail and so can never abort a client's transaction.
-fn lsn_capture(class: &Class, unit: &Unit, may_copy: bool) -> Capture {
-    let ends_cleanly = match unit {
-        Unit::Simple(f) => f.tag() == tag::QUERY,
-        Unit::Extended(frames) => frames.last().is_some_and(|f| f.tag() == tag::SYNC),
-    };
-    let writes = match class.tx {
-        TxEffect::End => true,
-        TxEffect::None => class.access == Access::Write,
-        _ => false,
-    };
-    if !(ends_cleanly && writes) {
-        return Capture::None;
-    }
-    if may_copy {
-        Capture::After
-    } else {
-        Capture::Pipelined
     }
 }
