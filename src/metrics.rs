@@ -1,0 +1,295 @@
+//! Metrics: typed Prometheus series registered into a [`Registry`] that the caller passes in.
+//!
+//! [`Metrics::new`] registers every family under the `sluice_` prefix and looks up the labelled
+//! series it can know in advance once (per node, per unit outcome, per rejection reason), so a
+//! recording point costs one atomic add. Label values come only from closed enums and the
+//! configured node names, never from client input. This module owns no IO and no globals: the
+//! admin endpoint encodes the registry, the session, pool and monitor code call the recorders.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::router::Reason;
+use crate::topology::{Role, Topology};
+
+/// Upper bounds of the checkout-wait histogram, 100 µs to 5 s.
+const CHECKOUT_BUCKETS_SECONDS: [f64; 15] =
+    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+
+/// Cached route counters, indexed by the reason's discriminant (there are fewer than this many
+/// reasons; one past the end falls back to a family lookup rather than failing).
+const REASON_SLOTS: usize = 64;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabel {
+    node: String,
+}
+
+/// How one unit of work (a simple Query or a Parse..Sync batch) ended, for `units_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum UnitOutcome {
+    /// The server answered up to ReadyForQuery and the client got all of it.
+    Ready,
+    /// The reply was cut off after part of it reached the client.
+    Partial,
+    /// The server connection died before the unit finished.
+    ServerLost,
+    /// The client went away while the unit ran.
+    ClientGone,
+    /// A replica refused the unit as a write (25006) and it was re-run on the primary.
+    ReadOnlyRetried,
+    /// The unit was re-sent on another connection because nothing of it had reached a server.
+    ConnectionRetried,
+}
+
+impl UnitOutcome {
+    /// Every outcome, in label order.
+    pub const ALL: [UnitOutcome; 6] = [
+        UnitOutcome::Ready,
+        UnitOutcome::Partial,
+        UnitOutcome::ServerLost,
+        UnitOutcome::ClientGone,
+        UnitOutcome::ReadOnlyRetried,
+        UnitOutcome::ConnectionRetried,
+    ];
+
+    /// The metric label value.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UnitOutcome::Ready => "ready",
+            UnitOutcome::Partial => "partial",
+            UnitOutcome::ServerLost => "server_lost",
+            UnitOutcome::ClientGone => "client_gone",
+            UnitOutcome::ReadOnlyRetried => "read_only_retried",
+            UnitOutcome::ConnectionRetried => "connection_retried",
+        }
+    }
+}
+
+/// Why a client connection was refused before its session began, for `client_rejections_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Rejection {
+    /// The client connection limit was reached.
+    TooManyConnections,
+    /// The TLS handshake, startup or authentication did not finish in time.
+    StartupTimeout,
+    /// The client broke the protocol during startup.
+    Protocol,
+    /// The client failed authentication.
+    AuthFailed,
+}
+
+impl Rejection {
+    /// Every rejection reason, in label order.
+    pub const ALL: [Rejection; 4] =
+        [Rejection::TooManyConnections, Rejection::StartupTimeout, Rejection::Protocol, Rejection::AuthFailed];
+
+    /// The metric label value.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rejection::TooManyConnections => "too_many_connections",
+            Rejection::StartupTimeout => "startup_timeout",
+            Rejection::Protocol => "protocol",
+            Rejection::AuthFailed => "auth_failed",
+        }
+    }
+}
+
+/// The series of one configured node; look it up once with [`Metrics::node`] and keep it.
+#[derive(Debug)]
+pub struct NodeMetrics {
+    opened: Counter,
+    connect_errors: Counter,
+    checkout_wait: Histogram,
+    checkout_timeouts: Counter,
+    role: Gauge,
+    wal_lsn: Gauge,
+}
+
+impl NodeMetrics {
+    /// A server connection to this node was opened (startup and authentication done).
+    pub fn connected(&self) {
+        self.opened.inc();
+    }
+
+    /// Opening a server connection to this node failed.
+    pub fn connect_failed(&self) {
+        self.connect_errors.inc();
+    }
+
+    /// A pool checkout on this node succeeded after waiting `wait`.
+    pub fn checkout_waited(&self, wait: Duration) {
+        self.checkout_wait.observe(wait.as_secs_f64());
+    }
+
+    /// A pool checkout on this node gave up after the configured wait.
+    pub fn checkout_timed_out(&self) {
+        self.checkout_timeouts.inc();
+    }
+
+    fn set_view(&self, role: Role, wal_lsn: Option<u64>) {
+        let role = match role {
+            Role::Primary => 2,
+            Role::Replica => 1,
+            Role::Down | Role::Unknown => 0,
+        };
+        self.role.set(role);
+        // An LSN past i64::MAX bytes (8 EiB of WAL) cannot happen; clamp rather than wrap.
+        self.wal_lsn.set(wal_lsn.map_or(0, |lsn| i64::try_from(lsn).unwrap_or(i64::MAX)));
+    }
+}
+
+/// Every sluice metric; built once by the application and shared as `Arc<Metrics>`.
+#[derive(Debug)]
+pub struct Metrics {
+    routes: Family<ReasonLabel, Counter>,
+    route_cache: [OnceLock<Counter>; REASON_SLOTS],
+    units: [Counter; UnitOutcome::ALL.len()],
+    rejections: [Counter; Rejection::ALL.len()],
+    clients: Gauge,
+    generation: Gauge,
+    nodes: Vec<NodeMetrics>,
+}
+
+impl Metrics {
+    /// Register every family into `registry` (under the `sluice_` prefix) with one series per
+    /// configured node, in configuration order (so `node_names[i]` is node index `i`).
+    pub fn new(registry: &mut Registry, node_names: &[String]) -> Arc<Metrics> {
+        let registry = registry.sub_registry_with_prefix("sluice");
+        let routes = Family::<ReasonLabel, Counter>::default();
+        registry.register("route_decisions", "Routing and classification decisions by reason", routes.clone());
+        let units = register_units(registry);
+        let (clients, rejections) = register_clients(registry);
+        let generation = Gauge::default();
+        registry.register("topology_generation", "Generation of the current topology snapshot", generation.clone());
+        let nodes = register_nodes(registry, node_names);
+        let route_cache = std::array::from_fn(|_| OnceLock::new());
+        Arc::new(Metrics { routes, route_cache, units, rejections, clients, generation, nodes })
+    }
+
+    /// Count one routing or classification decision.
+    pub fn route(&self, reason: Reason) {
+        let lookup = || self.routes.get_or_create(&ReasonLabel { reason: reason.as_str() }).clone();
+        // Fieldless enum: the discriminant is a dense index from 0.
+        match self.route_cache.get(reason as usize) {
+            Some(slot) => slot.get_or_init(lookup).inc(),
+            None => lookup().inc(),
+        };
+    }
+
+    /// Count one finished unit of work.
+    pub fn unit(&self, outcome: UnitOutcome) {
+        self.units[outcome as usize].inc();
+    }
+
+    /// A client connection was accepted (pair with [`Metrics::client_closed`]).
+    pub fn client_opened(&self) {
+        self.clients.inc();
+    }
+
+    /// A client connection that was counted by [`Metrics::client_opened`] ended.
+    pub fn client_closed(&self) {
+        self.clients.dec();
+    }
+
+    /// The number of client connections open now.
+    #[must_use]
+    pub fn clients(&self) -> i64 {
+        self.clients.get()
+    }
+
+    /// Count a client connection refused before its session began.
+    pub fn client_rejected(&self, reason: Rejection) {
+        self.rejections[reason as usize].inc();
+    }
+
+    /// The series of node `index` (its position in the configuration).
+    ///
+    /// # Panics
+    ///
+    /// If `index` is not below the number of node names given to [`Metrics::new`].
+    #[must_use]
+    pub fn node(&self, index: usize) -> &NodeMetrics {
+        &self.nodes[index]
+    }
+
+    /// Copy a topology snapshot into the role, WAL position and generation gauges. Nodes the
+    /// snapshot has but the metrics do not (never, with one configuration) are skipped.
+    pub fn topology(&self, topology: &Topology) {
+        self.generation.set(i64::try_from(topology.generation).unwrap_or(i64::MAX));
+        for view in &topology.nodes {
+            if let Some(node) = self.nodes.get(view.index) {
+                node.set_view(view.role, view.wal_lsn);
+            }
+        }
+    }
+}
+
+fn register_units(registry: &mut Registry) -> [Counter; UnitOutcome::ALL.len()] {
+    let family = Family::<OutcomeLabel, Counter>::default();
+    registry.register("units", "Units of work (Query or Parse..Sync) by how they ended", family.clone());
+    UnitOutcome::ALL.map(|outcome| family.get_or_create(&OutcomeLabel { outcome: outcome.as_str() }).clone())
+}
+
+fn register_clients(registry: &mut Registry) -> (Gauge, [Counter; Rejection::ALL.len()]) {
+    let clients = Gauge::default();
+    registry.register("client_connections", "Client connections open now", clients.clone());
+    let family = Family::<ReasonLabel, Counter>::default();
+    registry.register("client_rejections", "Client connections refused before their session", family.clone());
+    let rejections = Rejection::ALL.map(|r| family.get_or_create(&ReasonLabel { reason: r.as_str() }).clone());
+    (clients, rejections)
+}
+
+fn checkout_histogram() -> Histogram {
+    Histogram::new(CHECKOUT_BUCKETS_SECONDS)
+}
+
+fn register_nodes(registry: &mut Registry, node_names: &[String]) -> Vec<NodeMetrics> {
+    let opened = Family::<NodeLabel, Counter>::default();
+    let errors = Family::<NodeLabel, Counter>::default();
+    let wait = Family::<NodeLabel, Histogram, fn() -> Histogram>::new_with_constructor(checkout_histogram);
+    let timeouts = Family::<NodeLabel, Counter>::default();
+    let role = Family::<NodeLabel, Gauge>::default();
+    let lsn = Family::<NodeLabel, Gauge>::default();
+    registry.register("server_connections_opened", "Server connections opened per node", opened.clone());
+    registry.register("server_connect_errors", "Failed server connection attempts per node", errors.clone());
+    let wait_help = "Time a checkout waited for a pooled server connection";
+    registry.register_with_unit("pool_checkout_wait", wait_help, Unit::Seconds, wait.clone());
+    registry.register("pool_checkout_timeouts", "Checkouts that gave up waiting per node", timeouts.clone());
+    registry.register("node_role", "Node role: 0 down or unknown, 1 replica, 2 primary", role.clone());
+    registry.register("node_wal_lsn", "Last WAL position seen on the node, in bytes", lsn.clone());
+    let series = |name: &String| {
+        let label = NodeLabel { node: name.clone() };
+        NodeMetrics {
+            opened: opened.get_or_create(&label).clone(),
+            connect_errors: errors.get_or_create(&label).clone(),
+            checkout_wait: wait.get_or_create(&label).clone(),
+            checkout_timeouts: timeouts.get_or_create(&label).clone(),
+            role: role.get_or_create(&label).clone(),
+            wal_lsn: lsn.get_or_create(&label).clone(),
+        }
+    };
+    node_names.iter().map(series).collect()
+}
+
+#[cfg(test)]
+mod tests;
