@@ -114,8 +114,9 @@ impl Rejection {
     }
 }
 
-/// The series of one configured node; look it up once with [`Metrics::node`] and keep it.
-#[derive(Debug)]
+/// The series of one configured node; look it up once with [`Metrics::node`] and keep it (a clone
+/// shares the same series, so a pool may hold its own copy).
+#[derive(Clone, Debug)]
 pub struct NodeMetrics {
     opened: Counter,
     connect_errors: Counter,
