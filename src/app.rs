@@ -7,12 +7,15 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::admin::{self, AdminState};
 use crate::backend::probe::{probe_timeout, SqlProbe};
 use crate::backend::{PoolKey, Pools};
 use crate::config::Config;
 use crate::frontend::{listener, Shared};
+use crate::metrics::Metrics;
 use crate::topology::monitor::{initial_topology, Monitor};
 use crate::topology::{Topology, TopologyHandle};
+use prometheus_client::registry::Registry;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +36,7 @@ pub struct Proxy;
 /// A running proxy. Dropping it stops accepting and stops the monitor.
 pub struct ProxyHandle {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
     topology: TopologyHandle,
     shutdown: watch::Sender<bool>,
@@ -45,21 +49,41 @@ impl Proxy {
     /// # Errors
     /// See [`StartError`].
     pub async fn start(config: Config) -> Result<ProxyHandle, StartError> {
-        let config = Arc::new(config);
-        let topology = TopologyHandle::new(initial_topology(&config));
-        let pools = Arc::new(Pools::new(Arc::clone(&config)));
-        let monitor = build_monitor(&config, &pools, &topology);
-        monitor.tick().await;
+        // Bind first: a taken port fails at once, before any node is probed.
         let listener = bind(config.listen, config.limits.listen_backlog)?;
         let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
+        let admin = config.admin_listen.map(|a| bind(a, 128)).transpose()?;
+        let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+        let config = Arc::new(config);
+        let topology = TopologyHandle::new(initial_topology(&config));
+        let mut registry = Registry::default();
+        let node_names: Vec<String> = config.nodes.iter().map(|n| n.name.clone()).collect();
+        let metrics = Metrics::new(&mut registry, &node_names);
+        let pools = Arc::new(Pools::new(Arc::clone(&config), Arc::clone(&metrics)));
+        let monitor = build_monitor(&config, &pools, &topology);
+        monitor.tick().await;
         let (shutdown, rx) = watch::channel(false);
-        let shared = Arc::new(Shared::new(Arc::clone(&config), topology.clone(), Arc::clone(&pools)));
-        let tasks = vec![
+        let shared =
+            Arc::new(Shared::new(Arc::clone(&config), topology.clone(), Arc::clone(&pools), Arc::clone(&metrics)));
+        let mut tasks = vec![
             tokio::spawn(monitor_loop(monitor, Arc::clone(&pools), config.monitor.interval, rx.clone())),
-            tokio::spawn(listener::accept_loop(listener, Arc::clone(&shared), rx)),
+            tokio::spawn(listener::accept_loop(listener, Arc::clone(&shared), rx.clone())),
         ];
-        tracing::info!(%addr, "sluice is listening");
-        Ok(ProxyHandle { addr, shared, topology, shutdown, tasks })
+        if let Some(admin) = admin {
+            let state = AdminState { registry: Arc::new(registry), topology: topology.clone(), metrics };
+            tasks.push(tokio::spawn(serve_admin(admin, state, rx)));
+        }
+        tracing::info!(%addr, admin = ?admin_addr, "sluice is listening");
+        Ok(ProxyHandle { addr, admin_addr, shared, topology, shutdown, tasks })
+    }
+}
+
+async fn serve_admin(listener: TcpListener, state: AdminState, mut stop: watch::Receiver<bool>) {
+    let stopped = async move {
+        let _ = stop.changed().await;
+    };
+    if let Err(e) = admin::serve(listener, state, stopped).await {
+        tracing::warn!(error = %e, "the admin endpoint stopped");
     }
 }
 
@@ -108,6 +132,12 @@ impl ProxyHandle {
     #[must_use]
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The address of the admin HTTP endpoint, if one is configured.
+    #[must_use]
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// The current topology snapshot.

@@ -9,16 +9,20 @@
 //! - [`backend`]: server connections, their authentication and reset, bounded pools per node.
 //! - [`topology`]: the one snapshot of node roles, published by the monitor.
 //! - [`auth`]: SCRAM-SHA-256 and md5 crypto for both sides.
+//! - [`metrics`] and [`admin`]: typed Prometheus metrics and the HTTP endpoint that serves them
+//!   with `/health` and `/topology`.
 //! - [`pgcluster`] and [`demo`]: local PostgreSQL clusters for `sluice demo` and the tests.
 //!
 //! [`Proxy::start`] wires the handles together; `main.rs` only handles the process lifecycle.
 
+pub mod admin;
 pub mod auth;
 pub mod backend;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod frontend;
+pub mod metrics;
 pub mod pgcluster;
 pub mod protocol;
 pub mod router;

@@ -15,6 +15,7 @@ use super::conn::{ConnectSpec, ServerConn};
 use crate::auth::SaltCache;
 use crate::config::{Config, PoolConfig};
 use crate::error::BackendError;
+use crate::metrics::{Metrics, NodeMetrics};
 
 /// Which pool.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -36,6 +37,7 @@ pub struct Pool {
     /// ParameterStatus values of this pool's first connection, before any session state:
     /// what a new client is told at login without waiting for a free connection.
     startup_params: std::sync::OnceLock<Vec<(String, String)>>,
+    metrics: NodeMetrics,
 }
 
 /// A checked-out connection and the permit that counts it.
@@ -46,13 +48,14 @@ pub struct Checkout {
 }
 
 impl Pool {
-    fn new(spec: ConnectSpec, cfg: PoolConfig) -> Self {
+    fn new(spec: ConnectSpec, cfg: PoolConfig, metrics: NodeMetrics) -> Self {
         Self {
             spec,
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(cfg.size)),
             cfg,
             startup_params: std::sync::OnceLock::new(),
+            metrics,
         }
     }
 
@@ -66,15 +69,20 @@ impl Pool {
             .await
             .ok()
             .and_then(Result::ok)
-            .ok_or_else(|| BackendError::CheckoutTimeout {
-                node: self.spec.node_name.clone(),
-                waited_ms: started.elapsed().as_millis(),
-                size: self.cfg.size,
+            .ok_or_else(|| {
+                self.metrics.checkout_timed_out();
+                BackendError::CheckoutTimeout {
+                    node: self.spec.node_name.clone(),
+                    waited_ms: started.elapsed().as_millis(),
+                    size: self.cfg.size,
+                }
             })?;
+        self.metrics.checkout_waited(started.elapsed());
         let conn = match self.take_idle() {
             Some(c) => c,
             None => {
-                let c = ServerConn::connect(&self.spec).await?;
+                let c = ServerConn::connect(&self.spec).await.inspect_err(|_| self.metrics.connect_failed())?;
+                self.metrics.connected();
                 self.startup_params.get_or_init(|| c.server_params.clone());
                 c
             }
@@ -157,6 +165,7 @@ impl Checkout {
 /// All pools, created on first use.
 pub struct Pools {
     config: Arc<Config>,
+    metrics: Arc<Metrics>,
     salt_cache: SaltCache,
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
 }
@@ -164,8 +173,8 @@ pub struct Pools {
 impl Pools {
     /// Empty pools for `config`.
     #[must_use]
-    pub fn new(config: Arc<Config>) -> Self {
-        Self { config, salt_cache: SaltCache::default(), pools: Mutex::new(HashMap::new()) }
+    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
+        Self { config, metrics, salt_cache: SaltCache::default(), pools: Mutex::new(HashMap::new()) }
     }
 
     /// The pool for (node, database, user), created if needed.
@@ -178,7 +187,11 @@ impl Pools {
         if let Some(p) = pools.get(&key) {
             return Arc::clone(p);
         }
-        let pool = Arc::new(Pool::new(self.spec(&key, self.config.pool.connect_timeout), self.config.pool.clone()));
+        let pool = Arc::new(Pool::new(
+            self.spec(&key, self.config.pool.connect_timeout),
+            self.config.pool.clone(),
+            self.metrics.node(node).clone(),
+        ));
         pools.insert(key, Arc::clone(&pool));
         pool
     }

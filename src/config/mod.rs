@@ -154,6 +154,8 @@ pub struct RoutingConfig {
 pub struct Config {
     /// Where clients connect.
     pub listen: SocketAddr,
+    /// Where the admin HTTP endpoint (`/metrics`, `/health`, `/topology`) listens, if anywhere.
+    pub admin_listen: Option<SocketAddr>,
     /// Databases clients may ask for (`None`: any).
     pub databases: Option<Vec<String>>,
     /// Resource limits.

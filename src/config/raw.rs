@@ -8,6 +8,7 @@ use serde::Deserialize;
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub listen: Option<String>,
+    pub admin_listen: Option<String>,
     pub databases: Option<Vec<String>>,
     #[serde(default)]
     pub limits: RawLimits,

@@ -70,6 +70,11 @@ impl Checker {
 pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let mut c = Checker::default();
     let listen = listen_addr(&mut c, raw.listen.as_deref());
+    let admin_listen = raw.admin_listen.as_deref().and_then(|text| {
+        text.parse()
+            .map_err(|e| c.problem("admin_listen", format!("{text:?} is not an address like \"127.0.0.1:9187\" ({e})")))
+            .ok()
+    });
     let limits = limits(&mut c, &raw.limits);
     let pool = pool(&mut c, &raw.pool);
     let nodes = nodes(&mut c, &raw.nodes);
@@ -86,7 +91,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     if !c.problems.is_empty() {
         return Err(ConfigErrors(c.problems));
     }
-    Ok(Config { listen, databases: raw.databases, limits, pool, monitor, routing, nodes, users })
+    Ok(Config { listen, admin_listen, databases: raw.databases, limits, pool, monitor, routing, nodes, users })
 }
 
 fn listen_addr(c: &mut Checker, value: Option<&str>) -> SocketAddr {

@@ -35,8 +35,15 @@ pub struct Login {
 pub enum Refused {
     /// A CancelRequest was handled; the connection is done.
     Cancel,
-    /// The client failed or broke the protocol; `reason` is for the log.
-    Failed(String),
+    /// The client was refused with this SQLSTATE; the text is for the log.
+    Refused {
+        /// The SQLSTATE sent.
+        code: String,
+        /// Why, for the log.
+        reason: String,
+    },
+    /// The client went away during the handshake.
+    Gone,
 }
 
 /// Write a FATAL error and close the connection.
@@ -45,7 +52,7 @@ pub async fn refuse(stream: &mut TcpStream, code: &str, message: &str) -> Refuse
     messages::error_response(&mut buf, Severity::Fatal, code, message);
     let _ = stream.write_all(&buf).await;
     let _ = stream.shutdown().await;
-    Refused::Failed(format!("{code}: {message}"))
+    Refused::Refused { code: code.to_string(), reason: message.to_string() }
 }
 
 /// Run the startup phase and authentication within the configured startup timeout.
@@ -94,7 +101,7 @@ async fn startup_packet(
         match startup::read_packet(stream, left).await {
             Ok(StartupPacket::SslRequest | StartupPacket::GssEncRequest) => {
                 if stream.write_all(b"N").await.is_err() {
-                    return Err(Refused::Failed("client went away".into()));
+                    return Err(Refused::Gone);
                 }
             }
             Ok(StartupPacket::Cancel { pid, secret }) => {
@@ -102,7 +109,7 @@ async fn startup_packet(
                 return Ok(StartupOutcome::Cancelled);
             }
             Ok(StartupPacket::Startup { params }) => return Ok(StartupOutcome::Params(params)),
-            Err(startup::StartupError::Truncated) => return Err(Refused::Failed("closed during startup".into())),
+            Err(startup::StartupError::Truncated) => return Err(Refused::Gone),
             Err(e) => return Err(refuse(stream, sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await),
         }
     }

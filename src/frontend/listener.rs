@@ -10,6 +10,7 @@ use super::handshake::{handshake, refuse, Refused};
 use super::session::Session;
 use super::Shared;
 use crate::error::sqlstate;
+use crate::metrics::{Metrics, Rejection};
 
 /// Accept clients until `shutdown` turns true.
 pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
@@ -33,11 +34,13 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdow
         match Arc::clone(&permits).try_acquire_owned() {
             Ok(permit) => {
                 tokio::spawn(async move {
+                    let _counted = ClientCount::new(&shared.metrics);
                     serve_client(stream, &shared).await;
                     drop(permit);
                 });
             }
             Err(_) => {
+                shared.metrics.client_rejected(Rejection::TooManyConnections);
                 tokio::spawn(async move {
                     let mut stream = stream;
                     let msg = "sorry, too many clients already";
@@ -55,7 +58,35 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdow
 async fn serve_client(stream: TcpStream, shared: &Shared) {
     match handshake(stream, shared).await {
         Ok(login) => Session::new(shared, login).run().await,
-        Err(Refused::Cancel) => {}
-        Err(Refused::Failed(reason)) => tracing::debug!(%reason, "client refused"),
+        Err(Refused::Cancel | Refused::Gone) => {}
+        Err(Refused::Refused { code, reason }) => {
+            tracing::debug!(%code, %reason, "client refused");
+            shared.metrics.client_rejected(rejection(&code, &reason));
+        }
+    }
+}
+
+/// The metric label of a refused handshake.
+fn rejection(code: &str, reason: &str) -> Rejection {
+    match code {
+        sqlstate::INVALID_PASSWORD | sqlstate::INVALID_AUTHORIZATION => Rejection::AuthFailed,
+        _ if reason.contains("timeout") || reason.contains("timed out") => Rejection::StartupTimeout,
+        _ => Rejection::Protocol,
+    }
+}
+
+/// Counts a connected client for as long as it lives, whichever way its task ends.
+struct ClientCount<'a>(&'a Metrics);
+
+impl<'a> ClientCount<'a> {
+    fn new(metrics: &'a Metrics) -> Self {
+        metrics.client_opened();
+        Self(metrics)
+    }
+}
+
+impl Drop for ClientCount<'_> {
+    fn drop(&mut self) {
+        self.0.client_closed();
     }
 }

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use crate::auth::ScramVerifier;
 use crate::backend::Pools;
 use crate::config::{AuthMethod, Config, Secret};
+use crate::metrics::Metrics;
 use crate::topology::TopologyHandle;
 
 /// What a client is checked against, prepared once at startup (no PBKDF2 per login).
@@ -68,12 +69,14 @@ pub struct Shared {
     pub classifiers: catalog::Classifiers,
     /// Round-robin ticket counter for replica choice.
     pub tickets: AtomicU64,
+    /// Counters and gauges.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Shared {
     /// Build the shared handles.
     #[must_use]
-    pub fn new(config: Arc<Config>, topology: TopologyHandle, pools: Arc<Pools>) -> Self {
+    pub fn new(config: Arc<Config>, topology: TopologyHandle, pools: Arc<Pools>, metrics: Arc<Metrics>) -> Self {
         let credentials =
             config.users.iter().map(|u| (u.name.clone(), Credentials::for_user(&u.name, u.auth, &u.secret))).collect();
         let classifiers = catalog::Classifiers::new(Arc::clone(&config), Arc::clone(&pools), topology.clone());
@@ -85,6 +88,7 @@ impl Shared {
             credentials,
             classifiers,
             tickets: AtomicU64::new(0),
+            metrics,
         }
     }
 }

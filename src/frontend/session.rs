@@ -27,6 +27,7 @@ use crate::backend::conn::{columns, parse_lsn};
 use crate::backend::{Checkout, Pool, ServerConn};
 use crate::config::PoolMode;
 use crate::error::{sqlstate, BackendError};
+use crate::metrics::UnitOutcome;
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::{tag, Frame, FrameError, FrameReader, TxStatus};
 use crate::router::{self, Access, Class, Classifier, Reason, SessionEffect, SessionView, TxEffect};
@@ -237,6 +238,7 @@ impl<'a> Session<'a> {
         let mut outcome = self.attempt(&unit, &class, retryable).await?;
         match outcome {
             Some((Outcome::ReadOnlyRejected, _)) => {
+                self.shared.metrics.unit(UnitOutcome::ReadOnlyRetried);
                 self.release_if_done(TxStatus::Idle);
                 unit.note_write(&self.classifier);
                 class = Arc::new(Class::write(Reason::NotedWrite));
@@ -244,6 +246,7 @@ impl<'a> Session<'a> {
             }
             Some((Outcome::NeverRan(ref e), _)) => {
                 tracing::info!(error = %e, "server connection died before the statement ran; retrying on a fresh one");
+                self.shared.metrics.unit(UnitOutcome::ConnectionRetried);
                 self.drop_held_and_siblings();
                 outcome = self.attempt(&unit, &class, false).await?;
             }
@@ -341,6 +344,16 @@ impl<'a> Session<'a> {
         errored: bool,
         autocommit: bool,
     ) -> Result<(), ()> {
+        let counted = match &outcome {
+            Outcome::Ready(_) => Some(UnitOutcome::Ready),
+            Outcome::Partial => Some(UnitOutcome::Partial),
+            Outcome::ServerLost(_) => Some(UnitOutcome::ServerLost),
+            Outcome::ClientGone => Some(UnitOutcome::ClientGone),
+            Outcome::ReadOnlyRejected | Outcome::NeverRan(_) => None,
+        };
+        if let Some(o) = counted {
+            self.shared.metrics.unit(o);
+        }
         match outcome {
             Outcome::Ready(status) => {
                 if !errored {
@@ -414,6 +427,7 @@ impl<'a> Session<'a> {
         let policy = router::Policy { primary_reads: self.shared.config.routing.primary_reads };
         let route = router::route(class, &view, &topology, &policy);
         tracing::debug!(reason = route.reason.as_str(), candidates = ?route.candidates, "route");
+        self.shared.metrics.route(route.reason);
         let mut last = None;
         for node in route.candidates {
             let pool = self.pool(node);

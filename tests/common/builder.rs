@@ -175,6 +175,8 @@ impl ProxyBuilder {
     pub fn toml(&self) -> String {
         let listen = self.listen.as_deref().unwrap_or("127.0.0.1:0");
         let mut t = format!("listen = {}\n", s(listen));
+        // Top-level keys (`admin_listen`...) are set with the section "".
+        t.push_str(&self.section(""));
         if let Some(dbs) = &self.databases {
             let list: Vec<String> = dbs.iter().map(|d| s(d)).collect();
             t.push_str(&format!("databases = [{}]\n", list.join(", ")));

@@ -96,6 +96,11 @@ impl Proxy {
         self.handle().reload();
     }
 
+    /// The admin HTTP endpoint's address, when `admin_listen` was set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.handle().admin_addr()
+    }
+
     fn handle(&self) -> &sluice::ProxyHandle {
         self.handle.as_ref().expect("the proxy was shut down")
     }
