@@ -5,6 +5,9 @@
 //! ```sh
 //! cargo build --release --example stress && target/release/examples/stress
 //! target/release/examples/stress --only flood --flood 5000 --in-flight 500
+//! # only the login flood, against an endpoint that is already running (sluice, PgBouncer or
+//! # PostgreSQL itself, on 127.0.0.1), as a given user:
+//! target/release/examples/stress --target 127.0.0.1:6432 --user app --password secret --database app
 //! ```
 //!
 //! Scenarios (each with a canary connecting and running `SELECT 1` every 200 ms throughout;
@@ -18,6 +21,10 @@
 //! - `kill`: `pg_terminate_backend()` of every backend of the proxy's user on every node, 3
 //!   rounds, while 20 clients run queries; at most one error per client per round.
 //!
+//! With `--target` no cluster and no sluice are started: only the login flood (with its canary)
+//! runs against that address, and a `result:` line of `key=value` pairs follows the figure so
+//! a script can put several endpoints in one table (`scripts/logins.sh` does).
+//!
 //! sluice runs on its own tokio runtime so the load generator does not share its scheduler
 //! (it shares the machine's cores, as a separate process would). The load side reuses
 //! `tests/load`, the code behind the scaled-down CI versions in `tests/hostile.rs`.
@@ -25,6 +32,7 @@
 #[path = "../tests/load/mod.rs"]
 mod load;
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -32,8 +40,9 @@ use std::time::Duration;
 
 use clap::Parser;
 use load::canary::{Canary, CanaryReport};
-use load::{flood, kill, malformed, sockets, Target};
-use sluice::pgcluster::{LocalCluster, TEST_PASSWORD, TEST_USER};
+use load::flood::FloodReport;
+use load::{flood, kill, malformed, percentile, sockets, Target};
+use sluice::pgcluster::{LocalCluster, TEST_DATABASE, TEST_PASSWORD, TEST_USER};
 
 /// The canary's latency target in every phase.
 const CANARY_P99: Duration = Duration::from_secs(1);
@@ -82,6 +91,19 @@ struct Args {
     /// Streaming replicas behind the primary.
     #[arg(long, default_value_t = 1)]
     replicas: usize,
+    /// Run only the login flood against this already-running endpoint (127.0.0.1:PORT: sluice,
+    /// PgBouncer or PostgreSQL) instead of starting a cluster and sluice.
+    #[arg(long)]
+    target: Option<SocketAddr>,
+    /// Login name for `--target` (a SCRAM-SHA-256 user there).
+    #[arg(long, default_value = TEST_USER)]
+    user: String,
+    /// Its password, for `--target`.
+    #[arg(long, default_value = TEST_PASSWORD)]
+    password: String,
+    /// Database to ask for, for `--target`.
+    #[arg(long, default_value = TEST_DATABASE)]
+    database: String,
 }
 
 /// One scenario's figure and whether it met its targets.
@@ -111,6 +133,9 @@ impl Figure {
 fn main() -> ExitCode {
     let args = Args::parse();
     println!("open files: soft limit {}", raise_nofile_limit());
+    if let Some(addr) = args.target {
+        return flood_target(&args, addr);
+    }
     let panics = count_panics();
     let sluice_rt = runtime("sluice");
     let load_rt = runtime("load");
@@ -183,12 +208,69 @@ async fn malformed(args: &Args, t: &Target) -> Figure {
 }
 
 async fn flood(args: &Args, t: &Target) -> Figure {
+    let (report, canary) = flood_with_canary(args, t).await;
+    flood_figure(&report, canary)
+}
+
+async fn flood_with_canary(args: &Args, t: &Target) -> (FloodReport, CanaryReport) {
     let c = canary(t).await;
     let report = flood::flood(t, args.flood, args.in_flight, Duration::from_secs(30)).await;
     let canary = c.stop().await;
     report.examples.iter().for_each(|(k, e)| println!("  {k}: e.g. {e}"));
+    (report, canary)
+}
+
+fn flood_figure(report: &FloodReport, canary: CanaryReport) -> Figure {
     let improper = report.errors.contains_key("io") || report.errors.contains_key("protocol");
     Figure::new("flood", report.summary(), canary, report.hung == 0 && !improper)
+}
+
+/// `--target`: the login flood alone against an endpoint someone else runs; prints the figure
+/// and a `result:` line. The load code connects to 127.0.0.1 only, so only that is accepted.
+fn flood_target(args: &Args, addr: SocketAddr) -> ExitCode {
+    if addr.ip() != Ipv4Addr::LOCALHOST {
+        eprintln!("stress: --target must be 127.0.0.1:PORT (the load clients connect to 127.0.0.1 only)");
+        return ExitCode::from(2);
+    }
+    let t = Target {
+        port: addr.port(),
+        user: args.user.clone(),
+        password: args.password.clone(),
+        database: args.database.clone(),
+    };
+    println!("login flood against {addr} as {} on {}", t.user, t.database);
+    let (report, canary) = runtime("load").block_on(flood_with_canary(args, &t));
+    let result = result_line(&report, &canary);
+    let figure = flood_figure(&report, canary);
+    figure.print();
+    println!("{result}");
+    if figure.met {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+/// The flood's figures as `key=value` pairs (times in ms), for scripts.
+fn result_line(report: &FloodReport, canary: &CanaryReport) -> String {
+    let kinds: Vec<String> = report.errors.iter().map(|(k, n)| format!("{k}:{n}")).collect();
+    let ms = |d: Duration| format!("{:.1}", d.as_secs_f64() * 1000.0);
+    format!(
+        "result: clients={} ok={} errors={} error_kinds={} hung={} elapsed_s={:.2} logins_per_s={:.0} \
+         login_p50_ms={} login_p99_ms={} canary_attempts={} canary_failures={} canary_p99_ms={}",
+        report.clients,
+        report.ok,
+        report.error_count(),
+        if kinds.is_empty() { "-".to_string() } else { kinds.join(",") },
+        report.hung,
+        report.elapsed.as_secs_f64(),
+        report.logins_per_second(),
+        ms(percentile(&report.logins, 50.0)),
+        ms(percentile(&report.logins, 99.0)),
+        canary.attempts,
+        canary.failures.len(),
+        ms(canary.p99()),
+    )
 }
 
 async fn kill(args: &Args, cluster: &LocalCluster, t: &Target) -> Figure {

@@ -15,14 +15,13 @@
 #
 # Knobs (environment):
 #   DURATION=15 CLIENTS=16 THREADS=2   each pgbench run (-T/-c/-j)
-#   POOL_SIZE=16                       server connections per pool, sluice and PgBouncer alike
+#   POOL_SIZE=16                       server connections per pool, sluice and PgBouncer alike (lib.sh)
 #   SCALE=10                           pgbench -i -s
 #   LOGIN_DURATION=10 LOGIN_CLIENTS=8  the logins/s runs (pgbench -C, one `SELECT 1` per login)
 #   WARMUP=5                           unrecorded -S seconds per target before measuring
 #   REPLICAS=1                         0 skips the primary + 2 replicas variant
 #   SYNC_COMMIT=off                    synchronous_commit of the server (off keeps TPC-B CPU-bound)
-#   PG_BINDIR=/usr/lib/postgresql/15/bin
-#   BUILD_TIMEOUT=1800 KEEP=0 (1 keeps the temporary directory for inspection)
+#   PG_BINDIR, BUILD_TIMEOUT, KEEP, ...: see scripts/lib.sh
 #
 # The numbers are only comparable within one run: on a small shared machine the load generator,
 # the proxy and the servers compete for the same cores.
@@ -33,263 +32,18 @@ REPO=$(pwd)
 DURATION=${DURATION:-15}
 CLIENTS=${CLIENTS:-16}
 THREADS=${THREADS:-2}
-POOL_SIZE=${POOL_SIZE:-16}
 SCALE=${SCALE:-10}
 LOGIN_DURATION=${LOGIN_DURATION:-10}
 LOGIN_CLIENTS=${LOGIN_CLIENTS:-8}
 WARMUP=${WARMUP:-5}
 REPLICAS=${REPLICAS:-1}
-SYNC_COMMIT=${SYNC_COMMIT:-off}
-PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
-BUILD_TIMEOUT=${BUILD_TIMEOUT:-1800}
-KEEP=${KEEP:-0}
-
-BENCH_USER=bench
-BENCH_DB=bench
-BENCH_PASSWORD=bench-load-secret
 TESTS=(select-simple select-extended select-prepared tpcb)
+LOG_TAG=load
+# shellcheck source=scripts/lib.sh
+. "$REPO/scripts/lib.sh"
+lib_traps
 
-# libpq variables that would silently send our commands elsewhere.
-unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGPASSWORD PGSERVICE PGOPTIONS PGDATA PGSSLMODE
-
-log() { printf '[load %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() {
-  log "FATAL: $*"
-  exit 1
-}
-is_root() { [ "$(id -u)" = 0 ]; }
-
-# as_pg SECONDS CMD...: server binaries run as `postgres` when we are root (initdb and pgbouncer
-# refuse root), in a directory that user can enter, killed after SECONDS.
-as_pg() {
-  local secs=$1
-  shift
-  if is_root; then
-    (cd "${WORK:-/}" && timeout "$secs" runuser -u postgres -- "$@")
-  else
-    (cd "${WORK:-/}" && timeout "$secs" "$@")
-  fi
-}
-
-# ---------------------------------------------------------------- cleanup
-
-WORK=""
-SLUICE_PIDS=()
-PGB_PID=""
-DATADIRS=()
-
-stop_pid() {
-  local pid=$1 i
-  kill "$pid" 2>/dev/null || return 0
-  for i in $(seq 1 50); do
-    kill -0 "$pid" 2>/dev/null || return 0
-    sleep 0.1
-  done
-  kill -9 "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  log "cleaning up"
-  for pid in "${SLUICE_PIDS[@]}"; do stop_pid "$pid"; done
-  if [ -n "$WORK" ] && [ -s "$WORK/pgbouncer.pid" ]; then stop_pid "$(cat "$WORK/pgbouncer.pid")"; fi
-  [ -n "$PGB_PID" ] && stop_pid "$PGB_PID"
-  for d in "${DATADIRS[@]}"; do
-    [ -f "$d/postmaster.pid" ] && as_pg 60 "$PG_BINDIR/pg_ctl" -D "$d" -m immediate -w -t 30 stop >/dev/null 2>&1
-  done
-  if [ -n "$WORK" ] && [ -d "$WORK" ]; then
-    if [ "$KEEP" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# ---------------------------------------------------------------- helpers
-
-# Sets PICKED to a port below 32768 that nothing listens on and we have not handed out.
-USED_PORTS=" "
-pick_port() {
-  local p i
-  for i in $(seq 1 500); do
-    p=$((20000 + RANDOM % 12000))
-    case "$USED_PORTS" in *" $p "*) continue ;; esac
-    if ! timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$p" 2>/dev/null; then
-      USED_PORTS="$USED_PORTS$p "
-      PICKED=$p
-      return 0
-    fi
-  done
-  die "no free port found"
-}
-
-# psql as the superuser over the server's Unix socket (trust), for setup only.
-psql_admin() {
-  local port=$1
-  shift
-  timeout 120 "$PG_BINDIR/psql" -X -q -v ON_ERROR_STOP=1 -h "$WORK" -p "$port" -U postgres -d postgres "$@"
-}
-
-# psql as the bench user over TCP (SCRAM), to any target.
-psql_bench() {
-  local port=$1
-  shift
-  PGPASSWORD=$BENCH_PASSWORD PGCONNECT_TIMEOUT=5 timeout 30 \
-    "$PG_BINDIR/psql" -X -q -At -h 127.0.0.1 -p "$port" -U "$BENCH_USER" -d "$BENCH_DB" "$@"
-}
-
-# Wait (bounded) until `SELECT 1` works on `port`; `pid` must stay alive meanwhile.
-wait_ready() {
-  local name=$1 port=$2 pid=$3 logfile=$4 i
-  for i in $(seq 1 60); do
-    if ! kill -0 "$pid" 2>/dev/null; then
-      tail -n 30 "$logfile" >&2
-      die "$name exited during startup"
-    fi
-    [ "$(psql_bench "$port" -c 'SELECT 1' 2>/dev/null)" = 1 ] && return 0
-    sleep 0.5
-  done
-  tail -n 30 "$logfile" >&2
-  die "$name did not accept a login on port $port within 30s"
-}
-
-# ---------------------------------------------------------------- setup steps
-
-check_prerequisites() {
-  for b in initdb pg_ctl pg_basebackup psql pgbench; do
-    [ -x "$PG_BINDIR/$b" ] || die "$PG_BINDIR/$b is missing (apt-get install postgresql-15, or set PG_BINDIR)"
-  done
-  is_root && ! id postgres >/dev/null 2>&1 && die "running as root needs a 'postgres' OS user"
-  ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-}
-
-build_sluice() {
-  log "building sluice (cargo build --release --bin sluice; the target dir is shared, this may wait)"
-  if ! timeout "$BUILD_TIMEOUT" cargo build --release --bin sluice >"$WORK/build.log" 2>&1; then
-    tail -n 40 "$WORK/build.log" >&2
-    die "cargo build --release failed"
-  fi
-  # A private copy: a rebuild by someone else mid-run must not change the binary under test.
-  cp "${CARGO_TARGET_DIR:-$REPO/target}/release/sluice" "$WORK/sluice"
-}
-
-install_pgbouncer() {
-  if command -v pgbouncer >/dev/null; then return 0; fi
-  if ! is_root || ! command -v apt-get >/dev/null; then
-    log "pgbouncer is missing and cannot be installed here (needs root + apt): skipping it"
-    return 0
-  fi
-  log "installing pgbouncer with apt"
-  if ! DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq pgbouncer >"$WORK/apt.log" 2>&1; then
-    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get update -qq >>"$WORK/apt.log" 2>&1 || true
-    DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq pgbouncer >>"$WORK/apt.log" 2>&1 ||
-      { tail -n 20 "$WORK/apt.log" >&2; log "apt-get install pgbouncer failed: skipping it"; }
-  fi
-}
-
-# init_primary DIR PORT: initdb, configure, start.
-init_primary() {
-  local dir=$1 port=$2
-  log "initdb $dir (port $port)"
-  as_pg 300 "$PG_BINDIR/initdb" -D "$dir" -U postgres -N --locale=C -E UTF8 \
-    --auth-local=trust --auth-host=scram-sha-256 >"$WORK/initdb.log" 2>&1 ||
-    { tail -n 20 "$WORK/initdb.log" >&2; die "initdb failed"; }
-  as_pg 30 tee -a "$dir/postgresql.conf" >/dev/null <<EOF
-listen_addresses = '127.0.0.1'
-unix_socket_directories = '$WORK'
-max_connections = 200
-shared_buffers = 256MB
-password_encryption = 'scram-sha-256'
-synchronous_commit = $SYNC_COMMIT
-wal_level = replica
-max_wal_senders = 10
-hot_standby = on
-EOF
-  start_server "$dir" "$port"
-}
-
-# start_server DIR PORT: the port is set last so replicas cloned from the primary get their own.
-start_server() {
-  local dir=$1 port=$2
-  echo "port = $port" | as_pg 30 tee -a "$dir/postgresql.conf" >/dev/null
-  DATADIRS+=("$dir")
-  as_pg 120 "$PG_BINDIR/pg_ctl" -D "$dir" -l "$dir.log" -w -t 90 start >/dev/null ||
-    { tail -n 20 "$dir.log" >&2; die "cannot start the server in $dir"; }
-}
-
-create_bench_user() {
-  local port=$1
-  psql_admin "$port" <<EOF
-SET password_encryption = 'scram-sha-256';
-CREATE ROLE $BENCH_USER LOGIN PASSWORD '$BENCH_PASSWORD';
-CREATE DATABASE $BENCH_DB OWNER $BENCH_USER;
-EOF
-  VERIFIER=$(psql_admin "$port" -At -c "SELECT rolpassword FROM pg_authid WHERE rolname = '$BENCH_USER'")
-  case "$VERIFIER" in SCRAM-SHA-256\$*) ;; *) die "unexpected verifier for $BENCH_USER: $VERIFIER" ;; esac
-}
-
-# write_sluice_config FILE LISTEN_PORT NODE_PORT...
-write_sluice_config() {
-  local file=$1 listen=$2 i=0 port
-  shift 2
-  {
-    echo "listen = \"127.0.0.1:$listen\""
-    printf '\n[pool]\nmode = "transaction"\nsize = %s\n' "$POOL_SIZE"
-    printf '\n[monitor]\nuser = "%s"\ndatabase = "postgres"\ninterval = "1s"\n' "$BENCH_USER"
-    for port in "$@"; do
-      i=$((i + 1))
-      printf '\n[[nodes]]\nname = "pg%s"\nhost = "127.0.0.1"\nport = %s\n' "$i" "$port"
-    done
-    # The server's own verifier, as PgBouncer gets it; sluice answers the servers with the password.
-    printf '\n[[users]]\nname = "%s"\npassword = "%s"\nserver_password = "%s"\nauth = "scram-sha-256"\n' \
-      "$BENCH_USER" "$VERIFIER" "$BENCH_PASSWORD"
-  } >"$file"
-  "$WORK/sluice" check-config "$file" >&2 || die "sluice rejected $file"
-}
-
-# start_sluice CONFIG PORT LOG: sets SLUICE_PID.
-start_sluice() {
-  local config=$1 port=$2 logfile=$3
-  SLUICE_LOG=${SLUICE_LOG:-warn} "$WORK/sluice" run --config "$config" >"$logfile" 2>&1 &
-  SLUICE_PID=$!
-  SLUICE_PIDS+=("$SLUICE_PID")
-  wait_ready sluice "$port" "$SLUICE_PID" "$logfile"
-  log "sluice (pid $SLUICE_PID) is up on 127.0.0.1:$port"
-}
-
-start_pgbouncer() {
-  local port=$1 pg_port=$2
-  printf '"%s" "%s"\n' "$BENCH_USER" "$VERIFIER" >"$WORK/userlist.txt"
-  cat >"$WORK/pgbouncer.ini" <<EOF
-[databases]
-$BENCH_DB = host=127.0.0.1 port=$pg_port dbname=$BENCH_DB
-
-[pgbouncer]
-listen_addr = 127.0.0.1
-listen_port = $port
-unix_socket_dir =
-auth_type = scram-sha-256
-auth_file = $WORK/userlist.txt
-pool_mode = transaction
-default_pool_size = $POOL_SIZE
-min_pool_size = 0
-reserve_pool_size = 0
-max_client_conn = 1000
-logfile = $WORK/pgbouncer.log
-pidfile = $WORK/pgbouncer.pid
-log_connections = 0
-log_disconnections = 0
-ignore_startup_parameters = extra_float_digits
-EOF
-  is_root && chown postgres "$WORK/userlist.txt" "$WORK/pgbouncer.ini"
-  as_pg 86400 pgbouncer "$WORK/pgbouncer.ini" >"$WORK/pgbouncer.out" 2>&1 &
-  PGB_PID=$!
-  wait_ready pgbouncer "$port" "$PGB_PID" "$WORK/pgbouncer.out"
-  log "pgbouncer $(pgbouncer --version 2>/dev/null | head -n 1 | awk '{print $2}') is up on 127.0.0.1:$port"
-}
+# ---------------------------------------------------------------- replicas
 
 # add_replica NAME PORT PRIMARY_PORT
 add_replica() {
@@ -386,7 +140,7 @@ print_report() {
   [ -n "${PORT[pgbouncer]:-}" ] && targets+=(pgbouncer)
   [ -n "${PORT[sluice_2r]:-}" ] && targets+=(sluice_2r)
   echo
-  echo "sluice load comparison  $(date -u +%Y-%m-%dT%H:%MZ)  sluice $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo '+dirty')"
+  echo "sluice load comparison  $(date -u +%Y-%m-%dT%H:%MZ)  sluice $(sluice_version)"
   echo "PostgreSQL $("$PG_BINDIR/postgres" --version | awk '{print $3}'), pgbench -T $DURATION -c $CLIENTS -j $THREADS, scale $SCALE, pool size $POOL_SIZE (transaction mode), synchronous_commit=$SYNC_COMMIT, $(nproc) cores"
   echo "logins: pgbench -C -f 'SELECT 1' -T $LOGIN_DURATION -c $LOGIN_CLIENTS (tps = logins/s, SCRAM-SHA-256 each)"
   echo
@@ -431,15 +185,13 @@ xacts() {
 # ---------------------------------------------------------------- main
 
 main() {
-  check_prerequisites
+  check_prerequisites initdb pg_ctl pg_basebackup psql pgbench
   LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-  WORK=$(mktemp -d "${TMPDIR:-/tmp}/sluice-load.XXXXXX")
-  chmod 755 "$WORK"
-  is_root && chown postgres "$WORK"
+  make_work sluice-load
   mkdir -p "$WORK/runs"
   echo 'SELECT 1;' >"$WORK/select1.sql"
 
-  build_sluice
+  build_release bin:sluice
   install_pgbouncer
 
   pick_port
