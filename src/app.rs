@@ -96,7 +96,7 @@ fn build_monitor(config: &Config, pools: &Pools, topology: &TopologyHandle) -> M
         })
         .collect();
     let timeout = probe_timeout(config.monitor.interval, config.pool.connect_timeout);
-    Monitor::new(SqlProbe::new(specs), topology.clone(), timeout)
+    Monitor::new(SqlProbe::new(specs), topology.clone(), timeout, config.routing.replica_max_lag_bytes)
 }
 
 async fn monitor_loop(

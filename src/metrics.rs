@@ -151,6 +151,7 @@ impl NodeMetrics {
         let role = match role {
             Role::Primary => 2,
             Role::Replica => 1,
+            Role::Stale => 3,
             Role::Down | Role::Unknown => 0,
         };
         self.role.set(role);

@@ -52,3 +52,28 @@ async fn sessions_survive_a_promotion() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_replica_still_following_the_dead_primary_serves_no_reads() {
+    let c = Cluster::start(2).await;
+    let p = Proxy::builder().cluster(&c).monitor_interval("100ms").start().await;
+    p.wait_topology(1, 2).await;
+    let orphan = c.replica_ports()[1];
+    c.kill_node(0).await.unwrap();
+    c.promote(1).await.unwrap();
+    // Node 2 still follows node 0, which is gone: once the monitor sees that, it is stale.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let t = p.topology();
+        if t.nodes[2].role == sluice::topology::Role::Stale && t.primary().map(|n| n.index) == Some(1) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 2 never became stale: {t:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let client = p.connect().await;
+    for _ in 0..20 {
+        let port = port(&client, "SELECT inet_server_port()").await.unwrap();
+        assert_ne!(port, orphan, "a read ran on the replica that follows the dead primary");
+    }
+}

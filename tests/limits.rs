@@ -92,7 +92,13 @@ async fn without_a_primary_writes_fail_fast_and_reads_go_on() {
     assert!(last.contains("57P03") && last.contains("no primary"), "last write error: {last}");
     // Reads keep working on the replica, on the same client connection.
     for _ in 0..5 {
-        let rows = client.query("SELECT count(*) FROM w", &[]).await.unwrap();
+        let rows = match client.query("SELECT count(*) FROM w", &[]).await {
+            Ok(rows) => rows,
+            Err(e) => {
+                let replayed = c.psql_at(c.replica_ports()[0], "SELECT pg_last_wal_replay_lsn()").await;
+                panic!("read failed: {}; replica replayed {replayed}; topology {:?}", describe(&e), p.topology())
+            }
+        };
         assert_eq!(rows[0].get::<_, i64>(0), 1);
     }
 }

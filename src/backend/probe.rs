@@ -24,18 +24,32 @@ impl SqlProbe {
 
     async fn ask(conn: &mut ServerConn) -> Result<Observation, String> {
         let rows = conn.run_internal(PROBE_SQL).await.map_err(|e| e.to_string())?;
-        let (role, lsn) = match rows.first().map(columns).as_deref() {
-            Some([Some(v), lsn]) if v == "f" => (Role::Primary, lsn.clone()),
-            Some([Some(v), lsn]) if v == "t" => (Role::Replica, lsn.clone()),
+        let (role, lsn, receiver, status) = match rows.first().map(columns).as_deref() {
+            Some([Some(v), lsn, receiver, status]) if v == "f" => {
+                (Role::Primary, lsn.clone(), receiver.clone(), status.clone())
+            }
+            Some([Some(v), lsn, receiver, status]) if v == "t" => {
+                (Role::Replica, lsn.clone(), receiver.clone(), status.clone())
+            }
             _ => return Err("unexpected answer to the probe".into()),
         };
-        Ok(Observation { role, wal_lsn: lsn.as_deref().and_then(parse_lsn) })
+        // No receiver row: nothing is streaming. A row without a status: the monitor user may not
+        // see details (needs pg_read_all_stats), so the state is unknown.
+        let streaming = match (receiver, status) {
+            (None, _) => Some(false),
+            (Some(_), None) => None,
+            (Some(_), Some(s)) => Some(s == "streaming"),
+        };
+        let streaming = if role == Role::Replica { streaming } else { None };
+        Ok(Observation { role, wal_lsn: lsn.as_deref().and_then(parse_lsn), streaming })
     }
 }
 
-/// Role and WAL position in one round trip.
+/// Role, WAL position and (for a replica) whether its WAL receiver streams, in one round trip.
 const PROBE_SQL: &str = "SELECT pg_catalog.pg_is_in_recovery(), CASE WHEN pg_catalog.pg_is_in_recovery() \
-                         THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_insert_lsn() END";
+                         THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_insert_lsn() END, \
+                         (SELECT pid::text FROM pg_catalog.pg_stat_wal_receiver), \
+                         (SELECT status FROM pg_catalog.pg_stat_wal_receiver)";
 
 impl Probe for SqlProbe {
     async fn probe(&self, node: usize) -> Result<Observation, String> {

@@ -147,6 +147,9 @@ pub struct RoutingConfig {
     pub read_only_functions: Vec<String>,
     /// Entries in the statement classification cache.
     pub classify_cache_entries: usize,
+    /// Replicas further behind the primary than this many bytes of WAL serve no reads
+    /// (`None`: no limit).
+    pub replica_max_lag_bytes: Option<u64>,
 }
 
 /// The validated configuration.

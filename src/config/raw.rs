@@ -63,6 +63,7 @@ pub struct RawRouting {
     pub primary_reads: Option<String>,
     pub read_only_functions: Option<Vec<String>>,
     pub classify_cache_entries: Option<i64>,
+    pub replica_max_lag_bytes: Option<i64>,
 }
 
 /// `[[nodes]]`

@@ -251,5 +251,15 @@ fn routing(c: &mut Checker, raw: &RawRouting) -> RoutingConfig {
             0,
             10_000_000,
         ) as usize,
+        replica_max_lag_bytes: match c.int(
+            "routing.replica_max_lag_bytes",
+            raw.replica_max_lag_bytes,
+            64 << 20,
+            0,
+            i64::MAX,
+        ) {
+            0 => None,
+            n => Some(n as u64),
+        },
     }
 }

@@ -30,8 +30,12 @@ use crate::error::{sqlstate, BackendError};
 use crate::metrics::UnitOutcome;
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::{tag, Frame, FrameError, FrameReader, TxStatus};
-use crate::router::{self, Access, Class, Classifier, Reason, SessionEffect, SessionView, TxEffect};
+use crate::router::{self, Access, Class, Classifier, Reason, Route, SessionEffect, SessionView, TxEffect};
 use crate::topology::Role;
+
+/// Monitor intervals a read waits for a replica to be seen replaying the session's last write
+/// when there is no primary to read from instead.
+const RYW_WAIT_TICKS: u32 = 4;
 
 /// Most messages in one extended batch before it is sent without waiting for Sync.
 const MAX_BATCH_MESSAGES: usize = 1024;
@@ -415,19 +419,7 @@ impl<'a> Session<'a> {
         if self.held.is_some() {
             return Ok(());
         }
-        let topology = self.shared.topology.load();
-        let user_cfg = self.shared.config.user(&self.user);
-        let view = SessionView {
-            stuck_to: None,
-            has_session_state: false,
-            default_route: user_cfg.map(|u| u.default_route).unwrap_or_default(),
-            ticket: self.shared.tickets.fetch_add(1, Ordering::Relaxed),
-            min_lsn: self.last_write_lsn,
-        };
-        let policy = router::Policy { primary_reads: self.shared.config.routing.primary_reads };
-        let route = router::route(class, &view, &topology, &policy);
-        tracing::debug!(reason = route.reason.as_str(), candidates = ?route.candidates, "route");
-        self.shared.metrics.route(route.reason);
+        let route = self.route(class).await;
         let mut last = None;
         for node in route.candidates {
             let pool = self.pool(node);
@@ -447,6 +439,38 @@ impl<'a> Session<'a> {
             }
         }
         Err(last.unwrap_or_else(|| no_node_error(class)))
+    }
+
+    /// Decide where a unit goes. A read that only replicas which have not replayed this
+    /// session's last write could serve, with no primary to fall back on, waits a few monitor
+    /// intervals for their positions to be seen: the write may well be there already.
+    async fn route(&self, class: &Class) -> Route {
+        let policy = router::Policy { primary_reads: self.shared.config.routing.primary_reads };
+        let default_route = self.shared.config.user(&self.user).map(|u| u.default_route).unwrap_or_default();
+        let interval = self.shared.config.monitor.interval;
+        let mut waited = 0;
+        loop {
+            let topology = self.shared.topology.load();
+            let view = SessionView {
+                stuck_to: None,
+                has_session_state: false,
+                default_route,
+                ticket: self.shared.tickets.fetch_add(1, Ordering::Relaxed),
+                min_lsn: self.last_write_lsn,
+            };
+            let route = router::route(class, &view, &topology, &policy);
+            let waiting_for_replay = route.candidates.is_empty()
+                && self.last_write_lsn.is_some()
+                && topology.replicas().next().is_some()
+                && waited < RYW_WAIT_TICKS;
+            if !waiting_for_replay {
+                tracing::debug!(reason = route.reason.as_str(), candidates = ?route.candidates, "route");
+                self.shared.metrics.route(route.reason);
+                return route;
+            }
+            waited += 1;
+            tokio::time::sleep(interval).await;
+        }
     }
 
     fn pool(&mut self, node: usize) -> Arc<Pool> {

@@ -19,6 +19,9 @@ pub enum Role {
     Primary,
     /// In recovery: serves reads only.
     Replica,
+    /// In recovery but unfit for reads: its WAL receiver is not streaming (it follows a primary
+    /// that is gone), or it is further behind the primary than `routing.replica_max_lag_bytes`.
+    Stale,
     /// Not reachable, or not answering the probe.
     Down,
     /// Not probed yet.
@@ -32,6 +35,7 @@ impl Role {
         match self {
             Role::Primary => "primary",
             Role::Replica => "replica",
+            Role::Stale => "stale",
             Role::Down => "down",
             Role::Unknown => "unknown",
         }
