@@ -429,9 +429,11 @@ impl<'a> Session<'a> {
                         self.hold(checkout);
                         return Ok(());
                     }
+                    // The session's state would not apply here (a replica may refuse a setting):
+                    // nothing of the unit was sent, so the next candidate may take it.
                     Err(e) => {
                         checkout.discard();
-                        return Err(e);
+                        last = Some(e);
                     }
                 },
                 Err(e) if e.may_try_elsewhere() => last = Some(e),
