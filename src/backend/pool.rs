@@ -38,12 +38,17 @@ pub struct Pool {
     /// what a new client is told at login without waiting for a free connection.
     startup_params: std::sync::OnceLock<Vec<(String, String)>>,
     metrics: NodeMetrics,
+    /// Bumped by every [`Pool::clear_idle`].
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 /// A checked-out connection and the permit that counts it.
 pub struct Checkout {
     conn: Option<ServerConn>,
     pool: Arc<Pool>,
+    /// The pool's epoch when this was checked out: a connection out while the pool was cleared
+    /// (its node changed role) is closed at release, not returned.
+    epoch: u64,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -56,6 +61,7 @@ impl Pool {
             cfg,
             startup_params: std::sync::OnceLock::new(),
             metrics,
+            epoch: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -78,6 +84,7 @@ impl Pool {
                 }
             })?;
         self.metrics.checkout_waited(started.elapsed());
+        let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
         let conn = match self.take_idle() {
             Some(c) => c,
             None => {
@@ -87,7 +94,7 @@ impl Pool {
                 c
             }
         };
-        Ok(Checkout { conn: Some(conn), pool: Arc::clone(self), _permit: permit })
+        Ok(Checkout { conn: Some(conn), pool: Arc::clone(self), epoch, _permit: permit })
     }
 
     fn take_idle(&self) -> Option<ServerConn> {
@@ -104,8 +111,8 @@ impl Pool {
         c.created.elapsed() < self.cfg.server_lifetime && c.last_used.elapsed() < self.cfg.server_idle_timeout
     }
 
-    fn put_back(&self, mut c: ServerConn) {
-        if !self.fresh(&c) {
+    fn put_back(&self, mut c: ServerConn, epoch: u64) {
+        if !self.fresh(&c) || epoch != self.epoch.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
         c.last_used = Instant::now();
@@ -114,7 +121,9 @@ impl Pool {
 
     /// Close every idle connection (e.g. its node changed role).
     pub fn clear_idle(&self) {
-        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        idle.clear();
     }
 
     /// Idle connections right now.
@@ -146,7 +155,7 @@ impl Checkout {
     /// Return a clean, idle connection to the pool.
     pub fn release(mut self) {
         if let Some(c) = self.conn.take() {
-            self.pool.put_back(c);
+            self.pool.put_back(c, self.epoch);
         }
     }
 
