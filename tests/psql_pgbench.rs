@@ -74,3 +74,23 @@ async fn pgbench_select_only_runs_without_failures() {
         assert_eq!(failed, Some(0), "failed transactions in -M {mode}:\n{out}");
     }
 }
+
+/// Named prepared statements under transaction pooling, with more clients than server
+/// connections, so every connection serves statements other clients prepared: the peers' failure.
+#[tokio::test(flavor = "multi_thread")]
+async fn pgbench_prepared_mode_works_under_transaction_pooling() {
+    let c = Cluster::start(1).await;
+    let p = Proxy::builder().cluster(&c).pool_size(2).pool_mode("transaction").start().await;
+    pgbench(&c, p.port(), &["-i", "-s", "1", "-q"]).await;
+    c.wait_replayed().await;
+    for args in [&["-M", "extended"][..], &["-S", "-M", "prepared"][..], &["-M", "prepared"][..]] {
+        let mut all = args.to_vec();
+        all.extend(["-T", "3", "-c", "8", "-j", "2", "-n"]);
+        let out = pgbench(&c, p.port(), &all).await;
+        let done = summary_number(&out, "number of transactions actually processed");
+        let failed = summary_number(&out, "number of failed transactions");
+        println!("pgbench {args:?} -c 8 over a pool of 2: {done:?} transactions, {failed:?} failed");
+        assert!(done.is_some_and(|n| n > 0), "no transactions with {args:?}:\n{out}");
+        assert_eq!(failed, Some(0), "failed transactions with {args:?}:\n{out}");
+    }
+}

@@ -17,9 +17,9 @@ pub mod session;
 mod statements;
 mod unit;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicU64;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::auth::ScramVerifier;
 use crate::backend::Pools;
@@ -71,6 +71,9 @@ pub struct Shared {
     pub tickets: AtomicU64,
     /// Counters and gauges.
     pub metrics: Arc<Metrics>,
+    /// Statements a server accepted, keyed by (database, user, session state, statement): a
+    /// later Parse of one is answered without a server connection.
+    pub accepted_statements: Mutex<HashSet<u64>>,
 }
 
 impl Shared {
@@ -89,6 +92,7 @@ impl Shared {
             classifiers,
             tickets: AtomicU64::new(0),
             metrics,
+            accepted_statements: Mutex::new(HashSet::new()),
         }
     }
 }

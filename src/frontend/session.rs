@@ -37,6 +37,18 @@ use crate::topology::Role;
 /// when there is no primary to read from instead.
 const RYW_WAIT_TICKS: u32 = 4;
 
+/// Identity of a statement as a session would prepare it: same text and types, same database,
+/// user and session state.
+fn accepted_key(database: &str, user: &str, state: u64, statement: u64) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (database, user, state, statement).hash(&mut h);
+    h.finish()
+}
+
+/// Most statements remembered as accepted by a server (then the memory starts over).
+const MAX_ACCEPTED_STATEMENTS: usize = 100_000;
+
 /// Most messages in one extended batch before it is sent without waiting for Sync.
 const MAX_BATCH_MESSAGES: usize = 1024;
 
@@ -236,7 +248,21 @@ impl<'a> Session<'a> {
     /// An autocommit unit that a node rejects with `25006` changed nothing: it runs once more on
     /// the primary, unseen by the client, and its text is remembered as a write.
     async fn run_unit(&mut self, unit: Unit) -> Result<(), ()> {
+        if self.held.is_none() {
+            if let Unit::Extended(frames) = &unit {
+                if let Some(reply) = self.answer_locally(frames) {
+                    return self.client.get_mut().write_all(&reply).await.map_err(|_| ());
+                }
+            }
+        }
         let mut class = unit.classify(&self.statements, &self.classifier);
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let tags: String = match &unit {
+                Unit::Simple(f) => (f.tag() as char).to_string(),
+                Unit::Extended(fs) => fs.iter().map(|f| f.tag() as char).collect(),
+            };
+            tracing::trace!(key = self.key.pid, %tags, held = self.held.is_some(), "unit");
+        }
         let autocommit = self.held.as_ref().is_none_or(|h| h.status == TxStatus::Idle);
         let retryable = self.held.is_none() && class.tx == TxEffect::None;
         let mut outcome = self.attempt(&unit, &class, retryable).await?;
@@ -348,6 +374,7 @@ impl<'a> Session<'a> {
         errored: bool,
         autocommit: bool,
     ) -> Result<(), ()> {
+        tracing::trace!(key = self.key.pid, ?outcome, "unit done");
         let counted = match &outcome {
             Outcome::Ready(_) => Some(UnitOutcome::Ready),
             Outcome::Partial => Some(UnitOutcome::Partial),
@@ -362,6 +389,7 @@ impl<'a> Session<'a> {
             Outcome::Ready(status) => {
                 if !errored {
                     self.note_effects(class, unit, autocommit && status == TxStatus::Idle);
+                    self.note_accepted(unit);
                 }
                 self.release_if_done(status);
                 Ok(())
@@ -378,6 +406,36 @@ impl<'a> Session<'a> {
             Outcome::ClientGone => Err(()),
             Outcome::ReadOnlyRejected | Outcome::NeverRan(_) => Ok(()),
         }
+    }
+
+    fn answer_locally(&mut self, frames: &[Frame]) -> Option<BytesMut> {
+        let accepted = self.shared.accepted_statements.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (database, user, state) = (&self.database, &self.user, self.params.fingerprint());
+        let key = |hash| accepted_key(database, user, state, hash);
+        self.statements.answer_locally(frames, |h| accepted.contains(&key(h)), &self.classifier)
+    }
+
+    /// Remember the named statements a server just accepted for this kind of session.
+    fn note_accepted(&self, unit: &Unit) {
+        let Unit::Extended(frames) = unit else { return };
+        let keys: Vec<u64> = frames
+            .iter()
+            .filter(|f| f.tag() == tag::PARSE)
+            .filter_map(|f| messages::decode_parse(f.body()))
+            .filter(|p| !p.name.is_empty())
+            .map(|p| {
+                let statement = super::statements::statement_hash(p.query, p.param_types);
+                accepted_key(&self.database, &self.user, self.params.fingerprint(), statement)
+            })
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        let mut accepted = self.shared.accepted_statements.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if accepted.len() + keys.len() > MAX_ACCEPTED_STATEMENTS {
+            accepted.clear();
+        }
+        accepted.extend(keys);
     }
 
     fn note_effects(&mut self, class: &Class, unit: &Unit, autocommit: bool) {

@@ -126,6 +126,47 @@ impl Statements {
         }
     }
 
+    /// Answer a batch without a server connection if every message allows it: Parse of a
+    /// statement a server already accepted for this kind of session (`accepted(hash)`), Close of
+    /// a statement, and a final Sync (outside a transaction). Clients that prepare synchronously
+    /// while another of their sessions holds the last pooled connection (pgbench `-M prepared`
+    /// runs all its clients on one thread) would otherwise wait for each other.
+    pub fn answer_locally(
+        &mut self,
+        frames: &[Frame],
+        accepted: impl Fn(u64) -> bool,
+        classifier: &Classifier,
+    ) -> Option<BytesMut> {
+        let (last, rest) = frames.split_last()?;
+        let local = |f: &Frame| match f.tag() {
+            tag::PARSE => messages::decode_parse(f.body())
+                .is_some_and(|p| !p.name.is_empty() && accepted(statement_hash(p.query, p.param_types))),
+            tag::CLOSE => matches!(messages::decode_target(f.body()), Some((b'S', name)) if !name.is_empty()),
+            _ => false,
+        };
+        if last.tag() != tag::SYNC || !rest.iter().all(local) {
+            return None;
+        }
+        let mut out = BytesMut::new();
+        for f in rest {
+            if let Some(p) = messages::decode_parse(f.body()).filter(|_| f.tag() == tag::PARSE) {
+                let def = Arc::new(StmtDef {
+                    hash: statement_hash(p.query, p.param_types),
+                    query: p.query.to_vec(),
+                    param_types: p.param_types.to_vec(),
+                    class: classifier.classify(&String::from_utf8_lossy(p.query)),
+                });
+                self.define(p.name, def);
+                messages::parse_complete(&mut out);
+            } else if let Some((_, name)) = messages::decode_target(f.body()) {
+                self.named.remove(name);
+                messages::close_complete(&mut out);
+            }
+        }
+        messages::ready_for_query(&mut out, crate::protocol::TxStatus::Idle);
+        Some(out)
+    }
+
     /// Record a Parse's definition.
     pub fn define(&mut self, name: &str, def: Arc<StmtDef>) {
         if name.is_empty() {
