@@ -259,3 +259,36 @@ impl Statements {
         self.define(&name, def);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(build: impl FnOnce(&mut BytesMut)) -> Frame {
+        let mut b = BytesMut::new();
+        build(&mut b);
+        Frame::from_bytes(b.freeze())
+    }
+
+    #[test]
+    fn accepted_prepares_and_closes_are_answered_locally_in_order() {
+        let classifier = Classifier::new(16, Vec::new());
+        let known = statement_hash(b"SELECT 1", &[0, 0]);
+        let mut s = Statements::default();
+        let batch = [
+            frame(|b| messages::parse(b, "P_0", b"SELECT 1", &[0, 0])),
+            frame(|b| messages::close(b, b'S', "old")),
+            frame(messages::sync),
+        ];
+        let reply = s.answer_locally(&batch, |h| h == known, &classifier).expect("answered locally");
+        assert_eq!(&reply[..], b"1\0\0\0\x043\0\0\0\x04Z\0\0\0\x05I");
+        assert_eq!(s.get("P_0").map(|d| d.hash), Some(known));
+        // Unknown text, an unnamed statement, or anything that runs needs a server.
+        let unknown = [frame(|b| messages::parse(b, "P_1", b"SELECT 2", &[0, 0])), frame(messages::sync)];
+        assert!(s.answer_locally(&unknown, |h| h == known, &classifier).is_none());
+        let unnamed = [frame(|b| messages::parse(b, "", b"SELECT 1", &[0, 0])), frame(messages::sync)];
+        assert!(s.answer_locally(&unnamed, |h| h == known, &classifier).is_none());
+        let no_sync = [frame(|b| messages::parse(b, "P_2", b"SELECT 1", &[0, 0]))];
+        assert!(s.answer_locally(&no_sync, |h| h == known, &classifier).is_none());
+    }
+}
