@@ -39,3 +39,25 @@ async fn a_session_always_reads_its_own_writes() {
     }
     assert!(on_replica, "reads never returned to the replicas after they caught up");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writes_committed_in_a_transaction_are_read_back_at_once() {
+    let c = Cluster::start(1).await;
+    c.psql("CREATE TABLE ryw_tx (id int PRIMARY KEY)").await;
+    c.wait_replayed().await;
+    let p = Proxy::builder().cluster(&c).monitor_interval("100ms").start().await;
+    p.wait_topology(1, 1).await;
+    let mut client = p.connect().await;
+    for id in 0..30i32 {
+        // One Query holding a whole transaction, then a transaction object (extended protocol).
+        client.simple_query(&format!("BEGIN; INSERT INTO ryw_tx VALUES ({id}); COMMIT")).await.unwrap();
+        let n: i64 = client.query_one("SELECT count(*) FROM ryw_tx WHERE id = $1", &[&id]).await.unwrap().get(0);
+        assert_eq!(n, 1, "the read after committing {id} in one Query missed it");
+        let tx = client.transaction().await.unwrap();
+        tx.execute("INSERT INTO ryw_tx VALUES ($1)", &[&(id + 1000)]).await.unwrap();
+        tx.commit().await.unwrap();
+        let n: i64 =
+            client.query_one("SELECT count(*) FROM ryw_tx WHERE id = $1", &[&(id + 1000)]).await.unwrap().get(0);
+        assert_eq!(n, 1, "the read after committing {} in a transaction missed it", id + 1000);
+    }
+}

@@ -306,6 +306,7 @@ impl<'a> Session<'a> {
         let may_copy =
             (class.access == Access::Write || class.tx == TxEffect::End) && unit.may_copy_in(&self.statements);
         let held = self.held.as_mut().expect("acquire leaves a held connection");
+        let in_transaction = held.status != TxStatus::Idle;
         let primary = self.shared.topology.load().primary().map(|p| p.index);
         let mut batch = Batch::new(held.checkout.conn(), &self.classifier);
         match unit {
@@ -316,7 +317,8 @@ impl<'a> Session<'a> {
             Unit::Extended(frames) => frames.iter().for_each(|f| self.statements.translate(f, &mut batch)),
         }
         let Batch { conn, mut out, mut queue, added, .. } = batch;
-        let capture = if primary == Some(conn.node) { lsn_capture(class, unit, may_copy) } else { Capture::None };
+        let capture =
+            if primary == Some(conn.node) { lsn_capture(class, unit, may_copy, in_transaction) } else { Capture::None };
         if capture == Capture::Pipelined {
             messages::query(&mut out, LSN_SQL);
         }

@@ -185,16 +185,16 @@ pub(super) enum Capture {
 /// A unit whose effects later reads must see: a write, or the end of a transaction block.
 /// (Units ending with Flush cannot have a query appended; they get no capture.) Only ever used
 /// on the primary, where the query cannot fail and so can never abort a client's transaction.
-pub(super) fn lsn_capture(class: &Class, unit: &Unit, may_copy: bool) -> Capture {
+pub(super) fn lsn_capture(class: &Class, unit: &Unit, may_copy: bool, in_transaction: bool) -> Capture {
     let ends_cleanly = match unit {
         Unit::Simple(f) => f.tag() == tag::QUERY,
         Unit::Extended(frames) => frames.last().is_some_and(|f| f.tag() == tag::SYNC),
     };
-    let writes = match class.tx {
-        TxEffect::End => true,
-        TxEffect::None => class.access == Access::Write,
-        _ => false,
-    };
+    // Inside a transaction block only its end makes writes visible: capture then. A unit that
+    // starts outside one and writes (`INSERT ...`, or `BEGIN; INSERT ...; COMMIT` in one Query)
+    // captures after itself; a lone BEGIN writes nothing yet.
+    let writes = class.tx == TxEffect::End
+        || (class.access == Access::Write && !in_transaction && class.reason != Reason::BeginReadWrite);
     if !(ends_cleanly && writes) {
         return Capture::None;
     }
@@ -232,10 +232,11 @@ mod tests {
         let read = Class::read(Reason::PureRead);
         let commit = Class::read(Reason::TxControl).with_tx(TxEffect::End);
         let unit = query("INSERT INTO t VALUES (1)");
-        assert_eq!(lsn_capture(&write, &unit, false), Capture::Pipelined);
-        assert_eq!(lsn_capture(&write, &unit, true), Capture::After);
-        assert_eq!(lsn_capture(&read, &unit, false), Capture::None);
-        assert_eq!(lsn_capture(&commit, &query("COMMIT"), false), Capture::Pipelined);
+        assert_eq!(lsn_capture(&write, &unit, false, false), Capture::Pipelined);
+        assert_eq!(lsn_capture(&write, &unit, true, false), Capture::After);
+        assert_eq!(lsn_capture(&write, &unit, false, true), Capture::None, "inside a transaction block");
+        assert_eq!(lsn_capture(&read, &unit, false, false), Capture::None);
+        assert_eq!(lsn_capture(&commit, &query("COMMIT"), false, true), Capture::Pipelined);
         assert!(query("copy t from stdin").may_copy_in(&Statements::default()));
         assert!(!query("SELECT 1").may_copy_in(&Statements::default()));
     }
