@@ -10,7 +10,7 @@ use std::path::PathBuf;
 pub enum ClusterError {
     /// No directory holding `initdb`, `pg_ctl`, `postgres` and `pg_basebackup` was found.
     #[error(
-        "PostgreSQL server binaries not found (looked in: {}); install the server package or set SLUICE_PG_BINDIR",
+        "PostgreSQL server binaries not found (looked in: {}); install the server package (Debian/Ubuntu: `sudo apt-get install postgresql`) or set SLUICE_PG_BINDIR",
         render_paths(.searched)
     )]
     NoBinaries {
