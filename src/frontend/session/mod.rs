@@ -18,6 +18,10 @@ use super::handshake::Login;
 use super::params::SessionParams;
 use super::relay::{Outcome, Relay};
 use super::statements::{Batch, Statements};
+mod accepted;
+mod conn;
+mod login;
+
 use super::unit::{
     is_extended, is_frontend_tag, is_reset_all, lsn_capture, no_node_error, resets_statements, unit_texts, Capture,
     Unit, LSN_SQL,
@@ -32,22 +36,6 @@ use crate::protocol::messages::{self, Severity};
 use crate::protocol::{tag, Frame, FrameError, FrameReader, TxStatus};
 use crate::router::{self, Access, Class, Classifier, Reason, Route, SessionEffect, SessionView, TxEffect};
 use crate::topology::Role;
-
-/// Monitor intervals a read waits for a replica to be seen replaying the session's last write
-/// when there is no primary to read from instead.
-const RYW_WAIT_TICKS: u32 = 4;
-
-/// Identity of a statement as a session would prepare it: same text and types, same database,
-/// user and session state.
-fn accepted_key(database: &str, user: &str, state: u64, statement: u64) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (database, user, state, statement).hash(&mut h);
-    h.finish()
-}
-
-/// Most statements remembered as accepted by a server (then the memory starts over).
-const MAX_ACCEPTED_STATEMENTS: usize = 100_000;
 
 /// Most messages in one extended batch before it is sent without waiting for Sync.
 const MAX_BATCH_MESSAGES: usize = 1024;
@@ -110,63 +98,6 @@ impl<'a> Session<'a> {
             self.serve().await;
         }
         self.finish().await;
-    }
-
-    async fn login(&mut self) -> Result<(), ()> {
-        let params = match self.known_params() {
-            Some(p) => p,
-            None => match self.login_conn().await {
-                Ok(p) => p,
-                Err(e) => {
-                    self.fatal(e.sqlstate(), &e.to_string()).await;
-                    return Err(());
-                }
-            },
-        };
-        let mut buf = BytesMut::new();
-        messages::authentication(&mut buf, messages::auth_code::OK, &[]);
-        for (k, v) in &params {
-            messages::parameter_status(&mut buf, k, v);
-        }
-        messages::backend_key_data(&mut buf, self.key.pid, self.key.secret);
-        messages::ready_for_query(&mut buf, TxStatus::Idle);
-        self.client.get_mut().write_all(&buf).await.map_err(|_| ())
-    }
-
-    /// Under transaction pooling, a pool of this database and user that has connected before
-    /// already proved the login works: answer with its parameters (overridden by the client's
-    /// own), without waiting for a free server connection.
-    fn known_params(&mut self) -> Option<Vec<(String, String)>> {
-        if self.shared.config.pool.mode != PoolMode::Transaction {
-            return None;
-        }
-        let topology = self.shared.topology.load();
-        let mut params = topology
-            .nodes
-            .iter()
-            .filter(|n| n.role == Role::Primary || n.role == Role::Replica)
-            .find_map(|n| self.pool(n.index).startup_params().map(<[_]>::to_vec))?;
-        for (k, v) in &mut params {
-            if let Some((_, mine)) = self.params.params.iter().find(|(name, _)| name.eq_ignore_ascii_case(k)) {
-                v.clone_from(mine);
-            }
-        }
-        Some(params)
-    }
-
-    /// Log in through a real server connection: checks the database and user, and yields the
-    /// server's parameters with the session's applied. Session pooling keeps it for the client's
-    /// life, so it must be the primary (session pooling trades read splitting for full session
-    /// semantics); transaction pooling releases it at once.
-    async fn login_conn(&mut self) -> Result<Vec<(String, String)>, BackendError> {
-        let class = match self.shared.config.pool.mode {
-            PoolMode::Session => Class::write(Reason::Write),
-            PoolMode::Transaction => Class::read(Reason::Empty),
-        };
-        self.acquire(&class).await?;
-        let params = self.conn().server_params.clone();
-        self.release_if_done(TxStatus::Idle);
-        Ok(params)
     }
 
     async fn serve(&mut self) {
@@ -410,36 +341,6 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn answer_locally(&mut self, frames: &[Frame]) -> Option<BytesMut> {
-        let accepted = self.shared.accepted_statements.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (database, user, state) = (&self.database, &self.user, self.params.fingerprint());
-        let key = |hash| accepted_key(database, user, state, hash);
-        self.statements.answer_locally(frames, |h| accepted.contains(&key(h)), &self.classifier)
-    }
-
-    /// Remember the named statements a server just accepted for this kind of session.
-    fn note_accepted(&self, unit: &Unit) {
-        let Unit::Extended(frames) = unit else { return };
-        let keys: Vec<u64> = frames
-            .iter()
-            .filter(|f| f.tag() == tag::PARSE)
-            .filter_map(|f| messages::decode_parse(f.body()))
-            .filter(|p| !p.name.is_empty())
-            .map(|p| {
-                let statement = super::statements::statement_hash(p.query, p.param_types);
-                accepted_key(&self.database, &self.user, self.params.fingerprint(), statement)
-            })
-            .collect();
-        if keys.is_empty() {
-            return;
-        }
-        let mut accepted = self.shared.accepted_statements.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if accepted.len() + keys.len() > MAX_ACCEPTED_STATEMENTS {
-            accepted.clear();
-        }
-        accepted.extend(keys);
-    }
-
     fn note_effects(&mut self, class: &Class, unit: &Unit, autocommit: bool) {
         match class.session {
             SessionEffect::Pin => self.pinned = true,
@@ -471,124 +372,6 @@ impl<'a> Session<'a> {
                     h.checkout.conn().prepared.clear();
                 }
             }
-        }
-    }
-
-    /// Make sure a server connection is held: keep the current one, or route and check one out.
-    async fn acquire(&mut self, class: &Class) -> Result<(), BackendError> {
-        if self.held.is_some() {
-            return Ok(());
-        }
-        let route = self.route(class).await;
-        let mut last = None;
-        for node in route.candidates {
-            let pool = self.pool(node);
-            match pool.checkout().await {
-                Ok(mut checkout) => match self.prepare_conn(checkout.conn()).await {
-                    Ok(()) => {
-                        self.hold(checkout);
-                        return Ok(());
-                    }
-                    // The session's state would not apply here (a replica may refuse a setting):
-                    // nothing of the unit was sent, so the next candidate may take it.
-                    Err(e) => {
-                        checkout.discard();
-                        last = Some(e);
-                    }
-                },
-                Err(e) if e.may_try_elsewhere() => last = Some(e),
-                Err(e) => return Err(e),
-            }
-        }
-        Err(last.unwrap_or_else(|| no_node_error(class)))
-    }
-
-    /// Decide where a unit goes. A read that only replicas which have not replayed this
-    /// session's last write could serve, with no primary to fall back on, waits a few monitor
-    /// intervals for their positions to be seen: the write may well be there already.
-    async fn route(&self, class: &Class) -> Route {
-        let policy = router::Policy { primary_reads: self.shared.config.routing.primary_reads };
-        let default_route = self.shared.config.user(&self.user).map(|u| u.default_route).unwrap_or_default();
-        let interval = self.shared.config.monitor.interval;
-        let mut waited = 0;
-        loop {
-            let topology = self.shared.topology.load();
-            let view = SessionView {
-                stuck_to: None,
-                has_session_state: false,
-                default_route,
-                ticket: self.shared.tickets.fetch_add(1, Ordering::Relaxed),
-                min_lsn: self.last_write_lsn,
-            };
-            let route = router::route(class, &view, &topology, &policy);
-            let waiting_for_replay = route.candidates.is_empty()
-                && self.last_write_lsn.is_some()
-                && topology.replicas().next().is_some()
-                && waited < RYW_WAIT_TICKS;
-            if !waiting_for_replay {
-                tracing::debug!(reason = route.reason.as_str(), candidates = ?route.candidates, "route");
-                self.shared.metrics.route(route.reason);
-                return route;
-            }
-            waited += 1;
-            tokio::time::sleep(interval).await;
-        }
-    }
-
-    fn pool(&mut self, node: usize) -> Arc<Pool> {
-        let slot = &mut self.pools[node];
-        Arc::clone(slot.get_or_insert_with(|| self.shared.pools.get(node, &self.database, &self.user)))
-    }
-
-    /// Bring a connection's session parameters in line with this session's.
-    async fn prepare_conn(&self, conn: &mut ServerConn) -> Result<(), BackendError> {
-        let wanted = self.params.fingerprint();
-        if conn.applied != wanted {
-            conn.run_internal(&self.params.sync_sql()).await?;
-            conn.applied = wanted;
-        }
-        Ok(())
-    }
-
-    fn hold(&mut self, mut checkout: Checkout) {
-        let conn = checkout.conn();
-        self.key.set_target(Some(CancelTarget {
-            addr: Arc::clone(&conn.cancel_addr),
-            pid: conn.key.0,
-            secret: conn.key.1,
-        }));
-        self.held = Some(Held { checkout, status: TxStatus::Idle });
-    }
-
-    fn conn(&mut self) -> &mut ServerConn {
-        self.held.as_mut().expect("held").checkout.conn()
-    }
-
-    /// Release at ReadyForQuery `I` in transaction mode unless pinned.
-    fn release_if_done(&mut self, status: TxStatus) {
-        let Some(held) = self.held.as_mut() else { return };
-        held.status = status;
-        let keep = self.pinned || self.shared.config.pool.mode == PoolMode::Session || status != TxStatus::Idle;
-        if !keep {
-            self.key.set_target(None);
-            self.held.take().expect("checked above").checkout.release();
-        }
-    }
-
-    /// Close the held connection and the idle ones to the same node: whatever killed it
-    /// (backend terminations, a server restart) has most likely killed them too, even if their
-    /// sockets do not show it yet.
-    fn drop_held_and_siblings(&mut self) {
-        if let Some(h) = self.held.as_ref() {
-            self.shared.pools.clear_node(h.checkout.pool().node());
-        }
-        self.drop_held();
-    }
-
-    fn drop_held(&mut self) {
-        self.key.set_target(None);
-        if let Some(h) = self.held.take() {
-            h.checkout.discard();
         }
     }
 

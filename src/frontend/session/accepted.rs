@@ -1,0 +1,47 @@
+//! Statements a server already accepted, so that a later Parse of one needs no connection.
+
+use super::*;
+
+/// Identity of a statement as a session would prepare it: same text and types, same database,
+/// user and session state.
+fn accepted_key(database: &str, user: &str, state: u64, statement: u64) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (database, user, state, statement).hash(&mut h);
+    h.finish()
+}
+
+/// Most statements remembered as accepted by a server (then the memory starts over).
+const MAX_ACCEPTED_STATEMENTS: usize = 100_000;
+
+impl Session<'_> {
+    pub(super) fn answer_locally(&mut self, frames: &[Frame]) -> Option<BytesMut> {
+        let accepted = self.shared.accepted_statements.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (database, user, state) = (&self.database, &self.user, self.params.fingerprint());
+        let key = |hash| accepted_key(database, user, state, hash);
+        self.statements.answer_locally(frames, |h| accepted.contains(&key(h)), &self.classifier)
+    }
+
+    /// Remember the named statements a server just accepted for this kind of session.
+    pub(super) fn note_accepted(&self, unit: &Unit) {
+        let Unit::Extended(frames) = unit else { return };
+        let keys: Vec<u64> = frames
+            .iter()
+            .filter(|f| f.tag() == tag::PARSE)
+            .filter_map(|f| messages::decode_parse(f.body()))
+            .filter(|p| !p.name.is_empty())
+            .map(|p| {
+                let statement = crate::frontend::statements::statement_hash(p.query, p.param_types);
+                accepted_key(&self.database, &self.user, self.params.fingerprint(), statement)
+            })
+            .collect();
+        if keys.is_empty() {
+            return;
+        }
+        let mut accepted = self.shared.accepted_statements.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if accepted.len() + keys.len() > MAX_ACCEPTED_STATEMENTS {
+            accepted.clear();
+        }
+        accepted.extend(keys);
+    }
+}

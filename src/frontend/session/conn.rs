@@ -1,0 +1,127 @@
+//! Getting, preparing, holding and giving back the server connection a unit runs on.
+
+use super::*;
+
+/// Monitor intervals a read waits for a replica to be seen replaying the session's last write
+/// when there is no primary to read from instead.
+const RYW_WAIT_TICKS: u32 = 4;
+
+impl Session<'_> {
+    /// Make sure a server connection is held: keep the current one, or route and check one out.
+    pub(super) async fn acquire(&mut self, class: &Class) -> Result<(), BackendError> {
+        if self.held.is_some() {
+            return Ok(());
+        }
+        let route = self.route(class).await;
+        let mut last = None;
+        for node in route.candidates {
+            let pool = self.pool(node);
+            match pool.checkout().await {
+                Ok(mut checkout) => match self.prepare_conn(checkout.conn()).await {
+                    Ok(()) => {
+                        self.hold(checkout);
+                        return Ok(());
+                    }
+                    // The session's state would not apply here (a replica may refuse a setting):
+                    // nothing of the unit was sent, so the next candidate may take it.
+                    Err(e) => {
+                        checkout.discard();
+                        last = Some(e);
+                    }
+                },
+                Err(e) if e.may_try_elsewhere() => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| no_node_error(class)))
+    }
+
+    /// Decide where a unit goes. A read that only replicas which have not replayed this
+    /// session's last write could serve, with no primary to fall back on, waits a few monitor
+    /// intervals for their positions to be seen: the write may well be there already.
+    pub(super) async fn route(&self, class: &Class) -> Route {
+        let policy = router::Policy { primary_reads: self.shared.config.routing.primary_reads };
+        let default_route = self.shared.config.user(&self.user).map(|u| u.default_route).unwrap_or_default();
+        let interval = self.shared.config.monitor.interval;
+        let mut waited = 0;
+        loop {
+            let topology = self.shared.topology.load();
+            let view = SessionView {
+                stuck_to: None,
+                has_session_state: false,
+                default_route,
+                ticket: self.shared.tickets.fetch_add(1, Ordering::Relaxed),
+                min_lsn: self.last_write_lsn,
+            };
+            let route = router::route(class, &view, &topology, &policy);
+            let waiting_for_replay = route.candidates.is_empty()
+                && self.last_write_lsn.is_some()
+                && topology.replicas().next().is_some()
+                && waited < RYW_WAIT_TICKS;
+            if !waiting_for_replay {
+                tracing::debug!(reason = route.reason.as_str(), candidates = ?route.candidates, "route");
+                self.shared.metrics.route(route.reason);
+                return route;
+            }
+            waited += 1;
+            tokio::time::sleep(interval).await;
+        }
+    }
+
+    pub(super) fn pool(&mut self, node: usize) -> Arc<Pool> {
+        let slot = &mut self.pools[node];
+        Arc::clone(slot.get_or_insert_with(|| self.shared.pools.get(node, &self.database, &self.user)))
+    }
+
+    /// Bring a connection's session parameters in line with this session's.
+    pub(super) async fn prepare_conn(&self, conn: &mut ServerConn) -> Result<(), BackendError> {
+        let wanted = self.params.fingerprint();
+        if conn.applied != wanted {
+            conn.run_internal(&self.params.sync_sql()).await?;
+            conn.applied = wanted;
+        }
+        Ok(())
+    }
+
+    pub(super) fn hold(&mut self, mut checkout: Checkout) {
+        let conn = checkout.conn();
+        self.key.set_target(Some(CancelTarget {
+            addr: Arc::clone(&conn.cancel_addr),
+            pid: conn.key.0,
+            secret: conn.key.1,
+        }));
+        self.held = Some(Held { checkout, status: TxStatus::Idle });
+    }
+
+    pub(super) fn conn(&mut self) -> &mut ServerConn {
+        self.held.as_mut().expect("held").checkout.conn()
+    }
+
+    /// Release at ReadyForQuery `I` in transaction mode unless pinned.
+    pub(super) fn release_if_done(&mut self, status: TxStatus) {
+        let Some(held) = self.held.as_mut() else { return };
+        held.status = status;
+        let keep = self.pinned || self.shared.config.pool.mode == PoolMode::Session || status != TxStatus::Idle;
+        if !keep {
+            self.key.set_target(None);
+            self.held.take().expect("checked above").checkout.release();
+        }
+    }
+
+    /// Close the held connection and the idle ones to the same node: whatever killed it
+    /// (backend terminations, a server restart) has most likely killed them too, even if their
+    /// sockets do not show it yet.
+    pub(super) fn drop_held_and_siblings(&mut self) {
+        if let Some(h) = self.held.as_ref() {
+            self.shared.pools.clear_node(h.checkout.pool().node());
+        }
+        self.drop_held();
+    }
+
+    pub(super) fn drop_held(&mut self) {
+        self.key.set_target(None);
+        if let Some(h) = self.held.take() {
+            h.checkout.discard();
+        }
+    }
+}

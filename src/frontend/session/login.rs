@@ -1,0 +1,63 @@
+//! The end of the login: the parameters and key the client is told, with or without a server
+//! connection.
+
+use super::*;
+
+impl Session<'_> {
+    pub(super) async fn login(&mut self) -> Result<(), ()> {
+        let params = match self.known_params() {
+            Some(p) => p,
+            None => match self.login_conn().await {
+                Ok(p) => p,
+                Err(e) => {
+                    self.fatal(e.sqlstate(), &e.to_string()).await;
+                    return Err(());
+                }
+            },
+        };
+        let mut buf = BytesMut::new();
+        messages::authentication(&mut buf, messages::auth_code::OK, &[]);
+        for (k, v) in &params {
+            messages::parameter_status(&mut buf, k, v);
+        }
+        messages::backend_key_data(&mut buf, self.key.pid, self.key.secret);
+        messages::ready_for_query(&mut buf, TxStatus::Idle);
+        self.client.get_mut().write_all(&buf).await.map_err(|_| ())
+    }
+
+    /// Under transaction pooling, a pool of this database and user that has connected before
+    /// already proved the login works: answer with its parameters (overridden by the client's
+    /// own), without waiting for a free server connection.
+    pub(super) fn known_params(&mut self) -> Option<Vec<(String, String)>> {
+        if self.shared.config.pool.mode != PoolMode::Transaction {
+            return None;
+        }
+        let topology = self.shared.topology.load();
+        let mut params = topology
+            .nodes
+            .iter()
+            .filter(|n| n.role == Role::Primary || n.role == Role::Replica)
+            .find_map(|n| self.pool(n.index).startup_params().map(<[_]>::to_vec))?;
+        for (k, v) in &mut params {
+            if let Some((_, mine)) = self.params.params.iter().find(|(name, _)| name.eq_ignore_ascii_case(k)) {
+                v.clone_from(mine);
+            }
+        }
+        Some(params)
+    }
+
+    /// Log in through a real server connection: checks the database and user, and yields the
+    /// server's parameters with the session's applied. Session pooling keeps it for the client's
+    /// life, so it must be the primary (session pooling trades read splitting for full session
+    /// semantics); transaction pooling releases it at once.
+    pub(super) async fn login_conn(&mut self) -> Result<Vec<(String, String)>, BackendError> {
+        let class = match self.shared.config.pool.mode {
+            PoolMode::Session => Class::write(Reason::Write),
+            PoolMode::Transaction => Class::read(Reason::Empty),
+        };
+        self.acquire(&class).await?;
+        let params = self.conn().server_params.clone();
+        self.release_if_done(TxStatus::Idle);
+        Ok(params)
+    }
+}
