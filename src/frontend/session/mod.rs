@@ -4,6 +4,10 @@
 //! topology snapshot -> check out a server connection (moving on to the next candidate only if
 //! nothing was sent) -> make its session parameters match -> forward -> relay replies up to
 //! ReadyForQuery -> release by the transaction status byte.
+//!
+//! This file sequences the phases; `login` finishes the handshake, `conn` gets, prepares, holds
+//! and gives back server connections (routing included), `accepted` remembers statements servers
+//! accepted. The pure facts about a unit live in `frontend::unit`, the relay in `frontend::relay`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
