@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{describe, Cluster, Proxy};
+use common::{describe, Cluster};
 
 async fn port(client: &tokio_postgres::Client, sql: &str) -> Result<u16, String> {
     let row = client.query_one(sql, &[]).await.map_err(|e| describe(&e))?;
@@ -14,11 +14,7 @@ async fn port(client: &tokio_postgres::Client, sql: &str) -> Result<u16, String>
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sessions_survive_a_promotion() {
-    let c = Cluster::start(1).await;
-    c.psql("CREATE SCHEMA s; CREATE TABLE s.t (x int)").await;
-    c.wait_replayed().await;
-    let p = Proxy::builder().cluster(&c).monitor_interval("100ms").start().await;
-    p.wait_topology(1, 1).await;
+    let (c, p) = Cluster::with_proxy(1, "CREATE SCHEMA s; CREATE TABLE s.t (x int)").await;
     let client = p.connect().await;
     client.simple_query("SET search_path = s").await.unwrap();
     client.simple_query("INSERT INTO t VALUES (1)").await.unwrap();
@@ -55,9 +51,7 @@ async fn sessions_survive_a_promotion() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_replica_still_following_the_dead_primary_serves_no_reads() {
-    let c = Cluster::start(2).await;
-    let p = Proxy::builder().cluster(&c).monitor_interval("100ms").start().await;
-    p.wait_topology(1, 2).await;
+    let (c, p) = Cluster::with_proxy(2, "").await;
     let orphan = c.replica_ports()[1];
     c.kill_node(0).await.unwrap();
     c.promote(1).await.unwrap();

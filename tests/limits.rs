@@ -67,11 +67,7 @@ async fn idle_clients_are_disconnected_with_57p05() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn without_a_primary_writes_fail_fast_and_reads_go_on() {
-    let c = Cluster::start(1).await;
-    c.psql("CREATE TABLE w (x int)").await;
-    c.wait_replayed().await;
-    let p = Proxy::builder().cluster(&c).monitor_interval("100ms").start().await;
-    p.wait_topology(1, 1).await;
+    let (c, p) = Cluster::with_proxy(1, "CREATE TABLE w (x int)").await;
     let client = p.connect().await;
     client.simple_query("INSERT INTO w VALUES (1)").await.unwrap();
     c.stop_node(0).await.unwrap();

@@ -3,15 +3,11 @@
 
 mod common;
 
-use common::{Cluster, Proxy};
+use common::Cluster;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_session_always_reads_its_own_writes() {
-    let c = Cluster::start(2).await;
-    c.psql("CREATE TABLE ryw (id int PRIMARY KEY)").await;
-    c.wait_replayed().await;
-    let p = Proxy::builder().cluster(&c).monitor_interval("100ms").start().await;
-    p.wait_topology(1, 2).await;
+    let (c, p) = Cluster::with_proxy(2, "CREATE TABLE ryw (id int PRIMARY KEY)").await;
     let client = p.connect().await;
     for id in 0..100i32 {
         client.execute("INSERT INTO ryw VALUES ($1)", &[&id]).await.unwrap();
@@ -42,11 +38,7 @@ async fn a_session_always_reads_its_own_writes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn writes_committed_in_a_transaction_are_read_back_at_once() {
-    let c = Cluster::start(1).await;
-    c.psql("CREATE TABLE ryw_tx (id int PRIMARY KEY)").await;
-    c.wait_replayed().await;
-    let p = Proxy::builder().cluster(&c).monitor_interval("100ms").start().await;
-    p.wait_topology(1, 1).await;
+    let (_c, p) = Cluster::with_proxy(1, "CREATE TABLE ryw_tx (id int PRIMARY KEY)").await;
     let mut client = p.connect().await;
     for id in 0..30i32 {
         // One Query holding a whole transaction, then a transaction object (extended protocol).

@@ -102,9 +102,15 @@ pub(super) fn is_extended(t: u8) -> bool {
 /// DISCARD ALL / DEALLOCATE ALL drop every server-side statement on the connection.
 pub(super) fn resets_statements(frame: &Frame) -> bool {
     let Some(sql) = messages::decode_query(frame.body()) else { return false };
-    let words: Vec<String> =
-        sql.split_whitespace().take(2).map(|w| w.trim_end_matches(';').to_ascii_lowercase()).collect();
-    matches!(words.as_slice(), [a, b] if (a == "discard" || a == "deallocate") && b == "all")
+    first_words_are(sql, &["discard", "deallocate"], "all")
+}
+
+/// True if `sql` starts with one of `firsts` followed by `second` (case-insensitive, `;` allowed
+/// after the second word). Allocation-free: it runs on every simple Query.
+fn first_words_are(sql: &str, firsts: &[&str], second: &str) -> bool {
+    let mut words = sql.split_whitespace();
+    let (Some(a), Some(b)) = (words.next(), words.next()) else { return false };
+    firsts.iter().any(|f| a.eq_ignore_ascii_case(f)) && b.trim_end_matches(';').eq_ignore_ascii_case(second)
 }
 
 pub(super) fn no_node_error(class: &Class) -> BackendError {
@@ -160,9 +166,7 @@ pub(super) fn unit_texts(unit: &Unit) -> Vec<String> {
 
 /// `RESET ALL` / `DISCARD ALL`: the session's replayable state starts over.
 pub(super) fn is_reset_all(sql: &str) -> bool {
-    let words: Vec<String> =
-        sql.split_whitespace().take(2).map(|w| w.trim_end_matches(';').to_ascii_lowercase()).collect();
-    matches!(words.as_slice(), [a, b] if (a == "reset" || a == "discard") && b == "all")
+    first_words_are(sql, &["reset", "discard"], "all")
 }
 
 /// Asks the primary where its WAL is after a write, for read-your-writes. The insert position,

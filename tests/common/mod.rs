@@ -65,6 +65,19 @@ impl Cluster {
         self.inner.create_user(name, password).await.unwrap_or_else(|e| panic!("cannot create user {name}:\n{e}"));
     }
 
+    /// A cluster with `replicas`, `setup` run on the primary and replayed everywhere, and a proxy
+    /// in front whose monitor (every 100 ms) already sees every node.
+    pub async fn with_proxy(replicas: usize, setup: &str) -> (Cluster, Proxy) {
+        let c = Cluster::start(replicas).await;
+        if !setup.is_empty() {
+            c.psql(setup).await;
+            c.wait_replayed().await;
+        }
+        let p = Proxy::builder().cluster(&c).monitor_interval("100ms").start().await;
+        p.wait_topology(1, replicas).await;
+        (c, p)
+    }
+
     /// Wait until every replica has replayed the primary's writes so far.
     pub async fn wait_replayed(&self) {
         self.inner.wait_replayed().await.unwrap_or_else(|e| panic!("replicas did not catch up:\n{e}"));
