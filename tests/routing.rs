@@ -64,6 +64,12 @@ const PLACEMENT: &[(&str, Target)] = &[
     // STABLE / IMMUTABLE in the catalog.
     ("SELECT port_stable()", Replica),
     ("SELECT plus_one(1), inet_server_port()", Replica),
+    // The answer describes the node: only the primary's is the cluster's.
+    ("SELECT pg_backend_pid() > 0, inet_server_port()", Primary),
+    ("SELECT pg_is_in_recovery(), inet_server_port()", Primary),
+    ("SELECT count(*), inet_server_port() FROM pg_stat_activity", Primary),
+    ("SELECT count(*), inet_server_port() FROM pg_catalog.pg_locks", Primary),
+    ("SELECT current_setting('transaction_read_only'), inet_server_port()", Primary),
     // Hints win over classification.
     ("/* sluice: primary */ SELECT inet_server_port()", Primary),
     ("/* sluice: replica */ SELECT inet_server_port()", Replica),
@@ -485,4 +491,44 @@ async fn reads_balance_across_replicas_and_survive_replicas_stopping() {
     Burst::run(&clients, 20).await.assert_all_on("node2 just stopped", primary, &s.ports);
     s.p.wait_topology(1, 0).await;
     Burst::run(&clients, 10).await.assert_all_on("both replicas down", primary, &s.ports);
+}
+
+/// A standby lists no prepared transactions: two-phase-commit recovery must ask the primary.
+#[tokio::test(flavor = "multi_thread")]
+async fn node_local_reads_see_the_primary() {
+    let s = setup().await;
+    let client = s.p.connect().await;
+    let prepare = "BEGIN; INSERT INTO t VALUES (42, 'twophase'); PREPARE TRANSACTION 'sluice_gid_1'";
+    simple(&client, prepare).await.unwrap_or_else(|e| panic!("{e}"));
+    settle(&s.ports, &client).await;
+    let mut wrong = Vec::new();
+    for how in ["simple", "extended"] {
+        let sql = "select gid from pg_prepared_xacts";
+        let gids: Vec<String> = if how == "simple" {
+            let rows = simple(&client, sql).await.unwrap_or_else(|e| panic!("{e}"));
+            rows.iter()
+                .filter_map(|m| match m {
+                    SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                    _ => None,
+                })
+                .collect()
+        } else {
+            let rows = within(sql, client.query(sql, &[])).await.unwrap().unwrap_or_else(|e| panic!("{e}"));
+            rows.iter().map(|r| r.get(0)).collect()
+        };
+        if gids != ["sluice_gid_1"] {
+            wrong.push(format!("[{how}] {sql}: {gids:?}"));
+        }
+        let show = "SHOW transaction_read_only";
+        let value = simple(&client, show).await.unwrap_or_else(|e| panic!("{e}"));
+        let shown = value.iter().find_map(|m| match m {
+            SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+            _ => None,
+        });
+        if shown.as_deref() != Some("off") {
+            wrong.push(format!("[simple] {show}: not off, so not the primary"));
+        }
+    }
+    simple(&client, "COMMIT PREPARED 'sluice_gid_1'").await.unwrap_or_else(|e| panic!("{e}"));
+    assert_none_wrong(&wrong);
 }

@@ -138,8 +138,8 @@ pub(super) fn combine(classes: &[Arc<Class>]) -> Class {
     };
     let mut out = Class::clone(first);
     for c in &classes[1..] {
-        if c.access == Access::Write && out.access == Access::Read {
-            out.access = Access::Write;
+        if out.access.max(c.access) != out.access {
+            out.access = c.access;
             out.reason = c.reason;
         }
         out.session = out.session.max(c.session);

@@ -60,6 +60,7 @@ pub fn server_conf(socket_dir: &Path) -> String {
          listen_addresses = '127.0.0.1'\n\
          unix_socket_directories = '{socket_dir}'\n\
          max_connections = 200\n\
+         max_prepared_transactions = 20\n\
          shared_buffers = 32MB\n\
          wal_level = replica\n\
          max_wal_senders = 20\n\

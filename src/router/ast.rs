@@ -38,6 +38,7 @@ struct Found {
     writer: Option<SessionEffect>,
     volatile: bool,
     unknown: bool,
+    node_local: bool,
 }
 
 impl Found {
@@ -54,6 +55,8 @@ impl Found {
             Reason::VolatileFunction
         } else if self.unknown {
             Reason::UnknownFunction
+        } else if self.node_local {
+            return Class::node_local();
         } else {
             return Class::read(Reason::ParsedRead);
         };
@@ -67,6 +70,7 @@ impl Found {
             FnVerdict::Writer(effect) => {
                 self.writer = Some(self.writer.unwrap_or(SessionEffect::None).max(effect));
             }
+            FnVerdict::NodeLocal => self.node_local = true,
             FnVerdict::Volatile => self.volatile = true,
             FnVerdict::Unknown => self.unknown = true,
         }

@@ -2,10 +2,11 @@
 //!
 //! Order of decision for one call (`schema.name(...)` or `name(...)`):
 //! 1. built-in writers (only for no schema or `pg_catalog`): `nextval`, advisory locks, ... -> Write;
-//! 2. the configured `read_only_functions` allow-list -> Read;
-//! 3. built-in read-only functions (no schema or `pg_catalog`) -> Read;
-//! 4. the [`FunctionCatalog`] loaded from `pg_proc`: IMMUTABLE/STABLE -> Read, VOLATILE -> Write;
-//! 5. anything else is unknown -> Write.
+//! 2. built-in node-local functions (`pg_backend_pid`, `pg_is_in_recovery`, ...) -> NodeLocal;
+//! 3. the configured `read_only_functions` allow-list -> Read;
+//! 4. built-in read-only functions (no schema or `pg_catalog`) -> Read;
+//! 5. the [`FunctionCatalog`] loaded from `pg_proc`: IMMUTABLE/STABLE -> Read, VOLATILE -> Write;
+//! 6. anything else is unknown -> Write.
 //!
 //! The built-in tables are sorted slices searched with `binary_search`; a unit test keeps them
 //! sorted, lowercase and disjoint.
@@ -13,6 +14,7 @@
 use std::collections::HashMap;
 
 use super::builtins::{PINNING_WRITERS, READ_ONLY, WRITERS};
+use super::node_local::is_node_local_function;
 use super::SessionEffect;
 
 /// PostgreSQL truncates identifiers to 63 bytes; longer names are never built-ins.
@@ -25,6 +27,8 @@ pub(crate) enum FnVerdict {
     ReadOnly,
     /// A built-in that writes, locks, or must run on the primary (with its session effect).
     Writer(SessionEffect),
+    /// A built-in whose answer describes the node (see `node_local`): the primary.
+    NodeLocal,
     /// The catalog says VOLATILE.
     Volatile,
     /// Not known at all.
@@ -154,6 +158,9 @@ impl Resolver<'_> {
                 return FnVerdict::Writer(effect);
             }
         }
+        if builtin && is_node_local_function(name) {
+            return FnVerdict::NodeLocal;
+        }
         if self.allow.allows(schema, name) {
             return FnVerdict::ReadOnly;
         }
@@ -240,6 +247,10 @@ mod tests {
         }
         for name in READ_ONLY {
             assert!(builtin_writer(name).is_none(), "{name} is also a writer");
+            assert!(!is_node_local_function(name), "{name} is also node-local");
+        }
+        for name in super::super::node_local::NODE_LOCAL_FUNCTIONS {
+            assert!(builtin_writer(name).is_none(), "{name} is node-local and a writer");
         }
     }
 
@@ -271,6 +282,9 @@ mod tests {
         assert_eq!(r.resolve(None, "Mixed"), FnVerdict::ReadOnly);
         assert_eq!(r.resolve(None, "listed"), FnVerdict::ReadOnly);
         assert_eq!(r.resolve(None, "nope"), FnVerdict::Unknown);
+        assert_eq!(r.resolve(None, "pg_backend_pid"), FnVerdict::NodeLocal);
+        assert_eq!(r.resolve(Some("pg_catalog"), "pg_stat_get_activity"), FnVerdict::NodeLocal);
+        assert_eq!(r.resolve(Some("public"), "pg_backend_pid"), FnVerdict::Unknown);
         assert_eq!(r.resolve_raw(None, ("NOW", false)), FnVerdict::ReadOnly);
         assert_eq!(r.resolve_raw(None, ("NOW", true)), FnVerdict::Unknown);
         assert_eq!(

@@ -15,6 +15,8 @@
 //! - `ast`: the `sqlparser` fallback walk;
 //! - `functions` (tables in `builtins`): built-in read-only / writing functions, the
 //!   [`FunctionCatalog`], the allow-list;
+//! - `node_local`: statements whose answer describes the node that runs them (prepared
+//!   transactions, locks, activity, recovery state): only the primary's answer is the cluster's;
 //! - `cache`: [`Classifier`], the shared bounded cache;
 //! - `route`: [`route`], [`SessionView`], [`Policy`].
 //!
@@ -25,6 +27,7 @@ mod builtins;
 mod cache;
 mod functions;
 mod lexer;
+mod node_local;
 mod query;
 mod route;
 mod statement;
@@ -45,8 +48,31 @@ pub use crate::config::{DefaultRoute, PrimaryReads};
 pub enum Access {
     /// A pure read: any caught-up replica may run it.
     Read,
+    /// A read whose answer describes the node that runs it (`pg_prepared_xacts`, `pg_locks`,
+    /// `pg_stat_activity`, `pg_backend_pid()`, `pg_is_in_recovery()`...): it writes nothing, but
+    /// only the primary's answer is the cluster's, so the primary runs it.
+    NodeLocal,
     /// Anything that writes, locks, or might: the primary only.
     Write,
+}
+
+impl Access {
+    /// The stricter of two (Write > NodeLocal > Read): what a unit holding both needs.
+    #[must_use]
+    pub fn max(self, other: Self) -> Self {
+        fn rank(a: Access) -> u8 {
+            match a {
+                Access::Read => 0,
+                Access::NodeLocal => 1,
+                Access::Write => 2,
+            }
+        }
+        if rank(other) > rank(self) {
+            other
+        } else {
+            self
+        }
+    }
 }
 
 /// Why a statement was classified or routed the way it was (logged, counted in metrics).
@@ -116,6 +142,9 @@ pub enum Reason {
     Unparseable,
     /// Starts with a keyword the router does not know.
     UnknownStatement,
+    /// Reads what describes the node rather than the data (prepared transactions, locks,
+    /// activity, replication, recovery state, the backend's pid...): the primary.
+    NodeLocal,
     /// A multi-statement Query with at least one statement that is not a pure read.
     MultiStatementWrite,
     /// A replica rejected this exact text before (SQLSTATE 25006).
@@ -186,6 +215,7 @@ impl Reason {
             UnknownFunction => "unknown_function",
             Unparseable => "unparseable",
             UnknownStatement => "unknown_statement",
+            NodeLocal => "node_local",
             MultiStatementWrite => "multi_statement_write",
             NotedWrite => "noted_write",
             Write => "write",
@@ -300,6 +330,12 @@ impl Class {
     #[must_use]
     pub fn write(reason: Reason) -> Self {
         Self::new(Access::Write, reason)
+    }
+
+    /// A node-local read (the primary answers it).
+    #[must_use]
+    pub fn node_local() -> Self {
+        Self::new(Access::NodeLocal, Reason::NodeLocal)
     }
 
     /// The same class with transaction effect `tx`.

@@ -10,8 +10,9 @@
 
 use super::functions::{FnVerdict, Resolver};
 use super::lexer::{Kind, Token};
+use super::node_local;
 use super::statement::{keyword, Stmt};
-use super::{ast, Class, Reason, SessionEffect};
+use super::{ast, Access, Class, Reason, SessionEffect};
 
 /// Reserved (and column-name-only) keywords: PostgreSQL never takes them as a function name, so
 /// one before `(` is syntax, not a call. Unreserved keywords (OVER, FILTER, CUBE, SEARCH, ...)
@@ -85,6 +86,8 @@ struct Scan {
     writer: Option<SessionEffect>,
     /// A call the resolver could not prove read-only.
     doubtful_call: bool,
+    /// A node-local view, function or setting (see `node_local`).
+    node_local: bool,
 }
 
 /// Classify a SELECT-like statement.
@@ -106,7 +109,10 @@ pub(crate) fn classify_query(stmt: Stmt<'_>, resolver: Resolver<'_>) -> Class {
     } else if scan.writer.is_some() {
         Reason::WritingFunction
     } else if scan.doubtful_call {
-        return ast::classify_parsed(stmt.text(), resolver);
+        let parsed = ast::classify_parsed(stmt.text(), resolver);
+        return if scan.node_local && parsed.access == Access::Read { Class::node_local() } else { parsed };
+    } else if scan.node_local {
+        return Class::node_local();
     } else {
         return Class::read(Reason::PureRead);
     };
@@ -125,9 +131,17 @@ fn scan(stmt: Stmt<'_>, resolver: Resolver<'_>) -> Scan {
             _ => {}
         }
         let next_is_paren = stmt.toks.get(i + 1).is_some_and(|t| t.kind == Kind::LParen);
+        if !next_is_paren && tok.kind == Kind::Word {
+            found.node_local |= node_local::relation_at(stmt, i);
+        }
         if next_is_paren && matches!(tok.kind, Kind::Word | Kind::QuotedIdent) {
             match call_verdict(stmt, i, resolver) {
-                None | Some(FnVerdict::ReadOnly) => {}
+                None => {}
+                Some(FnVerdict::ReadOnly) => {
+                    found.node_local |=
+                        tok.is_word(stmt.sql, "current_setting") && node_local::current_setting_at(stmt, i);
+                }
+                Some(FnVerdict::NodeLocal) => found.node_local = true,
                 Some(FnVerdict::Writer(effect)) => {
                     let prior = found.writer.unwrap_or(SessionEffect::None);
                     found.writer = Some(prior.max(effect));

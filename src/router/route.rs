@@ -9,7 +9,7 @@
 //! 5. session state (SET etc.) exists: the primary (until state replay exists);
 //! 6. a `/* sluice: replica */` hint: the read path, even for a write (the session retries a
 //!    25006 rejection on the primary);
-//! 7. a write: the primary; a read: the read path.
+//! 7. a write: the primary; a node-local read: the primary (`NodeLocal`); a read: the read path.
 //!
 //! The read path is the replicas in weighted round-robin order starting at the session's
 //! `ticket`, then, per [`PrimaryReads`]: `Fallback` appends the primary, `Always` makes it one
@@ -67,6 +67,7 @@ pub fn route(class: &Class, session: &SessionView, topology: &Topology, policy: 
     }
     match class.access {
         Access::Write => to_primary(topology, Reason::Write),
+        Access::NodeLocal => to_primary(topology, Reason::NodeLocal),
         Access::Read => reads(topology, policy.primary_reads, session, Reason::ReadOnReplica),
     }
 }

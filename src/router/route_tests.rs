@@ -39,6 +39,7 @@ const NEVER: PrimaryReads = PrimaryReads::Never;
 const ALWAYS: PrimaryReads = PrimaryReads::Always;
 const R: Access = Access::Read;
 const W: Access = Access::Write;
+const NL: Access = Access::NodeLocal;
 const HP: Option<Hint> = Some(Hint::Primary);
 const HR: Option<Hint> = Some(Hint::Replica);
 
@@ -53,6 +54,9 @@ fn cases() -> Vec<Case> {
     let t1 = session(None, false, AUTO, 1);
     vec![
         ("write to primary", PRR, W, None, plain, FALLBACK, &[0], Reason::Write),
+        ("node-local read to primary", PRR, NL, None, plain, ALWAYS, &[0], Reason::NodeLocal),
+        ("node-local read, no primary", &[(Down, 1), (Rp, 1)], NL, None, plain, FALLBACK, &[], Reason::NoPrimary),
+        ("node-local read, replica hint", PRR, NL, HR, plain, NEVER, &[1, 2], Reason::HintReplica),
         ("read ticket 0", PRR, R, None, plain, FALLBACK, &[1, 2, 0], Reason::ReadOnReplica),
         ("read ticket 1", PRR, R, None, t1, FALLBACK, &[2, 1, 0], Reason::ReadOnReplica),
         ("read ticket wraps", PRR, R, None, session(None, false, AUTO, 2), FALLBACK, &[1, 2, 0], Reason::ReadOnReplica),
@@ -217,6 +221,10 @@ fn classified_statements_route_end_to_end() {
     assert_eq!(go("SELECT * FROM t FOR UPDATE").candidates, vec![0]);
     assert_eq!(go("BEGIN READ ONLY").candidates, vec![1, 2, 0]);
     assert_eq!(go("BEGIN").candidates, vec![0]);
+    assert_eq!(
+        (go("SELECT gid FROM pg_prepared_xacts").candidates, go("SHOW transaction_read_only").reason),
+        (vec![0], Reason::NodeLocal)
+    );
     assert_eq!(go("/* sluice: primary */ SELECT 1").reason, Reason::HintPrimary);
     assert_eq!(go("/* sluice: replica */ SELECT nextval('s')").reason, Reason::HintReplica);
 }

@@ -6,7 +6,7 @@
 
 use super::functions::Resolver;
 use super::lexer::{leading_hint, Kind, Lexer, Token};
-use super::{query, Access, Class, Reason, SessionEffect, TxEffect};
+use super::{node_local, query, Access, Class, Reason, SessionEffect, TxEffect};
 
 /// One statement: its tokens (never empty) and the text they point into.
 #[derive(Clone, Copy)]
@@ -88,7 +88,7 @@ pub(crate) fn classify_text(sql: &str, resolver: Resolver<'_>) -> Class {
 
 /// Combine the class of the statements so far with the next one's.
 fn fold(acc: Class, next: Class) -> Class {
-    let access = if acc.access == Access::Write || next.access == Access::Write { Access::Write } else { Access::Read };
+    let access = acc.access.max(next.access);
     let tx = match (acc.tx, next.tx) {
         (TxEffect::Begin { .. }, TxEffect::SetReadOnly) => TxEffect::Begin { read_only: true },
         (earlier, TxEffect::None) => earlier,
@@ -96,7 +96,7 @@ fn fold(acc: Class, next: Class) -> Class {
     };
     Class {
         access,
-        reason: if next.access == Access::Write && acc.access == Access::Read { next.reason } else { acc.reason },
+        reason: if access != acc.access { next.reason } else { acc.reason },
         tx,
         session: acc.session.max(next.session),
         hint: None,
@@ -213,6 +213,7 @@ pub(crate) fn classify_statement(stmt: Stmt<'_>, resolver: Resolver<'_>, depth: 
         "set" => set(stmt),
         "reset" => Class::read(Reason::SessionCommand).with_session(SessionEffect::Parameter),
         "discard" => discard(stmt),
+        "show" if node_local::show_is_node_local(stmt) => Class::node_local(),
         "show" => Class::read(Reason::Show),
         "explain" => explain(stmt, resolver, depth),
         _ => Class::write(Reason::UnknownStatement),
@@ -310,7 +311,7 @@ fn declare(stmt: Stmt<'_>, resolver: Resolver<'_>, depth: usize) -> Class {
     let inner = classify_statement(stmt.tail(for_at + 1), resolver, depth + 1);
     let mut class = match inner.access {
         Access::Read => Class::read(Reason::Cursor),
-        Access::Write => Class::write(inner.reason),
+        access => Class::new(access, inner.reason),
     };
     class.session = inner.session;
     if hold {
@@ -387,7 +388,7 @@ fn copy(stmt: Stmt<'_>, resolver: Resolver<'_>, depth: usize) -> Class {
         return Class::write(Reason::CopyToFile);
     }
     match inner.map(|q| classify_statement(q, resolver, depth + 1)) {
-        Some(class) if class.access == Access::Write => class,
+        Some(class) if class.access != Access::Read => class,
         Some(class) => Class::read(Reason::CopyOut).with_session(class.session),
         None => Class::read(Reason::CopyOut),
     }
