@@ -143,6 +143,7 @@ pub(super) fn combine(classes: &[Arc<Class>]) -> Class {
             out.reason = c.reason;
         }
         out.session = out.session.max(c.session);
+        out.changes_functions |= c.changes_functions;
         if out.tx == TxEffect::None {
             out.tx = c.tx;
         }

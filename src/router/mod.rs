@@ -13,6 +13,7 @@
 //! - `query`: SELECT / WITH / VALUES / TABLE: a token scan for locking clauses, writing CTEs,
 //!   `SELECT INTO` and function calls; the parser only when the scan cannot prove a read;
 //! - `ast`: the `sqlparser` fallback walk;
+//! - `ddl`: which DDL changes the function catalog (only that reloads it);
 //! - `functions` (tables in `builtins`): built-in read-only / writing functions, the
 //!   [`FunctionCatalog`], the allow-list;
 //! - `node_local`: statements whose answer describes the node that runs them (prepared
@@ -25,6 +26,7 @@
 mod ast;
 mod builtins;
 mod cache;
+mod ddl;
 mod functions;
 mod lexer;
 mod node_local;
@@ -311,13 +313,16 @@ pub struct Class {
     pub session: SessionEffect,
     /// Routing hint, if any.
     pub hint: Option<Hint>,
+    /// Creates, changes or drops functions (or what resolves them: schemas, extensions): the
+    /// function catalog must be reloaded once it is committed.
+    pub changes_functions: bool,
 }
 
 impl Class {
     /// A class with no transaction or session effect and no hint.
     #[must_use]
     pub fn new(access: Access, reason: Reason) -> Self {
-        Self { access, reason, tx: TxEffect::None, session: SessionEffect::None, hint: None }
+        Self { access, reason, tx: TxEffect::None, session: SessionEffect::None, hint: None, changes_functions: false }
     }
 
     /// A read for `reason`.

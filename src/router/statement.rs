@@ -6,7 +6,7 @@
 
 use super::functions::Resolver;
 use super::lexer::{leading_hint, Kind, Lexer, Token};
-use super::{node_local, query, Access, Class, Reason, SessionEffect, TxEffect};
+use super::{ddl, node_local, query, Access, Class, Reason, SessionEffect, TxEffect};
 
 /// One statement: its tokens (never empty) and the text they point into.
 #[derive(Clone, Copy)]
@@ -100,6 +100,7 @@ fn fold(acc: Class, next: Class) -> Class {
         tx,
         session: acc.session.max(next.session),
         hint: None,
+        changes_functions: acc.changes_functions || next.changes_functions,
     }
 }
 
@@ -185,8 +186,15 @@ pub(crate) fn classify_statement(stmt: Stmt<'_>, resolver: Resolver<'_>, depth: 
         Kind::Word => {}
         _ => return Class::write(Reason::UnknownStatement),
     }
+    let mut class = classify_keyword(stmt, resolver, depth);
+    class.changes_functions = ddl::changes_functions(stmt);
+    class
+}
+
+/// Classify one well-formed statement by its first keyword.
+fn classify_keyword(stmt: Stmt<'_>, resolver: Resolver<'_>, depth: usize) -> Class {
     let mut buf = [0u8; 16];
-    match keyword(first.text(stmt.sql), &mut buf) {
+    match keyword(stmt.toks[0].text(stmt.sql), &mut buf) {
         "select" | "with" | "values" | "table" => query::classify_query(stmt, resolver),
         "insert" | "update" | "delete" | "merge" => Class::write(Reason::Dml),
         "create" => create(stmt),

@@ -99,6 +99,11 @@ impl Session<'_> {
 
     /// Release at ReadyForQuery `I` in transaction mode unless pinned.
     pub(super) fn release_if_done(&mut self, status: TxStatus) {
+        if status == TxStatus::Idle && std::mem::take(&mut self.catalog_stale) {
+            // Committed (or rolled back, which a reload does not mind): judge calls by the new
+            // catalog.
+            self.shared.classifiers.refresh(&self.database, &self.user);
+        }
         let Some(held) = self.held.as_mut() else { return };
         held.status = status;
         let keep = self.pinned || self.shared.config.pool.mode == PoolMode::Session || status != TxStatus::Idle;

@@ -69,6 +69,8 @@ pub struct Session<'a> {
     last_write_lsn: Option<u64>,
     /// This session's pool on each node, looked up once.
     pools: Vec<Option<Arc<Pool>>>,
+    /// A unit changed functions: reload the catalog when the transaction is over.
+    catalog_stale: bool,
 }
 
 impl<'a> Session<'a> {
@@ -93,6 +95,7 @@ impl<'a> Session<'a> {
             classifier,
             last_write_lsn: None,
             pools: vec![None; shared.config.nodes.len()],
+            catalog_stale: false,
         }
     }
 
@@ -365,10 +368,8 @@ impl<'a> Session<'a> {
             SessionEffect::Parameter => self.pinned = true,
             SessionEffect::None => {}
         }
-        if class.reason == Reason::Ddl {
-            // A function may have been created or changed: judge calls by the new catalog.
-            self.shared.classifiers.refresh(&self.database, &self.user);
-        }
+        // Functions changed: reload the catalog once that is committed (see `release_if_done`).
+        self.catalog_stale |= class.changes_functions;
         if let Unit::Simple(f) = unit {
             if resets_statements(f) {
                 self.statements.clear();
