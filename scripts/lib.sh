@@ -9,10 +9,11 @@
 #   POOL_SIZE=16                server connections per pool, sluice and PgBouncer alike
 #   SYNC_COMMIT=off             synchronous_commit of the server
 #   PG_MAX_CONNECTIONS=200      the server's max_connections
-#   PGB_MAX_CLIENT_CONN=1000    PgBouncer's max_client_conn
+#   PGB_MAX_CLIENT_CONN=1000    PgBouncer's max_client_conn (MAX_CLIENTS: the same for both)
 #   PGB_EXTRA=                  more lines for PgBouncer's [pgbouncer] section
 #   BUILD_TIMEOUT=1800 BUILD_ATTEMPTS=1 (more: retry a failed build a minute later)
 #   KEEP=0 (1 keeps the temporary directory for inspection)
+#   SLUICE_BIN=                 measure this sluice binary instead of the one just built (A/B runs)
 # shellcheck shell=bash
 
 PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
@@ -29,6 +30,10 @@ LOG_TAG=${LOG_TAG:-lib}
 BENCH_USER=bench
 BENCH_DB=bench
 BENCH_PASSWORD=bench-load-secret
+# A second role that logs in without a password (trust) on every hop, for login-cost runs.
+TRUST_USER=bench_trust
+# sluice's client connection limit, PgBouncer's max_client_conn likewise (idle-footprint runs).
+MAX_CLIENTS=${MAX_CLIENTS:-$PGB_MAX_CLIENT_CONN}
 
 # libpq variables that would silently send our commands elsewhere.
 unset PGHOST PGHOSTADDR PGPORT PGUSER PGDATABASE PGPASSWORD PGSERVICE PGOPTIONS PGDATA PGSSLMODE
@@ -182,6 +187,7 @@ build_release() {
   done
   for a in "$@"; do
     case "$a" in
+      bin:sluice) cp "${SLUICE_BIN:-$target/release/sluice}" "$WORK/sluice" ;;
       bin:*) cp "$target/release/${a#bin:}" "$WORK/" ;;
       example:*) cp "$target/release/examples/${a#example:}" "$WORK/" ;;
     esac
@@ -220,6 +226,8 @@ wal_level = replica
 max_wal_senders = 10
 hot_standby = on
 EOF
+  # The trust role first: pg_hba.conf is matched top-down.
+  as_pg 30 sed -i "1i host all $TRUST_USER 127.0.0.1/32 trust" "$dir/pg_hba.conf"
   start_server "$dir" "$port"
 }
 
@@ -239,6 +247,7 @@ create_bench_user() {
 SET password_encryption = 'scram-sha-256';
 CREATE ROLE $BENCH_USER LOGIN PASSWORD '$BENCH_PASSWORD';
 CREATE DATABASE $BENCH_DB OWNER $BENCH_USER;
+CREATE ROLE $TRUST_USER LOGIN;
 EOF
   VERIFIER=$(psql_admin "$port" -At -c "SELECT rolpassword FROM pg_authid WHERE rolname = '$BENCH_USER'")
   case "$VERIFIER" in SCRAM-SHA-256\$*) ;; *) die "unexpected verifier for $BENCH_USER: $VERIFIER" ;; esac
@@ -250,6 +259,7 @@ write_sluice_config() {
   shift 2
   {
     echo "listen = \"127.0.0.1:$listen\""
+    printf '\n[limits]\nmax_client_connections = %s\n' "$MAX_CLIENTS"
     printf '\n[pool]\nmode = "transaction"\nsize = %s\n' "$POOL_SIZE"
     printf '\n[monitor]\nuser = "%s"\ndatabase = "postgres"\ninterval = "1s"\n' "$BENCH_USER"
     for port in "$@"; do
@@ -259,6 +269,7 @@ write_sluice_config() {
     # The server's own verifier, as PgBouncer gets it; sluice answers the servers with the password.
     printf '\n[[users]]\nname = "%s"\npassword = "%s"\nserver_password = "%s"\nauth = "scram-sha-256"\n' \
       "$BENCH_USER" "$VERIFIER" "$BENCH_PASSWORD"
+    printf '\n[[users]]\nname = "%s"\nauth = "trust"\n' "$TRUST_USER"
   } >"$file"
   "$WORK/sluice" check-config "$file" >&2 || die "sluice rejected $file"
 }
@@ -273,10 +284,13 @@ start_sluice() {
   log "sluice (pid $SLUICE_PID) is up on 127.0.0.1:$port"
 }
 
-# start_pgbouncer PORT SERVER_PORT: transaction pooling, SCRAM against the server's verifier.
+# start_pgbouncer PORT SERVER_PORT: transaction pooling, SCRAM against the server's verifier for
+# the bench user, trust for the trust user (as sluice and the server are configured).
 start_pgbouncer() {
   local port=$1 pg_port=$2
-  printf '"%s" "%s"\n' "$BENCH_USER" "$VERIFIER" >"$WORK/userlist.txt"
+  printf '"%s" "%s"\n"%s" ""\n' "$BENCH_USER" "$VERIFIER" "$TRUST_USER" >"$WORK/userlist.txt"
+  printf 'host all %s 127.0.0.1/32 trust\nhost all %s 127.0.0.1/32 scram-sha-256\n' \
+    "$TRUST_USER" "$BENCH_USER" >"$WORK/pgbouncer_hba.conf"
   cat >"$WORK/pgbouncer.ini" <<EOF
 [databases]
 $BENCH_DB = host=127.0.0.1 port=$pg_port dbname=$BENCH_DB
@@ -285,13 +299,14 @@ $BENCH_DB = host=127.0.0.1 port=$pg_port dbname=$BENCH_DB
 listen_addr = 127.0.0.1
 listen_port = $port
 unix_socket_dir =
-auth_type = scram-sha-256
+auth_type = hba
+auth_hba_file = $WORK/pgbouncer_hba.conf
 auth_file = $WORK/userlist.txt
 pool_mode = transaction
 default_pool_size = $POOL_SIZE
 min_pool_size = 0
 reserve_pool_size = 0
-max_client_conn = $PGB_MAX_CLIENT_CONN
+max_client_conn = $MAX_CLIENTS
 logfile = $WORK/pgbouncer.log
 pidfile = $WORK/pgbouncer.pid
 log_connections = 0
@@ -299,7 +314,7 @@ log_disconnections = 0
 ignore_startup_parameters = extra_float_digits
 $PGB_EXTRA
 EOF
-  if is_root; then chown postgres "$WORK/userlist.txt" "$WORK/pgbouncer.ini"; fi
+  if is_root; then chown postgres "$WORK/userlist.txt" "$WORK/pgbouncer.ini" "$WORK/pgbouncer_hba.conf"; fi
   as_pg 86400 pgbouncer "$WORK/pgbouncer.ini" >"$WORK/pgbouncer.out" 2>&1 &
   PGB_PID=$!
   wait_ready pgbouncer "$port" "$PGB_PID" "$WORK/pgbouncer.out"

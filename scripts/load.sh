@@ -1,27 +1,42 @@
 #!/usr/bin/env bash
 # Load comparison on this machine, in one run: pgbench directly against PostgreSQL, through sluice
 # and through PgBouncer (both in transaction pooling mode with the same pool size, both checking
-# clients with SCRAM-SHA-256 against the server's own verifier), plus logins per second.
+# clients with SCRAM-SHA-256 against the server's own verifier, or trust for the trust role).
 #
-# What it does: builds sluice (release), starts a throwaway PostgreSQL primary in a temporary
-# directory (as the `postgres` OS user when run as root), installs PgBouncer with apt when it is
-# missing and we are root, runs `pgbench -i` once, then for every test runs the targets back to
-# back (interleaved, so drift of a noisy machine hits all of them alike) and prints one table.
-# With REPLICAS=1 (default) it then adds two streaming replicas (pg_basebackup -R) and repeats the
-# tests through a second sluice that spreads reads over them.
+# Tests (MODE=load, the default):
+#   select-simple / select-extended / select-prepared   pgbench -S -M ... at SELECT_CLIENTS (32)
+#   tpcb                                               pgbench -M simple at TPCB_CLIENTS (16)
+#   connect-trust / connect-scram                      pgbench -C, one `SELECT 1` per login, at
+#                                                      LOGIN_CLIENTS (8); tps = logins per second
+# Each test runs REPS times (3), the targets interleaved within every rep (direct, sluice,
+# PgBouncer, then the next test), so drift of a noisy machine hits all targets alike. Reported per
+# (test, target): the median over reps of tps, average latency and p99 latency (p99 from
+# pgbench's per-transaction logs, `--log`), the ratio to direct and to PgBouncer, and the p99 the
+# proxy adds over direct. With REPLICAS=1 a second sluice in front of the primary + two streaming
+# replicas (pg_basebackup -R) then runs the select tests and TPC-B and reports reads per node.
 #
-# Everything listens on 127.0.0.1 on free ports below 32768 and is stopped and removed on exit,
-# failure or Ctrl-C. Every step is bounded by `timeout`.
+# MODE=idle: the idle footprint. IDLE_CLIENTS (10,000) clients log in with SCRAM to sluice, then
+# to PgBouncer (examples/idle.rs), are held idle, then each runs `SELECT 1`; reported: the
+# proxy's RSS before, while held, and after the selects. MODE=all does both.
+#
+# Output: a Markdown report on stdout and in OUT_DIR/load-<time>.md, every single run as a CSV
+# row in OUT_DIR/load-<time>.csv (OUT_DIR defaults to target/load).
+#
+# QUICK=1: one rep of 4 s per test, a small scale, the replica variant with one test: under three
+# minutes once the release build exists. Numbers from it are rough.
 #
 # Knobs (environment):
-#   DURATION=15 CLIENTS=16 THREADS=2   each pgbench run (-T/-c/-j)
-#   POOL_SIZE=16                       server connections per pool, sluice and PgBouncer alike (lib.sh)
-#   SCALE=10                           pgbench -i -s
-#   LOGIN_DURATION=10 LOGIN_CLIENTS=8  the logins/s runs (pgbench -C, one `SELECT 1` per login)
-#   WARMUP=5                           unrecorded -S seconds per target before measuring
-#   REPLICAS=1                         0 skips the primary + 2 replicas variant
-#   SYNC_COMMIT=off                    synchronous_commit of the server (off keeps TPC-B CPU-bound)
-#   PG_BINDIR, BUILD_TIMEOUT, KEEP, ...: see scripts/lib.sh
+#   DURATION=15 REPS=3 THREADS=2 SCALE=10 WARMUP=5
+#   SELECT_CLIENTS=32 TPCB_CLIENTS=16 LOGIN_CLIENTS=8 LOGIN_DURATION=10
+#   REPLICAS=1                  0 skips the primary + 2 replicas variant
+#   IDLE_CLIENTS=10000 IDLE_HOLD=10 (seconds the connections are held per phase)
+#   POOL_SIZE, SYNC_COMMIT, PG_BINDIR, BUILD_TIMEOUT, KEEP, ...: see scripts/lib.sh
+#
+# What it does: builds sluice and examples/idle (release), starts a throwaway PostgreSQL primary
+# in a temporary directory (as the `postgres` OS user when run as root), installs PgBouncer with
+# apt when it is missing and we are root, runs `pgbench -i` once, then the tests. Everything
+# listens on 127.0.0.1 on free ports below 32768 and is stopped and removed on exit, failure or
+# Ctrl-C. Every step is bounded by `timeout`.
 #
 # The numbers are only comparable within one run: on a small shared machine the load generator,
 # the proxy and the servers compete for the same cores.
@@ -29,15 +44,29 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd)
 
+QUICK=${QUICK:-0}
+if [ "$QUICK" = 1 ]; then
+  DURATION=${DURATION:-4} REPS=${REPS:-1} SCALE=${SCALE:-2} WARMUP=${WARMUP:-2}
+  LOGIN_DURATION=${LOGIN_DURATION:-3}
+fi
+MODE=${MODE:-load}
 DURATION=${DURATION:-15}
-CLIENTS=${CLIENTS:-16}
+REPS=${REPS:-3}
 THREADS=${THREADS:-2}
 SCALE=${SCALE:-10}
-LOGIN_DURATION=${LOGIN_DURATION:-10}
-LOGIN_CLIENTS=${LOGIN_CLIENTS:-8}
 WARMUP=${WARMUP:-5}
+SELECT_CLIENTS=${SELECT_CLIENTS:-32}
+TPCB_CLIENTS=${TPCB_CLIENTS:-16}
+LOGIN_CLIENTS=${LOGIN_CLIENTS:-8}
+LOGIN_DURATION=${LOGIN_DURATION:-10}
 REPLICAS=${REPLICAS:-1}
-TESTS=(select-simple select-extended select-prepared tpcb)
+IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
+IDLE_HOLD=${IDLE_HOLD:-10}
+OUT_DIR=${OUT_DIR:-$REPO/target/load}
+TESTS=(select-simple select-extended select-prepared tpcb connect-trust connect-scram)
+REPLICA_TESTS=(select-simple select-extended select-prepared tpcb)
+[ "$QUICK" = 1 ] && REPLICA_TESTS=(select-extended)
+if [ "$MODE" != load ]; then MAX_CLIENTS=${MAX_CLIENTS:-$((IDLE_CLIENTS + 200))}; fi
 LOG_TAG=load
 # shellcheck source=scripts/lib.sh
 . "$REPO/scripts/lib.sh"
@@ -81,37 +110,67 @@ wait_replica_reads() {
 
 # ---------------------------------------------------------------- measuring
 
-declare -A PORT TPS FAILED NOTE
+# Per (test,target[,rep]): TPS/AVG/P99 hold space-separated values, one per rep.
+declare -A PORT TPS AVG P99 FAILED NOTE
+REPLICA_XACTS=""
 
-# The pgbench arguments of one test.
+# The pgbench arguments of one test, and its clients, seconds and user.
 test_args() {
   case "$1" in
     select-simple) echo "-S -M simple" ;;
     select-extended) echo "-S -M extended" ;;
     select-prepared) echo "-S -M prepared" ;;
     tpcb) echo "-M simple" ;;
-    logins) echo "-C -f $WORK/select1.sql" ;;
+    connect-*) echo "-C -f $WORK/select1.sql" ;;
   esac
 }
+test_clients() {
+  case "$1" in
+    select-*) echo "$SELECT_CLIENTS" ;;
+    tpcb) echo "$TPCB_CLIENTS" ;;
+    connect-*) echo "$LOGIN_CLIENTS" ;;
+  esac
+}
+test_secs() { case "$1" in connect-*) echo "$LOGIN_DURATION" ;; *) echo "$DURATION" ;; esac; }
+test_user() { case "$1" in connect-trust) echo "$TRUST_USER" ;; *) echo "$BENCH_USER" ;; esac; }
 
-# run_bench TEST TARGET: one pgbench run, results into TPS/FAILED/NOTE[TEST,TARGET].
+# latency_stats PREFIX: "avg_ms p99_ms" over pgbench's per-transaction logs PREFIX.* (the third
+# field is the latency in microseconds; failed or skipped transactions are not numbers).
+latency_stats() {
+  cat "$1".* 2>/dev/null | awk '$3 ~ /^[0-9]+$/ { print $3 }' | sort -n | awk '
+    { v[NR] = $1; s += $1 }
+    END {
+      if (NR == 0) { print "- -"; exit }
+      i = int(NR * 0.99 + 0.999); if (i > NR) i = NR
+      printf "%.3f %.3f\n", s / NR / 1000, v[i] / 1000
+    }'
+}
+
+# run_bench TEST TARGET REP: one pgbench run; appends to TPS/AVG/P99[TEST,TARGET] and the CSV.
 run_bench() {
-  local test=$1 target=$2 key="$1,$2" out="$WORK/runs/$1.$2.log" rc=0 secs=$DURATION clients=$CLIENTS
-  if [ "$test" = logins ]; then secs=$LOGIN_DURATION clients=$LOGIN_CLIENTS; fi
+  local test=$1 target=$2 rep=$3 key="$1,$2" rc=0 secs clients user
+  local out="$WORK/runs/$test.$target.$rep.log" prefix="$WORK/runs/tx.$test.$target.$rep"
+  secs=$(test_secs "$test") clients=$(test_clients "$test") user=$(test_user "$test")
   [ "$test" = tpcb ] && reset_tpcb
   # shellcheck disable=SC2046 # test_args is a word list on purpose
   PGPASSWORD=$BENCH_PASSWORD timeout $((secs + 120)) "$PG_BINDIR/pgbench" -n $(test_args "$test") \
-    -T "$secs" -c "$clients" -j "$THREADS" -h 127.0.0.1 -p "${PORT[$target]}" -U "$BENCH_USER" \
-    "$BENCH_DB" >"$out" 2>&1 || rc=$?
-  TPS[$key]=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$out" | head -n 1 | awk '{ printf "%.1f", $1 }')
-  FAILED[$key]=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out" | head -n 1)
-  local aborted
+    -T "$secs" -c "$clients" -j "$THREADS" -h 127.0.0.1 -p "${PORT[$target]}" -U "$user" \
+    --log --log-prefix="$prefix" "$BENCH_DB" >"$out" 2>&1 || rc=$?
+  local tps failed aborted stats
+  tps=$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' "$out" | head -n 1 | awk '{ printf "%.1f", $1 }')
+  failed=$(sed -n 's/^number of failed transactions: \([0-9]*\).*/\1/p' "$out" | head -n 1)
   aborted=$(grep -Ec 'client [0-9]+ (script [0-9]+ )?aborted' "$out" || true)
-  if [ "$rc" != 0 ] || [ "$aborted" != 0 ] || [ -z "${TPS[$key]}" ]; then
+  stats=$(latency_stats "$prefix")
+  rm -f "$prefix".*
+  if [ "$rc" != 0 ] || [ "$aborted" != 0 ] || [ -z "$tps" ]; then
     NOTE[$key]="exit $rc, $aborted clients aborted: $(grep -m 1 -E 'ERROR|FATAL|error' "$out" | cut -c 1-200)"
+    tps=""
   fi
-  log "$(printf '%-16s %-10s tps=%-10s failed=%s %s' "$test" "$target" "${TPS[$key]:-?}" \
-    "${FAILED[$key]:-?}" "${NOTE[$key]:+($rc/$aborted aborted)}") load=$(cut -d' ' -f1-3 /proc/loadavg)"
+  TPS[$key]+="${tps:+$tps }" AVG[$key]+="${tps:+${stats% *} }" P99[$key]+="${tps:+${stats#* } }"
+  FAILED[$key]=$((${FAILED[$key]:-0} + ${failed:-0}))
+  echo "$test,$target,$rep,$clients,$secs,${tps:-},${stats% *},${stats#* },${failed:-},$rc,$aborted" >>"$CSV"
+  log "$(printf '%-16s %-10s rep %s tps=%-9s avg=%sms p99=%sms failed=%s' "$test" "$target" "$rep" \
+    "${tps:-?}" "${stats% *}" "${stats#* }" "${failed:-?}") load=$(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
 # What pgbench's own vacuum step does before a TPC-B run, done directly and untimed.
@@ -124,53 +183,9 @@ warm_up() {
   local target
   for target in "$@"; do
     PGPASSWORD=$BENCH_PASSWORD timeout $((WARMUP + 60)) "$PG_BINDIR/pgbench" -n -S -T "$WARMUP" \
-      -c "$CLIENTS" -j "$THREADS" -h 127.0.0.1 -p "${PORT[$target]}" -U "$BENCH_USER" "$BENCH_DB" \
+      -c "$SELECT_CLIENTS" -j "$THREADS" -h 127.0.0.1 -p "${PORT[$target]}" -U "$BENCH_USER" "$BENCH_DB" \
       >"$WORK/runs/warmup.$target.log" 2>&1 || log "warm-up through $target failed"
   done
-}
-
-# ---------------------------------------------------------------- report
-
-ratio() {
-  awk -v a="$1" -v b="$2" 'BEGIN { if (a != "" && b != "" && b + 0 > 0) printf "%.2f", a / b; else printf "-" }'
-}
-
-print_report() {
-  local targets=(direct sluice) test t row
-  [ -n "${PORT[pgbouncer]:-}" ] && targets+=(pgbouncer)
-  [ -n "${PORT[sluice_2r]:-}" ] && targets+=(sluice_2r)
-  echo
-  echo "sluice load comparison  $(date -u +%Y-%m-%dT%H:%MZ)  sluice $(sluice_version)"
-  echo "PostgreSQL $("$PG_BINDIR/postgres" --version | awk '{print $3}'), pgbench -T $DURATION -c $CLIENTS -j $THREADS, scale $SCALE, pool size $POOL_SIZE (transaction mode), synchronous_commit=$SYNC_COMMIT, $(nproc) cores"
-  echo "logins: pgbench -C -f 'SELECT 1' -T $LOGIN_DURATION -c $LOGIN_CLIENTS (tps = logins/s, SCRAM-SHA-256 each)"
-  echo
-  row='%-16s'
-  for t in "${targets[@]}"; do row+=' %11s'; done
-  row+=' %14s %16s'
-  [ -n "${PORT[sluice_2r]:-}" ] && row+=' %16s'
-  row+='   %s\n'
-  local header=(test "${targets[@]}" sluice/direct pgbouncer/direct)
-  [ -n "${PORT[sluice_2r]:-}" ] && header+=(sluice_2r/direct)
-  # shellcheck disable=SC2059 # the format is built above
-  printf "$row" "${header[@]}" "failed tx (per target)"
-  for test in "${TESTS[@]}" logins; do
-    local cells=() fails=()
-    for t in "${targets[@]}"; do
-      cells+=("${TPS[$test,$t]:--}")
-      fails+=("${FAILED[$test,$t]:--}${NOTE[$test,$t]:+!}")
-    done
-    cells+=("$(ratio "${TPS[$test,sluice]:-}" "${TPS[$test,direct]:-}")")
-    cells+=("$(ratio "${TPS[$test,pgbouncer]:-}" "${TPS[$test,direct]:-}")")
-    [ -n "${PORT[sluice_2r]:-}" ] && cells+=("$(ratio "${TPS[$test,sluice_2r]:-}" "${TPS[$test,direct]:-}")")
-    # shellcheck disable=SC2059
-    printf "$row" "$test" "${cells[@]}" "$(IFS=/; echo "${fails[*]}")"
-  done
-  echo
-  echo "'-' = not run; '!' = the run failed or clients aborted:"
-  local k
-  for k in "${!NOTE[@]}"; do echo "  $k: ${NOTE[$k]}"; done | sort
-  [ -n "${REPLICA_SHARE:-}" ] && echo "sluice_2r: transactions per node during its three -S runs: $REPLICA_SHARE"
-  echo "load average at start: $LOAD_START, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
 # Committed transactions per node (bench database), for the replica variant.
@@ -182,18 +197,70 @@ xacts() {
   echo "$out"
 }
 
-# ---------------------------------------------------------------- main
+# add_xacts BEFORE AFTER: REPLICA_XACTS += AFTER - BEFORE, node by node.
+add_xacts() {
+  REPLICA_XACTS=$(paste -d' ' <(tr ' ' '\n' <<<"$1") <(tr ' ' '\n' <<<"$2") \
+    <(tr ' ' '\n' <<<"${REPLICA_XACTS:-0 0 0}") | awk 'NF >= 2 { printf "%d ", $2 - $1 + ($3 == "" ? 0 : $3) }')
+}
 
-main() {
-  check_prerequisites initdb pg_ctl pg_basebackup psql pgbench
-  LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
-  make_work sluice-load
-  mkdir -p "$WORK/runs"
-  echo 'SELECT 1;' >"$WORK/select1.sql"
+# ---------------------------------------------------------------- report
 
-  build_release bin:sluice
-  install_pgbouncer
+# Median of space-separated numbers ("-" if none).
+median() {
+  tr ' ' '\n' <<<"$1" | awk 'NF' | sort -n | awk '{ v[NR] = $1 }
+    END { if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
 
+ratio() {
+  awk -v a="$1" -v b="$2" 'BEGIN { if (a != "-" && b != "-" && a != "" && b != "" && b + 0 > 0) printf "%.2f", a / b; else printf "-" }'
+}
+
+# p99 added by a proxy over direct, in microseconds.
+added_us() {
+  awk -v a="$1" -v b="$2" 'BEGIN { if (a != "-" && b != "-" && a != "" && b != "") printf "%.0f", (a - b) * 1000; else printf "-" }'
+}
+
+# One Markdown row per test: medians, ratios, latencies.
+report_rows() {
+  local test t
+  for test in "$@"; do
+    local tps=() p99=() avg=()
+    for t in direct sluice pgbouncer sluice_2r; do
+      tps+=("$(median "${TPS[$test,$t]:-}")")
+      avg+=("$(median "${AVG[$test,$t]:-}")")
+      p99+=("$(median "${P99[$test,$t]:-}")")
+    done
+    printf '| %s | %s | %s | %s | %s | **%s** | %s | **%s** | %s | %s / %s / %s | %s / %s / %s | %s | %s |\n' \
+      "$test" "$(test_clients "$test")" "${tps[0]}" "${tps[1]}" "${tps[2]}" \
+      "$(ratio "${tps[1]}" "${tps[0]}")" "$(ratio "${tps[2]}" "${tps[0]}")" "$(ratio "${tps[1]}" "${tps[2]}")" \
+      "$(ratio "${tps[3]}" "${tps[0]}")" "${avg[0]}" "${avg[1]}" "${avg[2]}" "${p99[0]}" "${p99[1]}" "${p99[2]}" \
+      "$(added_us "${p99[1]}" "${p99[0]}")" "$(added_us "${p99[2]}" "${p99[0]}")"
+  done
+}
+
+print_report() {
+  echo "## sluice load comparison $(date -u +%Y-%m-%dT%H:%MZ), sluice $(sluice_version)"
+  echo
+  echo "PostgreSQL $("$PG_BINDIR/postgres" --version | awk '{print $3}'), PgBouncer $(pgbouncer_version || true)," \
+    "pgbench -T $DURATION -j $THREADS (logins: -T $LOGIN_DURATION), scale $SCALE, $REPS rep(s) interleaved," \
+    "medians; pool size $POOL_SIZE (transaction mode), synchronous_commit=$SYNC_COMMIT, $(nproc) cores" \
+    "shared by pgbench, the servers and the proxy; load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg)."
+  echo
+  echo "| test | clients | direct tps | sluice tps | pgbouncer tps | sluice/direct | pgbouncer/direct | sluice/pgbouncer | sluice 2 replicas/direct | avg ms direct / sluice / pgb | p99 ms direct / sluice / pgb | p99 added us sluice | p99 added us pgb |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  report_rows "${TESTS[@]}"
+  echo
+  [ -n "$REPLICA_XACTS" ] && echo "sluice with 2 replicas, committed transactions per node during its select runs" \
+    "(primary replica1 replica2): $REPLICA_XACTS"
+  local k
+  for k in "${!NOTE[@]}"; do echo "- failed run $k: ${NOTE[$k]}"; done | sort
+  for k in "${!FAILED[@]}"; do [ "${FAILED[$k]}" != 0 ] && echo "- failed transactions $k: ${FAILED[$k]}"; done | sort
+  echo
+}
+
+# ---------------------------------------------------------------- load mode
+
+setup_primary() {
   pick_port
   PORT[primary]=$PICKED
   PORT[direct]=$PICKED
@@ -204,50 +271,138 @@ main() {
     -p "${PORT[primary]}" -U "$BENCH_USER" "$BENCH_DB" >"$WORK/init.log" 2>&1 ||
     { tail -n 20 "$WORK/init.log" >&2; die "pgbench -i failed"; }
   psql_admin "${PORT[primary]}" -c CHECKPOINT
+}
 
+# Start sluice and (if installed) PgBouncer in front of the primary; sets TARGETS.
+start_proxies() {
+  TARGETS=(direct)
   pick_port
   PORT[sluice]=$PICKED
   write_sluice_config "$WORK/sluice.toml" "${PORT[sluice]}" "${PORT[primary]}"
   start_sluice "$WORK/sluice.toml" "${PORT[sluice]}" "$WORK/sluice.log"
-  local targets=(direct sluice)
+  SLUICE_MAIN_PID=$SLUICE_PID
+  TARGETS+=(sluice)
   if command -v pgbouncer >/dev/null; then
     pick_port
     PORT[pgbouncer]=$PICKED
     start_pgbouncer "${PORT[pgbouncer]}" "${PORT[primary]}"
-    targets+=(pgbouncer)
+    TARGETS+=(pgbouncer)
   fi
+}
 
+run_load() {
   log "warm-up: ${WARMUP}s of -S per target"
-  warm_up "${targets[@]}"
-  local test target
-  for test in "${TESTS[@]}" logins; do
-    for target in "${targets[@]}"; do run_bench "$test" "$target"; done
+  warm_up "${TARGETS[@]}"
+  local rep test target
+  for rep in $(seq 1 "$REPS"); do
+    for test in "${TESTS[@]}"; do
+      for target in "${TARGETS[@]}"; do run_bench "$test" "$target" "$rep"; done
+    done
   done
+  [ "$REPLICAS" = 1 ] || return 0
+  pick_port
+  local r1=$PICKED
+  pick_port
+  local r2=$PICKED
+  add_replica replica1 "$r1" "${PORT[primary]}"
+  add_replica replica2 "$r2" "${PORT[primary]}"
+  wait_streaming "${PORT[primary]}" 2
+  pick_port
+  PORT[sluice_2r]=$PICKED
+  write_sluice_config "$WORK/sluice_2r.toml" "${PORT[sluice_2r]}" "${PORT[primary]}" "$r1" "$r2"
+  start_sluice "$WORK/sluice_2r.toml" "${PORT[sluice_2r]}" "$WORK/sluice_2r.log"
+  wait_replica_reads "${PORT[sluice_2r]}" "${PORT[primary]}"
+  warm_up sluice_2r
+  local before
+  for rep in $(seq 1 "$REPS"); do
+    for test in "${REPLICA_TESTS[@]}"; do
+      before=$(xacts "${PORT[primary]}" "$r1" "$r2")
+      run_bench "$test" sluice_2r "$rep"
+      [ "$test" = tpcb ] || add_xacts "$before" "$(xacts "${PORT[primary]}" "$r1" "$r2")"
+    done
+  done
+}
 
-  if [ "$REPLICAS" = 1 ]; then
-    pick_port
-    local r1=$PICKED
-    pick_port
-    local r2=$PICKED
-    add_replica replica1 "$r1" "${PORT[primary]}"
-    add_replica replica2 "$r2" "${PORT[primary]}"
-    wait_streaming "${PORT[primary]}" 2
-    pick_port
-    PORT[sluice_2r]=$PICKED
-    write_sluice_config "$WORK/sluice_2r.toml" "${PORT[sluice_2r]}" "${PORT[primary]}" "$r1" "$r2"
-    start_sluice "$WORK/sluice_2r.toml" "${PORT[sluice_2r]}" "$WORK/sluice_2r.log"
-    wait_replica_reads "${PORT[sluice_2r]}" "${PORT[primary]}"
-    warm_up sluice_2r
-    local before after
-    before=$(xacts "${PORT[primary]}" "$r1" "$r2")
-    for test in select-simple select-extended select-prepared; do run_bench "$test" sluice_2r; done
-    after=$(xacts "${PORT[primary]}" "$r1" "$r2")
-    run_bench tpcb sluice_2r
-    REPLICA_SHARE=$(paste -d' ' <(tr ' ' '\n' <<<"$before") <(tr ' ' '\n' <<<"$after") |
-      awk 'NF == 2 { n++; printf "%s=%d ", (n == 1 ? "primary" : "replica" n - 1), $2 - $1 }')
-  fi
+# ---------------------------------------------------------------- idle mode
 
-  print_report
+rss_mib() { awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status" 2>/dev/null || echo "-"; }
+
+# wait_line FILE PATTERN SECONDS: until a line matching PATTERN is in FILE (or give up).
+wait_line() {
+  local i
+  for i in $(seq 1 $(($3 * 2))); do
+    grep -q "$2" "$1" 2>/dev/null && return 0
+    sleep 0.5
+  done
+  log "WARNING: no '$2' in $1 after $3 s"
+  return 1
+}
+
+# idle_run TARGET PID: IDLE_CLIENTS SCRAM clients held on TARGET, its RSS before/held/after.
+idle_run() {
+  local target=$1 pid=$2 out="$WORK/runs/idle.$1.log" before held after client
+  before=$(rss_mib "$pid")
+  "$WORK/idle" --port "${PORT[$target]}" --user "$BENCH_USER" --password "$BENCH_PASSWORD" \
+    --database "$BENCH_DB" --clients "$IDLE_CLIENTS" --hold-secs "$IDLE_HOLD" >"$out" 2>"$out.err" &
+  client=$!
+  EXTRA_PIDS+=("$client")
+  wait_line "$out" '^connected=' 900 || true
+  sleep 2
+  held=$(rss_mib "$pid")
+  wait_line "$out" '^selected=' 900 || true
+  sleep 2
+  after=$(rss_mib "$pid")
+  timeout $((IDLE_HOLD + 60)) tail --pid="$client" -f /dev/null || stop_pid "$client"
+  IDLE_ROWS+="| $target | $IDLE_CLIENTS | $(sed -n 's/^connected=\([0-9]*\) failed=\([0-9]*\).*/\1 (\2 failed)/p' "$out") |"
+  IDLE_ROWS+=" $before | **$held** | $after | $(sed -n 's/^selected=\([0-9]*\) failed=\([0-9]*\).*/\1 (\2 failed)/p' "$out") |"$'\n'
+  echo "idle,$target,1,$IDLE_CLIENTS,,,,,,$before,$held,$after" >>"$CSV"
+  log "idle $target: RSS ${before} -> ${held} (held) -> ${after} MiB (after SELECT 1); $(tr '\n' ' ' <"$out")"
+  [ -s "$out.err" ] && log "idle $target: $(sort "$out.err" | uniq -c | sort -rn | head -n 3 | tr '\n' ' ')"
+  return 0
+}
+
+run_idle() {
+  IDLE_ROWS=""
+  log "idle footprint: $IDLE_CLIENTS SCRAM clients per proxy (open files limit $(ulimit -n))"
+  idle_run sluice "$SLUICE_MAIN_PID"
+  if [ -n "${PORT[pgbouncer]:-}" ]; then idle_run pgbouncer "$(cat "$WORK/pgbouncer.pid")"; fi
+}
+
+print_idle() {
+  echo "## idle footprint: $IDLE_CLIENTS clients logged in with SCRAM-SHA-256, held ${IDLE_HOLD}s, then \`SELECT 1\` on each"
+  echo
+  echo "| proxy | clients | logged in | RSS MiB before | RSS MiB held | RSS MiB after SELECT 1 | selects ok |"
+  echo "|---|---|---|---|---|---|---|"
+  printf '%s' "$IDLE_ROWS"
+  echo
+}
+
+# ---------------------------------------------------------------- main
+
+main() {
+  check_prerequisites initdb pg_ctl pg_basebackup psql pgbench
+  case "$MODE" in load | idle | all) ;; *) die "MODE must be load, idle or all (not $MODE)" ;; esac
+  LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+  make_work sluice-load
+  mkdir -p "$WORK/runs" "$OUT_DIR"
+  local stamp
+  stamp=$(date -u +%Y%m%dT%H%M%SZ)
+  CSV="$OUT_DIR/load-$stamp.csv"
+  echo "test,target,rep,clients,seconds,tps,avg_ms,p99_ms,failed,exit,aborted,rss_before_mib,rss_held_mib,rss_after_mib" >"$CSV"
+  echo 'SELECT 1;' >"$WORK/select1.sql"
+
+  build_release bin:sluice example:idle
+  install_pgbouncer
+  setup_primary
+  start_proxies
+  [ "$MODE" = load ] || run_idle
+  [ "$MODE" = idle ] || run_load
+
+  {
+    [ "$MODE" = idle ] || print_report
+    [ "$MODE" = load ] || print_idle
+  } | tee "$OUT_DIR/load-$stamp.md"
+  log "report: $OUT_DIR/load-$stamp.md, every run: $CSV"
   for f in "$WORK"/sluice*.log; do
     [ -s "$f" ] && { log "$(basename "$f") (last lines):"; tail -n 5 "$f" >&2; }
   done

@@ -1,6 +1,11 @@
 //! Framing: walk 5-byte message headers (`tag`, big-endian `i32` length that counts itself) over a
 //! `BytesMut`, split complete messages off as `Bytes` without copying, and refuse lengths below 4
 //! or above the configured limit before reading their payload.
+//!
+//! A [`FrameReader`] starts without a buffer and sizes its reads with a [`ReadSizer`]: small
+//! while the peer sends small messages (an idle client costs a few hundred bytes, not 64 KiB),
+//! doubling while reads fill the buffer (large results), and giving a large buffer back once it
+//! is drained and reads are small again.
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -135,24 +140,64 @@ pub struct FrameReader<R> {
     buf: BytesMut,
     max: usize,
     accept: fn(u8) -> bool,
+    sizer: ReadSizer,
 }
 
 fn any_tag(_: u8) -> bool {
     true
 }
 
-/// How much to ask the kernel for at once.
-const READ_CHUNK: usize = 64 * 1024;
+/// The smallest read, and about what an idle reader keeps allocated.
+pub const MIN_READ: usize = 512;
+/// The largest read asked of the kernel at once.
+pub const MAX_READ: usize = 64 * 1024;
+
+/// How much room to make before the next read: grows while reads fill it, shrinks while they
+/// come back small. Pure arithmetic, so the policy is testable without sockets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadSizer {
+    next: usize,
+}
+
+impl Default for ReadSizer {
+    fn default() -> Self {
+        Self { next: MIN_READ }
+    }
+}
+
+impl ReadSizer {
+    /// Room to make before the next read.
+    #[must_use]
+    pub fn next(&self) -> usize {
+        self.next
+    }
+
+    /// A read of `room` bytes of space returned `got` bytes: a full read doubles the next one
+    /// (more is likely waiting), one under a quarter halves it.
+    pub fn after_read(&mut self, room: usize, got: usize) {
+        if got >= room {
+            self.next = (self.next * 2).min(MAX_READ);
+        } else if got < self.next / 4 {
+            self.next = (self.next / 2).max(MIN_READ);
+        }
+    }
+
+    /// Whether a drained buffer of `capacity` bytes is worth giving back (it outgrew the reads).
+    #[must_use]
+    pub fn should_shrink(&self, capacity: usize) -> bool {
+        capacity > 4 * self.next
+    }
+}
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// A reader refusing messages longer than `max` bytes.
     pub fn new(io: R, max: usize) -> Self {
-        Self::with_buffer(io, BytesMut::with_capacity(READ_CHUNK), max)
+        Self::with_buffer(io, BytesMut::new(), max)
     }
 
     /// A reader that starts with bytes already read off `io`.
     pub fn with_buffer(io: R, buf: BytesMut, max: usize) -> Self {
-        Self { io, buf, max, accept: any_tag }
+        Self { io, buf, max, accept: any_tag, sizer: ReadSizer::default() }
     }
 
     /// Refuse messages whose tag `accept` rejects as soon as their header arrives, without
@@ -184,10 +229,21 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// # Errors
     /// A socket error.
     pub async fn fill(&mut self) -> Result<usize, ReadError> {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-            self.buf.reserve(READ_CHUNK);
+        if self.buf.is_empty() && self.sizer.should_shrink(self.buf.capacity()) {
+            self.buf = BytesMut::new();
         }
-        Ok(self.io.read_buf(&mut self.buf).await?)
+        let mut want = self.sizer.next();
+        // A message whose header is here: make room for the rest of it (up to one large read).
+        if let Ok(Some((_, total))) = peek_header(&self.buf, self.max) {
+            want = want.max(total.saturating_sub(self.buf.len()).min(MAX_READ));
+        }
+        if self.buf.capacity() - self.buf.len() < want {
+            self.buf.reserve(want);
+        }
+        let room = self.buf.capacity() - self.buf.len();
+        let got = self.io.read_buf(&mut self.buf).await?;
+        self.sizer.after_read(room, got);
+        Ok(got)
     }
 
     /// The bytes read but not yet consumed.

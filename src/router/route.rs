@@ -83,23 +83,21 @@ fn to_primary(topology: &Topology, reason: Reason) -> Route {
 /// The read path. `on_replica` is the reason when a replica comes first.
 fn reads(topology: &Topology, primary_reads: PrimaryReads, session: &SessionView, on_replica: Reason) -> Route {
     let primary = topology.primary();
-    let mut members: Vec<&NodeView> = topology.replicas().collect();
-    let have_replicas = !members.is_empty();
-    members.retain(|n| n.has_replayed(session.min_lsn));
-    if have_replicas && members.is_empty() {
+    let have_replicas = topology.replicas().next().is_some();
+    // The members of the rotation, walked (not collected) once to weigh them and once to list
+    // them: routing allocates nothing but the candidate list it returns.
+    let always = if primary_reads == PrimaryReads::Always { primary } else { None };
+    let members = || topology.replicas().filter(|n| n.has_replayed(session.min_lsn)).chain(always);
+    if have_replicas && !topology.replicas().any(|n| n.has_replayed(session.min_lsn)) {
         // No replica has replayed this session's last write yet: its own write must be visible.
         if let Some(p) = primary {
             return Route { candidates: vec![p.index], reason: Reason::ReadYourWrites };
         }
     }
-    let ticket = session.ticket;
-    if primary_reads == PrimaryReads::Always {
-        members.extend(primary);
-    }
-    let mut candidates = rotation(&members, ticket);
-    if primary_reads == PrimaryReads::Fallback {
-        candidates.extend(primary.map(|p| p.index));
-    }
+    let fallback = if primary_reads == PrimaryReads::Fallback { primary } else { None };
+    let mut candidates = Vec::with_capacity(members().count() + usize::from(fallback.is_some()));
+    rotation(members, session.ticket, &mut candidates);
+    candidates.extend(fallback.map(|p| p.index));
     let reason = match candidates.first() {
         None => Reason::NoReplica,
         Some(&first) if primary.is_some_and(|p| p.index == first) => {
@@ -114,16 +112,19 @@ fn reads(topology: &Topology, primary_reads: PrimaryReads, session: &SessionView
     Route { candidates, reason }
 }
 
-/// Every member once, starting with the one `ticket` lands on when each member owns `weight`
-/// consecutive tickets, then the others in order.
-fn rotation(members: &[&NodeView], ticket: u64) -> Vec<usize> {
-    let total: u64 = members.iter().map(|n| u64::from(n.weight.max(1))).sum();
+/// Every member once into `out`, starting with the one `ticket` lands on when each member owns
+/// `weight` consecutive tickets, then the others in order.
+fn rotation<'t, I>(members: impl Fn() -> I, ticket: u64, out: &mut Vec<usize>)
+where
+    I: Iterator<Item = &'t NodeView>,
+{
+    let total: u64 = members().map(|n| u64::from(n.weight.max(1))).sum();
     if total == 0 {
-        return Vec::new();
+        return;
     }
     let mut slot = ticket % total;
     let mut start = 0;
-    for (i, node) in members.iter().enumerate() {
+    for (i, node) in members().enumerate() {
         let weight = u64::from(node.weight.max(1));
         if slot < weight {
             start = i;
@@ -131,5 +132,6 @@ fn rotation(members: &[&NodeView], ticket: u64) -> Vec<usize> {
         }
         slot -= weight;
     }
-    (0..members.len()).map(|k| members[(start + k) % members.len()].index).collect()
+    out.extend(members().skip(start).map(|n| n.index));
+    out.extend(members().take(start).map(|n| n.index));
 }

@@ -99,3 +99,49 @@ async fn unaccepted_tags_are_refused_before_their_body_arrives() {
     r.set_accepted_tags(|t| t == b'Q');
     assert!(matches!(r.next().await, Err(ReadError::Frame(FrameError::UnknownTag(0)))));
 }
+
+#[test]
+fn read_sizer_grows_on_full_reads_and_shrinks_on_small_ones() {
+    // (room offered, bytes read) -> next room
+    let steps: [(usize, usize, usize); 8] = [
+        (MIN_READ, MIN_READ, 2 * MIN_READ),
+        (2 * MIN_READ, 2 * MIN_READ, 4 * MIN_READ),
+        (4 * MIN_READ, 3 * MIN_READ, 4 * MIN_READ),
+        (4 * MIN_READ, MIN_READ - 1, 2 * MIN_READ),
+        (2 * MIN_READ, 10, MIN_READ),
+        (MIN_READ, 10, MIN_READ),
+        (MIN_READ, 0, MIN_READ),
+        (MIN_READ, MIN_READ, 2 * MIN_READ),
+    ];
+    let mut sizer = ReadSizer::default();
+    assert_eq!(sizer.next(), MIN_READ);
+    for (i, (room, got, next)) in steps.into_iter().enumerate() {
+        sizer.after_read(room, got);
+        assert_eq!(sizer.next(), next, "step {i}");
+    }
+    for _ in 0..32 {
+        sizer.after_read(sizer.next(), sizer.next());
+    }
+    assert_eq!(sizer.next(), MAX_READ);
+    assert!(!sizer.should_shrink(MAX_READ), "a busy reader keeps its buffer");
+    assert!(!ReadSizer::default().should_shrink(4 * MIN_READ));
+    assert!(ReadSizer::default().should_shrink(4 * MIN_READ + 1));
+}
+
+#[tokio::test]
+async fn reader_starts_small_grows_for_a_large_message_and_gives_the_room_back() {
+    let (mut client, server) = tokio::io::duplex(1 << 20);
+    let mut r = FrameReader::new(server, 1 << 20);
+    assert_eq!(r.buffer().capacity(), 0, "no buffer before the first read");
+    let big = msg(b'D', &vec![7u8; 300 * 1024]);
+    tokio::io::AsyncWriteExt::write_all(&mut client, &big).await.unwrap();
+    assert_eq!(r.next().await.unwrap().unwrap().bytes().len(), big.len());
+    // Small messages after the large one: the large buffer is let go once drained.
+    for _ in 0..8 {
+        tokio::io::AsyncWriteExt::write_all(&mut client, &msg(b'Q', b"SELECT 1\0")).await.unwrap();
+        assert_eq!(r.next().await.unwrap().unwrap().tag(), b'Q');
+    }
+    tokio::io::AsyncWriteExt::write_all(&mut client, &msg(b'Q', b"SELECT 1\0")).await.unwrap();
+    assert_eq!(r.next().await.unwrap().unwrap().tag(), b'Q');
+    assert!(r.buffer().capacity() <= 4 * MIN_READ, "kept {} bytes", r.buffer().capacity());
+}
