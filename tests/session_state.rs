@@ -62,3 +62,37 @@ async fn temp_tables_stay_with_their_session() {
         assert!(b.simple_query("SELECT * FROM mine").await.is_err());
     }
 }
+
+/// A hot standby refuses SERIALIZABLE (and forced read-write) sessions: their reads run on the
+/// primary, whether the default came at startup or from a SET, and go back to replicas when it
+/// is reset.
+#[tokio::test(flavor = "multi_thread")]
+async fn sessions_a_standby_refuses_read_on_the_primary() {
+    let c = Cluster::start(2).await;
+    let p = Proxy::builder().cluster(&c).monitor_interval("100ms").start().await;
+    p.wait_topology(1, 2).await;
+    let primary = c.primary_port().to_string();
+    let port = "SELECT inet_server_port()";
+
+    for options in ["-c default_transaction_isolation=serializable", "-c transaction_read_only=off"] {
+        let mut config: tokio_postgres::Config = p.conn_string().parse().unwrap();
+        config.options(options);
+        let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap_or_else(|e| panic!("{options}: {e}"));
+        tokio::spawn(conn);
+        for _ in 0..4 {
+            assert_eq!(one_value(&client, port).await, primary, "{options}");
+        }
+        client.batch_execute("BEGIN READ ONLY").await.unwrap();
+        assert_eq!(one_value(&client, port).await, primary, "{options}: a read-only transaction");
+        client.batch_execute("COMMIT").await.unwrap();
+    }
+
+    let client = p.connect().await;
+    assert_ne!(one_value(&client, port).await, primary, "a plain session reads on a replica");
+    client.batch_execute("SET default_transaction_isolation = serializable").await.unwrap();
+    for _ in 0..4 {
+        assert_eq!(one_value(&client, port).await, primary, "after SET ... serializable");
+    }
+    client.batch_execute("SET default_transaction_isolation = 'read committed'").await.unwrap();
+    assert_ne!(one_value(&client, port).await, primary, "reset to read committed: replicas again");
+}

@@ -25,6 +25,8 @@ pub struct SessionParams {
     /// Session commands to replay after the parameters, in order.
     pub history: Vec<String>,
     fingerprint: u64,
+    /// A hot standby would refuse this state (recomputed with the fingerprint).
+    standby_refused: bool,
 }
 
 impl SessionParams {
@@ -52,8 +54,23 @@ impl SessionParams {
         self.fingerprint
     }
 
+    /// True if a hot standby refuses this state (`default_transaction_isolation = serializable`,
+    /// `transaction_read_only = off` forced): the session's reads must go to the primary.
+    #[must_use]
+    pub fn standby_refused(&self) -> bool {
+        self.standby_refused
+    }
+
     fn refresh(&mut self) {
         use std::hash::{Hash, Hasher};
+        let mut refusal = crate::router::StandbyRefusal::default();
+        for (k, v) in &self.params {
+            refusal.apply_param(k, v);
+        }
+        for stmt in &self.history {
+            refusal.apply_sql(stmt);
+        }
+        self.standby_refused = refusal.refused();
         self.fingerprint = if self.params.is_empty() && self.history.is_empty() {
             0
         } else {
@@ -196,6 +213,20 @@ mod tests {
         );
         a.clear_history();
         assert_eq!(a.fingerprint(), before);
+    }
+
+    #[test]
+    fn standby_refusal_follows_parameters_and_history() {
+        let mut s =
+            SessionParams::from_startup(&p(&[("options", "-c default_transaction_isolation=serializable")])).unwrap();
+        assert!(s.standby_refused());
+        assert!(s.record("SET default_transaction_isolation = 'read committed'"));
+        assert!(!s.standby_refused());
+        assert!(s.record("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL SERIALIZABLE"));
+        assert!(s.standby_refused());
+        s.clear_history();
+        s.set("default_transaction_isolation", "repeatable read");
+        assert!(!s.standby_refused());
     }
 
     #[test]

@@ -19,7 +19,8 @@
 //! - `node_local`: statements whose answer describes the node that runs them (prepared
 //!   transactions, locks, activity, recovery state): only the primary's answer is the cluster's;
 //! - `cache`: [`Classifier`], the shared bounded cache;
-//! - `route`: [`route`], [`SessionView`], [`Policy`].
+//! - `route`: [`route`], [`SessionView`], [`Policy`];
+//! - `standby`: [`StandbyRefusal`], session defaults a hot standby refuses.
 //!
 //! This module must not touch sockets, the topology handle, pools or metrics.
 
@@ -32,6 +33,7 @@ mod lexer;
 mod node_local;
 mod query;
 mod route;
+mod standby;
 mod statement;
 
 #[cfg(test)]
@@ -42,6 +44,7 @@ mod tests;
 pub use cache::Classifier;
 pub use functions::FunctionCatalog;
 pub use route::{route, Policy, SessionView};
+pub use standby::StandbyRefusal;
 
 pub use crate::config::{DefaultRoute, PrimaryReads};
 
@@ -178,6 +181,9 @@ pub enum Reason {
     NoReplica,
     /// A read went to the primary because no replica has replayed the session's last write.
     ReadYourWrites,
+    /// A read went to the primary because the session's defaults (SERIALIZABLE, forced read-write)
+    /// make a hot standby refuse it.
+    StandbyRefused,
 }
 
 impl Reason {
@@ -233,6 +239,7 @@ impl Reason {
             NoPrimary => "no_primary",
             NoReplica => "no_replica",
             ReadYourWrites => "read_your_writes",
+            StandbyRefused => "standby_refused",
         }
     }
 }

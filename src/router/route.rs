@@ -7,9 +7,11 @@
 //!    fails with 25006, which is what that setting asks for);
 //! 4. a `/* sluice: primary */` hint: the primary;
 //! 5. session state (SET etc.) exists: the primary (until state replay exists);
-//! 6. a `/* sluice: replica */` hint: the read path, even for a write (the session retries a
+//! 6. the session's defaults make a hot standby refuse it (SERIALIZABLE, forced read-write):
+//!    the primary (`StandbyRefused` for reads), even with a replica hint;
+//! 7. a `/* sluice: replica */` hint: the read path, even for a write (the session retries a
 //!    25006 rejection on the primary);
-//! 7. a write: the primary; a node-local read: the primary (`NodeLocal`); a read: the read path.
+//! 8. a write: the primary; a node-local read: the primary (`NodeLocal`); a read: the read path.
 //!
 //! The read path is the replicas in weighted round-robin order starting at the session's
 //! `ticket`, then, per [`PrimaryReads`]: `Fallback` appends the primary, `Always` makes it one
@@ -36,6 +38,9 @@ pub struct SessionView {
     /// Read-your-writes: the WAL position of the session's last write. Only replicas that have
     /// replayed it may serve the session's reads; if none has, the primary does.
     pub min_lsn: Option<u64>,
+    /// The session's defaults make a hot standby refuse its statements (see
+    /// [`super::StandbyRefusal`]): its reads go to the primary.
+    pub standby_refused: bool,
 }
 
 /// Cluster-wide routing policy.
@@ -61,6 +66,14 @@ pub fn route(class: &Class, session: &SessionView, topology: &Topology, policy: 
     }
     if session.has_session_state {
         return to_primary(topology, Reason::SessionState);
+    }
+    if session.standby_refused {
+        let reason = match class.access {
+            Access::Read => Reason::StandbyRefused,
+            Access::NodeLocal => Reason::NodeLocal,
+            Access::Write => Reason::Write,
+        };
+        return to_primary(topology, reason);
     }
     if class.hint == Some(Hint::Replica) {
         return reads(topology, policy.primary_reads, session, Reason::HintReplica);

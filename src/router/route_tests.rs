@@ -26,7 +26,7 @@ fn topology(nodes: &[(Role, u32)]) -> Topology {
 }
 
 fn session(stuck_to: Option<usize>, state: bool, default_route: DefaultRoute, ticket: u64) -> SessionView {
-    SessionView { stuck_to, has_session_state: state, default_route, ticket, min_lsn: None }
+    SessionView { stuck_to, has_session_state: state, default_route, ticket, min_lsn: None, standby_refused: false }
 }
 
 fn class(access: Access, hint: Option<Hint>) -> Class {
@@ -52,7 +52,21 @@ const PRR: &[(Role, u32)] = &[(P, 1), (Rp, 1), (Rp, 1)];
 fn cases() -> Vec<Case> {
     let plain = session(None, false, AUTO, 0);
     let t1 = session(None, false, AUTO, 1);
+    let refused = SessionView { standby_refused: true, ..plain };
     vec![
+        ("standby refuses: read", PRR, R, None, refused, ALWAYS, &[0], Reason::StandbyRefused),
+        ("standby refuses: replica hint", PRR, R, HR, refused, NEVER, &[0], Reason::StandbyRefused),
+        ("standby refuses: write", PRR, W, None, refused, FALLBACK, &[0], Reason::Write),
+        (
+            "standby refuses: stuck",
+            PRR,
+            R,
+            None,
+            SessionView { stuck_to: Some(1), ..refused },
+            FALLBACK,
+            &[1],
+            Reason::InTransaction,
+        ),
         ("write to primary", PRR, W, None, plain, FALLBACK, &[0], Reason::Write),
         ("node-local read to primary", PRR, NL, None, plain, ALWAYS, &[0], Reason::NodeLocal),
         ("node-local read, no primary", &[(Down, 1), (Rp, 1)], NL, None, plain, FALLBACK, &[], Reason::NoPrimary),

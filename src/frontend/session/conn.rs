@@ -52,6 +52,7 @@ impl Session<'_> {
                 default_route,
                 ticket: self.shared.tickets.fetch_add(1, Ordering::Relaxed),
                 min_lsn: self.last_write_lsn,
+                standby_refused: self.params.standby_refused(),
             };
             let route = router::route(class, &view, &topology, &policy);
             let waiting_for_replay = route.candidates.is_empty()
