@@ -70,7 +70,8 @@ pub(super) async fn switchover(State(ops): State<FailoverAdmin>, body: String) -
 async fn check(ops: &FailoverAdmin, target: &str) -> Result<(NodeView, NodeView), Refusal> {
     let conflict = |why: String| Refusal(StatusCode::CONFLICT, why);
     let t = ops.topology.load();
-    let new = find(&t, target).ok_or_else(|| Refusal(StatusCode::NOT_FOUND, format!("no node is called {target:?}")))?;
+    let new =
+        find(&t, target).ok_or_else(|| Refusal(StatusCode::NOT_FOUND, format!("no node is called {target:?}")))?;
     let old = t.primary().cloned().ok_or_else(|| conflict(t.no_primary_cause()))?;
     if new.role != Role::Replica || new.excluded.is_some() {
         let why = new.excluded.map_or(new.role.as_str(), |e| e.as_str());
