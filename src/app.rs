@@ -8,12 +8,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
-use crate::backend::probe::{probe_timeout, SqlProbe};
+use crate::backend::probe::SqlProbe;
 use crate::backend::{PoolKey, Pools};
 use crate::config::Config;
 use crate::frontend::{listener, Shared};
 use crate::metrics::Metrics;
+use crate::topology::control::Control;
 use crate::topology::monitor::{initial_topology, Monitor};
+use crate::topology::transition::Limits;
 use crate::topology::{Topology, TopologyHandle};
 use prometheus_client::registry::Registry;
 
@@ -60,8 +62,10 @@ impl Proxy {
         let node_names: Vec<String> = config.nodes.iter().map(|n| n.name.clone()).collect();
         let metrics = Metrics::new(&mut registry, &node_names);
         let pools = Arc::new(Pools::new(Arc::clone(&config), Arc::clone(&metrics)));
-        let monitor = build_monitor(&config, &pools, &topology);
+        let probe = Arc::new(build_probe(&config, &pools));
+        let mut monitor = build_monitor(&config, Arc::clone(&probe), &topology);
         monitor.tick().await;
+        let control = monitor.control().clone();
         let (shutdown, rx) = watch::channel(false);
         let shared =
             Arc::new(Shared::new(Arc::clone(&config), topology.clone(), Arc::clone(&pools), Arc::clone(&metrics)));
@@ -71,52 +75,61 @@ impl Proxy {
         ];
         if let Some(admin) = admin {
             let state = AdminState { registry: Arc::new(registry), topology: topology.clone(), metrics };
-            tasks.push(tokio::spawn(serve_admin(admin, state, rx)));
+            let ops = admin::failover::FailoverAdmin::new(
+                topology.clone(),
+                control,
+                probe,
+                Arc::clone(&config),
+                Arc::clone(&pools),
+            );
+            let routes = admin::router(state).merge(admin::failover::router(ops));
+            tasks.push(tokio::spawn(serve_admin(admin, routes, rx)));
         }
         tracing::info!(%addr, admin = ?admin_addr, "sluice is listening");
         Ok(ProxyHandle { addr, admin_addr, shared, topology, shutdown, tasks })
     }
 }
 
-async fn serve_admin(listener: TcpListener, state: AdminState, mut stop: watch::Receiver<bool>) {
+async fn serve_admin(listener: TcpListener, routes: axum::Router, mut stop: watch::Receiver<bool>) {
     let stopped = async move {
         let _ = stop.changed().await;
     };
-    if let Err(e) = admin::serve(listener, state, stopped).await {
+    if let Err(e) = axum::serve(listener, routes).with_graceful_shutdown(stopped).await {
         tracing::warn!(error = %e, "the admin endpoint stopped");
     }
 }
 
-fn build_monitor(config: &Config, pools: &Pools, topology: &TopologyHandle) -> Monitor<SqlProbe> {
+fn build_probe(config: &Config, pools: &Pools) -> SqlProbe {
     let user = &config.users[config.monitor.user].name;
     let specs = (0..config.nodes.len())
         .map(|node| {
             let key = PoolKey { node, database: config.monitor.database.clone(), user: user.clone() };
-            pools.spec(&key, config.pool.connect_timeout)
+            pools.spec(&key, config.monitor.probe_timeout)
         })
         .collect();
-    let timeout = probe_timeout(config.monitor.interval, config.pool.connect_timeout);
-    Monitor::new(SqlProbe::new(specs), topology.clone(), timeout, config.routing.replica_max_lag_bytes)
+    SqlProbe::new(specs)
+}
+
+fn build_monitor(config: &Config, probe: Arc<SqlProbe>, topology: &TopologyHandle) -> Monitor<Arc<SqlProbe>> {
+    let limits = Limits {
+        down_after: config.monitor.down_after,
+        max_lag_bytes: config.routing.replica_max_lag_bytes,
+        max_lag: config.routing.replica_max_lag,
+    };
+    Monitor::new(probe, topology.clone(), Control::default(), config.monitor.probe_timeout, limits)
 }
 
 async fn monitor_loop(
-    monitor: Monitor<SqlProbe>,
+    monitor: Monitor<Arc<SqlProbe>>,
     pools: Arc<Pools>,
     every: std::time::Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.changed() => return,
-        }
-        for node in monitor.tick().await {
-            // A node that changed role may hold connections opened for its old role.
-            pools.clear_node(node);
-        }
-    }
+    let stopped = async move {
+        let _ = stop.changed().await;
+    };
+    // A node that changed role may hold connections opened for its old role.
+    monitor.run(every, stopped, |node| pools.clear_node(node)).await;
 }
 
 fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, StartError> {

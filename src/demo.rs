@@ -201,6 +201,8 @@ mod tests {
             role,
             weight: 1,
             wal_lsn: None,
+            excluded: None,
+            timeline: None,
         };
         let t = Topology { generation: 3, nodes: vec![node(0, Role::Primary), node(1, Role::Replica)] };
         let text = render_topology(&t);

@@ -153,6 +153,7 @@ impl NodeMetrics {
             Role::Replica => 1,
             Role::Stale => 3,
             Role::Down | Role::Unknown => 0,
+            Role::Fenced => 4,
         };
         self.role.set(role);
         // An LSN past i64::MAX bytes (8 EiB of WAL) cannot happen; clamp rather than wrap.
@@ -277,7 +278,11 @@ fn register_nodes(registry: &mut Registry, node_names: &[String]) -> Vec<NodeMet
     let wait_help = "Time a checkout waited for a pooled server connection";
     registry.register_with_unit("pool_checkout_wait", wait_help, Unit::Seconds, wait.clone());
     registry.register("pool_checkout_timeouts", "Checkouts that gave up waiting per node", timeouts.clone());
-    registry.register("node_role", "Node role: 0 down or unknown, 1 replica, 2 primary", role.clone());
+    registry.register(
+        "node_role",
+        "Node role: 0 down or unknown, 1 replica, 2 primary, 3 stale replica, 4 fenced",
+        role.clone(),
+    );
     registry.register("node_wal_lsn", "Last WAL position seen on the node, in bytes", lsn.clone());
     let series = |name: &String| {
         let label = NodeLabel { node: name.clone() };

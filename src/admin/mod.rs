@@ -5,7 +5,9 @@
 //! functions in `status`; this file only maps routes to them. It listens on its own socket (the
 //! caller binds it), so it never shares a port or a connection limit with PostgreSQL clients.
 
+pub mod failover;
 mod status;
+mod switchover;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -38,12 +38,25 @@ struct NodeJson<'a> {
     role: &'static str,
     weight: u32,
     wal_lsn: Option<u64>,
+    excluded_reason: Option<&'static str>,
+    timeline: Option<u32>,
 }
 
 impl<'a> From<&'a NodeView> for NodeJson<'a> {
     fn from(n: &'a NodeView) -> Self {
         let (name, host, role) = (n.name.as_str(), n.host.as_str(), n.role.as_str());
-        NodeJson { index: n.index, name, host, port: n.port, role, weight: n.weight, wal_lsn: n.wal_lsn }
+        let (excluded_reason, timeline) = (n.excluded.map(|e| e.as_str()), n.timeline);
+        NodeJson {
+            index: n.index,
+            name,
+            host,
+            port: n.port,
+            role,
+            weight: n.weight,
+            wal_lsn: n.wal_lsn,
+            excluded_reason,
+            timeline,
+        }
     }
 }
 
@@ -99,7 +112,17 @@ mod tests {
 
     fn node(index: usize, role: Role) -> NodeView {
         let name = format!("pg{index}");
-        NodeView { index, name, host: "127.0.0.1".into(), port: 5432, role, weight: 1, wal_lsn: None }
+        NodeView {
+            index,
+            name,
+            host: "127.0.0.1".into(),
+            port: 5432,
+            role,
+            weight: 1,
+            wal_lsn: None,
+            excluded: None,
+            timeline: None,
+        }
     }
 
     fn topology(roles: &[Role]) -> Topology {

@@ -29,7 +29,17 @@ struct Reply {
 
 fn node(index: usize, role: Role) -> NodeView {
     let name = format!("pg{index}");
-    NodeView { index, name, host: "127.0.0.1".into(), port: 5432 + index as u16, role, weight: 1, wal_lsn: Some(42) }
+    NodeView {
+        index,
+        name,
+        host: "127.0.0.1".into(),
+        port: 5432 + index as u16,
+        role,
+        weight: 1,
+        wal_lsn: Some(42),
+        excluded: None,
+        timeline: None,
+    }
 }
 
 async fn start(roles: &[Role]) -> Admin {

@@ -126,6 +126,12 @@ impl Pool {
         idle.clear();
     }
 
+    /// Connections checked out right now (units running on them, or sessions holding them).
+    #[must_use]
+    pub fn checked_out(&self) -> usize {
+        self.cfg.size.saturating_sub(self.permits.available_permits())
+    }
+
     /// Idle connections right now.
     #[must_use]
     pub fn idle_count(&self) -> usize {
@@ -221,6 +227,13 @@ impl Pools {
             timeout,
             salt_cache: self.salt_cache.clone(),
         }
+    }
+
+    /// Connections to `node` checked out right now, over every pool.
+    #[must_use]
+    pub fn checked_out(&self, node: usize) -> usize {
+        let pools = self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        pools.values().filter(|p| p.node() == node).map(|p| p.checked_out()).sum()
     }
 
     /// Close idle connections of every pool on `node`.

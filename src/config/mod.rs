@@ -136,6 +136,19 @@ pub struct MonitorConfig {
     pub database: String,
     /// Time between probes.
     pub interval: Duration,
+    /// How long one probe (connect included) may take before it counts as a timeout.
+    pub probe_timeout: Duration,
+    /// Probe timeouts in a row before a node is down (a refused connection acts at once).
+    pub down_after: u32,
+}
+
+/// `[failover]`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FailoverConfig {
+    /// How long a unit that needs the primary waits for one to be published before `57P03`.
+    pub hold_timeout: Duration,
+    /// How long a planned switchover waits for its target to catch up before giving up.
+    pub switchover_timeout: Duration,
 }
 
 /// `[routing]`
@@ -150,6 +163,9 @@ pub struct RoutingConfig {
     /// Replicas further behind the primary than this many bytes of WAL serve no reads
     /// (`None`: no limit).
     pub replica_max_lag_bytes: Option<u64>,
+    /// Replicas missing WAL the primary had longer ago than this serve no reads (`None`: no
+    /// limit).
+    pub replica_max_lag: Option<Duration>,
 }
 
 /// The validated configuration.
@@ -169,6 +185,8 @@ pub struct Config {
     pub monitor: MonitorConfig,
     /// Routing policy.
     pub routing: RoutingConfig,
+    /// Failover hold and planned switchover.
+    pub failover: FailoverConfig,
     /// Nodes, in order; their index is their identity.
     pub nodes: Vec<NodeConfig>,
     /// Users.

@@ -19,6 +19,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub routing: RawRouting,
     #[serde(default)]
+    pub failover: RawFailover,
+    #[serde(default)]
     pub nodes: Vec<RawNode>,
     #[serde(default)]
     pub users: Vec<RawUser>,
@@ -54,6 +56,16 @@ pub struct RawMonitor {
     pub user: Option<String>,
     pub database: Option<String>,
     pub interval: Option<String>,
+    pub probe_timeout: Option<String>,
+    pub down_after: Option<i64>,
+}
+
+/// `[failover]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFailover {
+    pub hold_timeout: Option<String>,
+    pub switchover_timeout: Option<String>,
 }
 
 /// `[routing]`
@@ -64,6 +76,7 @@ pub struct RawRouting {
     pub read_only_functions: Option<Vec<String>>,
     pub classify_cache_entries: Option<i64>,
     pub replica_max_lag_bytes: Option<i64>,
+    pub replica_max_lag: Option<String>,
 }
 
 /// `[[nodes]]`

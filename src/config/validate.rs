@@ -5,10 +5,10 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::raw::{RawConfig, RawLimits, RawMonitor, RawNode, RawPool, RawRouting, RawUser};
+use super::raw::{RawConfig, RawFailover, RawLimits, RawMonitor, RawNode, RawPool, RawRouting, RawUser};
 use super::{
-    AuthMethod, Config, ConfigErrors, ConfigProblem, DefaultRoute, Limits, MonitorConfig, NodeConfig, PoolConfig,
-    PoolMode, PrimaryReads, RoutingConfig, Secret, UserConfig,
+    AuthMethod, Config, ConfigErrors, ConfigProblem, DefaultRoute, FailoverConfig, Limits, MonitorConfig, NodeConfig,
+    PoolConfig, PoolMode, PrimaryReads, RoutingConfig, Secret, UserConfig,
 };
 
 /// Collects problems while converting.
@@ -81,6 +81,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let users = users(&mut c, &raw.users);
     let monitor = monitor(&mut c, &raw.monitor, &users);
     let routing = routing(&mut c, &raw.routing);
+    let failover = failover(&mut c, &raw.failover);
     if let Some(dbs) = &raw.databases {
         for (i, db) in dbs.iter().enumerate() {
             if db.trim().is_empty() {
@@ -91,7 +92,18 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     if !c.problems.is_empty() {
         return Err(ConfigErrors(c.problems));
     }
-    Ok(Config { listen, admin_listen, databases: raw.databases, limits, pool, monitor, routing, nodes, users })
+    Ok(Config {
+        listen,
+        admin_listen,
+        databases: raw.databases,
+        limits,
+        pool,
+        monitor,
+        routing,
+        failover,
+        nodes,
+        users,
+    })
 }
 
 fn listen_addr(c: &mut Checker, value: Option<&str>) -> SocketAddr {
@@ -235,7 +247,24 @@ fn monitor(c: &mut Checker, raw: &RawMonitor, users: &[UserConfig]) -> MonitorCo
     if interval < Duration::from_millis(10) {
         c.problem("monitor.interval", "must be at least 10ms");
     }
-    MonitorConfig { user, database: raw.database.clone().unwrap_or_else(|| "postgres".to_string()), interval }
+    let probe_timeout = c.duration("monitor.probe_timeout", raw.probe_timeout.as_deref(), Duration::from_secs(1));
+    if probe_timeout < Duration::from_millis(10) {
+        c.problem("monitor.probe_timeout", "must be at least 10ms");
+    }
+    let down_after = c.int("monitor.down_after", raw.down_after, 3, 1, 1000) as u32;
+    let database = raw.database.clone().unwrap_or_else(|| "postgres".to_string());
+    MonitorConfig { user, database, interval, probe_timeout, down_after }
+}
+
+fn failover(c: &mut Checker, raw: &RawFailover) -> FailoverConfig {
+    FailoverConfig {
+        hold_timeout: c.duration("failover.hold_timeout", raw.hold_timeout.as_deref(), Duration::from_secs(10)),
+        switchover_timeout: c.duration(
+            "failover.switchover_timeout",
+            raw.switchover_timeout.as_deref(),
+            Duration::from_secs(30),
+        ),
+    }
 }
 
 fn routing(c: &mut Checker, raw: &RawRouting) -> RoutingConfig {
@@ -261,5 +290,11 @@ fn routing(c: &mut Checker, raw: &RawRouting) -> RoutingConfig {
             0 => None,
             n => Some(n as u64),
         },
+        replica_max_lag: Some(c.duration(
+            "routing.replica_max_lag",
+            raw.replica_max_lag.as_deref(),
+            Duration::from_secs(10),
+        ))
+        .filter(|d| !d.is_zero()),
     }
 }

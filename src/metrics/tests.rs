@@ -18,7 +18,17 @@ fn text(registry: &Registry) -> String {
 
 fn view(index: usize, role: Role, wal_lsn: Option<u64>) -> NodeView {
     let name = format!("pg{index}");
-    NodeView { index, name, host: "127.0.0.1".into(), port: 5432, role, weight: 1, wal_lsn }
+    NodeView {
+        index,
+        name,
+        host: "127.0.0.1".into(),
+        port: 5432,
+        role,
+        weight: 1,
+        wal_lsn,
+        excluded: None,
+        timeline: None,
+    }
 }
 
 #[test]

@@ -20,6 +20,8 @@ fn topology(nodes: &[(Role, u32)]) -> Topology {
                 role,
                 weight,
                 wal_lsn: None,
+                excluded: None,
+                timeline: None,
             })
             .collect(),
     }

@@ -1,37 +1,37 @@
-//! The monitor: probes every node, folds the answers into a new [`Topology`], and publishes it
-//! when something changed. It is the only writer of the topology. Probes come in through the
-//! [`Probe`] trait so this module never touches server connections itself.
+//! The monitor: probes every node, folds the answers into a new [`Topology`] with the pure
+//! [`transition::step`], and publishes it. It is the only writer of the topology. Probes come in
+//! through the [`Probe`] trait so this module never touches server connections itself.
 
 use std::future::Future;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use super::{NodeView, Role, Topology, TopologyHandle};
+use super::control::Control;
+use super::transition::{self, Limits, Memory, Outcome};
+use super::{Excluded, NodeView, Role, Topology, TopologyHandle};
 use crate::config::Config;
 
-/// What one probe saw.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Observation {
-    /// `Primary` or `Replica`.
-    pub role: Role,
-    /// Current WAL position (primary) or replay position (replica).
-    pub wal_lsn: Option<u64>,
-    /// For a node in recovery: whether its WAL receiver is streaming (`None`: cannot tell,
-    /// e.g. the monitor user lacks `pg_read_all_stats`).
-    pub streaming: Option<bool>,
-}
+pub use super::transition::{Observation, Receiver};
 
-impl Observation {
-    /// A node that could not be asked.
-    #[must_use]
-    pub fn down() -> Self {
-        Self { role: Role::Down, wal_lsn: None, streaming: None }
-    }
+/// Why a probe got no observation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProbeError {
+    /// The node refused the connection or answered with an error: it is down now.
+    Refused(String),
+    /// The node did not answer in time (a connect timeout): counts towards `down_after`.
+    TimedOut,
 }
 
 /// Asks one node what it is.
 pub trait Probe: Send + Sync {
-    /// The node's role and WAL position, or an error if it cannot be asked.
-    fn probe(&self, node: usize) -> impl Future<Output = Result<Observation, String>> + Send;
+    /// What the node says about itself, or why it could not be asked.
+    fn probe(&self, node: usize) -> impl Future<Output = Result<Observation, ProbeError>> + Send;
+}
+
+impl<P: Probe> Probe for Arc<P> {
+    fn probe(&self, node: usize) -> impl Future<Output = Result<Observation, ProbeError>> + Send {
+        P::probe(self, node)
+    }
 }
 
 /// Node list with every role unknown, in configuration order.
@@ -49,6 +49,8 @@ pub fn initial_topology(config: &Config) -> Topology {
             role: Role::Unknown,
             weight: n.weight,
             wal_lsn: None,
+            excluded: Some(Excluded::Unprobed),
+            timeline: None,
         })
         .collect();
     Topology { generation: 0, nodes }
@@ -58,117 +60,91 @@ pub fn initial_topology(config: &Config) -> Topology {
 pub struct Monitor<P> {
     probe: P,
     topology: TopologyHandle,
+    control: Control,
     timeout: Duration,
-    max_lag: Option<u64>,
+    limits: Limits,
+    memory: Memory,
 }
 
 impl<P: Probe> Monitor<P> {
-    /// A monitor publishing into `topology`; each probe gets at most `timeout`; replicas more
-    /// than `max_lag` bytes behind the primary are stale.
-    pub fn new(probe: P, topology: TopologyHandle, timeout: Duration, max_lag: Option<u64>) -> Self {
-        Self { probe, topology, timeout, max_lag }
+    /// A monitor publishing into `topology`, reading operator requests from `control`; each
+    /// probe gets at most `timeout`.
+    pub fn new(probe: P, topology: TopologyHandle, control: Control, timeout: Duration, limits: Limits) -> Self {
+        Self { probe, topology, control, timeout, limits, memory: Memory::default() }
     }
 
-    /// Probe every node concurrently and publish; returns the nodes whose role changed.
-    pub async fn tick(&self) -> Vec<usize> {
+    /// The operator request box this monitor reads.
+    #[must_use]
+    pub fn control(&self) -> &Control {
+        &self.control
+    }
+
+    /// Probe every node concurrently and publish; returns the nodes whose connections must not
+    /// be reused (they became or stopped being the primary, went down or were fenced).
+    pub async fn tick(&mut self) -> Vec<usize> {
         let current = self.topology.load();
+        let (probe, timeout) = (&self.probe, self.timeout);
         let probes = current.nodes.iter().map(|n| async move {
-            match tokio::time::timeout(self.timeout, self.probe.probe(n.index)).await {
-                Ok(Ok(seen)) => seen,
-                Ok(Err(e)) => {
-                    tracing::debug!(node = %n.name, error = %e, "probe failed");
-                    Observation::down()
+            match tokio::time::timeout(timeout, probe.probe(n.index)).await {
+                Ok(Ok(seen)) => Outcome::Seen(seen),
+                Ok(Err(ProbeError::Refused(e))) => Outcome::Refused(e),
+                Ok(Err(ProbeError::TimedOut)) | Err(_) => {
+                    tracing::debug!(node = %n.name, "probe timed out");
+                    Outcome::TimedOut
                 }
-                Err(_) => Observation::down(),
             }
         });
-        let roles = futures_util::future::join_all(probes).await;
-        let next = fold(&current.nodes, &roles, self.max_lag);
-        // Connections opened to a node that became or stopped being the primary, or went down,
-        // must not be reused; a replica turning stale (or back) keeps its connections.
-        let changed: Vec<usize> = next
-            .iter()
-            .zip(current.nodes.iter())
-            .filter(|(a, b)| {
-                a.role != b.role && [a.role, b.role].iter().any(|r| matches!(r, Role::Primary | Role::Down))
-            })
-            .map(|(a, _)| a.index)
-            .collect();
+        let outcomes = futures_util::future::join_all(probes).await;
+        let overrides = self.control.overrides();
+        let (memory, next) =
+            transition::step(&self.memory, &current.nodes, &outcomes, &overrides, &self.limits, Instant::now());
+        self.memory = memory;
+        self.control.applied(&overrides.unfence);
+        let changed = role_changes(&current.nodes, &next);
         if self.topology.publish_nodes(next) {
             let t = self.topology.load();
-            let roles: Vec<String> = t.nodes.iter().map(|n| format!("{}={}", n.name, n.role.as_str())).collect();
+            let roles: Vec<String> = t.nodes.iter().map(describe).collect();
             tracing::info!(generation = t.generation, roles = %roles.join(" "), "topology changed");
         }
         changed
     }
-}
 
-/// The pure transition: new observations onto the old node list. While there is one primary, a
-/// replica whose WAL receiver is not streaming, or that is more than `max_lag` bytes behind the
-/// primary, is `Stale`.
-#[must_use]
-pub fn fold(nodes: &[NodeView], seen: &[Observation], max_lag: Option<u64>) -> Vec<NodeView> {
-    let mut primaries = seen.iter().filter(|o| o.role == Role::Primary);
-    let primary = match (primaries.next(), primaries.next()) {
-        (Some(p), None) => Some(p),
-        _ => None,
-    };
-    let primary_lsn = primary.and_then(|p| p.wal_lsn);
-    let role = |o: &Observation| {
-        let behind = match (max_lag, primary_lsn, o.wal_lsn) {
-            (Some(max), Some(p), Some(r)) => p.saturating_sub(r) > max,
-            _ => false,
-        };
-        match o.role {
-            // Without a primary a replica that stopped streaming is still the best read there
-            // is (consistent, just not advancing); with one, it should be following it.
-            Role::Replica if (primary.is_some() && o.streaming == Some(false)) || behind => Role::Stale,
-            other => other,
-        }
-    };
-    nodes.iter().zip(seen).map(|(n, o)| NodeView { role: role(o), wal_lsn: o.wal_lsn, ..n.clone() }).collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn node(index: usize) -> NodeView {
-        NodeView {
-            index,
-            name: format!("n{index}"),
-            host: "h".into(),
-            port: 1,
-            role: Role::Unknown,
-            weight: 1,
-            wal_lsn: None,
+    /// Probe on every `every`, and at once when an operator request arrives, until `stop`
+    /// resolves; `changed` gets the nodes whose connections must go.
+    pub async fn run(mut self, every: Duration, stop: impl Future<Output = ()>, changed: impl Fn(usize)) {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let control = self.control.clone();
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = control.woken() => {}
+                () = &mut stop => return,
+            }
+            for node in self.tick().await {
+                changed(node);
+            }
         }
     }
+}
 
-    fn seen(role: Role, lsn: u64, streaming: Option<bool>) -> Observation {
-        Observation { role, wal_lsn: Some(lsn), streaming }
-    }
+/// Nodes whose role changed to or from primary, down or fenced: connections opened for the
+/// old role must not be reused. A replica turning stale (or back) keeps its connections.
+fn role_changes(before: &[NodeView], after: &[NodeView]) -> Vec<usize> {
+    after
+        .iter()
+        .zip(before)
+        .filter(|(a, b)| {
+            a.role != b.role && [a.role, b.role].iter().any(|r| matches!(r, Role::Primary | Role::Down | Role::Fenced))
+        })
+        .map(|(a, _)| a.index)
+        .collect()
+}
 
-    #[test]
-    fn replicas_that_do_not_stream_or_lag_too_far_are_stale() {
-        let nodes = [node(0), node(1), node(2), node(3)];
-        let obs = [
-            seen(Role::Primary, 1000, None),
-            seen(Role::Replica, 990, Some(true)),
-            seen(Role::Replica, 1000, Some(false)),
-            seen(Role::Replica, 100, None),
-        ];
-        let roles: Vec<Role> = fold(&nodes, &obs, Some(500)).iter().map(|n| n.role).collect();
-        assert_eq!(roles, [Role::Primary, Role::Replica, Role::Stale, Role::Stale]);
-        let roles: Vec<Role> = fold(&nodes, &obs, None).iter().map(|n| n.role).collect();
-        assert_eq!(roles, [Role::Primary, Role::Replica, Role::Stale, Role::Replica]);
-    }
-
-    #[test]
-    fn without_one_primary_replicas_keep_serving_reads() {
-        let nodes = [node(0), node(1), node(2)];
-        let obs = [Observation::down(), seen(Role::Replica, 1, Some(true)), seen(Role::Replica, 1, Some(false))];
-        let roles: Vec<Role> = fold(&nodes, &obs, Some(0)).iter().map(|n| n.role).collect();
-        assert_eq!(roles, [Role::Down, Role::Replica, Role::Replica]);
+fn describe(n: &NodeView) -> String {
+    match n.excluded {
+        Some(why) => format!("{}={}({})", n.name, n.role.as_str(), why.as_str()),
+        None => format!("{}={}", n.name, n.role.as_str()),
     }
 }

@@ -8,10 +8,33 @@ const RYW_WAIT_TICKS: u32 = 4;
 
 impl Session<'_> {
     /// Make sure a server connection is held: keep the current one, or route and check one out.
+    /// Failover hold: while no node can take the unit (no primary published yet, or its
+    /// connection could not be opened: nothing was sent), wait for the next topology generation
+    /// (or one monitor interval) and try again, up to `failover.hold_timeout`, then `57P03`.
     pub(super) async fn acquire(&mut self, class: &Class) -> Result<(), BackendError> {
         if self.held.is_some() {
             return Ok(());
         }
+        let hold = self.shared.config.failover.hold_timeout;
+        let deadline = tokio::time::Instant::now() + hold;
+        loop {
+            let seen = self.shared.topology.load().generation;
+            let err = match self.checkout_routed(class).await {
+                Err(e) if e.may_try_elsewhere() && !matches!(e, BackendError::CheckoutTimeout { .. }) => e,
+                other => return other,
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                let cause = self.shared.topology.load().no_primary_cause();
+                return Err(crate::topology::hold_expired(&err, hold, &cause));
+            }
+            tracing::debug!(error = %err, "held until the topology changes");
+            self.shared.topology.changed_since(seen, left.min(self.shared.config.monitor.interval)).await;
+        }
+    }
+
+    /// Route once and check out a connection from the first candidate that gives one.
+    async fn checkout_routed(&mut self, class: &Class) -> Result<(), BackendError> {
         let route = self.route(class).await;
         let mut last = None;
         for node in route.candidates {

@@ -1,0 +1,146 @@
+//! `POST /switchover {"target": "<node>"}`: a planned change of primary with no lost and no
+//! failed writes.
+//!
+//! 1. Check: there is a primary, the target is a readable replica whose replay is not paused.
+//! 2. Hold new writes (the monitor excludes the primary; sessions wait in the failover hold).
+//! 3. Wait until no unit runs on the old primary, read its WAL position, and wait until the
+//!    target has replayed it. Running out of `failover.switchover_timeout` before this point
+//!    releases the hold: nothing changed.
+//! 4. `pg_promote()` the target. The old primary, now on an older timeline, is fenced by the
+//!    monitor; once the snapshot shows the target as primary, release the held writes.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::Response;
+use serde_json::json;
+
+use super::failover::{find, node_json, refuse, reply, FailoverAdmin};
+use crate::backend::conn::parse_lsn;
+use crate::topology::{NodeView, Role};
+
+/// Why a switchover did not happen, with the HTTP status that says so.
+struct Refusal(StatusCode, String);
+
+pub(super) async fn switchover(State(ops): State<FailoverAdmin>, body: String) -> Response {
+    let target = match serde_json::from_str::<serde_json::Value>(&body) {
+        Ok(v) => v.get("target").and_then(|t| t.as_str()).map(str::to_string),
+        Err(_) => None,
+    };
+    let Some(target) = target else {
+        return refuse(StatusCode::BAD_REQUEST, "the body must be JSON like {\"target\": \"<node name>\"}");
+    };
+    let Ok(_one_at_a_time) = ops.busy.try_lock() else {
+        return refuse(StatusCode::CONFLICT, "another switchover is in progress");
+    };
+    let started = Instant::now();
+    let (old, new) = match check(&ops, &target).await {
+        Ok(pair) => pair,
+        Err(Refusal(status, why)) => return refuse(status, &why),
+    };
+    ops.control.update(|o| o.hold_writes = true);
+    let caught_up = catch_up(&ops, &old, &new, started).await;
+    let caught_up_ms = started.elapsed().as_millis();
+    if let Err(Refusal(status, why)) = caught_up {
+        ops.control.update(|o| o.hold_writes = false);
+        tracing::warn!(target = %new.name, reason = %why, "switchover refused; writes released, nothing changed");
+        return refuse(status, &why);
+    }
+    let promoted = promote(&ops, &new).await;
+    ops.control.update(|o| o.hold_writes = false);
+    let (_, t) = ops.wait_until(ops.settle_time(), |t| t.primary().is_some_and(|p| p.index == new.index)).await;
+    let held_ms = started.elapsed().as_millis();
+    match promoted {
+        Ok(()) => {
+            tracing::info!(old = %old.name, new = %new.name, held_ms, "switchover done");
+            reply(
+                StatusCode::OK,
+                &json!({
+                    "ok": true, "old_primary": node_json(&t.nodes[old.index]), "new_primary": node_json(&t.nodes[new.index]),
+                    "caught_up_ms": caught_up_ms, "writes_held_ms": held_ms,
+                }),
+            )
+        }
+        Err(Refusal(status, why)) => refuse(status, &format!("promoting {} failed: {why}", new.name)),
+    }
+}
+
+/// The current primary and the target, if a switchover to it may start.
+async fn check(ops: &FailoverAdmin, target: &str) -> Result<(NodeView, NodeView), Refusal> {
+    let conflict = |why: String| Refusal(StatusCode::CONFLICT, why);
+    let t = ops.topology.load();
+    let new =
+        find(&t, target).ok_or_else(|| Refusal(StatusCode::NOT_FOUND, format!("no node is called {target:?}")))?;
+    let old = t.primary().cloned().ok_or_else(|| conflict(t.no_primary_cause()))?;
+    if new.role != Role::Replica || new.excluded.is_some() {
+        let why = new.excluded.map_or(new.role.as_str(), |e| e.as_str());
+        return Err(conflict(format!("{target} is not a streaming replica that is caught up ({why})")));
+    }
+    let paused = ops.probe.command(new.index, "SELECT pg_catalog.pg_is_wal_replay_paused()", step_timeout(ops)).await;
+    match paused {
+        Ok(Some(v)) if v == "f" => Ok((old, new)),
+        Ok(_) => Err(conflict(format!("{target} has WAL replay paused (pg_wal_replay_pause)"))),
+        Err(e) => Err(conflict(format!("cannot ask {target}: {e}"))),
+    }
+}
+
+fn step_timeout(ops: &FailoverAdmin) -> Duration {
+    ops.config.monitor.probe_timeout.max(ops.config.pool.connect_timeout)
+}
+
+/// With writes held: wait for the old primary to go quiet and the target to replay its WAL.
+async fn catch_up(ops: &FailoverAdmin, old: &NodeView, new: &NodeView, started: Instant) -> Result<(), Refusal> {
+    let limit = ops.config.failover.switchover_timeout;
+    let late = |what: String| Refusal(StatusCode::CONFLICT, format!("{what} within {} ms", limit.as_millis()));
+    let left = || limit.saturating_sub(started.elapsed());
+    let (held, _) = ops.wait_until(left(), |t| t.primary().is_none()).await;
+    if !held {
+        return Err(late("the monitor did not hold writes".into()));
+    }
+    while ops.pools.checked_out(old.index) > 0 {
+        if left().is_zero() {
+            return Err(late(format!("units still running on {} did not finish", old.name)));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let lsn_sql = "SELECT pg_catalog.pg_current_wal_lsn()";
+    let want = lsn(ops, old, lsn_sql).await?;
+    loop {
+        let seen = lsn(ops, new, "SELECT pg_catalog.pg_last_wal_replay_lsn()").await?;
+        if seen >= want {
+            return Ok(());
+        }
+        if left().is_zero() {
+            return Err(late(format!("{} did not replay {}'s WAL position", new.name, old.name)));
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn lsn(ops: &FailoverAdmin, node: &NodeView, sql: &str) -> Result<u64, Refusal> {
+    let answer = ops.probe.command(node.index, sql, step_timeout(ops)).await;
+    let fail = |why: String| Refusal(StatusCode::CONFLICT, format!("cannot read {}'s WAL position: {why}", node.name));
+    match answer {
+        Ok(Some(text)) => parse_lsn(&text).ok_or_else(|| fail(text)),
+        Ok(None) => Err(fail("no answer".into())),
+        Err(e) => Err(fail(e.to_string())),
+    }
+}
+
+/// Promote the target and wait until the monitor shows it as the primary (still held).
+async fn promote(ops: &FailoverAdmin, new: &NodeView) -> Result<(), Refusal> {
+    let wait_s = ops.config.failover.switchover_timeout.as_secs().max(1);
+    let sql = format!("SELECT pg_catalog.pg_promote(true, {wait_s})");
+    let limit = ops.config.failover.switchover_timeout + step_timeout(ops);
+    match ops.probe.command(new.index, &sql, limit).await {
+        Ok(Some(v)) if v == "t" => {}
+        Ok(other) => return Err(Refusal(StatusCode::INTERNAL_SERVER_ERROR, format!("pg_promote answered {other:?}"))),
+        Err(e) => return Err(Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+    }
+    let shown = |t: &crate::topology::Topology| {
+        t.nodes[new.index].role == Role::Primary && t.nodes.iter().filter(|n| n.role == Role::Primary).count() == 1
+    };
+    ops.wait_until(ops.settle_time(), shown).await;
+    Ok(())
+}
