@@ -30,6 +30,9 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A `[client_tls]` or `[server_tls]` file cannot be used.
+    #[error("TLS: {0}")]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The proxy, as a value: [`Proxy::start`] builds and runs it.
@@ -56,19 +59,23 @@ impl Proxy {
         let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
         let admin = config.admin_listen.map(|a| bind(a, 128)).transpose()?;
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
+        let client_tls = crate::tls::ClientTls::new(&config.client_tls)?;
+        let server_tls = crate::tls::ServerTls::new(&config.server_tls)?;
         let config = Arc::new(config);
         let topology = TopologyHandle::new(initial_topology(&config));
         let mut registry = Registry::default();
         let node_names: Vec<String> = config.nodes.iter().map(|n| n.name.clone()).collect();
         let metrics = Metrics::new(&mut registry, &node_names);
-        let pools = Arc::new(Pools::new(Arc::clone(&config), Arc::clone(&metrics)));
+        let pools = Arc::new(Pools::new(Arc::clone(&config), Arc::clone(&metrics)).with_server_tls(server_tls));
         let probe = Arc::new(build_probe(&config, &pools));
         let mut monitor = build_monitor(&config, Arc::clone(&probe), &topology);
         monitor.tick().await;
         let control = monitor.control().clone();
         let (shutdown, rx) = watch::channel(false);
-        let shared =
-            Arc::new(Shared::new(Arc::clone(&config), topology.clone(), Arc::clone(&pools), Arc::clone(&metrics)));
+        let shared = Arc::new(
+            Shared::new(Arc::clone(&config), topology.clone(), Arc::clone(&pools), Arc::clone(&metrics))
+                .with_client_tls(client_tls),
+        );
         let mut tasks = vec![
             tokio::spawn(monitor_loop(monitor, Arc::clone(&pools), config.monitor.interval, rx.clone())),
             tokio::spawn(listener::accept_loop(listener, Arc::clone(&shared), rx.clone())),
@@ -163,6 +170,17 @@ impl ProxyHandle {
     pub fn reload(&self) {
         self.shared.classifiers.refresh_all();
         tracing::info!("function catalogs reloading");
+    }
+
+    /// Read the client TLS certificate and key again (SIGHUP): new handshakes use them,
+    /// established sessions keep theirs; a file that cannot be used keeps the old certificate
+    /// and is logged with the reason.
+    pub fn reload_tls(&self) {
+        match self.shared.client_tls.reload() {
+            Ok(true) => tracing::info!("client TLS certificate reloaded"),
+            Ok(false) => {}
+            Err(e) => tracing::error!(error = %e, "client TLS certificate NOT reloaded; the previous one stays in use"),
+        }
     }
 
     /// Stop accepting and stop the monitor; sessions in progress finish on their own.

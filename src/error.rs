@@ -48,6 +48,14 @@ pub enum BackendError {
         /// OS error.
         source: std::io::Error,
     },
+    /// TLS to the server was refused or failed (the certificate, or the server offers none).
+    #[error("node {node}: {detail}")]
+    Tls {
+        /// Node name.
+        node: String,
+        /// What went wrong, e.g. the certificate's issuer is unknown.
+        detail: String,
+    },
     /// Connect, startup or auth took too long.
     #[error("timed out connecting to node {node}")]
     ConnectTimeout {
@@ -97,7 +105,9 @@ impl BackendError {
         match self {
             BackendError::Server { info, .. } if !info.code.is_empty() => &info.code,
             BackendError::Server { .. } => sqlstate::INTERNAL_ERROR,
-            BackendError::Connect { .. } | BackendError::ConnectTimeout { .. } => sqlstate::UNABLE_TO_CONNECT,
+            BackendError::Connect { .. } | BackendError::ConnectTimeout { .. } | BackendError::Tls { .. } => {
+                sqlstate::UNABLE_TO_CONNECT
+            }
             BackendError::Auth { .. } => sqlstate::INVALID_AUTHORIZATION,
             BackendError::Protocol { .. } => sqlstate::CONNECTION_FAILURE,
             BackendError::CheckoutTimeout { .. } => sqlstate::INSUFFICIENT_RESOURCES,
@@ -109,7 +119,10 @@ impl BackendError {
     pub fn may_try_elsewhere(&self) -> bool {
         matches!(
             self,
-            BackendError::Connect { .. } | BackendError::ConnectTimeout { .. } | BackendError::CheckoutTimeout { .. }
+            BackendError::Connect { .. }
+                | BackendError::ConnectTimeout { .. }
+                | BackendError::CheckoutTimeout { .. }
+                | BackendError::Tls { .. }
         ) || matches!(self, BackendError::Server { info, .. } if info.code.starts_with("57P") || info.code.starts_with("08"))
     }
 }

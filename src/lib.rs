@@ -8,7 +8,8 @@
 //! - [`router`]: pure classification and routing decisions.
 //! - [`backend`]: server connections, their authentication and reset, bounded pools per node.
 //! - [`topology`]: the one snapshot of node roles, published by the monitor.
-//! - [`auth`]: SCRAM-SHA-256 and md5 crypto for both sides.
+//! - [`auth`]: SCRAM-SHA-256(-PLUS) and md5 crypto for both sides, and the auth_query lookup.
+//! - [`tls`]: rustls configs for both sides, certificate reload, the socket type both use.
 //! - [`metrics`] and [`admin`]: typed Prometheus metrics and the HTTP endpoint that serves them
 //!   with `/health` and `/topology`.
 //! - [`pgcluster`] and [`demo`]: local PostgreSQL clusters for `sluice demo` and the tests.
@@ -26,6 +27,7 @@ pub mod metrics;
 pub mod pgcluster;
 pub mod protocol;
 pub mod router;
+pub mod tls;
 pub mod topology;
 
 mod app;

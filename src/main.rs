@@ -108,7 +108,10 @@ async fn wait_for_signal(handle: &sluice::ProxyHandle) {
         tokio::select! {
             _ = tokio::signal::ctrl_c() => return,
             _ = term.recv() => return,
-            _ = hup.recv() => handle.reload(),
+            _ = hup.recv() => {
+                handle.reload();
+                handle.reload_tls();
+            }
         }
     }
 }

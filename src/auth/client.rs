@@ -5,7 +5,16 @@
 
 use super::attrs::{self, Attrs};
 use super::crypto::{self, ct_eq, hmac, sha256, xor, Key};
-use super::{AuthError, SaltCache, ScramMessage};
+use super::{AuthError, SaltCache, ScramKeys, ScramMessage};
+
+/// What the client side proves itself with.
+enum Credential {
+    /// A password: PBKDF2 (through the cache) with the server's salt.
+    Password(Vec<u8>),
+    /// Keys recovered from a client's own login (pass-through): no PBKDF2, and the server's
+    /// salt and iterations must be those of the verifier the keys came from.
+    Keys(ScramKeys),
+}
 
 /// GS2 header: no channel binding, no authzid. Its base64 is the `c=biws` of client-final.
 const GS2_HEADER: &str = "n,,";
@@ -30,7 +39,7 @@ enum State {
 
 /// One client-side SCRAM-SHA-256 exchange with one server.
 pub struct ScramClient {
-    password: Vec<u8>,
+    credential: Credential,
     cache: SaltCache,
     /// Sent in `n=`; PostgreSQL ignores it, so sluice sends it empty (tests use the RFC's `user`).
     username: String,
@@ -53,12 +62,19 @@ impl ScramClient {
 
     fn build(password: &str, cache: &SaltCache, username: &str, nonce: String) -> Self {
         ScramClient {
-            password: crypto::normalize(password).into_owned(),
+            credential: Credential::Password(crypto::normalize(password).into_owned()),
             cache: cache.clone(),
             username: username.to_string(),
             nonce,
             state: State::Start,
         }
+    }
+
+    /// Starts an exchange that proves the ClientKey of `keys` (SCRAM pass-through).
+    pub fn with_keys(keys: ScramKeys) -> Self {
+        let mut client = Self::build("", &SaltCache::default(), "", crypto::new_nonce());
+        client.credential = Credential::Keys(keys);
+        client
     }
 
     /// The client-first-message: `n,,n=,r=<nonce>`. Calling it again restarts the exchange.
@@ -84,14 +100,19 @@ impl ScramClient {
         if first.nonce.len() <= self.nonce.len() || !first.nonce.starts_with(self.nonce.as_str()) {
             return Err(AuthError::NonceMismatch);
         }
-        let salted = self.cache.salted_password(&self.password, &first.salt, first.iterations);
+        let (client_key, server_key) = match &self.credential {
+            Credential::Password(password) => {
+                let salted = self.cache.salted_password(password, &first.salt, first.iterations);
+                (crypto::client_key(&salted), crypto::server_key(&salted))
+            }
+            Credential::Keys(keys) => (keys.client_key, keys.server_key),
+        };
         let without_proof = format!("c={},r={}", crypto::b64(GS2_HEADER.as_bytes()), first.nonce);
         let server_first = attrs::text(ScramMessage::ServerFirst, msg)?;
         let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
-        let client_key = crypto::client_key(&salted);
         let client_signature = hmac(&sha256(&client_key), auth_message.as_bytes());
         let proof = xor(&client_key, &client_signature);
-        let server_signature = hmac(&crypto::server_key(&salted), auth_message.as_bytes());
+        let server_signature = hmac(&server_key, auth_message.as_bytes());
         self.state = State::SentFinal { server_signature };
         Ok(format!("{without_proof},p={}", crypto::b64(&proof)).into_bytes())
     }

@@ -7,6 +7,8 @@
 //! - [`ScramClient`] and [`SaltCache`]: the client side that sluice runs against PostgreSQL servers;
 //!   the cache keeps PBKDF2 to once per (password, server salt, iterations).
 //! - md5: [`md5_password_hash`], [`md5_response`], [`md5_verify`].
+//! - [`PassThroughKeys`]: ClientKey/ServerKey of users looked up with auth_query, so sluice can
+//!   log in to servers as them with SCRAM and no password ([`ScramClient::with_keys`]).
 //!
 //! Must not touch: sockets, message framing (`AuthenticationSASL`/`SASLContinue`/`SASLFinal` are
 //! framed by the caller, which hands us the raw SASL payload bytes), config, async runtimes.
@@ -24,6 +26,7 @@ mod attrs;
 mod client;
 mod crypto;
 mod md5;
+mod passthrough;
 mod salt_cache;
 mod server;
 mod verifier;
@@ -33,8 +36,9 @@ mod tests;
 
 pub use client::ScramClient;
 pub use md5::{md5_password_hash, md5_response, md5_verify};
+pub use passthrough::{PassThroughKeys, ScramKeys};
 pub use salt_cache::SaltCache;
-pub use server::ScramServer;
+pub use server::{ChannelBinding, ScramServer};
 pub use verifier::{looks_like_verifier, ScramVerifier};
 
 /// The SASL mechanism name sluice offers and uses.
@@ -87,7 +91,12 @@ pub enum AuthError {
     /// The client asked for channel binding (`p=...`), but sluice does not offer SCRAM-SHA-256-PLUS.
     #[error("channel binding {0:?} is not supported (SCRAM-SHA-256-PLUS is not offered)")]
     ChannelBindingUnsupported(String),
-    /// The `c=` attribute of client-final does not echo the GS2 header of client-first.
+    /// The GS2 flag does not fit the mechanism or what was offered (PostgreSQL's "channel
+    /// binding negotiation error"): e.g. a downgrade from SCRAM-SHA-256-PLUS.
+    #[error("SCRAM channel binding negotiation error: {0}")]
+    ChannelBindingNegotiation(&'static str),
+    /// The `c=` attribute of client-final does not echo the GS2 header of client-first (and,
+    /// with channel binding, the hash of sluice's certificate).
     #[error("channel binding data in client-final does not match client-first")]
     ChannelBindingMismatch,
     /// The client used a feature SCRAM allows but PostgreSQL (and so sluice) does not support.

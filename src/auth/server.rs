@@ -5,6 +5,17 @@
 //!
 //! Exchange (RFC 5802 section 5, payloads of the caller's SASL messages):
 //! `client_first(client-first) -> server-first`, `client_final(client-final) -> server-final`.
+//!
+//! Channel binding (SCRAM-SHA-256-PLUS, `tls-server-end-point` of RFC 5929) follows PostgreSQL:
+//! on TLS the `-PLUS` mechanism is offered; a client that chose it must bind (`p=`), one that did
+//! not must not (`p=` with plain SCRAM-SHA-256, or `y` while sluice offered -PLUS, is refused:
+//! a downgrade), and `c=` must carry the GS2 header followed by the hash of sluice's certificate.
+//!
+//! After a successful exchange the ClientKey recovered from the proof is available
+//! ([`ScramServer::client_key`]): with auth_query it lets sluice log in to the servers as the
+//! client, without a password.
+
+use std::sync::Arc;
 
 use super::attrs::{self, Attrs};
 use super::crypto::{self, ct_eq, hmac, sha256, xor, Key};
@@ -30,6 +41,17 @@ struct Exchanged {
     server_first: String,
     /// Client nonce followed by the server nonce.
     nonce: String,
+    /// The channel binding data `c=` must carry after the GS2 header (empty without binding).
+    cbind_data: Vec<u8>,
+}
+
+/// What the transport offers for channel binding, and which mechanism the client chose.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChannelBinding {
+    /// `tls-server-end-point` data when the client is on TLS (sluice then offers -PLUS).
+    pub end_point: Option<Arc<[u8]>>,
+    /// The client selected `SCRAM-SHA-256-PLUS`.
+    pub plus: bool,
 }
 
 /// One server-side SCRAM-SHA-256 exchange with one client.
@@ -39,6 +61,9 @@ pub struct ScramServer {
     mock: bool,
     server_nonce: String,
     state: State,
+    binding: ChannelBinding,
+    /// The ClientKey the client proved it has (set by a successful `client_final`).
+    client_key: Option<Key>,
 }
 
 impl ScramServer {
@@ -84,7 +109,28 @@ impl ScramServer {
     }
 
     fn build(verifier: ScramVerifier, mock: bool, server_nonce: String) -> Self {
-        ScramServer { verifier, mock, server_nonce, state: State::Start }
+        ScramServer {
+            verifier,
+            mock,
+            server_nonce,
+            state: State::Start,
+            binding: ChannelBinding::default(),
+            client_key: None,
+        }
+    }
+
+    /// Use channel binding as the transport allows and the client chose.
+    #[must_use]
+    pub fn with_binding(mut self, binding: ChannelBinding) -> Self {
+        self.binding = binding;
+        self
+    }
+
+    /// The ClientKey recovered from a successful exchange's proof: a password equivalent for
+    /// this verifier's salt and iterations, held only in memory.
+    #[must_use]
+    pub fn client_key(&self) -> Option<[u8; 32]> {
+        self.client_key
     }
 
     /// Reads client-first-message and returns server-first-message (`r=...,s=...,i=...`).
@@ -102,6 +148,7 @@ impl ScramServer {
         }
         self.state = State::Finished;
         let (gs2_header, client_first_bare, client_nonce) = parse_client_first(msg)?;
+        let cbind_data = self.check_binding(gs2_header)?;
         let nonce = format!("{client_nonce}{}", self.server_nonce);
         let server_first = format!("r={nonce},s={},i={}", crypto::b64(&self.verifier.salt), self.verifier.iterations);
         let reply = server_first.clone().into_bytes();
@@ -110,8 +157,36 @@ impl ScramServer {
             client_first_bare: client_first_bare.to_string(),
             server_first,
             nonce,
+            cbind_data,
         });
         Ok(reply)
+    }
+
+    /// The GS2 flag against the mechanism and transport; returns the binding data `c=` needs.
+    fn check_binding(&self, gs2_header: &str) -> Result<Vec<u8>, AuthError> {
+        let flag = gs2_header.split(',').next().unwrap_or_default();
+        let offered = self.binding.end_point.as_ref();
+        let cb_type = flag.strip_prefix("p=");
+        match (cb_type, flag, self.binding.plus, offered) {
+            (None, "n", false, _) | (None, "y", false, None) => Ok(Vec::new()),
+            (None, _, false, Some(_)) => Err(AuthError::ChannelBindingNegotiation(
+                "client supports channel binding but did not use it although SCRAM-SHA-256-PLUS was offered",
+            )),
+            (Some("tls-server-end-point"), _, true, Some(data)) => Ok(data.to_vec()),
+            (Some(t), _, false, None) | (Some(t), _, true, Some(_)) => {
+                Err(AuthError::ChannelBindingUnsupported(t.into()))
+            }
+            (Some(_), _, false, Some(_)) => Err(AuthError::ChannelBindingNegotiation(
+                "client requested channel binding with SCRAM-SHA-256, which has none",
+            )),
+            (None, _, true, _) => Err(AuthError::ChannelBindingNegotiation(
+                "client selected SCRAM-SHA-256-PLUS but sent no channel binding",
+            )),
+            (_, _, true, None) => {
+                Err(AuthError::ChannelBindingNegotiation("client selected SCRAM-SHA-256-PLUS, which was not offered"))
+            }
+            (None, _, false, None) => Err(AuthError::malformed(ScramMessage::ClientFirst, "bad GS2 flag")),
+        }
     }
 
     /// Reads client-final-message, checks the proof, and returns server-final-message (`v=...`).
@@ -128,26 +203,31 @@ impl ScramServer {
         let fin = parse_client_final(msg)?;
         let binding = crypto::unb64(fin.channel_binding)
             .ok_or(AuthError::malformed(ScramMessage::ClientFinal, "c= is not base64"))?;
-        if binding != ex.gs2_header.as_bytes() {
+        if binding.len() != ex.gs2_header.len() + ex.cbind_data.len()
+            || !binding.starts_with(ex.gs2_header.as_bytes())
+            || !ct_eq(&binding[ex.gs2_header.len()..], &ex.cbind_data)
+        {
             return Err(AuthError::ChannelBindingMismatch);
         }
         if !ct_eq(fin.nonce.as_bytes(), ex.nonce.as_bytes()) {
             return Err(AuthError::NonceMismatch);
         }
         let auth_message = format!("{},{},{}", ex.client_first_bare, ex.server_first, fin.without_proof);
-        if !self.proof_matches(auth_message.as_bytes(), &fin.proof) {
+        let Some(client_key) = self.proof_matches(auth_message.as_bytes(), &fin.proof) else {
             return Err(AuthError::WrongPassword);
-        }
+        };
+        self.client_key = Some(client_key);
         let signature = hmac(&self.verifier.server_key, auth_message.as_bytes());
         Ok(format!("v={}", crypto::b64(&signature)).into_bytes())
     }
 
     /// `H(ClientProof XOR HMAC(StoredKey, AuthMessage)) == StoredKey`, in constant time.
-    fn proof_matches(&self, auth_message: &[u8], proof: &Key) -> bool {
+    /// Returns the ClientKey when it matches.
+    fn proof_matches(&self, auth_message: &[u8], proof: &Key) -> Option<Key> {
         let client_signature = hmac(&self.verifier.stored_key, auth_message);
         let client_key = xor(proof, &client_signature);
         let matches = ct_eq(&sha256(&client_key), &self.verifier.stored_key);
-        matches && !self.mock
+        (matches && !self.mock).then_some(client_key)
     }
 
     fn fail(&mut self, err: AuthError) -> AuthError {
@@ -175,7 +255,7 @@ fn parse_client_first(msg: &[u8]) -> Result<(&str, &str, &str), AuthError> {
     let (flag, rest) = text.split_once(',').ok_or(AuthError::malformed(M, "no GS2 header"))?;
     match flag {
         "n" | "y" => {}
-        _ if flag.starts_with("p=") => return Err(AuthError::ChannelBindingUnsupported(flag[2..].to_string())),
+        _ if flag.starts_with("p=") && flag.len() > 2 => {}
         _ => return Err(AuthError::malformed(M, "GS2 channel-binding flag is not n, y or p=")),
     }
     let (authzid, bare) = rest.split_once(',').ok_or(AuthError::malformed(M, "GS2 header is not closed"))?;

@@ -1,17 +1,17 @@
-//! One server connection: TCP connect, startup, authentication (SCRAM-SHA-256, md5, cleartext,
-//! trust), and the state it carries (parameters applied, statements prepared).
+//! One server connection: TCP connect (TLS as `[server_tls]` says), startup, authentication
+//! (SCRAM-SHA-256 with a password or pass-through keys, md5, cleartext, trust), and the state it
+//! carries (parameters applied, statements prepared).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-
-use crate::auth::{md5_response, SaltCache, ScramClient};
+use crate::auth::{md5_response, PassThroughKeys, SaltCache, ScramClient};
 use crate::error::BackendError;
 use crate::protocol::messages::{self, auth_code};
 use crate::protocol::{tag, Frame, FrameReader};
+use crate::tls::{MaybeTls, ServerTls, ServerTlsError};
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
 
 /// The largest message accepted from a server (PostgreSQL's own field limit is 1 GB).
 pub const MAX_SERVER_MESSAGE: usize = (1 << 30) + 1024;
@@ -37,18 +37,24 @@ pub struct ConnectSpec {
     pub timeout: Duration,
     /// Cache of SCRAM salted passwords.
     pub salt_cache: SaltCache,
+    /// TLS towards the server (`[server_tls]`).
+    pub tls: ServerTls,
+    /// Keys of users looked up with auth_query, used when there is no password.
+    pub passthrough: PassThroughKeys,
 }
 
 /// An authenticated, idle server connection.
 pub struct ServerConn {
     /// The socket, framed.
-    pub io: FrameReader<TcpStream>,
+    pub io: FrameReader<MaybeTls>,
     /// Node index.
     pub node: usize,
     /// Node name.
     pub node_name: String,
     /// Where to send a CancelRequest.
     pub cancel_addr: std::sync::Arc<(String, u16)>,
+    /// How to reach the server for a CancelRequest (the same TLS as this connection).
+    pub tls: ServerTls,
     /// The server's BackendKeyData.
     pub key: (i32, i32),
     /// ParameterStatus values the server reported at startup.
@@ -79,15 +85,16 @@ impl ServerConn {
     }
 
     async fn connect_inner(spec: &ConnectSpec) -> Result<ServerConn, BackendError> {
-        let stream = TcpStream::connect((spec.host.as_str(), spec.port))
-            .await
-            .map_err(|source| BackendError::Connect { node: spec.node_name.clone(), source })?;
-        let _ = stream.set_nodelay(true);
+        let stream = spec.tls.connect(&spec.host, spec.port).await.map_err(|e| match e {
+            ServerTlsError::Io(source) => BackendError::Connect { node: spec.node_name.clone(), source },
+            other => BackendError::Tls { node: spec.node_name.clone(), detail: other.to_string() },
+        })?;
         let mut conn = ServerConn {
             io: FrameReader::new(stream, MAX_SERVER_MESSAGE),
             node: spec.node,
             node_name: spec.node_name.clone(),
             cancel_addr: std::sync::Arc::new((spec.host.clone(), spec.port)),
+            tls: spec.tls.clone(),
             key: (0, 0),
             server_params: Vec::new(),
             applied: 0,
@@ -157,7 +164,10 @@ impl ServerConn {
                     if !data.split(|&b| b == 0).any(|m| m == b"SCRAM-SHA-256") {
                         return Err(self.auth_error("server offers no SASL mechanism sluice supports".into()));
                     }
-                    let mut client = ScramClient::new(self.password(spec, "SCRAM-SHA-256")?, &spec.salt_cache);
+                    let mut client = match (&spec.password, spec.passthrough.get(&spec.user)) {
+                        (None, Some(keys)) => ScramClient::with_keys(keys),
+                        _ => ScramClient::new(self.password(spec, "SCRAM-SHA-256")?, &spec.salt_cache),
+                    };
                     messages::sasl_initial_response(&mut out, "SCRAM-SHA-256", &client.client_first());
                     scram = Some(client);
                 }
@@ -255,7 +265,7 @@ impl ServerConn {
             return true;
         }
         let mut probe = [0u8; 1];
-        !matches!(self.io.get_ref().try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        !matches!(self.io.get_ref().tcp().try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 }
 

@@ -12,10 +12,11 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::conn::{ConnectSpec, ServerConn};
-use crate::auth::SaltCache;
+use crate::auth::{PassThroughKeys, SaltCache};
 use crate::config::{Config, PoolConfig};
 use crate::error::BackendError;
 use crate::metrics::{Metrics, NodeMetrics};
+use crate::tls::ServerTls;
 
 /// Which pool.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -183,13 +184,36 @@ pub struct Pools {
     metrics: Arc<Metrics>,
     salt_cache: SaltCache,
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    tls: ServerTls,
+    passthrough: PassThroughKeys,
 }
 
 impl Pools {
     /// Empty pools for `config`.
     #[must_use]
     pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
-        Self { config, metrics, salt_cache: SaltCache::default(), pools: Mutex::new(HashMap::new()) }
+        let passthrough = PassThroughKeys::with_limit(config.auth.as_ref().map_or(1, |a| a.cache_entries));
+        Self {
+            config,
+            metrics,
+            salt_cache: SaltCache::default(),
+            pools: Mutex::new(HashMap::new()),
+            tls: ServerTls::disabled(),
+            passthrough,
+        }
+    }
+
+    /// Open server connections (pools, monitor probes, cancels) with this TLS.
+    #[must_use]
+    pub fn with_server_tls(mut self, tls: ServerTls) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Keys of users looked up with auth_query (written at their login, read at connect).
+    #[must_use]
+    pub fn passthrough(&self) -> &PassThroughKeys {
+        &self.passthrough
     }
 
     /// The pool for (node, database, user), created if needed.
@@ -226,6 +250,8 @@ impl Pools {
             password,
             timeout,
             salt_cache: self.salt_cache.clone(),
+            tls: self.tls.clone(),
+            passthrough: self.passthrough.clone(),
         }
     }
 

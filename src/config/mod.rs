@@ -4,7 +4,12 @@
 //! this module only ever sees typed values: `Duration`, `SocketAddr`, enums.
 
 mod raw;
+mod security;
 mod validate;
+
+pub use security::{
+    AuthQueryConfig, ClientTlsConfig, ClientTlsMode, ServerTlsConfig, ServerTlsMode, DEFAULT_AUTH_QUERY,
+};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -191,6 +196,12 @@ pub struct Config {
     pub nodes: Vec<NodeConfig>,
     /// Users.
     pub users: Vec<UserConfig>,
+    /// TLS towards clients.
+    pub client_tls: ClientTlsConfig,
+    /// TLS towards servers.
+    pub server_tls: ServerTlsConfig,
+    /// Looking up users the file does not list (`None`: only listed users may log in).
+    pub auth: Option<AuthQueryConfig>,
 }
 
 /// One problem in a configuration: the key and the reason.

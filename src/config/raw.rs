@@ -24,6 +24,11 @@ pub struct RawConfig {
     pub nodes: Vec<RawNode>,
     #[serde(default)]
     pub users: Vec<RawUser>,
+    #[serde(default)]
+    pub client_tls: super::security::RawClientTls,
+    #[serde(default)]
+    pub server_tls: super::security::RawServerTls,
+    pub auth: Option<super::security::RawAuth>,
 }
 
 /// `[limits]`

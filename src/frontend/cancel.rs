@@ -1,15 +1,15 @@
 //! Cancel keys: each client gets sluice's own BackendKeyData; a CancelRequest carrying it reaches
-//! the server connection currently running that client's statement, and nothing else.
+//! the server connection currently running that client's statement, and nothing else. The
+//! CancelRequest goes to the server over the same kind of socket (TLS or not) as its connection.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::protocol::messages;
+use crate::tls::ServerTls;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
-
-use crate::protocol::messages;
 
 /// Where a cancel must go: a server and its BackendKeyData.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -20,6 +20,8 @@ pub struct CancelTarget {
     pub pid: i32,
     /// Server secret.
     pub secret: i32,
+    /// TLS towards that server (`[server_tls]`).
+    pub tls: ServerTls,
 }
 
 /// One client's current target, written by its session without touching the registry lock.
@@ -96,7 +98,7 @@ impl Drop for CancelKey {
 /// Open a connection to the server and send a CancelRequest (best effort, bounded in time).
 pub async fn send_cancel(t: &CancelTarget) {
     let attempt = async {
-        let mut s = TcpStream::connect((t.addr.0.as_str(), t.addr.1)).await?;
+        let mut s = t.tls.connect(&t.addr.0, t.addr.1).await.map_err(std::io::Error::other)?;
         let mut buf = BytesMut::new();
         messages::cancel_request(&mut buf, t.pid, t.secret);
         s.write_all(&buf).await?;

@@ -1,27 +1,36 @@
-//! The startup phase: SSLRequest/GSSENCRequest (answered `N` until TLS lands), CancelRequest,
-//! StartupMessage 3.0, then client authentication (SCRAM-SHA-256, md5, trust). Unknown users and
-//! wrong passwords get the same `28P01` error.
+//! The startup phase: TLS (SSLRequest answered `S` when `[client_tls]` has a certificate, or a
+//! ClientHello as the very first bytes: direct TLS), GSSENCRequest (`N`), CancelRequest,
+//! StartupMessage 3.0, then client authentication (`client_auth`). One audit line per client
+//! connection says who came, how, and how it ended.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
+use super::client_auth::{authenticate, Failure, Method};
 use super::params::SessionParams;
 use super::Shared;
-use crate::auth::{ScramServer, ScramVerifier};
-use crate::config::AuthMethod;
+use crate::config::ClientTlsMode;
 use crate::error::sqlstate;
-use crate::protocol::messages::{self, auth_code, Severity};
+use crate::protocol::messages::{self, Severity};
 use crate::protocol::startup::{self, StartupPacket};
-use crate::protocol::{tag, FrameReader};
+use crate::protocol::FrameReader;
+use crate::tls::MaybeTls;
 
 /// Largest message accepted during authentication.
 const MAX_AUTH_MESSAGE: usize = 16 * 1024;
 
+/// The first byte of a TLS handshake record: a client starting TLS without SSLRequest.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
 /// A client that completed startup and authentication.
 pub struct Login {
     /// The framed client socket.
-    pub client: FrameReader<TcpStream>,
+    pub client: FrameReader<MaybeTls>,
     /// User name.
     pub user: String,
     /// Database.
@@ -47,7 +56,7 @@ pub enum Refused {
 }
 
 /// Write a FATAL error and close the connection.
-pub async fn refuse(stream: &mut TcpStream, code: &str, message: &str) -> Refused {
+pub async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, code: &str, message: &str) -> Refused {
     let mut buf = BytesMut::new();
     messages::error_response(&mut buf, Severity::Fatal, code, message);
     let _ = stream.write_all(&buf).await;
@@ -55,23 +64,69 @@ pub async fn refuse(stream: &mut TcpStream, code: &str, message: &str) -> Refuse
     Refused::Refused { code: code.to_string(), reason: message.to_string() }
 }
 
-/// Run the startup phase and authentication within the configured startup timeout.
+/// What the audit line reports about one client connection (never a secret).
+#[derive(Default)]
+struct Audit {
+    client: Option<SocketAddr>,
+    user: String,
+    database: String,
+    tls: Option<String>,
+    method: Option<Method>,
+}
+
+impl Audit {
+    fn log(&self, result: &Result<Login, Refused>) {
+        let outcome = match result {
+            Ok(_) => "ok".to_string(),
+            Err(Refused::Cancel) => return,
+            Err(Refused::Gone) => "client gone".to_string(),
+            Err(Refused::Refused { code, reason }) => format!("refused {code}: {reason}"),
+        };
+        tracing::info!(
+            target: "sluice::audit",
+            client = %self.client.map_or_else(|| "?".to_string(), |a| a.to_string()),
+            user = %self.user,
+            database = %self.database,
+            tls = %self.tls.as_deref().unwrap_or("none"),
+            auth = self.method.map_or("none", Method::as_str),
+            result = %outcome,
+            "client connection"
+        );
+    }
+}
+
+/// Run the startup phase and authentication within the configured startup timeout, and write
+/// the connection's audit line.
 ///
 /// # Errors
 /// The client was refused (and told why) or handled a cancel.
-pub async fn handshake(mut stream: TcpStream, shared: &Shared) -> Result<Login, Refused> {
-    let timeout = shared.config.limits.startup_timeout;
-    let deadline = tokio::time::Instant::now() + timeout;
-    let params = match startup_packet(&mut stream, shared, deadline).await? {
-        StartupOutcome::Params(p) => p,
-        StartupOutcome::Cancelled => return Err(Refused::Cancel),
+pub async fn handshake(stream: TcpStream, shared: &Shared) -> Result<Login, Refused> {
+    let mut audit = Audit { client: stream.peer_addr().ok(), ..Audit::default() };
+    let result = run(stream, shared, &mut audit).await;
+    audit.log(&result);
+    result
+}
+
+async fn run(stream: TcpStream, shared: &Shared, audit: &mut Audit) -> Result<Login, Refused> {
+    let deadline = Instant::now() + shared.config.limits.startup_timeout;
+    let (mut stream, end_point, params) = match startup_phase(stream, shared, deadline).await? {
+        (s, e, StartupOutcome::Params(p)) => (s, e, p),
+        (_, _, StartupOutcome::Cancelled) => return Err(Refused::Cancel),
     };
+    audit.tls = stream.tls_description();
     let (user, database, session) = match check_params(&params) {
         Ok(v) => v,
         Err((code, msg)) => return Err(refuse(&mut stream, code, &msg).await),
     };
+    audit.user.clone_from(&user);
+    audit.database.clone_from(&database);
+    if shared.client_tls.mode() == ClientTlsMode::Require && !stream.is_tls() {
+        let msg = "sluice requires TLS: connect with sslmode=require (or stronger)";
+        return Err(refuse(&mut stream, sqlstate::INVALID_AUTHORIZATION, msg).await);
+    }
     let mut client = FrameReader::new(stream, MAX_AUTH_MESSAGE);
-    match tokio::time::timeout_at(deadline, authenticate(&mut client, shared, &user)).await {
+    let auth = authenticate(&mut client, shared, &user, &database, end_point, &mut audit.method);
+    match tokio::time::timeout_at(deadline, auth).await {
         Ok(Ok(())) => {}
         Ok(Err((code, msg))) => return Err(refuse(client.get_mut(), code, &msg).await),
         Err(_) => {
@@ -90,33 +145,92 @@ enum StartupOutcome {
     Cancelled,
 }
 
-async fn startup_packet(
-    stream: &mut TcpStream,
-    shared: &Shared,
-    deadline: tokio::time::Instant,
-) -> Result<StartupOutcome, Refused> {
+/// The socket (encrypted if the client asked), the channel binding data of its certificate,
+/// and what the client asked for.
+type Negotiated = (MaybeTls, Option<Arc<[u8]>>, StartupOutcome);
+
+async fn startup_phase(tcp: TcpStream, shared: &Shared, deadline: Instant) -> Result<Negotiated, Refused> {
+    let mut stream = MaybeTls::Plain(tcp);
+    let mut end_point = None;
+    if shared.client_tls.enabled() && starts_with_client_hello(stream.tcp(), deadline).await? {
+        (stream, end_point) = upgrade(stream, shared, deadline, true).await?;
+    }
     // At most one SSLRequest and one GSSENCRequest may precede the startup packet.
     for _ in 0..3 {
-        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-        match startup::read_packet(stream, left).await {
-            Ok(StartupPacket::SslRequest | StartupPacket::GssEncRequest) => {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match startup::read_packet(&mut stream, left).await {
+            Ok(StartupPacket::SslRequest) if shared.client_tls.enabled() && !stream.is_tls() => {
+                (stream, end_point) = upgrade(stream, shared, deadline, false).await?;
+            }
+            Ok(StartupPacket::SslRequest | StartupPacket::GssEncRequest) if !stream.is_tls() => {
                 if stream.write_all(b"N").await.is_err() {
                     return Err(Refused::Gone);
                 }
             }
+            Ok(StartupPacket::SslRequest | StartupPacket::GssEncRequest) => {
+                let msg = "encryption requested over an encrypted connection";
+                return Err(refuse(&mut stream, sqlstate::PROTOCOL_VIOLATION, msg).await);
+            }
             Ok(StartupPacket::Cancel { pid, secret }) => {
                 shared.cancels.cancel(pid, secret).await;
-                return Ok(StartupOutcome::Cancelled);
+                return Ok((stream, end_point, StartupOutcome::Cancelled));
             }
-            Ok(StartupPacket::Startup { params }) => return Ok(StartupOutcome::Params(params)),
+            Ok(StartupPacket::Startup { params }) => return Ok((stream, end_point, StartupOutcome::Params(params))),
             Err(startup::StartupError::Truncated) => return Err(Refused::Gone),
-            Err(e) => return Err(refuse(stream, sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await),
+            Err(e) => return Err(refuse(&mut stream, sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await),
         }
     }
-    Err(refuse(stream, sqlstate::PROTOCOL_VIOLATION, "too many encryption requests").await)
+    Err(refuse(&mut stream, sqlstate::PROTOCOL_VIOLATION, "too many encryption requests").await)
 }
 
-type Failure = (&'static str, String);
+/// Whether the first byte the client sends opens a TLS handshake (direct TLS).
+async fn starts_with_client_hello(tcp: &TcpStream, deadline: Instant) -> Result<bool, Refused> {
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
+        Ok(Ok(1)) => Ok(first[0] == TLS_HANDSHAKE_RECORD),
+        Ok(_) => Err(Refused::Gone),
+        Err(_) => {
+            Err(Refused::Refused { code: sqlstate::PROTOCOL_VIOLATION.into(), reason: "startup timed out".into() })
+        }
+    }
+}
+
+/// Answer an SSLRequest with `S` (unless `direct`) and run the TLS handshake by the deadline.
+/// Bytes the client sent after its SSLRequest, before the handshake, are refused with a close:
+/// they were never encrypted, so they must not be read as part of the session.
+async fn upgrade(
+    stream: MaybeTls,
+    shared: &Shared,
+    deadline: Instant,
+    direct: bool,
+) -> Result<(MaybeTls, Option<Arc<[u8]>>), Refused> {
+    let MaybeTls::Plain(mut tcp) = stream else {
+        return Err(Refused::Refused { code: sqlstate::PROTOCOL_VIOLATION.into(), reason: "TLS twice".into() });
+    };
+    if !direct {
+        let mut extra = [0u8; 1];
+        match tcp.try_read(&mut extra) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Ok(0) | Err(_) => return Err(Refused::Gone),
+            Ok(_) => {
+                let _ = tcp.shutdown().await;
+                let reason = "received unencrypted data after SSL request".to_string();
+                return Err(Refused::Refused { code: sqlstate::PROTOCOL_VIOLATION.into(), reason });
+            }
+        }
+        if tcp.write_all(b"S").await.is_err() {
+            return Err(Refused::Gone);
+        }
+    }
+    match tokio::time::timeout_at(deadline, shared.client_tls.accept(tcp, direct)).await {
+        Ok(Ok(accepted)) => Ok((accepted.stream, Some(accepted.end_point))),
+        Ok(Err(e)) => Err(Refused::Refused { code: sqlstate::PROTOCOL_VIOLATION.into(), reason: format!("TLS: {e}") }),
+        Err(_) => Err(Refused::Refused {
+            code: sqlstate::PROTOCOL_VIOLATION.into(),
+            reason: "TLS handshake timed out".into(),
+        }),
+    }
+}
 
 fn check_params(params: &[(String, String)]) -> Result<(String, String, SessionParams), Failure> {
     let get = |k| StartupPacket::param(params, k);
@@ -132,71 +246,4 @@ fn check_params(params: &[(String, String)]) -> Result<(String, String, SessionP
     let database = get("database").filter(|d| !d.is_empty()).unwrap_or(&user).to_string();
     let session = SessionParams::from_startup(params).map_err(|e| (sqlstate::PROTOCOL_VIOLATION, e))?;
     Ok((user, database, session))
-}
-
-async fn authenticate(client: &mut FrameReader<TcpStream>, shared: &Shared, user: &str) -> Result<(), Failure> {
-    let failed = || (sqlstate::INVALID_PASSWORD, format!("password authentication failed for user \"{user}\""));
-    let creds = shared.credentials.get(user);
-    let method = creds.map_or(AuthMethod::ScramSha256, |c| c.method);
-    let ok = match method {
-        AuthMethod::Trust => true,
-        AuthMethod::Md5 => md5_exchange(client, creds.and_then(|c| c.md5.as_deref())).await?,
-        AuthMethod::ScramSha256 => scram_exchange(client, creds.and_then(|c| c.scram.as_deref())).await?,
-    };
-    if !ok || creds.is_none() {
-        return Err(failed());
-    }
-    Ok(())
-}
-
-async fn send(client: &mut FrameReader<TcpStream>, buf: &[u8]) -> Result<(), Failure> {
-    client.get_mut().write_all(buf).await.map_err(|e| (sqlstate::CONNECTION_FAILURE, e.to_string()))
-}
-
-async fn read_password(client: &mut FrameReader<TcpStream>) -> Result<bytes::Bytes, Failure> {
-    match client.next().await {
-        Ok(Some(f)) if f.tag() == tag::PASSWORD => Ok(f.into_bytes().slice(5..)),
-        Ok(Some(f)) => {
-            Err((sqlstate::PROTOCOL_VIOLATION, format!("expected a password message, got {:?}", f.tag() as char)))
-        }
-        Ok(None) => Err((sqlstate::CONNECTION_FAILURE, "client closed the connection during authentication".into())),
-        Err(e) => Err((sqlstate::PROTOCOL_VIOLATION, e.to_string())),
-    }
-}
-
-async fn md5_exchange(client: &mut FrameReader<TcpStream>, stored: Option<&str>) -> Result<bool, Failure> {
-    let salt: [u8; 4] = rand::random();
-    let mut buf = BytesMut::new();
-    messages::authentication(&mut buf, auth_code::MD5, &salt);
-    send(client, &buf).await?;
-    let body = read_password(client).await?;
-    let response =
-        messages::decode_password(&body).ok_or((sqlstate::PROTOCOL_VIOLATION, "malformed password message".into()))?;
-    Ok(stored.is_some_and(|s| crate::auth::md5_verify(s, salt, response)))
-}
-
-async fn scram_exchange(
-    client: &mut FrameReader<TcpStream>,
-    verifier: Option<&ScramVerifier>,
-) -> Result<bool, Failure> {
-    let mut server = verifier.map_or_else(ScramServer::mock, ScramServer::new);
-    let mut buf = BytesMut::new();
-    messages::authentication(&mut buf, auth_code::SASL, b"SCRAM-SHA-256\0\0");
-    send(client, &buf).await?;
-    let body = read_password(client).await?;
-    let malformed = || (sqlstate::PROTOCOL_VIOLATION, "malformed SASL message".to_string());
-    let (mech, data) = messages::decode_sasl_initial(&body).ok_or_else(malformed)?;
-    if mech != b"SCRAM-SHA-256" {
-        return Err((sqlstate::PROTOCOL_VIOLATION, "client selected an invalid SASL authentication mechanism".into()));
-    }
-    let Ok(first) = server.client_first(data) else { return Ok(false) };
-    buf.clear();
-    messages::authentication(&mut buf, auth_code::SASL_CONTINUE, &first);
-    send(client, &buf).await?;
-    let body = read_password(client).await?;
-    let Ok(last) = server.client_final(&body) else { return Ok(false) };
-    buf.clear();
-    messages::authentication(&mut buf, auth_code::SASL_FINAL, &last);
-    send(client, &buf).await?;
-    Ok(true)
 }

@@ -8,9 +8,11 @@
 
 pub mod cancel;
 pub mod catalog;
+pub mod client_auth;
 pub mod expect;
 pub mod handshake;
 pub mod listener;
+pub mod lookup;
 pub mod params;
 mod relay;
 pub mod session;
@@ -74,6 +76,10 @@ pub struct Shared {
     /// Statements a server accepted, keyed by (database, user, session state, statement): a
     /// later Parse of one is answered without a server connection.
     pub accepted_statements: Mutex<HashSet<u64>>,
+    /// TLS towards clients (certificate swapped on reload).
+    pub client_tls: crate::tls::ClientTls,
+    /// auth_query lookups of users the configuration does not list.
+    pub lookup: Option<lookup::UserLookup>,
 }
 
 impl Shared {
@@ -83,6 +89,11 @@ impl Shared {
         let credentials =
             config.users.iter().map(|u| (u.name.clone(), Credentials::for_user(&u.name, u.auth, &u.secret))).collect();
         let classifiers = catalog::Classifiers::new(Arc::clone(&config), Arc::clone(&pools), topology.clone());
+        let lookup = config.auth.as_ref().map(|a| {
+            let as_user = config.users[a.user].name.clone();
+            let timeout = config.pool.checkout_timeout + config.pool.connect_timeout;
+            lookup::UserLookup::new(a.clone(), as_user, Arc::clone(&pools), topology.clone(), timeout)
+        });
         Self {
             config,
             topology,
@@ -93,6 +104,15 @@ impl Shared {
             tickets: AtomicU64::new(0),
             metrics,
             accepted_statements: Mutex::new(HashSet::new()),
+            client_tls: crate::tls::ClientTls::disabled(),
+            lookup,
         }
+    }
+
+    /// Serve clients with this TLS configuration.
+    #[must_use]
+    pub fn with_client_tls(mut self, tls: crate::tls::ClientTls) -> Self {
+        self.client_tls = tls;
+        self
     }
 }

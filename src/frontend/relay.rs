@@ -7,9 +7,9 @@
 
 use std::collections::VecDeque;
 
+use crate::tls::MaybeTls;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::expect::{step, Expect, ReplyKind, Step, Synth};
 use super::params::SessionParams;
@@ -44,7 +44,7 @@ const HOLD_LIMIT: usize = 64 * 1024;
 /// The pieces of a session the relay touches.
 pub struct Relay<'a> {
     /// Client socket.
-    pub client: &'a mut FrameReader<TcpStream>,
+    pub client: &'a mut FrameReader<MaybeTls>,
     /// Server connection.
     pub conn: &'a mut ServerConn,
     /// Expected replies.
@@ -67,7 +67,7 @@ pub struct Relay<'a> {
 impl<'a> Relay<'a> {
     /// Prepare a relay.
     pub fn new(
-        client: &'a mut FrameReader<TcpStream>,
+        client: &'a mut FrameReader<MaybeTls>,
         conn: &'a mut ServerConn,
         queue: &'a mut VecDeque<Expect>,
         params: &'a mut SessionParams,
@@ -317,10 +317,10 @@ enum RelayError {
 const HANG_UP_WATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Resolves when the client closes its socket; never resolves while it is merely sending more.
-async fn client_hung_up(client: &TcpStream) {
+async fn client_hung_up(client: &MaybeTls) {
     tokio::time::sleep(HANG_UP_WATCH_DELAY).await;
     let mut probe = [0u8; 1];
-    match client.peek(&mut probe).await {
+    match client.tcp().peek(&mut probe).await {
         Ok(0) | Err(_) => {}
         Ok(_) => std::future::pending::<()>().await,
     }

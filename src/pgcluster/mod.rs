@@ -23,6 +23,7 @@ mod error;
 mod node;
 mod ports;
 mod sql;
+mod tls;
 mod watchdog;
 
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ pub use error::ClusterError;
 pub use node::StopMode;
 pub use ports::{free_port, port_is_free};
 pub use sql::{quote_ident, quote_literal};
+pub use tls::ServerPki;
 
 use cmd::{As, Runner};
 use node::Node;

@@ -182,6 +182,29 @@ pub fn bind_renamed(buf: &mut BytesMut, portal: &[u8], statement: &str, rest: &[
     });
 }
 
+/// Bind of the unnamed statement to the unnamed portal, parameters and results in text.
+pub fn bind_text(buf: &mut BytesMut, params: &[&str]) {
+    put_msg(buf, tag::BIND, |b| {
+        put_cstr(b, b"");
+        put_cstr(b, b"");
+        b.put_i16(0);
+        b.put_i16(params.len() as i16);
+        for p in params {
+            b.put_i32(p.len() as i32);
+            b.put_slice(p.as_bytes());
+        }
+        b.put_i16(0);
+    });
+}
+
+/// Execute of the unnamed portal, every row.
+pub fn execute(buf: &mut BytesMut) {
+    put_msg(buf, tag::EXECUTE, |b| {
+        put_cstr(b, b"");
+        b.put_i32(0);
+    });
+}
+
 /// Sync.
 pub fn sync(buf: &mut BytesMut) {
     put_msg(buf, tag::SYNC, |_| {});

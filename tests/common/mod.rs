@@ -15,6 +15,7 @@
 
 mod builder;
 mod process;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::ops::Deref;
@@ -107,6 +108,11 @@ impl Proxy {
     /// What SIGHUP does to a running sluice: reload the function catalogs.
     pub fn reload(&self) {
         self.handle().reload();
+    }
+
+    /// What SIGHUP also does: read the client TLS certificate and key again.
+    pub fn reload_tls(&self) {
+        self.handle().reload_tls();
     }
 
     /// The admin HTTP endpoint's address, when `admin_listen` was set.

@@ -113,6 +113,7 @@ impl Session<'_> {
             addr: Arc::clone(&conn.cancel_addr),
             pid: conn.key.0,
             secret: conn.key.1,
+            tls: conn.tls.clone(),
         }));
         self.held = Some(Held { checkout, status: TxStatus::Idle });
     }

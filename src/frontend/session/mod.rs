@@ -14,7 +14,6 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::cancel::{CancelKey, CancelTarget};
 use super::expect::ReplyKind;
@@ -39,6 +38,7 @@ use crate::metrics::UnitOutcome;
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::{tag, Frame, FrameError, FrameReader, TxStatus};
 use crate::router::{self, Access, Class, Classifier, Reason, Route, SessionEffect, SessionView, TxEffect};
+use crate::tls::MaybeTls;
 use crate::topology::Role;
 
 /// Most messages in one extended batch before it is sent without waiting for Sync.
@@ -53,7 +53,7 @@ struct Held {
 /// One client's session.
 pub struct Session<'a> {
     shared: &'a Shared,
-    client: FrameReader<TcpStream>,
+    client: FrameReader<MaybeTls>,
     user: String,
     database: String,
     params: SessionParams,

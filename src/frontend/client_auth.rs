@@ -1,0 +1,159 @@
+//! Client authentication: SCRAM-SHA-256 (with -PLUS channel binding on TLS), md5 and trust, for
+//! listed users and for users looked up on the primary (auth_query). Unknown users and wrong
+//! passwords get the same `28P01` error.
+
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+
+use super::Shared;
+use crate::auth::{ChannelBinding, ScramKeys, ScramServer, ScramVerifier};
+use crate::config::AuthMethod;
+use crate::error::sqlstate;
+use crate::protocol::messages::{self, auth_code};
+use crate::protocol::{tag, FrameReader};
+use crate::tls::MaybeTls;
+
+/// A refusal: SQLSTATE and message.
+pub type Failure = (&'static str, String);
+
+/// How a client authenticated (for the audit line; never a secret).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Method {
+    /// No password.
+    Trust,
+    /// md5.
+    Md5,
+    /// SCRAM-SHA-256 without channel binding.
+    Scram,
+    /// SCRAM-SHA-256-PLUS with `tls-server-end-point`.
+    ScramPlus,
+}
+
+impl Method {
+    /// The name in the audit line.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Trust => "trust",
+            Method::Md5 => "md5",
+            Method::Scram => "scram-sha-256",
+            Method::ScramPlus => "scram-sha-256-plus",
+        }
+    }
+}
+
+/// Authenticate `user`. `end_point`: the channel binding data when the client is on TLS.
+/// `method` is set as soon as it is known, so a failure can be audited with it.
+///
+/// # Errors
+/// The SQLSTATE and message the client gets.
+pub async fn authenticate(
+    client: &mut FrameReader<MaybeTls>,
+    shared: &Shared,
+    user: &str,
+    database: &str,
+    end_point: Option<Arc<[u8]>>,
+    method: &mut Option<Method>,
+) -> Result<(), Failure> {
+    let failed = || (sqlstate::INVALID_PASSWORD, format!("password authentication failed for user \"{user}\""));
+    if let Some(creds) = shared.credentials.get(user) {
+        let ok = match creds.method {
+            AuthMethod::Trust => {
+                *method = Some(Method::Trust);
+                true
+            }
+            AuthMethod::Md5 => {
+                *method = Some(Method::Md5);
+                md5_exchange(client, creds.md5.as_deref()).await?
+            }
+            AuthMethod::ScramSha256 => {
+                scram_exchange(client, creds.scram.as_deref(), end_point, method).await?.is_some()
+            }
+        };
+        return if ok { Ok(()) } else { Err(failed()) };
+    }
+    let Some(lookup) = &shared.lookup else {
+        scram_exchange(client, None, end_point, method).await?;
+        return Err(failed());
+    };
+    // An unlisted user: its verifier comes from the primary, and the key it proves it has
+    // logs sluice in to the servers as that user (SCRAM pass-through).
+    let verifier = lookup.verifier(user, database).await?;
+    let key = scram_exchange(client, verifier.as_deref(), end_point, method).await?;
+    match (key, verifier) {
+        (Some(client_key), Some(v)) => {
+            shared.pools.passthrough().insert(user, ScramKeys { client_key, server_key: v.server_key });
+            Ok(())
+        }
+        _ => Err(failed()),
+    }
+}
+
+async fn send(client: &mut FrameReader<MaybeTls>, buf: &[u8]) -> Result<(), Failure> {
+    client.get_mut().write_all(buf).await.map_err(|e| (sqlstate::CONNECTION_FAILURE, e.to_string()))
+}
+
+async fn read_password(client: &mut FrameReader<MaybeTls>) -> Result<bytes::Bytes, Failure> {
+    match client.next().await {
+        Ok(Some(f)) if f.tag() == tag::PASSWORD => Ok(f.into_bytes().slice(5..)),
+        Ok(Some(f)) => {
+            Err((sqlstate::PROTOCOL_VIOLATION, format!("expected a password message, got {:?}", f.tag() as char)))
+        }
+        Ok(None) => Err((sqlstate::CONNECTION_FAILURE, "client closed the connection during authentication".into())),
+        Err(e) => Err((sqlstate::PROTOCOL_VIOLATION, e.to_string())),
+    }
+}
+
+async fn md5_exchange(client: &mut FrameReader<MaybeTls>, stored: Option<&str>) -> Result<bool, Failure> {
+    let salt: [u8; 4] = rand::random();
+    let mut buf = BytesMut::new();
+    messages::authentication(&mut buf, auth_code::MD5, &salt);
+    send(client, &buf).await?;
+    let body = read_password(client).await?;
+    let response =
+        messages::decode_password(&body).ok_or((sqlstate::PROTOCOL_VIOLATION, "malformed password message".into()))?;
+    Ok(stored.is_some_and(|s| crate::auth::md5_verify(s, salt, response)))
+}
+
+/// Run SCRAM (a mock one without a verifier); `Some(ClientKey)` when the client proved it.
+async fn scram_exchange(
+    client: &mut FrameReader<MaybeTls>,
+    verifier: Option<&ScramVerifier>,
+    end_point: Option<Arc<[u8]>>,
+    method: &mut Option<Method>,
+) -> Result<Option<[u8; 32]>, Failure> {
+    let offer: &[u8] =
+        if end_point.is_some() { b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0" } else { b"SCRAM-SHA-256\0\0" };
+    let mut buf = BytesMut::new();
+    messages::authentication(&mut buf, auth_code::SASL, offer);
+    send(client, &buf).await?;
+    let body = read_password(client).await?;
+    let malformed = || (sqlstate::PROTOCOL_VIOLATION, "malformed SASL message".to_string());
+    let (mech, data) = messages::decode_sasl_initial(&body).ok_or_else(malformed)?;
+    let plus = match mech {
+        b"SCRAM-SHA-256" => false,
+        b"SCRAM-SHA-256-PLUS" if end_point.is_some() => true,
+        _ => {
+            let msg = "client selected an invalid SASL authentication mechanism";
+            return Err((sqlstate::PROTOCOL_VIOLATION, msg.into()));
+        }
+    };
+    *method = Some(if plus { Method::ScramPlus } else { Method::Scram });
+    let server = verifier.map_or_else(ScramServer::mock, ScramServer::new);
+    let mut server = server.with_binding(ChannelBinding { end_point, plus });
+    let first = match server.client_first(data) {
+        Ok(first) => first,
+        Err(e) => return Err((sqlstate::INVALID_PASSWORD, e.to_string())),
+    };
+    buf.clear();
+    messages::authentication(&mut buf, auth_code::SASL_CONTINUE, &first);
+    send(client, &buf).await?;
+    let body = read_password(client).await?;
+    let Ok(last) = server.client_final(&body) else { return Ok(None) };
+    buf.clear();
+    messages::authentication(&mut buf, auth_code::SASL_FINAL, &last);
+    send(client, &buf).await?;
+    Ok(server.client_key())
+}

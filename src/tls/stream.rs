@@ -1,0 +1,113 @@
+//! [`MaybeTls`]: one socket type for plaintext and TLS, either side, so framing, relaying and
+//! authentication do not care which one they were given.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// A TCP socket, or TLS over one (sluice as the TLS server towards clients, or as the TLS client
+/// towards PostgreSQL servers).
+pub enum MaybeTls {
+    /// No encryption.
+    Plain(TcpStream),
+    /// sluice is the TLS server (a client connection).
+    Accepted(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+    /// sluice is the TLS client (a server connection).
+    Connected(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl MaybeTls {
+    /// The TCP socket underneath (for peeking at hang-ups and readiness, never for data).
+    #[must_use]
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            MaybeTls::Plain(s) => s,
+            MaybeTls::Accepted(s) => s.get_ref().0,
+            MaybeTls::Connected(s) => s.get_ref().0,
+        }
+    }
+
+    /// `"TLSv1_3/TLS13_AES_256_GCM_SHA384"`-like text for logs, or `None` for plaintext.
+    #[must_use]
+    pub fn tls_description(&self) -> Option<String> {
+        let (version, suite) = match self {
+            MaybeTls::Plain(_) => return None,
+            MaybeTls::Accepted(s) => (s.get_ref().1.protocol_version(), s.get_ref().1.negotiated_cipher_suite()),
+            MaybeTls::Connected(s) => (s.get_ref().1.protocol_version(), s.get_ref().1.negotiated_cipher_suite()),
+        };
+        let version = version.map_or_else(|| "?".to_string(), |v| format!("{v:?}"));
+        let suite = suite.map_or_else(|| "?".to_string(), |s| format!("{:?}", s.suite()));
+        Some(format!("{version}/{suite}"))
+    }
+
+    /// True for a TLS connection.
+    #[must_use]
+    pub fn is_tls(&self) -> bool {
+        !matches!(self, MaybeTls::Plain(_))
+    }
+}
+
+impl From<TcpStream> for MaybeTls {
+    fn from(s: TcpStream) -> Self {
+        MaybeTls::Plain(s)
+    }
+}
+
+impl AsyncRead for MaybeTls {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            MaybeTls::Accepted(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            MaybeTls::Connected(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for MaybeTls {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            MaybeTls::Accepted(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            MaybeTls::Connected(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            MaybeTls::Accepted(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            MaybeTls::Connected(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            MaybeTls::Plain(s) => s.is_write_vectored(),
+            MaybeTls::Accepted(s) => s.is_write_vectored(),
+            MaybeTls::Connected(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
+            MaybeTls::Accepted(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            MaybeTls::Connected(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            MaybeTls::Accepted(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            MaybeTls::Connected(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
