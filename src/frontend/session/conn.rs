@@ -90,7 +90,7 @@ impl Session<'_> {
             pid: conn.key.0,
             secret: conn.key.1,
         }));
-        self.held = Some(Held { checkout, status: TxStatus::Idle });
+        self.held = Some(Held { checkout, status: TxStatus::Idle, block: Block::Closed });
     }
 
     pub(super) fn conn(&mut self) -> &mut ServerConn {
@@ -98,13 +98,13 @@ impl Session<'_> {
     }
 
     /// Release at ReadyForQuery `I` in transaction mode unless pinned.
-    pub(super) fn release_if_done(&mut self, status: TxStatus) {
+    pub(super) async fn release_if_done(&mut self, status: TxStatus) {
         let Some(held) = self.held.as_mut() else { return };
         held.status = status;
         let keep = self.pinned || self.shared.config.pool.mode == PoolMode::Session || status != TxStatus::Idle;
         if !keep {
             self.key.set_target(None);
-            self.held.take().expect("checked above").checkout.release();
+            self.held.take().expect("checked above").checkout.release(false).await;
         }
     }
 
