@@ -5,6 +5,11 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use super::wire::{Release, Wire};
 use crate::auth::{md5_response, PassThroughKeys, SaltCache, ScramClient};
 use crate::error::BackendError;
 use crate::protocol::messages::{self, auth_code};
@@ -70,6 +75,8 @@ pub struct ServerConn {
     pub created: Instant,
     /// When it was last released.
     pub last_used: Instant,
+    /// What it still owes (see [`Wire`]): updated by every send and every reply read.
+    wire: Wire,
 }
 
 impl ServerConn {
@@ -102,12 +109,14 @@ impl ServerConn {
             unnamed: None,
             created: Instant::now(),
             last_used: Instant::now(),
+            wire: Wire::default(),
         };
         let mut buf = BytesMut::new();
         messages::startup_message(&mut buf, &[("user", &spec.user), ("database", &spec.database)]);
-        conn.send(&buf).await?;
+        conn.write_raw(&buf).await?;
         conn.authenticate(spec).await?;
         conn.read_until_ready().await?;
+        conn.wire = Wire::default();
         Ok(conn)
     }
 
@@ -116,7 +125,67 @@ impl ServerConn {
     /// # Errors
     /// The socket failed.
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
-        self.io.get_mut().write_all(bytes).await.map_err(|e| self.lost(&e.to_string()))
+        self.wire.sent(bytes);
+        self.write_raw(bytes).await
+    }
+
+    /// Write bytes that are not protocol messages to account for (startup, authentication).
+    async fn write_raw(&mut self, bytes: &[u8]) -> Result<(), BackendError> {
+        match self.io.get_mut().write_all(bytes).await {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.wire.break_off();
+                Err(self.lost(&e.to_string()))
+            }
+        }
+    }
+
+    /// Account for the whole server message at `at..at + total` of the read buffer (the relay
+    /// reads in place).
+    pub fn note_buffered(&mut self, at: usize, total: usize) {
+        let msg = &self.io.buffered()[at..at + total];
+        self.wire.received(msg[0], &msg[5..]);
+    }
+
+    /// Nothing this connection says can be trusted any more: it will be closed, not reused.
+    pub fn break_off(&mut self) {
+        self.wire.break_off();
+    }
+
+    /// Its protocol state.
+    #[must_use]
+    pub fn wire(&self) -> &Wire {
+        &self.wire
+    }
+
+    /// The release decision for this connection now (see [`Wire::verdict`]).
+    #[must_use]
+    pub fn verdict(&self) -> Release {
+        self.wire.verdict(self.io.has_buffered())
+    }
+
+    /// Read every reply still due (closing an open extended block with a Sync first) within
+    /// `limit`. True if the connection ended provably clean and idle. Statements a failed
+    /// block may have left unprepared are forgotten.
+    pub async fn drain(&mut self, limit: Duration) -> bool {
+        let mut failed = false;
+        let work = async {
+            if self.wire.block_open() {
+                let mut buf = BytesMut::new();
+                messages::sync(&mut buf);
+                self.send(&buf).await?;
+            }
+            while self.wire.mode() == super::wire::Mode::Normal && !self.wire.settled() {
+                failed |= self.recv().await?.tag() == tag::ERROR_RESPONSE;
+            }
+            Ok::<(), BackendError>(())
+        };
+        let done = matches!(tokio::time::timeout(limit, work).await, Ok(Ok(())));
+        if failed {
+            self.prepared.clear();
+            self.unnamed = None;
+        }
+        done && self.verdict() == Release::Reuse
     }
 
     /// Read the next frame; end of stream is an error.
@@ -125,9 +194,18 @@ impl ServerConn {
     /// The socket failed, closed, or sent bad framing.
     pub async fn recv(&mut self) -> Result<Frame, BackendError> {
         match self.io.next().await {
-            Ok(Some(f)) => Ok(f),
-            Ok(None) => Err(self.lost("server closed the connection")),
-            Err(e) => Err(self.lost(&e.to_string())),
+            Ok(Some(f)) => {
+                self.wire.received(f.tag(), f.body());
+                Ok(f)
+            }
+            Ok(None) => {
+                self.wire.break_off();
+                Err(self.lost("server closed the connection"))
+            }
+            Err(e) => {
+                self.wire.break_off();
+                Err(self.lost(&e.to_string()))
+            }
         }
     }
 
@@ -183,7 +261,7 @@ impl ServerConn {
                 }
                 other => return Err(self.auth_error(format!("unsupported authentication request {other}"))),
             }
-            self.send(&out).await?;
+            self.write_raw(&out).await?;
         }
     }
 

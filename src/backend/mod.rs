@@ -2,12 +2,15 @@
 //!
 //! [`conn`] opens and authenticates one server connection and knows what state it carries;
 //! [`pool`] keeps at most `pool.size` of them per (node, database, user), checks idle ones before
-//! handing them out, and closes any that may carry state another client did not ask for.
+//! handing them out, and closes any that may carry state another client did not ask for;
+//! [`wire`] tracks what each connection still owes and decides reuse, drain or close.
 //! This module reads the topology but never publishes it.
 
 pub mod conn;
 pub mod pool;
 pub mod probe;
+pub mod wire;
 
 pub use conn::{ConnectSpec, ServerConn};
 pub use pool::{Checkout, Pool, PoolKey, Pools};
+pub use wire::{Release, Wire};

@@ -2,8 +2,9 @@
 //!
 //! A semaphore bounds the connections of a pool (idle + checked out). Checkout waits up to the
 //! checkout timeout, prefers the most recently used idle connection, and throws away idle ones
-//! that are too old or whose socket shows they died. A [`Checkout`] that is dropped without
-//! [`Checkout::release`] closes its connection: a connection left mid-query is never reused.
+//! that are too old or whose socket shows they died. [`Checkout::release`] is the one way a
+//! connection goes back: it reuses, drains or closes by the connection's protocol state
+//! ([`super::wire`]). A [`Checkout`] dropped without it closes its connection.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -12,11 +13,16 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::conn::{ConnectSpec, ServerConn};
+use super::wire::Release;
 use crate::auth::{PassThroughKeys, SaltCache};
 use crate::config::{Config, PoolConfig};
 use crate::error::BackendError;
 use crate::metrics::{Metrics, NodeMetrics};
 use crate::tls::ServerTls;
+
+/// How long a release may wait for the replies a connection still owes before closing it
+/// instead (a statement its client left still running).
+pub const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
 /// Which pool.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -159,11 +165,30 @@ impl Checkout {
         self.conn.as_mut().expect("a checkout holds its connection until released")
     }
 
-    /// Return a clean, idle connection to the pool.
-    pub fn release(mut self) {
-        if let Some(c) = self.conn.take() {
+    /// Give the connection back: to the pool only with proof it is clean (every reply read,
+    /// ReadyForQuery `I`, no COPY, no open block), after draining what is still due within
+    /// [`DRAIN_LIMIT`] and, with `discard_state`, a `DISCARD ALL`; otherwise it is closed.
+    /// Returns what was done (never [`Release::Drain`]).
+    pub async fn release(mut self, discard_state: bool) -> Release {
+        let Some(conn) = self.conn.as_mut() else { return Release::Close };
+        let mut verdict = conn.verdict();
+        if verdict == Release::Drain {
+            verdict = if conn.drain(DRAIN_LIMIT).await { Release::Reuse } else { Release::Close };
+            tracing::debug!(?verdict, "drained a server connection its session left with replies due");
+        }
+        if verdict == Release::Reuse && discard_state {
+            verdict = match conn.run_internal("DISCARD ALL").await {
+                Ok(_) => conn.verdict(),
+                Err(_) => Release::Close,
+            };
+            conn.applied = 0;
+            conn.prepared.clear();
+            conn.unnamed = None;
+        }
+        if let (Release::Reuse, Some(c)) = (verdict, self.conn.take()) {
             self.pool.put_back(c, self.epoch);
         }
+        verdict
     }
 
     /// Close the connection instead of returning it.

@@ -25,7 +25,8 @@ pub enum Outcome {
     Ready(TxStatus),
     /// Every reply the client asked for (with Flush) arrived; the unit continues.
     Partial,
-    /// The server connection failed; the client was told with an ErrorResponse + ReadyForQuery.
+    /// The server connection failed (a FATAL it sent is in the error, not forwarded); the
+    /// client was not told yet.
     ServerLost(BackendError),
     /// The client went away or broke the protocol mid-unit.
     ClientGone,
@@ -98,9 +99,14 @@ impl<'a> Relay<'a> {
         match self.run_inner().await {
             Ok(o) => o,
             Err(RelayError::Client) => Outcome::ClientGone,
-            // Nothing reached the client yet and the unit only reads: running it again is safe.
-            Err(RelayError::Server(e)) if self.retry_lost && self.hold.is_some() => Outcome::NeverRan(e),
-            Err(RelayError::Server(e)) => self.server_lost(e).await,
+            Err(RelayError::Server(e)) => {
+                self.conn.break_off();
+                // Nothing reached the client yet and the unit only reads: running it again is safe.
+                if self.retry_lost && self.hold.is_some() {
+                    return Outcome::NeverRan(e);
+                }
+                self.server_lost(e).await
+            }
         }
     }
 
@@ -128,6 +134,16 @@ impl<'a> Relay<'a> {
                 self.fill().await?;
                 continue;
             };
+            let body = &self.conn.io.buffered()[run + 5..run + total];
+            if t == tag::ERROR_RESPONSE && messages::is_fatal(body) {
+                // The server ends the connection after this: never half-forward a FATAL.
+                let info = messages::decode_error(body);
+                self.flush(run).await?;
+                self.conn.io.buffer().advance(total);
+                self.conn.break_off();
+                return Err(RelayError::Server(BackendError::Server { node: self.conn.node_name.clone(), info }));
+            }
+            self.conn.note_buffered(run, total);
             let body = &self.conn.io.buffered()[run + 5..run + total];
             let reported = if t == tag::PARAMETER_STATUS { messages::decode_parameter_status(body) } else { None };
             let decision = step(self.queue, t, body, &mut self.errored);
@@ -283,24 +299,10 @@ impl<'a> Relay<'a> {
         }
     }
 
-    /// Tell the client its statement died with the server connection.
+    /// Pass on what the client should have seen before the server connection died; what
+    /// to tell it about the loss is the session's decision.
     async fn server_lost(&mut self, e: BackendError) -> Outcome {
-        if self.release_hold().await.is_err() {
-            return Outcome::ClientGone;
-        }
-        let mut buf = std::mem::take(&mut self.synth);
-        if !self.errored {
-            // A terminated backend sends its FATAL first: the client has its one error already.
-            let msg = format!("server connection lost while running the statement: {e}");
-            messages::error_response(
-                &mut buf,
-                messages::Severity::Error,
-                crate::error::sqlstate::CONNECTION_FAILURE,
-                &msg,
-            );
-        }
-        messages::ready_for_query(&mut buf, TxStatus::Idle);
-        if self.client.get_mut().write_all(&buf).await.is_err() {
+        if self.flush(0).await.is_err() || self.release_hold().await.is_err() {
             return Outcome::ClientGone;
         }
         Outcome::ServerLost(e)

@@ -210,6 +210,29 @@ pub(super) fn lsn_capture(class: &Class, unit: &Unit, may_copy: bool, in_transac
     }
 }
 
+/// What a session does after its server connection died under a unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum AfterLoss {
+    /// Nothing the session needs was on it: an ERROR, and the next unit gets a new connection.
+    Continue,
+    /// What died with it (named) was the session's: FATAL, and the client is closed.
+    End(&'static str),
+}
+
+/// Decide [`AfterLoss`]: `autocommit` (the unit began outside a transaction block), `pinned`
+/// (temp tables, LISTEN... lived on the connection), `session_pooling` (the whole session did).
+pub(super) fn after_loss(autocommit: bool, pinned: bool, session_pooling: bool) -> AfterLoss {
+    if session_pooling {
+        AfterLoss::End("the session's server connection (session pooling)")
+    } else if !autocommit {
+        AfterLoss::End("its open transaction")
+    } else if pinned {
+        AfterLoss::End("state bound to that connection (temporary tables, LISTEN, prepared SQL)")
+    } else {
+        AfterLoss::Continue
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +267,22 @@ mod tests {
         assert_eq!(lsn_capture(&commit, &query("COMMIT"), false, true), Capture::Pipelined);
         assert!(query("copy t from stdin").may_copy_in(&Statements::default()));
         assert!(!query("SELECT 1").may_copy_in(&Statements::default()));
+    }
+
+    #[test]
+    fn a_lost_server_ends_only_sessions_that_lost_their_state() {
+        // (autocommit, pinned, session pooling) -> continues?
+        let cases = [
+            ((true, false, false), true),
+            ((false, false, false), false),
+            ((true, true, false), false),
+            ((true, false, true), false),
+            ((false, true, true), false),
+        ];
+        for ((autocommit, pinned, session), continues) in cases {
+            let got = after_loss(autocommit, pinned, session);
+            assert_eq!(got == AfterLoss::Continue, continues, "{autocommit} {pinned} {session}: {got:?}");
+        }
     }
 
     #[test]

@@ -210,6 +210,39 @@ pub fn sync(buf: &mut BytesMut) {
     put_msg(buf, tag::SYNC, |_| {});
 }
 
+/// Flush.
+pub fn flush(buf: &mut BytesMut) {
+    put_msg(buf, tag::FLUSH, |_| {});
+}
+
+/// Execute of a portal, at most `max_rows` rows (0: all).
+pub fn execute(buf: &mut BytesMut, portal: &str, max_rows: i32) {
+    put_msg(buf, tag::EXECUTE, |b| {
+        put_cstr(b, portal.as_bytes());
+        b.put_i32(max_rows);
+    });
+}
+
+/// True if an ErrorResponse/NoticeResponse payload has severity FATAL or PANIC (the
+/// non-localized `V` field, else `S`): the server ends the connection after it.
+#[must_use]
+pub fn is_fatal(mut body: &[u8]) -> bool {
+    let mut severity: Option<&[u8]> = None;
+    while let Some((&field, rest)) = body.split_first() {
+        if field == 0 {
+            break;
+        }
+        body = rest;
+        let Some(value) = take_cstr(&mut body) else { break };
+        match field {
+            b'V' => return matches!(value, b"FATAL" | b"PANIC"),
+            b'S' => severity = Some(value),
+            _ => {}
+        }
+    }
+    matches!(severity, Some(b"FATAL" | b"PANIC"))
+}
+
 /// Terminate.
 pub fn terminate(buf: &mut BytesMut) {
     put_msg(buf, tag::TERMINATE, |_| {});

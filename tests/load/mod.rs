@@ -12,6 +12,8 @@
 //! - [`malformed`]: a corpus of malformed inputs for every phase of a connection, and its run.
 //! - [`flood`]: many clients logging in concurrently, each running one query.
 //! - [`kill`]: `pg_terminate_backend()` rounds on the servers while clients run queries.
+//! - [`ext`]: extended-protocol message builders for the raw client.
+//! - [`chaos`]: good clients checking their answers while others vanish mid-protocol.
 //!
 //! Talks only to 127.0.0.1; every loop and every wait is bounded. Must not touch sluice's
 //! internals: it sees the proxy only through its port, and the servers only through `psql`.
@@ -20,7 +22,9 @@
 #![allow(dead_code)]
 
 pub mod canary;
+pub mod chaos;
 mod corpus;
+pub mod ext;
 pub mod flood;
 pub mod kill;
 pub mod malformed;

@@ -268,6 +268,54 @@ impl RawConn {
         self.until_ready().await
     }
 
+    /// The next whole message, ErrorResponse included, within `wait`.
+    ///
+    /// # Errors
+    /// The connection closed or failed, or nothing came within `wait`.
+    pub async fn recv(&mut self, wait: Duration) -> Result<Frame, WireError> {
+        match tokio::time::timeout(wait, self.io.next()).await {
+            Ok(Ok(Some(f))) => Ok(f),
+            Ok(Ok(None)) => Err(WireError::Io("connection closed".into())),
+            Ok(Err(e)) => Err(WireError::Io(e.to_string())),
+            Err(_) => Err(WireError::Io(format!("nothing arrived within {wait:?}"))),
+        }
+    }
+
+    /// Every message up to and including the next ReadyForQuery, each within `wait`.
+    ///
+    /// # Errors
+    /// See [`RawConn::recv`].
+    pub async fn until_ready_frames(&mut self, wait: Duration) -> Result<Vec<Frame>, WireError> {
+        let mut out = Vec::new();
+        loop {
+            let f = self.recv(wait).await?;
+            let done = f.tag() == tag::READY_FOR_QUERY;
+            out.push(f);
+            if done {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// True if sluice closes the connection within `wait` (whatever it sends first is read and
+    /// dropped).
+    pub async fn closed_within(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            self.io.buffer().clear();
+            match tokio::time::timeout_at(deadline, self.io.fill()).await {
+                Ok(Ok(0) | Err(_)) => return true,
+                Ok(Ok(_)) => {}
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Vanish with a reset (RST) instead of a FIN: `SO_LINGER` 0, then close.
+    pub fn reset(self) {
+        let _ = self.io.get_ref().set_zero_linger();
+    }
+
     /// Say goodbye with Terminate.
     pub async fn terminate(mut self) {
         let mut buf = BytesMut::new();

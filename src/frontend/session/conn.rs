@@ -115,7 +115,7 @@ impl Session<'_> {
             secret: conn.key.1,
             tls: conn.tls.clone(),
         }));
-        self.held = Some(Held { checkout, status: TxStatus::Idle });
+        self.held = Some(Held { checkout, status: TxStatus::Idle, block: Block::Closed });
     }
 
     pub(super) fn conn(&mut self) -> &mut ServerConn {
@@ -123,7 +123,7 @@ impl Session<'_> {
     }
 
     /// Release at ReadyForQuery `I` in transaction mode unless pinned.
-    pub(super) fn release_if_done(&mut self, status: TxStatus) {
+    pub(super) async fn release_if_done(&mut self, status: TxStatus) {
         if status == TxStatus::Idle && std::mem::take(&mut self.catalog_stale) {
             // Committed (or rolled back, which a reload does not mind): judge calls by the new
             // catalog.
@@ -134,7 +134,7 @@ impl Session<'_> {
         let keep = self.pinned || self.shared.config.pool.mode == PoolMode::Session || status != TxStatus::Idle;
         if !keep {
             self.key.set_target(None);
-            self.held.take().expect("checked above").checkout.release();
+            self.held.take().expect("checked above").checkout.release(false).await;
         }
     }
 

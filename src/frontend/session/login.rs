@@ -57,7 +57,7 @@ impl Session<'_> {
         };
         self.acquire(&class).await?;
         let params = self.conn().server_params.clone();
-        self.release_if_done(TxStatus::Idle);
+        self.release_if_done(TxStatus::Idle).await;
         Ok(params)
     }
 }

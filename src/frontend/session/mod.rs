@@ -26,8 +26,8 @@ mod conn;
 mod login;
 
 use super::unit::{
-    is_extended, is_frontend_tag, is_reset_all, lsn_capture, no_node_error, resets_statements, unit_texts, Capture,
-    Unit, LSN_SQL,
+    after_loss, is_extended, is_frontend_tag, is_reset_all, lsn_capture, no_node_error, resets_statements, unit_texts,
+    AfterLoss, Capture, Unit, LSN_SQL,
 };
 use super::Shared;
 use crate::backend::conn::{columns, parse_lsn};
@@ -48,6 +48,19 @@ const MAX_BATCH_MESSAGES: usize = 1024;
 struct Held {
     checkout: Checkout,
     status: TxStatus,
+    block: Block,
+}
+
+/// The extended-protocol block on the held connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Block {
+    /// None open: the last unit ended with ReadyForQuery.
+    Closed,
+    /// Left open by Flush; the next messages continue it.
+    Open,
+    /// Open, and the server reported an error in it: like PostgreSQL, every client message up
+    /// to the next Sync is discarded, and that Sync ends the block.
+    Failed,
 }
 
 /// One client's session.
@@ -114,6 +127,9 @@ impl<'a> Session<'a> {
                 Ok(None) => return,
                 Err((code, msg)) => return self.fatal(code, &msg).await,
             };
+            if self.skipping_to_sync() && !matches!(frame.tag(), tag::SYNC | tag::TERMINATE) {
+                continue;
+            }
             let unit = match frame.tag() {
                 tag::TERMINATE => return,
                 tag::QUERY | tag::FUNCTION_CALL => Unit::Simple(frame),
@@ -134,6 +150,11 @@ impl<'a> Session<'a> {
                 return;
             }
         }
+    }
+
+    /// True while an errored extended block waits for its Sync.
+    fn skipping_to_sync(&self) -> bool {
+        self.held.as_ref().is_some_and(|h| h.block == Block::Failed)
     }
 
     /// The next client message, honouring the idle timeout.
@@ -207,7 +228,7 @@ impl<'a> Session<'a> {
         match outcome {
             Some((Outcome::ReadOnlyRejected, _)) => {
                 self.shared.metrics.unit(UnitOutcome::ReadOnlyRetried);
-                self.release_if_done(TxStatus::Idle);
+                self.release_if_done(TxStatus::Idle).await;
                 unit.note_write(&self.classifier);
                 class = Arc::new(Class::write(Reason::NotedWrite));
                 outcome = self.attempt(&unit, &class, false).await?;
@@ -220,18 +241,8 @@ impl<'a> Session<'a> {
             }
             _ => {}
         }
-        self.finish_unit(outcome, &class, &unit, autocommit)
-    }
-
-    fn finish_unit(
-        &mut self,
-        outcome: Option<(Outcome, bool)>,
-        class: &Class,
-        unit: &Unit,
-        autocommit: bool,
-    ) -> Result<(), ()> {
         match outcome {
-            Some((outcome, errored)) => self.after_unit(outcome, class, unit, errored, autocommit),
+            Some((outcome, errored)) => self.after_unit(outcome, &class, &unit, errored, autocommit).await,
             None => Ok(()),
         }
     }
@@ -252,7 +263,14 @@ impl<'a> Session<'a> {
                 batch.forward(frame, Some(ReplyKind::Query));
                 batch.conn.unnamed = None;
             }
-            Unit::Extended(frames) => frames.iter().for_each(|f| self.statements.translate(f, &mut batch)),
+            Unit::Extended(frames) => {
+                frames.iter().for_each(|f| self.statements.translate(f, &mut batch));
+                if !matches!(frames.last().map(Frame::tag), Some(tag::SYNC | tag::FLUSH)) {
+                    // Cut short by another message (or the batch limit): the server would hold
+                    // its replies until a Sync or Flush that is not coming.
+                    messages::flush(&mut batch.out);
+                }
+            }
         }
         let Batch { conn, mut out, mut queue, added, .. } = batch;
         let capture =
@@ -306,7 +324,7 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn after_unit(
+    async fn after_unit(
         &mut self,
         outcome: Outcome,
         class: &Class,
@@ -331,18 +349,19 @@ impl<'a> Session<'a> {
                     self.note_effects(class, unit, autocommit && status == TxStatus::Idle);
                     self.note_accepted(unit);
                 }
-                self.release_if_done(status);
+                if let Some(h) = self.held.as_mut() {
+                    h.block = Block::Closed;
+                }
+                self.release_if_done(status).await;
                 Ok(())
             }
-            Outcome::Partial => Ok(()),
-            Outcome::ServerLost(e) => {
-                tracing::info!(error = %e, "server connection lost mid-statement");
-                // What lived only on that connection (temp tables, LISTEN) is gone with it; the
-                // replayable session state follows the session to its next connection.
-                self.pinned = false;
-                self.drop_held_and_siblings();
+            Outcome::Partial => {
+                if let Some(h) = self.held.as_mut() {
+                    h.block = if errored { Block::Failed } else { Block::Open };
+                }
                 Ok(())
             }
+            Outcome::ServerLost(e) => self.server_lost(&e, autocommit).await,
             Outcome::ClientGone => Err(()),
             Outcome::ReadOnlyRejected | Outcome::NeverRan(_) => Ok(()),
         }
@@ -380,6 +399,29 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// The server connection died under a unit. The client hears one error: `ERROR` with the
+    /// server's SQLSTATE and ReadyForQuery when the session can go on without what died with
+    /// the connection, else `FATAL` and the session ends (never FATAL then ReadyForQuery).
+    async fn server_lost(&mut self, e: &BackendError, autocommit: bool) -> Result<(), ()> {
+        tracing::info!(error = %e, "server connection lost mid-statement");
+        let session_pooling = self.shared.config.pool.mode == PoolMode::Session;
+        let verdict = after_loss(autocommit, self.pinned, session_pooling);
+        self.drop_held_and_siblings();
+        match verdict {
+            AfterLoss::Continue => {
+                let msg = format!(
+                    "server connection lost while running the statement ({e}); the session continues on a new server connection"
+                );
+                self.statement_error(e.sqlstate(), &msg).await
+            }
+            AfterLoss::End(what) => {
+                let msg = format!("server connection lost ({e}); the session cannot continue: {what} was on it");
+                self.fatal(e.sqlstate(), &msg).await;
+                Err(())
+            }
+        }
+    }
+
     /// An error for this statement; the session goes on.
     async fn statement_error(&mut self, code: &str, message: &str) -> Result<(), ()> {
         let status = self.held.as_ref().map_or(TxStatus::Idle, |h| h.status);
@@ -395,27 +437,13 @@ impl<'a> Session<'a> {
         let _ = self.client.get_mut().write_all(&buf).await;
     }
 
-    /// Return or close the held connection when the client leaves.
+    /// Close the client socket, then give back the held connection (reused, drained or closed
+    /// by its protocol state; reset first if it carries session state).
     async fn finish(mut self) {
         self.key.set_target(None);
-        let Some(mut held) = self.held.take() else { return };
-        let clean = held.status == TxStatus::Idle;
-        let needs_reset = self.pinned || self.shared.config.pool.mode == PoolMode::Session;
-        if clean && needs_reset {
-            let conn = held.checkout.conn();
-            if conn.run_internal("DISCARD ALL").await.is_ok() {
-                conn.applied = 0;
-                conn.prepared.clear();
-                conn.unnamed = None;
-                held.checkout.release();
-                return;
-            }
-        }
-        if clean && !needs_reset {
-            held.checkout.release();
-        } else {
-            held.checkout.discard();
-        }
         let _ = self.client.get_mut().shutdown().await;
+        let Some(held) = self.held.take() else { return };
+        let needs_reset = self.pinned || self.shared.config.pool.mode == PoolMode::Session;
+        held.checkout.release(needs_reset).await;
     }
 }

@@ -1,0 +1,307 @@
+//! When a server connection goes back to the pool, and what a client sees at the protocol's
+//! transitions: a client that vanishes mid-statement (its reply must never reach the next
+//! client), errors inside Flush-terminated blocks (the Sync is answered, Terminate closes),
+//! Close without Sync, and a server connection that dies under a session (ERROR when the
+//! session continues, FATAL and a close when it cannot). Raw-protocol clients, real servers.
+
+mod common;
+mod load;
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::{Cluster, Proxy};
+use load::ext::{bind, first_column, run_unnamed, tags};
+use load::wire::RawConn;
+use load::Target;
+use sluice::auth::SaltCache;
+use sluice::pgcluster::{Binaries, TEST_DATABASE, TEST_PASSWORD, TEST_USER};
+use sluice::protocol::{messages, tag, Frame};
+
+/// Every reply a test waits for comes within this (a hang fails the test instead).
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn raw(port: u16) -> RawConn {
+    let mut c = RawConn::connect(port).await.expect("connect");
+    c.login(&Target::test_user(port), &SaltCache::default()).await.expect("login");
+    c
+}
+
+fn msgs(build: impl FnOnce(&mut BytesMut)) -> BytesMut {
+    let mut b = BytesMut::new();
+    build(&mut b);
+    b
+}
+
+/// A simple query's whole answer.
+async fn query(c: &mut RawConn, sql: &str) -> Vec<Frame> {
+    assert!(c.send(&msgs(|b| messages::query(b, sql))).await, "send {sql}");
+    c.until_ready_frames(WAIT).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// The client asks for its own value and must get exactly that, nothing before or after.
+async fn assert_own_answer(c: &mut RawConn, who: &str) {
+    let frames = query(c, &format!("SELECT '{who}'::text")).await;
+    assert_eq!(tags(&frames), "TDCZ", "{who} got someone else's messages: {frames:?}");
+    assert_eq!(first_column(&frames[1]).as_deref(), Some(who));
+}
+
+fn psql_command(port: u16, timeout_secs: Option<&str>, sql: &str) -> tokio::process::Command {
+    let psql = Binaries::locate().expect("PostgreSQL binaries").path("psql");
+    let mut cmd = match timeout_secs {
+        Some(t) => {
+            let mut c = tokio::process::Command::new("timeout");
+            c.args(["-s", "KILL", t]).arg(psql);
+            c
+        }
+        None => tokio::process::Command::new(psql),
+    };
+    let dsn = format!("host=127.0.0.1 port={port} user={TEST_USER} dbname={TEST_DATABASE}");
+    cmd.args(["-X", "-At", &dsn, "-c", sql]).env("PGPASSWORD", TEST_PASSWORD).env("PGCONNECT_TIMEOUT", "10");
+    cmd.kill_on_drop(true);
+    cmd
+}
+
+/// Rounds of the psql reproduction (`SLUICE_REPRO_ROUNDS`, default 6; run it with 100
+/// to repeat the acceptance check).
+fn repro_rounds() -> usize {
+    std::env::var("SLUICE_REPRO_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(6)
+}
+
+/// The reproduction, with one pooled connection so every later client gets the one the
+/// killed client used. Even rounds sleep past the drain limit (the connection is closed), odd
+/// rounds finish within it (the connection is drained and reused).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_killed_mid_query_never_leaks_its_reply() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).pool_size(1).checkout_timeout("10s").start().await;
+    for round in 0..repro_rounds() {
+        let sleep = if round % 2 == 0 { "2" } else { "0.7" };
+        let sql = format!("select 'A-private' as who, pg_sleep({sleep})");
+        let status = psql_command(p.port(), Some("0.4"), &sql).status().await.expect("run timeout psql");
+        assert!(!status.success(), "round {round}: the killed psql finished: {status}");
+        for i in 1..=8 {
+            let sql = format!("select 'client-{i}' as who, random() > 2 as f");
+            let out = tokio::time::timeout(Duration::from_secs(30), psql_command(p.port(), None, &sql).output())
+                .await
+                .expect("psql hung")
+                .expect("run psql");
+            let got = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(got, format!("client-{i}|f"), "round {round} (sleep {sleep}), client {i}: stderr {err}");
+        }
+    }
+}
+
+/// node-postgres's cursor/stream error pattern: Parse/Bind/Describe/Flush, Execute/Flush, the
+/// error arrives, then Sync: ReadyForQuery within one round trip; Terminate closes the socket.
+/// Once with the error at Bind (the Execute/Flush already sent behind it), once while rows
+/// stream from the Execute.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_in_a_flush_block_ends_at_the_clients_sync_and_terminate_closes() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).pool_size(2).start().await;
+    let mut a = raw(p.port()).await;
+    let cursor = |b: &mut BytesMut, sql: &str, param: &str| {
+        messages::parse(b, "", sql.as_bytes(), &0i16.to_be_bytes());
+        bind(b, "", "", &[Some(param)]);
+        messages::describe(b, b'P', "");
+        messages::flush(b);
+    };
+    // The error at Bind; the client does not wait before asking for rows.
+    a.send(&msgs(|b| {
+        cursor(b, "SELECT $1::int", "not a number");
+        messages::execute(b, "", 100);
+        messages::flush(b);
+    }))
+    .await;
+    let got = [a.recv(WAIT).await.expect("ParseComplete"), a.recv(WAIT).await.expect("the Bind error")];
+    assert_eq!(tags(&got), "1E");
+    assert_eq!(messages::decode_error(got[1].body()).code, "22P02");
+    a.send(&msgs(messages::sync)).await;
+    let after = a.until_ready_frames(Duration::from_secs(2)).await.expect("the Sync is answered");
+    assert_eq!(tags(&after), "Z", "one round trip, nothing else");
+
+    // The error while rows stream.
+    a.send(&msgs(|b| cursor(b, "SELECT 10 / ($1::int - g) FROM generate_series(1, 5) g", "3"))).await;
+    let got = [a.recv(WAIT).await.unwrap(), a.recv(WAIT).await.unwrap(), a.recv(WAIT).await.unwrap()];
+    assert_eq!(tags(&got), "12T");
+    a.send(&msgs(|b| {
+        messages::execute(b, "", 100);
+        messages::flush(b);
+    }))
+    .await;
+    let mut got = Vec::new();
+    while got.last().map(Frame::tag) != Some(tag::ERROR_RESPONSE) {
+        got.push(a.recv(WAIT).await.expect("rows, then the error, without a Sync"));
+    }
+    assert_eq!(tags(&got), "DDE");
+    assert_eq!(messages::decode_error(got[2].body()).code, "22012");
+    a.send(&msgs(messages::sync)).await;
+    let after = a.until_ready_frames(Duration::from_secs(2)).await.expect("the Sync is answered");
+    assert_eq!(tags(&after), "Z");
+    assert_own_answer(&mut a, "after-the-error").await;
+    a.send(&msgs(messages::terminate)).await;
+    assert!(a.closed_within(Duration::from_secs(2)).await, "Terminate did not close the client socket");
+}
+
+/// Messages a client sends after an error and before its Sync are discarded, as PostgreSQL
+/// does: the Sync gets exactly one ReadyForQuery, and nothing of the skipped messages leaks.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_an_error_in_a_block_messages_up_to_sync_are_discarded() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).pool_size(1).start().await;
+    let mut a = raw(p.port()).await;
+    a.send(&msgs(|b| {
+        messages::parse(b, "", b"SELECT * FROM no_such_table", &0i16.to_be_bytes());
+        bind(b, "", "", &[]);
+        messages::describe(b, b'P', "");
+        messages::flush(b);
+    }))
+    .await;
+    let err = a.recv(WAIT).await.expect("the Parse error");
+    assert_eq!(messages::decode_error(err.body()).code, "42P01");
+    // The client did not wait for the error: more of the block, then a query, then Sync.
+    a.send(&msgs(|b| {
+        messages::execute(b, "", 0);
+        messages::flush(b);
+        run_unnamed(b, "SELECT 'skipped'", &[]);
+        messages::query(b, "SELECT 'skipped too'");
+        messages::sync(b);
+    }))
+    .await;
+    let after = a.until_ready_frames(Duration::from_secs(2)).await.expect("the Sync is answered");
+    assert_eq!(tags(&after), "Z");
+    assert_own_answer(&mut a, "a").await;
+    // The only server connection is clean for the next client.
+    drop(a);
+    let mut b = raw(p.port()).await;
+    assert_own_answer(&mut b, "b").await;
+}
+
+/// Close without Sync, a Flush-held pipeline, a COPY and a big result, each abandoned (FIN or
+/// RST): the single pooled connection serves the next client its own answer only.
+#[tokio::test(flavor = "multi_thread")]
+async fn abandoned_blocks_leave_nothing_for_the_next_client() {
+    let c = Cluster::start(0).await;
+    c.psql("CREATE TABLE sink (v text)").await;
+    let p = Proxy::builder().cluster(&c).pool_size(1).start().await;
+    type Abandon = fn(&mut BytesMut);
+    let cases: &[(&str, Abandon, usize)] = &[
+        (
+            "Close of the unnamed portal, Flush",
+            |b| {
+                messages::close(b, b'P', "");
+                messages::flush(b);
+            },
+            1,
+        ),
+        (
+            "Close of a statement and a portal, no Sync, no Flush, then a query",
+            |b| {
+                messages::close(b, b'S', "");
+                messages::close(b, b'P', "");
+                messages::query(b, "SELECT 'mine'");
+            },
+            6,
+        ),
+        (
+            "pipeline with Flush, no Sync",
+            |b| {
+                for i in 0..20 {
+                    run_unnamed(b, "SELECT $1::text", &[Some(&format!("pipelined-{i}"))]);
+                }
+                messages::flush(b);
+            },
+            10,
+        ),
+        ("COPY FROM STDIN left open", |b| messages::query(b, "COPY sink FROM STDIN"), 1),
+        ("a big result", |b| messages::query(b, "SELECT repeat('x', 1000) FROM generate_series(1, 50000)"), 50),
+        ("a statement still running", |b| messages::query(b, "SELECT 'abandoned', pg_sleep(0.3)"), 0),
+    ];
+    for (i, (name, abandon, read)) in cases.iter().enumerate() {
+        let mut a = raw(p.port()).await;
+        a.send(&msgs(abandon)).await;
+        for _ in 0..*read {
+            a.recv(WAIT).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        }
+        if i % 2 == 0 {
+            drop(a);
+        } else {
+            a.reset();
+        }
+        let mut b = raw(p.port()).await;
+        assert_own_answer(&mut b, &format!("next-after-{i}")).await;
+        let mut own = BytesMut::new();
+        run_unnamed(&mut own, "SELECT $1::text", &[Some("extended")]);
+        messages::sync(&mut own);
+        b.send(&own).await;
+        let frames = b.until_ready_frames(WAIT).await.unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(tags(&frames), "12DCZ", "{name}: the next client got foreign messages: {frames:?}");
+        assert_eq!(first_column(&frames[2]).as_deref(), Some("extended"), "{name}");
+    }
+}
+
+/// A Terminate right behind an unfinished pipeline (no Sync, no Flush) closes the socket.
+#[tokio::test(flavor = "multi_thread")]
+async fn terminate_after_an_unfinished_pipeline_closes() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).pool_size(1).start().await;
+    let mut a = raw(p.port()).await;
+    a.send(&msgs(|b| {
+        run_unnamed(b, "SELECT 1", &[]);
+        messages::terminate(b);
+    }))
+    .await;
+    assert!(a.closed_within(Duration::from_secs(2)).await, "Terminate did not close the client socket");
+    let mut b = raw(p.port()).await;
+    assert_own_answer(&mut b, "b").await;
+}
+
+/// Terminate the backend running `marker`'s statement, directly on the primary.
+async fn terminate_backend(c: &Cluster, marker: &str) {
+    let sql = format!(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE query LIKE '%{marker}%' AND pid <> pg_backend_pid()"
+    );
+    for _ in 0..50 {
+        if c.psql(&sql).await == "1" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no backend ran {marker}");
+}
+
+/// A backend terminated under an autocommit statement: the client gets ERROR (the server's
+/// 57P01, saying the session continues) and ReadyForQuery, never FATAL; the next query works.
+/// Under an open transaction the session cannot continue: FATAL, then the socket closes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_terminated_backend_is_an_error_when_the_session_continues_else_fatal_and_close() {
+    let c = Cluster::start(0).await;
+    c.psql("CREATE TABLE sink (v text)").await;
+    let p = Proxy::builder().cluster(&c).pool_size(2).start().await;
+    let mut a = raw(p.port()).await;
+    // A write (a read that lost its connection before any reply is retried unseen instead).
+    let write = "INSERT INTO sink SELECT 'autocommit-victim' FROM pg_sleep(30)";
+    a.send(&msgs(|b| messages::query(b, write))).await;
+    terminate_backend(&c, "autocommit-victim").await;
+    let frames = a.until_ready_frames(WAIT).await.expect("an error and ReadyForQuery");
+    assert_eq!(tags(&frames), "EZ", "{frames:?}");
+    let info = messages::decode_error(frames[0].body());
+    assert_eq!((info.severity.as_str(), info.code.as_str()), ("ERROR", "57P01"), "{info:?}");
+    assert!(info.message.contains("session continues"), "{}", info.message);
+    assert_eq!(frames[1].body(), b"I");
+    assert_own_answer(&mut a, "still-here").await;
+
+    query(&mut a, "BEGIN").await;
+    a.send(&msgs(|b| messages::query(b, "SELECT 'tx-victim', pg_sleep(30)"))).await;
+    terminate_backend(&c, "tx-victim").await;
+    let mut f = a.recv(WAIT).await.expect("the FATAL");
+    if f.tag() == b'T' {
+        // The row description goes out before the statement runs.
+        f = a.recv(WAIT).await.expect("the FATAL");
+    }
+    let info = messages::decode_error(f.body());
+    assert_eq!((f.tag(), info.severity.as_str(), info.code.as_str()), (tag::ERROR_RESPONSE, "FATAL", "57P01"));
+    assert!(a.closed_within(Duration::from_secs(2)).await, "a FATAL must end the connection");
+}
