@@ -118,6 +118,8 @@ async fn main() {
         password: args.password.clone(),
         timeout: Duration::from_secs(30),
         salt_cache: SaltCache::default(),
+        tls: sluice::tls::ServerTls::disabled(),
+        passthrough: sluice::auth::PassThroughKeys::default(),
     };
     let started = Instant::now();
     let (conns, failed) = bounded(vec![spec; args.clients], |spec| async move {

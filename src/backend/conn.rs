@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::wire::{Release, Wire};
 use crate::auth::{md5_response, PassThroughKeys, SaltCache, ScramClient};
@@ -15,8 +14,6 @@ use crate::error::BackendError;
 use crate::protocol::messages::{self, auth_code};
 use crate::protocol::{tag, Frame, FrameReader};
 use crate::tls::{MaybeTls, ServerTls, ServerTlsError};
-use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
 
 /// The largest message accepted from a server (PostgreSQL's own field limit is 1 GB).
 pub const MAX_SERVER_MESSAGE: usize = (1 << 30) + 1024;

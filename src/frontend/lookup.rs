@@ -84,7 +84,7 @@ impl UserLookup {
         let mut buf = BytesMut::new();
         messages::parse(&mut buf, "", self.config.query.as_bytes(), &[0, 0]);
         messages::bind_text(&mut buf, &[user]);
-        messages::execute(&mut buf);
+        messages::execute(&mut buf, "", 0);
         messages::sync(&mut buf);
         let conn = checkout.conn();
         // The unnamed statement is replaced: no session may rely on what it held.
@@ -95,7 +95,7 @@ impl UserLookup {
         };
         let rows = match reply {
             Ok(rows) => {
-                checkout.release();
+                checkout.release(false).await;
                 rows
             }
             Err(e) => {

@@ -197,14 +197,6 @@ pub fn bind_text(buf: &mut BytesMut, params: &[&str]) {
     });
 }
 
-/// Execute of the unnamed portal, every row.
-pub fn execute(buf: &mut BytesMut) {
-    put_msg(buf, tag::EXECUTE, |b| {
-        put_cstr(b, b"");
-        b.put_i32(0);
-    });
-}
-
 /// Sync.
 pub fn sync(buf: &mut BytesMut) {
     put_msg(buf, tag::SYNC, |_| {});
