@@ -1,13 +1,14 @@
 //! One server connection: TCP connect, startup, authentication (SCRAM-SHA-256, md5, cleartext,
 //! trust), and the state it carries (parameters applied, statements prepared).
 
-use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use super::prepared::{PreparedStatements, StmtKey};
 use crate::auth::{md5_response, SaltCache, ScramClient};
 use crate::error::BackendError;
 use crate::protocol::messages::{self, auth_code};
@@ -37,6 +38,8 @@ pub struct ConnectSpec {
     pub timeout: Duration,
     /// Cache of SCRAM salted passwords.
     pub salt_cache: SaltCache,
+    /// Most statements sluice keeps prepared on the connection (`pool.max_prepared_statements`).
+    pub max_prepared_statements: usize,
 }
 
 /// An authenticated, idle server connection.
@@ -56,10 +59,10 @@ pub struct ServerConn {
     /// Fingerprint of the session state (parameters + replayed commands) this connection carries;
     /// 0 for none.
     pub applied: u64,
-    /// Hashes of statements prepared on this connection under `sluice_<hash>` names.
-    pub prepared: HashSet<u64>,
-    /// Hash of the statement in the server's unnamed slot, if known.
-    pub unnamed: Option<u64>,
+    /// Statements sluice prepared on this connection (bounded, least recently used evicted).
+    pub prepared: PreparedStatements,
+    /// The statement in the server's unnamed slot, if known.
+    pub unnamed: Option<Arc<StmtKey>>,
     /// When it was opened.
     pub created: Instant,
     /// When it was last released.
@@ -91,7 +94,7 @@ impl ServerConn {
             key: (0, 0),
             server_params: Vec::new(),
             applied: 0,
-            prepared: HashSet::new(),
+            prepared: PreparedStatements::new(spec.max_prepared_statements),
             unnamed: None,
             created: Instant::now(),
             last_used: Instant::now(),

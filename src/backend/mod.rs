@@ -1,12 +1,14 @@
 //! Backend: connections to PostgreSQL servers and the bounded pools that share them.
 //!
 //! [`conn`] opens and authenticates one server connection and knows what state it carries;
+//! [`prepared`] keeps the books of the statements sluice prepared on one connection (bounded LRU);
 //! [`pool`] keeps at most `pool.size` of them per (node, database, user), checks idle ones before
 //! handing them out, and closes any that may carry state another client did not ask for.
 //! This module reads the topology but never publishes it.
 
 pub mod conn;
 pub mod pool;
+pub mod prepared;
 pub mod probe;
 
 pub use conn::{ConnectSpec, ServerConn};

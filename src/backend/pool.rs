@@ -220,6 +220,7 @@ impl Pools {
             password,
             timeout,
             salt_cache: self.salt_cache.clone(),
+            max_prepared_statements: self.config.pool.max_prepared_statements,
         }
     }
 

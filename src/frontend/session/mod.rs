@@ -17,7 +17,6 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::cancel::{CancelKey, CancelTarget};
-use super::expect::ReplyKind;
 use super::handshake::Login;
 use super::params::SessionParams;
 use super::relay::{Outcome, Relay};
@@ -248,13 +247,10 @@ impl<'a> Session<'a> {
         let primary = self.shared.topology.load().primary().map(|p| p.index);
         let mut batch = Batch::new(held.checkout.conn(), &self.classifier);
         match unit {
-            Unit::Simple(frame) => {
-                batch.forward(frame, Some(ReplyKind::Query));
-                batch.conn.unnamed = None;
-            }
+            Unit::Simple(frame) => self.statements.translate_query(frame, &mut batch),
             Unit::Extended(frames) => frames.iter().for_each(|f| self.statements.translate(f, &mut batch)),
         }
-        let Batch { conn, mut out, mut queue, added, .. } = batch;
+        let Batch { conn, mut out, mut queue, added, closed, .. } = batch;
         let capture =
             if primary == Some(conn.node) { lsn_capture(class, unit, may_copy, in_transaction) } else { Capture::None };
         if capture == Capture::Pipelined {
@@ -271,9 +267,7 @@ impl<'a> Session<'a> {
             (outcome, relay.errored)
         };
         if errored {
-            for h in &added {
-                conn.prepared.remove(h);
-            }
+            conn.prepared.unit_failed(&added, closed);
             conn.unnamed = None;
         }
         if capture != Capture::None && matches!(outcome, Outcome::Ready(_) | Outcome::ReadOnlyRejected) {
