@@ -54,7 +54,7 @@ pub struct ServerConn {
     pub cancel_addr: std::sync::Arc<(String, u16)>,
     /// The server's BackendKeyData.
     pub key: (i32, i32),
-    /// ParameterStatus values the server reported at startup.
+    /// ParameterStatus values the server reported: at startup, then as they changed.
     pub server_params: Vec<(String, String)>,
     /// Fingerprint of the session state (parameters + replayed commands) this connection carries;
     /// 0 for none.
@@ -243,11 +243,22 @@ impl ServerConn {
             match frame.tag() {
                 tag::READY_FOR_QUERY => break,
                 tag::ERROR_RESPONSE => failure = Some(self.server_error(&frame)),
+                // RESET ALL, DISCARD ALL and replayed settings change reported parameters.
+                tag::PARAMETER_STATUS => self.note_parameter_status(&frame),
                 b'D' => rows.push(frame),
                 _ => {}
             }
         }
         failure.map_or(Ok(rows), Err)
+    }
+
+    /// Record a ParameterStatus: `server_params` always holds what the server last reported.
+    fn note_parameter_status(&mut self, frame: &Frame) {
+        let Some((name, value)) = messages::decode_parameter_status(frame.body()) else { return };
+        match self.server_params.iter_mut().find(|(k, _)| *k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.server_params.push((name, value)),
+        }
     }
 
     /// True if the socket shows the connection is gone (EOF, reset, or unsolicited bytes such
