@@ -120,6 +120,7 @@ async fn main() {
         salt_cache: SaltCache::default(),
         tls: sluice::tls::ServerTls::disabled(),
         passthrough: sluice::auth::PassThroughKeys::default(),
+        max_prepared_statements: 500,
     };
     let started = Instant::now();
     let (conns, failed) = bounded(vec![spec; args.clients], |spec| async move {

@@ -97,3 +97,32 @@ async fn a_one_mib_text_value_round_trips_unchanged() {
     assert_eq!(row.get::<_, i32>(0), 1024 * 1024);
     assert!(row.get::<_, String>(1) == value);
 }
+
+/// Statements sluice keeps prepared on one server connection are bounded by
+/// `pool.max_prepared_statements`: 1,000 distinct statements on one session with a bound of 100
+/// all return the right rows, the first ones again after they were evicted, and the only server
+/// connection never holds more than 100.
+#[tokio::test(flavor = "multi_thread")]
+async fn prepared_statements_per_server_connection_are_bounded() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).pool_size(1).set("pool", "max_prepared_statements", "100").start().await;
+    let client = p.connect().await;
+    let held = "SELECT count(*) FROM pg_prepared_statements WHERE name LIKE 'sluice%'";
+    let mut statements = Vec::new();
+    let mut most = 0;
+    for round in 0..2 {
+        for i in 0..1000i32 {
+            if round == 0 {
+                statements.push(client.prepare(&format!("SELECT $1::int + {i}")).await.unwrap());
+            }
+            let got: i32 = client.query_one(&statements[i as usize], &[&1i32]).await.unwrap().get(0);
+            assert_eq!(got, i + 1, "round {round}, statement {i}");
+            if i % 50 == 49 {
+                let count: i64 = simple_rows(&client.simple_query(held).await.unwrap())[0][0].parse().unwrap();
+                most = most.max(count);
+            }
+        }
+    }
+    assert!(most <= 100, "a server connection held {most} prepared statements");
+    assert!(most >= 50, "the bound was never approached ({most}): is the test measuring anything?");
+}

@@ -96,3 +96,62 @@ async fn sessions_a_standby_refuses_read_on_the_primary() {
     client.batch_execute("SET default_transaction_isolation = 'read committed'").await.unwrap();
     assert_ne!(one_value(&client, port).await, primary, "reset to read committed: replicas again");
 }
+
+/// Connects with `options` and returns the ParameterStatus values `names` as sluice reported
+/// them at login.
+async fn reported_at_login(p: &Proxy, options: &str, names: &[&str]) -> (tokio_postgres::Client, Vec<String>) {
+    let mut config: tokio_postgres::Config = p.conn_string().parse().unwrap();
+    if !options.is_empty() {
+        config.options(options);
+    }
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap_or_else(|e| panic!("{options}: {e}"));
+    let values = names.iter().map(|n| conn.parameter(n).unwrap_or("<none>").to_string()).collect();
+    tokio::spawn(conn);
+    (client, values)
+}
+
+/// ParameterStatus at login is what the server reports (its spelling), under transaction pooling
+/// whether or not a server connection was needed for the login.
+#[tokio::test(flavor = "multi_thread")]
+async fn parameters_at_login_are_spelled_as_the_server_reports_them() {
+    let c = Cluster::start(1).await;
+    let p = Proxy::builder().cluster(&c).pool_mode("transaction").start().await;
+    // The first login warms the pool; the others may be answered without a server.
+    for round in 0..3 {
+        let (client, v) =
+            reported_at_login(&p, "-c DateStyle=iso -c IntervalStyle=iso_8601", &["DateStyle", "IntervalStyle"]).await;
+        assert_eq!(v, ["ISO, MDY", "iso_8601"], "round {round}");
+        assert_eq!(one_value(&client, "SHOW DateStyle").await, "ISO, MDY");
+        let (_, v) = reported_at_login(&p, "", &["DateStyle"]).await;
+        assert_eq!(v, ["ISO, MDY"], "round {round}: default");
+        let (_, v) = reported_at_login(&p, "-c DateStyle=german", &["DateStyle"]).await;
+        assert_eq!(v, ["German, DMY"], "round {round}");
+    }
+}
+
+/// Session pooling hands a server connection from one client to the next: the next client is
+/// told the server's defaults, never what the previous client set.
+#[tokio::test(flavor = "multi_thread")]
+async fn session_pooling_never_reports_the_previous_client_s_parameters() {
+    let c = Cluster::start(0).await;
+    let default_tz = c.psql("SHOW TimeZone").await;
+    let p = Proxy::builder().cluster(&c).pool_size(1).pool_mode("session").start().await;
+    let names = ["TimeZone", "standard_conforming_strings", "DateStyle", "application_name"];
+    let (first, before) = reported_at_login(&p, "", &names).await;
+    assert_eq!(before[0], default_tz);
+    first
+        .batch_execute(
+            "SET TimeZone = 'Pacific/Auckland'; SET standard_conforming_strings = off; \
+             SET DateStyle = 'SQL, DMY'; SET application_name = 'first'",
+        )
+        .await
+        .unwrap();
+    drop(first);
+    for _ in 0..2 {
+        let (next, after) = reported_at_login(&p, "", &names).await;
+        assert_eq!(after, before, "the previous client's parameters were reported");
+        assert_eq!(one_value(&next, "SHOW TimeZone").await, default_tz);
+    }
+    let (_, v) = reported_at_login(&p, "-c DateStyle=iso", &["DateStyle"]).await;
+    assert_eq!(v, ["ISO, MDY"]);
+}

@@ -2,12 +2,13 @@
 //! (SCRAM-SHA-256 with a password or pass-through keys, md5, cleartext, trust), and the state it
 //! carries (parameters applied, statements prepared).
 
-use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
+use super::prepared::{PreparedStatements, StmtKey};
 use super::wire::{Release, Wire};
 use crate::auth::{md5_response, PassThroughKeys, SaltCache, ScramClient};
 use crate::error::BackendError;
@@ -43,6 +44,8 @@ pub struct ConnectSpec {
     pub tls: ServerTls,
     /// Keys of users looked up with auth_query, used when there is no password.
     pub passthrough: PassThroughKeys,
+    /// Most statements sluice keeps prepared on the connection (`pool.max_prepared_statements`).
+    pub max_prepared_statements: usize,
 }
 
 /// An authenticated, idle server connection.
@@ -59,15 +62,15 @@ pub struct ServerConn {
     pub tls: ServerTls,
     /// The server's BackendKeyData.
     pub key: (i32, i32),
-    /// ParameterStatus values the server reported at startup.
+    /// ParameterStatus values the server reported: at startup, then as they changed.
     pub server_params: Vec<(String, String)>,
     /// Fingerprint of the session state (parameters + replayed commands) this connection carries;
     /// 0 for none.
     pub applied: u64,
-    /// Hashes of statements prepared on this connection under `sluice_<hash>` names.
-    pub prepared: HashSet<u64>,
-    /// Hash of the statement in the server's unnamed slot, if known.
-    pub unnamed: Option<u64>,
+    /// Statements sluice prepared on this connection (bounded, least recently used evicted).
+    pub prepared: PreparedStatements,
+    /// The statement in the server's unnamed slot, if known.
+    pub unnamed: Option<Arc<StmtKey>>,
     /// When it was opened.
     pub created: Instant,
     /// When it was last released.
@@ -102,7 +105,7 @@ impl ServerConn {
             key: (0, 0),
             server_params: Vec::new(),
             applied: 0,
-            prepared: HashSet::new(),
+            prepared: PreparedStatements::new(spec.max_prepared_statements),
             unnamed: None,
             created: Instant::now(),
             last_used: Instant::now(),
@@ -325,11 +328,22 @@ impl ServerConn {
             match frame.tag() {
                 tag::READY_FOR_QUERY => break,
                 tag::ERROR_RESPONSE => failure = Some(self.server_error(&frame)),
+                // RESET ALL, DISCARD ALL and replayed settings change reported parameters.
+                tag::PARAMETER_STATUS => self.note_parameter_status(&frame),
                 b'D' => rows.push(frame),
                 _ => {}
             }
         }
         failure.map_or(Ok(rows), Err)
+    }
+
+    /// Record a ParameterStatus: `server_params` always holds what the server last reported.
+    fn note_parameter_status(&mut self, frame: &Frame) {
+        let Some((name, value)) = messages::decode_parameter_status(frame.body()) else { return };
+        match self.server_params.iter_mut().find(|(k, _)| *k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.server_params.push((name, value)),
+        }
     }
 
     /// True if the socket shows the connection is gone (EOF, reset, or unsolicited bytes such

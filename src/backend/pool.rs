@@ -24,6 +24,9 @@ use crate::tls::ServerTls;
 /// instead (a statement its client left still running).
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
+/// Most parameter spellings a pool remembers (then it starts over).
+const MAX_SPELLINGS: usize = 1024;
+
 /// Which pool.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PoolKey {
@@ -45,6 +48,10 @@ pub struct Pool {
     /// what a new client is told at login without waiting for a free connection.
     startup_params: std::sync::OnceLock<Vec<(String, String)>>,
     metrics: NodeMetrics,
+    /// How the server reports parameter values that clients spell differently (`client_encoding`
+    /// `utf-8` is `UTF8`, `DateStyle` `iso` is `ISO, MDY`), learnt at logins through a server
+    /// connection; keyed by (lowercase name, client value). At most [`MAX_SPELLINGS`].
+    spellings: Mutex<HashMap<(String, String), String>>,
     /// Bumped by every [`Pool::clear_idle`].
     epoch: std::sync::atomic::AtomicU64,
 }
@@ -68,8 +75,25 @@ impl Pool {
             cfg,
             startup_params: std::sync::OnceLock::new(),
             metrics,
+            spellings: Mutex::new(HashMap::new()),
             epoch: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    /// How the server reports `value` of parameter `name`, if a login has shown it.
+    #[must_use]
+    pub fn server_spelling(&self, name: &str, value: &str) -> Option<String> {
+        let spellings = self.spellings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        spellings.get(&(name.to_ascii_lowercase(), value.to_string())).cloned()
+    }
+
+    /// Remember that the server reports `value` of parameter `name` as `reported`.
+    pub fn learn_spelling(&self, name: &str, value: &str, reported: &str) {
+        let mut spellings = self.spellings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if spellings.len() >= MAX_SPELLINGS {
+            spellings.clear();
+        }
+        spellings.insert((name.to_ascii_lowercase(), value.to_string()), reported.to_string());
     }
 
     /// Take a connection: an idle healthy one, or a new one.
@@ -277,6 +301,7 @@ impl Pools {
             salt_cache: self.salt_cache.clone(),
             tls: self.tls.clone(),
             passthrough: self.passthrough.clone(),
+            max_prepared_statements: self.config.pool.max_prepared_statements,
         }
     }
 

@@ -130,6 +130,9 @@ pub struct PoolConfig {
     pub server_idle_timeout: Duration,
     /// Server connections older than this are closed at release.
     pub server_lifetime: Duration,
+    /// Most statements sluice keeps prepared on one server connection (least recently used
+    /// ones are closed).
+    pub max_prepared_statements: usize,
 }
 
 /// `[monitor]`

@@ -52,6 +52,7 @@ pub struct RawPool {
     pub connect_timeout: Option<String>,
     pub server_idle_timeout: Option<String>,
     pub server_lifetime: Option<String>,
+    pub max_prepared_statements: Option<i64>,
 }
 
 /// `[monitor]`

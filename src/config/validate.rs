@@ -150,6 +150,8 @@ fn pool(c: &mut Checker, raw: &RawPool) -> PoolConfig {
             Duration::from_secs(600),
         ),
         server_lifetime: c.duration("pool.server_lifetime", raw.server_lifetime.as_deref(), Duration::from_secs(3600)),
+        max_prepared_statements: c.int("pool.max_prepared_statements", raw.max_prepared_statements, 500, 1, 1_000_000)
+            as usize,
     }
 }
 

@@ -1,10 +1,12 @@
 //! Prepared statements across pooled server connections.
 //!
 //! The session keeps the client's statement names -> (query, parameter types, class). A server
-//! connection keeps which statements it has, under `sluice_<hash>` names shared by every client
-//! that prepares the same text. Translating a batch rewrites names, prepares lazily what the
-//! connection lacks (replies swallowed), and answers Parse/Close of statements the connection
-//! already has itself, in protocol order.
+//! connection keeps which statements it has (a bounded LRU keyed by full text and types, see
+//! `backend::prepared`), under `sluice_<n>` names shared by every client that prepares the same
+//! text there. Translating a batch rewrites names, prepares lazily what the connection lacks,
+//! closes what the LRU evicts (replies swallowed), and answers Parse/Close of statements the
+//! connection already has itself, in protocol order. A client's `DEALLOCATE name` of a
+//! protocol-level statement is rewritten to the server-side name.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, VecDeque};
@@ -14,6 +16,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::expect::{Expect, ReplyKind, Synth};
+use crate::backend::prepared::StmtKey;
 use crate::backend::ServerConn;
 use crate::protocol::{messages, tag, Frame};
 use crate::router::{Class, Classifier};
@@ -21,21 +24,18 @@ use crate::router::{Class, Classifier};
 /// A statement the client prepared.
 #[derive(Debug)]
 pub struct StmtDef {
-    /// Hash of (query, parameter types): the identity on server connections.
-    pub hash: u64,
-    /// Query text.
-    pub query: Vec<u8>,
-    /// Raw parameter-type section of the Parse.
-    pub param_types: Vec<u8>,
+    /// Query text and parameter types: the identity on server connections.
+    pub key: Arc<StmtKey>,
     /// How it was classified.
     pub class: Arc<Class>,
 }
 
 impl StmtDef {
-    /// The name this statement has on server connections.
-    #[must_use]
-    pub fn server_name(&self) -> String {
-        format!("sluice_{:016x}", self.hash)
+    fn new(query: &[u8], param_types: &[u8], classifier: &Classifier) -> Self {
+        Self {
+            key: Arc::new(StmtKey { query: query.to_vec(), param_types: param_types.to_vec() }),
+            class: classifier.classify(&String::from_utf8_lossy(query)),
+        }
     }
 }
 
@@ -66,14 +66,36 @@ pub struct Batch<'a> {
     pub out: BytesMut,
     /// Expected replies, in order.
     pub queue: VecDeque<Expect>,
-    /// Hashes newly assumed present on the connection (forgotten if the unit fails).
-    pub added: Vec<u64>,
+    /// Statements newly assumed present on the connection (forgotten if the unit fails).
+    pub added: Vec<Arc<StmtKey>>,
+    /// Server-side statements this unit closes (closed again if it fails).
+    pub closed: Vec<String>,
 }
 
 impl<'a> Batch<'a> {
     /// An empty batch for `conn`.
+    /// Statements a failed unit may have left are closed first.
     pub fn new(conn: &'a mut ServerConn, classifier: &'a Classifier) -> Self {
-        Self { conn, classifier, out: BytesMut::new(), queue: VecDeque::new(), added: Vec::new() }
+        let reclose = conn.prepared.begin_unit();
+        let mut batch = Self {
+            conn,
+            classifier,
+            out: BytesMut::new(),
+            queue: VecDeque::new(),
+            added: Vec::new(),
+            closed: Vec::new(),
+        };
+        for name in reclose {
+            batch.close_server(name);
+        }
+        batch
+    }
+
+    /// Close a server-side statement; the reply is swallowed.
+    fn close_server(&mut self, name: String) {
+        messages::close(&mut self.out, b'S', &name);
+        self.queue.push_back(Expect::Server { kind: ReplyKind::Close, forward: false });
+        self.closed.push(name);
     }
 
     /// Send the client's message as it is; its replies go to the client.
@@ -87,31 +109,34 @@ impl<'a> Batch<'a> {
         self.queue.push_back(Expect::Synth(s));
     }
 
-    /// Make sure the connection has the named statement, preparing it (replies swallowed) if not.
-    fn ensure(&mut self, def: &StmtDef) {
-        if !self.conn.prepared.contains(&def.hash) {
-            self.prepare(def, false);
+    /// The statement's name on the connection, preparing it (replies swallowed) if it lacks it.
+    fn ensure(&mut self, def: &StmtDef) -> String {
+        match self.conn.prepared.get(&def.key) {
+            Some(name) => name,
+            None => self.prepare(def, false),
         }
     }
 
     /// Re-create the unnamed statement if the connection's unnamed slot holds something else.
     fn ensure_unnamed(&mut self, def: &StmtDef) {
-        if self.conn.unnamed != Some(def.hash) {
-            messages::parse(&mut self.out, "", &def.query, &def.param_types);
+        if self.conn.unnamed.as_deref() != Some(&*def.key) {
+            messages::parse(&mut self.out, "", &def.key.query, &def.key.param_types);
             self.queue.push_back(Expect::Server { kind: ReplyKind::Parse, forward: false });
-            self.conn.unnamed = Some(def.hash);
+            self.conn.unnamed = Some(Arc::clone(&def.key));
         }
     }
 
-    fn prepare(&mut self, def: &StmtDef, forward: bool) {
-        let name = def.server_name();
-        // A Close first makes the Parse succeed even if an earlier failed unit left the name.
-        messages::close(&mut self.out, b'S', &name);
-        self.queue.push_back(Expect::Server { kind: ReplyKind::Close, forward: false });
-        messages::parse(&mut self.out, &name, &def.query, &def.param_types);
+    /// Prepare under a new name (never used before on this connection, so no stale statement
+    /// can be in the way), closing what the bound evicts.
+    fn prepare(&mut self, def: &StmtDef, forward: bool) -> String {
+        let (name, evicted) = self.conn.prepared.insert(Arc::clone(&def.key));
+        for old in evicted {
+            self.close_server(old);
+        }
+        messages::parse(&mut self.out, &name, &def.key.query, &def.key.param_types);
         self.queue.push_back(Expect::Server { kind: ReplyKind::Parse, forward });
-        self.conn.prepared.insert(def.hash);
-        self.added.push(def.hash);
+        self.added.push(Arc::clone(&def.key));
+        name
     }
 }
 
@@ -150,13 +175,7 @@ impl Statements {
         let mut out = BytesMut::new();
         for f in rest {
             if let Some(p) = messages::decode_parse(f.body()).filter(|_| f.tag() == tag::PARSE) {
-                let def = Arc::new(StmtDef {
-                    hash: statement_hash(p.query, p.param_types),
-                    query: p.query.to_vec(),
-                    param_types: p.param_types.to_vec(),
-                    class: classifier.classify(&String::from_utf8_lossy(p.query)),
-                });
-                self.define(p.name, def);
+                self.define(p.name, Arc::new(StmtDef::new(p.query, p.param_types, classifier)));
                 messages::parse_complete(&mut out);
             } else if let Some((_, name)) = messages::decode_target(f.body()) {
                 self.named.remove(name);
@@ -206,8 +225,8 @@ impl Statements {
         let head = messages::decode_bind_head(frame.body());
         match head.and_then(|h| self.get(h.statement).cloned().map(|d| (h, d))) {
             Some((h, def)) if !h.statement.is_empty() => {
-                batch.ensure(&def);
-                messages::bind_renamed(&mut batch.out, h.portal, &def.server_name(), h.rest);
+                let name = batch.ensure(&def);
+                messages::bind_renamed(&mut batch.out, h.portal, &name, h.rest);
                 batch.queue.push_back(Expect::Server { kind: ReplyKind::Bind, forward: true });
             }
             Some((_, def)) => {
@@ -222,8 +241,8 @@ impl Statements {
         match messages::decode_target(frame.body()) {
             Some((b'S', name)) if !name.is_empty() && self.named.contains_key(name) => {
                 let def = Arc::clone(&self.named[name]);
-                batch.ensure(&def);
-                messages::describe(&mut batch.out, b'S', &def.server_name());
+                let name = batch.ensure(&def);
+                messages::describe(&mut batch.out, b'S', &name);
                 batch.queue.push_back(Expect::Server { kind: ReplyKind::Describe, forward: true });
             }
             Some((b'S', "")) => {
@@ -241,28 +260,88 @@ impl Statements {
             // Let the server produce the error for a malformed Parse.
             return batch.forward(frame, Some(ReplyKind::Parse));
         };
-        let def = Arc::new(StmtDef {
-            hash: statement_hash(p.query, p.param_types),
-            query: p.query.to_vec(),
-            param_types: p.param_types.to_vec(),
-            class: batch.classifier.classify(&String::from_utf8_lossy(p.query)),
-        });
+        let def = Arc::new(StmtDef::new(p.query, p.param_types, batch.classifier));
         let name = p.name.to_string();
         if name.is_empty() {
-            batch.conn.unnamed = Some(def.hash);
-            batch.forward(frame, Some(ReplyKind::Parse));
-        } else if batch.conn.prepared.contains(&def.hash) {
+            if let Some(server) = self.deallocate(&def.key.query, batch) {
+                // `DEALLOCATE <client name>` runs as `DEALLOCATE <server name>`.
+                messages::parse(&mut batch.out, "", format!("DEALLOCATE {server}").as_bytes(), p.param_types);
+                batch.queue.push_back(Expect::Server { kind: ReplyKind::Parse, forward: true });
+                batch.conn.unnamed = None;
+            } else {
+                batch.conn.unnamed = Some(Arc::clone(&def.key));
+                batch.forward(frame, Some(ReplyKind::Parse));
+            }
+        } else if batch.conn.prepared.get(&def.key).is_some() {
             batch.synth(Synth::ParseComplete);
         } else {
             batch.prepare(&def, true);
         }
         self.define(&name, def);
     }
+
+    /// Translate a simple Query: forwarded as it is, except `DEALLOCATE <client name>` of a
+    /// protocol-level statement, which runs as `DEALLOCATE <server name>`.
+    pub fn translate_query(&mut self, frame: &Frame, batch: &mut Batch<'_>) {
+        let sql = messages::decode_query(frame.body()).unwrap_or_default();
+        match self.deallocate(sql.as_bytes(), batch) {
+            Some(server) => {
+                messages::query(&mut batch.out, &format!("DEALLOCATE {server}"));
+                batch.queue.push_back(Expect::Server { kind: ReplyKind::Query, forward: true });
+            }
+            None => batch.forward(frame, Some(ReplyKind::Query)),
+        }
+        batch.conn.unnamed = None;
+    }
+
+    /// If `sql` is `DEALLOCATE [PREPARE] name` of one of the client's protocol-level statements:
+    /// forget it, make sure the connection has it, take it out of the connection's books, and
+    /// return its server-side name (the caller sends the DEALLOCATE).
+    fn deallocate(&mut self, sql: &[u8], batch: &mut Batch<'_>) -> Option<String> {
+        let target = deallocate_target(std::str::from_utf8(sql).ok()?)?;
+        let def = self.named.remove(&target)?;
+        let server = batch.ensure(&def);
+        batch.conn.prepared.remove(&def.key);
+        Some(server)
+    }
+}
+
+/// The statement name of `DEALLOCATE [PREPARE] name` (folded as PostgreSQL folds it), or `None`
+/// for anything else (including `DEALLOCATE ALL`).
+fn deallocate_target(sql: &str) -> Option<String> {
+    let sql = sql.trim().trim_end_matches(';').trim_end();
+    let mut words = sql.split_ascii_whitespace();
+    if !words.next()?.eq_ignore_ascii_case("deallocate") {
+        return None;
+    }
+    let mut name = words.next()?;
+    if name.eq_ignore_ascii_case("prepare") {
+        name = words.next()?;
+    }
+    if words.next().is_some() || name.eq_ignore_ascii_case("all") {
+        return None;
+    }
+    match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+        Some(quoted) if !quoted.contains('"') => Some(quoted.to_string()),
+        Some(_) => None,
+        None => Some(name.to_ascii_lowercase()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deallocate_targets() {
+        assert_eq!(deallocate_target("DEALLOCATE _pg3_0").as_deref(), Some("_pg3_0"));
+        assert_eq!(deallocate_target("deallocate prepare S_1;").as_deref(), Some("s_1"));
+        assert_eq!(deallocate_target(" DEALLOCATE \"Mixed\" ").as_deref(), Some("Mixed"));
+        assert_eq!(deallocate_target("DEALLOCATE ALL"), None);
+        assert_eq!(deallocate_target("DEALLOCATE PREPARE ALL"), None);
+        assert_eq!(deallocate_target("DEALLOCATE a; SELECT 1"), None);
+        assert_eq!(deallocate_target("SELECT 1"), None);
+    }
 
     fn frame(build: impl FnOnce(&mut BytesMut)) -> Frame {
         let mut b = BytesMut::new();
@@ -282,7 +361,7 @@ mod tests {
         ];
         let reply = s.answer_locally(&batch, |h| h == known, &classifier).expect("answered locally");
         assert_eq!(&reply[..], b"1\0\0\0\x043\0\0\0\x04Z\0\0\0\x05I");
-        assert_eq!(s.get("P_0").map(|d| d.hash), Some(known));
+        assert_eq!(s.get("P_0").map(|d| d.key.query.as_slice()), Some(&b"SELECT 1"[..]));
         // Unknown text, an unnamed statement, or anything that runs needs a server.
         let unknown = [frame(|b| messages::parse(b, "P_1", b"SELECT 2", &[0, 0])), frame(messages::sync)];
         assert!(s.answer_locally(&unknown, |h| h == known, &classifier).is_none());

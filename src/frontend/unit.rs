@@ -60,7 +60,7 @@ impl Unit {
                 tag::PARSE => mentions(f.body()),
                 tag::BIND => messages::decode_bind_head(f.body())
                     .and_then(|h| statements.get(h.statement))
-                    .is_none_or(|def| mentions(&def.query)),
+                    .is_none_or(|def| mentions(&def.key.query)),
                 _ => false,
             }),
         }

@@ -27,20 +27,25 @@ impl Session<'_> {
 
     /// Under transaction pooling, a pool of this database and user that has connected before
     /// already proved the login works: answer with its parameters (overridden by the client's
-    /// own), without waiting for a free server connection.
+    /// own, as the server spells them), without waiting for a free server connection. A value
+    /// the client spells in a way not seen before needs a server to say how it reports it.
     pub(super) fn known_params(&mut self) -> Option<Vec<(String, String)>> {
         if self.shared.config.pool.mode != PoolMode::Transaction {
             return None;
         }
         let topology = self.shared.topology.load();
-        let mut params = topology
+        let pool = topology
             .nodes
             .iter()
             .filter(|n| n.role == Role::Primary || n.role == Role::Replica)
-            .find_map(|n| self.pool(n.index).startup_params().map(<[_]>::to_vec))?;
+            .map(|n| self.pool(n.index))
+            .find(|p| p.startup_params().is_some())?;
+        let mut params = pool.startup_params()?.to_vec();
         for (k, v) in &mut params {
             if let Some((_, mine)) = self.params.params.iter().find(|(name, _)| name.eq_ignore_ascii_case(k)) {
-                v.clone_from(mine);
+                if mine != v {
+                    *v = pool.server_spelling(k, mine)?;
+                }
             }
         }
         Some(params)
@@ -57,6 +62,13 @@ impl Session<'_> {
         };
         self.acquire(&class).await?;
         let params = self.conn().server_params.clone();
+        let pool = self.held.as_ref().map(|h| Arc::clone(h.checkout.pool()));
+        for (k, mine) in &self.params.params {
+            let reported = params.iter().find(|(name, _)| name.eq_ignore_ascii_case(k));
+            if let (Some(pool), Some((_, reported))) = (&pool, reported) {
+                pool.learn_spelling(k, mine, reported);
+            }
+        }
         self.release_if_done(TxStatus::Idle).await;
         Ok(params)
     }

@@ -16,7 +16,6 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use super::cancel::{CancelKey, CancelTarget};
-use super::expect::ReplyKind;
 use super::handshake::Login;
 use super::params::SessionParams;
 use super::relay::{Outcome, Relay};
@@ -259,10 +258,7 @@ impl<'a> Session<'a> {
         let primary = self.shared.topology.load().primary().map(|p| p.index);
         let mut batch = Batch::new(held.checkout.conn(), &self.classifier);
         match unit {
-            Unit::Simple(frame) => {
-                batch.forward(frame, Some(ReplyKind::Query));
-                batch.conn.unnamed = None;
-            }
+            Unit::Simple(frame) => self.statements.translate_query(frame, &mut batch),
             Unit::Extended(frames) => {
                 frames.iter().for_each(|f| self.statements.translate(f, &mut batch));
                 if !matches!(frames.last().map(Frame::tag), Some(tag::SYNC | tag::FLUSH)) {
@@ -272,7 +268,7 @@ impl<'a> Session<'a> {
                 }
             }
         }
-        let Batch { conn, mut out, mut queue, added, .. } = batch;
+        let Batch { conn, mut out, mut queue, added, closed, .. } = batch;
         let capture =
             if primary == Some(conn.node) { lsn_capture(class, unit, may_copy, in_transaction) } else { Capture::None };
         if capture == Capture::Pipelined {
@@ -289,9 +285,7 @@ impl<'a> Session<'a> {
             (outcome, relay.errored)
         };
         if errored {
-            for h in &added {
-                conn.prepared.remove(h);
-            }
+            conn.prepared.unit_failed(&added, closed);
             conn.unnamed = None;
         }
         if capture != Capture::None && matches!(outcome, Outcome::Ready(_) | Outcome::ReadOnlyRejected) {

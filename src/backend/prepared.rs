@@ -1,0 +1,220 @@
+//! Statements sluice prepared on one server connection: a least-recently-used set bounded by
+//! `pool.max_prepared_statements`.
+//!
+//! A statement's identity is its full text and parameter types ([`StmtKey`]), never a hash of
+//! them: two texts can never share a server-side statement. Each statement gets a name unique on
+//! its connection (`sluice_<n>`, never reused), so a statement closed or lost is never confused
+//! with a later one. Inserting into a full set evicts the least recently used statement that the
+//! unit being built does not use; its name is returned so the caller pipelines a `Close` for it
+//! (its reply swallowed). A unit that uses more distinct statements than the bound may exceed it
+//! until its end: its statements cannot be closed while it needs them.
+//!
+//! This module only keeps the books; sending the messages is the caller's job.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// What makes two prepared statements the same: the exact query text and parameter types.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct StmtKey {
+    /// Query text, as the client sent it in Parse.
+    pub query: Vec<u8>,
+    /// The Parse's raw parameter-type section (count and OIDs).
+    pub param_types: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Slot {
+    /// Name suffix on the server (`sluice_<id>`).
+    id: u64,
+    /// Tick of the last use (the key in `by_use`).
+    used: u64,
+}
+
+/// The statements prepared on one connection.
+#[derive(Debug)]
+pub struct PreparedStatements {
+    max: usize,
+    by_key: HashMap<Arc<StmtKey>, Slot>,
+    by_use: BTreeMap<u64, Arc<StmtKey>>,
+    tick: u64,
+    next_id: u64,
+    /// Ticks from this one on belong to the unit being built: not evictable.
+    unit_start: u64,
+    /// Names whose Close may not have run (the unit that sent it failed first): closed again
+    /// before the next unit. Closing a name that does not exist is not an error.
+    reclose: Vec<String>,
+}
+
+impl PreparedStatements {
+    /// An empty set holding at most `max` statements (at least 1).
+    #[must_use]
+    pub fn new(max: usize) -> Self {
+        Self {
+            max: max.max(1),
+            by_key: HashMap::new(),
+            by_use: BTreeMap::new(),
+            tick: 0,
+            next_id: 0,
+            unit_start: 0,
+            reclose: Vec::new(),
+        }
+    }
+
+    /// The server-side name for statement number `id`.
+    fn name(id: u64) -> String {
+        format!("sluice_{id}")
+    }
+
+    /// Number of statements believed present on the server.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.by_key.len()
+    }
+
+    /// True if none is.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.by_key.is_empty()
+    }
+
+    /// Start building a unit: statements used from now on are not evicted by it. Returns the
+    /// names to close first (left over from a failed unit).
+    pub fn begin_unit(&mut self) -> Vec<String> {
+        self.unit_start = self.tick + 1;
+        std::mem::take(&mut self.reclose)
+    }
+
+    /// The server-side name of `key` if the connection has it; marks it used.
+    pub fn get(&mut self, key: &StmtKey) -> Option<String> {
+        self.tick += 1;
+        let slot = self.by_key.get_mut(key)?;
+        let (old, id) = (slot.used, slot.id);
+        slot.used = self.tick;
+        if let Some(k) = self.by_use.remove(&old) {
+            self.by_use.insert(self.tick, k);
+        }
+        Some(Self::name(id))
+    }
+
+    /// Record `key` as prepared under a new name. Returns that name and the names of statements
+    /// evicted to make room (the caller closes them on the server).
+    pub fn insert(&mut self, key: Arc<StmtKey>) -> (String, Vec<String>) {
+        let mut evicted = Vec::new();
+        if let Some(name) = self.remove(&key) {
+            evicted.push(name);
+        }
+        while self.by_key.len() >= self.max {
+            match self.by_use.first_key_value() {
+                Some((&used, _)) if used < self.unit_start => {
+                    let victim = self.by_use.remove(&used).expect("first key exists");
+                    let slot = self.by_key.remove(&victim).expect("by_use and by_key agree");
+                    evicted.push(Self::name(slot.id));
+                }
+                // Everything left is used by the unit being built.
+                _ => break,
+            }
+        }
+        self.tick += 1;
+        self.next_id += 1;
+        let id = self.next_id;
+        self.by_use.insert(self.tick, Arc::clone(&key));
+        self.by_key.insert(key, Slot { id, used: self.tick });
+        debug_assert_eq!(self.by_key.len(), self.by_use.len());
+        (Self::name(id), evicted)
+    }
+
+    /// Forget `key`; its name if it was there.
+    pub fn remove(&mut self, key: &StmtKey) -> Option<String> {
+        let slot = self.by_key.remove(key)?;
+        self.by_use.remove(&slot.used);
+        Some(Self::name(slot.id))
+    }
+
+    /// Forget everything (the server dropped them all: DISCARD ALL, DEALLOCATE ALL).
+    pub fn clear(&mut self) {
+        self.by_key.clear();
+        self.by_use.clear();
+        self.reclose.clear();
+    }
+
+    /// The unit failed before all its messages ran: the statements it added may not exist, and
+    /// the Closes it sent may not have run. Forget the first, close the second again next time.
+    pub fn unit_failed(&mut self, added: &[Arc<StmtKey>], closed: Vec<String>) {
+        for key in added {
+            if let Some(name) = self.remove(key) {
+                // Its Parse may have run before the error: close it to be sure.
+                self.reclose.push(name);
+            }
+        }
+        self.reclose.extend(closed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(q: &str) -> Arc<StmtKey> {
+        Arc::new(StmtKey { query: q.as_bytes().to_vec(), param_types: vec![0, 0] })
+    }
+
+    #[test]
+    fn least_recently_used_is_evicted_and_names_are_never_reused() {
+        let mut p = PreparedStatements::new(2);
+        p.begin_unit();
+        let (a, none) = p.insert(key("a"));
+        assert!(none.is_empty());
+        p.begin_unit();
+        let (b, _) = p.insert(key("b"));
+        p.begin_unit();
+        assert_eq!(p.get(&key("a")), Some(a.clone()), "a is used again: b is now the oldest");
+        p.begin_unit();
+        let (c, evicted) = p.insert(key("c"));
+        assert_eq!(evicted, vec![b]);
+        assert_eq!(p.len(), 2);
+        assert_eq!(p.get(&key("b")), None);
+        p.begin_unit();
+        let (b2, evicted) = p.insert(key("b"));
+        assert_eq!(evicted, vec![a]);
+        assert!(![c.as_str()].contains(&b2.as_str()) && b2 != "sluice_2", "a new name for b: {b2}");
+    }
+
+    #[test]
+    fn identity_is_text_and_types() {
+        let mut p = PreparedStatements::new(10);
+        p.insert(key("SELECT $1"));
+        let other_types = StmtKey { query: b"SELECT $1".to_vec(), param_types: vec![0, 1, 0, 0, 0, 23] };
+        assert_eq!(p.get(&other_types), None);
+        assert!(p.get(&key("SELECT $1")).is_some());
+    }
+
+    #[test]
+    fn a_unit_never_evicts_what_it_uses() {
+        let mut p = PreparedStatements::new(2);
+        p.begin_unit();
+        p.insert(key("a"));
+        p.insert(key("b"));
+        let (_, evicted) = p.insert(key("c"));
+        assert!(evicted.is_empty(), "all three are used by this unit");
+        assert_eq!(p.len(), 3);
+        p.begin_unit();
+        let (_, evicted) = p.insert(key("d"));
+        assert_eq!(evicted.len(), 2, "back to the bound as soon as it can");
+        assert_eq!(p.len(), 2);
+    }
+
+    #[test]
+    fn a_failed_unit_forgets_its_statements_and_closes_again() {
+        let mut p = PreparedStatements::new(1);
+        p.begin_unit();
+        let (a, _) = p.insert(key("a"));
+        p.begin_unit();
+        let (b, evicted) = p.insert(key("b"));
+        assert_eq!(evicted, vec![a.clone()]);
+        p.unit_failed(&[key("b")], evicted);
+        assert!(p.is_empty());
+        assert_eq!(p.begin_unit(), vec![b, a]);
+        assert!(p.begin_unit().is_empty());
+    }
+}
