@@ -23,6 +23,7 @@
 mod ast;
 mod builtins;
 mod cache;
+mod cache_key;
 mod functions;
 mod lexer;
 mod query;
