@@ -283,19 +283,6 @@ print_report() {
 
 # ---------------------------------------------------------------- load mode
 
-setup_primary() {
-  pick_port
-  PORT[primary]=$PICKED
-  PORT[direct]=$PICKED
-  init_primary "$WORK/primary" "${PORT[primary]}"
-  create_bench_user "${PORT[primary]}"
-  log "pgbench -i -s $SCALE"
-  PGPASSWORD=$BENCH_PASSWORD timeout 900 "$PG_BINDIR/pgbench" -i -q -s "$SCALE" -h 127.0.0.1 \
-    -p "${PORT[primary]}" -U "$BENCH_USER" "$BENCH_DB" >"$WORK/init.log" 2>&1 ||
-    { tail -n 20 "$WORK/init.log" >&2; die "pgbench -i failed"; }
-  psql_admin "${PORT[primary]}" -c CHECKPOINT
-}
-
 # Start sluice and (if installed) PgBouncer in front of the primary; sets TARGETS.
 start_proxies() {
   TARGETS=(direct)
@@ -419,7 +406,9 @@ main() {
 
   build_release bin:sluice example:idle
   install_pgbouncer
-  setup_primary
+  setup_primary "$SCALE"
+  PORT[primary]=$PRIMARY_PORT
+  PORT[direct]=$PRIMARY_PORT
   start_proxies
   [ "$MODE" = load ] || run_idle
   [ "$MODE" = idle ] || run_load
