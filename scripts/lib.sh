@@ -13,6 +13,7 @@
 #   PGB_EXTRA=                  more lines for PgBouncer's [pgbouncer] section
 #   BUILD_TIMEOUT=1800 BUILD_ATTEMPTS=1 (more: retry a failed build a minute later)
 #   KEEP=0 (1 keeps the temporary directory for inspection)
+#   NO_BUILD=0 (1: no cargo build, use the release artifacts in the target dir as they are)
 #   SLUICE_BIN=                 measure this sluice binary instead of the one just built (A/B runs)
 # shellcheck shell=bash
 
@@ -25,6 +26,7 @@ PGB_EXTRA=${PGB_EXTRA:-}
 BUILD_TIMEOUT=${BUILD_TIMEOUT:-1800}
 BUILD_ATTEMPTS=${BUILD_ATTEMPTS:-1}
 KEEP=${KEEP:-0}
+NO_BUILD=${NO_BUILD:-0}
 LOG_TAG=${LOG_TAG:-lib}
 
 BENCH_USER=bench
@@ -177,7 +179,9 @@ build_release() {
       *) die "build_release: unknown artifact $a" ;;
     esac
   done
+  [ "$NO_BUILD" = 1 ] && log "NO_BUILD=1: using the release artifacts already built"
   for n in $(seq 1 "$BUILD_ATTEMPTS"); do
+    [ "$NO_BUILD" = 1 ] && break
     log "building (cargo build --release ${args[*]}; the target dir is shared, this may wait)"
     timeout "$BUILD_TIMEOUT" cargo build --release "${args[@]}" >"$WORK/build.log" 2>&1 && break
     tail -n 40 "$WORK/build.log" >&2
@@ -253,6 +257,19 @@ EOF
   case "$VERIFIER" in SCRAM-SHA-256\$*) ;; *) die "unexpected verifier for $BENCH_USER: $VERIFIER" ;; esac
 }
 
+# setup_primary SCALE: a primary with the bench roles and `pgbench -i -s SCALE`; sets PRIMARY_PORT.
+setup_primary() {
+  pick_port
+  PRIMARY_PORT=$PICKED
+  init_primary "$WORK/primary" "$PRIMARY_PORT"
+  create_bench_user "$PRIMARY_PORT"
+  log "pgbench -i -s $1"
+  PGPASSWORD=$BENCH_PASSWORD timeout 900 "$PG_BINDIR/pgbench" -i -q -s "$1" -h 127.0.0.1 \
+    -p "$PRIMARY_PORT" -U "$BENCH_USER" "$BENCH_DB" >"$WORK/init.log" 2>&1 ||
+    { tail -n 20 "$WORK/init.log" >&2; die "pgbench -i failed"; }
+  psql_admin "$PRIMARY_PORT" -c CHECKPOINT
+}
+
 # write_sluice_config FILE LISTEN_PORT NODE_PORT...
 write_sluice_config() {
   local file=$1 listen=$2 i=0 port
@@ -315,7 +332,9 @@ ignore_startup_parameters = extra_float_digits
 $PGB_EXTRA
 EOF
   if is_root; then chown postgres "$WORK/userlist.txt" "$WORK/pgbouncer.ini" "$WORK/pgbouncer_hba.conf"; fi
-  as_pg 86400 pgbouncer "$WORK/pgbouncer.ini" >"$WORK/pgbouncer.out" 2>&1 &
+  # runuser starts with the default soft open-files limit (1024): raise it for PgBouncer again.
+  as_pg 86400 bash -c 'ulimit -n "$(ulimit -Hn)" && exec pgbouncer "$1"' pgbouncer "$WORK/pgbouncer.ini" \
+    >"$WORK/pgbouncer.out" 2>&1 &
   PGB_PID=$!
   wait_ready pgbouncer "$port" "$PGB_PID" "$WORK/pgbouncer.out"
   log "pgbouncer $(pgbouncer_version) is up on 127.0.0.1:$port"

@@ -12,7 +12,9 @@
 # PgBouncer, then the next test), so drift of a noisy machine hits all targets alike. Reported per
 # (test, target): the median over reps of tps, average latency and p99 latency (p99 from
 # pgbench's per-transaction logs, `--log`), the ratio to direct and to PgBouncer, and the p99 the
-# proxy adds over direct. With REPLICAS=1 a second sluice in front of the primary + two streaming
+# proxy adds over direct, and the proxy's own CPU per transaction (user + system time of its
+# process from /proc over the run, divided by the transactions: the figure least disturbed by the
+# other load on a shared machine). With REPLICAS=1 a second sluice in front of the primary + two streaming
 # replicas (pg_basebackup -R) then runs the select tests and TPC-B and reports reads per node.
 #
 # MODE=idle: the idle footprint. IDLE_CLIENTS (10,000) clients log in with SCRAM to sluice, then
@@ -110,8 +112,8 @@ wait_replica_reads() {
 
 # ---------------------------------------------------------------- measuring
 
-# Per (test,target[,rep]): TPS/AVG/P99 hold space-separated values, one per rep.
-declare -A PORT TPS AVG P99 FAILED NOTE
+# Per (test,target): TPS/AVG/P99/CPU hold space-separated values, one per rep.
+declare -A PORT PID TPS AVG P99 CPU FAILED NOTE
 REPLICA_XACTS=""
 
 # The pgbench arguments of one test, and its clients, seconds and user.
@@ -146,12 +148,29 @@ latency_stats() {
     }'
 }
 
+# cpu_ticks PID: user and system CPU of a process so far, in clock ticks ("- -" if unknown).
+cpu_ticks() {
+  [ -n "$1" ] && [ -r "/proc/$1/stat" ] || { echo "- -"; return 0; }
+  # Fields after the ")" that ends the command name: utime is the 12th, stime the 13th.
+  sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12, $13 }'
+}
+
+# proxy_cpu BEFORE AFTER TRANSACTIONS: "user_us sys_us" of proxy CPU per transaction.
+proxy_cpu() {
+  awk -v b="$1" -v a="$2" -v n="$3" -v hz="$(getconf CLK_TCK)" 'BEGIN {
+    split(b, x, " "); split(a, y, " ")
+    if (x[1] == "-" || y[1] == "-" || n + 0 <= 0) { print "- -"; exit }
+    printf "%.1f %.1f\n", (y[1] - x[1]) * 1e6 / hz / n, (y[2] - x[2]) * 1e6 / hz / n }'
+}
+
 # run_bench TEST TARGET REP: one pgbench run; appends to TPS/AVG/P99[TEST,TARGET] and the CSV.
 run_bench() {
   local test=$1 target=$2 rep=$3 key="$1,$2" rc=0 secs clients user
   local out="$WORK/runs/$test.$target.$rep.log" prefix="$WORK/runs/tx.$test.$target.$rep"
   secs=$(test_secs "$test") clients=$(test_clients "$test") user=$(test_user "$test")
   [ "$test" = tpcb ] && reset_tpcb
+  local pid=${PID[$target]:-} cpu_before cpu
+  cpu_before=$(cpu_ticks "$pid")
   # shellcheck disable=SC2046 # test_args is a word list on purpose
   PGPASSWORD=$BENCH_PASSWORD timeout $((secs + 120)) "$PG_BINDIR/pgbench" -n $(test_args "$test") \
     -T "$secs" -c "$clients" -j "$THREADS" -h 127.0.0.1 -p "${PORT[$target]}" -U "$user" \
@@ -162,15 +181,18 @@ run_bench() {
   aborted=$(grep -Ec 'client [0-9]+ (script [0-9]+ )?aborted' "$out" || true)
   stats=$(latency_stats "$prefix")
   rm -f "$prefix".*
+  cpu=$(proxy_cpu "$cpu_before" "$(cpu_ticks "$pid")" \
+    "$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' "$out" | head -n 1)")
   if [ "$rc" != 0 ] || [ "$aborted" != 0 ] || [ -z "$tps" ]; then
     NOTE[$key]="exit $rc, $aborted clients aborted: $(grep -m 1 -E 'ERROR|FATAL|error' "$out" | cut -c 1-200)"
     tps=""
   fi
   TPS[$key]+="${tps:+$tps }" AVG[$key]+="${tps:+${stats% *} }" P99[$key]+="${tps:+${stats#* } }"
+  [ "${cpu% *}" = - ] || CPU[$key]+="${tps:+$(awk -v c="$cpu" 'BEGIN { split(c, v, " "); print v[1] + v[2] }') }"
   FAILED[$key]=$((${FAILED[$key]:-0} + ${failed:-0}))
-  echo "$test,$target,$rep,$clients,$secs,${tps:-},${stats% *},${stats#* },${failed:-},$rc,$aborted" >>"$CSV"
-  log "$(printf '%-16s %-10s rep %s tps=%-9s avg=%sms p99=%sms failed=%s' "$test" "$target" "$rep" \
-    "${tps:-?}" "${stats% *}" "${stats#* }" "${failed:-?}") load=$(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "$test,$target,$rep,$clients,$secs,${tps:-},${stats% *},${stats#* },${failed:-},$rc,$aborted,,,,${cpu% *},${cpu#* }" >>"$CSV"
+  log "$(printf '%-16s %-10s rep %s tps=%-9s avg=%sms p99=%sms failed=%s proxy CPU us/tx user/sys=%s' "$test" \
+    "$target" "$rep" "${tps:-?}" "${stats% *}" "${stats#* }" "${failed:-?}" "${cpu/ //}") load=$(cut -d' ' -f1-3 /proc/loadavg)"
 }
 
 # What pgbench's own vacuum step does before a TPC-B run, done directly and untimed.
@@ -224,17 +246,18 @@ added_us() {
 report_rows() {
   local test t
   for test in "$@"; do
-    local tps=() p99=() avg=()
+    local tps=() p99=() avg=() cpu=()
     for t in direct sluice pgbouncer sluice_2r; do
       tps+=("$(median "${TPS[$test,$t]:-}")")
       avg+=("$(median "${AVG[$test,$t]:-}")")
       p99+=("$(median "${P99[$test,$t]:-}")")
+      cpu+=("$(median "${CPU[$test,$t]:-}")")
     done
-    printf '| %s | %s | %s | %s | %s | **%s** | %s | **%s** | %s | %s / %s / %s | %s / %s / %s | %s | %s |\n' \
+    printf '| %s | %s | %s | %s | %s | **%s** | %s | **%s** | %s | %s / %s / %s | %s / %s / %s | %s | %s | %s / %s |\n' \
       "$test" "$(test_clients "$test")" "${tps[0]}" "${tps[1]}" "${tps[2]}" \
       "$(ratio "${tps[1]}" "${tps[0]}")" "$(ratio "${tps[2]}" "${tps[0]}")" "$(ratio "${tps[1]}" "${tps[2]}")" \
       "$(ratio "${tps[3]}" "${tps[0]}")" "${avg[0]}" "${avg[1]}" "${avg[2]}" "${p99[0]}" "${p99[1]}" "${p99[2]}" \
-      "$(added_us "${p99[1]}" "${p99[0]}")" "$(added_us "${p99[2]}" "${p99[0]}")"
+      "$(added_us "${p99[1]}" "${p99[0]}")" "$(added_us "${p99[2]}" "${p99[0]}")" "${cpu[1]}" "${cpu[2]}"
   done
 }
 
@@ -246,8 +269,8 @@ print_report() {
     "medians; pool size $POOL_SIZE (transaction mode), synchronous_commit=$SYNC_COMMIT, $(nproc) cores" \
     "shared by pgbench, the servers and the proxy; load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg)."
   echo
-  echo "| test | clients | direct tps | sluice tps | pgbouncer tps | sluice/direct | pgbouncer/direct | sluice/pgbouncer | sluice 2 replicas/direct | avg ms direct / sluice / pgb | p99 ms direct / sluice / pgb | p99 added us sluice | p99 added us pgb |"
-  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  echo "| test | clients | direct tps | sluice tps | pgbouncer tps | sluice/direct | pgbouncer/direct | sluice/pgbouncer | sluice 2 replicas/direct | avg ms direct / sluice / pgb | p99 ms direct / sluice / pgb | p99 added us sluice | p99 added us pgb | proxy CPU us/tx sluice / pgb |"
+  echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   report_rows "${TESTS[@]}"
   echo
   [ -n "$REPLICA_XACTS" ] && echo "sluice with 2 replicas, committed transactions per node during its select runs" \
@@ -260,19 +283,6 @@ print_report() {
 
 # ---------------------------------------------------------------- load mode
 
-setup_primary() {
-  pick_port
-  PORT[primary]=$PICKED
-  PORT[direct]=$PICKED
-  init_primary "$WORK/primary" "${PORT[primary]}"
-  create_bench_user "${PORT[primary]}"
-  log "pgbench -i -s $SCALE"
-  PGPASSWORD=$BENCH_PASSWORD timeout 900 "$PG_BINDIR/pgbench" -i -q -s "$SCALE" -h 127.0.0.1 \
-    -p "${PORT[primary]}" -U "$BENCH_USER" "$BENCH_DB" >"$WORK/init.log" 2>&1 ||
-    { tail -n 20 "$WORK/init.log" >&2; die "pgbench -i failed"; }
-  psql_admin "${PORT[primary]}" -c CHECKPOINT
-}
-
 # Start sluice and (if installed) PgBouncer in front of the primary; sets TARGETS.
 start_proxies() {
   TARGETS=(direct)
@@ -281,11 +291,13 @@ start_proxies() {
   write_sluice_config "$WORK/sluice.toml" "${PORT[sluice]}" "${PORT[primary]}"
   start_sluice "$WORK/sluice.toml" "${PORT[sluice]}" "$WORK/sluice.log"
   SLUICE_MAIN_PID=$SLUICE_PID
+  PID[sluice]=$SLUICE_PID
   TARGETS+=(sluice)
   if command -v pgbouncer >/dev/null; then
     pick_port
     PORT[pgbouncer]=$PICKED
     start_pgbouncer "${PORT[pgbouncer]}" "${PORT[primary]}"
+    PID[pgbouncer]=$(cat "$WORK/pgbouncer.pid" 2>/dev/null || true)
     TARGETS+=(pgbouncer)
   fi
 }
@@ -311,6 +323,7 @@ run_load() {
   PORT[sluice_2r]=$PICKED
   write_sluice_config "$WORK/sluice_2r.toml" "${PORT[sluice_2r]}" "${PORT[primary]}" "$r1" "$r2"
   start_sluice "$WORK/sluice_2r.toml" "${PORT[sluice_2r]}" "$WORK/sluice_2r.log"
+  PID[sluice_2r]=$SLUICE_PID
   wait_replica_reads "${PORT[sluice_2r]}" "${PORT[primary]}"
   warm_up sluice_2r
   local before
@@ -388,12 +401,14 @@ main() {
   local stamp
   stamp=$(date -u +%Y%m%dT%H%M%SZ)
   CSV="$OUT_DIR/load-$stamp.csv"
-  echo "test,target,rep,clients,seconds,tps,avg_ms,p99_ms,failed,exit,aborted,rss_before_mib,rss_held_mib,rss_after_mib" >"$CSV"
+  echo "test,target,rep,clients,seconds,tps,avg_ms,p99_ms,failed,exit,aborted,rss_before_mib,rss_held_mib,rss_after_mib,proxy_user_us_per_tx,proxy_sys_us_per_tx" >"$CSV"
   echo 'SELECT 1;' >"$WORK/select1.sql"
 
   build_release bin:sluice example:idle
   install_pgbouncer
-  setup_primary
+  setup_primary "$SCALE"
+  PORT[primary]=$PRIMARY_PORT
+  PORT[direct]=$PRIMARY_PORT
   start_proxies
   [ "$MODE" = load ] || run_idle
   [ "$MODE" = idle ] || run_load

@@ -13,15 +13,17 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::router::Reason;
+pub use histogram::DurationHistogram;
+
+mod histogram;
 use crate::topology::{Role, Topology};
 
 /// Upper bounds of the checkout-wait histogram, 100 µs to 5 s.
-const CHECKOUT_BUCKETS_SECONDS: [f64; 15] =
-    [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+const CHECKOUT_BUCKETS_SECONDS: &[f64] =
+    &[0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
 /// Cached route counters, indexed by the reason's discriminant (there are fewer than this many
 /// reasons; one past the end falls back to a family lookup rather than failing).
@@ -120,7 +122,7 @@ impl Rejection {
 pub struct NodeMetrics {
     opened: Counter,
     connect_errors: Counter,
-    checkout_wait: Histogram,
+    checkout_wait: DurationHistogram,
     checkout_timeouts: Counter,
     role: Gauge,
     wal_lsn: Gauge,
@@ -139,7 +141,7 @@ impl NodeMetrics {
 
     /// A pool checkout on this node succeeded after waiting `wait`.
     pub fn checkout_waited(&self, wait: Duration) {
-        self.checkout_wait.observe(wait.as_secs_f64());
+        self.checkout_wait.observe(wait);
     }
 
     /// A pool checkout on this node gave up after the configured wait.
@@ -262,14 +264,15 @@ fn register_clients(registry: &mut Registry) -> (Gauge, [Counter; Rejection::ALL
     (clients, rejections)
 }
 
-fn checkout_histogram() -> Histogram {
-    Histogram::new(CHECKOUT_BUCKETS_SECONDS)
+fn checkout_histogram() -> DurationHistogram {
+    DurationHistogram::new(CHECKOUT_BUCKETS_SECONDS)
 }
 
 fn register_nodes(registry: &mut Registry, node_names: &[String]) -> Vec<NodeMetrics> {
     let opened = Family::<NodeLabel, Counter>::default();
     let errors = Family::<NodeLabel, Counter>::default();
-    let wait = Family::<NodeLabel, Histogram, fn() -> Histogram>::new_with_constructor(checkout_histogram);
+    let wait =
+        Family::<NodeLabel, DurationHistogram, fn() -> DurationHistogram>::new_with_constructor(checkout_histogram);
     let timeouts = Family::<NodeLabel, Counter>::default();
     let role = Family::<NodeLabel, Gauge>::default();
     let lsn = Family::<NodeLabel, Gauge>::default();

@@ -101,8 +101,32 @@ impl Pool {
     /// # Errors
     /// No permit within the checkout timeout, or opening a connection failed.
     pub async fn checkout(self: &Arc<Self>) -> Result<Checkout, BackendError> {
+        // A free permit (the common case on a pool that is not saturated) is taken without
+        // arming the checkout timer.
+        let permit = match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => {
+                self.metrics.checkout_waited(Duration::ZERO);
+                permit
+            }
+            Err(_) => self.wait_for_permit().await?,
+        };
+        let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
+        let conn = match self.take_idle() {
+            Some(c) => c,
+            None => {
+                let c = ServerConn::connect(&self.spec).await.inspect_err(|_| self.metrics.connect_failed())?;
+                self.metrics.connected();
+                self.startup_params.get_or_init(|| c.server_params.clone());
+                c
+            }
+        };
+        Ok(Checkout { conn: Some(conn), pool: Arc::clone(self), epoch, _permit: permit })
+    }
+
+    /// Wait (bounded by the checkout timeout) for a connection to be released.
+    async fn wait_for_permit(&self) -> Result<OwnedSemaphorePermit, BackendError> {
         let started = Instant::now();
-        let permit = tokio::time::timeout(self.cfg.checkout_timeout, self.permits.clone().acquire_owned())
+        let permit = tokio::time::timeout(self.cfg.checkout_timeout, Arc::clone(&self.permits).acquire_owned())
             .await
             .ok()
             .and_then(Result::ok)
@@ -115,17 +139,7 @@ impl Pool {
                 }
             })?;
         self.metrics.checkout_waited(started.elapsed());
-        let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
-        let conn = match self.take_idle() {
-            Some(c) => c,
-            None => {
-                let c = ServerConn::connect(&self.spec).await.inspect_err(|_| self.metrics.connect_failed())?;
-                self.metrics.connected();
-                self.startup_params.get_or_init(|| c.server_params.clone());
-                c
-            }
-        };
-        Ok(Checkout { conn: Some(conn), pool: Arc::clone(self), epoch, _permit: permit })
+        Ok(permit)
     }
 
     fn take_idle(&self) -> Option<ServerConn> {

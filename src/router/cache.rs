@@ -1,9 +1,11 @@
 //! [`Classifier`]: classification with a bounded cache and a function catalog, shared by all
 //! sessions through an `Arc`.
 //!
-//! The cache is keyed by statement text. The text is hashed once with a per-process random
-//! SipHash key (statement text comes from clients: no hash flooding); the hash picks a shard and
-//! is the key of that shard's map, whose entries keep the text to compare. Each shard holds at
+//! The cache is keyed by statement text reduced by [`cache_key`] (comments other than a leading
+//! hint dropped, plain literals replaced), so per-request comments and inlined literal values do
+//! not defeat or churn it. The key is hashed once with a per-process random SipHash key
+//! (statement text comes from clients: no hash flooding); the hash picks a shard and is the key
+//! of that shard's map, whose entries keep the key text to compare. Each shard holds at
 //! most its share of `cache_entries`; a full shard evicts an arbitrary entry (cheap and good
 //! enough: hot statements come right back). Texts longer than [`MAX_CACHED_SQL_BYTES`] are
 //! classified every time and never stored.
@@ -16,6 +18,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use super::cache_key::cache_key;
 use super::functions::{AllowList, FunctionCatalog, Resolver};
 use super::{statement, Access, Class, Reason};
 
@@ -55,6 +58,12 @@ struct Entry {
 
 type Shard = HashMap<u64, Entry, BuildHasherDefault<PassThrough>>;
 
+/// A statement's cache key and its hash.
+struct Key {
+    hash: u64,
+    text: String,
+}
+
 /// Classifies statements with a bounded cache, the configured read-only functions, and the
 /// function catalog. `&self` everywhere: share it through an `Arc`.
 pub struct Classifier {
@@ -93,8 +102,8 @@ impl Classifier {
     #[must_use]
     pub fn classify(&self, sql: &str) -> Arc<Class> {
         let key = self.key(sql);
-        if let Some(key) = key {
-            if let Some(class) = self.lookup(key, sql) {
+        if let Some(key) = &key {
+            if let Some(class) = self.lookup(key) {
                 return class;
             }
         }
@@ -103,7 +112,7 @@ impl Classifier {
         let generation = self.catalog_generation.load(Ordering::Acquire);
         let class = Arc::new(self.classify_uncached(sql));
         if let Some(key) = key {
-            self.store(key, sql, Arc::clone(&class), Some(generation));
+            self.store(key, Arc::clone(&class), Some(generation));
         }
         class
     }
@@ -124,7 +133,7 @@ impl Classifier {
         let mut class = self.classify_uncached(sql);
         class.access = Access::Write;
         class.reason = Reason::NotedWrite;
-        self.store(key, sql, Arc::new(class), None);
+        self.store(key, Arc::new(class), None);
     }
 
     /// Replace the function catalog; cached classifications (but not noted writes) are dropped.
@@ -150,13 +159,14 @@ impl Classifier {
     }
 
     /// The cache key of `sql`, or `None` if it is not cached at all.
-    fn key(&self, sql: &str) -> Option<u64> {
+    fn key(&self, sql: &str) -> Option<Key> {
         if self.per_shard == 0 || sql.len() > MAX_CACHED_SQL_BYTES {
             return None;
         }
+        let text = cache_key(sql);
         let mut hasher = self.hasher.build_hasher();
-        hasher.write(sql.as_bytes());
-        Some(hasher.finish())
+        hasher.write(text.as_bytes());
+        Some(Key { hash: hasher.finish(), text })
     }
 
     fn shard(&self, key: u64) -> &Mutex<Shard> {
@@ -164,24 +174,24 @@ impl Classifier {
         &self.shards[(key as usize) % SHARDS]
     }
 
-    fn lookup(&self, key: u64, sql: &str) -> Option<Arc<Class>> {
-        let shard = lock(self.shard(key));
-        let entry = shard.get(&key)?;
-        (*entry.text == *sql).then(|| Arc::clone(&entry.class))
+    fn lookup(&self, key: &Key) -> Option<Arc<Class>> {
+        let shard = lock(self.shard(key.hash));
+        let entry = shard.get(&key.hash)?;
+        (*entry.text == *key.text).then(|| Arc::clone(&entry.class))
     }
 
     /// Store a classification made under catalog `generation`, or (`None`) a noted write.
-    fn store(&self, key: u64, sql: &str, class: Arc<Class>, generation: Option<u64>) {
+    fn store(&self, key: Key, class: Arc<Class>, generation: Option<u64>) {
         let noted = generation.is_none();
-        let mut shard = lock(self.shard(key));
+        let mut shard = lock(self.shard(key.hash));
         // Checked under the shard lock: `set_catalog` bumps the generation before it clears the
         // shards, so a stale classification is either refused here or cleared there.
         if generation.is_some_and(|g| g != self.catalog_generation.load(Ordering::Acquire)) {
             return;
         }
-        if let Some(existing) = shard.get(&key) {
+        if let Some(existing) = shard.get(&key.hash) {
             // A noted write is not replaced by a fresh classification of the same text.
-            if existing.noted && !noted && *existing.text == *sql {
+            if existing.noted && !noted && *existing.text == *key.text {
                 return;
             }
         } else if shard.len() >= self.per_shard {
@@ -190,8 +200,8 @@ impl Classifier {
                 shard.remove(&victim);
             }
         }
-        let entry = Entry { text: sql.into(), class, noted };
-        shard.insert(key, entry);
+        let entry = Entry { text: key.text.into_boxed_str(), class, noted };
+        shard.insert(key.hash, entry);
         debug_assert!(shard.len() <= self.per_shard);
     }
 }
@@ -221,10 +231,42 @@ mod tests {
     fn cache_is_bounded() {
         let c = Classifier::new(32, vec![]);
         for i in 0..1000 {
-            let _ = c.classify(&format!("SELECT {i}"));
+            let _ = c.classify(&format!("SELECT c{i}"));
         }
         assert!(c.cached() <= 32, "{}", c.cached());
         assert!(c.cached() > 0);
+    }
+
+    #[test]
+    fn inlined_literals_and_request_comments_share_one_entry() {
+        let c = Classifier::new(100, vec![]);
+        let first = c.classify("SELECT abalance FROM pgbench_accounts WHERE aid = 1;");
+        for i in 2..500 {
+            let sql =
+                format!("/* traceparent='00-{i:032x}-01' */ SELECT abalance FROM pgbench_accounts WHERE aid = {i};");
+            assert!(Arc::ptr_eq(&first, &c.classify(&sql)), "{sql}");
+            let tagged = format!("SELECT abalance FROM pgbench_accounts WHERE aid = {i}; /*controller='x{i}'*/");
+            assert!(Arc::ptr_eq(&first, &c.classify(&tagged)), "{tagged}");
+        }
+        assert_eq!(c.cached(), 1);
+    }
+
+    #[test]
+    fn hints_keep_working_through_the_cache() {
+        let c = Classifier::new(100, vec![]);
+        assert_eq!(c.classify("INSERT INTO t VALUES (1)").hint, None);
+        let hinted = c.classify("/* sluice: replica */ INSERT INTO t VALUES (2)");
+        assert_eq!(hinted.hint, Some(crate::router::Hint::Replica));
+        assert_eq!(
+            c.classify("/* app=a */ /* SLUICE:primary */ INSERT INTO t VALUES (3)").hint,
+            Some(crate::router::Hint::Primary)
+        );
+        assert_eq!(c.classify("/* app=b */ INSERT INTO t VALUES (4)").hint, None);
+        assert_eq!(
+            c.classify("/*sluice : replica*/ INSERT INTO t VALUES (5)").hint,
+            Some(crate::router::Hint::Replica)
+        );
+        assert_eq!(c.cached(), 3);
     }
 
     #[test]
@@ -264,7 +306,7 @@ mod tests {
         let generation = c.catalog_generation.load(Ordering::Acquire);
         let stale = Arc::new(c.classify_uncached("SELECT f()"));
         c.set_catalog(FunctionCatalog::from_rows([("public".into(), "f".into(), 'i')]));
-        c.store(c.key("SELECT f()").unwrap(), "SELECT f()", stale, Some(generation));
+        c.store(c.key("SELECT f()").unwrap(), stale, Some(generation));
         assert_eq!(c.cached(), 0);
         assert_eq!(c.classify("SELECT f()").access, Access::Read);
     }
@@ -295,7 +337,7 @@ mod tests {
                 let c = Arc::clone(&c);
                 std::thread::spawn(move || {
                     for i in 0..200 {
-                        let sql = format!("SELECT {}", (i * 7 + t) % 100);
+                        let sql = format!("SELECT c{}", (i * 7 + t) % 100);
                         assert_eq!(c.classify(&sql).access, Access::Read);
                     }
                 })

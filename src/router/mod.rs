@@ -27,6 +27,7 @@
 mod ast;
 mod builtins;
 mod cache;
+mod cache_key;
 mod ddl;
 mod functions;
 mod lexer;

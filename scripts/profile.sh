@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# Where sluice's CPU goes per transaction, measured two ways against a throwaway primary:
+#
+# 1. counts: sluice runs normally while pgbench runs TEST for DURATION seconds; reported per
+#    transaction: sluice's user and system CPU (from /proc) and its context switches (voluntary
+#    = a thread went to sleep waiting, i.e. wake-ups), plus the same for the server backends'
+#    total for scale.
+# 2. callgrind (TOOL=callgrind, the default; valgrind must be installed): sluice runs under
+#    valgrind's callgrind, which counts instructions deterministically (unlike timing on a shared
+#    machine); counters are zeroed after a warm-up, TRANSACTIONS transactions run, and the report
+#    lists instructions per transaction and the functions they are spent in (self cost and
+#    inclusive cost). TOOL=none skips it.
+#
+# Usage: scripts/profile.sh [select-simple|select-extended|select-prepared|tpcb]   (default
+# select-simple). Knobs: DURATION=10 CLIENTS=16 TRANSACTIONS=3000 (callgrind, total)
+# TOOL=callgrind|none, SLUICE_BIN, KEEP, ... (scripts/lib.sh). Everything listens on 127.0.0.1 and
+# is removed on exit. Output goes to stdout; the raw callgrind file is kept in OUT_DIR.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd)
+
+TEST=${1:-select-simple}
+DURATION=${DURATION:-10}
+CLIENTS=${CLIENTS:-16}
+TRANSACTIONS=${TRANSACTIONS:-3000}
+TOOL=${TOOL:-callgrind}
+OUT_DIR=${OUT_DIR:-$REPO/target/profile}
+LOG_TAG=profile
+# shellcheck source=scripts/lib.sh
+. "$REPO/scripts/lib.sh"
+lib_traps
+
+case "$TEST" in
+  select-simple) ARGS="-S -M simple" ;;
+  select-extended) ARGS="-S -M extended" ;;
+  select-prepared) ARGS="-S -M prepared" ;;
+  tpcb) ARGS="-M simple" ;;
+  *) die "unknown test $TEST" ;;
+esac
+
+# pgbench through sluice; extra arguments follow (-T or -t).
+bench() {
+  # shellcheck disable=SC2086 # ARGS is a word list on purpose
+  PGPASSWORD=$BENCH_PASSWORD timeout 900 "$PG_BINDIR/pgbench" -n $ARGS -c "$CLIENTS" -j 2 -h 127.0.0.1 \
+    -p "$SLUICE_PORT" -U "$BENCH_USER" "$@" "$BENCH_DB"
+}
+
+# Sum over a process's threads of one /proc/PID/task/*/status field.
+thread_sum() { cat "/proc/$1"/task/*/status 2>/dev/null | awk -v f="$2:" '$1 == f { s += $2 } END { print s + 0 }'; }
+cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12, $13 }'; }
+
+counts() {
+  local pid=$1 before after vol0 inv0 out tx
+  bench -T 3 >/dev/null 2>&1 || true
+  before=$(cpu_ticks "$pid") vol0=$(thread_sum "$pid" voluntary_ctxt_switches)
+  inv0=$(thread_sum "$pid" nonvoluntary_ctxt_switches)
+  out=$(bench -T "$DURATION" 2>&1) || die "pgbench failed: $out"
+  after=$(cpu_ticks "$pid")
+  tx=$(sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$out")
+  awk -v b="$before" -v a="$after" -v n="$tx" -v hz="$(getconf CLK_TCK)" \
+    -v vol="$(($(thread_sum "$pid" voluntary_ctxt_switches) - vol0))" \
+    -v inv="$(($(thread_sum "$pid" nonvoluntary_ctxt_switches) - inv0))" \
+    -v tps="$(sed -n 's/^tps = \([0-9.]*\).*/\1/p' <<<"$out")" 'BEGIN {
+      split(b, x, " "); split(a, y, " ")
+      printf "%s transactions (%.0f tps, %s clients): sluice CPU per transaction %.1f us user + %.1f us system;", n, tps, '"$CLIENTS"', (y[1] - x[1]) * 1e6 / hz / n, (y[2] - x[2]) * 1e6 / hz / n
+      printf " context switches per transaction %.2f voluntary (wake-ups), %.2f involuntary\n", vol / n, inv / n }'
+}
+
+profile_callgrind() {
+  local cfg=$1 out="$OUT_DIR/callgrind.$TEST.out" pid
+  command -v valgrind >/dev/null || die "valgrind is missing (apt-get install valgrind)"
+  pick_port
+  SLUICE_PORT=$PICKED
+  write_sluice_config "$WORK/cg.toml" "$SLUICE_PORT" "$PRIMARY_PORT"
+  SLUICE_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out" \
+    "$WORK/sluice" run --config "$WORK/cg.toml" >"$WORK/cg.log" 2>&1 &
+  pid=$!
+  SLUICE_PIDS+=("$pid")
+  wait_ready "sluice under callgrind" "$SLUICE_PORT" "$pid" "$WORK/cg.log"
+  bench -t 50 >/dev/null 2>&1 || true
+  callgrind_control -z "$pid" >/dev/null
+  bench -t $((TRANSACTIONS / CLIENTS)) >"$WORK/cg.bench.log" 2>&1 || die "pgbench under callgrind failed"
+  callgrind_control -d "$pid" >/dev/null
+  stop_pid "$pid"
+  local dump total
+  dump=$(find "$OUT_DIR" -name "callgrind.$TEST.out*" -newer "$WORK/cg.bench.log" | sort | tail -n 1)
+  total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
+  echo "callgrind: $((TRANSACTIONS / CLIENTS * CLIENTS)) transactions, $total instructions in sluice," \
+    "$(awk -v t="$total" -v n="$((TRANSACTIONS / CLIENTS * CLIENTS))" 'BEGIN { printf "%.0f", t / n }') per transaction ($dump)"
+  local lines
+  lines=$(callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | sed -n '/^Ir/,$p' | grep '%)')
+  echo "inclusive cost of sluice's own functions (top 35):"
+  grep 'sluice::' <<<"$lines" | grep -v '^ *[0-9,]* *([0-9.]*%) *src/' | head -n 35 || true
+  echo "allocator, tokio IO and syscalls wrappers (inclusive):"
+  grep -E 'malloc|free|realloc|libc.so.6\]$|tokio::io|mio::' <<<"$lines" | head -n 20 || true
+}
+
+main() {
+  check_prerequisites initdb pg_ctl psql pgbench
+  make_work sluice-profile
+  mkdir -p "$OUT_DIR"
+  build_release bin:sluice
+  setup_primary 1
+  pick_port
+  SLUICE_PORT=$PICKED
+  write_sluice_config "$WORK/sluice.toml" "$SLUICE_PORT" "$PRIMARY_PORT"
+  start_sluice "$WORK/sluice.toml" "$SLUICE_PORT" "$WORK/sluice.log"
+  echo "## $TEST through sluice $(sluice_version), $(nproc) cores shared with other work (load $(cut -d' ' -f1-3 /proc/loadavg))"
+  counts "$SLUICE_PID"
+  stop_pid "$SLUICE_PID"
+  [ "$TOOL" = callgrind ] && profile_callgrind "$WORK/cg.toml"
+  return 0
+}
+
+main "$@"
