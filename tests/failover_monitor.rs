@@ -159,3 +159,27 @@ async fn a_server_of_another_cluster_is_refused() {
     assert_eq!(t.primary().map(|n| n.index), Some(0), "{t:?}");
     assert!(!read_ports(&p, 10).await.contains(&stranger.primary_port()), "a read ran on the stranger");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_monitor_user_with_only_pg_monitor_sees_roles_timelines_and_receivers_stopping() {
+    let c = Cluster::start(1).await;
+    c.create_user("watcher", "watcher-pw").await;
+    c.psql("GRANT pg_monitor TO watcher").await;
+    c.wait_replayed().await;
+    let p = Proxy::builder()
+        .cluster(&c)
+        .user("watcher", "watcher-pw")
+        .set("monitor", "user", "\"watcher\"")
+        .monitor_interval("100ms")
+        .start()
+        .await;
+    p.wait_topology(1, 1).await;
+    let t = p.topology();
+    assert!(t.nodes.iter().all(|n| n.timeline == Some(1)), "timelines not seen: {t:?}");
+    // The whole probe (pg_control_*, pg_stat_wal_receiver) runs for this user: a replica whose
+    // WAL receiver stopped is seen as not streaming.
+    c.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_replication").await;
+    c.psql_at(c.replica_ports()[0], "ALTER SYSTEM SET primary_conninfo = ''").await;
+    c.psql_at(c.replica_ports()[0], "SELECT pg_reload_conf()").await;
+    wait_until(&p, "the replica not streaming", |t| t.nodes[1].excluded == Some(Excluded::NotStreaming)).await;
+}
