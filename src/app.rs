@@ -16,7 +16,7 @@ use crate::metrics::Metrics;
 use crate::topology::control::Control;
 use crate::topology::monitor::{initial_topology, Monitor};
 use crate::topology::transition::Limits;
-use crate::topology::{Topology, TopologyHandle};
+use crate::topology::{Role, Topology, TopologyHandle};
 use prometheus_client::registry::Registry;
 
 /// Why the proxy could not start.
@@ -135,8 +135,14 @@ async fn monitor_loop(
     let stopped = async move {
         let _ = stop.changed().await;
     };
-    // A node that changed role may hold connections opened for its old role.
-    monitor.run(every, stopped, |node| pools.clear_node(node)).await;
+    // A node that changed role may hold connections opened for its old role; one that is down
+    // or fenced gets nothing more, and units waiting on it end now rather than hang.
+    monitor
+        .run(every, stopped, |node, role| match role {
+            Role::Down | Role::Fenced => pools.sever_node(node),
+            _ => pools.clear_node(node),
+        })
+        .await;
 }
 
 fn bind(addr: SocketAddr, backlog: u32) -> Result<TcpListener, StartError> {

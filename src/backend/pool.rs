@@ -54,6 +54,12 @@ pub struct Pool {
     spellings: Mutex<HashMap<(String, String), String>>,
     /// Bumped by every [`Pool::clear_idle`].
     epoch: std::sync::atomic::AtomicU64,
+    /// A second handle on the socket of every checked-out connection, by checkout number: a
+    /// node declared down (it stopped answering, its packets may be dropped) has its sockets
+    /// shut down, so a unit waiting on it ends with an error instead of hanging.
+    in_use: Mutex<HashMap<u64, std::net::TcpStream>>,
+    /// Numbers checkouts for `in_use`.
+    checkouts: std::sync::atomic::AtomicU64,
 }
 
 /// A checked-out connection and the permit that counts it.
@@ -63,6 +69,8 @@ pub struct Checkout {
     /// The pool's epoch when this was checked out: a connection out while the pool was cleared
     /// (its node changed role) is closed at release, not returned.
     epoch: u64,
+    /// Key of this checkout's socket handle in the pool's `in_use`.
+    number: u64,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -77,6 +85,8 @@ impl Pool {
             metrics,
             spellings: Mutex::new(HashMap::new()),
             epoch: std::sync::atomic::AtomicU64::new(0),
+            in_use: Mutex::new(HashMap::new()),
+            checkouts: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -120,7 +130,12 @@ impl Pool {
                 c
             }
         };
-        Ok(Checkout { conn: Some(conn), pool: Arc::clone(self), epoch, _permit: permit })
+        let number = self.checkouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Safe Rust: a duplicated descriptor of the same socket, closed when the checkout ends.
+        if let Ok(fd) = std::os::fd::AsFd::as_fd(conn.io.get_ref().tcp()).try_clone_to_owned() {
+            self.in_use.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(number, fd.into());
+        }
+        Ok(Checkout { conn: Some(conn), pool: Arc::clone(self), epoch, number, _permit: permit })
     }
 
     /// Wait (bounded by the checkout timeout) for a connection to be released.
@@ -140,6 +155,15 @@ impl Pool {
             })?;
         self.metrics.checkout_waited(started.elapsed());
         Ok(permit)
+    }
+
+    /// Shut down the socket of every checked-out connection: whoever waits on one gets an
+    /// error at once (the node was declared down).
+    pub fn sever(&self) {
+        let in_use = self.in_use.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for socket in in_use.values() {
+            let _ = socket.shutdown(std::net::Shutdown::Both);
+        }
     }
 
     fn take_idle(&self) -> Option<ServerConn> {
@@ -194,6 +218,12 @@ impl Pool {
     #[must_use]
     pub fn node(&self) -> usize {
         self.spec.node
+    }
+}
+
+impl Drop for Checkout {
+    fn drop(&mut self) {
+        self.pool.in_use.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.number);
     }
 }
 
@@ -324,6 +354,16 @@ impl Pools {
     pub fn checked_out(&self, node: usize) -> usize {
         let pools = self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         pools.values().filter(|p| p.node() == node).map(|p| p.checked_out()).sum()
+    }
+
+    /// Close idle connections of every pool on `node` and shut down the sockets of the
+    /// checked-out ones (the node is down or fenced: nothing on it may go on).
+    pub fn sever_node(&self, node: usize) {
+        self.clear_node(node);
+        let pools = self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for p in pools.values().filter(|p| p.node() == node) {
+            p.sever();
+        }
     }
 
     /// Close idle connections of every pool on `node`.

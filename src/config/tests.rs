@@ -76,3 +76,27 @@ fn duplicate_names_are_rejected() {
     let err = Config::from_toml_str(&text).unwrap_err();
     assert_eq!(err.0[0].key, "nodes[1].name");
 }
+
+#[test]
+fn failover_keys_have_defaults_and_bad_values_name_their_key() {
+    let c = Config::from_toml_str(MINIMAL).unwrap();
+    assert_eq!(c.failover.hold_timeout, Duration::from_secs(10));
+    assert_eq!(c.failover.switchover_timeout, Duration::from_secs(30));
+    assert_eq!((c.monitor.down_after, c.monitor.probe_timeout), (3, Duration::from_secs(1)));
+    assert_eq!(c.routing.replica_max_lag, Some(Duration::from_secs(10)));
+    let off = Config::from_toml_str(&format!("{MINIMAL}\n[routing]\nreplica_max_lag = \"0s\"\n")).unwrap();
+    assert_eq!(off.routing.replica_max_lag, None);
+    let bad = "[failover]\nhold_timeout = \"soon\"\nswitchover_timeout = \"later\"\n\
+               [monitor]\ndown_after = 0\nprobe_timeout = \"1ms\"\n[routing]\nreplica_max_lag = \"x\"\n";
+    let err = Config::from_toml_str(&format!("{MINIMAL}\n{bad}")).unwrap_err();
+    let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
+    for expected in [
+        "failover.hold_timeout",
+        "failover.switchover_timeout",
+        "monitor.down_after",
+        "monitor.probe_timeout",
+        "routing.replica_max_lag",
+    ] {
+        assert!(keys.contains(&expected), "missing {expected} in {keys:?}");
+    }
+}

@@ -208,12 +208,16 @@ impl Topology {
 /// why no node could take it.
 #[must_use]
 pub fn hold_expired(last: &crate::error::BackendError, held: Duration, cause: &str) -> crate::error::BackendError {
+    let what = match last {
+        crate::error::BackendError::Server { info, .. } => info.message.clone(),
+        other => other.to_string(),
+    };
     crate::error::BackendError::Server {
         node: "-".into(),
         info: crate::protocol::messages::ErrorInfo {
             severity: "ERROR".into(),
             code: crate::error::sqlstate::CANNOT_CONNECT_NOW.into(),
-            message: format!("{last} (held {} ms for a failover; {cause})", held.as_millis()),
+            message: format!("{what} (held {} ms for a failover; {cause})", held.as_millis()),
         },
     }
 }

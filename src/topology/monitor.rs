@@ -80,8 +80,9 @@ impl<P: Probe> Monitor<P> {
     }
 
     /// Probe every node concurrently and publish; returns the nodes whose connections must not
-    /// be reused (they became or stopped being the primary, went down or were fenced).
-    pub async fn tick(&mut self) -> Vec<usize> {
+    /// be reused (they became or stopped being the primary, went down or were fenced), with
+    /// their new role.
+    pub async fn tick(&mut self) -> Vec<(usize, Role)> {
         let current = self.topology.load();
         let (probe, timeout) = (&self.probe, self.timeout);
         let probes = current.nodes.iter().map(|n| async move {
@@ -110,8 +111,8 @@ impl<P: Probe> Monitor<P> {
     }
 
     /// Probe on every `every`, and at once when an operator request arrives, until `stop`
-    /// resolves; `changed` gets the nodes whose connections must go.
-    pub async fn run(mut self, every: Duration, stop: impl Future<Output = ()>, changed: impl Fn(usize)) {
+    /// resolves; `changed` gets the nodes whose connections must go, with their new role.
+    pub async fn run(mut self, every: Duration, stop: impl Future<Output = ()>, changed: impl Fn(usize, Role)) {
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let control = self.control.clone();
@@ -122,8 +123,8 @@ impl<P: Probe> Monitor<P> {
                 () = control.woken() => {}
                 () = &mut stop => return,
             }
-            for node in self.tick().await {
-                changed(node);
+            for (node, role) in self.tick().await {
+                changed(node, role);
             }
         }
     }
@@ -131,14 +132,14 @@ impl<P: Probe> Monitor<P> {
 
 /// Nodes whose role changed to or from primary, down or fenced: connections opened for the
 /// old role must not be reused. A replica turning stale (or back) keeps its connections.
-fn role_changes(before: &[NodeView], after: &[NodeView]) -> Vec<usize> {
+fn role_changes(before: &[NodeView], after: &[NodeView]) -> Vec<(usize, Role)> {
     after
         .iter()
         .zip(before)
         .filter(|(a, b)| {
             a.role != b.role && [a.role, b.role].iter().any(|r| matches!(r, Role::Primary | Role::Down | Role::Fenced))
         })
-        .map(|(a, _)| a.index)
+        .map(|(a, _)| (a.index, a.role))
         .collect()
 }
 

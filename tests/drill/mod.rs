@@ -9,6 +9,7 @@
 
 #![allow(dead_code)]
 
+pub mod blackhole;
 pub mod workload;
 
 use std::collections::HashSet;
