@@ -79,6 +79,11 @@ impl Audit {
         let outcome = match result {
             Ok(_) => "ok".to_string(),
             Err(Refused::Cancel) => return,
+            // A socket that closed before saying who it is (a TCP health check) is no login.
+            Err(Refused::Gone) if self.user.is_empty() => {
+                tracing::debug!(client = ?self.client, "connection closed before its startup packet");
+                return;
+            }
             Err(Refused::Gone) => "client gone".to_string(),
             Err(Refused::Refused { code, reason }) => format!("refused {code}: {reason}"),
         };
@@ -88,7 +93,7 @@ impl Audit {
             user = %self.user,
             database = %self.database,
             tls = %self.tls.as_deref().unwrap_or("none"),
-            auth = self.method.map_or("none", Method::as_str),
+            auth = %self.method.map_or("none", Method::as_str),
             result = %outcome,
             "client connection"
         );
