@@ -67,6 +67,12 @@ async fn psql_and_tokio_postgres_connect_over_tls_with_channel_binding() {
     let client = tls_client(&config, RustlsConnector::new(pki.client_config(), Binding::Real)).await.unwrap();
     let row = client.query_one("SELECT 1 + 1", &[]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), 2);
+    // Tens of megabytes each way through both TLS legs: nothing stalls in rustls's buffers.
+    let big = "SELECT repeat(md5(g::text), 100000) FROM generate_series(1, 10) g";
+    let rows = tokio::time::timeout(Duration::from_secs(60), client.query(big, &[])).await.expect("bounded").unwrap();
+    assert_eq!(rows.iter().map(|r| r.get::<_, String>(0).len()).sum::<usize>(), 32_000_000);
+    let echo: String = client.query_one("SELECT $1::text", &[&"y".repeat(8_000_000)]).await.unwrap().get(0);
+    assert_eq!(echo.len(), 8_000_000);
 
     // A binding that does not match sluice's certificate is a failed login.
     let wrong = tls_client(&config, RustlsConnector::new(pki.client_config(), Binding::Wrong)).await;

@@ -196,3 +196,79 @@ proptest! {
         }
     }
 }
+
+/// `postgres-protocol`'s client (libpq's behaviour) against our server with channel binding as
+/// the transport and the client's mechanism choice set it up.
+fn bound_login(server_binding: ChannelBindingOffer, client: ChannelBinding) -> Result<(), AuthError> {
+    let v = ScramVerifier::parse(PG_VERIFIER).unwrap();
+    let mut their = ScramSha256::new(PG_PASSWORD.as_bytes(), client);
+    let mut server = ScramServer::new(&v).with_binding(server_binding);
+    let server_first = server.client_first(their.message())?;
+    their.update(&server_first).expect("their client accepts server-first");
+    let server_final = server.client_final(their.message())?;
+    their.finish(&server_final).expect("their client accepts our signature");
+    assert!(server.client_key().is_some());
+    Ok(())
+}
+
+use super::ChannelBinding as ChannelBindingOffer;
+
+#[test]
+fn channel_binding_follows_postgresql_rules() {
+    let hash: std::sync::Arc<[u8]> = vec![7u8; 32].into();
+    let tls = |plus| ChannelBindingOffer { end_point: Some(hash.clone()), plus };
+    let plain = |plus| ChannelBindingOffer { end_point: None, plus };
+    let right = || ChannelBinding::tls_server_end_point(hash.to_vec());
+    let wrong = || ChannelBinding::tls_server_end_point(vec![8u8; 32]);
+    let negotiation = |m| Err(AuthError::ChannelBindingNegotiation(m));
+    let cases: Vec<(ChannelBindingOffer, ChannelBinding, Result<(), AuthError>)> = vec![
+        (tls(true), right(), Ok(())),
+        (tls(true), wrong(), Err(AuthError::ChannelBindingMismatch)),
+        (tls(false), ChannelBinding::unsupported(), Ok(())),
+        (
+            tls(false),
+            ChannelBinding::unrequested(),
+            negotiation("client supports channel binding but did not use it although SCRAM-SHA-256-PLUS was offered"),
+        ),
+        (
+            tls(true),
+            ChannelBinding::unsupported(),
+            negotiation("client selected SCRAM-SHA-256-PLUS but sent no channel binding"),
+        ),
+        (tls(false), right(), negotiation("client requested channel binding with SCRAM-SHA-256, which has none")),
+        (plain(false), ChannelBinding::unrequested(), Ok(())),
+        (plain(false), right(), Err(AuthError::ChannelBindingUnsupported("tls-server-end-point".into()))),
+        (plain(true), right(), negotiation("client selected SCRAM-SHA-256-PLUS, which was not offered")),
+    ];
+    for (offer, client, want) in cases {
+        let label = format!("{offer:?}");
+        assert_eq!(bound_login(offer, client), want, "{label}");
+    }
+}
+
+#[test]
+fn pass_through_keys_answer_a_fresh_server_challenge() {
+    let v = ScramVerifier::parse(PG_VERIFIER).unwrap();
+    let mut login = ScramServer::new(&v);
+    exchange(PG_PASSWORD, &mut login).unwrap();
+    let keys = ScramKeys { client_key: login.client_key().expect("a proven key"), server_key: v.server_key };
+    // Another exchange (new nonces) with the same verifier, as PostgreSQL runs it.
+    let mut server = ScramServer::new(&v);
+    let mut client = ScramClient::with_keys(keys);
+    let server_first = server.client_first(&client.client_first()).unwrap();
+    let server_final = server.client_final(&client.server_first(&server_first).unwrap()).unwrap();
+    client.server_final(&server_final).expect("the server's signature checks out with the stored ServerKey");
+    // Failed and mock logins recover nothing.
+    let mut failed = ScramServer::new(&v);
+    assert!(exchange("nope", &mut failed).is_err());
+    assert!(failed.client_key().is_none());
+    let mut mock = ScramServer::mock();
+    assert!(exchange(PG_PASSWORD, &mut mock).is_err());
+    assert!(mock.client_key().is_none());
+    // Keys from another verifier are refused by the server.
+    let other = ScramVerifier::derive(PG_PASSWORD, b"another salt", 4096);
+    let mut server = ScramServer::new(&other);
+    let mut client = ScramClient::with_keys(keys);
+    let server_first = server.client_first(&client.client_first()).unwrap();
+    assert_eq!(server.client_final(&client.server_first(&server_first).unwrap()), Err(AuthError::WrongPassword));
+}

@@ -79,6 +79,11 @@ impl Audit {
         let outcome = match result {
             Ok(_) => "ok".to_string(),
             Err(Refused::Cancel) => return,
+            // A socket that closed before saying who it is (a TCP health check) is no login.
+            Err(Refused::Gone) if self.user.is_empty() => {
+                tracing::debug!(client = ?self.client, "connection closed before its startup packet");
+                return;
+            }
             Err(Refused::Gone) => "client gone".to_string(),
             Err(Refused::Refused { code, reason }) => format!("refused {code}: {reason}"),
         };
@@ -88,7 +93,7 @@ impl Audit {
             user = %self.user,
             database = %self.database,
             tls = %self.tls.as_deref().unwrap_or("none"),
-            auth = self.method.map_or("none", Method::as_str),
+            auth = %self.method.map_or("none", Method::as_str),
             result = %outcome,
             "client connection"
         );
@@ -158,29 +163,68 @@ async fn startup_phase(tcp: TcpStream, shared: &Shared, deadline: Instant) -> Re
     // At most one SSLRequest and one GSSENCRequest may precede the startup packet.
     for _ in 0..3 {
         let left = deadline.saturating_duration_since(Instant::now());
-        match startup::read_packet(&mut stream, left).await {
-            Ok(StartupPacket::SslRequest) if shared.client_tls.enabled() && !stream.is_tls() => {
-                (stream, end_point) = upgrade(stream, shared, deadline, false).await?;
-            }
-            Ok(StartupPacket::SslRequest | StartupPacket::GssEncRequest) if !stream.is_tls() => {
+        let packet = match startup::read_packet(&mut stream, left).await {
+            Ok(p) => p,
+            Err(startup::StartupError::Truncated) => return Err(Refused::Gone),
+            Err(e) => return Err(refuse(&mut stream, sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await),
+        };
+        let transport = if stream.is_tls() { Transport::Tls } else { Transport::Plain };
+        match next_step(&packet, transport, shared.client_tls.enabled()) {
+            Step::StartTls => (stream, end_point) = upgrade(stream, shared, deadline, false).await?,
+            Step::Decline => {
                 if stream.write_all(b"N").await.is_err() {
                     return Err(Refused::Gone);
                 }
             }
-            Ok(StartupPacket::SslRequest | StartupPacket::GssEncRequest) => {
-                let msg = "encryption requested over an encrypted connection";
-                return Err(refuse(&mut stream, sqlstate::PROTOCOL_VIOLATION, msg).await);
-            }
-            Ok(StartupPacket::Cancel { pid, secret }) => {
-                shared.cancels.cancel(pid, secret).await;
+            Step::Refuse(msg) => return Err(refuse(&mut stream, sqlstate::PROTOCOL_VIOLATION, msg).await),
+            Step::Cancel => {
+                if let StartupPacket::Cancel { pid, secret } = packet {
+                    shared.cancels.cancel(pid, secret).await;
+                }
                 return Ok((stream, end_point, StartupOutcome::Cancelled));
             }
-            Ok(StartupPacket::Startup { params }) => return Ok((stream, end_point, StartupOutcome::Params(params))),
-            Err(startup::StartupError::Truncated) => return Err(Refused::Gone),
-            Err(e) => return Err(refuse(&mut stream, sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await),
+            Step::Startup => {
+                let StartupPacket::Startup { params } = packet else { unreachable!("next_step said Startup") };
+                return Ok((stream, end_point, StartupOutcome::Params(params)));
+            }
         }
     }
     Err(refuse(&mut stream, sqlstate::PROTOCOL_VIOLATION, "too many encryption requests").await)
+}
+
+/// Whether the client socket is encrypted yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Transport {
+    Plain,
+    Tls,
+}
+
+/// What the startup phase does with one packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Step {
+    /// Answer `S` and run the TLS handshake.
+    StartTls,
+    /// Answer `N`: that encryption is not offered.
+    Decline,
+    /// A protocol violation: refuse and close.
+    Refuse(&'static str),
+    /// Forward a CancelRequest, then close.
+    Cancel,
+    /// The StartupMessage: go on to authentication.
+    Startup,
+}
+
+/// The pure decision of the startup phase: (packet, transport, TLS configured) -> step.
+fn next_step(packet: &StartupPacket, transport: Transport, tls_available: bool) -> Step {
+    match (packet, transport) {
+        (StartupPacket::SslRequest, Transport::Plain) if tls_available => Step::StartTls,
+        (StartupPacket::SslRequest | StartupPacket::GssEncRequest, Transport::Plain) => Step::Decline,
+        (StartupPacket::SslRequest | StartupPacket::GssEncRequest, Transport::Tls) => {
+            Step::Refuse("encryption requested over an encrypted connection")
+        }
+        (StartupPacket::Cancel { .. }, _) => Step::Cancel,
+        (StartupPacket::Startup { .. }, _) => Step::Startup,
+    }
 }
 
 /// Whether the first byte the client sends opens a TLS handshake (direct TLS).
@@ -246,4 +290,31 @@ fn check_params(params: &[(String, String)]) -> Result<(String, String, SessionP
     let database = get("database").filter(|d| !d.is_empty()).unwrap_or(&user).to_string();
     let session = SessionParams::from_startup(params).map_err(|e| (sqlstate::PROTOCOL_VIOLATION, e))?;
     Ok((user, database, session))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn startup_steps_by_packet_transport_and_configuration() {
+        let startup = StartupPacket::Startup { params: Vec::new() };
+        let cancel = StartupPacket::Cancel { pid: 1, secret: 2 };
+        let over_tls = Step::Refuse("encryption requested over an encrypted connection");
+        let cases = [
+            (StartupPacket::SslRequest, Transport::Plain, true, Step::StartTls),
+            (StartupPacket::SslRequest, Transport::Plain, false, Step::Decline),
+            (StartupPacket::SslRequest, Transport::Tls, true, over_tls),
+            (StartupPacket::GssEncRequest, Transport::Plain, true, Step::Decline),
+            (StartupPacket::GssEncRequest, Transport::Plain, false, Step::Decline),
+            (StartupPacket::GssEncRequest, Transport::Tls, true, over_tls),
+            (cancel.clone(), Transport::Plain, false, Step::Cancel),
+            (cancel, Transport::Tls, true, Step::Cancel),
+            (startup.clone(), Transport::Plain, true, Step::Startup),
+            (startup, Transport::Tls, true, Step::Startup),
+        ];
+        for (packet, transport, tls, want) in cases {
+            assert_eq!(next_step(&packet, transport, tls), want, "{packet:?} {transport:?} tls={tls}");
+        }
+    }
 }

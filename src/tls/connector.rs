@@ -67,12 +67,16 @@ impl ServerTls {
                 let inner = WebPkiServerVerifier::builder_with_provider(Arc::new(roots(ca)?), provider())
                     .build()
                     .map_err(|e| TlsError::Config { key: "server_tls.ca", reason: e.to_string() })?;
-                builder.dangerous().with_custom_certificate_verifier(Arc::new(ChainOnly(inner)))
+                builder
+                    .dangerous()
+                    .with_custom_certificate_verifier(Arc::new(Lenient { chain: Some(inner), provider: provider() }))
             }
             (ServerTlsMode::VerifyCa | ServerTlsMode::VerifyFull, None) => {
                 return Err(TlsError::Config { key: "server_tls.ca", reason: "is required".into() })
             }
-            _ => builder.dangerous().with_custom_certificate_verifier(Arc::new(Unverified(provider()))),
+            _ => builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(Lenient { chain: None, provider: provider() })),
         };
         let mut config = match (&cfg.cert, &cfg.key) {
             (Some(cert), Some(key)) => builder
@@ -152,11 +156,16 @@ fn roots(ca: &std::path::Path) -> Result<rustls::RootCertStore, TlsError> {
     Ok(roots)
 }
 
-/// verify-ca: the chain must lead to the CA; the host name is not checked.
+/// The verifier of `prefer`/`require` (`chain: None`: encryption without checking who the server
+/// is, libpq's meaning) and `verify-ca` (the chain must lead to the CA; the host name is not
+/// checked). The handshake signature is checked against the presented certificate either way.
 #[derive(Debug)]
-struct ChainOnly(Arc<WebPkiServerVerifier>);
+struct Lenient {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
 
-impl ServerCertVerifier for ChainOnly {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -165,8 +174,9 @@ impl ServerCertVerifier for ChainOnly {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
         // webpki checks the chain before the name: a name error means the chain was good.
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -180,7 +190,7 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -189,50 +199,10 @@ impl ServerCertVerifier for ChainOnly {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// prefer / require: encryption without checking who the server is (libpq's meaning); the
-/// handshake signature is still checked against the presented certificate.
-#[derive(Debug)]
-struct Unverified(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }

@@ -1,5 +1,10 @@
 //! [`MaybeTls`]: one socket type for plaintext and TLS, either side, so framing, relaying and
 //! authentication do not care which one they were given.
+//!
+//! A TLS write may accept plaintext while the encrypted records stay in rustls (the socket was
+//! full), and callers here never `flush`: a plain socket needs none. So every TLS write first
+//! sends what an earlier one left, and every read drives those leftovers too (a session writes,
+//! then waits to read the same socket: the pending records go out while it waits).
 
 use std::io;
 use std::pin::Pin;
@@ -60,8 +65,15 @@ impl AsyncRead for MaybeTls {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            MaybeTls::Accepted(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            MaybeTls::Connected(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            MaybeTls::Accepted(s) => {
+                // Registers for write readiness too while records are pending; errors show on read.
+                let _ = Pin::new(s.as_mut()).poll_flush(cx);
+                Pin::new(s.as_mut()).poll_read(cx, buf)
+            }
+            MaybeTls::Connected(s) => {
+                let _ = Pin::new(s.as_mut()).poll_flush(cx);
+                Pin::new(s.as_mut()).poll_read(cx, buf)
+            }
         }
     }
 }
@@ -70,8 +82,8 @@ impl AsyncWrite for MaybeTls {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            MaybeTls::Accepted(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            MaybeTls::Connected(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            MaybeTls::Accepted(s) => tls_write(Pin::new(s.as_mut()), cx, buf),
+            MaybeTls::Connected(s) => tls_write(Pin::new(s.as_mut()), cx, buf),
         }
     }
 
@@ -82,16 +94,15 @@ impl AsyncWrite for MaybeTls {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             MaybeTls::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
-            MaybeTls::Accepted(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
-            MaybeTls::Connected(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+            MaybeTls::Accepted(s) => tls_write(Pin::new(s.as_mut()), cx, first_nonempty(bufs)),
+            MaybeTls::Connected(s) => tls_write(Pin::new(s.as_mut()), cx, first_nonempty(bufs)),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             MaybeTls::Plain(s) => s.is_write_vectored(),
-            MaybeTls::Accepted(s) => s.is_write_vectored(),
-            MaybeTls::Connected(s) => s.is_write_vectored(),
+            MaybeTls::Accepted(_) | MaybeTls::Connected(_) => false,
         }
     }
 
@@ -110,4 +121,24 @@ impl AsyncWrite for MaybeTls {
             MaybeTls::Connected(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
+}
+
+/// Send what an earlier write left in rustls (backpressure: `Pending` until it is out), accept
+/// `buf`, and try to send it at once; what the socket cannot take now goes with the next write
+/// or read.
+fn tls_write<T: AsyncWrite>(mut s: Pin<&mut T>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    match s.as_mut().poll_flush(cx) {
+        Poll::Ready(Ok(())) => {}
+        other => return other.map(|r| r.map(|()| 0)),
+    }
+    let n = match s.as_mut().poll_write(cx, buf) {
+        Poll::Ready(Ok(n)) => n,
+        other => return other,
+    };
+    let _ = s.poll_flush(cx);
+    Poll::Ready(Ok(n))
+}
+
+fn first_nonempty<'a>(bufs: &'a [io::IoSlice<'a>]) -> &'a [u8] {
+    bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..])
 }
