@@ -273,12 +273,14 @@ impl RawConn {
     /// # Errors
     /// The connection closed or failed, or nothing came within `wait`.
     pub async fn recv(&mut self, wait: Duration) -> Result<Frame, WireError> {
-        match tokio::time::timeout(wait, self.io.next()).await {
-            Ok(Ok(Some(f))) => Ok(f),
-            Ok(Ok(None)) => Err(WireError::Io("connection closed".into())),
-            Ok(Err(e)) => Err(WireError::Io(e.to_string())),
-            Err(_) => Err(WireError::Io(format!("nothing arrived within {wait:?}"))),
-        }
+        recv_within(&mut self.io, wait).await
+    }
+
+    /// Two halves, to write and read at once (a long pipeline).
+    pub fn split(self) -> (RawReader, RawWriter) {
+        let (stream, buf) = self.io.into_parts();
+        let (read, write) = stream.into_split();
+        (RawReader { io: FrameReader::with_buffer(read, buf, CLIENT_MAX_MESSAGE) }, RawWriter { io: write })
     }
 
     /// Every message up to and including the next ReadyForQuery, each within `wait`.
@@ -345,6 +347,46 @@ impl RawConn {
                 }
             }
         }
+    }
+}
+
+/// The reading half of a [`RawConn`].
+pub struct RawReader {
+    io: FrameReader<tokio::net::tcp::OwnedReadHalf>,
+}
+
+impl RawReader {
+    /// See [`RawConn::recv`].
+    ///
+    /// # Errors
+    /// See [`RawConn::recv`].
+    pub async fn recv(&mut self, wait: Duration) -> Result<Frame, WireError> {
+        recv_within(&mut self.io, wait).await
+    }
+}
+
+/// The writing half of a [`RawConn`].
+pub struct RawWriter {
+    io: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl RawWriter {
+    /// Write `bytes`; false if the socket refused them.
+    pub async fn send(&mut self, bytes: &[u8]) -> bool {
+        self.io.write_all(bytes).await.is_ok()
+    }
+}
+
+/// The next whole message, ErrorResponse included, within `wait`.
+async fn recv_within<R: tokio::io::AsyncRead + Unpin>(
+    io: &mut FrameReader<R>,
+    wait: Duration,
+) -> Result<Frame, WireError> {
+    match tokio::time::timeout(wait, io.next()).await {
+        Ok(Ok(Some(f))) => Ok(f),
+        Ok(Ok(None)) => Err(WireError::Io("connection closed".into())),
+        Ok(Err(e)) => Err(WireError::Io(e.to_string())),
+        Err(_) => Err(WireError::Io(format!("nothing arrived within {wait:?}"))),
     }
 }
 
