@@ -96,3 +96,34 @@ async fn an_error_in_a_pipeline_aborts_it_up_to_the_sync_and_the_connection_stay
     let frames = a.until_ready_frames(WAIT).await.expect("the session goes on");
     assert_eq!(first_column(&frames[1]).as_deref(), Some("still here"));
 }
+
+/// asyncpg's pattern: Parse/Bind/Describe/Execute/Flush of a read (it runs on a replica and
+/// its block stays open), then a write as a simple Query: sluice ends the block on the replica
+/// and runs the write on the primary, 0 errors.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_after_a_flush_held_read_on_a_replica_runs_on_the_primary() {
+    let (c, p) = Cluster::with_proxy(1, "CREATE TABLE t (id int)").await;
+    let primary = c.primary_port().to_string();
+    let mut a = raw(p.port()).await;
+    let mut out = BytesMut::new();
+    run_unnamed(&mut out, "SELECT inet_server_port()::text", &[]);
+    messages::flush(&mut out);
+    assert!(a.send(&out).await);
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(a.recv(WAIT).await.expect("the Flush block's replies"));
+    }
+    assert_eq!(tags(&got), "12DC");
+    let read_on = first_column(&got[2]).expect("a port");
+    assert_ne!(read_on, primary, "the read should have run on the replica");
+    let mut q = BytesMut::new();
+    messages::query(&mut q, "INSERT INTO t VALUES (1) RETURNING inet_server_port()::text");
+    assert!(a.send(&q).await);
+    let frames = a.until_ready_frames(WAIT).await.expect("the write's answer");
+    let errors: Vec<_> =
+        frames.iter().filter(|f| f.tag() == tag::ERROR_RESPONSE).map(|f| messages::decode_error(f.body())).collect();
+    assert!(errors.is_empty(), "the write failed: {errors:?}");
+    assert_eq!(tags(&frames), "TDCZ");
+    assert_eq!(first_column(&frames[1]), Some(primary), "the write ran on the replica");
+    assert_eq!(c.psql("SELECT count(*) FROM t").await, "1");
+}

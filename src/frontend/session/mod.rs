@@ -212,6 +212,9 @@ impl<'a> Session<'a> {
             }
         }
         let mut class = unit.classify(&self.statements, &self.classifier);
+        if self.block_must_move(&class) {
+            self.close_held_block().await;
+        }
         if tracing::enabled!(tracing::Level::TRACE) {
             let tags: String = match &unit {
                 Unit::Simple(f) => (f.tag() as char).to_string(),
