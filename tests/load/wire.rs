@@ -92,6 +92,8 @@ impl Answer {
 /// One raw client connection.
 pub struct RawConn {
     io: FrameReader<TcpStream>,
+    /// The BackendKeyData sluice sent at login: (process id, secret).
+    pub backend_key: Option<(i32, i32)>,
 }
 
 impl RawConn {
@@ -106,7 +108,7 @@ impl RawConn {
             Err(_) => return Err(WireError::Io("connect timed out".into())),
         };
         let _ = stream.set_nodelay(true);
-        Ok(RawConn { io: FrameReader::new(stream, CLIENT_MAX_MESSAGE) })
+        Ok(RawConn { io: FrameReader::new(stream, CLIENT_MAX_MESSAGE), backend_key: None })
     }
 
     /// Write `bytes`; false if the socket refused them (sluice may already have hung up).
@@ -246,6 +248,9 @@ impl RawConn {
         loop {
             match self.next().await {
                 Ok(f) if f.tag() == tag::READY_FOR_QUERY => return first_error.map_or(Ok(()), Err),
+                Ok(f) if f.tag() == tag::BACKEND_KEY_DATA => {
+                    self.backend_key = messages::decode_backend_key(f.body());
+                }
                 Ok(_) => {}
                 Err(e @ WireError::Server { .. }) => {
                     first_error.get_or_insert(e);
