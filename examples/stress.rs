@@ -20,6 +20,11 @@
 //!   none may hang; prints SCRAM logins per second.
 //! - `kill`: `pg_terminate_backend()` of every backend of the proxy's user on every node, 3
 //!   rounds, while 20 clients run queries; at most one error per client per round.
+//! - `chaos` (not in the default list; `--only chaos`, 5 minutes by default): good clients check
+//!   every answer is their own while others of the same user vanish mid-statement, mid-pipeline,
+//!   mid-transaction, mid-COPY, mid-result, after Close without Sync (FIN or RST), or hit errors
+//!   in Flush blocks; targets: 0 foreign answers, 0 protocol errors, every Sync answered, every
+//!   Terminate closing.
 //!
 //! With `--target` no cluster and no sluice are started: only the login flood (with its canary)
 //! runs against that address, and a `result:` line of `key=value` pairs follows the figure so
@@ -41,7 +46,7 @@ use std::time::Duration;
 use clap::Parser;
 use load::canary::{Canary, CanaryReport};
 use load::flood::FloodReport;
-use load::{flood, kill, malformed, percentile, sockets, Target};
+use load::{chaos, flood, kill, malformed, percentile, sockets, Target};
 use sluice::pgcluster::{LocalCluster, TEST_DATABASE, TEST_PASSWORD, TEST_USER};
 
 /// The canary's latency target in every phase.
@@ -88,6 +93,15 @@ struct Args {
     /// Rounds of terminating every backend.
     #[arg(long, default_value_t = 3)]
     kill_rounds: usize,
+    /// Well-behaved clients in the chaos scenario.
+    #[arg(long, default_value_t = 8)]
+    chaos_good: usize,
+    /// Misbehaving clients in the chaos scenario.
+    #[arg(long, default_value_t = 8)]
+    chaos_bad: usize,
+    /// How long the chaos scenario runs.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    chaos_duration: Duration,
     /// Streaming replicas behind the primary.
     #[arg(long, default_value_t = 1)]
     replicas: usize,
@@ -174,7 +188,8 @@ async fn run(args: &Args, sluice: &tokio::runtime::Handle) -> Result<Vec<Figure>
             "malformed" => malformed(args, &t).await,
             "flood" => flood(args, &t).await,
             "kill" => kill(args, &cluster, &t).await,
-            other => return Err(format!("unknown scenario {other:?} (silent, malformed, flood, kill)")),
+            "chaos" => run_chaos(args, &cluster, &t).await?,
+            other => return Err(format!("unknown scenario {other:?} (silent, malformed, flood, kill, chaos)")),
         };
         figure.print();
         figures.push(figure);
@@ -284,6 +299,18 @@ async fn kill(args: &Args, cluster: &LocalCluster, t: &Target) -> Figure {
     violations.iter().take(5).for_each(|v| println!("  {v}"));
     let met = violations.is_empty() && report.kill_errors.is_empty();
     Figure::new("kill", report.summary(), canary, met)
+}
+
+async fn run_chaos(args: &Args, cluster: &LocalCluster, t: &Target) -> Result<Figure, String> {
+    cluster.psql("CREATE TABLE IF NOT EXISTS chaos_sink (v text)").await.map_err(|e| e.to_string())?;
+    let c = canary(t).await;
+    let run =
+        chaos::Chaos { good: args.chaos_good, bad: args.chaos_bad, duration: args.chaos_duration, seed: args.seed };
+    let report = chaos::run(t, &run).await;
+    let canary = c.stop().await;
+    report.foreign.iter().take(5).for_each(|f| println!("  foreign: {f}"));
+    report.protocol_errors.iter().take(5).for_each(|f| println!("  protocol error: {f}"));
+    Ok(Figure::new("chaos", report.summary(), canary, report.clean()))
 }
 
 /// sluice's configuration: defaults everywhere except the message limit (and the startup

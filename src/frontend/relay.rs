@@ -63,6 +63,8 @@ pub struct Relay<'a> {
     rejected: bool,
     /// A lost connection may be retried while nothing reached the client (the unit only reads).
     retry_lost: bool,
+    /// The process id the client was given: its own notifications carry it (0: unchanged).
+    client_pid: i32,
 }
 
 impl<'a> Relay<'a> {
@@ -83,7 +85,15 @@ impl<'a> Relay<'a> {
             hold: None,
             rejected: false,
             retry_lost: false,
+            client_pid: 0,
         }
+    }
+
+    /// Notifications raised by this connection's own backend are shown with `pid`, the process
+    /// id the client was given in BackendKeyData.
+    pub fn client_pid(mut self, pid: i32) -> Self {
+        self.client_pid = pid;
+        self
     }
 
     /// Hold replies back so that a `25006` rejection can be retried elsewhere unseen; if
@@ -134,6 +144,13 @@ impl<'a> Relay<'a> {
                 self.fill().await?;
                 continue;
             };
+            if t == tag::NOTIFICATION && self.client_pid != 0 && total >= 9 {
+                let server_pid = self.conn.key.0.to_be_bytes();
+                let pid = &mut self.conn.io.buffer()[run + 5..run + 9];
+                if *pid == server_pid {
+                    pid.copy_from_slice(&self.client_pid.to_be_bytes());
+                }
+            }
             let body = &self.conn.io.buffered()[run + 5..run + total];
             if t == tag::ERROR_RESPONSE && messages::is_fatal(body) {
                 // The server ends the connection after this: never half-forward a FATAL.

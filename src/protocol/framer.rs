@@ -283,6 +283,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn get_ref(&self) -> &R {
         &self.io
     }
+
+    /// The stream and the bytes read but not consumed (to split a stream in two halves).
+    pub fn into_parts(self) -> (R, BytesMut) {
+        (self.io, self.buf)
+    }
 }
 
 /// Read a big-endian i32 from a payload cursor, if 4 bytes are there.

@@ -92,6 +92,8 @@ impl Answer {
 /// One raw client connection.
 pub struct RawConn {
     io: FrameReader<TcpStream>,
+    /// The BackendKeyData sluice sent at login: (process id, secret).
+    pub backend_key: Option<(i32, i32)>,
 }
 
 impl RawConn {
@@ -106,7 +108,7 @@ impl RawConn {
             Err(_) => return Err(WireError::Io("connect timed out".into())),
         };
         let _ = stream.set_nodelay(true);
-        Ok(RawConn { io: FrameReader::new(stream, CLIENT_MAX_MESSAGE) })
+        Ok(RawConn { io: FrameReader::new(stream, CLIENT_MAX_MESSAGE), backend_key: None })
     }
 
     /// Write `bytes`; false if the socket refused them (sluice may already have hung up).
@@ -246,6 +248,9 @@ impl RawConn {
         loop {
             match self.next().await {
                 Ok(f) if f.tag() == tag::READY_FOR_QUERY => return first_error.map_or(Ok(()), Err),
+                Ok(f) if f.tag() == tag::BACKEND_KEY_DATA => {
+                    self.backend_key = messages::decode_backend_key(f.body());
+                }
                 Ok(_) => {}
                 Err(e @ WireError::Server { .. }) => {
                     first_error.get_or_insert(e);
@@ -273,12 +278,14 @@ impl RawConn {
     /// # Errors
     /// The connection closed or failed, or nothing came within `wait`.
     pub async fn recv(&mut self, wait: Duration) -> Result<Frame, WireError> {
-        match tokio::time::timeout(wait, self.io.next()).await {
-            Ok(Ok(Some(f))) => Ok(f),
-            Ok(Ok(None)) => Err(WireError::Io("connection closed".into())),
-            Ok(Err(e)) => Err(WireError::Io(e.to_string())),
-            Err(_) => Err(WireError::Io(format!("nothing arrived within {wait:?}"))),
-        }
+        recv_within(&mut self.io, wait).await
+    }
+
+    /// Two halves, to write and read at once (a long pipeline).
+    pub fn split(self) -> (RawReader, RawWriter) {
+        let (stream, buf) = self.io.into_parts();
+        let (read, write) = stream.into_split();
+        (RawReader { io: FrameReader::with_buffer(read, buf, CLIENT_MAX_MESSAGE) }, RawWriter { io: write })
     }
 
     /// Every message up to and including the next ReadyForQuery, each within `wait`.
@@ -345,6 +352,46 @@ impl RawConn {
                 }
             }
         }
+    }
+}
+
+/// The reading half of a [`RawConn`].
+pub struct RawReader {
+    io: FrameReader<tokio::net::tcp::OwnedReadHalf>,
+}
+
+impl RawReader {
+    /// See [`RawConn::recv`].
+    ///
+    /// # Errors
+    /// See [`RawConn::recv`].
+    pub async fn recv(&mut self, wait: Duration) -> Result<Frame, WireError> {
+        recv_within(&mut self.io, wait).await
+    }
+}
+
+/// The writing half of a [`RawConn`].
+pub struct RawWriter {
+    io: tokio::net::tcp::OwnedWriteHalf,
+}
+
+impl RawWriter {
+    /// Write `bytes`; false if the socket refused them.
+    pub async fn send(&mut self, bytes: &[u8]) -> bool {
+        self.io.write_all(bytes).await.is_ok()
+    }
+}
+
+/// The next whole message, ErrorResponse included, within `wait`.
+async fn recv_within<R: tokio::io::AsyncRead + Unpin>(
+    io: &mut FrameReader<R>,
+    wait: Duration,
+) -> Result<Frame, WireError> {
+    match tokio::time::timeout(wait, io.next()).await {
+        Ok(Ok(Some(f))) => Ok(f),
+        Ok(Ok(None)) => Err(WireError::Io("connection closed".into())),
+        Ok(Err(e)) => Err(WireError::Io(e.to_string())),
+        Err(_) => Err(WireError::Io(format!("nothing arrived within {wait:?}"))),
     }
 }
 

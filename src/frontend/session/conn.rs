@@ -138,6 +138,31 @@ impl Session<'_> {
         }
     }
 
+    /// An extended block left open (by Flush, or cut short) holds its connection only while
+    /// the next unit can run there: a write after a block that read on a replica must go to
+    /// the primary. Inside a transaction block, or with state bound to the connection, nothing
+    /// moves.
+    pub(super) fn block_must_move(&self, class: &Class) -> bool {
+        let Some(held) = self.held.as_ref() else { return false };
+        let moves_off = held.block == Block::Open
+            && held.status == TxStatus::Idle
+            && !self.pinned
+            && self.shared.config.pool.mode == PoolMode::Transaction
+            && class.access == Access::Write;
+        moves_off && self.shared.topology.load().primary().map(|p| p.index) != Some(held.checkout.pool().node())
+    }
+
+    /// End the held block on its connection (a Sync, its ReadyForQuery swallowed) and give the
+    /// connection back, so the next unit is routed afresh. Statements the block prepared are
+    /// prepared again lazily wherever they are needed.
+    pub(super) async fn close_held_block(&mut self) {
+        self.key.set_target(None);
+        if let Some(held) = self.held.take() {
+            tracing::debug!("closing a Flush-held block on a replica: the next unit writes");
+            held.checkout.release(false).await;
+        }
+    }
+
     /// Close the held connection and the idle ones to the same node: whatever killed it
     /// (backend terminations, a server restart) has most likely killed them too, even if their
     /// sockets do not show it yet.

@@ -7,7 +7,7 @@
 //!
 //! This file sequences the phases; `login` finishes the handshake, `conn` gets, prepares, holds
 //! and gives back server connections (routing included), `accepted` remembers statements servers
-//! accepted. The pure facts about a unit live in `frontend::unit`, the relay in `frontend::relay`.
+//! accepted, `idle` serves a held connection while the client is idle. The pure facts about a unit live in `frontend::unit`, the relay in `frontend::relay`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -22,6 +22,7 @@ use super::relay::{Outcome, Relay};
 use super::statements::{Batch, Statements};
 mod accepted;
 mod conn;
+mod idle;
 mod login;
 
 use super::unit::{
@@ -161,6 +162,9 @@ impl<'a> Session<'a> {
         if let Some(f) = self.lookahead.take() {
             return Ok(Some(f));
         }
+        if !self.watch_while_idle().await {
+            return Ok(None);
+        }
         let idle = self.shared.config.limits.idle_client_timeout.filter(|_| self.held.is_none());
         let read = self.client.next();
         let r = match idle {
@@ -214,6 +218,9 @@ impl<'a> Session<'a> {
             }
         }
         let mut class = unit.classify(&self.statements, &self.classifier);
+        if self.block_must_move(&class) {
+            self.close_held_block().await;
+        }
         if tracing::enabled!(tracing::Level::TRACE) {
             let tags: String = match &unit {
                 Unit::Simple(f) => (f.tag() as char).to_string(),
@@ -279,7 +286,7 @@ impl<'a> Session<'a> {
             return self.statement_error(sqlstate::CONNECTION_FAILURE, &e.to_string()).await.map(|()| None);
         }
         let (outcome, errored) = {
-            let relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params);
+            let relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params).client_pid(self.key.pid);
             let mut relay = if retryable { relay.retryable(class.access == Access::Read) } else { relay };
             let outcome = relay.run().await;
             (outcome, relay.errored)

@@ -1,0 +1,142 @@
+//! A session that is never deaf: while it waits for its client with a server connection
+//! attached (pinned, session pooling, open transaction, Flush-held block), it also reads that
+//! connection. Notifications, notices and parameter changes go to the client at once; an error
+//! or a close there is the loss of the connection, decided like one under a unit.
+
+use super::*;
+use crate::protocol::framer::split_frame;
+
+/// What woke an idle session.
+enum Woke {
+    /// The client has bytes (or closed).
+    Client,
+    /// The held connection sent bytes.
+    Server,
+    /// The held connection closed or failed.
+    ServerGone(String),
+}
+
+impl Session<'_> {
+    /// Wait until the client has something to say, meanwhile serving the held connection.
+    /// False if the session must end (the held connection died and the session cannot go on;
+    /// the client was told, or is gone).
+    pub(super) async fn watch_while_idle(&mut self) -> bool {
+        while self.held.is_some() && !self.client.has_buffered() {
+            let woke = self.wait_either().await;
+            let alive = match woke {
+                Woke::Client => return true,
+                Woke::Server => self.pass_idle_messages().await,
+                Woke::ServerGone(detail) => {
+                    let e = self.conn().lost(&detail);
+                    self.held_lost(&e).await
+                }
+            };
+            if !alive {
+                return false;
+            }
+        }
+        true
+    }
+
+    async fn wait_either(&mut self) -> Woke {
+        let Some(held) = self.held.as_mut() else { return Woke::Client };
+        let conn = held.checkout.conn();
+        let client = self.client.get_ref();
+        tokio::select! {
+            _ = client.readable() => Woke::Client,
+            r = conn.io.fill() => match r {
+                Ok(0) => Woke::ServerGone("server closed the connection".into()),
+                Ok(_) => Woke::Server,
+                Err(e) => Woke::ServerGone(e.to_string()),
+            },
+        }
+    }
+
+    /// Forward every complete message the held connection sent unasked. False if the session
+    /// ends.
+    async fn pass_idle_messages(&mut self) -> bool {
+        let client_pid = self.key.pid;
+        loop {
+            let conn = self.conn();
+            let frame = match split_frame(conn.io.buffer(), crate::backend::conn::MAX_SERVER_MESSAGE) {
+                Ok(Some(f)) => f,
+                Ok(None) => return true,
+                Err(e) => {
+                    let e = conn.lost(&e.to_string());
+                    return self.held_lost(&e).await;
+                }
+            };
+            match frame.tag() {
+                tag::NOTIFICATION | tag::NOTICE_RESPONSE | tag::PARAMETER_STATUS => {
+                    let out = own_notification(frame.into_bytes(), conn.key.0, client_pid);
+                    if self.client.get_mut().write_all(&out).await.is_err() {
+                        return false;
+                    }
+                }
+                tag::ERROR_RESPONSE => {
+                    let e = conn.server_error(&frame);
+                    return self.held_lost(&e).await;
+                }
+                other => {
+                    let e = conn.lost(&format!("unexpected message {:?} while idle", other as char));
+                    return self.held_lost(&e).await;
+                }
+            }
+        }
+    }
+
+    /// The held connection died while the client was idle: drop it; if the session cannot go
+    /// on without it, FATAL to the client. False if the session ends.
+    async fn held_lost(&mut self, e: &BackendError) -> bool {
+        tracing::info!(error = %e, "held server connection lost while the client was idle");
+        let autocommit = self.held.as_ref().is_none_or(|h| h.status == TxStatus::Idle);
+        let session_pooling = self.shared.config.pool.mode == PoolMode::Session;
+        let verdict = after_loss(autocommit, self.pinned, session_pooling);
+        self.pinned = false;
+        self.drop_held_and_siblings();
+        match verdict {
+            // The next unit gets a fresh connection with the session's state replayed.
+            AfterLoss::Continue => true,
+            AfterLoss::End(what) => {
+                let msg = format!("server connection lost ({e}); the session cannot continue: {what} was on it");
+                self.fatal(e.sqlstate(), &msg).await;
+                false
+            }
+        }
+    }
+}
+
+/// A NotificationResponse raised by the session's own server connection carries the process id
+/// the client was given in BackendKeyData (clients use it to skip their own notifications).
+/// Anything else is returned unchanged.
+pub(super) fn own_notification(frame: bytes::Bytes, server_pid: i32, client_pid: i32) -> bytes::Bytes {
+    if frame.first() != Some(&tag::NOTIFICATION) || frame.get(5..9) != Some(&server_pid.to_be_bytes()[..]) {
+        return frame;
+    }
+    let mut out = BytesMut::from(&frame[..]);
+    out[5..9].copy_from_slice(&client_pid.to_be_bytes());
+    out.freeze()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_notification;
+    use bytes::{BufMut, Bytes, BytesMut};
+
+    fn notification(pid: i32) -> Bytes {
+        let mut b = BytesMut::new();
+        b.put_u8(b'A');
+        b.put_i32(4 + 4 + 3 + 1);
+        b.put_i32(pid);
+        b.put_slice(b"ch\0\0");
+        b.freeze()
+    }
+
+    #[test]
+    fn only_the_sessions_own_notifications_get_its_pid() {
+        assert_eq!(own_notification(notification(77), 77, 5), notification(5));
+        assert_eq!(own_notification(notification(78), 77, 5), notification(78), "another session's");
+        let notice = Bytes::from_static(b"N\0\0\0\x08\0\0\0\x4d");
+        assert_eq!(own_notification(notice.clone(), 77, 5), notice);
+    }
+}

@@ -1,0 +1,84 @@
+//! A session is never deaf: while its client is idle, the server connection it holds is read
+//! too. A listener that sends nothing receives notifications at once and in order, its own
+//! NOTIFY comes back with the process id sluice gave it, and a held connection that dies while
+//! the client is idle is reported to the client without it sending anything.
+
+mod common;
+mod load;
+
+use std::time::Duration;
+
+use bytes::BytesMut;
+use common::{Cluster, Proxy};
+use load::wire::RawConn;
+use load::Target;
+use sluice::auth::SaltCache;
+use sluice::protocol::{messages, tag, Frame};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn raw(port: u16) -> RawConn {
+    let mut c = RawConn::connect(port).await.expect("connect");
+    c.login(&Target::test_user(port), &SaltCache::default()).await.expect("login");
+    c
+}
+
+async fn query(c: &mut RawConn, sql: &str) -> Vec<Frame> {
+    let mut b = BytesMut::new();
+    messages::query(&mut b, sql);
+    assert!(c.send(&b).await);
+    c.until_ready_frames(WAIT).await.unwrap_or_else(|e| panic!("{sql}: {e}"))
+}
+
+/// (process id, channel, payload) of a NotificationResponse.
+fn notification(f: &Frame) -> (i32, String, String) {
+    assert_eq!(f.tag(), tag::NOTIFICATION, "expected a notification, got {:?}", f.tag() as char);
+    let b = f.body();
+    let pid = i32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+    let mut parts = b[4..].split(|&c| c == 0).map(|p| String::from_utf8_lossy(p).into_owned());
+    (pid, parts.next().unwrap_or_default(), parts.next().unwrap_or_default())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_silent_listener_receives_notifications_in_order_and_its_own_with_its_pid() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).pool_size(4).start().await;
+    let mut listener = raw(p.port()).await;
+    query(&mut listener, "LISTEN ch").await;
+    for n in ["one", "two", "three"] {
+        c.psql(&format!("NOTIFY ch, '{n}'")).await;
+    }
+    let mut got = Vec::new();
+    for _ in 0..3 {
+        let f = listener.recv(WAIT).await.expect("a notification while the listener sends nothing");
+        got.push(notification(&f).2);
+    }
+    assert_eq!(got, ["one", "two", "three"]);
+
+    let frames = query(&mut listener, "NOTIFY ch, 'mine'").await;
+    let own = frames.iter().find(|f| f.tag() == tag::NOTIFICATION).expect("its own notification");
+    let (pid, channel, payload) = notification(own);
+    assert_eq!((channel.as_str(), payload.as_str()), ("ch", "mine"));
+    assert_eq!(Some(pid), listener.backend_key.map(|k| k.0), "the pid the client was given in BackendKeyData");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pinned_idle_session_hears_of_its_terminated_backend_without_sending_anything() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).pool_size(4).start().await;
+    let mut listener = raw(p.port()).await;
+    query(&mut listener, "LISTEN doomed").await;
+    // Every backend of the proxy's user (the listener's among them; the others were idle).
+    let sql = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+               WHERE usename = current_user AND backend_type = 'client backend' AND pid <> pg_backend_pid()";
+    let killed: u32 = c.psql(sql).await.parse().expect("a count");
+    assert!(killed >= 1, "nothing to terminate");
+    let f = listener.recv(WAIT).await.expect("the error, unasked");
+    let info = messages::decode_error(f.body());
+    assert_eq!(
+        (f.tag(), info.severity.as_str(), info.code.as_str()),
+        (tag::ERROR_RESPONSE, "FATAL", "57P01"),
+        "{info:?}"
+    );
+    assert!(listener.closed_within(Duration::from_secs(2)).await, "a FATAL ends the connection");
+}
