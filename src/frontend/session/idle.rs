@@ -41,9 +41,11 @@ impl Session<'_> {
     async fn wait_either(&mut self) -> Woke {
         let Some(held) = self.held.as_mut() else { return Woke::Client };
         let conn = held.checkout.conn();
-        let client = self.client.get_ref();
+        // Reading (not just waiting for readability) also sees plaintext a TLS layer already
+        // decrypted and holds; a read cancelled by the other branch loses nothing.
+        let client = &mut self.client;
         tokio::select! {
-            _ = client.readable() => Woke::Client,
+            _ = client.fill() => Woke::Client,
             r = conn.io.fill() => match r {
                 Ok(0) => Woke::ServerGone("server closed the connection".into()),
                 Ok(_) => Woke::Server,
