@@ -11,6 +11,8 @@
 //! - [`auth`]: SCRAM-SHA-256 and md5 crypto for both sides.
 //! - [`metrics`] and [`admin`]: typed Prometheus metrics and the HTTP endpoint that serves them
 //!   with `/health` and `/topology`.
+//! - [`reload`] and [`live`]: hot reload (what a new file changes, and values readers borrow
+//!   while a reload replaces them).
 //! - [`pgcluster`] and [`demo`]: local PostgreSQL clusters for `sluice demo` and the tests.
 //!
 //! [`Proxy::start`] wires the handles together; `main.rs` only handles the process lifecycle.
@@ -22,9 +24,12 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod frontend;
+pub mod live;
+pub mod logging;
 pub mod metrics;
 pub mod pgcluster;
 pub mod protocol;
+pub mod reload;
 pub mod router;
 pub mod topology;
 

@@ -3,8 +3,11 @@
 //! Every problem in a file is reported at once, each naming its key and the reason. Code outside
 //! this module only ever sees typed values: `Duration`, `SocketAddr`, enums.
 
+mod ops;
 mod raw;
 mod validate;
+
+pub use ops::{AdminConfig, LifecycleConfig, LogConfig, LogFormat, OpsConfig};
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -173,6 +176,8 @@ pub struct Config {
     pub nodes: Vec<NodeConfig>,
     /// Users.
     pub users: Vec<UserConfig>,
+    /// How sluice is operated: shutdown, the admin endpoint and console, logging.
+    pub ops: OpsConfig,
 }
 
 /// One problem in a configuration: the key and the reason.

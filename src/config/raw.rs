@@ -22,6 +22,12 @@ pub struct RawConfig {
     pub nodes: Vec<RawNode>,
     #[serde(default)]
     pub users: Vec<RawUser>,
+    #[serde(default)]
+    pub lifecycle: super::ops::RawLifecycle,
+    #[serde(default)]
+    pub admin: super::ops::RawAdmin,
+    #[serde(default)]
+    pub log: super::ops::RawLog,
 }
 
 /// `[limits]`

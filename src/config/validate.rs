@@ -13,17 +13,17 @@ use super::{
 
 /// Collects problems while converting.
 #[derive(Default)]
-struct Checker {
-    problems: Vec<ConfigProblem>,
+pub(super) struct Checker {
+    pub(super) problems: Vec<ConfigProblem>,
 }
 
 impl Checker {
-    fn problem(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+    pub(super) fn problem(&mut self, key: impl Into<String>, reason: impl Into<String>) {
         self.problems.push(ConfigProblem { key: key.into(), reason: reason.into() });
     }
 
     /// An integer within `[min, max]`, or `default` when absent.
-    fn int(&mut self, key: &str, value: Option<i64>, default: i64, min: i64, max: i64) -> i64 {
+    pub(super) fn int(&mut self, key: &str, value: Option<i64>, default: i64, min: i64, max: i64) -> i64 {
         let v = value.unwrap_or(default);
         if v < min || v > max {
             self.problem(key, format!("{v} is out of range ({min}..={max})"));
@@ -33,7 +33,7 @@ impl Checker {
     }
 
     /// A humantime duration (`"5s"`, `"250ms"`, `"10m"`), or `default` when absent.
-    fn duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
+    pub(super) fn duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
         let Some(text) = value else { return default };
         match humantime::parse_duration(text.trim()) {
             Ok(d) => d,
@@ -45,7 +45,7 @@ impl Checker {
     }
 
     /// One of `choices` (case-insensitive), or `default` when absent.
-    fn choice<T: Copy>(&mut self, key: &str, value: Option<&str>, default: T, choices: &[(&str, T)]) -> T {
+    pub(super) fn choice<T: Copy>(&mut self, key: &str, value: Option<&str>, default: T, choices: &[(&str, T)]) -> T {
         let Some(text) = value else { return default };
         if let Some((_, v)) = choices.iter().find(|(name, _)| name.eq_ignore_ascii_case(text)) {
             return *v;
@@ -55,7 +55,7 @@ impl Checker {
         default
     }
 
-    fn nonempty(&mut self, key: &str, value: Option<&str>) -> String {
+    pub(super) fn nonempty(&mut self, key: &str, value: Option<&str>) -> String {
         match value {
             Some(v) if !v.trim().is_empty() => v.to_string(),
             _ => {
@@ -81,6 +81,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let users = users(&mut c, &raw.users);
     let monitor = monitor(&mut c, &raw.monitor, &users);
     let routing = routing(&mut c, &raw.routing);
+    let ops = super::ops::validate(&mut c, &raw, &users);
     if let Some(dbs) = &raw.databases {
         for (i, db) in dbs.iter().enumerate() {
             if db.trim().is_empty() {
@@ -91,7 +92,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     if !c.problems.is_empty() {
         return Err(ConfigErrors(c.problems));
     }
-    Ok(Config { listen, admin_listen, databases: raw.databases, limits, pool, monitor, routing, nodes, users })
+    Ok(Config { listen, admin_listen, databases: raw.databases, limits, pool, monitor, routing, nodes, users, ops })
 }
 
 fn listen_addr(c: &mut Checker, value: Option<&str>) -> SocketAddr {

@@ -6,10 +6,12 @@
 //! up to ReadyForQuery, then releases the connection by the transaction status byte. This module
 //! owns client-facing errors; it never publishes topology.
 
+pub mod admin_console;
 pub mod cancel;
 pub mod catalog;
 pub mod expect;
 pub mod handshake;
+pub mod lifecycle;
 pub mod listener;
 pub mod params;
 mod relay;
@@ -24,7 +26,9 @@ use std::sync::{Arc, Mutex};
 use crate::auth::ScramVerifier;
 use crate::backend::Pools;
 use crate::config::{AuthMethod, Config, Secret};
+use crate::live::Live;
 use crate::metrics::Metrics;
+use crate::reload::Control;
 use crate::topology::TopologyHandle;
 
 /// What a client is checked against, prepared once at startup (no PBKDF2 per login).
@@ -55,16 +59,16 @@ impl Credentials {
 
 /// Handles every session shares.
 pub struct Shared {
-    /// The configuration.
-    pub config: Arc<Config>,
+    /// The configuration (replaced by a reload; every access reads the current one).
+    pub config: Arc<Live<Config>>,
     /// Current topology.
     pub topology: TopologyHandle,
     /// Server connection pools.
     pub pools: Arc<Pools>,
     /// Client cancel keys.
     pub cancels: cancel::CancelRegistry,
-    /// Per-user credentials.
-    pub credentials: HashMap<String, Credentials>,
+    /// Per-user credentials (replaced by a reload).
+    pub credentials: Live<HashMap<String, Credentials>>,
     /// Statement classifiers, one per database.
     pub classifiers: catalog::Classifiers,
     /// Round-robin ticket counter for replica choice.
@@ -74,14 +78,23 @@ pub struct Shared {
     /// Statements a server accepted, keyed by (database, user, session state, statement): a
     /// later Parse of one is answered without a server connection.
     pub accepted_statements: Mutex<HashSet<u64>>,
+    /// Drain, pause and the registry of connected clients.
+    pub lifecycle: lifecycle::Lifecycle,
+    /// Reload and shutdown requests (the admin console sends them).
+    pub control: Control,
 }
 
 impl Shared {
     /// Build the shared handles.
     #[must_use]
-    pub fn new(config: Arc<Config>, topology: TopologyHandle, pools: Arc<Pools>, metrics: Arc<Metrics>) -> Self {
-        let credentials =
-            config.users.iter().map(|u| (u.name.clone(), Credentials::for_user(&u.name, u.auth, &u.secret))).collect();
+    pub fn new(
+        config: Arc<Live<Config>>,
+        topology: TopologyHandle,
+        pools: Arc<Pools>,
+        metrics: Arc<Metrics>,
+        control: Control,
+    ) -> Self {
+        let credentials = Live::new(credentials(&config));
         let classifiers = catalog::Classifiers::new(Arc::clone(&config), Arc::clone(&pools), topology.clone());
         Self {
             config,
@@ -93,6 +106,14 @@ impl Shared {
             tickets: AtomicU64::new(0),
             metrics,
             accepted_statements: Mutex::new(HashSet::new()),
+            lifecycle: lifecycle::Lifecycle::default(),
+            control,
         }
     }
+}
+
+/// What every configured user is checked against, prepared once per configuration.
+#[must_use]
+pub fn credentials(config: &Config) -> HashMap<String, Credentials> {
+    config.users.iter().map(|u| (u.name.clone(), Credentials::for_user(&u.name, u.auth, &u.secret))).collect()
 }
