@@ -221,7 +221,19 @@ impl ProxyBuilder {
             .await
             .unwrap_or_else(|e| panic!("sluice did not start: {e}\n--- toml ---\n{}", self.toml()));
         let (user, password) = self.first_login();
-        Proxy { handle: Some(handle), user, password }
+        Proxy { handle: Some(handle), user, password, config_file: None }
+    }
+
+    /// Start sluice in this process from a configuration file it can reload
+    /// (`Proxy::rewrite_config`, then a reload).
+    pub async fn start_from_file(self) -> Proxy {
+        let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::fs::write(file.path(), self.toml()).unwrap();
+        let handle = sluice::Proxy::start_from_file(file.path())
+            .await
+            .unwrap_or_else(|e| panic!("sluice did not start: {e}\n--- toml ---\n{}", self.toml()));
+        let (user, password) = self.first_login();
+        Proxy { handle: Some(handle), user, password, config_file: Some(file) }
     }
 
     /// Start sluice as a child process (`sluice run --config FILE`) on a free port.
