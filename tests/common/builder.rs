@@ -181,7 +181,7 @@ impl ProxyBuilder {
             let list: Vec<String> = dbs.iter().map(|d| s(d)).collect();
             t.push_str(&format!("databases = [{}]\n", list.join(", ")));
         }
-        for section in ["limits", "pool", "monitor", "routing"] {
+        for section in ["limits", "pool", "monitor", "routing", "lifecycle", "admin", "log"] {
             let keys = self.section(section);
             if !keys.is_empty() {
                 t.push_str(&format!("\n[{section}]\n{keys}"));
