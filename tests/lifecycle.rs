@@ -72,3 +72,53 @@ async fn a_second_signal_exits_at_once() {
     p.signal("INT");
     assert_eq!(p.wait_exit(LIMIT).await, Some(1), "{}", p.log());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_say_each_topology_change_with_its_reason_and_no_secret() {
+    let c = Cluster::start(1).await;
+    let builder = Proxy::builder().cluster(&c).monitor_interval("100ms").set("log", "format", "\"json\"");
+    let p = builder.spawn_process().await;
+    p.connect().await.simple_query("SELECT 1").await.unwrap();
+    c.stop_node(1).await.unwrap();
+    let mut change = None;
+    for _ in 0..200 {
+        let log = p.log();
+        change = log
+            .lines()
+            .find(|l| l.contains("topology change") && l.contains("node1: replica -> down"))
+            .map(String::from);
+        if change.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let change = change.unwrap_or_else(|| panic!("no topology change line:\n{}", p.log()));
+    let line: serde_json::Value = serde_json::from_str(&change).expect("a JSON line");
+    assert_eq!(line["message"], "topology change");
+    assert!(line["change"].as_str().unwrap().contains("not answering"), "the reason is given: {line}");
+    let log = p.log();
+    for l in log.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(serde_json::from_str::<serde_json::Value>(l).is_ok(), "not JSON: {l}");
+    }
+    assert!(!log.contains(sluice::pgcluster::TEST_PASSWORD), "a password reached the log");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reuse_port_lets_a_second_sluice_bind_the_same_port() {
+    let port = sluice::pgcluster::free_port().unwrap();
+    let nowhere = sluice::pgcluster::free_port().unwrap();
+    let on = |reuse: bool| {
+        Proxy::builder()
+            .node("n", nowhere)
+            .user("u", "p")
+            .listen(&format!("127.0.0.1:{port}"))
+            .set("lifecycle", "reuse_port", &reuse.to_string())
+            .config()
+    };
+    let old = sluice::Proxy::start(on(true)).await.expect("the first binds");
+    let new = sluice::Proxy::start(on(true)).await.expect("with SO_REUSEPORT the second binds the same port");
+    assert_eq!(old.addr(), new.addr());
+    new.shutdown().await;
+    assert!(sluice::Proxy::start(on(false)).await.is_err(), "without it the port is taken");
+    old.shutdown().await;
+}
