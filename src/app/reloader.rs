@@ -16,7 +16,8 @@ use crate::admin::{topology_changes, Events};
 use crate::config::Config;
 use crate::frontend::{credentials, Shared};
 use crate::reload::{self, Plan, ReloadError, ReloadReport, Request};
-use crate::topology::{NodeView, Role, Topology};
+use crate::topology::monitor::initial_topology;
+use crate::topology::{NodeView, Topology};
 
 /// Owns the monitor task and what a reload needs.
 pub(super) struct Reloader {
@@ -121,27 +122,15 @@ impl Reloader {
 
 /// The active slots as topology nodes: what is known about an unchanged node is kept.
 fn node_list(config: &Config, active: &[bool], current: &Topology) -> Vec<NodeView> {
-    config
+    initial_topology(config)
         .nodes
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| active.get(*i).copied().unwrap_or(false))
-        .map(|(index, n)| {
-            let fresh = NodeView {
-                index,
-                name: n.name.clone(),
-                host: n.host.clone(),
-                port: n.port,
-                role: Role::Unknown,
-                weight: n.weight,
-                wal_lsn: None,
-            };
-            match current.nodes.iter().find(|v| v.index == index) {
-                Some(v) if v.host == n.host && v.port == n.port => {
-                    NodeView { role: v.role, wal_lsn: v.wal_lsn, ..fresh }
-                }
-                _ => fresh,
+        .into_iter()
+        .filter(|n| active.get(n.index).copied().unwrap_or(false))
+        .map(|fresh| match current.nodes.iter().find(|v| v.index == fresh.index) {
+            Some(v) if v.host == fresh.host && v.port == fresh.port => {
+                NodeView { role: v.role, wal_lsn: v.wal_lsn, ..fresh }
             }
+            _ => fresh,
         })
         .collect()
 }
