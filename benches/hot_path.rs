@@ -99,15 +99,21 @@ fn bench_pool(c: &mut Criterion) {
         "[[nodes]]\nname = \"pg\"\nhost = \"127.0.0.1\"\nport = {port}\n\n\
          [[users]]\nname = \"bench\"\nauth = \"trust\"\n"
     );
-    let config = Arc::new(Config::from_toml_str(&toml).unwrap());
+    let config = Arc::new(sluice::live::Live::new(Config::from_toml_str(&toml).unwrap()));
     let metrics = Metrics::new(&mut Registry::default(), &["pg".to_string()]);
     let pools = Pools::new(config, metrics);
     let pool = pools.get(0, "bench", "bench");
     // The first checkout connects; release keeps the connection idle for the measured ones.
-    rt.block_on(async { pool.checkout().await.unwrap().release(false).await; });
+    rt.block_on(async {
+        pool.checkout().await.unwrap().release(false).await;
+    });
     assert_eq!(pool.idle_count(), 1);
     c.bench_function("pool checkout + release (idle connection)", |b| {
-        b.iter(|| rt.block_on(async { pool.checkout().await.unwrap().release(false).await; }))
+        b.iter(|| {
+            rt.block_on(async {
+                pool.checkout().await.unwrap().release(false).await;
+            })
+        })
     });
 }
 

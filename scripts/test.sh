@@ -22,6 +22,16 @@ if ! pg_bindir >/dev/null || ! command -v psql >/dev/null || ! command -v pgbenc
   fi
 fi
 
+# The status page is tested in a real headless browser (tests/status_page.rs skips without one).
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test.sh: installing chromium for the status page test..."
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  else
+    echo "test.sh: no chromium; tests/status_page.rs will skip (Debian: sudo apt-get install chromium)" >&2
+  fi
+fi
+
 # Tests that hold thousands of sockets need the open-files soft limit raised to the hard one.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 

@@ -2,9 +2,10 @@
 //! Ctrl-C.
 //!
 //! [`run`] starts a [`LocalCluster`], writes a configuration for it (listening on
-//! 127.0.0.1:6432, or any free port when 6432 is taken), starts the proxy, prints the topology
-//! it found and a ready `psql` command, then waits for Ctrl-C (or SIGTERM / SIGHUP) and removes
-//! everything. The pieces ([`Demo::start`], [`demo_toml`], [`render_topology`]) are public so
+//! 127.0.0.1:6432, or any free port when 6432 is taken; the admin endpoint on 127.0.0.1:9187 or
+//! any free port), starts the proxy, prints the topology it found, a ready `psql` command, a
+//! query that shows which server answered, a pgbench line, the admin console command and the
+//! status page URL, then waits for Ctrl-C (or SIGTERM / SIGHUP) and removes everything. The pieces ([`Demo::start`], [`demo_toml`], [`render_topology`]) are public so
 //! the demo can be tested without a terminal.
 
 use std::net::SocketAddr;
@@ -17,6 +18,8 @@ use crate::{Proxy, ProxyHandle, StartError};
 
 /// The port the demo prefers (pgbouncer's customary one).
 pub const PREFERRED_PORT: u16 = 6432;
+/// The admin endpoint port the demo prefers.
+pub const PREFERRED_ADMIN_PORT: u16 = 9187;
 /// Replicas the demo starts.
 const REPLICAS: usize = 2;
 /// How long to wait for the monitor's first complete picture before printing what is known.
@@ -65,6 +68,12 @@ impl Demo {
         self.handle.addr()
     }
 
+    /// The admin endpoint (status page, `/health`, `/metrics`).
+    #[must_use]
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.handle.admin_addr()
+    }
+
     /// The cluster behind the proxy.
     #[must_use]
     pub fn cluster(&self) -> &LocalCluster {
@@ -74,11 +83,21 @@ impl Demo {
     /// The text printed once the demo is up: topology and how to connect.
     #[must_use]
     pub fn banner(&self) -> String {
+        let addr = self.addr();
+        let url = connection_url(addr, TEST_DATABASE);
+        let status = self.admin_addr().map_or_else(|| "(no admin endpoint)".to_string(), |a| format!("http://{a}/"));
         format!(
-            "sluice is listening on {addr}\n\n{topology}\nConnect with:\n  {psql}\n\nPress Ctrl-C to stop and remove everything.",
-            addr = self.addr(),
+            "sluice is listening on {addr}\n\n{topology}\nConnect with:\n  {psql}\n\n\
+             See where statements run (reads go to the replicas' ports above, writes to the primary's):\n  \
+             psql \"{url}\" -Atc \"SELECT inet_server_port()\" -c \"SELECT inet_server_port()\"\n\n\
+             Put load on it (read-only, so it spreads over the replicas):\n  \
+             pgbench -i \"{url}\" && pgbench -c 8 -j 2 -T 30 -S \"{url}\"\n\n\
+             Admin console (SHOW NODES, SHOW POOLS, SHOW STATS, PAUSE, RESUME, RELOAD):\n  \
+             psql \"{console}\" -c \"SHOW NODES\"\n\n\
+             Live status page:\n  {status}\n\nPress Ctrl-C to stop and remove everything.",
             topology = render_topology(&self.handle.topology()),
-            psql = psql_command(self.addr()),
+            psql = psql_command(addr),
+            console = connection_url(addr, crate::frontend::admin_console::DATABASE),
         )
     }
 
@@ -118,12 +137,17 @@ async fn stop_requested() -> std::io::Result<()> {
 
 /// Start the proxy on [`PREFERRED_PORT`], or on any free port if that one is taken.
 async fn start_proxy(ports: &[u16]) -> Result<ProxyHandle, DemoError> {
-    let any = || Config::from_toml_str(&demo_toml(ports, "127.0.0.1:0"));
+    let admin_port = if port_is_free(PREFERRED_ADMIN_PORT) { PREFERRED_ADMIN_PORT } else { 0 };
+    let with_admin = |listen: &str| {
+        let toml = demo_toml(ports, listen);
+        Config::from_toml_str(&format!("admin_listen = \"127.0.0.1:{admin_port}\"\n{toml}"))
+    };
+    let any = || with_admin("127.0.0.1:0");
     if !port_is_free(PREFERRED_PORT) {
         return Ok(Proxy::start(any()?).await?);
     }
     let preferred = format!("127.0.0.1:{PREFERRED_PORT}");
-    let first = Proxy::start(Config::from_toml_str(&demo_toml(ports, &preferred))?).await;
+    let first = Proxy::start(with_admin(&preferred)?).await;
     // Taken between the check and the bind: fall back all the same.
     if let Err(StartError::Listen { .. }) = first {
         return Ok(Proxy::start(any()?).await?);
@@ -156,6 +180,7 @@ pub fn demo_toml(ports: &[u16], listen: &str) -> String {
     toml.push_str(&format!(
         "\n[[users]]\nname = \"{TEST_USER}\"\npassword = \"{TEST_PASSWORD}\"\nauth = \"scram-sha-256\"\n"
     ));
+    toml.push_str(&format!("\n[admin]\nusers = [\"{TEST_USER}\"]\n"));
     toml
 }
 
@@ -172,7 +197,13 @@ pub fn render_topology(topology: &Topology) -> String {
 /// A `psql` command line that connects through sluice as the demo user.
 #[must_use]
 pub fn psql_command(addr: SocketAddr) -> String {
-    format!("psql \"postgresql://{TEST_USER}:{TEST_PASSWORD}@{}:{}/{TEST_DATABASE}\"", addr.ip(), addr.port())
+    format!("psql \"{}\"", connection_url(addr, TEST_DATABASE))
+}
+
+/// A libpq URL for the demo user on `database` through sluice.
+#[must_use]
+pub fn connection_url(addr: SocketAddr, database: &str) -> String {
+    format!("postgresql://{TEST_USER}:{TEST_PASSWORD}@{}:{}/{database}", addr.ip(), addr.port())
 }
 
 #[cfg(test)]
@@ -213,16 +244,35 @@ mod tests {
         assert_eq!(psql, format!("psql \"postgresql://{TEST_USER}:{TEST_PASSWORD}@127.0.0.1:6432/app\""));
     }
 
+    async fn http_get(addr: SocketAddr, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n");
+        s.write_all(request.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
     /// The whole demo against real servers: up, reachable with the printed credentials, gone.
     #[tokio::test(flavor = "multi_thread")]
     async fn the_demo_starts_serves_and_cleans_up() {
         let demo = Demo::start().await.unwrap_or_else(|e| panic!("{e}"));
         let banner = demo.banner();
         assert!(banner.contains("primary"), "{banner}");
-        assert_eq!(banner.matches("replica").count(), REPLICAS, "{banner}");
+        assert_eq!(banner.lines().filter(|l| l.ends_with("  replica")).count(), REPLICAS, "{banner}");
+        for line in ["inet_server_port()", "pgbench -i", "/sluice\" -c \"SHOW NODES\"", "Live status page:\n  http://"]
+        {
+            assert!(banner.contains(line), "{line:?} missing from:\n{banner}");
+        }
         let port = demo.addr().port();
         let out = demo.cluster().psql_at(port, "SELECT 40 + 2").await;
         assert_eq!(out.unwrap_or_else(|e| panic!("{e}")), "42");
+        let nodes = demo.cluster().psql_as(port, TEST_USER, TEST_PASSWORD, "sluice", "SHOW NODES").await;
+        assert_eq!(nodes.unwrap_or_else(|e| panic!("{e}")).lines().count(), REPLICAS + 1, "the console answers");
+        let admin = demo.admin_addr().expect("the demo serves the admin endpoint");
+        let page = http_get(admin, "/").await;
+        assert!(page.starts_with("HTTP/1.1 200") && page.contains("<title>sluice</title>"), "{page}");
         let root = demo.cluster().root_dir().to_path_buf();
         demo.shutdown().await;
         assert!(!root.exists());

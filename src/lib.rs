@@ -12,6 +12,8 @@
 //! - [`tls`]: rustls configs for both sides, certificate reload, the socket type both use.
 //! - [`metrics`] and [`admin`]: typed Prometheus metrics and the HTTP endpoint that serves them
 //!   with `/health` and `/topology`.
+//! - [`reload`] and [`live`]: hot reload (what a new file changes, and values readers borrow
+//!   while a reload replaces them).
 //! - [`pgcluster`] and [`demo`]: local PostgreSQL clusters for `sluice demo` and the tests.
 //!
 //! [`Proxy::start`] wires the handles together; `main.rs` only handles the process lifecycle.
@@ -23,9 +25,12 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod frontend;
+pub mod live;
+pub mod logging;
 pub mod metrics;
 pub mod pgcluster;
 pub mod protocol;
+pub mod reload;
 pub mod router;
 pub mod tls;
 pub mod topology;

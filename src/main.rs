@@ -1,9 +1,15 @@
 //! The `sluice` binary: CLI, tracing, config load, signals, exit code. Nothing else.
+//!
+//! Signals: SIGHUP reloads the configuration file; the first SIGTERM or SIGINT (or the admin
+//! console's `SHUTDOWN`) drains (stop accepting, let open transactions finish within
+//! `lifecycle.shutdown_timeout`, send idle clients away with `57P01`) and exits 0; a second one
+//! exits at once with status 1.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// sluice: a read/write-splitting PostgreSQL proxy.
 #[derive(Parser)]
@@ -31,29 +37,25 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     match cli.command.unwrap_or(Command::Run) {
         Command::CheckConfig { file } => check_config(&file),
         Command::Run => match cli.config {
-            Some(path) => runtime().block_on(run(path)),
+            Some(path) => run(path),
             None => {
                 eprintln!("sluice: `run` needs --config FILE (or try `sluice demo`)");
                 ExitCode::from(2)
             }
         },
-        Command::Demo => match runtime().block_on(sluice::demo::run()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("sluice demo: {e}");
-                ExitCode::FAILURE
+        Command::Demo => {
+            sluice::logging::init(&sluice::config::OpsConfig::default().log);
+            match runtime().block_on(sluice::demo::run()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sluice demo: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
+        }
     }
 }
 
@@ -76,7 +78,7 @@ fn check_config(file: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn run(path: PathBuf) -> ExitCode {
+fn run(path: PathBuf) -> ExitCode {
     let config = match sluice::config::Config::load(&path) {
         Ok(c) => c,
         Err(e) => {
@@ -84,34 +86,80 @@ async fn run(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let handle = match sluice::Proxy::start(config).await {
+    sluice::logging::init(&config.ops.log);
+    runtime().block_on(serve(path))
+}
+
+async fn serve(path: PathBuf) -> ExitCode {
+    let mut signals = match Signals::new() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sluice: cannot listen for signals: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let handle = match sluice::Proxy::start_from_file(&path).await {
         Ok(h) => h,
         Err(e) => {
             eprintln!("sluice: {e}");
             return ExitCode::FAILURE;
         }
     };
-    wait_for_signal(&handle).await;
-    tracing::info!("shutting down");
-    handle.shutdown().await;
-    ExitCode::SUCCESS
-}
-
-/// Wait for SIGINT or SIGTERM; on SIGHUP reload what was learnt from the servers.
-async fn wait_for_signal(handle: &sluice::ProxyHandle) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut hup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return,
-            _ = term.recv() => return,
-            _ = hup.recv() => {
+            stop = signals.next() => if stop {
+                break
+            } else {
                 handle.reload();
                 handle.reload_tls();
-            }
+            },
+            () = handle.stop_requested() => break,
         }
+    }
+    let timeout = handle.config().ops.lifecycle.shutdown_timeout;
+    tracing::info!(?timeout, "draining: no new connections; open transactions may finish");
+    tokio::select! {
+        left = handle.drain(timeout) => {
+            if left > 0 {
+                tracing::warn!(clients = left, "shutdown timeout reached; closing the remaining clients");
+            }
+            tracing::info!("sluice stopped");
+            ExitCode::SUCCESS
+        }
+        () = signals.stop() => {
+            tracing::warn!("second signal: exiting at once");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// SIGTERM, SIGINT and SIGHUP.
+struct Signals {
+    term: Signal,
+    int: Signal,
+    hup: Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next signal: `true` to stop, `false` to reload.
+    async fn next(&mut self) -> bool {
+        tokio::select! {
+            _ = self.term.recv() => true,
+            _ = self.int.recv() => true,
+            _ = self.hup.recv() => false,
+        }
+    }
+
+    /// The next stop signal (SIGHUP is ignored while draining).
+    async fn stop(&mut self) {
+        while !self.next().await {}
     }
 }

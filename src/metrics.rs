@@ -6,14 +6,19 @@
 //! configured node names, never from client input. This module owns no IO and no globals: the
 //! admin endpoint encodes the registry, the session, pool and monitor code call the recorders.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+
+mod latency;
+
+pub use latency::{Latency, Summary, UNIT_BUCKETS_SECONDS};
 
 use crate::router::Reason;
 pub use histogram::DurationHistogram;
@@ -126,9 +131,21 @@ pub struct NodeMetrics {
     checkout_timeouts: Counter,
     role: Gauge,
     wal_lsn: Gauge,
+    units: Latency,
 }
 
 impl NodeMetrics {
+    /// A checkout of this node's connection ended after `held` (one unit, or one transaction).
+    pub fn unit_done(&self, held: Duration) {
+        self.units.observe(held);
+    }
+
+    /// Units served so far with their mean and p99 time.
+    #[must_use]
+    pub fn units(&self) -> Summary {
+        self.units.summary()
+    }
+
     /// A server connection to this node was opened (startup and authentication done).
     pub fn connected(&self) {
         self.opened.inc();
@@ -172,7 +189,10 @@ pub struct Metrics {
     rejections: [Counter; Rejection::ALL.len()],
     clients: Gauge,
     generation: Gauge,
-    nodes: Vec<NodeMetrics>,
+    node_families: NodeFamilies,
+    ops: OpsMetrics,
+    /// Per node index; a reload that adds nodes appends.
+    nodes: RwLock<Vec<NodeMetrics>>,
 }
 
 impl Metrics {
@@ -186,9 +206,11 @@ impl Metrics {
         let (clients, rejections) = register_clients(registry);
         let generation = Gauge::default();
         registry.register("topology_generation", "Generation of the current topology snapshot", generation.clone());
-        let nodes = register_nodes(registry, node_names);
+        let node_families = NodeFamilies::register(registry);
+        let ops = OpsMetrics::register(registry);
+        let nodes = RwLock::new(node_names.iter().map(|n| node_families.series(n)).collect());
         let route_cache = std::array::from_fn(|_| OnceLock::new());
-        Arc::new(Metrics { routes, route_cache, units, rejections, clients, generation, nodes })
+        Arc::new(Metrics { routes, route_cache, units, rejections, clients, generation, node_families, ops, nodes })
     }
 
     /// Count one routing or classification decision.
@@ -227,22 +249,31 @@ impl Metrics {
         self.rejections[reason as usize].inc();
     }
 
-    /// The series of node `index` (its position in the configuration).
+    /// The series of node `index` (its position in the configuration); a clone shares them.
     ///
     /// # Panics
     ///
-    /// If `index` is not below the number of node names given to [`Metrics::new`].
+    /// If `index` is not below the number of nodes known (see [`Metrics::ensure_nodes`]).
     #[must_use]
-    pub fn node(&self, index: usize) -> &NodeMetrics {
-        &self.nodes[index]
+    pub fn node(&self, index: usize) -> NodeMetrics {
+        self.nodes.read().unwrap_or_else(std::sync::PoisonError::into_inner)[index].clone()
+    }
+
+    /// Make sure node `i` has series named `node_names[i]` (a reload appended nodes).
+    pub fn ensure_nodes(&self, node_names: &[String]) {
+        let mut nodes = self.nodes.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for name in node_names.iter().skip(nodes.len()) {
+            nodes.push(self.node_families.series(name));
+        }
     }
 
     /// Copy a topology snapshot into the role, WAL position and generation gauges. Nodes the
     /// snapshot has but the metrics do not (never, with one configuration) are skipped.
     pub fn topology(&self, topology: &Topology) {
         self.generation.set(i64::try_from(topology.generation).unwrap_or(i64::MAX));
+        let nodes = self.nodes.read().unwrap_or_else(std::sync::PoisonError::into_inner);
         for view in &topology.nodes {
-            if let Some(node) = self.nodes.get(view.index) {
+            if let Some(node) = nodes.get(view.index) {
                 node.set_view(view.role, view.wal_lsn);
             }
         }
@@ -264,41 +295,146 @@ fn register_clients(registry: &mut Registry) -> (Gauge, [Counter; Rejection::ALL
     (clients, rejections)
 }
 
+fn unit_histogram() -> Histogram {
+    Histogram::new(UNIT_BUCKETS_SECONDS)
+}
+
 fn checkout_histogram() -> DurationHistogram {
     DurationHistogram::new(CHECKOUT_BUCKETS_SECONDS)
 }
 
-fn register_nodes(registry: &mut Registry, node_names: &[String]) -> Vec<NodeMetrics> {
-    let opened = Family::<NodeLabel, Counter>::default();
-    let errors = Family::<NodeLabel, Counter>::default();
-    let wait =
-        Family::<NodeLabel, DurationHistogram, fn() -> DurationHistogram>::new_with_constructor(checkout_histogram);
-    let timeouts = Family::<NodeLabel, Counter>::default();
-    let role = Family::<NodeLabel, Gauge>::default();
-    let lsn = Family::<NodeLabel, Gauge>::default();
-    registry.register("server_connections_opened", "Server connections opened per node", opened.clone());
-    registry.register("server_connect_errors", "Failed server connection attempts per node", errors.clone());
-    let wait_help = "Time a checkout waited for a pooled server connection";
-    registry.register_with_unit("pool_checkout_wait", wait_help, Unit::Seconds, wait.clone());
-    registry.register("pool_checkout_timeouts", "Checkouts that gave up waiting per node", timeouts.clone());
-    registry.register(
-        "node_role",
-        "Node role: 0 down or unknown, 1 replica, 2 primary, 3 stale replica, 4 fenced",
-        role.clone(),
-    );
-    registry.register("node_wal_lsn", "Last WAL position seen on the node, in bytes", lsn.clone());
-    let series = |name: &String| {
-        let label = NodeLabel { node: name.clone() };
+/// The per-node families, kept so that nodes added by a reload get their series too.
+#[derive(Debug)]
+struct NodeFamilies {
+    opened: Family<NodeLabel, Counter>,
+    errors: Family<NodeLabel, Counter>,
+    wait: Family<NodeLabel, DurationHistogram, fn() -> DurationHistogram>,
+    timeouts: Family<NodeLabel, Counter>,
+    role: Family<NodeLabel, Gauge>,
+    lsn: Family<NodeLabel, Gauge>,
+    units: Family<NodeLabel, Histogram, fn() -> Histogram>,
+}
+
+impl NodeFamilies {
+    fn register(registry: &mut Registry) -> Self {
+        let f = NodeFamilies {
+            opened: Family::default(),
+            errors: Family::default(),
+            wait: Family::new_with_constructor(checkout_histogram),
+            timeouts: Family::default(),
+            role: Family::default(),
+            lsn: Family::default(),
+            units: Family::new_with_constructor(unit_histogram),
+        };
+        let units_help = "Time units (or transactions) held a server connection of the node";
+        registry.register_with_unit("node_unit_duration", units_help, Unit::Seconds, f.units.clone());
+        registry.register("server_connections_opened", "Server connections opened per node", f.opened.clone());
+        registry.register("server_connect_errors", "Failed server connection attempts per node", f.errors.clone());
+        let wait_help = "Time a checkout waited for a pooled server connection";
+        registry.register_with_unit("pool_checkout_wait", wait_help, Unit::Seconds, f.wait.clone());
+        registry.register("pool_checkout_timeouts", "Checkouts that gave up waiting per node", f.timeouts.clone());
+        registry.register(
+            "node_role",
+            "Node role: 0 down or unknown, 1 replica, 2 primary, 3 stale replica, 4 fenced",
+            f.role.clone(),
+        );
+        registry.register("node_wal_lsn", "Last WAL position seen on the node, in bytes", f.lsn.clone());
+        f
+    }
+
+    fn series(&self, name: &str) -> NodeMetrics {
+        let label = NodeLabel { node: name.to_string() };
         NodeMetrics {
-            opened: opened.get_or_create(&label).clone(),
-            connect_errors: errors.get_or_create(&label).clone(),
-            checkout_wait: wait.get_or_create(&label).clone(),
-            checkout_timeouts: timeouts.get_or_create(&label).clone(),
-            role: role.get_or_create(&label).clone(),
-            wal_lsn: lsn.get_or_create(&label).clone(),
+            opened: self.opened.get_or_create(&label).clone(),
+            connect_errors: self.errors.get_or_create(&label).clone(),
+            checkout_wait: self.wait.get_or_create(&label).clone(),
+            checkout_timeouts: self.timeouts.get_or_create(&label).clone(),
+            role: self.role.get_or_create(&label).clone(),
+            wal_lsn: self.lsn.get_or_create(&label).clone(),
+            units: Latency::new(self.units.get_or_create(&label).clone()),
         }
-    };
-    node_names.iter().map(series).collect()
+    }
+}
+
+/// SQLSTATE class label: two characters of `[0-9A-Z]`, else `other` (label values stay a
+/// closed set whatever a code says).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ClassLabel {
+    class: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RoleLabel {
+    to: &'static str,
+}
+
+/// The operating series: errors sent to clients, topology changes, reloads, the
+/// classification cache.
+#[derive(Debug)]
+struct OpsMetrics {
+    client_errors: Family<ClassLabel, Counter>,
+    topology_changes: Family<RoleLabel, Counter>,
+    reloads: Family<OutcomeLabel, Counter>,
+    cache_hits: Counter,
+    cache_misses: Counter,
+}
+
+impl OpsMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = OpsMetrics {
+            client_errors: Family::default(),
+            topology_changes: Family::default(),
+            reloads: Family::default(),
+            cache_hits: Counter::default(),
+            cache_misses: Counter::default(),
+        };
+        let help = "Errors sluice itself sent to clients, by SQLSTATE class (first two characters)";
+        registry.register("client_errors", help, m.client_errors.clone());
+        let help = "Node role changes seen in the topology, by the role a node moved to";
+        registry.register("topology_changes", help, m.topology_changes.clone());
+        registry.register("reloads", "Configuration reloads by outcome (applied, refused)", m.reloads.clone());
+        registry.register(
+            "classify_cache_hits",
+            "Statement classifications answered by the cache",
+            m.cache_hits.clone(),
+        );
+        registry.register("classify_cache_misses", "Statement classifications computed", m.cache_misses.clone());
+        for outcome in ["applied", "refused"] {
+            let _ = m.reloads.get_or_create(&OutcomeLabel { outcome });
+        }
+        for to in ["primary", "replica", "stale", "down", "fenced", "unknown"] {
+            let _ = m.topology_changes.get_or_create(&RoleLabel { to });
+        }
+        m
+    }
+}
+
+impl Metrics {
+    /// Count an error sluice sent to a client (`code` is its SQLSTATE).
+    pub fn client_error(&self, code: &str) {
+        let class = match code.get(..2) {
+            Some(c) if c.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()) => c.to_string(),
+            _ => "other".to_string(),
+        };
+        self.ops.client_errors.get_or_create(&ClassLabel { class }).inc();
+    }
+
+    /// Count a node moving to `role` in the topology.
+    pub fn topology_change(&self, role: Role) {
+        self.ops.topology_changes.get_or_create(&RoleLabel { to: role.as_str() }).inc();
+    }
+
+    /// Count a reload (`applied` true) or a refused one.
+    pub fn reload(&self, applied: bool) {
+        let outcome = if applied { "applied" } else { "refused" };
+        self.ops.reloads.get_or_create(&OutcomeLabel { outcome }).inc();
+    }
+
+    /// Bring the cache counters up to the classifiers' running totals (they only grow).
+    pub fn classify_cache(&self, hits: u64, misses: u64) {
+        self.ops.cache_hits.inc_by(hits.saturating_sub(self.ops.cache_hits.get()));
+        self.ops.cache_misses.inc_by(misses.saturating_sub(self.ops.cache_misses.get()));
+    }
 }
 
 #[cfg(test)]

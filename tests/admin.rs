@@ -21,6 +21,25 @@ async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
     (status, body)
 }
 
+/// The `status` of a `/health` body.
+fn health_status(body: &str) -> String {
+    let json: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"));
+    json["status"].as_str().unwrap_or_default().to_string()
+}
+
+/// Poll `/health` (up to 15 s) until it says `want` with HTTP `code`.
+async fn wait_health(admin: SocketAddr, want: &str, code: u16) -> serde_json::Value {
+    let mut last = (0, String::new());
+    for _ in 0..150 {
+        last = get(admin, "/health").await;
+        if last.0 == code && health_status(&last.1) == want {
+            return serde_json::from_str(&last.1).unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("/health never said {want} ({code}); last: {last:?}");
+}
+
 /// The value of one series in OpenMetrics text.
 fn value(body: &str, series: &str) -> f64 {
     body.lines()
@@ -58,7 +77,7 @@ async fn metrics_health_and_topology_describe_the_running_proxy() {
     assert!(body.contains("sluice_server_connections_opened_total{node=\"node0\"}"), "{body}");
 
     let (status, body) = get(admin, "/health").await;
-    assert_eq!((status, body.trim()), (200, "ok"));
+    assert_eq!((status, health_status(&body).as_str()), (200, "ok"));
     let (status, body) = get(admin, "/topology").await;
     assert_eq!(status, 200);
     assert!(body.contains("\"node0\"") && body.contains("\"primary\"") && body.contains("\"replica\""), "{body}");
@@ -74,4 +93,29 @@ async fn metrics_health_and_topology_describe_the_running_proxy() {
     }
     assert!(unhealthy, "/health stayed 200 after the primary died");
     assert_eq!(get(admin, "/health/read").await.0, 200, "the replica still serves reads");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn health_goes_ok_degraded_down_and_back() {
+    let c = Cluster::start(1).await;
+    let p =
+        Proxy::builder().cluster(&c).monitor_interval("100ms").set("", "admin_listen", "\"127.0.0.1:0\"").start().await;
+    let admin = p.admin_addr().expect("admin_listen is set");
+    let ok = wait_health(admin, "ok", 200).await;
+    assert_eq!(ok["primary"]["name"], "node0");
+    assert_eq!(ok["replicas"][0]["name"], "node1");
+    assert!(ok["replicas"][0]["lag_bytes"].is_u64(), "{ok}");
+
+    c.stop_node(1).await.unwrap();
+    let degraded = wait_health(admin, "degraded", 200).await;
+    assert_eq!(degraded["replicas"][0]["role"], "down");
+    assert!(degraded["replicas"][0]["excluded_reason"].is_string(), "{degraded}");
+
+    c.stop_node(0).await.unwrap();
+    let down = wait_health(admin, "down", 503).await;
+    assert_eq!(down["primary"], serde_json::Value::Null);
+
+    c.start_node(0).await.unwrap();
+    c.start_node(1).await.unwrap();
+    wait_health(admin, "ok", 200).await;
 }

@@ -27,7 +27,7 @@ async fn connect_once(builder: &ProxyBuilder) -> Result<ServerConn, BackendError
     let config = builder.config();
     let tls = sluice::tls::ServerTls::new(&config.server_tls).expect("server_tls files load");
     let metrics = sluice::metrics::Metrics::new(&mut Registry::default(), &["node0".to_string()]);
-    let pools = Pools::new(Arc::new(config), metrics).with_server_tls(tls);
+    let pools = Pools::new(Arc::new(sluice::live::Live::new(config)), metrics).with_server_tls(tls);
     let key = PoolKey { node: 0, database: TEST_DATABASE.into(), user: TEST_USER.into() };
     ServerConn::connect(&pools.spec(&key, Duration::from_secs(10))).await
 }

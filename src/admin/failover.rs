@@ -17,6 +17,7 @@ use serde_json::{json, Value};
 use crate::backend::probe::SqlProbe;
 use crate::backend::Pools;
 use crate::config::Config;
+use crate::live::Live;
 use crate::topology::control::{Control, Overrides};
 use crate::topology::{NodeView, Role, Topology, TopologyHandle};
 
@@ -25,25 +26,24 @@ use crate::topology::{NodeView, Role, Topology, TopologyHandle};
 pub struct FailoverAdmin {
     pub(super) topology: TopologyHandle,
     pub(super) control: Control,
-    pub(super) probe: Arc<SqlProbe>,
-    pub(super) config: Arc<Config>,
+    pub(super) config: Arc<Live<Config>>,
     pub(super) pools: Arc<Pools>,
     /// One switchover at a time.
     pub(super) busy: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl FailoverAdmin {
-    /// Endpoints over the monitor's `control`, the probe's connections (for `pg_promote()`) and
-    /// the pools (to see units still running on the old primary).
+    /// Endpoints over the monitor's `control`, probe connections of the configuration in force
+    /// (for `pg_promote()`) and the pools (to see units still running on the old primary).
     #[must_use]
-    pub fn new(
-        topology: TopologyHandle,
-        control: Control,
-        probe: Arc<SqlProbe>,
-        config: Arc<Config>,
-        pools: Arc<Pools>,
-    ) -> Self {
-        Self { topology, control, probe, config, pools, busy: Arc::default() }
+    pub fn new(topology: TopologyHandle, control: Control, config: Arc<Live<Config>>, pools: Arc<Pools>) -> Self {
+        Self { topology, control, config, pools, busy: Arc::default() }
+    }
+
+    /// Probe connections to the nodes of the configuration in force now (a reload may have
+    /// added some).
+    pub(super) fn probe(&self) -> SqlProbe {
+        SqlProbe::for_config(&self.config, &self.pools)
     }
 
     /// How long to wait for the monitor to show a requested change: a few probe rounds.

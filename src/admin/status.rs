@@ -4,12 +4,79 @@ use serde::Serialize;
 
 use crate::topology::{NodeView, Role, Topology};
 
-/// Whether writes can be served: exactly one primary.
-pub(super) fn write_health(topology: &Topology) -> Result<(), &'static str> {
-    match topology.nodes.iter().filter(|n| n.role == Role::Primary).count() {
-        1 => Ok(()),
-        0 => Err("no primary"),
-        _ => Err("more than one node claims to be primary"),
+/// What `/health` says about the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Verdict {
+    /// One primary, every other node a readable replica.
+    Ok,
+    /// One primary (writes work), but some node is down, stale or unknown.
+    Degraded,
+    /// No single primary: writes cannot be served.
+    Down,
+}
+
+/// `/health`'s body.
+#[derive(Serialize)]
+pub(super) struct Health<'a> {
+    status: Verdict,
+    primary: Option<NodeHealth<'a>>,
+    replicas: Vec<NodeHealth<'a>>,
+    generation: u64,
+}
+
+/// One node in `/health` (and the status page): everything an operator asks about it.
+#[derive(Serialize)]
+pub(super) struct NodeHealth<'a> {
+    name: &'a str,
+    role: &'static str,
+    lag_bytes: Option<u64>,
+    lag_seconds: Option<f64>,
+    excluded_reason: Option<&'static str>,
+}
+
+/// A node as `/health` shows it; a new per-node fact is one more line here.
+pub(super) fn node_health(n: &NodeView, primary_lsn: Option<u64>) -> NodeHealth<'_> {
+    let lag_bytes = match (n.role, primary_lsn, n.wal_lsn) {
+        (Role::Replica | Role::Stale, Some(p), Some(r)) => Some(p.saturating_sub(r)),
+        (Role::Primary, _, _) => Some(0),
+        _ => None,
+    };
+    let excluded_reason = match n.role {
+        Role::Primary | Role::Replica => None,
+        other => Some(super::events::role_reason(other)),
+    };
+    NodeHealth { name: &n.name, role: n.role.as_str(), lag_bytes, lag_seconds: None, excluded_reason }
+}
+
+/// The health of one snapshot: ok, degraded or down, with every node.
+pub(super) fn health(topology: &Topology) -> Health<'_> {
+    let (primary, others) = primary_first(topology);
+    let primary_lsn = primary.and_then(|p| p.wal_lsn);
+    let status = match primary {
+        None => Verdict::Down,
+        Some(_) if others.iter().all(|n| n.role == Role::Replica) => Verdict::Ok,
+        Some(_) => Verdict::Degraded,
+    };
+    Health {
+        status,
+        primary: primary.map(|p| node_health(p, primary_lsn)),
+        replicas: others.into_iter().map(|n| node_health(n, primary_lsn)).collect(),
+        generation: topology.generation,
+    }
+}
+
+/// The primary (if there is exactly one) and every other node in configuration order.
+pub(super) fn primary_first(topology: &Topology) -> (Option<&NodeView>, Vec<&NodeView>) {
+    let primary = topology.primary();
+    let others = topology.nodes.iter().filter(|n| Some(n.index) != primary.map(|p| p.index)).collect();
+    (primary, others)
+}
+
+impl Health<'_> {
+    /// The verdict.
+    pub(super) fn status(&self) -> Verdict {
+        self.status
     }
 }
 
@@ -71,41 +138,6 @@ pub(super) fn topology_json(topology: &Topology) -> String {
     serde_json::to_string(&json).expect("topology serializes to JSON")
 }
 
-/// A WAL position the way PostgreSQL prints it (`16/B374D848`).
-pub(super) fn format_lsn(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
-}
-
-/// The plain-text status page: a summary and one table row per node.
-pub(super) fn page(topology: &Topology, clients: i64) -> String {
-    let primary = topology.primary().map_or("none", |n| n.name.as_str());
-    let mut out = format!(
-        "sluice\n\ntopology generation  {}\nprimary              {primary}\nclient connections   {clients}\n\n",
-        topology.generation
-    );
-    let header = ["node", "host", "port", "role", "weight", "wal_lsn"].map(String::from);
-    let rows: Vec<[String; 6]> = std::iter::once(header).chain(topology.nodes.iter().map(row)).collect();
-    out.push_str(&table(&rows));
-    out
-}
-
-fn row(n: &NodeView) -> [String; 6] {
-    let lsn = n.wal_lsn.map_or_else(|| "-".to_string(), format_lsn);
-    [n.name.clone(), n.host.clone(), n.port.to_string(), n.role.as_str().to_string(), n.weight.to_string(), lsn]
-}
-
-/// Left-aligned columns, two spaces apart.
-fn table<const N: usize>(rows: &[[String; N]]) -> String {
-    let widths: [usize; N] = std::array::from_fn(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0));
-    let mut out = String::new();
-    for r in rows {
-        let cells: Vec<String> = r.iter().zip(widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
-        out.push_str(cells.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,39 +161,37 @@ mod tests {
         Topology { generation: 1, nodes: roles.iter().enumerate().map(|(i, r)| node(i, *r)).collect() }
     }
 
-    type Verdict = Result<(), &'static str>;
-
     #[test]
     fn health_verdicts() {
         use Role::*;
-        let cases: [(&[Role], Verdict, Verdict); 6] = [
-            (&[Primary, Replica], Ok(()), Ok(())),
-            (&[Primary, Down], Ok(()), Ok(())),
-            (&[Down, Replica], Err("no primary"), Ok(())),
-            (&[Down, Unknown], Err("no primary"), Err("no node can serve reads")),
-            (&[Primary, Primary], Err("more than one node claims to be primary"), Err("no node can serve reads")),
-            (&[], Err("no primary"), Err("no node can serve reads")),
+        let no_reads = Err("no node can serve reads");
+        let cases: [(&[Role], Verdict, Result<(), &str>); 7] = [
+            (&[Primary, Replica], Verdict::Ok, Ok(())),
+            (&[Primary, Down], Verdict::Degraded, Ok(())),
+            (&[Primary, Stale, Replica], Verdict::Degraded, Ok(())),
+            (&[Down, Replica], Verdict::Down, Ok(())),
+            (&[Down, Unknown], Verdict::Down, no_reads),
+            (&[Primary, Primary], Verdict::Down, no_reads),
+            (&[], Verdict::Down, no_reads),
         ];
         for (roles, write, read) in cases {
             let t = topology(roles);
-            assert_eq!((write_health(&t), read_health(&t)), (write, read), "{roles:?}");
+            assert_eq!((health(&t).status(), read_health(&t)), (write, read), "{roles:?}");
         }
     }
 
     #[test]
-    fn lsn_prints_like_postgres() {
-        assert_eq!(format_lsn(0), "0/0");
-        assert_eq!(format_lsn(0x16_B374_D848), "16/B374D848");
-    }
-
-    #[test]
-    fn page_has_a_row_per_node() {
-        let mut t = topology(&[Role::Primary, Role::Replica]);
-        t.nodes[1].wal_lsn = Some(0x300_0060);
-        let page = page(&t, 3);
-        assert!(page.contains("primary              pg0\n"), "{page}");
-        assert!(page.contains("client connections   3\n"), "{page}");
-        assert!(page.contains("pg0   127.0.0.1  5432  primary  1       -\n"), "{page}");
-        assert!(page.contains("pg1   127.0.0.1  5432  replica  1       0/3000060\n"), "{page}");
+    fn health_json_names_every_node_with_lag_and_reason() {
+        let mut t = topology(&[Role::Primary, Role::Replica, Role::Down]);
+        t.nodes[0].wal_lsn = Some(1000);
+        t.nodes[1].wal_lsn = Some(900);
+        let json = serde_json::to_value(health(&t)).unwrap();
+        assert_eq!(json["status"], "degraded");
+        assert_eq!(json["primary"]["name"], "pg0");
+        assert_eq!(json["replicas"][0]["lag_bytes"], 100);
+        assert_eq!(json["replicas"][0]["excluded_reason"], serde_json::Value::Null);
+        assert_eq!(json["replicas"][1]["role"], "down");
+        assert_eq!(json["replicas"][1]["excluded_reason"], "not answering the monitor's probe");
+        assert_eq!(json["generation"], 1);
     }
 }

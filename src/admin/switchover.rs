@@ -77,7 +77,7 @@ async fn check(ops: &FailoverAdmin, target: &str) -> Result<(NodeView, NodeView)
         let why = new.excluded.map_or(new.role.as_str(), |e| e.as_str());
         return Err(conflict(format!("{target} is not a streaming replica that is caught up ({why})")));
     }
-    let paused = ops.probe.command(new.index, "SELECT pg_catalog.pg_is_wal_replay_paused()", step_timeout(ops)).await;
+    let paused = ops.probe().command(new.index, "SELECT pg_catalog.pg_is_wal_replay_paused()", step_timeout(ops)).await;
     match paused {
         Ok(Some(v)) if v == "f" => Ok((old, new)),
         Ok(_) => Err(conflict(format!("{target} has WAL replay paused (pg_wal_replay_pause)"))),
@@ -119,7 +119,7 @@ async fn catch_up(ops: &FailoverAdmin, old: &NodeView, new: &NodeView, started: 
 }
 
 async fn lsn(ops: &FailoverAdmin, node: &NodeView, sql: &str) -> Result<u64, Refusal> {
-    let answer = ops.probe.command(node.index, sql, step_timeout(ops)).await;
+    let answer = ops.probe().command(node.index, sql, step_timeout(ops)).await;
     let fail = |why: String| Refusal(StatusCode::CONFLICT, format!("cannot read {}'s WAL position: {why}", node.name));
     match answer {
         Ok(Some(text)) => parse_lsn(&text).ok_or_else(|| fail(text)),
@@ -133,7 +133,7 @@ async fn promote(ops: &FailoverAdmin, new: &NodeView) -> Result<(), Refusal> {
     let wait_s = ops.config.failover.switchover_timeout.as_secs().max(1);
     let sql = format!("SELECT pg_catalog.pg_promote(true, {wait_s})");
     let limit = ops.config.failover.switchover_timeout + step_timeout(ops);
-    match ops.probe.command(new.index, &sql, limit).await {
+    match ops.probe().command(new.index, &sql, limit).await {
         Ok(Some(v)) if v == "t" => {}
         Ok(other) => return Err(Refusal(StatusCode::INTERNAL_SERVER_ERROR, format!("pg_promote answered {other:?}"))),
         Err(e) => return Err(Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),

@@ -7,7 +7,10 @@
 //! ([`super::wire`]). A [`Checkout`] dropped without it closes its connection.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -17,6 +20,7 @@ use super::wire::Release;
 use crate::auth::{PassThroughKeys, SaltCache};
 use crate::config::{Config, PoolConfig};
 use crate::error::BackendError;
+use crate::live::Live;
 use crate::metrics::{Metrics, NodeMetrics};
 use crate::tls::ServerTls;
 
@@ -40,10 +44,14 @@ pub struct PoolKey {
 
 /// One bounded pool.
 pub struct Pool {
-    spec: ConnectSpec,
+    spec: ArcSwap<ConnectSpec>,
     idle: Mutex<Vec<ServerConn>>,
     permits: Arc<Semaphore>,
-    cfg: PoolConfig,
+    cfg: ArcSwap<PoolConfig>,
+    /// The size now configured; permits beyond it are forgotten as they come back.
+    size: AtomicUsize,
+    /// Permits still to forget after a shrink (they were checked out at the time).
+    owed: AtomicUsize,
     /// ParameterStatus values of this pool's first connection, before any session state:
     /// what a new client is told at login without waiting for a free connection.
     startup_params: std::sync::OnceLock<Vec<(String, String)>>,
@@ -71,16 +79,20 @@ pub struct Checkout {
     epoch: u64,
     /// Key of this checkout's socket handle in the pool's `in_use`.
     number: u64,
-    _permit: OwnedSemaphorePermit,
+    permit: Option<OwnedSemaphorePermit>,
+    /// When the unit took the connection (for the node's unit-time metric).
+    taken: Instant,
 }
 
 impl Pool {
     fn new(spec: ConnectSpec, cfg: PoolConfig, metrics: NodeMetrics) -> Self {
         Self {
-            spec,
+            spec: ArcSwap::from_pointee(spec),
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(cfg.size)),
-            cfg,
+            size: AtomicUsize::new(cfg.size),
+            owed: AtomicUsize::new(0),
+            cfg: ArcSwap::from_pointee(cfg),
             startup_params: std::sync::OnceLock::new(),
             metrics,
             spellings: Mutex::new(HashMap::new()),
@@ -124,7 +136,7 @@ impl Pool {
         let conn = match self.take_idle() {
             Some(c) => c,
             None => {
-                let c = ServerConn::connect(&self.spec).await.inspect_err(|_| self.metrics.connect_failed())?;
+                let c = ServerConn::connect(&self.spec.load()).await.inspect_err(|_| self.metrics.connect_failed())?;
                 self.metrics.connected();
                 self.startup_params.get_or_init(|| c.server_params.clone());
                 c
@@ -135,22 +147,30 @@ impl Pool {
         if let Ok(fd) = std::os::fd::AsFd::as_fd(conn.io.get_ref().tcp()).try_clone_to_owned() {
             self.in_use.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(number, fd.into());
         }
-        Ok(Checkout { conn: Some(conn), pool: Arc::clone(self), epoch, number, _permit: permit })
+        Ok(Checkout {
+            conn: Some(conn),
+            pool: Arc::clone(self),
+            epoch,
+            number,
+            permit: Some(permit),
+            taken: Instant::now(),
+        })
     }
 
     /// Wait (bounded by the checkout timeout) for a connection to be released.
     async fn wait_for_permit(&self) -> Result<OwnedSemaphorePermit, BackendError> {
         let started = Instant::now();
-        let permit = tokio::time::timeout(self.cfg.checkout_timeout, Arc::clone(&self.permits).acquire_owned())
+        let cfg = self.cfg.load();
+        let permit = tokio::time::timeout(cfg.checkout_timeout, self.permits.clone().acquire_owned())
             .await
             .ok()
             .and_then(Result::ok)
             .ok_or_else(|| {
                 self.metrics.checkout_timed_out();
                 BackendError::CheckoutTimeout {
-                    node: self.spec.node_name.clone(),
+                    node: self.spec.load().node_name.clone(),
                     waited_ms: started.elapsed().as_millis(),
-                    size: self.cfg.size,
+                    size: self.size.load(Ordering::Relaxed),
                 }
             })?;
         self.metrics.checkout_waited(started.elapsed());
@@ -177,7 +197,8 @@ impl Pool {
     }
 
     fn fresh(&self, c: &ServerConn) -> bool {
-        c.created.elapsed() < self.cfg.server_lifetime && c.last_used.elapsed() < self.cfg.server_idle_timeout
+        let cfg = self.cfg.load();
+        c.created.elapsed() < cfg.server_lifetime && c.last_used.elapsed() < cfg.server_idle_timeout
     }
 
     fn put_back(&self, mut c: ServerConn, epoch: u64) {
@@ -198,7 +219,7 @@ impl Pool {
     /// Connections checked out right now (units running on them, or sessions holding them).
     #[must_use]
     pub fn checked_out(&self) -> usize {
-        self.cfg.size.saturating_sub(self.permits.available_permits())
+        self.usage().1
     }
 
     /// Idle connections right now.
@@ -217,13 +238,75 @@ impl Pool {
     /// Node index.
     #[must_use]
     pub fn node(&self) -> usize {
-        self.spec.node
+        self.spec.load().node
+    }
+
+    /// (database, user) this pool serves.
+    #[must_use]
+    pub fn target(&self) -> (String, String) {
+        let spec = self.spec.load();
+        (spec.database.clone(), spec.user.clone())
+    }
+
+    /// Configured size, connections checked out now, idle connections now.
+    #[must_use]
+    pub fn usage(&self) -> (usize, usize, usize) {
+        let size = self.size.load(Ordering::Acquire);
+        let free = self.permits.available_permits();
+        let owed = self.owed.load(Ordering::Acquire);
+        // Checked out = permits not free, counting those still to be forgotten.
+        (size, (size + owed).saturating_sub(free), self.idle_count())
+    }
+
+    /// Apply a reloaded configuration: timeouts at once; a larger size at once, a smaller one
+    /// as checked-out connections come back; a new address or password closes the idle
+    /// connections made with the old one.
+    fn reconfigure(&self, cfg: &PoolConfig, spec: ConnectSpec) {
+        let old = self.spec.load();
+        if (old.host.as_str(), old.port, old.password.as_deref())
+            != (spec.host.as_str(), spec.port, spec.password.as_deref())
+        {
+            self.spec.store(Arc::new(spec));
+            self.clear_idle();
+        }
+        self.cfg.store(Arc::new(cfg.clone()));
+        self.resize(cfg.size);
+    }
+
+    fn resize(&self, size: usize) {
+        let old = self.size.swap(size, Ordering::AcqRel);
+        if size > old {
+            let mut grow = size - old;
+            // Cancel a pending shrink before adding permits.
+            let _ = self.owed.fetch_update(Ordering::AcqRel, Ordering::Acquire, |owed| {
+                let cancel = owed.min(grow);
+                grow -= cancel;
+                Some(owed - cancel)
+            });
+            self.permits.add_permits(grow);
+        } else if size < old {
+            let shrink = old - size;
+            let forgotten = self.permits.forget_permits(shrink);
+            self.owed.fetch_add(shrink - forgotten, Ordering::AcqRel);
+        }
+    }
+
+    /// A checked-out permit comes back: forgotten if a shrink still owes one.
+    fn give_back(&self, permit: OwnedSemaphorePermit) {
+        let owed = self.owed.fetch_update(Ordering::AcqRel, Ordering::Acquire, |o| o.checked_sub(1));
+        if owed.is_ok() {
+            permit.forget();
+        }
     }
 }
 
 impl Drop for Checkout {
     fn drop(&mut self) {
         self.pool.in_use.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.number);
+        self.pool.metrics.unit_done(self.taken.elapsed());
+        if let Some(permit) = self.permit.take() {
+            self.pool.give_back(permit);
+        }
     }
 }
 
@@ -273,7 +356,7 @@ impl Checkout {
 
 /// All pools, created on first use.
 pub struct Pools {
-    config: Arc<Config>,
+    config: Arc<Live<Config>>,
     metrics: Arc<Metrics>,
     salt_cache: SaltCache,
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
@@ -284,7 +367,7 @@ pub struct Pools {
 impl Pools {
     /// Empty pools for `config`.
     #[must_use]
-    pub fn new(config: Arc<Config>, metrics: Arc<Metrics>) -> Self {
+    pub fn new(config: Arc<Live<Config>>, metrics: Arc<Metrics>) -> Self {
         let passthrough = PassThroughKeys::with_limit(config.auth.as_ref().map_or(1, |a| a.cache_entries));
         Self {
             config,
@@ -322,7 +405,7 @@ impl Pools {
         let pool = Arc::new(Pool::new(
             self.spec(&key, self.config.pool.connect_timeout),
             self.config.pool.clone(),
-            self.metrics.node(node).clone(),
+            self.metrics.node(node),
         ));
         pools.insert(key, Arc::clone(&pool));
         pool
@@ -372,5 +455,77 @@ impl Pools {
         for p in pools.values().filter(|p| p.node() == node) {
             p.clear_idle();
         }
+    }
+}
+
+impl Pools {
+    /// Apply the configuration now in force to every pool (see [`Pool::reconfigure`]).
+    pub fn reconfigure(&self) {
+        let pools = self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (key, pool) in pools.iter() {
+            pool.reconfigure(&self.config.pool, self.spec(key, self.config.pool.connect_timeout));
+        }
+    }
+
+    /// Every pool, for `SHOW POOLS` (in no particular order).
+    #[must_use]
+    pub fn all(&self) -> Vec<Arc<Pool>> {
+        self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod resize_tests {
+    use super::*;
+
+    fn pool(size: usize) -> Arc<Pool> {
+        let spec = ConnectSpec {
+            node: 0,
+            node_name: "n".into(),
+            host: "127.0.0.1".into(),
+            port: 1,
+            user: "u".into(),
+            database: "d".into(),
+            password: None,
+            timeout: Duration::from_millis(10),
+            salt_cache: SaltCache::default(),
+            tls: ServerTls::disabled(),
+            passthrough: PassThroughKeys::default(),
+            max_prepared_statements: 10,
+        };
+        let cfg = PoolConfig {
+            mode: crate::config::PoolMode::Transaction,
+            size,
+            checkout_timeout: Duration::from_millis(10),
+            connect_timeout: Duration::from_millis(10),
+            server_idle_timeout: Duration::from_secs(60),
+            server_lifetime: Duration::from_secs(60),
+            max_prepared_statements: 10,
+        };
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = Metrics::new(&mut registry, &["n".to_string()]);
+        Arc::new(Pool::new(spec, cfg, metrics.node(0)))
+    }
+
+    #[test]
+    fn grow_at_once_shrink_as_permits_return() {
+        let p = pool(3);
+        let held: Vec<_> = (0..3).map(|_| Arc::clone(&p.permits).try_acquire_owned().unwrap()).collect();
+        assert_eq!(p.usage().1, 3);
+        p.resize(1);
+        assert_eq!(p.permits.available_permits(), 0);
+        let mut held = held.into_iter();
+        p.give_back(held.next().unwrap());
+        p.give_back(held.next().unwrap());
+        assert_eq!(p.permits.available_permits(), 0, "two returns pay the shrink");
+        p.give_back(held.next().unwrap());
+        assert_eq!(p.permits.available_permits(), 1);
+        p.resize(4);
+        assert_eq!(p.permits.available_permits(), 4);
+        let all: Vec<_> = (0..4).map(|_| Arc::clone(&p.permits).try_acquire_owned().unwrap()).collect();
+        p.resize(2);
+        p.resize(3);
+        all.into_iter().for_each(|permit| p.give_back(permit));
+        assert_eq!(p.permits.available_permits(), 3, "a grow cancels what a shrink still owed");
     }
 }

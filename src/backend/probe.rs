@@ -34,6 +34,19 @@ const PROBE_SQL: &str = "SELECT s.rec, \
     LEFT JOIN pg_catalog.pg_stat_wal_receiver r ON true";
 
 impl SqlProbe {
+    /// A probe of every configured node, as the monitor user, with `[server_tls]`.
+    #[must_use]
+    pub fn for_config(config: &crate::config::Config, pools: &super::Pools) -> Self {
+        let user = &config.users[config.monitor.user].name;
+        let specs = (0..config.nodes.len())
+            .map(|node| {
+                let key = super::PoolKey { node, database: config.monitor.database.clone(), user: user.clone() };
+                pools.spec(&key, config.monitor.probe_timeout)
+            })
+            .collect();
+        Self::new(specs)
+    }
+
     /// One probe connection spec per node.
     #[must_use]
     pub fn new(specs: Vec<ConnectSpec>) -> Self {
@@ -53,7 +66,11 @@ impl SqlProbe {
     /// # Errors
     /// The node could not be reached or rejected the command.
     pub async fn command(&self, node: usize, sql: &str, timeout: Duration) -> Result<Option<String>, BackendError> {
-        let spec = ConnectSpec { timeout, ..self.specs[node].clone() };
+        let Some(spec) = self.specs.get(node) else {
+            let detail = format!("node {node} is not in the configuration in force");
+            return Err(BackendError::Connect { node: node.to_string(), source: std::io::Error::other(detail) });
+        };
+        let spec = ConnectSpec { timeout, ..spec.clone() };
         let mut conn = ServerConn::connect(&spec).await?;
         let work = conn.run_internal(sql);
         let rows = tokio::time::timeout(timeout, work)

@@ -3,10 +3,12 @@
 //! Every problem in a file is reported at once, each naming its key and the reason. Code outside
 //! this module only ever sees typed values: `Duration`, `SocketAddr`, enums.
 
+mod ops;
 mod raw;
 mod security;
 mod validate;
 
+pub use ops::{AdminConfig, LifecycleConfig, LogConfig, LogFormat, OpsConfig};
 pub use security::{
     AuthQueryConfig, ClientTlsConfig, ClientTlsMode, ServerTlsConfig, ServerTlsMode, DEFAULT_AUTH_QUERY,
 };
@@ -205,6 +207,8 @@ pub struct Config {
     pub server_tls: ServerTlsConfig,
     /// Looking up users the file does not list (`None`: only listed users may log in).
     pub auth: Option<AuthQueryConfig>,
+    /// How sluice is operated: shutdown, the admin endpoint and console, logging.
+    pub ops: OpsConfig,
 }
 
 /// One problem in a configuration: the key and the reason.

@@ -29,6 +29,12 @@ pub struct RawConfig {
     #[serde(default)]
     pub server_tls: super::security::RawServerTls,
     pub auth: Option<super::security::RawAuth>,
+    #[serde(default)]
+    pub lifecycle: super::ops::RawLifecycle,
+    #[serde(default)]
+    pub admin: super::ops::RawAdmin,
+    #[serde(default)]
+    pub log: super::ops::RawLog,
 }
 
 /// `[limits]`

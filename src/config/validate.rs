@@ -14,7 +14,7 @@ use super::{
 /// Collects problems while converting.
 #[derive(Default)]
 pub(super) struct Checker {
-    problems: Vec<ConfigProblem>,
+    pub(super) problems: Vec<ConfigProblem>,
 }
 
 impl Checker {
@@ -55,7 +55,7 @@ impl Checker {
         default
     }
 
-    fn nonempty(&mut self, key: &str, value: Option<&str>) -> String {
+    pub(super) fn nonempty(&mut self, key: &str, value: Option<&str>) -> String {
         match value {
             Some(v) if !v.trim().is_empty() => v.to_string(),
             _ => {
@@ -85,6 +85,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
     let client_tls = super::security::client_tls(&mut c, &raw.client_tls);
     let server_tls = super::security::server_tls(&mut c, &raw.server_tls);
     let auth = super::security::auth(&mut c, raw.auth.as_ref(), &users);
+    let ops = super::ops::validate(&mut c, &raw, &users);
     if let Some(dbs) = &raw.databases {
         for (i, db) in dbs.iter().enumerate() {
             if db.trim().is_empty() {
@@ -109,6 +110,7 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config, ConfigErrors> {
         client_tls,
         server_tls,
         auth,
+        ops,
     })
 }
 

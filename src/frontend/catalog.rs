@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use crate::backend::conn::columns;
 use crate::backend::{PoolKey, Pools, ServerConn};
 use crate::config::Config;
+use crate::live::Live;
 use crate::router::{Classifier, FunctionCatalog};
 use crate::topology::TopologyHandle;
 
@@ -24,19 +25,25 @@ struct Entry {
     user: String,
 }
 
+fn sum_counts<'a>(entries: impl Iterator<Item = &'a Entry>) -> (u64, u64) {
+    entries.map(|e| e.classifier.cache_counts()).fold((0, 0), |(h, m), (a, b)| (h + a, m + b))
+}
+
 /// Classifiers by database.
 pub struct Classifiers {
-    config: Arc<Config>,
+    config: Arc<Live<Config>>,
     pools: Arc<Pools>,
     topology: TopologyHandle,
     by_database: Mutex<HashMap<String, Entry>>,
+    /// Cache counts of classifiers dropped by [`Classifiers::clear`], so totals only grow.
+    retired: Mutex<(u64, u64)>,
 }
 
 impl Classifiers {
     /// No classifiers yet.
     #[must_use]
-    pub fn new(config: Arc<Config>, pools: Arc<Pools>, topology: TopologyHandle) -> Self {
-        Self { config, pools, topology, by_database: Mutex::new(HashMap::new()) }
+    pub fn new(config: Arc<Live<Config>>, pools: Arc<Pools>, topology: TopologyHandle) -> Self {
+        Self { config, pools, topology, by_database: Mutex::new(HashMap::new()), retired: Mutex::default() }
     }
 
     /// The classifier for `database`, created (and its catalog load started) on first use.
@@ -63,6 +70,24 @@ impl Classifiers {
         if let Some(e) = map.get(database) {
             self.spawn_load(database, user, e);
         }
+    }
+
+    /// Forget every classifier (the routing options changed): sessions that start later get
+    /// one built from the current configuration; running sessions keep theirs.
+    pub fn clear(&self) {
+        let mut map = self.by_database.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (hits, misses) = sum_counts(map.values());
+        let mut retired = self.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        *retired = (retired.0 + hits, retired.1 + misses);
+        map.clear();
+    }
+
+    /// Classification cache (hits, misses) over every classifier this proxy has had.
+    pub fn cache_counts(&self) -> (u64, u64) {
+        let map = self.by_database.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (hits, misses) = sum_counts(map.values());
+        let retired = *self.retired.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        (retired.0 + hits, retired.1 + misses)
     }
 
     /// Reload every database's catalog (on SIGHUP).

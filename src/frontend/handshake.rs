@@ -138,7 +138,8 @@ async fn run(stream: TcpStream, shared: &Shared, audit: &mut Audit) -> Result<Lo
             return Err(refuse(client.get_mut(), sqlstate::PROTOCOL_VIOLATION, "authentication timed out").await);
         }
     }
-    if !shared.config.database_allowed(&database) {
+    let console = database == super::admin_console::DATABASE;
+    if !console && !shared.config.database_allowed(&database) {
         let msg = format!("database \"{database}\" is not served by this proxy");
         return Err(refuse(client.get_mut(), sqlstate::INVALID_CATALOG_NAME, &msg).await);
     }

@@ -1,10 +1,11 @@
-//! The listener: accepts clients up to the connection limit (a permit per client), answers the
-//! rest with `53300`, and runs one task per session.
+//! The listener: accepts clients up to the connection limit (read from the live configuration
+//! at each accept, so a reload changes it), answers the rest with `53300`, and runs one task per
+//! session; a login to the virtual database `sluice` gets the admin console instead.
 
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 
 use super::handshake::{handshake, refuse, Refused};
 use super::session::Session;
@@ -14,7 +15,6 @@ use crate::metrics::{Metrics, Rejection};
 
 /// Accept clients until `shutdown` turns true.
 pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
-    let permits = Arc::new(Semaphore::new(shared.config.limits.max_client_connections));
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -31,36 +31,39 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdow
         };
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(&shared);
-        match Arc::clone(&permits).try_acquire_owned() {
-            Ok(permit) => {
-                tokio::spawn(async move {
-                    let _counted = ClientCount::new(&shared.metrics);
-                    serve_client(stream, &shared).await;
-                    drop(permit);
-                });
-            }
-            Err(_) => {
-                shared.metrics.client_rejected(Rejection::TooManyConnections);
-                tokio::spawn(async move {
-                    let mut stream = stream;
-                    let msg = "sorry, too many clients already";
-                    let _ = tokio::time::timeout(
-                        shared.config.limits.startup_timeout,
-                        refuse(&mut stream, sqlstate::TOO_MANY_CONNECTIONS, msg),
-                    )
-                    .await;
-                });
-            }
+        // Only this loop opens counts, so the check cannot race past the limit.
+        let limit = i64::try_from(shared.config.limits.max_client_connections).unwrap_or(i64::MAX);
+        if shared.metrics.clients() < limit {
+            let counted = ClientCount::new(Arc::clone(&shared.metrics));
+            tokio::spawn(async move {
+                serve_client(stream, &shared).await;
+                drop(counted);
+            });
+        } else {
+            shared.metrics.client_rejected(Rejection::TooManyConnections);
+            tokio::spawn(async move {
+                let mut stream = stream;
+                let msg = "sorry, too many clients already";
+                let _ = tokio::time::timeout(
+                    shared.config.limits.startup_timeout,
+                    refuse(&mut stream, sqlstate::TOO_MANY_CONNECTIONS, msg),
+                )
+                .await;
+            });
         }
     }
 }
 
 async fn serve_client(stream: TcpStream, shared: &Shared) {
     match handshake(stream, shared).await {
+        Ok(login) if login.database == super::admin_console::DATABASE => {
+            super::admin_console::run(shared, login).await;
+        }
         Ok(login) => Session::new(shared, login).run().await,
         Err(Refused::Cancel | Refused::Gone) => {}
         Err(Refused::Refused { code, reason }) => {
             tracing::debug!(%code, %reason, "client refused");
+            shared.metrics.client_error(&code);
             shared.metrics.client_rejected(rejection(&code, &reason));
         }
     }
@@ -76,16 +79,16 @@ fn rejection(code: &str, reason: &str) -> Rejection {
 }
 
 /// Counts a connected client for as long as it lives, whichever way its task ends.
-struct ClientCount<'a>(&'a Metrics);
+struct ClientCount(Arc<Metrics>);
 
-impl<'a> ClientCount<'a> {
-    fn new(metrics: &'a Metrics) -> Self {
+impl ClientCount {
+    fn new(metrics: Arc<Metrics>) -> Self {
         metrics.client_opened();
         Self(metrics)
     }
 }
 
-impl Drop for ClientCount<'_> {
+impl Drop for ClientCount {
     fn drop(&mut self) {
         self.0.client_closed();
     }

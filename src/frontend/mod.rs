@@ -6,11 +6,13 @@
 //! up to ReadyForQuery, then releases the connection by the transaction status byte. This module
 //! owns client-facing errors; it never publishes topology.
 
+pub mod admin_console;
 pub mod cancel;
 pub mod catalog;
 pub mod client_auth;
 pub mod expect;
 pub mod handshake;
+pub mod lifecycle;
 pub mod listener;
 pub mod lookup;
 pub mod params;
@@ -26,7 +28,9 @@ use std::sync::{Arc, Mutex};
 use crate::auth::ScramVerifier;
 use crate::backend::Pools;
 use crate::config::{AuthMethod, Config, Secret};
+use crate::live::Live;
 use crate::metrics::Metrics;
+use crate::reload::Control;
 use crate::topology::TopologyHandle;
 
 /// What a client is checked against, prepared once at startup (no PBKDF2 per login).
@@ -57,16 +61,16 @@ impl Credentials {
 
 /// Handles every session shares.
 pub struct Shared {
-    /// The configuration.
-    pub config: Arc<Config>,
+    /// The configuration (replaced by a reload; every access reads the current one).
+    pub config: Arc<Live<Config>>,
     /// Current topology.
     pub topology: TopologyHandle,
     /// Server connection pools.
     pub pools: Arc<Pools>,
     /// Client cancel keys.
     pub cancels: cancel::CancelRegistry,
-    /// Per-user credentials.
-    pub credentials: HashMap<String, Credentials>,
+    /// Per-user credentials (replaced by a reload).
+    pub credentials: Live<HashMap<String, Credentials>>,
     /// Statement classifiers, one per database.
     pub classifiers: catalog::Classifiers,
     /// Round-robin ticket counter for replica choice.
@@ -80,14 +84,23 @@ pub struct Shared {
     pub client_tls: crate::tls::ClientTls,
     /// auth_query lookups of users the configuration does not list.
     pub lookup: Option<lookup::UserLookup>,
+    /// Drain, pause and the registry of connected clients.
+    pub lifecycle: lifecycle::Lifecycle,
+    /// Reload and shutdown requests (the admin console sends them).
+    pub control: Control,
 }
 
 impl Shared {
     /// Build the shared handles.
     #[must_use]
-    pub fn new(config: Arc<Config>, topology: TopologyHandle, pools: Arc<Pools>, metrics: Arc<Metrics>) -> Self {
-        let credentials =
-            config.users.iter().map(|u| (u.name.clone(), Credentials::for_user(&u.name, u.auth, &u.secret))).collect();
+    pub fn new(
+        config: Arc<Live<Config>>,
+        topology: TopologyHandle,
+        pools: Arc<Pools>,
+        metrics: Arc<Metrics>,
+        control: Control,
+    ) -> Self {
+        let credentials = Live::new(credentials(&config));
         let classifiers = catalog::Classifiers::new(Arc::clone(&config), Arc::clone(&pools), topology.clone());
         let lookup = config.auth.as_ref().map(|a| {
             let as_user = config.users[a.user].name.clone();
@@ -106,6 +119,8 @@ impl Shared {
             accepted_statements: Mutex::new(HashSet::new()),
             client_tls: crate::tls::ClientTls::disabled(),
             lookup,
+            lifecycle: lifecycle::Lifecycle::default(),
+            control,
         }
     }
 
@@ -115,4 +130,10 @@ impl Shared {
         self.client_tls = tls;
         self
     }
+}
+
+/// What every configured user is checked against, prepared once per configuration.
+#[must_use]
+pub fn credentials(config: &Config) -> HashMap<String, Credentials> {
+    config.users.iter().map(|u| (u.name.clone(), Credentials::for_user(&u.name, u.auth, &u.secret))).collect()
 }

@@ -92,6 +92,44 @@ pub fn ready_for_query(buf: &mut BytesMut, status: super::TxStatus) {
     put_msg(buf, tag::READY_FOR_QUERY, |b| b.put_u8(status.as_byte()));
 }
 
+/// RowDescription of text columns (type `text`, text format), for result sets sluice answers
+/// itself (the admin console).
+pub fn row_description(buf: &mut BytesMut, columns: &[&str]) {
+    put_msg(buf, tag::ROW_DESCRIPTION, |b| {
+        b.put_i16(i16::try_from(columns.len()).unwrap_or(i16::MAX));
+        for name in columns {
+            put_cstr(b, name.as_bytes());
+            b.put_i32(0); // table oid
+            b.put_i16(0); // column number
+            b.put_i32(25); // text
+            b.put_i16(-1); // variable length
+            b.put_i32(-1); // no modifier
+            b.put_i16(0); // text format
+        }
+    });
+}
+
+/// DataRow of text values (`None`: NULL).
+pub fn data_row(buf: &mut BytesMut, values: &[Option<&str>]) {
+    put_msg(buf, tag::DATA_ROW, |b| {
+        b.put_i16(i16::try_from(values.len()).unwrap_or(i16::MAX));
+        for v in values {
+            match v {
+                Some(text) => {
+                    b.put_i32(i32::try_from(text.len()).unwrap_or(i32::MAX));
+                    b.put_slice(text.as_bytes());
+                }
+                None => b.put_i32(-1),
+            }
+        }
+    });
+}
+
+/// CommandComplete with its tag (`SHOW`, `SELECT 3`...).
+pub fn command_complete(buf: &mut BytesMut, command_tag: &str) {
+    put_msg(buf, tag::COMMAND_COMPLETE, |b| put_cstr(b, command_tag.as_bytes()));
+}
+
 /// ParseComplete (synthesized when a statement already exists on the server connection).
 pub fn parse_complete(buf: &mut BytesMut) {
     put_msg(buf, tag::PARSE_COMPLETE, |_| {});

@@ -65,6 +65,8 @@ pub mod tag {
     pub const PARAMETER_DESCRIPTION: u8 = b't';
     /// RowDescription.
     pub const ROW_DESCRIPTION: u8 = b'T';
+    /// DataRow.
+    pub const DATA_ROW: u8 = b'D';
     /// NoData.
     pub const NO_DATA: u8 = b'n';
     /// CommandComplete.

@@ -74,6 +74,9 @@ pub struct Classifier {
     catalog: RwLock<Option<Arc<FunctionCatalog>>>,
     /// Bumped by every `set_catalog`: a classification made with an older catalog is not stored.
     catalog_generation: AtomicU64,
+    /// Classifications answered by the cache, and computed (for metrics).
+    hits: AtomicU64,
+    misses: AtomicU64,
 }
 
 impl std::fmt::Debug for Classifier {
@@ -95,7 +98,15 @@ impl Classifier {
             allow: AllowList::new(&read_only_functions),
             catalog: RwLock::new(None),
             catalog_generation: AtomicU64::new(0),
+            hits: AtomicU64::new(0),
+            misses: AtomicU64::new(0),
         }
+    }
+
+    /// (answered by the cache, computed) so far.
+    #[must_use]
+    pub fn cache_counts(&self) -> (u64, u64) {
+        (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
     }
 
     /// Classify `sql`: from the cache if it is there, else classify and remember.
@@ -104,9 +115,11 @@ impl Classifier {
         let key = self.key(sql);
         if let Some(key) = &key {
             if let Some(class) = self.lookup(key) {
+                self.hits.fetch_add(1, Ordering::Relaxed);
                 return class;
             }
         }
+        self.misses.fetch_add(1, Ordering::Relaxed);
         // Read the generation before the catalog: if the catalog changes meanwhile, the result
         // is not stored (see `store`).
         let generation = self.catalog_generation.load(Ordering::Acquire);

@@ -181,7 +181,19 @@ impl ProxyBuilder {
             let list: Vec<String> = dbs.iter().map(|d| s(d)).collect();
             t.push_str(&format!("databases = [{}]\n", list.join(", ")));
         }
-        for section in ["limits", "pool", "monitor", "routing", "failover", "client_tls", "server_tls", "auth"] {
+        for section in [
+            "limits",
+            "pool",
+            "monitor",
+            "routing",
+            "failover",
+            "client_tls",
+            "server_tls",
+            "auth",
+            "lifecycle",
+            "admin",
+            "log",
+        ] {
             let keys = self.section(section);
             if !keys.is_empty() {
                 t.push_str(&format!("\n[{section}]\n{keys}"));
@@ -221,7 +233,19 @@ impl ProxyBuilder {
             .await
             .unwrap_or_else(|e| panic!("sluice did not start: {e}\n--- toml ---\n{}", self.toml()));
         let (user, password) = self.first_login();
-        Proxy { handle: Some(handle), user, password }
+        Proxy { handle: Some(handle), user, password, config_file: None }
+    }
+
+    /// Start sluice in this process from a configuration file it can reload
+    /// (`Proxy::rewrite_config`, then a reload).
+    pub async fn start_from_file(self) -> Proxy {
+        let file = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        std::fs::write(file.path(), self.toml()).unwrap();
+        let handle = sluice::Proxy::start_from_file(file.path())
+            .await
+            .unwrap_or_else(|e| panic!("sluice did not start: {e}\n--- toml ---\n{}", self.toml()));
+        let (user, password) = self.first_login();
+        Proxy { handle: Some(handle), user, password, config_file: Some(file) }
     }
 
     /// Start sluice as a child process (`sluice run --config FILE`) on a free port.

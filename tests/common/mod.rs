@@ -97,6 +97,8 @@ pub struct Proxy {
     handle: Option<sluice::ProxyHandle>,
     user: String,
     password: String,
+    /// The file a proxy started with `start_from_file` reloads from.
+    config_file: Option<tempfile::NamedTempFile>,
 }
 
 impl Proxy {
@@ -113,6 +115,18 @@ impl Proxy {
     /// What SIGHUP also does: read the client TLS certificate and key again.
     pub fn reload_tls(&self) {
         self.handle().reload_tls();
+    }
+
+    /// Replace the configuration file (of a proxy started with `start_from_file`); the
+    /// listen address stays what it is.
+    pub fn rewrite_config(&self, text: &str) {
+        let file = self.config_file.as_ref().expect("started with start_from_file");
+        std::fs::write(file.path(), text).unwrap();
+    }
+
+    /// The configuration in force now.
+    pub fn running_config(&self) -> &'static sluice::config::Config {
+        self.handle().config()
     }
 
     /// The admin HTTP endpoint's address, when `admin_listen` was set.

@@ -121,6 +121,31 @@ impl ProxyProcess {
         proc_status_kib(self.pid(), "VmRSS").unwrap_or(0)
     }
 
+    /// Send a signal by name (`TERM`, `INT`, `HUP`) with `kill(1)` (the crate forbids `unsafe`).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill").arg(format!("-{name}")).arg(self.pid().to_string()).status();
+        assert!(matches!(status, Ok(s) if s.success()), "kill -{name} failed: {status:?}");
+    }
+
+    /// Wait up to `limit` for the child to exit; its exit code (`None`: still running, or
+    /// ended by a signal).
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<i32> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// Replace the configuration file the child was started with (then `signal("HUP")`).
+    pub fn rewrite_config(&self, builder: &ProxyBuilder) {
+        let b = builder.clone().listen(&format!("127.0.0.1:{}", self.port));
+        std::fs::write(self._config.path(), b.toml()).unwrap();
+    }
+
     /// Everything the child wrote to stdout and stderr so far.
     pub fn log(&self) -> String {
         read_lossy(self.log.path())

@@ -38,6 +38,7 @@ impl Session<'_> {
         let route = self.route(class).await;
         let mut last = None;
         for node in route.candidates {
+            self.shared.lifecycle.pause_gate(node).await;
             let pool = self.pool(node);
             match pool.checkout().await {
                 Ok(mut checkout) => match self.prepare_conn(checkout.conn()).await {
@@ -93,6 +94,10 @@ impl Session<'_> {
     }
 
     pub(super) fn pool(&mut self, node: usize) -> Arc<Pool> {
+        if node >= self.pools.len() {
+            // A reload added nodes after this session began.
+            self.pools.resize(node + 1, None);
+        }
         let slot = &mut self.pools[node];
         Arc::clone(slot.get_or_insert_with(|| self.shared.pools.get(node, &self.database, &self.user)))
     }

@@ -84,6 +84,8 @@ pub struct Session<'a> {
     pools: Vec<Option<Arc<Pool>>>,
     /// A unit changed functions: reload the catalog when the transaction is over.
     catalog_stale: bool,
+    /// Its place in the client registry (drain, KILL, SHOW CLIENTS).
+    entry: super::lifecycle::ClientEntry<'a>,
 }
 
 impl<'a> Session<'a> {
@@ -94,6 +96,14 @@ impl<'a> Session<'a> {
         client.set_max(shared.config.limits.max_message_bytes);
         client.set_accepted_tags(is_frontend_tag);
         let classifier = shared.classifiers.get(&login.database, &login.user);
+        let key = shared.cancels.register();
+        let entry = shared.lifecycle.register(super::lifecycle::ClientInfo {
+            id: key.pid,
+            user: login.user.clone(),
+            database: login.database.clone(),
+            addr: client.get_ref().tcp().peer_addr().ok(),
+            since: std::time::SystemTime::now(),
+        });
         Self {
             shared,
             client,
@@ -103,12 +113,13 @@ impl<'a> Session<'a> {
             statements: Statements::default(),
             held: None,
             pinned: false,
-            key: shared.cancels.register(),
+            key,
             lookahead: None,
             classifier,
             last_write_lsn: None,
             pools: vec![None; shared.config.nodes.len()],
             catalog_stale: false,
+            entry,
         }
     }
 
@@ -166,7 +177,8 @@ impl<'a> Session<'a> {
             return Ok(None);
         }
         let idle = self.shared.config.limits.idle_client_timeout.filter(|_| self.held.is_none());
-        let read = self.client.next();
+        let between_units = self.held.as_ref().is_none_or(|h| h.status == TxStatus::Idle);
+        let read = self.entry.unless_stopped(between_units, self.client.next());
         let r = match idle {
             Some(d) => match tokio::time::timeout(d, read).await {
                 Ok(r) => r,
@@ -176,6 +188,7 @@ impl<'a> Session<'a> {
             },
             None => read.await,
         };
+        let r = r.map_err(super::lifecycle::Stopped::error)?;
         r.map_err(|e| match e {
             crate::protocol::framer::ReadError::Frame(f @ FrameError::TooLarge { .. }) => {
                 (sqlstate::PROGRAM_LIMIT_EXCEEDED, f.to_string())
@@ -425,6 +438,7 @@ impl<'a> Session<'a> {
 
     /// An error for this statement; the session goes on.
     async fn statement_error(&mut self, code: &str, message: &str) -> Result<(), ()> {
+        self.shared.metrics.client_error(code);
         let status = self.held.as_ref().map_or(TxStatus::Idle, |h| h.status);
         let mut buf = BytesMut::new();
         messages::error_response(&mut buf, Severity::Error, code, message);
@@ -433,6 +447,7 @@ impl<'a> Session<'a> {
     }
 
     async fn fatal(&mut self, code: &str, message: &str) {
+        self.shared.metrics.client_error(code);
         let mut buf = BytesMut::new();
         messages::error_response(&mut buf, Severity::Fatal, code, message);
         let _ = self.client.get_mut().write_all(&buf).await;

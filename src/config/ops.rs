@@ -1,0 +1,165 @@
+//! `[lifecycle]`, `[admin]` and `[log]`: the keys that say how sluice is operated (shutdown,
+//! the admin endpoint and SQL console, logging), parsed and validated apart from the keys that
+//! say what it proxies.
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::raw::RawConfig;
+use super::validate::Checker;
+use super::UserConfig;
+
+/// `[lifecycle]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLifecycle {
+    pub shutdown_timeout: Option<String>,
+    pub reuse_port: Option<bool>,
+}
+
+/// `[admin]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub token: Option<String>,
+    pub users: Option<Vec<String>>,
+}
+
+/// `[log]` as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub format: Option<String>,
+    pub level: Option<String>,
+}
+
+/// `[lifecycle]`: how sluice stops and restarts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LifecycleConfig {
+    /// After SIGTERM/SIGINT, how long open transactions and running statements may take to
+    /// finish before sluice exits anyway.
+    pub shutdown_timeout: Duration,
+    /// Set `SO_REUSEPORT` on the client listener, so a new sluice can bind the same port while
+    /// the old one drains (rolling restarts).
+    pub reuse_port: bool,
+}
+
+/// `[admin]`: who may operate sluice.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// A bearer token the admin HTTP endpoint requires (`Authorization: Bearer <token>`) on
+    /// everything but `/health` and `/health/read`; `None`: no token.
+    pub token: Option<String>,
+    /// Users (from `[[users]]`) who may open the SQL admin console (database `sluice`).
+    pub users: Vec<String>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    // The token is a secret: never in a log line or a `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let token = self.token.as_ref().map(|_| "<redacted>");
+        f.debug_struct("AdminConfig").field("token", &token).field("users", &self.users).finish()
+    }
+}
+
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogConfig {
+    /// Text or JSON lines.
+    pub format: LogFormat,
+    /// A tracing filter (`info`, `sluice=debug`); `SLUICE_LOG` overrides it.
+    pub level: String,
+}
+
+/// The operating keys together.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpsConfig {
+    /// `[lifecycle]`
+    pub lifecycle: LifecycleConfig,
+    /// `[admin]`
+    pub admin: AdminConfig,
+    /// `[log]`
+    pub log: LogConfig,
+}
+
+impl Default for OpsConfig {
+    fn default() -> Self {
+        OpsConfig {
+            lifecycle: LifecycleConfig { shutdown_timeout: Duration::from_secs(30), reuse_port: false },
+            admin: AdminConfig { token: None, users: Vec::new() },
+            log: LogConfig { format: LogFormat::Text, level: "info".to_string() },
+        }
+    }
+}
+
+/// Validate the operating sections; problems go into `c`.
+pub(super) fn validate(c: &mut Checker, raw: &RawConfig, users: &[UserConfig]) -> OpsConfig {
+    let defaults = OpsConfig::default();
+    let l = &raw.lifecycle;
+    let shutdown_timeout =
+        c.duration("lifecycle.shutdown_timeout", l.shutdown_timeout.as_deref(), defaults.lifecycle.shutdown_timeout);
+    let lifecycle = LifecycleConfig { shutdown_timeout, reuse_port: l.reuse_port.unwrap_or(false) };
+    let token = raw.admin.token.clone();
+    if token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        c.problem("admin.token", "must not be empty (omit it to serve without a token)");
+    }
+    let admin_users = raw.admin.users.clone().unwrap_or_default();
+    for (i, name) in admin_users.iter().enumerate() {
+        if !users.iter().any(|u| &u.name == name) {
+            c.problem(format!("admin.users[{i}]"), format!("{name:?} is not one of [[users]]"));
+        }
+    }
+    let formats = [("text", LogFormat::Text), ("json", LogFormat::Json)];
+    let format = c.choice("log.format", raw.log.format.as_deref(), LogFormat::Text, &formats);
+    let level = raw.log.level.clone().unwrap_or(defaults.log.level);
+    if tracing_subscriber::EnvFilter::try_new(&level).is_err() {
+        c.problem("log.level", format!("{level:?} is not a log filter like \"info\" or \"sluice=debug\""));
+    }
+    OpsConfig { lifecycle, admin: AdminConfig { token, users: admin_users }, log: LogConfig { format, level } }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Config;
+    use super::*;
+
+    const BASE: &str = "[[nodes]]\nname = \"a\"\nhost = \"h\"\nport = 1\n[[users]]\nname = \"app\"\npassword = \"p\"\n";
+
+    #[test]
+    fn defaults_when_absent() {
+        let c = Config::from_toml_str(BASE).unwrap();
+        assert_eq!(c.ops, OpsConfig::default());
+        assert_eq!(c.ops.lifecycle.shutdown_timeout, Duration::from_secs(30));
+    }
+
+    #[test]
+    fn values_and_problems_name_their_keys() {
+        let good = format!(
+            "{BASE}[lifecycle]\nshutdown_timeout = \"2s\"\nreuse_port = true\n[admin]\ntoken = \"t\"\nusers = [\"app\"]\n\
+             [log]\nformat = \"json\"\nlevel = \"sluice=debug\"\n"
+        );
+        let c = Config::from_toml_str(&good).unwrap();
+        assert!(c.ops.lifecycle.reuse_port);
+        assert_eq!(c.ops.log.format, LogFormat::Json);
+        assert_eq!(c.ops.admin.users, ["app"]);
+        assert!(!format!("{:?}", c.ops.admin).contains("\"t\""), "the token is never printed");
+        let bad = format!(
+            "{BASE}[lifecycle]\nshutdown_timeout = \"never\"\n[admin]\ntoken = \"\"\nusers = [\"ghost\"]\n\
+             [log]\nformat = \"xml\"\nlevel = \"[[\"\n"
+        );
+        let err = Config::from_toml_str(&bad).unwrap_err();
+        let keys: Vec<&str> = err.0.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(keys, ["lifecycle.shutdown_timeout", "admin.token", "admin.users[0]", "log.format", "log.level"]);
+    }
+}

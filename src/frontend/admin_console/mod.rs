@@ -1,0 +1,200 @@
+//! The SQL admin console: a login to the virtual database `sluice` by a user listed in
+//! `admin.users` gets this instead of a proxied session (others get `28000`). It speaks the simple
+//! query protocol with psql-friendly result sets: `SHOW NODES | POOLS | CLIENTS | SERVERS | STATS
+//! | CONFIG | VERSION`, `RELOAD`, `PAUSE [node]`, `RESUME`, `KILL <id>`, `SHUTDOWN`.
+//!
+//! `command` parses, `show` builds result sets; this file runs the session and acts. It never
+//! touches a server connection; reload and shutdown go through [`crate::reload::Control`].
+
+mod command;
+mod show;
+
+pub use command::{parse, Command};
+pub use show::ResultSet;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+
+use super::handshake::Login;
+use super::lifecycle::ClientInfo;
+use super::Shared;
+use crate::error::sqlstate;
+use crate::protocol::messages::{self, Severity};
+use crate::protocol::{tag, TxStatus};
+use crate::reload::ReloadError;
+
+/// The virtual database name that opens the console.
+pub const DATABASE: &str = "sluice";
+
+/// An SQLSTATE for errors in a statement the console understood but could not do.
+const UNDEFINED_OBJECT: &str = "42704";
+/// `config_file_error`: RELOAD found an invalid file.
+const CONFIG_FILE_ERROR: &str = "F0000";
+/// `syntax_error`.
+const SYNTAX_ERROR: &str = "42601";
+
+/// Serve one console session until the client leaves (or is killed, or sluice drains).
+pub async fn run(shared: &Shared, login: Login) {
+    let Login { mut client, user, database, .. } = login;
+    if !shared.config.ops.admin.users.contains(&user) {
+        let msg = format!("user \"{user}\" may not use the admin console (it is not in admin.users)");
+        let _ =
+            write(&mut client, |b| messages::error_response(b, Severity::Fatal, sqlstate::INVALID_AUTHORIZATION, &msg))
+                .await;
+        shared.metrics.client_error(sqlstate::INVALID_AUTHORIZATION);
+        return;
+    }
+    let key = shared.cancels.register();
+    let addr = client.get_ref().tcp().peer_addr().ok();
+    let since = std::time::SystemTime::now();
+    let entry = shared.lifecycle.register(ClientInfo { id: key.pid, user, database, addr, since });
+    let greeted = write(&mut client, |b| {
+        messages::authentication(b, messages::auth_code::OK, &[]);
+        for (k, v) in [
+            ("server_version", "15.0 (sluice console)"),
+            ("client_encoding", "UTF8"),
+            ("server_encoding", "UTF8"),
+            ("DateStyle", "ISO, MDY"),
+            ("integer_datetimes", "on"),
+            ("standard_conforming_strings", "on"),
+        ] {
+            messages::parameter_status(b, k, v);
+        }
+        messages::backend_key_data(b, key.pid, key.secret);
+        messages::ready_for_query(b, TxStatus::Idle);
+    });
+    if greeted.await.is_err() {
+        return;
+    }
+    loop {
+        let frame = match entry.unless_stopped(true, client.next()).await {
+            Ok(Ok(Some(f))) => f,
+            Ok(_) => return,
+            Err(stopped) => {
+                let (code, msg) = stopped.error();
+                let _ = write(&mut client, |b| messages::error_response(b, Severity::Fatal, code, &msg)).await;
+                return;
+            }
+        };
+        let reply = match frame.tag() {
+            tag::TERMINATE => return,
+            tag::QUERY => answer(shared, messages::decode_query(frame.body()).unwrap_or("")).await,
+            tag::SYNC => ready(BytesMut::new()),
+            _ => error(
+                shared,
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                "the admin console speaks the simple query protocol only",
+            ),
+        };
+        if client.get_mut().write_all(&reply).await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn write(
+    client: &mut crate::protocol::FrameReader<crate::tls::MaybeTls>,
+    build: impl FnOnce(&mut BytesMut),
+) -> std::io::Result<()> {
+    let mut buf = BytesMut::new();
+    build(&mut buf);
+    client.get_mut().write_all(&buf).await
+}
+
+/// Everything the client gets for one Query, ending with ReadyForQuery.
+async fn answer(shared: &Shared, sql: &str) -> BytesMut {
+    match parse(sql) {
+        Ok(command) => match execute(shared, command).await {
+            Ok(rs) => ready(encode(&rs)),
+            Err((code, msg)) => error(shared, code, &msg),
+        },
+        Err(msg) => error(shared, SYNTAX_ERROR, &msg),
+    }
+}
+
+type Failure = (&'static str, String);
+
+/// Run one command.
+async fn execute(shared: &Shared, command: Command) -> Result<ResultSet, Failure> {
+    let done = |tag: &str| ResultSet { tag: tag.to_string(), ..ResultSet::default() };
+    Ok(match command {
+        Command::ShowNodes => show::nodes(shared),
+        Command::ShowPools => show::pools(shared),
+        Command::ShowClients => show::clients(shared),
+        Command::ShowServers => show::servers(shared),
+        Command::ShowStats => show::stats(shared),
+        Command::ShowConfig => show::config(&shared.config),
+        Command::ShowVersion => show::version(),
+        Command::Reload => reload(shared).await?,
+        Command::Pause(node) => {
+            let index = node.map(|name| node_index(shared, &name)).transpose()?;
+            shared.lifecycle.pause(index);
+            done("PAUSE")
+        }
+        Command::Resume => {
+            shared.lifecycle.resume();
+            done("RESUME")
+        }
+        Command::Kill(id) if shared.lifecycle.kill(id) => done("KILL"),
+        Command::Kill(id) => return Err((UNDEFINED_OBJECT, format!("no client with id {id} (see SHOW CLIENTS)"))),
+        Command::Shutdown => {
+            shared.control.shutdown();
+            done("SHUTDOWN")
+        }
+        Command::Failover { action, .. } => {
+            return Err((sqlstate::FEATURE_NOT_SUPPORTED, format!("{action} is not available in this build of sluice")))
+        }
+        Command::Empty => ResultSet::default(),
+    })
+}
+
+async fn reload(shared: &Shared) -> Result<ResultSet, Failure> {
+    match shared.control.reload().await {
+        Ok(report) => {
+            let mut lines = report.changes;
+            lines.extend(report.needs_restart.into_iter().map(|l| format!("needs a restart: {l}")));
+            Ok(show::lines("change", &lines, "RELOAD"))
+        }
+        Err(ReloadError::Invalid(e)) => Err((CONFIG_FILE_ERROR, e.to_string())),
+        Err(e) => Err((sqlstate::FEATURE_NOT_SUPPORTED, e.to_string())),
+    }
+}
+
+fn node_index(shared: &Shared, name: &str) -> Result<usize, Failure> {
+    let topology = shared.topology.load();
+    topology
+        .nodes
+        .iter()
+        .find(|n| n.name == name)
+        .map(|n| n.index)
+        .ok_or_else(|| (UNDEFINED_OBJECT, format!("no node named {name:?} (see SHOW NODES)")))
+}
+
+fn encode(rs: &ResultSet) -> BytesMut {
+    let mut buf = BytesMut::new();
+    if rs.columns.is_empty() && rs.tag.is_empty() {
+        buf.extend_from_slice(&[tag::EMPTY_QUERY, 0, 0, 0, 4]);
+        return buf;
+    }
+    if !rs.columns.is_empty() {
+        messages::row_description(&mut buf, &rs.columns);
+        for row in &rs.rows {
+            let values: Vec<Option<&str>> = row.iter().map(Option::as_deref).collect();
+            messages::data_row(&mut buf, &values);
+        }
+    }
+    messages::command_complete(&mut buf, &rs.tag);
+    buf
+}
+
+fn ready(mut buf: BytesMut) -> BytesMut {
+    messages::ready_for_query(&mut buf, TxStatus::Idle);
+    buf
+}
+
+fn error(shared: &Shared, code: &str, message: &str) -> BytesMut {
+    shared.metrics.client_error(code);
+    let mut buf = BytesMut::new();
+    messages::error_response(&mut buf, Severity::Error, code, message);
+    ready(buf)
+}

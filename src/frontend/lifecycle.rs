@@ -1,0 +1,266 @@
+//! The operator's hold on sessions: draining for shutdown, the pause gate, and the registry of
+//! connected clients (for `SHOW CLIENTS` and `KILL`).
+//!
+//! A session asks two things of this module and nothing else: while it waits for its client
+//! it races the read against [`ClientEntry::unless_stopped`] (a killed client goes at once; a
+//! draining proxy sends away clients that are between units), and before a unit takes a server
+//! connection it passes [`Lifecycle::pause_gate`]. Units already running are never interrupted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use tokio::sync::watch;
+
+use crate::error::sqlstate;
+
+/// Which new units are held.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Pause {
+    /// Nothing is held.
+    #[default]
+    Running,
+    /// Every new unit waits.
+    All,
+    /// New units routed to these node indexes wait.
+    Nodes(BTreeSet<usize>),
+}
+
+impl Pause {
+    /// True if a unit about to use `node` must wait.
+    #[must_use]
+    pub fn holds(&self, node: usize) -> bool {
+        match self {
+            Pause::Running => false,
+            Pause::All => true,
+            Pause::Nodes(nodes) => nodes.contains(&node),
+        }
+    }
+
+    /// The state after `PAUSE` (`node` = `None`: everything).
+    #[must_use]
+    pub fn pause(&self, node: Option<usize>) -> Pause {
+        match (self, node) {
+            (_, None) | (Pause::All, _) => Pause::All,
+            (Pause::Running, Some(n)) => Pause::Nodes(BTreeSet::from([n])),
+            (Pause::Nodes(set), Some(n)) => Pause::Nodes(set.iter().copied().chain([n]).collect()),
+        }
+    }
+}
+
+/// Why a session must end while it waits for its client.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stopped {
+    /// An operator ran `KILL` on it.
+    Killed,
+    /// sluice is shutting down and the session is between units.
+    Draining,
+}
+
+impl Stopped {
+    /// The SQLSTATE and message the client gets (as FATAL).
+    #[must_use]
+    pub fn error(self) -> (&'static str, String) {
+        let msg = match self {
+            Stopped::Killed => "terminating connection due to administrator command",
+            Stopped::Draining => "terminating connection due to administrator command: sluice is shutting down",
+        };
+        (sqlstate::ADMIN_SHUTDOWN, msg.to_string())
+    }
+}
+
+/// One connected client, as `SHOW CLIENTS` lists it.
+#[derive(Clone, Debug)]
+pub struct ClientInfo {
+    /// The id `KILL` takes (the process id sluice gave the client in BackendKeyData).
+    pub id: i32,
+    /// Login user.
+    pub user: String,
+    /// Database.
+    pub database: String,
+    /// The client's address.
+    pub addr: Option<SocketAddr>,
+    /// When the session began.
+    pub since: SystemTime,
+}
+
+struct Registered {
+    info: ClientInfo,
+    kill: watch::Sender<bool>,
+}
+
+/// Shared by every session: drain flag, pause gate, client registry.
+pub struct Lifecycle {
+    draining: watch::Sender<bool>,
+    pause: watch::Sender<Pause>,
+    clients: Mutex<BTreeMap<i32, Registered>>,
+}
+
+impl Default for Lifecycle {
+    fn default() -> Self {
+        Self {
+            draining: watch::channel(false).0,
+            pause: watch::channel(Pause::Running).0,
+            clients: Mutex::new(BTreeMap::new()),
+        }
+    }
+}
+
+impl Lifecycle {
+    /// Begin draining: clients between units are sent away; held units are released so open
+    /// transactions can finish.
+    pub fn drain(&self) {
+        self.draining.send_replace(true);
+        self.pause.send_replace(Pause::Running);
+    }
+
+    /// True once [`Lifecycle::drain`] was called.
+    #[must_use]
+    pub fn is_draining(&self) -> bool {
+        *self.draining.borrow()
+    }
+
+    /// Hold new units (all, or those routed to `node`).
+    pub fn pause(&self, node: Option<usize>) {
+        self.pause.send_modify(|p| *p = p.pause(node));
+    }
+
+    /// Release every held unit.
+    pub fn resume(&self) {
+        self.pause.send_replace(Pause::Running);
+    }
+
+    /// What is held now.
+    #[must_use]
+    pub fn paused(&self) -> Pause {
+        self.pause.borrow().clone()
+    }
+
+    /// Wait while new units on `node` are held.
+    pub async fn pause_gate(&self, node: usize) {
+        let mut rx = self.pause.subscribe();
+        // The sender lives as long as `self`: an error cannot happen while we borrow it.
+        let _ = rx.wait_for(|p| !p.holds(node)).await;
+    }
+
+    /// Add a session to the registry; it leaves when the entry is dropped.
+    pub fn register(&self, info: ClientInfo) -> ClientEntry<'_> {
+        let id = info.id;
+        let kill = watch::channel(false).0;
+        let killed = kill.subscribe();
+        self.lock().insert(id, Registered { info, kill });
+        ClientEntry { lifecycle: self, id, killed, draining: self.draining.subscribe() }
+    }
+
+    /// Every connected client, by id.
+    #[must_use]
+    pub fn clients(&self) -> Vec<ClientInfo> {
+        self.lock().values().map(|r| r.info.clone()).collect()
+    }
+
+    /// End client `id` at its next wait for input; false if there is no such client.
+    pub fn kill(&self, id: i32) -> bool {
+        self.lock().get(&id).map(|r| r.kill.send_replace(true)).is_some()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<i32, Registered>> {
+        self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// A session's place in the registry.
+pub struct ClientEntry<'a> {
+    lifecycle: &'a Lifecycle,
+    id: i32,
+    killed: watch::Receiver<bool>,
+    draining: watch::Receiver<bool>,
+}
+
+impl ClientEntry<'_> {
+    /// Run `read` (a wait for the client) unless the session is killed, or sluice drains while
+    /// the session is `between_units` (no transaction open).
+    ///
+    /// # Errors
+    /// Why the session must end instead.
+    pub async fn unless_stopped<F: Future>(&self, between_units: bool, read: F) -> Result<F::Output, Stopped> {
+        let (mut killed, mut draining) = (self.killed.clone(), self.draining.clone());
+        tokio::select! {
+            biased;
+            () = until_true(&mut killed) => Err(Stopped::Killed),
+            () = until_true(&mut draining), if between_units => Err(Stopped::Draining),
+            out = read => Ok(out),
+        }
+    }
+}
+
+impl Drop for ClientEntry<'_> {
+    fn drop(&mut self) {
+        self.lifecycle.lock().remove(&self.id);
+    }
+}
+
+/// Resolves when the flag turns true; never if its sender is gone.
+async fn until_true(rx: &mut watch::Receiver<bool>) {
+    if rx.wait_for(|v| *v).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn pause_transitions() {
+        let one = |n| Pause::Nodes(BTreeSet::from([n]));
+        let cases: [(Pause, Option<usize>, Pause); 5] = [
+            (Pause::Running, None, Pause::All),
+            (Pause::Running, Some(1), one(1)),
+            (one(1), Some(2), Pause::Nodes(BTreeSet::from([1, 2]))),
+            (one(1), None, Pause::All),
+            (Pause::All, Some(3), Pause::All),
+        ];
+        for (state, node, next) in cases {
+            assert_eq!(state.pause(node), next, "{state:?} + PAUSE {node:?}");
+        }
+        assert!(one(1).holds(1) && !one(1).holds(0) && Pause::All.holds(7) && !Pause::Running.holds(0));
+    }
+
+    fn info(id: i32) -> ClientInfo {
+        ClientInfo { id, user: "u".into(), database: "d".into(), addr: None, since: SystemTime::now() }
+    }
+
+    #[tokio::test]
+    async fn drain_stops_only_sessions_between_units_and_kill_stops_any() {
+        let l = Lifecycle::default();
+        let a = l.register(info(1));
+        let never = std::future::pending::<()>;
+        l.drain();
+        assert_eq!(a.unless_stopped(true, never()).await, Err(Stopped::Draining));
+        let in_tx = tokio::time::timeout(Duration::from_millis(50), a.unless_stopped(false, never())).await;
+        assert!(in_tx.is_err(), "a session in a transaction is not drained");
+        assert!(l.kill(1) && !l.kill(2));
+        assert_eq!(a.unless_stopped(false, never()).await, Err(Stopped::Killed));
+        assert_eq!(l.clients().len(), 1);
+        drop(a);
+        assert!(l.clients().is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_gate_holds_paused_nodes_until_resume() {
+        let l = std::sync::Arc::new(Lifecycle::default());
+        l.pause(Some(1));
+        tokio::time::timeout(Duration::from_millis(50), l.pause_gate(0)).await.unwrap();
+        let held = tokio::spawn({
+            let l = std::sync::Arc::clone(&l);
+            async move { l.pause_gate(1).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!held.is_finished());
+        l.resume();
+        tokio::time::timeout(Duration::from_secs(5), held).await.unwrap().unwrap();
+    }
+}

@@ -1,0 +1,152 @@
+//! Hot reload while clients work: a replica added serves reads, a removed one serves nothing,
+//! a pool grows and a new user logs in, with 0 client errors; an invalid file changes nothing
+//! and `POST /reload` returns every problem.
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{Cluster, Proxy, ProxyBuilder};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const CLIENTS: usize = 20;
+
+/// `POST /reload`: (status, JSON body).
+async fn post_reload(admin: SocketAddr) -> (u16, serde_json::Value) {
+    let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
+    let req = "POST /reload HTTP/1.1\r\nHost: sluice\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_end(&mut raw)).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}")))
+}
+
+/// Reads served per server port, and errors, from clients that run until told to stop.
+#[derive(Default)]
+struct Load {
+    stop: AtomicBool,
+    errors: AtomicUsize,
+    reads: Mutex<HashMap<u16, usize>>,
+}
+
+impl Load {
+    fn reads_on(&self, port: u16) -> usize {
+        self.reads.lock().unwrap().get(&port).copied().unwrap_or(0)
+    }
+
+    fn reset(&self) {
+        self.reads.lock().unwrap().clear();
+    }
+}
+
+async fn client_loop(client: tokio_postgres::Client, load: Arc<Load>, n: usize) {
+    let mut i = 0;
+    while !load.stop.load(Ordering::Relaxed) {
+        i += 1;
+        if i % 10 == 0 {
+            if let Err(e) = client.execute("INSERT INTO work VALUES ($1)", &[&(n as i32)]).await {
+                eprintln!("client {n}: write failed: {}", common::describe(&e));
+                load.errors.fetch_add(1, Ordering::Relaxed);
+            }
+            continue;
+        }
+        match client.query_one("SELECT inet_server_port()", &[]).await {
+            Ok(row) => {
+                let port: i32 = row.get(0);
+                *load.reads.lock().unwrap().entry(port as u16).or_default() += 1;
+            }
+            Err(e) => {
+                eprintln!("client {n}: read failed: {}", common::describe(&e));
+                load.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn builder(c: &Cluster, nodes: &[usize], pool_size: usize) -> ProxyBuilder {
+    let ports = c.ports();
+    let mut b = Proxy::builder()
+        .monitor_interval("100ms")
+        .pool_size(pool_size)
+        // 20 SCRAM logins at once in a debug build on a busy machine.
+        .startup_timeout("60s")
+        .set("", "admin_listen", "\"127.0.0.1:0\"")
+        .user(sluice::pgcluster::TEST_USER, sluice::pgcluster::TEST_PASSWORD);
+    for &i in nodes {
+        b = b.node(&format!("node{i}"), ports[i]);
+    }
+    b
+}
+
+async fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting until {what}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reload_changes_nodes_pools_and_users_under_load_without_errors() {
+    let c = Cluster::start(2).await;
+    c.psql("CREATE TABLE work (n int)").await;
+    c.create_user("newbie", "newbie-pw").await;
+    c.wait_replayed().await;
+    let ports = c.ports();
+    let p = Arc::new(builder(&c, &[0, 1], 4).start_from_file().await);
+    p.wait_topology(1, 1).await;
+    let admin = p.admin_addr().unwrap();
+    let load = Arc::new(Load::default());
+    let mut tasks = Vec::new();
+    for n in 0..CLIENTS {
+        let client = p.connect().await;
+        tasks.push(tokio::spawn(client_loop(client, Arc::clone(&load), n)));
+    }
+    wait_until("node1 serves reads", || load.reads_on(ports[1]) > 50).await;
+
+    let next = builder(&c, &[0, 2], 8).user("newbie", "newbie-pw");
+    p.rewrite_config(&next.listen(&p.addr().to_string()).toml());
+    let (status, report) = post_reload(admin).await;
+    assert_eq!(status, 200, "{report}");
+    let changes: Vec<&str> = report["changes"].as_array().unwrap().iter().filter_map(|v| v.as_str()).collect();
+    for line in ["node node2 added", "node node1 removed", "pool.size: 4 -> 8", "user newbie added"] {
+        assert!(changes.contains(&line), "{line:?} missing from {changes:?}");
+    }
+    p.wait_topology(1, 1).await;
+    wait_until("the added replica serves reads", || load.reads_on(ports[2]) > 50).await;
+    load.reset();
+    wait_until("reads keep flowing", || load.reads_on(ports[2]) > 200).await;
+    assert_eq!(load.reads_on(ports[1]), 0, "the removed replica still served reads");
+    assert_eq!(p.running_config().pool.size, 8);
+    let newbie = p.connect_as("newbie", "newbie-pw", "app").await;
+    newbie.simple_query("SELECT 1").await.unwrap();
+
+    p.rewrite_config("[pool]\nsize = 0\nsizee = 3\n");
+    let (status, refused) = post_reload(admin).await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(refused.to_string().contains("sizee"), "{refused}");
+    p.rewrite_config("listen = \"127.0.0.1:1\"\n[pool]\nsize = 0\n");
+    let (status, refused) = post_reload(admin).await;
+    assert_eq!(status, 422, "{refused}");
+    let keys: Vec<&str> = refused["errors"].as_array().unwrap().iter().filter_map(|e| e["key"].as_str()).collect();
+    for key in ["pool.size", "nodes", "users"] {
+        assert!(keys.contains(&key), "{key} missing from {keys:?}");
+    }
+    assert_eq!(p.running_config().pool.size, 8, "an invalid file changes nothing");
+    assert_eq!(p.topology().nodes.len(), 2);
+
+    load.stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(load.errors.load(Ordering::Relaxed), 0, "clients saw errors during the reloads");
+}
