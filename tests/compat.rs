@@ -162,16 +162,17 @@ async fn psycopg() {
         "deallocate_auto_prepared",
         "encoding",
         "datestyle_option",
+        "pipeline_error",
     ];
     run(driver, &c, &p, &cases).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs issue 10 engine: full-duplex pipelines, idle listeners, pipeline errors, NOTIFY pid"]
+#[ignore = "needs issue 10 engine: full-duplex pipelines, idle listeners, NOTIFY pid"]
 async fn psycopg_engine() {
     let driver = python("psycopg_suite.py");
     let (c, p) = cluster().await;
-    run(driver, &c, &p, &["pipeline_10000", "pipeline_error", "listen_notify", "own_notify_pid"]).await;
+    run(driver, &c, &p, &["pipeline_10000", "listen_notify", "own_notify_pid"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
