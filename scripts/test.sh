@@ -32,6 +32,31 @@ if ! command -v chromium >/dev/null; then
   fi
 fi
 
+# The client compatibility suite (tests/compat.rs) drives real drivers: psycopg 3, asyncpg and
+# SQLAlchemy (pip), node-postgres (npm, into tests/compat/node_modules), pgjdbc (Debian's
+# libpostgresql-jdbc-java, compiled against with the machine's javac). Install what is missing;
+# a driver that cannot be installed makes its test say exactly what to install.
+install_compat_drivers() {
+  if ! python3 -c "import psycopg, asyncpg, sqlalchemy" 2>/dev/null; then
+    echo "test.sh: installing psycopg[binary], asyncpg, SQLAlchemy (pip)..."
+    python3 -m pip install -q 'psycopg[binary]' asyncpg SQLAlchemy || echo "test.sh: pip install failed" >&2
+  fi
+  if command -v npm >/dev/null && [ ! -d tests/compat/node_modules/pg ]; then
+    echo "test.sh: installing node-postgres (npm, tests/compat/node_modules)..."
+    npm install --no-save --no-package-lock --silent --prefix tests/compat pg || echo "test.sh: npm install failed" >&2
+  fi
+  if { [ ! -f /usr/share/java/postgresql.jar ] || ! command -v javac >/dev/null || ! command -v node >/dev/null; } \
+    && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test.sh: installing libpostgresql-jdbc-java, a JDK and node (apt)..."
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+      libpostgresql-jdbc-java default-jdk-headless nodejs npm >/dev/null || echo "test.sh: apt-get install failed" >&2
+    if [ ! -d tests/compat/node_modules/pg ] && command -v npm >/dev/null; then
+      npm install --no-save --no-package-lock --silent --prefix tests/compat pg || echo "test.sh: npm install failed" >&2
+    fi
+  fi
+}
+install_compat_drivers
+
 # Tests that hold thousands of sockets need the open-files soft limit raised to the hard one.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 

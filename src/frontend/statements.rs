@@ -302,6 +302,8 @@ impl Statements {
         let def = self.named.remove(&target)?;
         let server = batch.ensure(&def);
         batch.conn.prepared.remove(&def.key);
+        // Should the unit fail before the DEALLOCATE ran, the name is closed next time.
+        batch.closed.push(server.clone());
         Some(server)
     }
 }

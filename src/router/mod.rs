@@ -49,8 +49,9 @@ pub use standby::StandbyRefusal;
 
 pub use crate::config::{DefaultRoute, PrimaryReads};
 
-/// Whether a statement may run on a replica.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Whether a statement may run on a replica. Ordered by strictness (Read < NodeLocal < Write):
+/// `max` of two is what a unit holding both needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Access {
     /// A pure read: any caught-up replica may run it.
     Read,
@@ -60,25 +61,6 @@ pub enum Access {
     NodeLocal,
     /// Anything that writes, locks, or might: the primary only.
     Write,
-}
-
-impl Access {
-    /// The stricter of two (Write > NodeLocal > Read): what a unit holding both needs.
-    #[must_use]
-    pub fn max(self, other: Self) -> Self {
-        fn rank(a: Access) -> u8 {
-            match a {
-                Access::Read => 0,
-                Access::NodeLocal => 1,
-                Access::Write => 2,
-            }
-        }
-        if rank(other) > rank(self) {
-            other
-        } else {
-            self
-        }
-    }
 }
 
 /// Why a statement was classified or routed the way it was (logged, counted in metrics).

@@ -196,6 +196,12 @@ mod tests {
     }
 
     #[test]
+    fn access_is_ordered_by_strictness() {
+        assert!(Access::Read < Access::NodeLocal && Access::NodeLocal < Access::Write);
+        assert_eq!(Access::NodeLocal.max(Access::Read), Access::NodeLocal);
+    }
+
+    #[test]
     fn writes_stay_writes() {
         for sql in [
             "SELECT pg_backend_pid(), nextval('s')",
