@@ -80,7 +80,9 @@ impl Reloader {
         };
         let plan = reload::plan(&self.shared.config, &self.active, file);
         let report = plan.report.clone();
-        self.apply(plan).await;
+        if plan.config != *self.shared.config.snapshot() || plan.active != self.active {
+            self.apply(plan).await;
+        }
         for line in &report.changes {
             tracing::info!(change = %line, "reload applied");
         }
@@ -101,6 +103,8 @@ impl Reloader {
         self.shared.config.replace(config);
         self.shared.credentials.replace(credentials(&self.shared.config));
         self.shared.pools.reconfigure();
+        // TLS: certificate and key files are re-read here, from the configuration just
+        // published, once sluice terminates TLS (the reload of `[client_tls]`/`[server_tls]`).
         if routing_changed {
             self.shared.classifiers.clear();
         }
