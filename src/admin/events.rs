@@ -95,7 +95,10 @@ pub fn topology_changes(old: &Topology, new: &Topology) -> Vec<String> {
         match old.nodes.iter().find(|o| o.index == n.index) {
             Some(o) if o.role == n.role => {}
             Some(o) => {
-                let why = n.excluded.map_or_else(|| role_reason(n.role).to_string(), |e| e.as_str().to_string());
+                let why = match n.excluded {
+                    Some(e) => format!("{}; excluded_reason: {}", role_reason(n.role), e.as_str()),
+                    None => role_reason(n.role).to_string(),
+                };
                 lines.push(format!("{}: {} -> {} ({why})", n.name, o.role.as_str(), n.role.as_str()));
             }
             None => lines.push(format!("{}: added by a reload ({})", n.name, n.role.as_str())),
