@@ -127,3 +127,26 @@ async fn a_write_after_a_flush_held_read_on_a_replica_runs_on_the_primary() {
     assert_eq!(first_column(&frames[1]), Some(primary), "the write ran on the replica");
     assert_eq!(c.psql("SELECT count(*) FROM t").await, "1");
 }
+
+/// A client that pipelines statements without Sync or Flush and waits for an error before it
+/// syncs (as PostgreSQL sends errors at once): the error reaches it, the Sync is answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_error_reaches_a_client_that_waits_for_it_before_syncing() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).pool_size(1).start().await;
+    let mut a = raw(p.port()).await;
+    let mut out = BytesMut::new();
+    for i in 0..10 {
+        run_unnamed(&mut out, "SELECT 100 / $1::int", &[Some(if i == 4 { "0" } else { "1" })]);
+    }
+    assert!(a.send(&out).await);
+    let mut got = Vec::new();
+    while got.last().map(|f: &sluice::protocol::Frame| f.tag()) != Some(tag::ERROR_RESPONSE) {
+        got.push(a.recv(WAIT).await.expect("the answers and the error, with no Sync or Flush sent"));
+    }
+    assert_eq!(tags(&got), format!("{}1E", "12DC".repeat(4)));
+    let mut sync = BytesMut::new();
+    messages::sync(&mut sync);
+    assert!(a.send(&sync).await);
+    assert_eq!(tags(&a.until_ready_frames(WAIT).await.expect("the Sync is answered")), "Z");
+}

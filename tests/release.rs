@@ -305,3 +305,23 @@ async fn a_terminated_backend_is_an_error_when_the_session_continues_else_fatal_
     assert_eq!((f.tag(), info.severity.as_str(), info.code.as_str()), (tag::ERROR_RESPONSE, "FATAL", "57P01"));
     assert!(a.closed_within(Duration::from_secs(2)).await, "a FATAL must end the connection");
 }
+
+/// tokio-postgres's COPY (Bind/Execute/Sync, the Sync ignored by the server in copy mode, then
+/// CopyData/CopyDone and a fresh Sync): the connection is provably clean afterwards and is
+/// reused, not drained in vain and closed.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_extended_copy_leaves_its_connection_reusable() {
+    use futures_util::SinkExt;
+    let c = Cluster::start(0).await;
+    c.psql("CREATE TABLE sink (v text)").await;
+    let p = Proxy::builder().cluster(&c).pool_size(1).start().await;
+    let client = p.connect().await;
+    let pid = |row: tokio_postgres::Row| row.get::<_, i32>(0);
+    let before = pid(client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap());
+    let sink = client.copy_in("COPY sink FROM STDIN").await.unwrap();
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"one\ntwo\n")).await.unwrap();
+    assert_eq!(sink.finish().await.unwrap(), 2);
+    let after = pid(client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap());
+    assert_eq!(before, after, "the server connection was closed after a clean COPY");
+}

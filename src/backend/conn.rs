@@ -147,6 +147,12 @@ impl ServerConn {
         self.wire.received(msg[0], &msg[5..]);
     }
 
+    /// `n` Syncs sent behind an Execute that entered COPY FROM STDIN were read by the server in
+    /// copy mode, which ignores them: no ReadyForQuery will answer them.
+    pub fn syncs_ignored_by_copy(&mut self, n: usize) {
+        self.wire.syncs_ignored(n);
+    }
+
     /// Nothing this connection says can be trusted any more: it will be closed, not reused.
     pub fn break_off(&mut self) {
         self.wire.break_off();

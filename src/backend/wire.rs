@@ -104,6 +104,12 @@ impl Wire {
         }
     }
 
+    /// `n` Syncs already counted were swallowed by COPY FROM STDIN (the server ignores Sync in
+    /// copy mode): they will get no ReadyForQuery.
+    pub fn syncs_ignored(&mut self, n: usize) {
+        self.readies_due = self.readies_due.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+
     /// Nothing can be trusted any more (bad framing, a lost socket).
     pub fn break_off(&mut self) {
         self.mode = Mode::Broken;
@@ -266,6 +272,23 @@ mod tests {
                 },
                 false,
                 Release::Close,
+            ),
+            (
+                "extended COPY: the Sync behind its Execute ignored, a fresh one after CopyDone",
+                |w| {
+                    sent(w, |b| {
+                        messages::execute(b, "", 0);
+                        messages::sync(b);
+                    });
+                    w.received(tag::COPY_IN_RESPONSE, b"");
+                    w.syncs_ignored(1);
+                    sent(w, |b| b.extend_from_slice(b"c\0\0\0\x04"));
+                    sent(w, messages::sync);
+                    w.received(tag::COMMAND_COMPLETE, b"COPY 1\0");
+                    w.received(tag::READY_FOR_QUERY, b"I");
+                },
+                false,
+                Release::Reuse,
             ),
             (
                 "COPY finished",

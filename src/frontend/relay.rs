@@ -267,16 +267,22 @@ impl<'a> Relay<'a> {
         if extended {
             // Messages sent after Execute were read by the server in copy mode (Sync is ignored
             // there): their replies will never come. The client sends a fresh Sync after CopyDone.
+            let void = self.queue.iter().skip(1).filter(|e| matches!(e, Expect::Server { kind: ReplyKind::Sync, .. }));
+            self.conn.syncs_ignored_by_copy(void.count());
             self.queue.truncate(1);
         }
         loop {
             let frame = self.client_frame().await?;
             let t = frame.tag();
+            if matches!(t, tag::SYNC | tag::FLUSH) {
+                // The server ignores them in copy mode; not sending them keeps the count exact.
+                continue;
+            }
             self.conn.send(frame.bytes()).await.map_err(RelayError::Server)?;
             if t == tag::COPY_DONE || t == tag::COPY_FAIL {
                 break;
             }
-            if !matches!(t, tag::COPY_DATA | tag::SYNC | tag::FLUSH) {
+            if t != tag::COPY_DATA {
                 return Err(RelayError::Client);
             }
         }

@@ -207,6 +207,11 @@ impl<'a> Session<'a> {
             if last == tag::SYNC || last == tag::FLUSH || frames.len() >= MAX_BATCH_MESSAGES {
                 return Ok(frames);
             }
+            if !self.client.has_buffered() && self.lookahead.is_none() {
+                // Everything the client sent so far goes on now (a Flush appended): it may wait
+                // for these replies, an error above all, before it sends its Sync.
+                return Ok(frames);
+            }
             match self.next_frame().await? {
                 Some(f) if is_extended(f.tag()) => frames.push(f),
                 Some(f) => {
