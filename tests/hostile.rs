@@ -29,7 +29,8 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 /// Let the canary take a few quiet measurements first, so a failure is not a cold start.
 async fn canary_warm_up(p: &ProxyProcess) -> Canary {
-    let canary = Canary::start(Target::test_user(p.port()));
+    let mut canary = Canary::start(Target::test_user(p.port()));
+    canary.wait_warm().await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     canary
 }

@@ -76,6 +76,8 @@ impl CanaryReport {
 /// A running canary; [`Canary::stop`] ends it and returns its report.
 pub struct Canary {
     stop: watch::Sender<bool>,
+    /// Turns true once the first (unrecorded, PBKDF2-paying) login is done.
+    warm: watch::Receiver<bool>,
     task: JoinHandle<CanaryReport>,
 }
 
@@ -83,7 +85,14 @@ impl Canary {
     /// Start attempting every [`EVERY`] against `target`.
     pub fn start(target: Target) -> Canary {
         let (stop, rx) = watch::channel(false);
-        Canary { stop, task: tokio::spawn(run(target, rx)) }
+        let (warmed, warm) = watch::channel(false);
+        Canary { stop, warm, task: tokio::spawn(run(target, rx, warmed)) }
+    }
+
+    /// Wait (bounded by the attempt timeout) until the canary's first login is done: on a busy
+    /// machine the client's own PBKDF2 alone can take longer than a fixed warm-up.
+    pub async fn wait_warm(&mut self) {
+        let _ = tokio::time::timeout(ATTEMPT_TIMEOUT, self.warm.wait_for(|w| *w)).await;
     }
 
     /// Stop after the attempt in progress and return what was seen.
@@ -93,12 +102,13 @@ impl Canary {
     }
 }
 
-async fn run(target: Target, mut stop: watch::Receiver<bool>) -> CanaryReport {
+async fn run(target: Target, mut stop: watch::Receiver<bool>, warmed: watch::Sender<bool>) -> CanaryReport {
     let started = Instant::now();
     let mut report = CanaryReport { started: Some(started), ..CanaryReport::default() };
     let salts = SaltCache::new();
     // The first login computes the salted password (PBKDF2) on this side: not sluice's time.
     let _ = tokio::time::timeout(ATTEMPT_TIMEOUT, attempt(&target, &salts)).await;
+    let _ = warmed.send(true);
     let mut ticker = tokio::time::interval(EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
