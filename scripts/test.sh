@@ -57,6 +57,18 @@ install_compat_drivers() {
 }
 install_compat_drivers
 
+# The TLS tests make a throwaway CA and certificates with the openssl command line.
+if ! command -v openssl >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test.sh: installing openssl (the TLS tests make their certificates with it)..."
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null ||
+      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl >/dev/null; }
+  else
+    echo "test.sh: the TLS tests need the openssl command line (Debian/Ubuntu: sudo apt-get install openssl)" >&2
+    exit 2
+  fi
+fi
+
 # Tests that hold thousands of sockets need the open-files soft limit raised to the hard one.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 

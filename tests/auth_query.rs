@@ -55,6 +55,9 @@ async fn unlisted_users_log_in_with_scram_pass_through() {
     expect_sqlstate(p.try_connect_as("nobody", "x", TEST_DATABASE).await, "28P01");
 
     // A dropped role cannot log in once its cached verifier has expired.
+    let bob = p.connect_as("bob", "bob-pw", TEST_DATABASE).await;
+    bob.simple_query("SELECT 1").await.unwrap();
+    drop(bob);
     c.psql("DROP ROLE bob").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {

@@ -110,6 +110,14 @@ async fn require_refuses_plaintext_and_bytes_smuggled_after_ssl_request() {
     assert!(read.is_ok(), "sluice kept a smuggling client open");
     assert!(answer.is_empty(), "sluice answered {answer:?} instead of closing");
 
+    // A client that asks for TLS and then says nothing is closed (limits.startup_timeout, 5 s).
+    let mut silent = tokio::net::TcpStream::connect(p.addr()).await.unwrap();
+    silent.write_all(&packet[..8]).await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(30), silent.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "a silent TLS handshake was kept open");
+    assert_eq!(rest, b"S");
+
     // Direct TLS without ALPN "postgresql" is refused.
     let mut config = (*pki.client_config()).clone();
     config.alpn_protocols.clear();

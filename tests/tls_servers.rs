@@ -116,3 +116,32 @@ async fn server_tls_sends_the_node_host_name_as_sni() {
     assert_eq!(name.as_deref(), Some("localhost"));
     assert_eq!(alpn, vec![b"postgresql".to_vec()]);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_certificate_logs_sluice_in_where_the_server_demands_one() {
+    let c = Cluster::start(0).await;
+    let pki = TestPki::new("certauth");
+    c.enable_ssl(ServerPki { cert: &pki.cert(), key: &pki.key(), client_ca: Some(&pki.ca()) }).await.unwrap();
+    c.psql("CREATE ROLE certuser LOGIN").await;
+    c.require_client_cert("certuser").await.unwrap();
+    let (cert, key) = pki.issue_for("certuser", 7, "certuser");
+    let s = |p: &std::path::Path| format!("{:?}", p.display().to_string());
+    let base = server_tls(Proxy::builder().cluster(&c), "verify-full", Some(&pki.ca()))
+        .user_with_auth("certuser", "", "trust");
+
+    let with_cert = base.clone().set("server_tls", "cert", &s(&cert)).set("server_tls", "key", &s(&key)).start().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let client = loop {
+        match with_cert.try_connect_as("certuser", "", TEST_DATABASE).await {
+            Ok(client) => break client,
+            Err(e) => assert!(Instant::now() < deadline, "certuser cannot log in: {}", common::describe(&e)),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let who: String = client.query_one("SELECT current_user::text", &[]).await.unwrap().get(0);
+    assert_eq!(who, "certuser");
+
+    let without = base.start().await;
+    let msg = expect_sqlstate(without.try_connect_as("certuser", "", TEST_DATABASE).await, "28000");
+    assert!(msg.contains("certificate"), "{msg}");
+}

@@ -59,6 +59,25 @@ impl LocalCluster {
         Ok(())
     }
 
+    /// Make `role` log in over TCP only with a client certificate (`hostssl ... cert`, CN =
+    /// role name) on every node; needs [`Self::enable_ssl`] with a `client_ca`. New connections
+    /// see the rule once the servers have reloaded (shortly after this returns).
+    ///
+    /// # Errors
+    /// pg_hba.conf could not be rewritten, or psql failed.
+    pub async fn require_client_cert(&self, role: &str) -> Result<(), ClusterError> {
+        for node in &self.nodes {
+            let hba = node.data_dir.join("pg_hba.conf");
+            let old =
+                std::fs::read_to_string(&hba).map_err(|e| ClusterError::io(format!("reading {}", hba.display()), e))?;
+            let line = format!("hostssl all {} 127.0.0.1/32 cert\n", super::quote_ident(role));
+            std::fs::write(&hba, format!("{line}{old}"))
+                .map_err(|e| ClusterError::io(format!("writing {}", hba.display()), e))?;
+            self.admin_sql(node.port, "postgres", &["SELECT pg_reload_conf()"]).await?;
+        }
+        Ok(())
+    }
+
     /// Copy `from` into node `index`'s data directory, owned by the server's user, mode 0600.
     fn install(&self, index: usize, from: &Path, name: &str) -> Result<String, ClusterError> {
         let to = self.nodes[index].data_dir.join(name);

@@ -46,6 +46,11 @@ impl TestPki {
 
     /// Issue `<name>.crt`/`<name>.key` for localhost and 127.0.0.1 with this serial.
     pub fn issue(&self, name: &str, serial: u32) -> (PathBuf, PathBuf) {
+        self.issue_for(name, serial, "localhost")
+    }
+
+    /// Like [`Self::issue`] with subject CN `cn` (a client certificate names its user there).
+    pub fn issue_for(&self, name: &str, serial: u32, cn: &str) -> (PathBuf, PathBuf) {
         let d = self.dir.path();
         let (key, csr, crt) = (format!("{name}.key"), format!("{name}.csr"), format!("{name}.crt"));
         std::fs::write(
@@ -55,7 +60,8 @@ impl TestPki {
         )
         .unwrap();
         openssl(d, &["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", &key]);
-        openssl(d, &["req", "-new", "-key", &key, "-subj", "/CN=localhost", "-out", &csr]);
+        let subject = format!("/CN={cn}");
+        openssl(d, &["req", "-new", "-key", &key, "-subj", &subject, "-out", &csr]);
         let serial = serial.to_string();
         openssl(
             d,
