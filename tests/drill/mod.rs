@@ -57,7 +57,7 @@ pub struct Figures {
     pub lost_writes: usize,
     /// Statements sent after the kill that ran on the old primary.
     pub statements_on_fenced: usize,
-    /// `/topology` showed the old primary as `fenced`.
+    /// `/topology` showed the old primary as `fenced` (`excluded_reason`: `older_timeline`).
     pub fenced_in_topology: bool,
     /// Acknowledged writes and successful reads, for scale.
     pub writes_ok: usize,
@@ -128,7 +128,8 @@ pub async fn run(opts: &Options) -> Figures {
     let on_new_primary = sql(ports[1], "SELECT string_agg(id::text, ',') FROM drill").await;
     let present: HashSet<i64> = on_new_primary.split(',').filter_map(|s| s.trim().parse().ok()).collect();
     let mut figures = measure(&writes, &reads, &Moments { kill, promote, published }, &ports, &present);
-    figures.fenced_in_topology = node_json_says(&topology, "node0", "\"role\":\"fenced\"");
+    figures.fenced_in_topology = node_json_says(&topology, "node0", "\"role\":\"fenced\"")
+        && node_json_says(&topology, "node0", "\"excluded_reason\":\"older_timeline\"");
     proxy.shutdown().await;
     figures
 }
