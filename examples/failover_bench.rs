@@ -1,8 +1,9 @@
 //! The failover benchmark: the drill of issue 9 with its timings, against a throwaway local
 //! cluster (a primary, a synchronous replica 1 and an asynchronous replica 2) with sluice in
-//! front, in this process. A writer and a reader (one connection each, one statement every
-//! 50 ms); the primary is killed (`pg_ctl stop -m immediate`), replica 1 promoted 2 s later,
-//! replica 2 left following the dead primary, and the old primary started again as a primary.
+//! front, in this process, with sluice's default `monitor.interval` (250 ms). A writer and a
+//! reader (one connection each, one statement every 50 ms); the primary is killed (`pg_ctl stop
+//! -m immediate`), replica 1 promoted 2 s later, replica 2 left following the dead primary, and
+//! the old primary started again as a primary.
 //!
 //! ```sh
 //! cargo run --release --example failover_bench
@@ -25,7 +26,7 @@ fn main() -> ExitCode {
         promote_after: Duration::from_secs(2),
         phase: Duration::from_secs(3),
         every: Duration::from_millis(50),
-        monitor_interval: "100ms",
+        monitor_interval: "250ms",
     };
     let f = runtime.block_on(drill::run(&opts));
     println!("{f}");

@@ -110,3 +110,35 @@ async fn two_primaries_on_the_same_timeline_get_no_writes() {
     assert_eq!(common::sqlstate(&err).as_deref(), Some("57P03"), "{}", describe(&err));
     assert!(describe(&err).contains("primary_in_doubt"), "the error does not say why: {}", describe(&err));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_lost_backend_leaves_the_other_idle_connections_alone() {
+    let (c, p) = Cluster::with_proxy(0, "CREATE TABLE t (x int)").await;
+    let clients: Vec<_> = futures_util::future::join_all((0..4).map(|_| p.connect())).await;
+    let run_all =
+        |sql: &'static str| futures_util::future::join_all(clients[1..].iter().map(move |cl| cl.simple_query(sql)));
+    // Three connections opened at once, then idle in the pool.
+    for r in run_all("SELECT pg_sleep(0.3)").await {
+        r.unwrap();
+    }
+    let backends = "SELECT string_agg(pid::text, ',' ORDER BY pid) FROM pg_stat_activity \
+                    WHERE datname = 'app' AND state = 'idle' AND pid <> pg_backend_pid()";
+    // A write: a read would be retried on a fresh connection, unseen.
+    let victim = clients[0].simple_query("INSERT INTO t SELECT 1 FROM pg_sleep(30)");
+    let kill = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        // The idle siblings, while the victim runs.
+        let before = c.psql(backends).await;
+        c.psql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'INSERT INTO t %'").await;
+        before
+    };
+    let (lost, before) = tokio::join!(victim, kill);
+    assert!(!before.is_empty(), "no idle connections to watch");
+    assert!(lost.is_err(), "the terminated statement did not fail");
+    for r in run_all("SELECT 1").await {
+        r.unwrap();
+    }
+    let after = c.psql(backends).await;
+    let survivors = before.split(',').filter(|pid| after.split(',').any(|a| a == *pid)).count();
+    assert_eq!(survivors, before.split(',').count(), "idle connections were dropped: before {before}, after {after}");
+}

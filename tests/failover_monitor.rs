@@ -3,6 +3,7 @@
 //! of another cluster is refused.
 
 mod common;
+mod drill;
 
 use std::time::{Duration, Instant};
 
@@ -10,17 +11,8 @@ use common::{connect, Cluster, Proxy};
 use sluice::pgcluster::{LocalCluster, TEST_DATABASE, TEST_PASSWORD, TEST_USER};
 use sluice::topology::{Excluded, Role, Topology};
 
-/// Poll until `done` holds for the proxy's topology (at most 20 s).
 async fn wait_until(p: &Proxy, what: &str, done: impl Fn(&Topology) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let t = p.topology();
-        if done(&t) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "never saw {what}: {t:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    drill::wait_for(|| p.topology(), what, done).await;
 }
 
 /// Writes on the primary every 20 ms until dropped.
@@ -45,13 +37,7 @@ impl Drop for Writer {
 }
 
 async fn read_ports(p: &Proxy, n: usize) -> Vec<u16> {
-    let client = p.connect().await;
-    let mut ports = Vec::new();
-    for _ in 0..n {
-        let row = client.query_one("SELECT inet_server_port()", &[]).await.expect("a read");
-        ports.push(u16::try_from(row.get::<_, i32>(0)).unwrap());
-    }
-    ports
+    drill::read_ports(&p.connect().await, n).await
 }
 
 #[tokio::test(flavor = "multi_thread")]

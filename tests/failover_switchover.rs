@@ -9,27 +9,9 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use common::{Cluster, Proxy};
-use drill::workload::{Target, Workload};
-use drill::{http, node_json_says};
-use sluice::pgcluster::{TEST_DATABASE, TEST_PASSWORD, TEST_USER};
-use sluice::topology::{Excluded, Role, Topology};
-
-async fn wait_until(p: &Proxy, what: &str, done: impl Fn(&Topology) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done(&p.topology()) {
-        assert!(Instant::now() < deadline, "never saw {what}: {:?}", p.topology());
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-async fn read_ports(client: &tokio_postgres::Client, n: usize) -> Vec<u16> {
-    let mut ports = Vec::new();
-    for _ in 0..n {
-        let row = client.query_one("SELECT inet_server_port()", &[]).await.expect("a read");
-        ports.push(u16::try_from(row.get::<_, i32>(0)).unwrap());
-    }
-    ports
-}
+use drill::workload::Workload;
+use drill::{http, node_json_says, read_ports, wait_for};
+use sluice::topology::{Excluded, Role};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn drain_refused_switchover_and_switchover_under_load() {
@@ -49,13 +31,7 @@ async fn drain_refused_switchover_and_switchover_under_load() {
     p.wait_topology(1, 2).await;
     let admin = p.admin_addr().expect("admin_listen is set");
     let ports = c.ports();
-    let target = Target {
-        port: p.port(),
-        user: TEST_USER.into(),
-        password: TEST_PASSWORD.into(),
-        database: TEST_DATABASE.into(),
-    };
-    let load = Workload::start(&target, Duration::from_millis(50)).await;
+    let load = Workload::start(p.port(), Duration::from_millis(50)).await;
     let probe = p.connect().await;
 
     let (status, body) = http(admin, "POST", "/nodes/node2/drain", "").await;
@@ -64,7 +40,7 @@ async fn drain_refused_switchover_and_switchover_under_load() {
     assert!(!read_ports(&probe, 10).await.contains(&ports[2]), "a read ran on the drained replica");
     let (status, body) = http(admin, "POST", "/nodes/node2/undrain", "").await;
     assert_eq!(status, 200, "{body}");
-    wait_until(&p, "node2 readable again", |t| t.nodes[2].is_readable_replica()).await;
+    wait_for(|| p.topology(), "node2 readable again", |t| t.nodes[2].is_readable_replica()).await;
     assert_eq!(http(admin, "POST", "/nodes/nope/drain", "").await.0, 404);
 
     c.psql_at(ports[2], "SELECT pg_wal_replay_pause()").await;

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use common::Cluster;
 use drill::blackhole::Forwarder;
-use drill::workload::{Target, Workload};
-use sluice::pgcluster::{TEST_DATABASE, TEST_PASSWORD, TEST_USER};
+use drill::workload::Workload;
+use sluice::pgcluster::{TEST_PASSWORD, TEST_USER};
 use sluice::topology::{Excluded, Role};
 
 const HOLD: Duration = Duration::from_secs(5);
@@ -44,26 +44,22 @@ async fn an_unreachable_primary_is_declared_down_writes_are_held_and_the_promoti
     // Same port on another loopback address: the replica's sender port still names node0.
     let forwarder = Forwarder::start(([127, 0, 0, 2], ports[0]).into(), ([127, 0, 0, 1], ports[0]).into()).await;
     let proxy = sluice::Proxy::start(config(forwarder.addr(), ports[1])).await.expect("sluice starts");
-    drill::wait_for(&proxy, "node0 primary, node1 replica", |t| {
-        t.primary().map(|n| n.index) == Some(0) && t.replicas().count() == 1
-    })
+    drill::wait_for(
+        || proxy.topology(),
+        "node0 primary, node1 replica",
+        |t| t.primary().map(|n| n.index) == Some(0) && t.replicas().count() == 1,
+    )
     .await;
-    let target = Target {
-        port: proxy.addr().port(),
-        user: TEST_USER.into(),
-        password: TEST_PASSWORD.into(),
-        database: TEST_DATABASE.into(),
-    };
-    let load = Workload::start(&target, Duration::from_millis(50)).await;
+    let load = Workload::start(proxy.addr().port(), Duration::from_millis(50)).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     forwarder.blackhole();
     let dropped = Instant::now();
-    drill::wait_for(&proxy, "node0 down", |t| t.nodes[0].role == Role::Down).await;
+    drill::wait_for(|| proxy.topology(), "node0 down", |t| t.nodes[0].role == Role::Down).await;
     assert_eq!(proxy.topology().nodes[0].excluded, Some(Excluded::Down));
     // Writes are held meanwhile; a promotion is taken up as after a crash.
     c.promote(1).await.expect("promote the replica");
-    drill::wait_for(&proxy, "node1 primary", |t| t.primary().map(|n| n.index) == Some(1)).await;
+    drill::wait_for(|| proxy.topology(), "node1 primary", |t| t.primary().map(|n| n.index) == Some(1)).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (writes, reads) =
         tokio::time::timeout(Duration::from_secs(60), load.stop()).await.expect("a statement hung instead of ending");

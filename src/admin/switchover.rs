@@ -98,13 +98,18 @@ async fn catch_up(ops: &FailoverAdmin, old: &NodeView, new: &NodeView, started: 
     if !held {
         return Err(late("the monitor did not hold writes".into()));
     }
+    // A session that routed on the snapshot before the hold takes its pool permit right after;
+    // give it that moment, so that "nothing checked out" below means no unit is on its way.
+    tokio::time::sleep(ops.config.monitor.interval).await;
     while ops.pools.checked_out(old.index) > 0 {
         if left().is_zero() {
             return Err(late(format!("units still running on {} did not finish", old.name)));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    let lsn_sql = "SELECT pg_catalog.pg_current_wal_lsn()";
+    // The insert position: with synchronous_commit = off an acknowledged commit may not be
+    // written out yet, and the write position would stop short of it.
+    let lsn_sql = "SELECT pg_catalog.pg_current_wal_insert_lsn()";
     let want = lsn(ops, old, lsn_sql).await?;
     loop {
         let seen = lsn(ops, new, "SELECT pg_catalog.pg_last_wal_replay_lsn()").await?;

@@ -77,7 +77,8 @@ pub enum Excluded {
     UpstreamInDoubt,
     /// On an older timeline than the current primary's.
     OlderTimeline,
-    /// Fenced by an operator (after a switchover) until unfenced.
+    /// Fenced earlier and still claiming the primary role, though nothing newer is in sight
+    /// now: the fence is sticky until an operator clears it or the node is back in recovery.
     Fenced,
     /// Two nodes claim the primary role on the same timeline: neither takes writes.
     InDoubt,

@@ -14,12 +14,13 @@ pub mod workload;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice::pgcluster::{LocalCluster, TEST_DATABASE, TEST_PASSWORD, TEST_USER};
+use sluice::pgcluster::{LocalCluster, TEST_PASSWORD, TEST_USER};
 use sluice::topology::{Role, Topology};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use workload::{Target, Trace, Workload};
+use workload::{Trace, Workload};
 
 /// The drill's timings.
 #[derive(Clone, Debug)]
@@ -56,7 +57,7 @@ pub struct Figures {
     pub lost_writes: usize,
     /// Statements sent after the kill that ran on the old primary.
     pub statements_on_fenced: usize,
-    /// `/topology` showed the old primary as `fenced`.
+    /// `/topology` showed the old primary as `fenced` (`excluded_reason`: `older_timeline`).
     pub fenced_in_topology: bool,
     /// Acknowledged writes and successful reads, for scale.
     pub writes_ok: usize,
@@ -101,17 +102,13 @@ pub async fn run(opts: &Options) -> Figures {
     sql(ports[0], "CREATE TABLE drill (id bigint PRIMARY KEY)").await;
     make_replica_1_synchronous(&c).await;
     let proxy = sluice::Proxy::start(config(&ports, opts)).await.expect("sluice starts");
-    wait_for(&proxy, "node0 primary, 2 replicas", |t| {
-        t.primary().map(|p| p.index) == Some(0) && t.replicas().count() == 2
-    })
+    wait_for(
+        || proxy.topology(),
+        "node0 primary, 2 replicas",
+        |t| t.primary().map(|p| p.index) == Some(0) && t.replicas().count() == 2,
+    )
     .await;
-    let target = Target {
-        port: proxy.addr().port(),
-        user: TEST_USER.into(),
-        password: TEST_PASSWORD.into(),
-        database: TEST_DATABASE.into(),
-    };
-    let load = Workload::start(&target, opts.every).await;
+    let load = Workload::start(proxy.addr().port(), opts.every).await;
     tokio::time::sleep(opts.phase).await;
     c.kill_node(0).await.expect("kill the primary");
     // pg_ctl returns once the server is gone: a statement sent before was in flight at the kill.
@@ -119,11 +116,11 @@ pub async fn run(opts: &Options) -> Figures {
     tokio::time::sleep(opts.promote_after).await;
     let promote = Instant::now();
     c.promote(1).await.expect("promote replica 1");
-    wait_for(&proxy, "node1 primary", |t| t.primary().map(|p| p.index) == Some(1)).await;
+    wait_for(|| proxy.topology(), "node1 primary", |t| t.primary().map(|p| p.index) == Some(1)).await;
     let published = Instant::now();
     tokio::time::sleep(opts.phase).await;
     c.start_node(0).await.expect("restart the old primary");
-    wait_for(&proxy, "node0 fenced", |t| t.nodes[0].role == Role::Fenced).await;
+    wait_for(|| proxy.topology(), "node0 fenced", |t| t.nodes[0].role == Role::Fenced).await;
     let admin = proxy.admin_addr().expect("admin_listen is set");
     let topology = http(admin, "GET", "/topology", "").await.1;
     tokio::time::sleep(opts.phase).await;
@@ -131,7 +128,8 @@ pub async fn run(opts: &Options) -> Figures {
     let on_new_primary = sql(ports[1], "SELECT string_agg(id::text, ',') FROM drill").await;
     let present: HashSet<i64> = on_new_primary.split(',').filter_map(|s| s.trim().parse().ok()).collect();
     let mut figures = measure(&writes, &reads, &Moments { kill, promote, published }, &ports, &present);
-    figures.fenced_in_topology = node_json_says(&topology, "node0", "\"role\":\"fenced\"");
+    figures.fenced_in_topology = node_json_says(&topology, "node0", "\"role\":\"fenced\"")
+        && node_json_says(&topology, "node0", "\"excluded_reason\":\"older_timeline\"");
     proxy.shutdown().await;
     figures
 }
@@ -171,11 +169,11 @@ async fn make_replica_1_synchronous(c: &LocalCluster) {
     }
 }
 
-/// Poll the proxy's topology until `done` (at most 30 s).
-pub async fn wait_for(proxy: &sluice::ProxyHandle, what: &str, done: impl Fn(&Topology) -> bool) {
+/// Poll a proxy's topology until `done` (at most 30 s).
+pub async fn wait_for(topology: impl Fn() -> Arc<Topology>, what: &str, done: impl Fn(&Topology) -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let t = proxy.topology();
+        let t = topology();
         if done(&t) {
             return;
         }
@@ -211,6 +209,16 @@ fn measure(writes: &Trace, reads: &Trace, at: &Moments, ports: &[u16], present: 
         reads_ok: ok_reads.len(),
         errors: writes.samples.iter().chain(&reads.samples).filter_map(|s| s.error.clone()).collect(),
     }
+}
+
+/// The server ports that ran `n` reads on `client`, in order.
+pub async fn read_ports(client: &tokio_postgres::Client, n: usize) -> Vec<u16> {
+    let mut ports = Vec::new();
+    for _ in 0..n {
+        let row = client.query_one("SELECT inet_server_port()", &[]).await.expect("a read");
+        ports.push(u16::try_from(row.get::<_, i32>(0)).expect("a port"));
+    }
+    ports
 }
 
 /// True if the `/topology` JSON's entry for `node` contains `needle`.

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use sluice::pgcluster::{TEST_DATABASE, TEST_PASSWORD, TEST_USER};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -38,36 +39,22 @@ pub struct Workload {
     reader: JoinHandle<Trace>,
 }
 
-/// Where and as whom the clients connect.
-#[derive(Clone, Debug)]
-pub struct Target {
-    /// Port on 127.0.0.1.
-    pub port: u16,
-    /// Login user.
-    pub user: String,
-    /// Password.
-    pub password: String,
-    /// Database.
-    pub database: String,
-}
-
-impl Target {
-    /// A client connection (its task is spawned).
-    pub async fn connect(&self) -> tokio_postgres::Client {
-        let mut config = tokio_postgres::Config::new();
-        config
-            .host("127.0.0.1")
-            .port(self.port)
-            .user(&self.user)
-            .password(&self.password)
-            .dbname(&self.database)
-            .connect_timeout(Duration::from_secs(10));
-        let (client, conn) = config.connect(tokio_postgres::NoTls).await.expect("the workload connects through sluice");
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        client
-    }
+/// A client connection to sluice on 127.0.0.1:`port` as the local cluster's test user (its
+/// task is spawned).
+pub async fn connect(port: u16) -> tokio_postgres::Client {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host("127.0.0.1")
+        .port(port)
+        .user(TEST_USER)
+        .password(TEST_PASSWORD)
+        .dbname(TEST_DATABASE)
+        .connect_timeout(Duration::from_secs(10));
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await.expect("the workload connects through sluice");
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
 }
 
 /// The writer's statement: insert the next id and say where it ran.
@@ -76,11 +63,12 @@ const WRITE_SQL: &str = "INSERT INTO drill (id) VALUES ($1) RETURNING inet_serve
 const READ_SQL: &str = "SELECT inet_server_port(), (SELECT max(id) FROM drill)";
 
 impl Workload {
-    /// Start both clients on `target` (the table `drill (id bigint primary key)` must exist).
-    pub async fn start(target: &Target, every: Duration) -> Workload {
+    /// Start both clients through sluice on `port` (the table `drill (id bigint primary key)`
+    /// must exist).
+    pub async fn start(port: u16, every: Duration) -> Workload {
         let (stop, rx) = watch::channel(false);
-        let writer = tokio::spawn(run(target.connect().await, every, rx.clone(), true));
-        let reader = tokio::spawn(run(target.connect().await, every, rx, false));
+        let writer = tokio::spawn(run(connect(port).await, every, rx.clone(), true));
+        let reader = tokio::spawn(run(connect(port).await, every, rx, false));
         Workload { stop, writer, reader }
     }
 

@@ -168,12 +168,18 @@ impl Session<'_> {
         }
     }
 
-    /// Close the held connection and the idle ones to the same node: whatever killed it
-    /// (backend terminations, a server restart) has most likely killed them too, even if their
-    /// sockets do not show it yet.
+    /// Close the held connection, and the idle ones to the same node only if the monitor no
+    /// longer lets the node take traffic. One lost backend (`pg_terminate_backend`) says nothing
+    /// about its siblings; a server that died shows it on their sockets, which checkout tests,
+    /// and the monitor closes them once the node is seen down.
     pub(super) fn drop_held_and_siblings(&mut self) {
         if let Some(h) = self.held.as_ref() {
-            self.shared.pools.clear_node(h.checkout.pool().node());
+            let node = h.checkout.pool().node();
+            let topology = self.shared.topology.load();
+            let healthy = topology.nodes.get(node).is_some_and(|n| n.excluded.is_none());
+            if !healthy {
+                self.shared.pools.clear_node(node);
+            }
         }
         self.drop_held();
     }
