@@ -27,10 +27,15 @@ const CORPUS_SEED: u64 = 0x5eed_0005;
 /// they would measure each other. So they take turns.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-/// Let the canary take a few quiet measurements first, so a failure is not a cold start.
+/// Let the canary take a few quiet measurements first, so a failure is not a cold start. Polled
+/// (bounded) rather than slept: on a loaded machine the canary's first login, which computes the
+/// salted password, can take longer than any fixed pause.
 async fn canary_warm_up(p: &ProxyProcess) -> Canary {
     let canary = Canary::start(Target::test_user(p.port()));
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while canary.attempts() < 3 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     canary
 }
 

@@ -7,6 +7,8 @@
 //! client computes PBKDF2 in tens of milliseconds of CPU per login, which on a loaded 2-core
 //! machine would be the canary measuring itself. tokio-postgres is exercised by `kill`.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -77,13 +79,20 @@ impl CanaryReport {
 pub struct Canary {
     stop: watch::Sender<bool>,
     task: JoinHandle<CanaryReport>,
+    attempts: Arc<AtomicUsize>,
 }
 
 impl Canary {
     /// Start attempting every [`EVERY`] against `target`.
     pub fn start(target: Target) -> Canary {
         let (stop, rx) = watch::channel(false);
-        Canary { stop, task: tokio::spawn(run(target, rx)) }
+        let attempts = Arc::new(AtomicUsize::new(0));
+        Canary { stop, task: tokio::spawn(run(target, rx, Arc::clone(&attempts))), attempts }
+    }
+
+    /// Recorded attempts so far (finished or not).
+    pub fn attempts(&self) -> usize {
+        self.attempts.load(Ordering::Relaxed)
     }
 
     /// Stop after the attempt in progress and return what was seen.
@@ -93,7 +102,7 @@ impl Canary {
     }
 }
 
-async fn run(target: Target, mut stop: watch::Receiver<bool>) -> CanaryReport {
+async fn run(target: Target, mut stop: watch::Receiver<bool>, attempts: Arc<AtomicUsize>) -> CanaryReport {
     let started = Instant::now();
     let mut report = CanaryReport { started: Some(started), ..CanaryReport::default() };
     let salts = SaltCache::new();
@@ -107,6 +116,7 @@ async fn run(target: Target, mut stop: watch::Receiver<bool>) -> CanaryReport {
             _ = stop.changed() => return report,
         }
         report.attempts += 1;
+        attempts.fetch_add(1, Ordering::Relaxed);
         let t0 = Instant::now();
         match tokio::time::timeout(ATTEMPT_TIMEOUT, attempt(&target, &salts)).await {
             Ok(Ok(())) => report.note_success(t0 - started, t0.elapsed()),
