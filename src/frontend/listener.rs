@@ -55,11 +55,13 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdow
 }
 
 async fn serve_client(stream: TcpStream, shared: &Shared) {
-    match handshake(stream, shared).await {
+    // Both phases boxed: a task's future is allocated once, at the size of its largest state,
+    // so inline they would make every idle session carry the (larger) handshake state too.
+    match Box::pin(handshake(stream, shared)).await {
         Ok(login) if login.database == super::admin_console::DATABASE => {
-            super::admin_console::run(shared, login).await;
+            Box::pin(super::admin_console::run(shared, login)).await;
         }
-        Ok(login) => Session::new(shared, login).run().await,
+        Ok(login) => Box::pin(Session::new(shared, login).run()).await,
         Err(Refused::Cancel | Refused::Gone) => {}
         Err(Refused::Refused { code, reason }) => {
             tracing::debug!(%code, %reason, "client refused");

@@ -59,9 +59,33 @@ struct Entry {
 type Shard = HashMap<u64, Entry, BuildHasherDefault<PassThrough>>;
 
 /// A statement's cache key and its hash.
-struct Key {
+struct Key<'a> {
     hash: u64,
-    text: String,
+    text: KeyText<'a>,
+}
+
+/// A text with nothing to normalise is keyed as it is (stored as `=` + text), so its repeats
+/// (a driver's Parse of the same statement) hit after one hash, without lexing; any other text
+/// by its normalised form ([`cache_key`], which never starts with `=`).
+enum KeyText<'a> {
+    Raw(&'a str),
+    Normalised(String),
+}
+
+impl KeyText<'_> {
+    fn matches(&self, stored: &str) -> bool {
+        match self {
+            KeyText::Raw(sql) => stored.strip_prefix('=') == Some(*sql),
+            KeyText::Normalised(key) => stored == key,
+        }
+    }
+
+    fn into_stored(self) -> Box<str> {
+        match self {
+            KeyText::Raw(sql) => format!("={sql}").into_boxed_str(),
+            KeyText::Normalised(key) => key.into_boxed_str(),
+        }
+    }
 }
 
 /// Classifies statements with a bounded cache, the configured read-only functions, and the
@@ -112,8 +136,13 @@ impl Classifier {
     /// Classify `sql`: from the cache if it is there, else classify and remember.
     #[must_use]
     pub fn classify(&self, sql: &str) -> Arc<Class> {
+        if self.cacheable(sql) {
+            if let Some(class) = self.lookup(&self.raw_key(sql)) {
+                return class;
+            }
+        }
         let key = self.key(sql);
-        if let Some(key) = &key {
+        if let Some(key @ Key { text: KeyText::Normalised(_), .. }) = &key {
             if let Some(class) = self.lookup(key) {
                 self.hits.fetch_add(1, Ordering::Relaxed);
                 return class;
@@ -171,15 +200,30 @@ impl Classifier {
         self.shards.iter().map(|s| lock(s).len()).sum()
     }
 
-    /// The cache key of `sql`, or `None` if it is not cached at all.
-    fn key(&self, sql: &str) -> Option<Key> {
-        if self.per_shard == 0 || sql.len() > MAX_CACHED_SQL_BYTES {
+    fn cacheable(&self, sql: &str) -> bool {
+        self.per_shard > 0 && sql.len() <= MAX_CACHED_SQL_BYTES
+    }
+
+    /// The key `sql` is stored under, or `None` if it is not cached at all.
+    fn key<'a>(&self, sql: &'a str) -> Option<Key<'a>> {
+        if !self.cacheable(sql) {
             return None;
         }
         let text = cache_key(sql);
+        if text.strip_prefix('-') == Some(sql) {
+            return Some(self.raw_key(sql));
+        }
         let mut hasher = self.hasher.build_hasher();
         hasher.write(text.as_bytes());
-        Some(Key { hash: hasher.finish(), text })
+        Some(Key { hash: hasher.finish(), text: KeyText::Normalised(text) })
+    }
+
+    /// `sql` keyed as it is.
+    fn raw_key<'a>(&self, sql: &'a str) -> Key<'a> {
+        let mut hasher = self.hasher.build_hasher();
+        hasher.write(b"=");
+        hasher.write(sql.as_bytes());
+        Key { hash: hasher.finish(), text: KeyText::Raw(sql) }
     }
 
     fn shard(&self, key: u64) -> &Mutex<Shard> {
@@ -190,7 +234,7 @@ impl Classifier {
     fn lookup(&self, key: &Key) -> Option<Arc<Class>> {
         let shard = lock(self.shard(key.hash));
         let entry = shard.get(&key.hash)?;
-        (*entry.text == *key.text).then(|| Arc::clone(&entry.class))
+        key.text.matches(&entry.text).then(|| Arc::clone(&entry.class))
     }
 
     /// Store a classification made under catalog `generation`, or (`None`) a noted write.
@@ -204,7 +248,7 @@ impl Classifier {
         }
         if let Some(existing) = shard.get(&key.hash) {
             // A noted write is not replaced by a fresh classification of the same text.
-            if existing.noted && !noted && *existing.text == *key.text {
+            if existing.noted && !noted && key.text.matches(&existing.text) {
                 return;
             }
         } else if shard.len() >= self.per_shard {
@@ -213,7 +257,7 @@ impl Classifier {
                 shard.remove(&victim);
             }
         }
-        let entry = Entry { text: key.text.into_boxed_str(), class, noted };
+        let entry = Entry { text: key.text.into_stored(), class, noted };
         shard.insert(key.hash, entry);
         debug_assert!(shard.len() <= self.per_shard);
     }
@@ -262,6 +306,20 @@ mod tests {
             assert!(Arc::ptr_eq(&first, &c.classify(&tagged)), "{tagged}");
         }
         assert_eq!(c.cached(), 1);
+    }
+
+    #[test]
+    fn a_text_with_nothing_to_normalise_is_keyed_as_it_is() {
+        let c = Classifier::new(100, vec![]);
+        let sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
+        assert!(matches!(c.key(sql).unwrap().text, KeyText::Raw(_)));
+        assert!(matches!(c.key("SELECT 1").unwrap().text, KeyText::Normalised(_)));
+        assert!(matches!(c.key("SELECT a  FROM t").unwrap().text, KeyText::Normalised(_)));
+        let first = c.classify(sql);
+        assert!(c.lookup(&c.raw_key(sql)).is_some_and(|hit| Arc::ptr_eq(&hit, &first)));
+        // The same statement with a comment is a separate (normalised) entry of the same class.
+        assert_eq!(*c.classify(&format!("{sql} /* trace=1 */")), *first);
+        assert_eq!(c.cached(), 2);
     }
 
     #[test]

@@ -125,10 +125,12 @@ impl<'a> Session<'a> {
 
     /// Finish the login (parameters, key, ReadyForQuery), then serve units until the client leaves.
     pub async fn run(mut self) {
-        if self.login().await.is_ok() {
+        // Every phase but the wait for the next message is boxed (here and in `serve`): a
+        // future is as large as its largest state, and an idle session should not carry them.
+        if Box::pin(self.login()).await.is_ok() {
             self.serve().await;
         }
-        self.finish().await;
+        Box::pin(self.finish()).await;
     }
 
     async fn serve(&mut self) {
@@ -136,7 +138,7 @@ impl<'a> Session<'a> {
             let frame = match self.next_frame().await {
                 Ok(Some(f)) => f,
                 Ok(None) => return,
-                Err((code, msg)) => return self.fatal(code, &msg).await,
+                Err((code, msg)) => return Box::pin(self.fatal(code, &msg)).await,
             };
             if self.skipping_to_sync() && !matches!(frame.tag(), tag::SYNC | tag::TERMINATE) {
                 continue;
@@ -145,19 +147,19 @@ impl<'a> Session<'a> {
                 tag::TERMINATE => return,
                 tag::QUERY | tag::FUNCTION_CALL => Unit::Simple(frame),
                 tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE | tag::SYNC | tag::FLUSH => {
-                    match self.collect_batch(frame).await {
+                    match Box::pin(self.collect_batch(frame)).await {
                         Ok(frames) => Unit::Extended(frames),
-                        Err((code, msg)) => return self.fatal(code, &msg).await,
+                        Err((code, msg)) => return Box::pin(self.fatal(code, &msg)).await,
                     }
                 }
                 // Copy messages outside COPY are ignored, as PostgreSQL does.
                 tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => continue,
                 other => {
                     let msg = format!("invalid frontend message type {}", other);
-                    return self.fatal(sqlstate::PROTOCOL_VIOLATION, &msg).await;
+                    return Box::pin(self.fatal(sqlstate::PROTOCOL_VIOLATION, &msg)).await;
                 }
             };
-            if self.run_unit(unit).await.is_err() {
+            if Box::pin(self.run_unit(unit)).await.is_err() {
                 return;
             }
         }
