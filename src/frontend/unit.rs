@@ -215,6 +215,10 @@ pub(super) fn lsn_capture(class: &Class, unit: &Unit, may_copy: bool, in_transac
 pub(super) enum AfterLoss {
     /// Nothing the session needs was on it: an ERROR, and the next unit gets a new connection.
     Continue,
+    /// Its open transaction died with it (rolled back by the server): an ERROR saying so, the
+    /// session is idle again (ReadyForQuery `I`) and goes on on a new connection. Failover cuts
+    /// transactions this way; the client keeps its connection.
+    TransactionLost,
     /// What died with it (named) was the session's: FATAL, and the client is closed.
     End(&'static str),
 }
@@ -224,12 +228,29 @@ pub(super) enum AfterLoss {
 pub(super) fn after_loss(autocommit: bool, pinned: bool, session_pooling: bool) -> AfterLoss {
     if session_pooling {
         AfterLoss::End("the session's server connection (session pooling)")
-    } else if !autocommit {
-        AfterLoss::End("its open transaction")
     } else if pinned {
         AfterLoss::End("state bound to that connection (temporary tables, LISTEN, prepared SQL)")
+    } else if !autocommit {
+        AfterLoss::TransactionLost
     } else {
         AfterLoss::Continue
+    }
+}
+
+/// A simple Query that only ends a transaction block (`ROLLBACK`, `ABORT`, `COMMIT`, `END`,
+/// optionally with `WORK`/`TRANSACTION` and a semicolon): outside a block it does nothing on
+/// any server, so a session holding no connection answers it itself (PostgreSQL's WARNING
+/// `25P01` and the command tag) instead of waiting for a primary. Returns the command tag.
+pub(super) fn tx_end_outside_block(sql: &str) -> Option<&'static str> {
+    let mut words = sql.trim().trim_end_matches(';').split_ascii_whitespace();
+    let tag = match words.next()?.to_ascii_uppercase().as_str() {
+        "ROLLBACK" | "ABORT" => "ROLLBACK",
+        "COMMIT" | "END" => "COMMIT",
+        _ => return None,
+    };
+    match (words.next().map(str::to_ascii_uppercase).as_deref(), words.next()) {
+        (None | Some("WORK" | "TRANSACTION"), None) => Some(tag),
+        _ => None,
     }
 }
 
@@ -271,17 +292,43 @@ mod tests {
 
     #[test]
     fn a_lost_server_ends_only_sessions_that_lost_their_state() {
-        // (autocommit, pinned, session pooling) -> continues?
+        // (autocommit, pinned, session pooling) -> continues? (and as an idle session?)
         let cases = [
-            ((true, false, false), true),
-            ((false, false, false), false),
-            ((true, true, false), false),
-            ((true, false, true), false),
-            ((false, true, true), false),
+            ((true, false, false), Some(AfterLoss::Continue)),
+            ((false, false, false), Some(AfterLoss::TransactionLost)),
+            ((true, true, false), None),
+            ((false, true, false), None),
+            ((true, false, true), None),
+            ((false, true, true), None),
         ];
-        for ((autocommit, pinned, session), continues) in cases {
+        for ((autocommit, pinned, session), want) in cases {
             let got = after_loss(autocommit, pinned, session);
-            assert_eq!(got == AfterLoss::Continue, continues, "{autocommit} {pinned} {session}: {got:?}");
+            let continues = (got != AfterLoss::Continue && got != AfterLoss::TransactionLost).then_some(got);
+            match want {
+                Some(w) => assert_eq!(got, w, "{autocommit} {pinned} {session}"),
+                None => assert_eq!(continues, Some(got), "{autocommit} {pinned} {session}: {got:?} must end"),
+            }
+        }
+    }
+
+    #[test]
+    fn only_bare_transaction_ends_are_answered_outside_a_block() {
+        let cases = [
+            ("ROLLBACK", Some("ROLLBACK")),
+            ("rollback;", Some("ROLLBACK")),
+            ("  abort work ", Some("ROLLBACK")),
+            ("COMMIT TRANSACTION;", Some("COMMIT")),
+            ("end", Some("COMMIT")),
+            ("COMMIT PREPARED 'x'", None),
+            ("ROLLBACK PREPARED 'x'", None),
+            ("ROLLBACK AND CHAIN", None),
+            ("ROLLBACK TO SAVEPOINT a", None),
+            ("COMMIT; INSERT INTO t VALUES (1)", None),
+            ("SELECT 1", None),
+            ("", None),
+        ];
+        for (sql, want) in cases {
+            assert_eq!(tx_end_outside_block(sql), want, "{sql:?}");
         }
     }
 

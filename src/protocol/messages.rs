@@ -47,6 +47,19 @@ pub fn error_response(buf: &mut BytesMut, severity: Severity, code: &str, messag
     });
 }
 
+/// NoticeResponse with severity WARNING, SQLSTATE and message.
+pub fn warning_notice(buf: &mut BytesMut, code: &str, message: &str) {
+    put_msg(buf, tag::NOTICE_RESPONSE, |b| {
+        for (field, value) in
+            [(b'S', &b"WARNING"[..]), (b'V', b"WARNING"), (b'C', code.as_bytes()), (b'M', message.as_bytes())]
+        {
+            b.put_u8(field);
+            put_cstr(b, value);
+        }
+        b.put_u8(0);
+    });
+}
+
 /// AuthenticationOk / SASL / SASLContinue / SASLFinal / MD5 / Cleartext: code plus data.
 pub fn authentication(buf: &mut BytesMut, code: i32, data: &[u8]) {
     put_msg(buf, tag::AUTHENTICATION, |b| {

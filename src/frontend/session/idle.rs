@@ -99,6 +99,12 @@ impl Session<'_> {
         match verdict {
             // The next unit gets a fresh connection with the session's state replayed.
             AfterLoss::Continue => true,
+            // Its open transaction is gone: the client's next statement hears so (25P02 until
+            // it ends the block), never runs in autocommit.
+            AfterLoss::TransactionLost => {
+                self.aborted = Some(super::aborted::Aborted::default());
+                true
+            }
             AfterLoss::End(what) => {
                 let msg = format!("server connection lost ({e}); the session cannot continue: {what} was on it");
                 self.fatal(e.sqlstate(), &msg).await;

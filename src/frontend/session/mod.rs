@@ -20,14 +20,15 @@ use super::handshake::Login;
 use super::params::SessionParams;
 use super::relay::{Outcome, Relay};
 use super::statements::{Batch, Statements};
+mod aborted;
 mod accepted;
 mod conn;
 mod idle;
 mod login;
 
 use super::unit::{
-    after_loss, is_extended, is_frontend_tag, is_reset_all, lsn_capture, no_node_error, resets_statements, unit_texts,
-    AfterLoss, Capture, Unit, LSN_SQL,
+    after_loss, is_extended, is_frontend_tag, is_reset_all, lsn_capture, no_node_error, resets_statements,
+    tx_end_outside_block, unit_texts, AfterLoss, Capture, Unit, LSN_SQL,
 };
 use super::Shared;
 use crate::backend::conn::{columns, parse_lsn};
@@ -84,6 +85,8 @@ pub struct Session<'a> {
     pools: Vec<Option<Arc<Pool>>>,
     /// A unit changed functions: reload the catalog when the transaction is over.
     catalog_stale: bool,
+    /// Its open transaction died with its server connection: answered here until it ends.
+    aborted: Option<aborted::Aborted>,
     /// Its place in the client registry (drain, KILL, SHOW CLIENTS).
     entry: super::lifecycle::ClientEntry<'a>,
 }
@@ -119,6 +122,7 @@ impl<'a> Session<'a> {
             last_write_lsn: None,
             pools: vec![None; shared.config.nodes.len()],
             catalog_stale: false,
+            aborted: None,
             entry,
         }
     }
@@ -230,11 +234,21 @@ impl<'a> Session<'a> {
     /// An autocommit unit that a node rejects with `25006` changed nothing: it runs once more on
     /// the primary, unseen by the client, and its text is remembered as a write.
     async fn run_unit(&mut self, unit: Unit) -> Result<(), ()> {
+        if let Some(state) = self.aborted {
+            let mut out = BytesMut::new();
+            self.aborted = match aborted::answer(state, &unit, &mut out) {
+                aborted::AbortedStep::Still(s) => Some(s),
+                aborted::AbortedStep::Ended => None,
+            };
+            return self.client.get_mut().write_all(&out).await.map_err(|_| ());
+        }
         if self.held.is_none() {
-            if let Unit::Extended(frames) = &unit {
-                if let Some(reply) = self.answer_locally(frames) {
-                    return self.client.get_mut().write_all(&reply).await.map_err(|_| ());
-                }
+            let reply = match &unit {
+                Unit::Extended(frames) => self.answer_locally(frames),
+                Unit::Simple(frame) => answer_tx_end_locally(frame),
+            };
+            if let Some(reply) = reply {
+                return self.client.get_mut().write_all(&reply).await.map_err(|_| ());
             }
         }
         let mut class = unit.classify(&self.statements, &self.classifier);
@@ -435,6 +449,17 @@ impl<'a> Session<'a> {
                 );
                 self.statement_error(e.sqlstate(), &msg).await
             }
+            AfterLoss::TransactionLost => {
+                let msg = format!(
+                    "server connection lost while running the statement ({e}); its open transaction was rolled back; end it (ROLLBACK) and the session continues on a new server connection"
+                );
+                self.shared.metrics.client_error(e.sqlstate());
+                self.aborted = Some(aborted::Aborted::default());
+                let mut buf = BytesMut::new();
+                messages::error_response(&mut buf, Severity::Error, e.sqlstate(), &msg);
+                messages::ready_for_query(&mut buf, TxStatus::Failed);
+                self.client.get_mut().write_all(&buf).await.map_err(|_| ())
+            }
             AfterLoss::End(what) => {
                 let msg = format!("server connection lost ({e}); the session cannot continue: {what} was on it");
                 self.fatal(e.sqlstate(), &msg).await;
@@ -469,4 +494,18 @@ impl<'a> Session<'a> {
         let needs_reset = self.pinned || self.shared.config.pool.mode == PoolMode::Session;
         held.checkout.release(needs_reset).await;
     }
+}
+
+/// The reply to a transaction end sent outside a transaction block (see
+/// [`tx_end_outside_block`]): what PostgreSQL answers, without a server.
+fn answer_tx_end_locally(frame: &Frame) -> Option<BytesMut> {
+    if frame.tag() != tag::QUERY {
+        return None;
+    }
+    let command = tx_end_outside_block(messages::decode_query(frame.body())?)?;
+    let mut buf = BytesMut::new();
+    messages::warning_notice(&mut buf, "25P01", "there is no transaction in progress");
+    messages::command_complete(&mut buf, command);
+    messages::ready_for_query(&mut buf, TxStatus::Idle);
+    Some(buf)
 }

@@ -1,0 +1,179 @@
+//! A transaction whose server connection died: the session answers for it, as PostgreSQL answers
+//! a transaction block after an error, without a server.
+//!
+//! The client was told its statement failed (ReadyForQuery `E`). Until it ends the block, every
+//! statement gets `25P02` and only a transaction end (`ROLLBACK`, `COMMIT`, ... which then report
+//! `ROLLBACK`) brings the session back to idle; in the extended protocol an error skips to the
+//! next Sync. So a client that goes on after the error never has the rest of its "transaction"
+//! run in autocommit on another connection.
+
+use bytes::{BufMut, BytesMut};
+
+use super::super::unit::{tx_end_outside_block, Unit};
+use crate::protocol::messages::{self, Severity};
+use crate::protocol::{tag, Frame, TxStatus};
+
+/// SQLSTATE `in_failed_sql_transaction`.
+const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
+
+/// The state of a transaction that died with its server connection.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Aborted {
+    /// An error was sent in an extended block: messages are skipped up to the Sync.
+    skipping: bool,
+    /// The last Parse (of the unnamed statement) was a transaction end.
+    parsed_end: bool,
+}
+
+/// What answering one unit left behind.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum AbortedStep {
+    /// Still in the failed block.
+    Still(Aborted),
+    /// The block ended: the session is idle again.
+    Ended,
+}
+
+fn failed(out: &mut BytesMut) {
+    let msg = "current transaction is aborted (its server connection was lost), commands ignored until end of transaction block";
+    messages::error_response(out, Severity::Error, IN_FAILED_SQL_TRANSACTION, msg);
+}
+
+/// Answer `unit` for a failed transaction block; the replies go to `out`.
+pub(super) fn answer(state: Aborted, unit: &Unit, out: &mut BytesMut) -> AbortedStep {
+    match unit {
+        Unit::Simple(frame) => {
+            let ends = frame.tag() == tag::QUERY
+                && messages::decode_query(frame.body()).and_then(tx_end_outside_block).is_some();
+            if ends {
+                messages::command_complete(out, "ROLLBACK");
+                messages::ready_for_query(out, TxStatus::Idle);
+                return AbortedStep::Ended;
+            }
+            failed(out);
+            messages::ready_for_query(out, TxStatus::Failed);
+            AbortedStep::Still(state)
+        }
+        Unit::Extended(frames) => frames.iter().fold(AbortedStep::Still(state), |step, f| match step {
+            AbortedStep::Still(s) => extended(s, f, out),
+            // After the Execute that ended the block, the rest runs as usual next time; here
+            // only its Sync can follow (anything else is answered as a fresh failure).
+            AbortedStep::Ended => {
+                if f.tag() == tag::SYNC {
+                    messages::ready_for_query(out, TxStatus::Idle);
+                }
+                AbortedStep::Ended
+            }
+        }),
+    }
+}
+
+fn extended(mut s: Aborted, f: &Frame, out: &mut BytesMut) -> AbortedStep {
+    let t = f.tag();
+    if t == tag::SYNC {
+        messages::ready_for_query(out, TxStatus::Failed);
+        return AbortedStep::Still(Aborted::default());
+    }
+    if s.skipping || t == tag::FLUSH {
+        return AbortedStep::Still(s);
+    }
+    let ok = match t {
+        tag::PARSE => {
+            s.parsed_end = messages::decode_parse(f.body()).is_some_and(|p| {
+                p.name.is_empty() && std::str::from_utf8(p.query).ok().and_then(tx_end_outside_block).is_some()
+            });
+            s.parsed_end.then(|| messages::parse_complete(out)).is_some()
+        }
+        tag::BIND => s.parsed_end.then(|| put_empty(out, tag::BIND_COMPLETE)).is_some(),
+        tag::DESCRIBE => s.parsed_end.then(|| describe_nothing(f, out)).is_some(),
+        tag::CLOSE => {
+            messages::close_complete(out);
+            true
+        }
+        tag::EXECUTE if s.parsed_end => {
+            messages::command_complete(out, "ROLLBACK");
+            return AbortedStep::Ended;
+        }
+        _ => false,
+    };
+    if !ok {
+        failed(out);
+        s.skipping = true;
+    }
+    AbortedStep::Still(s)
+}
+
+fn put_empty(out: &mut BytesMut, t: u8) {
+    out.put_u8(t);
+    out.put_i32(4);
+}
+
+/// Describe of a transaction end: no parameters (statement) and no rows.
+fn describe_nothing(f: &Frame, out: &mut BytesMut) {
+    if f.body().first() == Some(&b'S') {
+        out.put_u8(tag::PARAMETER_DESCRIPTION);
+        out.put_i32(6);
+        out.put_i16(0);
+    }
+    put_empty(out, tag::NO_DATA);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(build: impl FnOnce(&mut BytesMut)) -> Frame {
+        let mut b = BytesMut::new();
+        build(&mut b);
+        Frame::from_bytes(b.freeze())
+    }
+
+    fn tags(out: &BytesMut) -> String {
+        let mut rest = &out[..];
+        let mut s = String::new();
+        while rest.len() >= 5 {
+            let len = i32::from_be_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+            s.push(rest[0] as char);
+            if rest[0] == tag::READY_FOR_QUERY {
+                s.push(rest[5] as char);
+            }
+            rest = &rest[1 + len..];
+        }
+        s
+    }
+
+    #[test]
+    fn simple_statements_fail_until_the_block_ends() {
+        let mut out = BytesMut::new();
+        let select = Unit::Simple(frame(|b| messages::query(b, "SELECT 1")));
+        assert_eq!(answer(Aborted::default(), &select, &mut out), AbortedStep::Still(Aborted::default()));
+        assert_eq!(tags(&out), "EZE");
+        let mut out = BytesMut::new();
+        let commit = Unit::Simple(frame(|b| messages::query(b, "COMMIT")));
+        assert_eq!(answer(Aborted::default(), &commit, &mut out), AbortedStep::Ended);
+        assert_eq!(tags(&out), "CZI");
+    }
+
+    #[test]
+    fn extended_errors_skip_to_sync_and_a_rollback_ends_the_block() {
+        let mut out = BytesMut::new();
+        let insert = Unit::Extended(vec![
+            frame(|b| messages::parse(b, "", b"INSERT INTO t VALUES (1)", &[0, 0])),
+            frame(|b| messages::bind_text(b, &[])),
+            frame(|b| messages::execute(b, "", 0)),
+            frame(messages::sync),
+        ]);
+        assert!(matches!(answer(Aborted::default(), &insert, &mut out), AbortedStep::Still(_)));
+        assert_eq!(tags(&out), "EZE");
+        let mut out = BytesMut::new();
+        let rollback = Unit::Extended(vec![
+            frame(|b| messages::parse(b, "", b"ROLLBACK", &[0, 0])),
+            frame(|b| messages::bind_text(b, &[])),
+            frame(|b| messages::describe(b, b'P', "")),
+            frame(|b| messages::execute(b, "", 0)),
+            frame(messages::sync),
+        ]);
+        assert_eq!(answer(Aborted::default(), &rollback, &mut out), AbortedStep::Ended);
+        assert_eq!(tags(&out), "12nCZI");
+    }
+}
