@@ -190,9 +190,12 @@ impl Topology {
         self.nodes.iter().filter(|n| n.is_readable_replica())
     }
 
-    /// Why there is no routable primary, for the error a held write finally gets.
+    /// Why no primary could take a unit, for the error a held write finally gets.
     #[must_use]
     pub fn no_primary_cause(&self) -> String {
+        if let Some(p) = self.primary() {
+            return format!("the primary {} could not be reached", p.name);
+        }
         let claims: Vec<String> = self
             .nodes
             .iter()
