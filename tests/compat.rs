@@ -8,9 +8,9 @@
 //! `SLUICE_REPLICA_PORTS`). One cluster per test, not per case.
 //!
 //! `scripts/test.sh` installs the drivers when they are missing; run without it, a missing driver
-//! fails its test with the exact install command. Cases that need the session engine's work on
-//! issue 10 (full-duplex pipelines, a listener that is never deaf, Flush-held blocks, pipeline
-//! error handling, NOTIFY pid rewrite) run in separate `#[ignore]` tests until it lands.
+//! fails its test with the exact install command. Cases that exercise the session engine's
+//! transitions (long pipelines, a listener that is never deaf, Flush-held blocks, pipeline error
+//! handling, NOTIFY pid rewrite) are in the separate `*_engine` tests.
 
 mod common;
 
@@ -168,7 +168,6 @@ async fn psycopg() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs issue 10 engine: full-duplex pipelines, idle listeners, NOTIFY pid"]
 async fn psycopg_engine() {
     let driver = python("psycopg_suite.py");
     let (c, p) = cluster().await;
@@ -183,7 +182,6 @@ async fn asyncpg() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs issue 10 engine: Flush-held blocks (copy_records_to_table), idle listeners"]
 async fn asyncpg_engine() {
     let driver = python("asyncpg_suite.py");
     let (c, p) = cluster().await;
@@ -205,7 +203,6 @@ async fn node_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "needs issue 10 engine: a listener that sends nothing still gets notifications"]
 async fn node_postgres_engine() {
     let driver = node();
     let (c, p) = cluster().await;

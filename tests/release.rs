@@ -274,7 +274,9 @@ async fn terminate_backend(c: &Cluster, marker: &str) {
 
 /// A backend terminated under an autocommit statement: the client gets ERROR (the server's
 /// 57P01, saying the session continues) and ReadyForQuery, never FATAL; the next query works.
-/// Under an open transaction the session cannot continue: FATAL, then the socket closes.
+/// Under an open transaction the client keeps its connection too: ERROR and ReadyForQuery `E`,
+/// `25P02` for what it sends until it ends the block (never autocommit on another connection),
+/// ROLLBACK brings it back to idle. A pinned session cannot continue: FATAL, then the close.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_terminated_backend_is_an_error_when_the_session_continues_else_fatal_and_close() {
     let c = Cluster::start(0).await;
@@ -299,6 +301,27 @@ async fn a_terminated_backend_is_an_error_when_the_session_continues_else_fatal_
     let mut f = a.recv(WAIT).await.expect("the FATAL");
     if f.tag() == b'T' {
         // The row description goes out before the statement runs.
+        f = a.recv(WAIT).await.expect("the FATAL");
+    }
+    let info = messages::decode_error(f.body());
+    assert_eq!((f.tag(), info.severity.as_str(), info.code.as_str()), (tag::ERROR_RESPONSE, "ERROR", "57P01"));
+    let z = a.recv(WAIT).await.expect("ReadyForQuery");
+    assert_eq!((z.tag(), z.body()), (tag::READY_FOR_QUERY, &b"E"[..]), "the block is failed, not gone");
+    let frames = query(&mut a, "INSERT INTO sink VALUES ('must-not-autocommit')").await;
+    assert_eq!(tags(&frames), "EZ", "{frames:?}");
+    assert_eq!(messages::decode_error(frames[0].body()).code, "25P02");
+    assert_eq!(frames[1].body(), b"E");
+    let frames = query(&mut a, "ROLLBACK").await;
+    assert_eq!(tags(&frames), "CZ", "{frames:?}");
+    assert_eq!(frames[1].body(), b"I");
+    assert_own_answer(&mut a, "after-rollback").await;
+    assert_eq!(c.psql("SELECT count(*) FROM sink WHERE v = 'must-not-autocommit'").await.trim(), "0");
+
+    query(&mut a, "CREATE TEMP TABLE pin_me (x int)").await;
+    a.send(&msgs(|b| messages::query(b, "SELECT 'pinned-victim', pg_sleep(30)"))).await;
+    terminate_backend(&c, "pinned-victim").await;
+    let mut f = a.recv(WAIT).await.expect("the FATAL");
+    if f.tag() == b'T' {
         f = a.recv(WAIT).await.expect("the FATAL");
     }
     let info = messages::decode_error(f.body());

@@ -17,12 +17,22 @@ use crate::protocol::{tag, Frame, TxStatus};
 const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
 
 /// The state of a transaction that died with its server connection.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(super) struct Aborted {
+    /// The loss was noticed while the client was idle: its next statement hears this error
+    /// (SQLSTATE, message) first, then `25P02` as usual.
+    pub(super) cause: Option<(String, String)>,
     /// An error was sent in an extended block: messages are skipped up to the Sync.
     skipping: bool,
     /// The last Parse (of the unnamed statement) was a transaction end.
     parsed_end: bool,
+}
+
+impl Aborted {
+    /// The loss was noticed while the client waited: its next statement gets `code`/`message`.
+    pub(super) fn noticed_idle(code: &str, message: String) -> Self {
+        Self { cause: Some((code.to_string(), message)), ..Self::default() }
+    }
 }
 
 /// What answering one unit left behind.
@@ -34,13 +44,17 @@ pub(super) enum AbortedStep {
     Ended,
 }
 
-fn failed(out: &mut BytesMut) {
+fn failed(s: &mut Aborted, out: &mut BytesMut) {
+    if let Some((code, msg)) = s.cause.take() {
+        messages::error_response(out, Severity::Error, &code, &msg);
+        return;
+    }
     let msg = "current transaction is aborted (its server connection was lost), commands ignored until end of transaction block";
     messages::error_response(out, Severity::Error, IN_FAILED_SQL_TRANSACTION, msg);
 }
 
 /// Answer `unit` for a failed transaction block; the replies go to `out`.
-pub(super) fn answer(state: Aborted, unit: &Unit, out: &mut BytesMut) -> AbortedStep {
+pub(super) fn answer(mut state: Aborted, unit: &Unit, out: &mut BytesMut) -> AbortedStep {
     match unit {
         Unit::Simple(frame) => {
             let ends = frame.tag() == tag::QUERY
@@ -50,7 +64,7 @@ pub(super) fn answer(state: Aborted, unit: &Unit, out: &mut BytesMut) -> Aborted
                 messages::ready_for_query(out, TxStatus::Idle);
                 return AbortedStep::Ended;
             }
-            failed(out);
+            failed(&mut state, out);
             messages::ready_for_query(out, TxStatus::Failed);
             AbortedStep::Still(state)
         }
@@ -72,7 +86,7 @@ fn extended(mut s: Aborted, f: &Frame, out: &mut BytesMut) -> AbortedStep {
     let t = f.tag();
     if t == tag::SYNC {
         messages::ready_for_query(out, TxStatus::Failed);
-        return AbortedStep::Still(Aborted::default());
+        return AbortedStep::Still(Aborted { cause: s.cause, ..Aborted::default() });
     }
     if s.skipping || t == tag::FLUSH {
         return AbortedStep::Still(s);
@@ -97,7 +111,7 @@ fn extended(mut s: Aborted, f: &Frame, out: &mut BytesMut) -> AbortedStep {
         _ => false,
     };
     if !ok {
-        failed(out);
+        failed(&mut s, out);
         s.skipping = true;
     }
     AbortedStep::Still(s)

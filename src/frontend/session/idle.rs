@@ -102,7 +102,10 @@ impl Session<'_> {
             // Its open transaction is gone: the client's next statement hears so (25P02 until
             // it ends the block), never runs in autocommit.
             AfterLoss::TransactionLost => {
-                self.aborted = Some(super::aborted::Aborted::default());
+                let msg = format!(
+                    "server connection lost while the transaction was open ({e}); it was rolled back; end it (ROLLBACK) and the session continues on a new server connection"
+                );
+                self.aborted = Some(super::aborted::Aborted::noticed_idle(e.sqlstate(), msg));
                 true
             }
             AfterLoss::End(what) => {

@@ -234,7 +234,7 @@ impl<'a> Session<'a> {
     /// An autocommit unit that a node rejects with `25006` changed nothing: it runs once more on
     /// the primary, unseen by the client, and its text is remembered as a write.
     async fn run_unit(&mut self, unit: Unit) -> Result<(), ()> {
-        if let Some(state) = self.aborted {
+        if let Some(state) = self.aborted.take() {
             let mut out = BytesMut::new();
             self.aborted = match aborted::answer(state, &unit, &mut out) {
                 aborted::AbortedStep::Still(s) => Some(s),
