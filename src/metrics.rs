@@ -368,10 +368,21 @@ struct RoleLabel {
     to: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransportLabel {
+    transport: &'static str,
+}
+
+/// Buckets of the failover hold: from a quick republish to the default 10 s timeout and past it.
+const HOLD_BUCKETS_SECONDS: &[f64] = &[0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
 /// The operating series: errors sent to clients, topology changes, reloads, the
-/// classification cache.
+/// classification cache, held units, client transports.
 #[derive(Debug)]
 struct OpsMetrics {
+    held_units: Family<OutcomeLabel, Counter>,
+    hold_wait: DurationHistogram,
+    client_logins: Family<TransportLabel, Counter>,
     client_errors: Family<ClassLabel, Counter>,
     topology_changes: Family<RoleLabel, Counter>,
     reloads: Family<OutcomeLabel, Counter>,
@@ -382,6 +393,9 @@ struct OpsMetrics {
 impl OpsMetrics {
     fn register(registry: &mut Registry) -> Self {
         let m = OpsMetrics {
+            held_units: Family::default(),
+            hold_wait: DurationHistogram::new(HOLD_BUCKETS_SECONDS),
+            client_logins: Family::default(),
             client_errors: Family::default(),
             topology_changes: Family::default(),
             reloads: Family::default(),
@@ -402,6 +416,21 @@ impl OpsMetrics {
         for outcome in ["applied", "refused"] {
             let _ = m.reloads.get_or_create(&OutcomeLabel { outcome });
         }
+        let help = "Units held while no node could take them (failover hold), by outcome: released (a node came) or expired (57P03)";
+        registry.register("held_units", help, m.held_units.clone());
+        let help = "How long held units waited for a node to take them";
+        registry.register_with_unit("hold_wait", help, Unit::Seconds, m.hold_wait.clone());
+        registry.register(
+            "client_logins",
+            "Client logins accepted, by transport (tls, plain)",
+            m.client_logins.clone(),
+        );
+        for outcome in ["released", "expired"] {
+            let _ = m.held_units.get_or_create(&OutcomeLabel { outcome });
+        }
+        for transport in ["tls", "plain"] {
+            let _ = m.client_logins.get_or_create(&TransportLabel { transport });
+        }
         for to in ["primary", "replica", "stale", "down", "fenced", "unknown"] {
             let _ = m.topology_changes.get_or_create(&RoleLabel { to });
         }
@@ -417,6 +446,19 @@ impl Metrics {
             _ => "other".to_string(),
         };
         self.ops.client_errors.get_or_create(&ClassLabel { class }).inc();
+    }
+
+    /// A unit that waited `waited` for a node (failover hold) got one, or (`expired`) gave up.
+    pub fn held(&self, expired: bool, waited: Duration) {
+        let outcome = if expired { "expired" } else { "released" };
+        self.ops.held_units.get_or_create(&OutcomeLabel { outcome }).inc();
+        self.ops.hold_wait.observe(waited);
+    }
+
+    /// Count an accepted client login, over TLS or not.
+    pub fn client_login(&self, tls: bool) {
+        let transport = if tls { "tls" } else { "plain" };
+        self.ops.client_logins.get_or_create(&TransportLabel { transport }).inc();
     }
 
     /// Count a node moving to `role` in the topology.

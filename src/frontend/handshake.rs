@@ -109,6 +109,9 @@ pub async fn handshake(stream: TcpStream, shared: &Shared) -> Result<Login, Refu
     let mut audit = Audit { client: stream.peer_addr().ok(), ..Audit::default() };
     let result = run(stream, shared, &mut audit).await;
     audit.log(&result);
+    if result.is_ok() {
+        shared.metrics.client_login(audit.tls.is_some());
+    }
     result
 }
 

@@ -91,3 +91,19 @@ fn topology_sets_roles_positions_and_generation() {
     assert!(out.contains("sluice_node_wal_lsn{node=\"pg1\"} 0\n"), "{out}");
     assert!(out.ends_with("# EOF\n"), "{out}");
 }
+
+#[test]
+fn held_units_and_client_transports_are_counted() {
+    let (registry, metrics) = build();
+    metrics.held(false, Duration::from_millis(300));
+    metrics.held(true, Duration::from_secs(10));
+    metrics.client_login(true);
+    metrics.client_login(false);
+    metrics.client_login(false);
+    let out = text(&registry);
+    assert!(out.contains("sluice_held_units_total{outcome=\"released\"} 1"), "{out}");
+    assert!(out.contains("sluice_held_units_total{outcome=\"expired\"} 1"), "{out}");
+    assert!(out.contains("sluice_hold_wait_seconds_count 2"), "{out}");
+    assert!(out.contains("sluice_client_logins_total{transport=\"tls\"} 1"), "{out}");
+    assert!(out.contains("sluice_client_logins_total{transport=\"plain\"} 2"), "{out}");
+}

@@ -16,18 +16,27 @@ impl Session<'_> {
             return Ok(());
         }
         let hold = self.shared.config.failover.hold_timeout;
-        let deadline = tokio::time::Instant::now() + hold;
+        let started = tokio::time::Instant::now();
+        let deadline = started + hold;
+        let mut held = false;
         loop {
             let seen = self.shared.topology.load().generation;
             let err = match self.checkout_routed(class).await {
                 Err(e) if e.may_try_elsewhere() && !matches!(e, BackendError::CheckoutTimeout { .. }) => e,
-                other => return other,
+                other => {
+                    if held {
+                        self.shared.metrics.held(false, started.elapsed());
+                    }
+                    return other;
+                }
             };
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             if left.is_zero() {
+                self.shared.metrics.held(true, started.elapsed());
                 let cause = self.shared.topology.load().no_primary_cause();
                 return Err(crate::topology::hold_expired(&err, hold, &cause));
             }
+            held = true;
             tracing::debug!(error = %err, "held until the topology changes");
             self.shared.topology.changed_since(seen, left.min(self.shared.config.monitor.interval)).await;
         }
