@@ -169,3 +169,27 @@ async fn a_monitor_user_with_only_pg_monitor_sees_roles_timelines_and_receivers_
     c.psql_at(c.replica_ports()[0], "SELECT pg_reload_conf()").await;
     wait_until(&p, "the replica not streaming", |t| t.nodes[1].excluded == Some(Excluded::NotStreaming)).await;
 }
+
+/// An idle cluster right after its replica was made (the primary's WAL sits at a segment start,
+/// where its insert position points past a page header no replica replays): the replica stays
+/// readable past `replica_max_lag`, it is not "lagging" by the header's bytes for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_replica_is_not_lagging_by_time() {
+    let c = Cluster::start(1).await;
+    c.psql("SELECT pg_switch_wal()").await;
+    let p = Proxy::builder()
+        .cluster(&c)
+        .monitor_interval("100ms")
+        .set("routing", "replica_max_lag", "\"1s\"")
+        .set("routing", "replica_max_lag_bytes", "0")
+        .start()
+        .await;
+    p.wait_topology(1, 1).await;
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < deadline {
+        let t = p.topology();
+        let replica = t.nodes.iter().find(|n| n.index == 1).expect("the replica");
+        assert_eq!((replica.role, replica.excluded), (Role::Replica, None), "an idle replica was excluded: {t:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -23,9 +23,13 @@ pub struct SqlProbe {
 
 /// Role, WAL position, timeline, system identifier and WAL receiver in one round trip. A
 /// primary's timeline comes from its current WAL file name (right after a promotion the
-/// checkpoint still names the old one); a replica's from its last checkpoint.
+/// checkpoint still names the old one); a replica's from its last checkpoint. A primary's
+/// position is its write position, not its insert position: at a page boundary the insert
+/// position points past the next page's header, which no replica ever replays, so an idle
+/// cluster would show every replica a few bytes "behind" for ever and, after
+/// `routing.replica_max_lag`, stale.
 const PROBE_SQL: &str = "SELECT s.rec, \
-    CASE WHEN s.rec THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_insert_lsn() END, \
+    CASE WHEN s.rec THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_lsn() END, \
     CASE WHEN s.rec THEN (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()) \
       ELSE ('x' || substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
     (SELECT system_identifier FROM pg_catalog.pg_control_system()), \
