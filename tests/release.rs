@@ -296,15 +296,8 @@ async fn a_terminated_backend_is_an_error_when_the_session_continues_else_fatal_
     assert_own_answer(&mut a, "still-here").await;
 
     query(&mut a, "BEGIN").await;
-    a.send(&msgs(|b| messages::query(b, "SELECT 'tx-victim', pg_sleep(30)"))).await;
-    terminate_backend(&c, "tx-victim").await;
-    let mut f = a.recv(WAIT).await.expect("the FATAL");
-    if f.tag() == b'T' {
-        // The row description goes out before the statement runs.
-        f = a.recv(WAIT).await.expect("the FATAL");
-    }
-    let info = messages::decode_error(f.body());
-    assert_eq!((f.tag(), info.severity.as_str(), info.code.as_str()), (tag::ERROR_RESPONSE, "ERROR", "57P01"));
+    let (t, info) = error_of_terminated(&mut a, &c, "tx-victim").await;
+    assert_eq!((t, info.severity.as_str(), info.code.as_str()), (tag::ERROR_RESPONSE, "ERROR", "57P01"));
     let z = a.recv(WAIT).await.expect("ReadyForQuery");
     assert_eq!((z.tag(), z.body()), (tag::READY_FOR_QUERY, &b"E"[..]), "the block is failed, not gone");
     let frames = query(&mut a, "INSERT INTO sink VALUES ('must-not-autocommit')").await;
@@ -318,15 +311,22 @@ async fn a_terminated_backend_is_an_error_when_the_session_continues_else_fatal_
     assert_eq!(c.psql("SELECT count(*) FROM sink WHERE v = 'must-not-autocommit'").await.trim(), "0");
 
     query(&mut a, "CREATE TEMP TABLE pin_me (x int)").await;
-    a.send(&msgs(|b| messages::query(b, "SELECT 'pinned-victim', pg_sleep(30)"))).await;
-    terminate_backend(&c, "pinned-victim").await;
-    let mut f = a.recv(WAIT).await.expect("the FATAL");
-    if f.tag() == b'T' {
-        f = a.recv(WAIT).await.expect("the FATAL");
-    }
-    let info = messages::decode_error(f.body());
-    assert_eq!((f.tag(), info.severity.as_str(), info.code.as_str()), (tag::ERROR_RESPONSE, "FATAL", "57P01"));
+    let (t, info) = error_of_terminated(&mut a, &c, "pinned-victim").await;
+    assert_eq!((t, info.severity.as_str(), info.code.as_str()), (tag::ERROR_RESPONSE, "FATAL", "57P01"));
     assert!(a.closed_within(Duration::from_secs(2)).await, "a FATAL must end the connection");
+}
+
+/// Run a long statement marked `marker`, terminate its backend, and return the message that
+/// reports it (its tag and decoded fields; a RowDescription sent before it is skipped).
+async fn error_of_terminated(a: &mut RawConn, c: &Cluster, marker: &str) -> (u8, messages::ErrorInfo) {
+    a.send(&msgs(|b| messages::query(b, &format!("SELECT '{marker}', pg_sleep(30)")))).await;
+    terminate_backend(c, marker).await;
+    let mut f = a.recv(WAIT).await.expect("the error");
+    if f.tag() == b'T' {
+        // The row description goes out before the statement runs.
+        f = a.recv(WAIT).await.expect("the error");
+    }
+    (f.tag(), messages::decode_error(f.body()))
 }
 
 /// tokio-postgres's COPY (Bind/Execute/Sync, the Sync ignored by the server in copy mode, then
