@@ -40,25 +40,25 @@ async fn read_ports(p: &Proxy, n: usize) -> Vec<u16> {
     drill::read_ports(&p.connect().await, n).await
 }
 
+/// A proxy probing every 100 ms whose replicas may lag at most `max_lag` (a duration, `0s`: no
+/// limit) and `max_lag_bytes` (0: no limit).
+async fn lag_limited_proxy(c: &Cluster, max_lag: &str, max_lag_bytes: u64) -> Proxy {
+    Proxy::builder()
+        .cluster(c)
+        .monitor_interval("100ms")
+        .set("routing", "replica_max_lag", &format!("\"{max_lag}\""))
+        .set("routing", "replica_max_lag_bytes", &max_lag_bytes.to_string())
+        .start()
+        .await
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_paused_replica_is_excluded_past_the_time_or_byte_limit_and_back_after_resume() {
     let c = Cluster::start(1).await;
     c.psql("CREATE TABLE w (x int)").await;
     c.wait_replayed().await;
-    let by_time = Proxy::builder()
-        .cluster(&c)
-        .monitor_interval("100ms")
-        .set("routing", "replica_max_lag", "\"1s\"")
-        .set("routing", "replica_max_lag_bytes", "0")
-        .start()
-        .await;
-    let by_bytes = Proxy::builder()
-        .cluster(&c)
-        .monitor_interval("100ms")
-        .set("routing", "replica_max_lag", "\"0s\"")
-        .set("routing", "replica_max_lag_bytes", "4096")
-        .start()
-        .await;
+    let by_time = lag_limited_proxy(&c, "1s", 0).await;
+    let by_bytes = lag_limited_proxy(&c, "0s", 4096).await;
     by_time.wait_topology(1, 1).await;
     by_bytes.wait_topology(1, 1).await;
     let replica = c.replica_ports()[0];
@@ -177,13 +177,7 @@ async fn a_monitor_user_with_only_pg_monitor_sees_roles_timelines_and_receivers_
 async fn an_idle_replica_is_not_lagging_by_time() {
     let c = Cluster::start(1).await;
     c.psql("SELECT pg_switch_wal()").await;
-    let p = Proxy::builder()
-        .cluster(&c)
-        .monitor_interval("100ms")
-        .set("routing", "replica_max_lag", "\"1s\"")
-        .set("routing", "replica_max_lag_bytes", "0")
-        .start()
-        .await;
+    let p = lag_limited_proxy(&c, "1s", 0).await;
     p.wait_topology(1, 1).await;
     let deadline = Instant::now() + Duration::from_secs(4);
     while Instant::now() < deadline {
