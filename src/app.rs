@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::admin::failover::FailoverAdmin;
 use crate::admin::{self, AdminState, Events};
 use crate::backend::probe::SqlProbe;
 use crate::backend::Pools;
@@ -108,9 +109,14 @@ impl Proxy {
         let (shutdown, rx) = watch::channel(false);
         let (stop_accepting, accept_rx) = watch::channel(false);
         let (control, requests) = Control::channel();
+        // One handle for the failover actions: the admin endpoint and the console share it (and
+        // with it the one-switchover-at-a-time lock).
+        let failover =
+            FailoverAdmin::new(topology.clone(), node_control.clone(), Arc::clone(&config), Arc::clone(&pools));
         let shared = Arc::new(
             Shared::new(Arc::clone(&config), topology.clone(), Arc::clone(&pools), Arc::clone(&metrics), control)
-                .with_client_tls(client_tls),
+                .with_client_tls(client_tls)
+                .with_failover(failover.clone()),
         );
         let events = Arc::new(Events::default());
         let (stop_tx, stop_requested) = watch::channel(false);
@@ -137,8 +143,6 @@ impl Proxy {
                 shared: Arc::clone(&shared),
                 events: Arc::clone(&events),
             };
-            let failover =
-                admin::failover::FailoverAdmin::new(topology.clone(), node_control, config, Arc::clone(&pools));
             tasks.push(tokio::spawn(serve_admin(admin, state, admin::failover::router(failover), rx)));
         }
         tracing::info!(%addr, admin = ?admin_addr, "sluice is listening");

@@ -89,3 +89,47 @@ async fn shutdown_from_the_console_drains_and_exits_0() {
     console(&c, p.port(), "SHUTDOWN").await;
     assert_eq!(p.wait_exit(Duration::from_secs(30)).await, Some(0), "{}", p.log());
 }
+
+/// Ports that `n` autocommit reads ran on (simple queries: one unit, one routing decision each).
+async fn read_ports(client: &tokio_postgres::Client, n: usize) -> Vec<u16> {
+    let mut ports = Vec::with_capacity(n);
+    for _ in 0..n {
+        let messages = client.simple_query("SELECT inet_server_port()").await.expect("a read");
+        let port = messages.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).and_then(|v| v.parse().ok()),
+            _ => None,
+        });
+        ports.push(port.expect("a port"));
+    }
+    ports
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn drain_undrain_and_switchover_from_the_console() {
+    let c = Cluster::start(2).await;
+    c.wait_replayed().await;
+    let p = builder(&c).set("failover", "switchover_timeout", "\"10s\"").start().await;
+    p.wait_topology(1, 2).await;
+    let (port, ports) = (p.port(), c.ports());
+    let reader = p.connect().await;
+
+    let drained = console(&c, port, "DRAIN node2").await;
+    assert!(drained.contains("node2|stale|drained"), "{drained}");
+    assert!(!read_ports(&reader, 10).await.contains(&ports[2]), "a read ran on the drained replica");
+    let undrained = console(&c, port, "UNDRAIN node2").await;
+    assert!(undrained.contains("node2|replica|"), "{undrained}");
+    let seen = read_ports(&reader, 10).await;
+    assert!(seen.contains(&ports[2]), "the undrained replica serves reads again: {seen:?}");
+    let unknown = c.psql_as(port, OPERATOR.0, OPERATOR.1, "sluice", "DRAIN nope").await;
+    assert!(unknown.is_err_and(|e| e.to_string().contains("no node is called")), "an unknown node is an error");
+
+    // The primary is idle: nothing is written while the target catches up.
+    let switched = console(&c, port, "SWITCHOVER node1").await;
+    assert!(switched.starts_with("node0|fenced|node1|primary|"), "{switched}");
+    assert_eq!(p.topology().primary().map(|n| n.index), Some(1));
+    let mut writer = p.connect().await;
+    let tx = writer.transaction().await.expect("BEGIN");
+    let on = tx.query_one("SELECT inet_server_port()", &[]).await.expect("a statement in a transaction");
+    tx.commit().await.expect("COMMIT");
+    assert_eq!(on.get::<_, i32>(0), i32::from(ports[1]), "transactions go to the new primary");
+}

@@ -78,6 +78,62 @@ pub fn router(ops: FailoverAdmin) -> Router {
         .with_state(ops)
 }
 
+/// Why an operator action changed nothing, and how bad that is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Refusal {
+    /// What kind of refusal (decides the HTTP status and the SQLSTATE).
+    pub kind: RefusalKind,
+    /// What is wrong, for the operator.
+    pub reason: String,
+}
+
+/// The kinds of [`Refusal`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// The request itself is malformed.
+    BadRequest,
+    /// No node has that name.
+    UnknownNode,
+    /// Not possible in the cluster's state now (try again later or fix the cluster).
+    NotNow,
+    /// The action started and failed (e.g. `pg_promote()` failed).
+    Failed,
+}
+
+impl Refusal {
+    pub(super) fn new(kind: RefusalKind, reason: impl Into<String>) -> Self {
+        Self { kind, reason: reason.into() }
+    }
+
+    /// The HTTP status that says so.
+    #[must_use]
+    pub fn status(&self) -> StatusCode {
+        match self.kind {
+            RefusalKind::BadRequest => StatusCode::BAD_REQUEST,
+            RefusalKind::UnknownNode => StatusCode::NOT_FOUND,
+            RefusalKind::NotNow => StatusCode::CONFLICT,
+            RefusalKind::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The SQLSTATE the admin console answers with.
+    #[must_use]
+    pub fn sqlstate(&self) -> &'static str {
+        match self.kind {
+            // invalid_parameter_value, undefined_object, object_not_in_prerequisite_state
+            RefusalKind::BadRequest => "22023",
+            RefusalKind::UnknownNode => "42704",
+            RefusalKind::NotNow => "55000",
+            RefusalKind::Failed => crate::error::sqlstate::INTERNAL_ERROR,
+        }
+    }
+
+    /// As an HTTP answer.
+    pub(super) fn response(&self) -> Response {
+        refuse(self.status(), &self.reason)
+    }
+}
+
 /// A JSON answer.
 pub(super) fn reply(status: StatusCode, body: &Value) -> Response {
     (status, [(header::CONTENT_TYPE, "application/json")], format!("{body}\n")).into_response()
@@ -93,8 +149,9 @@ pub(super) fn find(t: &Topology, name: &str) -> Option<NodeView> {
     t.nodes.iter().find(|n| n.name == name).cloned()
 }
 
-fn unknown(name: &str) -> Response {
-    refuse(StatusCode::NOT_FOUND, &format!("no node is called {name:?}"))
+/// The node called `name`, or the refusal that says there is none.
+pub(super) fn find_or_refuse(t: &Topology, name: &str) -> Result<NodeView, Refusal> {
+    find(t, name).ok_or_else(|| Refusal::new(RefusalKind::UnknownNode, format!("no node is called {name:?}")))
 }
 
 /// A node as JSON: name, role and why it is excluded.
@@ -102,52 +159,88 @@ pub(super) fn node_json(n: &NodeView) -> Value {
     json!({ "name": n.name, "role": n.role.as_str(), "excluded_reason": n.excluded.map(|e| e.as_str()) })
 }
 
+impl FailoverAdmin {
+    /// Drain (`drained`) or undrain the replica called `name`: a drained replica takes no new
+    /// reads; units running there finish. Returns the node as the monitor shows it afterwards.
+    ///
+    /// # Errors
+    /// Unknown node, or the node is the primary.
+    pub async fn set_drained(&self, name: &str, drained: bool) -> Result<NodeView, Refusal> {
+        let node = find_or_refuse(&self.topology.load(), name)?;
+        if drained && matches!(node.role, Role::Primary) {
+            return Err(Refusal::new(RefusalKind::NotNow, format!("{name} is the primary; only replicas are drained")));
+        }
+        self.control.update(|o: &mut Overrides| {
+            if drained {
+                o.drained.insert(node.index);
+            } else {
+                o.drained.remove(&node.index);
+            }
+        });
+        let shows = |t: &Topology| {
+            let n = &t.nodes[node.index];
+            (n.excluded == Some(crate::topology::Excluded::Drained)) == drained
+        };
+        let (_, t) = self.wait_until(self.settle_time(), shows).await;
+        Ok(t.nodes[node.index].clone())
+    }
+
+    /// Clear the fence of the node called `name` (an operator's word that it is safe). Returns
+    /// the node as the monitor shows it afterwards.
+    ///
+    /// # Errors
+    /// Unknown node, not fenced, or fenced again at once.
+    pub async fn unfence(&self, name: &str) -> Result<NodeView, Refusal> {
+        let node = find_or_refuse(&self.topology.load(), name)?;
+        if node.role != Role::Fenced {
+            let why = format!("{name} is not fenced (role {})", node.role.as_str());
+            return Err(Refusal::new(RefusalKind::NotNow, why));
+        }
+        let before = self.topology.load().generation;
+        self.control.update(|o| {
+            o.unfence.insert(node.index);
+        });
+        let (_, t) = self
+            .wait_until(self.settle_time(), |t| {
+                t.generation != before || !self.control.overrides().unfence.contains(&node.index)
+            })
+            .await;
+        let now = &t.nodes[node.index];
+        if now.role == Role::Fenced {
+            let why = now.excluded.map_or("fenced", |e| e.as_str());
+            return Err(Refusal::new(RefusalKind::NotNow, format!("{name} is fenced again at once: {why}")));
+        }
+        Ok(now.clone())
+    }
+
+    /// The replica a switchover without a named target goes to: the readable replica that has
+    /// replayed the most WAL (first in configuration order on a tie).
+    #[must_use]
+    pub fn default_target(&self) -> Option<String> {
+        let t = self.topology.load();
+        let best = t.nodes.iter().filter(|n| n.is_readable_replica()).rev().max_by_key(|n| n.wal_lsn);
+        best.map(|n| n.name.clone())
+    }
+}
+
 async fn drain(State(ops): State<FailoverAdmin>, Path(name): Path<String>) -> Response {
-    set_drained(ops, name, true).await
+    drained_reply(ops.set_drained(&name, true).await, true)
 }
 
 async fn undrain(State(ops): State<FailoverAdmin>, Path(name): Path<String>) -> Response {
-    set_drained(ops, name, false).await
+    drained_reply(ops.set_drained(&name, false).await, false)
 }
 
-async fn set_drained(ops: FailoverAdmin, name: String, drained: bool) -> Response {
-    let Some(node) = find(&ops.topology.load(), &name) else { return unknown(&name) };
-    if drained && matches!(node.role, Role::Primary) {
-        return refuse(StatusCode::CONFLICT, &format!("{name} is the primary; only replicas are drained"));
+fn drained_reply(outcome: Result<NodeView, Refusal>, drained: bool) -> Response {
+    match outcome {
+        Ok(n) => reply(StatusCode::OK, &json!({ "ok": true, "drained": drained, "node": node_json(&n) })),
+        Err(refusal) => refusal.response(),
     }
-    ops.control.update(|o: &mut Overrides| {
-        if drained {
-            o.drained.insert(node.index);
-        } else {
-            o.drained.remove(&node.index);
-        }
-    });
-    let shows = |t: &Topology| {
-        let n = &t.nodes[node.index];
-        (n.excluded == Some(crate::topology::Excluded::Drained)) == drained
-    };
-    let (_, t) = ops.wait_until(ops.settle_time(), shows).await;
-    reply(StatusCode::OK, &json!({ "ok": true, "drained": drained, "node": node_json(&t.nodes[node.index]) }))
 }
 
 async fn unfence(State(ops): State<FailoverAdmin>, Path(name): Path<String>) -> Response {
-    let Some(node) = find(&ops.topology.load(), &name) else { return unknown(&name) };
-    if node.role != Role::Fenced {
-        return refuse(StatusCode::CONFLICT, &format!("{name} is not fenced (role {})", node.role.as_str()));
+    match ops.unfence(&name).await {
+        Ok(n) => reply(StatusCode::OK, &json!({ "ok": true, "node": node_json(&n) })),
+        Err(refusal) => refusal.response(),
     }
-    let before = ops.topology.load().generation;
-    ops.control.update(|o| {
-        o.unfence.insert(node.index);
-    });
-    let (_, t) = ops
-        .wait_until(ops.settle_time(), |t| {
-            t.generation != before || !ops.control.overrides().unfence.contains(&node.index)
-        })
-        .await;
-    let now = &t.nodes[node.index];
-    if now.role == Role::Fenced {
-        let why = now.excluded.map_or("fenced", |e| e.as_str());
-        return refuse(StatusCode::CONFLICT, &format!("{name} is fenced again at once: {why}"));
-    }
-    reply(StatusCode::OK, &json!({ "ok": true, "node": node_json(now) }))
 }

@@ -16,6 +16,7 @@ mod status;
 mod switchover;
 
 pub use events::{role_reason, topology_changes, Event, Events};
+pub use switchover::Switched;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -16,12 +16,22 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::json;
 
-use super::failover::{find, node_json, refuse, reply, FailoverAdmin};
+use super::failover::{find_or_refuse, node_json, refuse, reply, FailoverAdmin, Refusal, RefusalKind};
 use crate::backend::conn::parse_lsn;
 use crate::topology::{NodeView, Role};
 
-/// Why a switchover did not happen, with the HTTP status that says so.
-struct Refusal(StatusCode, String);
+/// A switchover that happened.
+#[derive(Clone, Debug)]
+pub struct Switched {
+    /// The old primary as the monitor shows it afterwards (fenced).
+    pub old: NodeView,
+    /// The new primary.
+    pub new: NodeView,
+    /// From the start until the target had replayed the old primary's WAL.
+    pub caught_up: Duration,
+    /// How long writes were held.
+    pub writes_held: Duration,
+}
 
 pub(super) async fn switchover(State(ops): State<FailoverAdmin>, body: String) -> Response {
     let target = match serde_json::from_str::<serde_json::Value>(&body) {
@@ -31,47 +41,60 @@ pub(super) async fn switchover(State(ops): State<FailoverAdmin>, body: String) -
     let Some(target) = target else {
         return refuse(StatusCode::BAD_REQUEST, "the body must be JSON like {\"target\": \"<node name>\"}");
     };
-    let Ok(_one_at_a_time) = ops.busy.try_lock() else {
-        return refuse(StatusCode::CONFLICT, "another switchover is in progress");
-    };
-    let started = Instant::now();
-    let (old, new) = match check(&ops, &target).await {
-        Ok(pair) => pair,
-        Err(Refusal(status, why)) => return refuse(status, &why),
-    };
-    ops.control.update(|o| o.hold_writes = true);
-    let caught_up = catch_up(&ops, &old, &new, started).await;
-    let caught_up_ms = started.elapsed().as_millis();
-    if let Err(Refusal(status, why)) = caught_up {
-        ops.control.update(|o| o.hold_writes = false);
-        tracing::warn!(target = %new.name, reason = %why, "switchover refused; writes released, nothing changed");
-        return refuse(status, &why);
+    match ops.switchover(&target).await {
+        Ok(s) => reply(
+            StatusCode::OK,
+            &json!({
+                "ok": true, "old_primary": node_json(&s.old), "new_primary": node_json(&s.new),
+                "caught_up_ms": s.caught_up.as_millis(), "writes_held_ms": s.writes_held.as_millis(),
+            }),
+        ),
+        Err(refusal) => refusal.response(),
     }
-    let promoted = promote(&ops, &new).await;
-    ops.control.update(|o| o.hold_writes = false);
-    let (_, t) = ops.wait_until(ops.settle_time(), |t| t.primary().is_some_and(|p| p.index == new.index)).await;
-    let held_ms = started.elapsed().as_millis();
-    match promoted {
-        Ok(()) => {
-            tracing::info!(old = %old.name, new = %new.name, held_ms, "switchover done");
-            reply(
-                StatusCode::OK,
-                &json!({
-                    "ok": true, "old_primary": node_json(&t.nodes[old.index]), "new_primary": node_json(&t.nodes[new.index]),
-                    "caught_up_ms": caught_up_ms, "writes_held_ms": held_ms,
-                }),
-            )
+}
+
+impl FailoverAdmin {
+    /// A planned change of primary to the replica called `target` (see the module's steps).
+    ///
+    /// # Errors
+    /// Nothing changed (unknown target, not caught up, timed out: writes released), or the
+    /// promotion failed.
+    pub async fn switchover(&self, target: &str) -> Result<Switched, Refusal> {
+        let Ok(_one_at_a_time) = self.busy.try_lock() else {
+            return Err(Refusal::new(RefusalKind::NotNow, "another switchover is in progress"));
+        };
+        let started = Instant::now();
+        let (old, new) = check(self, target).await?;
+        self.control.update(|o| o.hold_writes = true);
+        let caught_up = catch_up(self, &old, &new, started).await;
+        let caught_up_time = started.elapsed();
+        if let Err(refusal) = caught_up {
+            self.control.update(|o| o.hold_writes = false);
+            tracing::warn!(target = %new.name, reason = %refusal.reason, "switchover refused; writes released, nothing changed");
+            return Err(refusal);
         }
-        Err(Refusal(status, why)) => refuse(status, &format!("promoting {} failed: {why}", new.name)),
+        let promoted = promote(self, &new).await;
+        self.control.update(|o| o.hold_writes = false);
+        let (_, t) = self.wait_until(self.settle_time(), |t| t.primary().is_some_and(|p| p.index == new.index)).await;
+        let writes_held = started.elapsed();
+        if let Err(refusal) = promoted {
+            return Err(Refusal::new(refusal.kind, format!("promoting {} failed: {}", new.name, refusal.reason)));
+        }
+        tracing::info!(old = %old.name, new = %new.name, held_ms = writes_held.as_millis(), "switchover done");
+        Ok(Switched {
+            old: t.nodes[old.index].clone(),
+            new: t.nodes[new.index].clone(),
+            caught_up: caught_up_time,
+            writes_held,
+        })
     }
 }
 
 /// The current primary and the target, if a switchover to it may start.
 async fn check(ops: &FailoverAdmin, target: &str) -> Result<(NodeView, NodeView), Refusal> {
-    let conflict = |why: String| Refusal(StatusCode::CONFLICT, why);
+    let conflict = |why: String| Refusal::new(RefusalKind::NotNow, why);
     let t = ops.topology.load();
-    let new =
-        find(&t, target).ok_or_else(|| Refusal(StatusCode::NOT_FOUND, format!("no node is called {target:?}")))?;
+    let new = find_or_refuse(&t, target)?;
     let old = t.primary().cloned().ok_or_else(|| conflict(t.no_primary_cause()))?;
     if new.role != Role::Replica || new.excluded.is_some() {
         let why = new.excluded.map_or(new.role.as_str(), |e| e.as_str());
@@ -92,7 +115,7 @@ fn step_timeout(ops: &FailoverAdmin) -> Duration {
 /// With writes held: wait for the old primary to go quiet and the target to replay its WAL.
 async fn catch_up(ops: &FailoverAdmin, old: &NodeView, new: &NodeView, started: Instant) -> Result<(), Refusal> {
     let limit = ops.config.failover.switchover_timeout;
-    let late = |what: String| Refusal(StatusCode::CONFLICT, format!("{what} within {} ms", limit.as_millis()));
+    let late = |what: String| Refusal::new(RefusalKind::NotNow, format!("{what} within {} ms", limit.as_millis()));
     let left = || limit.saturating_sub(started.elapsed());
     let (held, _) = ops.wait_until(left(), |t| t.primary().is_none()).await;
     if !held {
@@ -125,7 +148,8 @@ async fn catch_up(ops: &FailoverAdmin, old: &NodeView, new: &NodeView, started: 
 
 async fn lsn(ops: &FailoverAdmin, node: &NodeView, sql: &str) -> Result<u64, Refusal> {
     let answer = ops.probe().command(node.index, sql, step_timeout(ops)).await;
-    let fail = |why: String| Refusal(StatusCode::CONFLICT, format!("cannot read {}'s WAL position: {why}", node.name));
+    let fail =
+        |why: String| Refusal::new(RefusalKind::NotNow, format!("cannot read {}'s WAL position: {why}", node.name));
     match answer {
         Ok(Some(text)) => parse_lsn(&text).ok_or_else(|| fail(text)),
         Ok(None) => Err(fail("no answer".into())),
@@ -140,8 +164,8 @@ async fn promote(ops: &FailoverAdmin, new: &NodeView) -> Result<(), Refusal> {
     let limit = ops.config.failover.switchover_timeout + step_timeout(ops);
     match ops.probe().command(new.index, &sql, limit).await {
         Ok(Some(v)) if v == "t" => {}
-        Ok(other) => return Err(Refusal(StatusCode::INTERNAL_SERVER_ERROR, format!("pg_promote answered {other:?}"))),
-        Err(e) => return Err(Refusal(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())),
+        Ok(other) => return Err(Refusal::new(RefusalKind::Failed, format!("pg_promote answered {other:?}"))),
+        Err(e) => return Err(Refusal::new(RefusalKind::Failed, e.to_string())),
     }
     let shown = |t: &crate::topology::Topology| {
         t.nodes[new.index].role == Role::Primary && t.nodes.iter().filter(|n| n.role == Role::Primary).count() == 1

@@ -88,6 +88,9 @@ pub struct Shared {
     pub lifecycle: lifecycle::Lifecycle,
     /// Reload and shutdown requests (the admin console sends them).
     pub control: Control,
+    /// The failover actions (switchover, drain, undrain, unfence), shared by the admin HTTP
+    /// endpoint and the admin console (`None`: this proxy was built without them).
+    pub failover: Option<crate::admin::failover::FailoverAdmin>,
 }
 
 impl Shared {
@@ -121,6 +124,7 @@ impl Shared {
             lookup,
             lifecycle: lifecycle::Lifecycle::default(),
             control,
+            failover: None,
         }
     }
 
@@ -128,6 +132,13 @@ impl Shared {
     #[must_use]
     pub fn with_client_tls(mut self, tls: crate::tls::ClientTls) -> Self {
         self.client_tls = tls;
+        self
+    }
+
+    /// Carry out the admin console's failover commands through `ops`.
+    #[must_use]
+    pub fn with_failover(mut self, ops: crate::admin::failover::FailoverAdmin) -> Self {
+        self.failover = Some(ops);
         self
     }
 }

@@ -27,20 +27,23 @@ pub enum Command {
     Kill(i32),
     /// `SHUTDOWN`
     Shutdown,
-    /// `SWITCHOVER [node]`, `DRAIN node`, `UNDRAIN node`: the failover actions of the HTTP API.
-    Failover {
-        /// `switchover`, `drain`, `undrain`.
-        action: &'static str,
-        /// The node named, if any.
-        node: Option<String>,
-    },
+    /// `SWITCHOVER [node]`: a planned change of primary (without a node: to the replica that
+    /// replayed the most), as `POST /switchover`.
+    Switchover(Option<String>),
+    /// `DRAIN <node>`: the replica takes no new reads, as `POST /nodes/{name}/drain`.
+    Drain(String),
+    /// `UNDRAIN <node>`: the replica serves reads again.
+    Undrain(String),
+    /// `UNFENCE <node>`: clear a fence, as `POST /nodes/{name}/unfence`.
+    Unfence(String),
     /// An empty statement (`;`).
     Empty,
 }
 
 /// Every command, for the error that lists them.
 pub const HELP: &str = "SHOW NODES | POOLS | CLIENTS | SERVERS | STATS | CONFIG | VERSION, RELOAD, \
-                        PAUSE [node], RESUME, KILL <client id>, SHUTDOWN, SWITCHOVER [node], DRAIN <node>, UNDRAIN <node>";
+                        PAUSE [node], RESUME, KILL <client id>, SHUTDOWN, SWITCHOVER [node], DRAIN <node>, UNDRAIN <node>, \
+                        UNFENCE <node>";
 
 /// Parse one statement (case-insensitive, a trailing `;` allowed).
 ///
@@ -49,7 +52,7 @@ pub const HELP: &str = "SHOW NODES | POOLS | CLIENTS | SERVERS | STATS | CONFIG 
 pub fn parse(sql: &str) -> Result<Command, String> {
     let text = sql.trim().trim_end_matches(';').trim();
     let words: Vec<String> = text.split_whitespace().map(str::to_ascii_uppercase).collect();
-    let arg = || text.split_whitespace().nth(1).map(|w| w.trim_matches('"').to_string());
+    let name = || text.split_whitespace().nth(1).map_or_else(String::new, |w| w.trim_matches('"').to_string());
     let words: Vec<&str> = words.iter().map(String::as_str).collect();
     let command = match words.as_slice() {
         [] => Command::Empty,
@@ -65,16 +68,17 @@ pub fn parse(sql: &str) -> Result<Command, String> {
         },
         ["RELOAD"] => Command::Reload,
         ["PAUSE"] => Command::Pause(None),
-        ["PAUSE", _] => Command::Pause(arg()),
+        ["PAUSE", _] => Command::Pause(Some(name())),
         ["RESUME"] => Command::Resume,
         ["KILL", id] => {
             Command::Kill(id.parse().map_err(|_| format!("KILL takes a client id (a number), not {id:?}"))?)
         }
         ["SHUTDOWN"] => Command::Shutdown,
-        ["SWITCHOVER"] => Command::Failover { action: "switchover", node: None },
-        ["SWITCHOVER", _] => Command::Failover { action: "switchover", node: arg() },
-        ["DRAIN", _] => Command::Failover { action: "drain", node: arg() },
-        ["UNDRAIN", _] => Command::Failover { action: "undrain", node: arg() },
+        ["SWITCHOVER"] => Command::Switchover(None),
+        ["SWITCHOVER", _] => Command::Switchover(Some(name())),
+        ["DRAIN", _] => Command::Drain(name()),
+        ["UNDRAIN", _] => Command::Undrain(name()),
+        ["UNFENCE", _] => Command::Unfence(name()),
         _ => return Err(format!("the admin console does not understand {text:?}; try {HELP}")),
     };
     Ok(command)
@@ -86,7 +90,7 @@ mod tests {
 
     #[test]
     fn statements_and_their_commands() {
-        let cases: [(&str, Result<Command, ()>); 14] = [
+        let cases: [(&str, Result<Command, ()>); 19] = [
             ("show nodes;", Ok(Command::ShowNodes)),
             ("  SHOW   Pools ", Ok(Command::ShowPools)),
             ("SHOW STATS", Ok(Command::ShowStats)),
@@ -97,7 +101,12 @@ mod tests {
             ("KILL 42", Ok(Command::Kill(42))),
             ("KILL x", Err(())),
             ("SHUTDOWN", Ok(Command::Shutdown)),
-            ("drain Node2", Ok(Command::Failover { action: "drain", node: Some("Node2".into()) })),
+            ("drain Node2", Ok(Command::Drain("Node2".into()))),
+            ("UNDRAIN \"node2\";", Ok(Command::Undrain("node2".into()))),
+            ("switchover", Ok(Command::Switchover(None))),
+            ("SWITCHOVER node1", Ok(Command::Switchover(Some("node1".into())))),
+            ("unfence node0", Ok(Command::Unfence("node0".into()))),
+            ("DRAIN", Err(())),
             (";", Ok(Command::Empty)),
             ("SHOW TABLES", Err(())),
             ("SELECT 1", Err(())),

@@ -1,10 +1,13 @@
 //! The SQL admin console: a login to the virtual database `sluice` by a user listed in
 //! `admin.users` gets this instead of a proxied session (others get `28000`). It speaks the simple
 //! query protocol with psql-friendly result sets: `SHOW NODES | POOLS | CLIENTS | SERVERS | STATS
-//! | CONFIG | VERSION`, `RELOAD`, `PAUSE [node]`, `RESUME`, `KILL <id>`, `SHUTDOWN`.
+//! | CONFIG | VERSION`, `RELOAD`, `PAUSE [node]`, `RESUME`, `KILL <id>`, `SHUTDOWN`, and the
+//! failover actions of the HTTP API: `SWITCHOVER [node]`, `DRAIN <node>`, `UNDRAIN <node>`,
+//! `UNFENCE <node>`.
 //!
 //! `command` parses, `show` builds result sets; this file runs the session and acts. It never
-//! touches a server connection; reload and shutdown go through [`crate::reload::Control`].
+//! touches a server connection; reload and shutdown go through [`crate::reload::Control`], the
+//! failover actions through the same [`FailoverAdmin`] the HTTP endpoint uses.
 
 mod command;
 mod show;
@@ -18,6 +21,7 @@ use tokio::io::AsyncWriteExt;
 use super::handshake::Login;
 use super::lifecycle::ClientInfo;
 use super::Shared;
+use crate::admin::failover::{FailoverAdmin, Refusal};
 use crate::error::sqlstate;
 use crate::protocol::messages::{self, Severity};
 use crate::protocol::{tag, TxStatus};
@@ -32,6 +36,8 @@ const UNDEFINED_OBJECT: &str = "42704";
 const CONFIG_FILE_ERROR: &str = "F0000";
 /// `syntax_error`.
 const SYNTAX_ERROR: &str = "42601";
+/// Not possible in the cluster's state now.
+const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
 
 /// Serve one console session until the client leaves (or is killed, or sluice drains).
 pub async fn run(shared: &Shared, login: Login) {
@@ -141,8 +147,15 @@ async fn execute(shared: &Shared, command: Command) -> Result<ResultSet, Failure
             shared.control.shutdown();
             done("SHUTDOWN")
         }
-        Command::Failover { action, .. } => {
-            return Err((sqlstate::FEATURE_NOT_SUPPORTED, format!("{action} is not available in this build of sluice")))
+        Command::Switchover(target) => switchover(shared, target).await?,
+        Command::Drain(name) => {
+            show::node_outcome(&failover(shared)?.set_drained(&name, true).await.map_err(refused)?, "DRAIN")
+        }
+        Command::Undrain(name) => {
+            show::node_outcome(&failover(shared)?.set_drained(&name, false).await.map_err(refused)?, "UNDRAIN")
+        }
+        Command::Unfence(name) => {
+            show::node_outcome(&failover(shared)?.unfence(&name).await.map_err(refused)?, "UNFENCE")
         }
         Command::Empty => ResultSet::default(),
     })
@@ -158,6 +171,26 @@ async fn reload(shared: &Shared) -> Result<ResultSet, Failure> {
         Err(ReloadError::Invalid(e)) => Err((CONFIG_FILE_ERROR, e.to_string())),
         Err(e) => Err((sqlstate::FEATURE_NOT_SUPPORTED, e.to_string())),
     }
+}
+
+/// The failover actions, if this proxy was built with them.
+fn failover(shared: &Shared) -> Result<&FailoverAdmin, Failure> {
+    shared.failover.as_ref().ok_or_else(|| {
+        (sqlstate::FEATURE_NOT_SUPPORTED, "this proxy was started without the failover actions".to_string())
+    })
+}
+
+fn refused(r: Refusal) -> Failure {
+    (r.sqlstate(), r.reason)
+}
+
+async fn switchover(shared: &Shared, target: Option<String>) -> Result<ResultSet, Failure> {
+    let ops = failover(shared)?;
+    let target = target.or_else(|| ops.default_target()).ok_or_else(|| {
+        (OBJECT_NOT_IN_PREREQUISITE_STATE, "no readable replica to switch over to (see SHOW NODES)".to_string())
+    })?;
+    let done = ops.switchover(&target).await.map_err(refused)?;
+    Ok(show::switched(&done))
 }
 
 fn node_index(shared: &Shared, name: &str) -> Result<usize, Failure> {

@@ -2,10 +2,10 @@
 
 use std::time::SystemTime;
 
-use crate::admin::role_reason;
+use crate::admin::{role_reason, Switched};
 use crate::config::Config;
 use crate::frontend::Shared;
-use crate::topology::Role;
+use crate::topology::{NodeView, Role};
 
 /// Rows of text, with their column names and the CommandComplete tag.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -178,6 +178,28 @@ pub fn config(config: &Config) -> ResultSet {
     for (i, u) in config.users.iter().enumerate() {
         put(&format!("users[{i}]"), format!("{} auth {:?} default_route {:?}", u.name, u.auth, u.default_route));
     }
+    rs
+}
+
+/// One node after a failover action (DRAIN, UNDRAIN, UNFENCE).
+pub fn node_outcome(n: &NodeView, tag: &str) -> ResultSet {
+    let mut rs = ResultSet::new(&["node", "role", "excluded_reason"]);
+    rs.row(vec![text(&n.name), text(n.role.as_str()), n.excluded.map(|e| e.as_str().to_string())]);
+    rs.tag = tag.to_string();
+    rs
+}
+
+/// The outcome of a SWITCHOVER.
+pub fn switched(s: &Switched) -> ResultSet {
+    let mut rs = ResultSet::new(&["old_primary", "old_role", "new_primary", "new_role", "writes_held_ms"]);
+    rs.row(vec![
+        text(&s.old.name),
+        text(s.old.role.as_str()),
+        text(&s.new.name),
+        text(s.new.role.as_str()),
+        text(s.writes_held.as_millis()),
+    ]);
+    rs.tag = "SWITCHOVER".into();
     rs
 }
 
