@@ -30,6 +30,7 @@ fn node(index: usize, role: Role) -> NodeView {
         wal_lsn: Some(1000),
         excluded: None,
         timeline: Some(1),
+        replay_lag: None,
     }
 }
 

@@ -234,6 +234,7 @@ mod tests {
             wal_lsn: None,
             excluded: None,
             timeline: None,
+            replay_lag: None,
         };
         let t = Topology { generation: 3, nodes: vec![node(0, Role::Primary), node(1, Role::Replica)] };
         let text = render_topology(&t);

@@ -105,6 +105,7 @@ async fn health_goes_ok_degraded_down_and_back() {
     assert_eq!(ok["primary"]["name"], "node0");
     assert_eq!(ok["replicas"][0]["name"], "node1");
     assert!(ok["replicas"][0]["lag_bytes"].is_u64(), "{ok}");
+    assert!(ok["replicas"][0]["lag_seconds"].is_number(), "the replica's replay lag in time: {ok}");
 
     c.stop_node(1).await.unwrap();
     let degraded = wait_health(admin, "degraded", 200).await;

@@ -34,7 +34,10 @@ async fn every_console_command_answers_through_psql() {
 
     let nodes = console(&c, port, "SHOW NODES").await;
     assert!(nodes.lines().any(|l| l.starts_with("node0|127.0.0.1|") && l.contains("|primary|0|")), "{nodes}");
-    assert!(nodes.lines().any(|l| l.starts_with("node1|") && l.contains("|replica|")), "{nodes}");
+    let replica = nodes.lines().find(|l| l.starts_with("node1|")).unwrap_or_else(|| panic!("{nodes}"));
+    assert!(replica.contains("|replica|"), "{nodes}");
+    let lag_seconds = replica.split('|').nth(5).unwrap();
+    assert!(lag_seconds.parse::<f64>().is_ok(), "lag_seconds is shown: {nodes}");
     let pools = console(&c, port, "show pools;").await;
     assert!(pools.contains(&format!("|app|{TEST_USER}|20|")), "{pools}");
     let clients = console(&c, port, "SHOW CLIENTS").await;

@@ -128,6 +128,7 @@ mod tests {
                 wal_lsn: None,
                 excluded: None,
                 timeline: None,
+                replay_lag: None,
             })
             .collect();
         Topology { generation: 1, nodes }

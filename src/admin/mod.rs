@@ -16,6 +16,7 @@ mod status;
 mod switchover;
 
 pub use events::{role_reason, topology_changes, Event, Events};
+pub use status::lag_seconds;
 pub use switchover::Switched;
 
 use std::future::Future;

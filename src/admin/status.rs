@@ -42,11 +42,23 @@ pub(super) fn node_health(n: &NodeView, primary_lsn: Option<u64>) -> NodeHealth<
         (Role::Primary, _, _) => Some(0),
         _ => None,
     };
+    let lag_seconds = lag_seconds(n);
     let excluded_reason = match n.role {
         Role::Primary | Role::Replica => None,
         other => Some(super::events::role_reason(other)),
     };
-    NodeHealth { name: &n.name, role: n.role.as_str(), lag_bytes, lag_seconds: None, excluded_reason }
+    NodeHealth { name: &n.name, role: n.role.as_str(), lag_bytes, lag_seconds, excluded_reason }
+}
+
+/// A node's replay lag in seconds, as everything that shows lag shows it: zero for the primary,
+/// what the replica says for a replica, nothing for a node that is neither.
+#[must_use]
+pub fn lag_seconds(n: &NodeView) -> Option<f64> {
+    match n.role {
+        Role::Primary => Some(0.0),
+        Role::Replica | Role::Stale => n.replay_lag.map(|d| d.as_secs_f64()),
+        _ => None,
+    }
 }
 
 /// The health of one snapshot: ok, degraded or down, with every node.
@@ -105,6 +117,7 @@ struct NodeJson<'a> {
     role: &'static str,
     weight: u32,
     wal_lsn: Option<u64>,
+    lag_seconds: Option<f64>,
     excluded_reason: Option<&'static str>,
     timeline: Option<u32>,
 }
@@ -121,6 +134,7 @@ impl<'a> From<&'a NodeView> for NodeJson<'a> {
             role,
             weight: n.weight,
             wal_lsn: n.wal_lsn,
+            lag_seconds: lag_seconds(n),
             excluded_reason,
             timeline,
         }
@@ -154,6 +168,7 @@ mod tests {
             wal_lsn: None,
             excluded: None,
             timeline: None,
+            replay_lag: None,
         }
     }
 
@@ -185,7 +200,11 @@ mod tests {
         let mut t = topology(&[Role::Primary, Role::Replica, Role::Down]);
         t.nodes[0].wal_lsn = Some(1000);
         t.nodes[1].wal_lsn = Some(900);
+        t.nodes[1].replay_lag = Some(std::time::Duration::from_millis(1500));
         let json = serde_json::to_value(health(&t)).unwrap();
+        assert_eq!(json["primary"]["lag_seconds"], 0.0);
+        assert_eq!(json["replicas"][0]["lag_seconds"], 1.5);
+        assert_eq!(json["replicas"][1]["lag_seconds"], serde_json::Value::Null);
         assert_eq!(json["status"], "degraded");
         assert_eq!(json["primary"]["name"], "pg0");
         assert_eq!(json["replicas"][0]["lag_bytes"], 100);

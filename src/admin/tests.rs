@@ -39,6 +39,7 @@ fn node(index: usize, role: Role) -> NodeView {
         wal_lsn: Some(42),
         excluded: None,
         timeline: None,
+        replay_lag: None,
     }
 }
 

@@ -27,13 +27,18 @@ pub struct SqlProbe {
 /// position is its write position, not its insert position: at a page boundary the insert
 /// position points past the next page's header, which no replica ever replays, so an idle
 /// cluster would show every replica a few bytes "behind" for ever and, after
-/// `routing.replica_max_lag`, stale.
+/// `routing.replica_max_lag`, stale. A replica's replay lag in seconds is zero while it has
+/// replayed all it received (an idle primary sends nothing, and the last replayed commit may be
+/// old), else the age of the last transaction it replayed.
 const PROBE_SQL: &str = "SELECT s.rec, \
     CASE WHEN s.rec THEN pg_catalog.pg_last_wal_replay_lsn() ELSE pg_catalog.pg_current_wal_lsn() END, \
     CASE WHEN s.rec THEN (SELECT timeline_id FROM pg_catalog.pg_control_checkpoint()) \
       ELSE ('x' || substr(pg_catalog.pg_walfile_name(pg_catalog.pg_current_wal_lsn()), 1, 8))::bit(32)::int END, \
     (SELECT system_identifier FROM pg_catalog.pg_control_system()), \
-    r.pid, r.status, r.sender_host, r.sender_port, r.received_tli \
+    r.pid, r.status, r.sender_host, r.sender_port, r.received_tli, \
+    CASE WHEN NOT s.rec THEN NULL \
+      WHEN pg_catalog.pg_last_wal_receive_lsn() = pg_catalog.pg_last_wal_replay_lsn() THEN 0 \
+      ELSE GREATEST(0, extract(epoch FROM now() - pg_catalog.pg_last_xact_replay_timestamp())) END \
     FROM (SELECT pg_catalog.pg_is_in_recovery() AS rec) s \
     LEFT JOIN pg_catalog.pg_stat_wal_receiver r ON true";
 
@@ -85,9 +90,9 @@ impl SqlProbe {
 }
 
 /// One probe row: `[in recovery, lsn, timeline, system id, receiver pid, status, sender host,
-/// sender port, received timeline]`.
+/// sender port, received timeline, replay lag in seconds]`.
 fn parse_row(row: &[Option<String>]) -> Option<Observation> {
-    let [Some(rec), lsn, tli, sysid, pid, status, host, port, rtli] = row else { return None };
+    let [Some(rec), lsn, tli, sysid, pid, status, host, port, rtli, lag] = row else { return None };
     let in_recovery = match rec.as_str() {
         "t" => true,
         "f" => false,
@@ -111,6 +116,7 @@ fn parse_row(row: &[Option<String>]) -> Option<Observation> {
         // A bigint in SQL: the u64 identifier may print as a negative number.
         system_id: number::<i64>(sysid).map(i64::cast_unsigned),
         receiver: if in_recovery { receiver } else { None },
+        replay_lag: number::<f64>(lag).and_then(|secs| Duration::try_from_secs_f64(secs).ok()),
     })
 }
 
@@ -154,9 +160,10 @@ mod tests {
 
     #[test]
     fn probe_rows_become_observations() {
-        let primary = row(&[Some("f"), Some("0/3000060"), Some("2"), Some("7"), None, None, None, None, None]);
+        let primary = row(&[Some("f"), Some("0/3000060"), Some("2"), Some("7"), None, None, None, None, None, None]);
         let o = parse_row(&primary).unwrap();
         assert!(!o.in_recovery);
+        assert_eq!(o.replay_lag, None);
         assert_eq!((o.wal_lsn, o.timeline, o.system_id, o.receiver), (Some(0x300_0060), Some(2), Some(7), None));
         let replica = row(&[
             Some("t"),
@@ -168,15 +175,18 @@ mod tests {
             Some("/run"),
             Some("5432"),
             Some("1"),
+            Some("1.500000"),
         ]);
+        assert_eq!(parse_row(&replica).unwrap().replay_lag, Some(Duration::from_millis(1500)));
         let r = parse_row(&replica).unwrap().receiver.unwrap();
         assert_eq!(
             (r.streaming, r.sender_host.as_deref(), r.sender_port, r.timeline),
             (Some(true), Some("/run"), Some(5432), Some(1))
         );
-        let hidden = row(&[Some("t"), Some("0/10"), Some("1"), Some("7"), Some("42"), None, None, None, None]);
+        let hidden =
+            row(&[Some("t"), Some("0/10"), Some("1"), Some("7"), Some("42"), None, None, None, None, Some("0")]);
         assert_eq!(parse_row(&hidden).unwrap().receiver.unwrap().streaming, None);
-        let orphan = row(&[Some("t"), Some("0/10"), Some("1"), Some("7"), None, None, None, None, None]);
+        let orphan = row(&[Some("t"), Some("0/10"), Some("1"), Some("7"), None, None, None, None, None, None]);
         assert_eq!(parse_row(&orphan).unwrap().receiver, None);
         assert_eq!(parse_row(&row(&[Some("x")])), None);
     }

@@ -28,6 +28,7 @@ fn view(index: usize, role: Role, wal_lsn: Option<u64>) -> NodeView {
         wal_lsn,
         excluded: None,
         timeline: None,
+        replay_lag: None,
     }
 }
 

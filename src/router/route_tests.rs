@@ -22,6 +22,7 @@ fn topology(nodes: &[(Role, u32)]) -> Topology {
                 wal_lsn: None,
                 excluded: None,
                 timeline: None,
+                replay_lag: None,
             })
             .collect(),
     }

@@ -135,6 +135,10 @@ pub struct NodeView {
     pub excluded: Option<Excluded>,
     /// The timeline the node was last seen on.
     pub timeline: Option<u32>,
+    /// How far a replica's replay is behind in time, as the replica itself says (zero while it
+    /// has replayed all it received; `None`: not a replica, or it cannot tell). For operators:
+    /// routing decides on `wal_lsn` and the monitor's own clock.
+    pub replay_lag: Option<Duration>,
 }
 
 impl NodeView {

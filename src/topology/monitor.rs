@@ -51,6 +51,7 @@ pub fn initial_topology(config: &Config) -> Topology {
             wal_lsn: None,
             excluded: Some(Excluded::Unprobed),
             timeline: None,
+            replay_lag: None,
         })
         .collect();
     Topology { generation: 0, nodes }

@@ -33,6 +33,8 @@ pub struct Observation {
     pub system_id: Option<u64>,
     /// The WAL receiver (`None`: no receiver row, nothing streams).
     pub receiver: Option<Receiver>,
+    /// A replica's replay lag in time, as it says itself (`None` on a primary, or unknown).
+    pub replay_lag: Option<Duration>,
 }
 
 /// A replica's WAL receiver, as far as the monitor user may see it.
@@ -162,6 +164,7 @@ pub fn step(
             excluded,
             wal_lsn: m.last.as_ref().and_then(|o| o.wal_lsn),
             timeline: m.last.as_ref().and_then(|o| o.timeline),
+            replay_lag: m.last.as_ref().filter(|o| o.in_recovery).and_then(|o| o.replay_lag),
             ..n.clone()
         })
         .collect();

@@ -19,6 +19,7 @@ fn nodes(n: usize) -> Vec<NodeView> {
             wal_lsn: None,
             excluded: Some(Excluded::Unprobed),
             timeline: None,
+            replay_lag: None,
         })
         .collect()
 }
@@ -30,6 +31,7 @@ fn primary(lsn: u64, timeline: u32) -> Outcome {
         timeline: Some(timeline),
         system_id: Some(7),
         receiver: None,
+        replay_lag: None,
     })
 }
 
@@ -46,6 +48,7 @@ fn replica(lsn: u64, from: Option<usize>, timeline: u32) -> Outcome {
             sender_port: Some(5000 + i as u16),
             timeline: Some(timeline),
         }),
+        replay_lag: Some(Duration::from_millis(250)),
     })
 }
 
@@ -110,6 +113,18 @@ fn a_healthy_cluster_has_one_primary_and_readable_replicas() {
     let roles = run.tick(&[primary(100, 1), replica(100, Some(0), 1), replica(90, Some(0), 1)]);
     assert_eq!(roles, [(P, None), (R, None), (R, None)]);
     assert_eq!(run.memory.system_id, Some(7));
+}
+
+#[test]
+fn a_replicas_replay_lag_in_time_reaches_its_view_and_a_primary_has_none() {
+    let mut run = Run::new(2);
+    let primary_claiming_lag = match primary(100, 1) {
+        Outcome::Seen(o) => Outcome::Seen(Observation { replay_lag: Some(Duration::from_secs(9)), ..o }),
+        other => other,
+    };
+    run.tick(&[primary_claiming_lag, replica(90, Some(0), 1)]);
+    let lags: Vec<_> = run.view.iter().map(|n| n.replay_lag).collect();
+    assert_eq!(lags, [None, Some(Duration::from_millis(250))]);
 }
 
 #[test]

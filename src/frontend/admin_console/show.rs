@@ -66,7 +66,7 @@ pub fn nodes(shared: &Shared) -> ResultSet {
             text(n.port),
             text(n.role.as_str()),
             lag.map(|l| l.to_string()),
-            None,
+            crate::admin::lag_seconds(n).map(|s| format!("{s:.3}")),
             excluded,
             text(in_use),
             text(size),
