@@ -132,6 +132,8 @@ pub struct NodeMetrics {
     role: Gauge,
     wal_lsn: Gauge,
     units: Latency,
+    sent_bytes: Counter,
+    received_bytes: Counter,
 }
 
 impl NodeMetrics {
@@ -144,6 +146,18 @@ impl NodeMetrics {
     #[must_use]
     pub fn units(&self) -> Summary {
         self.units.summary()
+    }
+
+    /// A checkout of this node's connection wrote `sent` and read `received` protocol bytes.
+    pub fn traffic(&self, sent: u64, received: u64) {
+        self.sent_bytes.inc_by(sent);
+        self.received_bytes.inc_by(received);
+    }
+
+    /// Protocol bytes (sent to, received from) this node's server connections so far.
+    #[must_use]
+    pub fn bytes(&self) -> (u64, u64) {
+        (self.sent_bytes.get(), self.received_bytes.get())
     }
 
     /// A server connection to this node was opened (startup and authentication done).
@@ -313,6 +327,8 @@ struct NodeFamilies {
     role: Family<NodeLabel, Gauge>,
     lsn: Family<NodeLabel, Gauge>,
     units: Family<NodeLabel, Histogram, fn() -> Histogram>,
+    sent: Family<NodeLabel, Counter>,
+    received: Family<NodeLabel, Counter>,
 }
 
 impl NodeFamilies {
@@ -325,6 +341,8 @@ impl NodeFamilies {
             role: Family::default(),
             lsn: Family::default(),
             units: Family::new_with_constructor(unit_histogram),
+            sent: Family::default(),
+            received: Family::default(),
         };
         let units_help = "Time units (or transactions) held a server connection of the node";
         registry.register_with_unit("node_unit_duration", units_help, Unit::Seconds, f.units.clone());
@@ -339,6 +357,10 @@ impl NodeFamilies {
             f.role.clone(),
         );
         registry.register("node_wal_lsn", "Last WAL position seen on the node, in bytes", f.lsn.clone());
+        let help = "Protocol bytes sluice sent to the node's pooled server connections";
+        registry.register("server_sent_bytes", help, f.sent.clone());
+        let help = "Protocol bytes sluice received from the node's pooled server connections";
+        registry.register("server_received_bytes", help, f.received.clone());
         f
     }
 
@@ -352,6 +374,8 @@ impl NodeFamilies {
             role: self.role.get_or_create(&label).clone(),
             wal_lsn: self.lsn.get_or_create(&label).clone(),
             units: Latency::new(self.units.get_or_create(&label).clone()),
+            sent_bytes: self.sent.get_or_create(&label).clone(),
+            received_bytes: self.received.get_or_create(&label).clone(),
         }
     }
 }

@@ -75,6 +75,13 @@ async fn metrics_health_and_topology_describe_the_running_proxy() {
         assert!(body.contains(line), "missing {line:?} in:\n{body}");
     }
     assert!(body.contains("sluice_server_connections_opened_total{node=\"node0\"}"), "{body}");
+    // CREATE TABLE went to node0, the SELECTs to node1: both saw protocol bytes both ways.
+    for node in ["node0", "node1"] {
+        for way in ["sent", "received"] {
+            let series = format!("sluice_server_{way}_bytes_total{{node=\"{node}\"}}");
+            assert!(value(&body, &series) > 0.0, "{series} in:\n{body}");
+        }
+    }
 
     let (status, body) = get(admin, "/health").await;
     assert_eq!((status, health_status(&body).as_str()), (200, "ok"));

@@ -48,7 +48,9 @@ async fn every_console_command_answers_through_psql() {
     assert!(servers.contains("|idle|"), "{servers}");
     let stats = console(&c, port, "SHOW STATS").await;
     let replica = stats.lines().find(|l| l.starts_with("node1|replica|")).unwrap_or_else(|| panic!("{stats}"));
-    assert!(replica.split('|').nth(2).unwrap().parse::<u64>().unwrap() >= 1, "{stats}");
+    let columns: Vec<u64> = replica.split('|').skip(2).take(3).map(|v| v.parse().unwrap()).collect();
+    assert!(columns[0] >= 1, "statements: {stats}");
+    assert!(columns[1] > 0 && columns[2] > 0, "bytes sent and received: {stats}");
     assert!(console(&c, port, "SHOW CONFIG").await.contains("admin.users|operator"));
     assert!(console(&c, port, "SHOW VERSION").await.starts_with("sluice "));
     console(&c, port, "RELOAD").await;

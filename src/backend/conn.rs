@@ -158,6 +158,11 @@ impl ServerConn {
         self.wire.break_off();
     }
 
+    /// Protocol bytes (sent, received) since the last call.
+    pub fn take_traffic(&mut self) -> (u64, u64) {
+        self.wire.take_traffic()
+    }
+
     /// Its protocol state.
     #[must_use]
     pub fn wire(&self) -> &Wire {

@@ -302,6 +302,7 @@ impl Pool {
 
 impl Drop for Checkout {
     fn drop(&mut self) {
+        self.account();
         self.pool.in_use.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.number);
         self.pool.metrics.unit_done(self.taken.elapsed());
         if let Some(permit) = self.permit.take() {
@@ -336,6 +337,7 @@ impl Checkout {
             conn.prepared.clear();
             conn.unnamed = None;
         }
+        self.account();
         if let (Release::Reuse, Some(c)) = (verdict, self.conn.take()) {
             self.pool.put_back(c, self.epoch);
         }
@@ -344,7 +346,16 @@ impl Checkout {
 
     /// Close the connection instead of returning it.
     pub fn discard(mut self) {
+        self.account();
         self.conn.take();
+    }
+
+    /// Add the bytes this checkout moved to the node's counters (once per checkout).
+    fn account(&mut self) {
+        if let Some(conn) = self.conn.as_mut() {
+            let (sent, received) = conn.take_traffic();
+            self.pool.metrics.traffic(sent, received);
+        }
     }
 
     /// The pool this came from.

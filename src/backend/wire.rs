@@ -46,12 +46,16 @@ pub struct Wire {
     /// The status of the last ReadyForQuery read.
     status: TxStatus,
     mode: Mode,
+    /// Protocol bytes written to and read from the server since [`Wire::take_traffic`] last ran
+    /// (plain counters: the connection has one owner; the pool adds them to the node's
+    /// metrics when a checkout ends, never per message).
+    traffic: (u64, u64),
 }
 
 impl Default for Wire {
     /// A connection just logged in: ReadyForQuery `I` read, nothing sent.
     fn default() -> Self {
-        Wire { readies_due: 0, block_open: false, status: TxStatus::Idle, mode: Mode::Normal }
+        Wire { readies_due: 0, block_open: false, status: TxStatus::Idle, mode: Mode::Normal, traffic: (0, 0) }
     }
 }
 
@@ -61,6 +65,7 @@ const WALK_LIMIT: usize = usize::MAX;
 impl Wire {
     /// Account for client or sluice messages written to the server (whole frames).
     pub fn sent(&mut self, bytes: &[u8]) {
+        self.traffic.0 += bytes.len() as u64;
         let mut at = 0;
         while let Ok(Some((t, total))) = peek_header(&bytes[at..], WALK_LIMIT) {
             self.sent_tag(t);
@@ -69,6 +74,11 @@ impl Wire {
                 break;
             }
         }
+    }
+
+    /// Bytes (sent, received) since the last call, and start counting afresh.
+    pub fn take_traffic(&mut self) -> (u64, u64) {
+        std::mem::take(&mut self.traffic)
     }
 
     fn sent_tag(&mut self, t: u8) {
@@ -86,6 +96,8 @@ impl Wire {
 
     /// Account for one server message (tag and payload).
     pub fn received(&mut self, t: u8, body: &[u8]) {
+        // The tag and the length word, then the body.
+        self.traffic.1 += 5 + body.len() as u64;
         match t {
             tag::READY_FOR_QUERY => match (self.readies_due, body.first().copied().and_then(TxStatus::from_byte)) {
                 (1.., Some(status)) => {
@@ -312,6 +324,15 @@ mod tests {
             setup(&mut w);
             assert_eq!(w.verdict(*unread), *want, "{name}: {w:?}");
         }
+    }
+
+    #[test]
+    fn traffic_counts_whole_messages_both_ways_until_taken() {
+        let mut w = Wire::default();
+        sent(&mut w, |b| messages::query(b, "SELECT 1"));
+        w.received(tag::READY_FOR_QUERY, b"I");
+        assert_eq!(w.take_traffic(), (5 + 9, 6));
+        assert_eq!(w.take_traffic(), (0, 0));
     }
 
     #[test]

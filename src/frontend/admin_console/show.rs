@@ -137,12 +137,14 @@ pub fn clients(shared: &Shared) -> ResultSet {
     rs
 }
 
-/// Per node and route (the node's role now): units served, mean and p99 time.
+/// Per node and route (the node's role now): units served, protocol bytes sent to and received
+/// from its server connections, mean and p99 time.
 pub fn stats(shared: &Shared) -> ResultSet {
     let topology = shared.topology.load();
-    let mut rs = ResultSet::new(&["node", "route", "statements", "avg_ms", "p99_ms"]);
+    let mut rs = ResultSet::new(&["node", "route", "statements", "bytes_sent", "bytes_received", "avg_ms", "p99_ms"]);
     for n in &topology.nodes {
-        let s = shared.metrics.node(n.index).units();
+        let node = shared.metrics.node(n.index);
+        let (s, (sent, received)) = (node.units(), node.bytes());
         let p99 = s
             .p99_seconds
             .map_or_else(|| if s.count > 0 { ">30000".into() } else { "0".into() }, |p| format!("{:.1}", p * 1e3));
@@ -150,6 +152,8 @@ pub fn stats(shared: &Shared) -> ResultSet {
             text(&n.name),
             text(n.role.as_str()),
             text(s.count),
+            text(sent),
+            text(received),
             text(format!("{:.3}", s.mean_seconds * 1e3)),
             Some(p99),
         ]);
