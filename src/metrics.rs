@@ -426,7 +426,8 @@ impl OpsMetrics {
             cache_hits: Counter::default(),
             cache_misses: Counter::default(),
         };
-        let help = "Errors sluice itself sent to clients, by SQLSTATE class (first two characters)";
+        let help =
+            "Errors sent to clients (sluice's own and those servers sent), by SQLSTATE class (first two characters)";
         registry.register("client_errors", help, m.client_errors.clone());
         let help = "Node role changes seen in the topology, by the role a node moved to";
         registry.register("topology_changes", help, m.topology_changes.clone());
@@ -463,7 +464,7 @@ impl OpsMetrics {
 }
 
 impl Metrics {
-    /// Count an error sluice sent to a client (`code` is its SQLSTATE).
+    /// Count an error a client was sent, sluice's own or a server's (`code` is its SQLSTATE).
     pub fn client_error(&self, code: &str) {
         let class = match code.get(..2) {
             Some(c) if c.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase()) => c.to_string(),

@@ -58,6 +58,9 @@ async fn metrics_health_and_topology_describe_the_running_proxy() {
         client.simple_query("SELECT 1").await.unwrap();
     }
     client.simple_query("CREATE TABLE m (x int)").await.unwrap();
+    // A server's error reaches the client through sluice: counted like sluice's own.
+    common::expect_sqlstate(client.simple_query("SELECT 1/0").await, "22012");
+    common::expect_sqlstate(client.simple_query("SELECT 'x'::int").await, "22P02");
     let _ = common::connect(p.port(), "nobody", "wrong", "app").await.expect_err("unknown user");
 
     let (status, body) = get(admin, "/metrics").await;
@@ -69,6 +72,7 @@ async fn metrics_health_and_topology_describe_the_running_proxy() {
         "sluice_route_decisions_total{reason=\"write\"} 1",
         "sluice_client_connections 1",
         "sluice_client_rejections_total{reason=\"auth_failed\"} 1",
+        "sluice_client_errors_total{class=\"22\"} 2",
         "sluice_node_role{node=\"node0\"} 2",
         "sluice_node_role{node=\"node1\"} 1",
     ] {

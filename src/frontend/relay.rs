@@ -65,6 +65,8 @@ pub struct Relay<'a> {
     retry_lost: bool,
     /// The process id the client was given: its own notifications carry it (0: unchanged).
     client_pid: i32,
+    /// Where forwarded server errors are counted (by SQLSTATE class).
+    metrics: Option<&'a crate::metrics::Metrics>,
 }
 
 impl<'a> Relay<'a> {
@@ -86,7 +88,14 @@ impl<'a> Relay<'a> {
             rejected: false,
             retry_lost: false,
             client_pid: 0,
+            metrics: None,
         }
+    }
+
+    /// Count the server errors forwarded to the client in `metrics`.
+    pub fn count_errors(mut self, metrics: &'a crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Notifications raised by this connection's own backend are shown with `pid`, the process
@@ -164,8 +173,13 @@ impl<'a> Relay<'a> {
             let body = &self.conn.io.buffered()[run + 5..run + total];
             let reported = if t == tag::PARAMETER_STATUS { messages::decode_parameter_status(body) } else { None };
             let decision = step(self.queue, t, body, &mut self.errored);
-            if t == tag::ERROR_RESPONSE && self.hold.is_some() {
-                self.rejected |= messages::decode_error(body).code == crate::error::sqlstate::READ_ONLY_SQL_TRANSACTION;
+            if t == tag::ERROR_RESPONSE {
+                let code = messages::decode_error(body).code;
+                let retried = self.hold.is_some() && code == crate::error::sqlstate::READ_ONLY_SQL_TRANSACTION;
+                self.rejected |= retried;
+                if let Some(m) = self.metrics.filter(|_| !retried && matches!(decision, Step::Forward)) {
+                    m.client_error(&code);
+                }
             }
             if let Some((k, v)) = reported {
                 self.note_parameter(k, v);

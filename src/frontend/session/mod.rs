@@ -320,7 +320,9 @@ impl<'a> Session<'a> {
             return self.statement_error(sqlstate::CONNECTION_FAILURE, &e.to_string()).await.map(|()| None);
         }
         let (outcome, errored) = {
-            let relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params).client_pid(self.key.pid);
+            let relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params)
+                .client_pid(self.key.pid)
+                .count_errors(&self.shared.metrics);
             let mut relay = if retryable { relay.retryable(class.access == Access::Read) } else { relay };
             let outcome = relay.run().await;
             (outcome, relay.errored)
