@@ -64,9 +64,20 @@ async fn every_series_the_dashboard_uses_is_exported() {
         body.lines().filter(|l| !l.starts_with('#')).filter_map(|l| l.split(['{', ' ']).next()).collect();
     let missing: Vec<&String> = used.iter().filter(|s| !exported.contains(s.as_str())).collect();
     assert!(missing.is_empty(), "the dashboard uses series /metrics does not have: {missing:?}\n{body}");
-    for wanted in
-        ["sluice_client_errors_total", "sluice_classify_cache_hits_total", "sluice_pool_checkout_wait_seconds_bucket"]
-    {
+    // The list: errors by SQLSTATE class, held writes and hold time, failovers and
+    // fences, classification cache hits/misses, TLS connections, pool wait p99; and traffic.
+    for wanted in [
+        "sluice_client_errors_total",
+        "sluice_held_units_total",
+        "sluice_hold_wait_seconds_bucket",
+        "sluice_topology_changes_total",
+        "sluice_classify_cache_hits_total",
+        "sluice_classify_cache_misses_total",
+        "sluice_client_logins_total",
+        "sluice_pool_checkout_wait_seconds_bucket",
+        "sluice_server_sent_bytes_total",
+        "sluice_server_received_bytes_total",
+    ] {
         assert!(used.contains(wanted), "the dashboard should chart {wanted}");
     }
 }
