@@ -92,7 +92,7 @@ impl Demo {
              psql \"{url}\" -Atc \"SELECT inet_server_port()\" -c \"SELECT inet_server_port()\"\n\n\
              Put load on it (read-only, so it spreads over the replicas):\n  \
              pgbench -i \"{url}\" && pgbench -c 8 -j 2 -T 30 -S \"{url}\"\n\n\
-             Admin console (SHOW NODES, SHOW POOLS, SHOW STATS, PAUSE, RESUME, RELOAD):\n  \
+             Admin console (SHOW NODES, SHOW POOLS, SHOW STATS, PAUSE, RESUME, RELOAD, DRAIN, SWITCHOVER):\n  \
              psql \"{console}\" -c \"SHOW NODES\"\n\n\
              Live status page:\n  {status}\n\nPress Ctrl-C to stop and remove everything.",
             topology = render_topology(&self.handle.topology()),
