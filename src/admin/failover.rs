@@ -217,10 +217,14 @@ impl FailoverAdmin {
     /// replayed the most WAL (first in configuration order on a tie).
     #[must_use]
     pub fn default_target(&self) -> Option<String> {
-        let t = self.topology.load();
-        let best = t.nodes.iter().filter(|n| n.is_readable_replica()).rev().max_by_key(|n| n.wal_lsn);
-        best.map(|n| n.name.clone())
+        best_replica(&self.topology.load()).map(|n| n.name.clone())
     }
+}
+
+/// The readable replica that has replayed the most WAL; the first in configuration order on a
+/// tie.
+fn best_replica(t: &Topology) -> Option<&NodeView> {
+    t.nodes.iter().filter(|n| n.is_readable_replica()).rev().max_by_key(|n| n.wal_lsn)
 }
 
 async fn drain(State(ops): State<FailoverAdmin>, Path(name): Path<String>) -> Response {
@@ -242,5 +246,61 @@ async fn unfence(State(ops): State<FailoverAdmin>, Path(name): Path<String>) -> 
     match ops.unfence(&name).await {
         Ok(n) => reply(StatusCode::OK, &json!({ "ok": true, "node": node_json(&n) })),
         Err(refusal) => refusal.response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::Excluded;
+
+    fn node(index: usize, role: Role, wal_lsn: u64, excluded: Option<Excluded>) -> NodeView {
+        NodeView {
+            index,
+            name: format!("n{index}"),
+            host: "127.0.0.1".into(),
+            port: 5432,
+            role,
+            weight: 1,
+            wal_lsn: Some(wal_lsn),
+            excluded,
+            timeline: Some(1),
+            replay_lag: None,
+        }
+    }
+
+    #[test]
+    fn a_switchover_without_a_target_goes_to_the_readable_replica_furthest_ahead() {
+        let cases: [(Vec<NodeView>, Option<&str>); 4] = [
+            (
+                vec![
+                    node(0, Role::Primary, 90, None),
+                    node(1, Role::Replica, 80, None),
+                    node(2, Role::Replica, 85, None),
+                ],
+                Some("n2"),
+            ),
+            (
+                vec![
+                    node(0, Role::Primary, 90, None),
+                    node(1, Role::Replica, 80, None),
+                    node(2, Role::Replica, 80, None),
+                ],
+                Some("n1"),
+            ),
+            (
+                vec![
+                    node(0, Role::Primary, 90, None),
+                    node(1, Role::Stale, 89, Some(Excluded::Drained)),
+                    node(2, Role::Replica, 10, None),
+                ],
+                Some("n2"),
+            ),
+            (vec![node(0, Role::Primary, 90, None), node(1, Role::Down, 0, Some(Excluded::Down))], None),
+        ];
+        for (nodes, want) in cases {
+            let t = Topology { generation: 1, nodes };
+            assert_eq!(best_replica(&t).map(|n| n.name.as_str()), want, "{t:?}");
+        }
     }
 }
