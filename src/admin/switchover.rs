@@ -136,7 +136,7 @@ async fn catch_up(ops: &FailoverAdmin, old: &NodeView, new: &NodeView, started: 
     let want = lsn(ops, old, lsn_sql).await?;
     loop {
         let seen = lsn(ops, new, "SELECT pg_catalog.pg_last_wal_replay_lsn()").await?;
-        if seen >= want {
+        if replayed_up_to(seen, want) {
             return Ok(());
         }
         if left().is_zero() {
@@ -144,6 +144,21 @@ async fn catch_up(ops: &FailoverAdmin, old: &NodeView, new: &NodeView, started: 
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// WAL page size, and the sizes of the short and the long (segment start) page headers.
+const WAL_PAGE: u64 = 8192;
+const SHORT_PAGE_HEADER: u64 = 24;
+const LONG_PAGE_HEADER: u64 = 40;
+
+/// True if a replica whose replay ended at `seen` has everything up to the insert position
+/// `want`. An insert position right at the start of a page points past the page header (no
+/// record can end there), while replay stops at the end of the last record, the page boundary:
+/// an idle primary whose last record filled its page would otherwise never look caught up.
+fn replayed_up_to(seen: u64, want: u64) -> bool {
+    let offset = want % WAL_PAGE;
+    let want = if offset == SHORT_PAGE_HEADER || offset == LONG_PAGE_HEADER { want - offset } else { want };
+    seen >= want
 }
 
 async fn lsn(ops: &FailoverAdmin, node: &NodeView, sql: &str) -> Result<u64, Refusal> {
@@ -172,4 +187,25 @@ async fn promote(ops: &FailoverAdmin, new: &NodeView) -> Result<(), Refusal> {
     };
     ops.wait_until(ops.settle_time(), shown).await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::replayed_up_to;
+
+    #[test]
+    fn caught_up_means_replayed_the_insert_position_less_a_bare_page_header() {
+        let page = 0x300_0000_u64;
+        let cases = [
+            (page + 0x100, page + 0x100, true),
+            (page + 0xF8, page + 0x100, false),
+            (page, page + 24, true),
+            (page, page + 40, true),
+            (page - 8, page + 24, false),
+            (page, page + 48, false),
+        ];
+        for (seen, want, caught_up) in cases {
+            assert_eq!(replayed_up_to(seen, want), caught_up, "seen {seen:#x}, want {want:#x}");
+        }
+    }
 }
