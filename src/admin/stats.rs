@@ -45,6 +45,9 @@ struct NodeStats<'a> {
     units: u64,
     unit_mean_ms: f64,
     unit_p99_ms: Option<f64>,
+    /// Protocol bytes sent to and received from the node's server connections so far.
+    bytes_sent: u64,
+    bytes_received: u64,
 }
 
 /// Wait (bounded) while the topology is still at `generation`.
@@ -76,7 +79,8 @@ fn build<'a>(state: &AdminState, topology: &'a Topology) -> Stats<'a> {
         .chain(others)
         .map(|view| {
             let (pool_size, pool_in_use, pool_idle) = pools.get(&view.index).copied().unwrap_or_default();
-            let units = state.metrics.node(view.index).units();
+            let node = state.metrics.node(view.index);
+            let (units, (bytes_sent, bytes_received)) = (node.units(), node.bytes());
             NodeStats {
                 health: node_health(view, primary_lsn),
                 host: &view.host,
@@ -87,6 +91,8 @@ fn build<'a>(state: &AdminState, topology: &'a Topology) -> Stats<'a> {
                 units: units.count,
                 unit_mean_ms: units.mean_seconds * 1000.0,
                 unit_p99_ms: units.p99_seconds.map(|s| s * 1000.0),
+                bytes_sent,
+                bytes_received,
             }
         })
         .collect();
