@@ -67,6 +67,8 @@ async fn a_paused_replica_is_excluded_past_the_time_or_byte_limit_and_back_after
     let excluded = |why| move |t: &Topology| t.nodes[1].role == Role::Stale && t.nodes[1].excluded == Some(why);
     wait_until(&by_time, "the paused replica lagging by time", excluded(Excluded::LagTime)).await;
     wait_until(&by_bytes, "the paused replica lagging by bytes", excluded(Excluded::LagBytes)).await;
+    let behind = |t: &Topology| t.nodes[1].replay_lag.is_some_and(|l| l >= Duration::from_secs(1));
+    wait_until(&by_time, "the paused replica's replay lag in time over 1 s", behind).await;
     for p in [&by_time, &by_bytes] {
         assert!(!read_ports(p, 10).await.contains(&replica), "a read ran on the paused replica");
     }
@@ -184,6 +186,7 @@ async fn an_idle_replica_is_not_lagging_by_time() {
         let t = p.topology();
         let replica = t.nodes.iter().find(|n| n.index == 1).expect("the replica");
         assert_eq!((replica.role, replica.excluded), (Role::Replica, None), "an idle replica was excluded: {t:?}");
+        assert!(replica.replay_lag.is_none_or(|l| l < Duration::from_secs(1)), "an idle replica shows lag: {t:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

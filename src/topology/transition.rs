@@ -164,7 +164,6 @@ pub fn step(
             excluded,
             wal_lsn: m.last.as_ref().and_then(|o| o.wal_lsn),
             timeline: m.last.as_ref().and_then(|o| o.timeline),
-            replay_lag: m.last.as_ref().filter(|o| o.in_recovery).and_then(|o| o.replay_lag),
             ..n.clone()
         })
         .collect();
@@ -174,6 +173,7 @@ pub fn step(
         }
     }
     sample_primary(&mut mem, &next, limits, now);
+    replay_lags(&mem, &mut next, now);
     judge_replicas(&mem, &mut next, overrides, limits, now);
     (mem, next)
 }
@@ -284,6 +284,28 @@ fn sample_primary(mem: &mut Memory, next: &[NodeView], limits: &Limits, now: Ins
 #[must_use]
 pub fn time_lag(samples: &VecDeque<(Instant, u64)>, replayed: u64, now: Instant) -> Duration {
     samples.iter().find(|&&(_, lsn)| lsn > replayed).map_or(Duration::ZERO, |&(t, _)| now.saturating_duration_since(t))
+}
+
+/// Every replica's replay lag in time. What the replica says (`now()` minus its last replayed
+/// commit while it has received more than it replayed) is right when it is far behind, but jumps
+/// to "time since the last commit" for the moment a commit-less record (a checkpoint) is in
+/// flight on a quiet cluster; when the replica's position is within the monitor's own history of
+/// the primary's positions, that history bounds it.
+fn replay_lags(mem: &Memory, next: &mut [NodeView], now: Instant) {
+    for (n, m) in next.iter_mut().zip(&mem.nodes) {
+        let Some(o) = m.last.as_ref().filter(|o| o.in_recovery) else {
+            n.replay_lag = None;
+            continue;
+        };
+        let measured = match (o.wal_lsn, mem.samples.front()) {
+            (Some(replayed), Some(&(_, oldest))) if replayed >= oldest => Some(time_lag(&mem.samples, replayed, now)),
+            _ => None,
+        };
+        n.replay_lag = match (o.replay_lag, measured) {
+            (Some(said), Some(seen)) => Some(said.min(seen)),
+            (said, seen) => said.or(seen),
+        };
+    }
 }
 
 /// Apply the replica rules to every node that is provisionally a readable replica.

@@ -122,9 +122,21 @@ fn a_replicas_replay_lag_in_time_reaches_its_view_and_a_primary_has_none() {
         Outcome::Seen(o) => Outcome::Seen(Observation { replay_lag: Some(Duration::from_secs(9)), ..o }),
         other => other,
     };
+    // The replica is behind everything the monitor has seen of the primary: its own word.
     run.tick(&[primary_claiming_lag, replica(90, Some(0), 1)]);
     let lags: Vec<_> = run.view.iter().map(|n| n.replay_lag).collect();
     assert_eq!(lags, [None, Some(Duration::from_millis(250))]);
+    // It has replayed the primary's position: whatever it says in passing, it is not behind.
+    run.tick(&[primary(100, 1), replica(100, Some(0), 1)]);
+    assert_eq!(run.view[1].replay_lag, Some(Duration::ZERO));
+    // Within the monitor's history: bounded by when the primary had what it lacks.
+    run.tick(&[primary(110, 1), replica(100, Some(0), 1)]);
+    let saying = |secs| match replica(100, Some(0), 1) {
+        Outcome::Seen(o) => Outcome::Seen(Observation { replay_lag: Some(Duration::from_secs(secs)), ..o }),
+        other => other,
+    };
+    run.tick(&[primary(110, 1), saying(60)]);
+    assert_eq!(run.view[1].replay_lag, Some(Duration::from_millis(250)), "the primary reached 110 one tick ago");
 }
 
 #[test]
