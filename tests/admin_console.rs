@@ -51,7 +51,10 @@ async fn every_console_command_answers_through_psql() {
     let columns: Vec<u64> = replica.split('|').skip(2).take(3).map(|v| v.parse().unwrap()).collect();
     assert!(columns[0] >= 1, "statements: {stats}");
     assert!(columns[1] > 0 && columns[2] > 0, "bytes sent and received: {stats}");
-    assert!(console(&c, port, "SHOW CONFIG").await.contains("admin.users|operator"));
+    let config = console(&c, port, "SHOW CONFIG").await;
+    assert!(config.contains("admin.users|operator"), "{config}");
+    assert!(config.contains("failover|") && config.contains("switchover_timeout"), "{config}");
+    assert!(!config.contains(OPERATOR.1), "SHOW CONFIG shows no password: {config}");
     assert!(console(&c, port, "SHOW VERSION").await.starts_with("sluice "));
     console(&c, port, "RELOAD").await;
     let wrong = c.psql_as(port, OPERATOR.0, OPERATOR.1, "sluice", "SHOW TABLES").await;

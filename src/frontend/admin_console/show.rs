@@ -172,6 +172,11 @@ pub fn config(config: &Config) -> ResultSet {
     put("pool", format!("{:?}", config.pool));
     put("monitor", format!("{:?}", config.monitor));
     put("routing", format!("{:?}", config.routing));
+    put("failover", format!("{:?}", config.failover));
+    // File paths and modes only: the key material stays in the files.
+    put("client_tls", format!("{:?}", config.client_tls));
+    put("server_tls", format!("{:?}", config.server_tls));
+    put("auth", config.auth.as_ref().map_or("(none)".into(), |a| format!("{a:?}")));
     put("lifecycle", format!("{:?}", config.ops.lifecycle));
     put("admin.users", config.ops.admin.users.join(","));
     put("admin.token", if config.ops.admin.token.is_some() { "(set)".into() } else { "(not set)".into() });
