@@ -48,33 +48,47 @@ pub struct ConnectSpec {
     pub max_prepared_statements: usize,
 }
 
-/// An authenticated, idle server connection.
-pub struct ServerConn {
-    /// The socket, framed.
-    pub io: FrameReader<MaybeTls>,
-    /// Node index.
-    pub node: usize,
-    /// Node name.
-    pub node_name: String,
-    /// Where to send a CancelRequest.
-    pub cancel_addr: std::sync::Arc<(String, u16)>,
-    /// How to reach the server for a CancelRequest (the same TLS as this connection).
+/// Where a cancel must go: a server and its BackendKeyData.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CancelTarget {
+    /// Server host and port (shared with the connection, so setting a target allocates nothing).
+    pub addr: Arc<(String, u16)>,
+    /// Server process id.
+    pub pid: i32,
+    /// Server secret.
+    pub secret: i32,
+    /// TLS towards that server (`[server_tls]`).
     pub tls: ServerTls,
+}
+
+/// An authenticated server connection and the state it carries. Everything but the socket is
+/// behind methods: the frontend asks, the connection keeps its own books.
+pub struct ServerConn {
+    /// The socket, framed (the relay reads its buffer in place).
+    pub(crate) io: FrameReader<MaybeTls>,
+    /// Node index.
+    node: usize,
+    /// Node name.
+    node_name: String,
+    /// Where to send a CancelRequest.
+    cancel_addr: Arc<(String, u16)>,
+    /// How to reach the server for a CancelRequest (the same TLS as this connection).
+    tls: ServerTls,
     /// The server's BackendKeyData.
-    pub key: (i32, i32),
+    key: (i32, i32),
     /// ParameterStatus values the server reported: at startup, then as they changed.
-    pub server_params: Vec<(String, String)>,
+    server_params: Vec<(String, String)>,
     /// Fingerprint of the session state (parameters + replayed commands) this connection carries;
     /// 0 for none.
-    pub applied: u64,
+    applied: u64,
     /// Statements sluice prepared on this connection (bounded, least recently used evicted).
-    pub prepared: PreparedStatements,
+    prepared: PreparedStatements,
     /// The statement in the server's unnamed slot, if known.
-    pub unnamed: Option<Arc<StmtKey>>,
+    unnamed: Option<Arc<StmtKey>>,
     /// When it was opened.
-    pub created: Instant,
+    created: Instant,
     /// When it was last released.
-    pub last_used: Instant,
+    last_used: Instant,
     /// What it still owes (see [`Wire`]): updated by every send and every reply read.
     wire: Wire,
 }
@@ -100,7 +114,7 @@ impl ServerConn {
             io: FrameReader::new(stream, MAX_SERVER_MESSAGE),
             node: spec.node,
             node_name: spec.node_name.clone(),
-            cancel_addr: std::sync::Arc::new((spec.host.clone(), spec.port)),
+            cancel_addr: Arc::new((spec.host.clone(), spec.port)),
             tls: spec.tls.clone(),
             key: (0, 0),
             server_params: Vec::new(),
@@ -118,6 +132,93 @@ impl ServerConn {
         conn.read_until_ready().await?;
         conn.wire = Wire::default();
         Ok(conn)
+    }
+
+    /// Node index.
+    #[must_use]
+    pub fn node(&self) -> usize {
+        self.node
+    }
+
+    /// Node name.
+    #[must_use]
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    /// The server process id (BackendKeyData).
+    #[must_use]
+    pub fn backend_pid(&self) -> i32 {
+        self.key.0
+    }
+
+    /// Where a CancelRequest for this connection goes.
+    #[must_use]
+    pub fn cancel_target(&self) -> CancelTarget {
+        CancelTarget { addr: Arc::clone(&self.cancel_addr), pid: self.key.0, secret: self.key.1, tls: self.tls.clone() }
+    }
+
+    /// ParameterStatus values the server reported: at startup, then as they changed.
+    #[must_use]
+    pub fn server_params(&self) -> &[(String, String)] {
+        &self.server_params
+    }
+
+    /// Record a parameter value the server reported.
+    pub fn note_server_param(&mut self, name: String, value: String) {
+        match self.server_params.iter_mut().find(|(k, _)| *k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.server_params.push((name, value)),
+        }
+    }
+
+    /// Fingerprint of the session state this connection carries (0: none).
+    #[must_use]
+    pub fn applied(&self) -> u64 {
+        self.applied
+    }
+
+    /// The connection now carries the session state with this fingerprint.
+    pub fn set_applied(&mut self, fingerprint: u64) {
+        self.applied = fingerprint;
+    }
+
+    /// The statements sluice keeps prepared here.
+    pub fn statements_mut(&mut self) -> &mut PreparedStatements {
+        &mut self.prepared
+    }
+
+    /// The statement in the server's unnamed slot, if known.
+    #[must_use]
+    pub fn unnamed(&self) -> Option<&Arc<StmtKey>> {
+        self.unnamed.as_ref()
+    }
+
+    /// Record what the server's unnamed slot holds (`None`: unknown).
+    pub fn set_unnamed(&mut self, key: Option<Arc<StmtKey>>) {
+        self.unnamed = key;
+    }
+
+    /// Forget every statement sluice prepared here (the server dropped them, or may have).
+    pub fn forget_statements(&mut self) {
+        self.prepared.clear();
+        self.unnamed = None;
+    }
+
+    /// After `DISCARD ALL`: no session state, no statements.
+    pub(crate) fn discarded(&mut self) {
+        self.applied = 0;
+        self.forget_statements();
+    }
+
+    /// Neither older than `lifetime` nor idle longer than `idle`.
+    pub(crate) fn fresh(&self, lifetime: Duration, idle: Duration) -> bool {
+        self.created.elapsed() < lifetime && self.last_used.elapsed() < idle
+    }
+
+    /// Released now (for the idle timeout).
+    pub(crate) fn touch(&mut self) {
+        self.last_used = Instant::now();
     }
 
     /// Write bytes to the server.
@@ -188,8 +289,7 @@ impl ServerConn {
         };
         let done = matches!(tokio::time::timeout(limit, work).await, Ok(Ok(())));
         if failed {
-            self.prepared.clear();
-            self.unnamed = None;
+            self.forget_statements();
         }
         done && self.verdict() == Release::Reuse
     }
@@ -345,10 +445,8 @@ impl ServerConn {
 
     /// Record a ParameterStatus: `server_params` always holds what the server last reported.
     fn note_parameter_status(&mut self, frame: &Frame) {
-        let Some((name, value)) = messages::decode_parameter_status(frame.body()) else { return };
-        match self.server_params.iter_mut().find(|(k, _)| *k == name) {
-            Some(slot) => slot.1 = value,
-            None => self.server_params.push((name, value)),
+        if let Some((name, value)) = messages::decode_parameter_status(frame.body()) {
+            self.note_server_param(name, value);
         }
     }
 

@@ -13,6 +13,6 @@ pub mod prepared;
 pub mod probe;
 pub mod wire;
 
-pub use conn::{ConnectSpec, ServerConn};
+pub use conn::{CancelTarget, ConnectSpec, ServerConn};
 pub use pool::{Checkout, Pool, PoolKey, Pools};
 pub use wire::{Release, Wire};

@@ -138,7 +138,7 @@ impl Pool {
             None => {
                 let c = ServerConn::connect(&self.spec.load()).await.inspect_err(|_| self.metrics.connect_failed())?;
                 self.metrics.connected();
-                self.startup_params.get_or_init(|| c.server_params.clone());
+                self.startup_params.get_or_init(|| c.server_params().to_vec());
                 c
             }
         };
@@ -198,14 +198,14 @@ impl Pool {
 
     fn fresh(&self, c: &ServerConn) -> bool {
         let cfg = self.cfg.load();
-        c.created.elapsed() < cfg.server_lifetime && c.last_used.elapsed() < cfg.server_idle_timeout
+        c.fresh(cfg.server_lifetime, cfg.server_idle_timeout)
     }
 
     fn put_back(&self, mut c: ServerConn, epoch: u64) {
         if !self.fresh(&c) || epoch != self.epoch.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
-        c.last_used = Instant::now();
+        c.touch();
         self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(c);
     }
 
@@ -332,9 +332,7 @@ impl Checkout {
                 Ok(_) => conn.verdict(),
                 Err(_) => Release::Close,
             };
-            conn.applied = 0;
-            conn.prepared.clear();
-            conn.unnamed = None;
+            conn.discarded();
         }
         if let (Release::Reuse, Some(c)) = (verdict, self.conn.take()) {
             self.pool.put_back(c, self.epoch);

@@ -76,7 +76,7 @@ impl<'a> Batch<'a> {
     /// An empty batch for `conn`.
     /// Statements a failed unit may have left are closed first.
     pub fn new(conn: &'a mut ServerConn, classifier: &'a Classifier) -> Self {
-        let reclose = conn.prepared.begin_unit();
+        let reclose = conn.statements_mut().begin_unit();
         let mut batch = Self {
             conn,
             classifier,
@@ -111,7 +111,7 @@ impl<'a> Batch<'a> {
 
     /// The statement's name on the connection, preparing it (replies swallowed) if it lacks it.
     fn ensure(&mut self, def: &StmtDef) -> String {
-        match self.conn.prepared.get(&def.key) {
+        match self.conn.statements_mut().get(&def.key) {
             Some(name) => name,
             None => self.prepare(def, false),
         }
@@ -119,17 +119,17 @@ impl<'a> Batch<'a> {
 
     /// Re-create the unnamed statement if the connection's unnamed slot holds something else.
     fn ensure_unnamed(&mut self, def: &StmtDef) {
-        if self.conn.unnamed.as_deref() != Some(&*def.key) {
+        if self.conn.unnamed().map(|k| &**k) != Some(&*def.key) {
             messages::parse(&mut self.out, "", &def.key.query, &def.key.param_types);
             self.queue.push_back(Expect::Server { kind: ReplyKind::Parse, forward: false });
-            self.conn.unnamed = Some(Arc::clone(&def.key));
+            self.conn.set_unnamed(Some(Arc::clone(&def.key)));
         }
     }
 
     /// Prepare under a new name (never used before on this connection, so no stale statement
     /// can be in the way), closing what the bound evicts.
     fn prepare(&mut self, def: &StmtDef, forward: bool) -> String {
-        let (name, evicted) = self.conn.prepared.insert(Arc::clone(&def.key));
+        let (name, evicted) = self.conn.statements_mut().insert(Arc::clone(&def.key));
         for old in evicted {
             self.close_server(old);
         }
@@ -267,12 +267,12 @@ impl Statements {
                 // `DEALLOCATE <client name>` runs as `DEALLOCATE <server name>`.
                 messages::parse(&mut batch.out, "", format!("DEALLOCATE {server}").as_bytes(), p.param_types);
                 batch.queue.push_back(Expect::Server { kind: ReplyKind::Parse, forward: true });
-                batch.conn.unnamed = None;
+                batch.conn.set_unnamed(None);
             } else {
-                batch.conn.unnamed = Some(Arc::clone(&def.key));
+                batch.conn.set_unnamed(Some(Arc::clone(&def.key)));
                 batch.forward(frame, Some(ReplyKind::Parse));
             }
-        } else if batch.conn.prepared.get(&def.key).is_some() {
+        } else if batch.conn.statements_mut().get(&def.key).is_some() {
             batch.synth(Synth::ParseComplete);
         } else {
             batch.prepare(&def, true);
@@ -291,7 +291,7 @@ impl Statements {
             }
             None => batch.forward(frame, Some(ReplyKind::Query)),
         }
-        batch.conn.unnamed = None;
+        batch.conn.set_unnamed(None);
     }
 
     /// If `sql` is `DEALLOCATE [PREPARE] name` of one of the client's protocol-level statements:
@@ -301,7 +301,7 @@ impl Statements {
         let target = deallocate_target(std::str::from_utf8(sql).ok()?)?;
         let def = self.named.remove(&target)?;
         let server = batch.ensure(&def);
-        batch.conn.prepared.remove(&def.key);
+        batch.conn.statements_mut().remove(&def.key);
         // Should the unit fail before the DEALLOCATE ran, the name is closed next time.
         batch.closed.push(server.clone());
         Some(server)

@@ -114,21 +114,15 @@ impl Session<'_> {
     /// Bring a connection's session parameters in line with this session's.
     pub(super) async fn prepare_conn(&self, conn: &mut ServerConn) -> Result<(), BackendError> {
         let wanted = self.params.fingerprint();
-        if conn.applied != wanted {
+        if conn.applied() != wanted {
             conn.run_internal(&self.params.sync_sql()).await?;
-            conn.applied = wanted;
+            conn.set_applied(wanted);
         }
         Ok(())
     }
 
     pub(super) fn hold(&mut self, mut checkout: Checkout) {
-        let conn = checkout.conn();
-        self.key.set_target(Some(CancelTarget {
-            addr: Arc::clone(&conn.cancel_addr),
-            pid: conn.key.0,
-            secret: conn.key.1,
-            tls: conn.tls.clone(),
-        }));
+        self.key.set_target(Some(checkout.conn().cancel_target()));
         self.held = Some(Held { checkout, status: TxStatus::Idle, block: Block::Closed });
     }
 

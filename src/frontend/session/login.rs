@@ -61,7 +61,7 @@ impl Session<'_> {
             PoolMode::Transaction => Class::read(Reason::Empty),
         };
         self.acquire(&class).await?;
-        let params = self.conn().server_params.clone();
+        let params = self.conn().server_params().to_vec();
         let pool = self.held.as_ref().map(|h| Arc::clone(h.checkout.pool()));
         for (k, mine) in &self.params.params {
             let reported = params.iter().find(|(name, _)| name.eq_ignore_ascii_case(k));
