@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use super::prepared::{PreparedStatements, StmtKey};
+use super::settings::Settings;
 use super::wire::{Release, Wire};
 use crate::auth::{md5_response, PassThroughKeys, SaltCache, ScramClient};
 use crate::error::BackendError;
@@ -78,9 +79,14 @@ pub struct ServerConn {
     key: (i32, i32),
     /// ParameterStatus values the server reported: at startup, then as they changed.
     server_params: Vec<(String, String)>,
-    /// Fingerprint of the session state (parameters + replayed commands) this connection carries;
-    /// 0 for none.
-    applied: u64,
+    /// The session settings this connection carries (`None`: unknown, start over).
+    carried: Option<Arc<Settings>>,
+    /// A state sync decided at checkout, to go out in the same write as the unit, and the
+    /// settings the connection carries once it ran.
+    pending_sync: Option<(String, Arc<Settings>)>,
+    /// A pipelined state sync failed: the unit's replies were discarded, the connection is
+    /// closed at release.
+    sync_failed: bool,
     /// Statements sluice prepared on this connection (bounded, least recently used evicted).
     prepared: PreparedStatements,
     /// The statement in the server's unnamed slot, if known.
@@ -118,7 +124,9 @@ impl ServerConn {
             tls: spec.tls.clone(),
             key: (0, 0),
             server_params: Vec::new(),
-            applied: 0,
+            carried: Some(Arc::default()),
+            pending_sync: None,
+            sync_failed: false,
             prepared: PreparedStatements::new(spec.max_prepared_statements),
             unnamed: None,
             created: Instant::now(),
@@ -172,15 +180,60 @@ impl ServerConn {
         }
     }
 
-    /// Fingerprint of the session state this connection carries (0: none).
+    /// The session settings this connection carries (`None`: unknown).
     #[must_use]
-    pub fn applied(&self) -> u64 {
-        self.applied
+    pub fn carried(&self) -> Option<&Settings> {
+        self.carried.as_deref()
     }
 
-    /// The connection now carries the session state with this fingerprint.
-    pub fn set_applied(&mut self, fingerprint: u64) {
-        self.applied = fingerprint;
+    /// True if it carries exactly `want` (a fingerprint compare, then the full value).
+    #[must_use]
+    pub fn carries(&self, want: &Settings) -> bool {
+        self.carried.as_deref().is_some_and(|have| have.fingerprint() == want.fingerprint() && *have == *want)
+    }
+
+    /// The connection now carries these settings (they ran on it).
+    pub fn carry(&mut self, settings: Arc<Settings>) {
+        self.carried = Some(settings);
+    }
+
+    /// What the connection carries is no longer known (the client ran `RESET ALL`...): the
+    /// next sync starts over.
+    pub fn carry_unknown(&mut self) {
+        self.carried = None;
+    }
+
+    /// Send `sql` ahead of the next unit, in the same write (see [`ServerConn::take_pending_sync`]);
+    /// the connection then carries `settings`.
+    pub fn set_pending_sync(&mut self, sql: String, settings: Arc<Settings>) {
+        self.pending_sync = Some((sql, settings));
+    }
+
+    /// The pipelined sync to put in front of the unit being written now, if any. From here on
+    /// the connection is taken to carry its settings: if the sync fails, the connection is
+    /// closed ([`ServerConn::sync_failed`]).
+    pub fn take_pending_sync(&mut self) -> Option<String> {
+        let (sql, settings) = self.pending_sync.take()?;
+        self.carried = Some(settings);
+        Some(sql)
+    }
+
+    /// Drop a pending sync that no unit carried out.
+    pub(crate) fn take_pending_sync_unsent(&mut self) {
+        self.pending_sync = None;
+    }
+
+    /// The pipelined sync failed: nothing this connection carries can be trusted; it is
+    /// closed, not reused.
+    pub fn sync_failed(&mut self) {
+        self.sync_failed = true;
+        self.carried = None;
+        self.wire.break_off();
+    }
+
+    /// True once, after a pipelined sync failed on it.
+    pub(crate) fn take_sync_failure(&mut self) -> bool {
+        std::mem::take(&mut self.sync_failed)
     }
 
     /// The statements sluice keeps prepared here.
@@ -207,7 +260,8 @@ impl ServerConn {
 
     /// After `DISCARD ALL`: no session state, no statements.
     pub(crate) fn discarded(&mut self) {
-        self.applied = 0;
+        self.carried = Some(Arc::default());
+        self.pending_sync = None;
         self.forget_statements();
     }
 

@@ -168,10 +168,19 @@ impl<'a> Relay<'a> {
                 self.rejected |= messages::decode_error(body).code == crate::error::sqlstate::READ_ONLY_SQL_TRANSACTION;
             }
             if let Some((k, v)) = reported {
-                self.note_parameter(k, v);
+                // A swallowed report answers sluice's own state sync: the connection's, not news.
+                if decision == Step::Swallow {
+                    self.conn.note_server_param(k, v);
+                } else {
+                    self.note_parameter(k, v);
+                }
             }
             match decision {
                 Step::Forward => run += total,
+                Step::SyncFailed => {
+                    self.conn.sync_failed();
+                    run += total;
+                }
                 Step::Swallow => {
                     self.flush(run).await?;
                     run = 0;
@@ -201,7 +210,7 @@ impl<'a> Relay<'a> {
 
     fn note_parameter(&mut self, k: String, v: String) {
         if self.params.note_reported(&k, &v) {
-            self.conn.set_applied(self.params.fingerprint());
+            self.conn.carry(std::sync::Arc::clone(self.params.settings()));
         }
         self.conn.note_server_param(k, v);
     }

@@ -73,18 +73,17 @@ pub struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    /// An empty batch for `conn`.
-    /// Statements a failed unit may have left are closed first.
+    /// An empty batch for `conn`: the state sync decided at checkout goes first (its replies
+    /// swallowed), then statements a failed unit may have left are closed.
     pub fn new(conn: &'a mut ServerConn, classifier: &'a Classifier) -> Self {
+        let mut out = BytesMut::new();
+        let mut queue = VecDeque::new();
+        if let Some(sql) = conn.take_pending_sync() {
+            messages::query(&mut out, &sql);
+            queue.push_back(Expect::Server { kind: ReplyKind::StateSync, forward: false });
+        }
         let reclose = conn.statements_mut().begin_unit();
-        let mut batch = Self {
-            conn,
-            classifier,
-            out: BytesMut::new(),
-            queue: VecDeque::new(),
-            added: Vec::new(),
-            closed: Vec::new(),
-        };
+        let mut batch = Self { conn, classifier, out, queue, added: Vec::new(), closed: Vec::new() };
         for name in reclose {
             batch.close_server(name);
         }

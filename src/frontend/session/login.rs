@@ -60,7 +60,8 @@ impl Session<'_> {
             PoolMode::Session => Class::write(Reason::Write),
             PoolMode::Transaction => Class::read(Reason::Empty),
         };
-        self.acquire(&class).await?;
+        // The login reports the server's parameters with the session's applied: answered first.
+        self.acquire_with(&class, super::conn::SyncMode::RoundTrip).await?;
         let params = self.conn().server_params().to_vec();
         let pool = self.held.as_ref().map(|h| Arc::clone(h.checkout.pool()));
         for (k, mine) in &self.params.params {

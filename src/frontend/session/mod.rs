@@ -413,13 +413,21 @@ impl<'a> Session<'a> {
             // writes, or when the history is full, the session stays on this connection.
             SessionEffect::Parameter if autocommit && class.access == Access::Read => {
                 let texts = unit_texts(unit);
-                if texts.iter().any(|t| is_reset_all(t)) {
-                    self.params.clear_history();
+                let reset = texts.iter().any(|t| is_reset_all(t));
+                if reset {
+                    self.params.reset_all();
                 } else if !texts.iter().all(|t| self.params.record(t)) {
                     self.pinned = true;
                 }
                 if let Some(h) = self.held.as_mut() {
-                    h.checkout.conn().set_applied(self.params.fingerprint());
+                    let conn = h.checkout.conn();
+                    // After RESET ALL the connection holds server defaults, not the session's
+                    // startup parameters: the next sync starts over.
+                    if reset {
+                        conn.carry_unknown();
+                    } else {
+                        conn.carry(Arc::clone(self.params.settings()));
+                    }
                 }
             }
             SessionEffect::Parameter => self.pinned = true,
