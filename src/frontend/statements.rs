@@ -259,14 +259,18 @@ impl Statements {
             // Let the server produce the error for a malformed Parse.
             return batch.forward(frame, Some(ReplyKind::Parse));
         };
-        let def = Arc::new(StmtDef::new(p.query, p.param_types, batch.classifier));
+        let mut def = Arc::new(StmtDef::new(p.query, p.param_types, batch.classifier));
         let name = p.name.to_string();
         if name.is_empty() {
             if let Some(server) = self.deallocate(&def.key.query, batch) {
-                // `DEALLOCATE <client name>` runs as `DEALLOCATE <server name>`.
-                messages::parse(&mut batch.out, "", format!("DEALLOCATE {server}").as_bytes(), p.param_types);
+                // `DEALLOCATE <client name>` runs as `DEALLOCATE <server name>`: that is what the
+                // client's unnamed statement now is, here and wherever a later Bind re-creates
+                // it (with the client's text, the Bind would re-parse and fail with 26000).
+                let mapped = format!("DEALLOCATE {server}");
+                def = Arc::new(StmtDef::new(mapped.as_bytes(), p.param_types, batch.classifier));
+                messages::parse(&mut batch.out, "", mapped.as_bytes(), p.param_types);
                 batch.queue.push_back(Expect::Server { kind: ReplyKind::Parse, forward: true });
-                batch.conn.set_unnamed(None);
+                batch.conn.set_unnamed(Some(Arc::clone(&def.key)));
             } else {
                 batch.conn.set_unnamed(Some(Arc::clone(&def.key)));
                 batch.forward(frame, Some(ReplyKind::Parse));
