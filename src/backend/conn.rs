@@ -173,7 +173,7 @@ impl ServerConn {
     }
 
     /// Record a parameter value the server reported.
-    pub fn note_server_param(&mut self, name: String, value: String) {
+    pub(crate) fn note_server_param(&mut self, name: String, value: String) {
         match self.server_params.iter_mut().find(|(k, _)| *k == name) {
             Some(slot) => slot.1 = value,
             None => self.server_params.push((name, value)),
@@ -193,26 +193,26 @@ impl ServerConn {
     }
 
     /// The connection now carries these settings (they ran on it).
-    pub fn carry(&mut self, settings: Arc<Settings>) {
+    pub(crate) fn carry(&mut self, settings: Arc<Settings>) {
         self.carried = Some(settings);
     }
 
     /// What the connection carries is no longer known (the client ran `RESET ALL`...): the
     /// next sync starts over.
-    pub fn carry_unknown(&mut self) {
+    pub(crate) fn carry_unknown(&mut self) {
         self.carried = None;
     }
 
     /// Send `sql` ahead of the next unit, in the same write (see [`ServerConn::take_pending_sync`]);
     /// the connection then carries `settings`.
-    pub fn set_pending_sync(&mut self, sql: String, settings: Arc<Settings>) {
+    pub(crate) fn set_pending_sync(&mut self, sql: String, settings: Arc<Settings>) {
         self.pending_sync = Some((sql, settings));
     }
 
     /// The pipelined sync to put in front of the unit being written now, if any. From here on
     /// the connection is taken to carry its settings: if the sync fails, the connection is
     /// closed ([`ServerConn::sync_failed`]).
-    pub fn take_pending_sync(&mut self) -> Option<String> {
+    pub(crate) fn take_pending_sync(&mut self) -> Option<String> {
         let (sql, settings) = self.pending_sync.take()?;
         self.carried = Some(settings);
         Some(sql)
@@ -225,7 +225,7 @@ impl ServerConn {
 
     /// The pipelined sync failed: nothing this connection carries can be trusted; it is
     /// closed, not reused.
-    pub fn sync_failed(&mut self) {
+    pub(crate) fn sync_failed(&mut self) {
         self.sync_failed = true;
         self.carried = None;
         self.wire.break_off();
@@ -237,7 +237,7 @@ impl ServerConn {
     }
 
     /// The statements sluice keeps prepared here.
-    pub fn statements_mut(&mut self) -> &mut PreparedStatements {
+    pub(crate) fn statements_mut(&mut self) -> &mut PreparedStatements {
         &mut self.prepared
     }
 
@@ -248,12 +248,12 @@ impl ServerConn {
     }
 
     /// Record what the server's unnamed slot holds (`None`: unknown).
-    pub fn set_unnamed(&mut self, key: Option<Arc<StmtKey>>) {
+    pub(crate) fn set_unnamed(&mut self, key: Option<Arc<StmtKey>>) {
         self.unnamed = key;
     }
 
     /// Forget every statement sluice prepared here (the server dropped them, or may have).
-    pub fn forget_statements(&mut self) {
+    pub(crate) fn forget_statements(&mut self) {
         self.prepared.clear();
         self.unnamed = None;
     }
