@@ -138,3 +138,30 @@ async fn a_failed_pipelined_sync_fails_the_unit_not_the_session() {
     // The session goes on; b never sees a's failure.
     assert_eq!(b.query_one("SELECT 7", &[]).await.unwrap().get::<_, i32>(0), 7);
 }
+
+/// `RESET ALL` returns a session to the parameters it started with (as PostgreSQL does), not
+/// to the server's defaults, on whichever connection it reads next.
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_all_returns_to_the_startup_parameters() {
+    let c = Cluster::start(1).await;
+    let p = Proxy::builder().cluster(&c).pool_size(1).pool_mode("transaction").monitor_interval("100ms").start().await;
+    p.wait_topology(1, 1).await;
+    let mut config: tokio_postgres::Config = p.conn_string().parse().unwrap();
+    config.options("-c work_mem=5MB -c application_name=app_s");
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let settings = "SELECT current_setting('work_mem') || ' ' || current_setting('application_name')";
+    let read = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, String>(0) }
+    };
+    client.batch_execute("SET work_mem = '7MB'; SET application_name = 'changed'").await.unwrap();
+    assert_eq!(read(settings).await, "7MB changed");
+    client.batch_execute("RESET ALL").await.unwrap();
+    for round in 0..4 {
+        assert_eq!(read(settings).await, "5MB app_s", "round {round}, on a replica");
+        let on_primary =
+            "/* sluice: primary */ SELECT current_setting('work_mem') || ' ' || current_setting('application_name')";
+        assert_eq!(read(on_primary).await, "5MB app_s", "round {round}, on the primary");
+    }
+}
