@@ -165,3 +165,21 @@ async fn reset_all_returns_to_the_startup_parameters() {
         assert_eq!(read(on_primary).await, "5MB app_s", "round {round}, on the primary");
     }
 }
+
+/// The same with a connection held for the whole session (session pooling).
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_all_on_a_held_connection_returns_to_the_startup_parameters() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).pool_size(2).pool_mode("session").start().await;
+    let mut config: tokio_postgres::Config = p.conn_string().parse().unwrap();
+    config.options("-c work_mem=5MB");
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let work_mem = "SELECT current_setting('work_mem')";
+    client.batch_execute("SET work_mem = '7MB'").await.unwrap();
+    assert_eq!(client.query_one(work_mem, &[]).await.unwrap().get::<_, String>(0), "7MB");
+    client.batch_execute("RESET ALL").await.unwrap();
+    for round in 0..3 {
+        assert_eq!(client.query_one(work_mem, &[]).await.unwrap().get::<_, String>(0), "5MB", "round {round}");
+    }
+}

@@ -35,7 +35,7 @@ impl Session<'_> {
     /// [`Session::acquire`], choosing how a state sync may be sent.
     pub(super) async fn acquire_with(&mut self, class: &Class, sync: SyncMode) -> Result<(), BackendError> {
         if self.held.is_some() {
-            return Ok(());
+            return self.resync_held().await;
         }
         let hold = self.shared.config.failover.hold_timeout;
         let started = tokio::time::Instant::now();
@@ -165,6 +165,21 @@ impl Session<'_> {
                 Err(e)
             }
         }
+    }
+
+    /// A connection held across units follows the session's settings by itself, except
+    /// after a client `RESET ALL` (the server went back to its defaults, the session to its
+    /// startup parameters): between units, bring it back before the next one runs.
+    async fn resync_held(&mut self) -> Result<(), BackendError> {
+        let Some(mut held) = self.held.take() else { return Ok(()) };
+        let between_units = held.status == TxStatus::Idle && held.block == Block::Closed;
+        let result = if between_units && !held.checkout.conn().carries(self.params.settings()) {
+            self.prepare_conn(&mut held.checkout, SyncMode::RoundTrip).await
+        } else {
+            Ok(())
+        };
+        self.held = Some(held);
+        result
     }
 
     pub(super) fn hold(&mut self, mut checkout: Checkout) {
