@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use prometheus_client::registry::Registry;
+use sluice::backend::settings::{diff, to_query};
 use sluice::backend::Pools;
 use sluice::config::{Config, DefaultRoute};
 use sluice::frontend::params::SessionParams;
@@ -129,16 +130,25 @@ fn bench_params(c: &mut Criterion) {
     .iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
     .collect();
-    let session = SessionParams::from_startup(&startup).unwrap();
-    let applied = session.fingerprint();
+    let mut session = SessionParams::from_startup(&startup).unwrap();
+    session.record("SET search_path = app, public");
+    session.record("SET statement_timeout = '5s'");
+    let carried = Arc::clone(session.settings());
     let mut changed = session.clone();
-    changed.set("search_path", "app, public");
-    let mut g = c.benchmark_group("session state");
-    g.bench_function("diff, connection already matches", |b| {
-        b.iter(|| black_box(&session).fingerprint() != black_box(applied))
+    changed.record("SET statement_timeout = '10s'");
+    let mut g = c.benchmark_group("session state diff");
+    g.bench_function("connection already matches", |b| {
+        b.iter(|| diff(Some(black_box(&carried)), black_box(session.settings())).is_empty())
     });
-    g.bench_function("diff + sync SQL, 6 parameters differ", |b| {
-        b.iter(|| (black_box(&changed).fingerprint() != applied).then(|| changed.sync_sql()))
+    g.bench_function("one SET changed, 7 settings", |b| {
+        b.iter(|| to_query(&diff(Some(black_box(&carried)), black_box(changed.settings()))))
+    });
+    g.bench_function("fold 5 parameters and 3 SETs", |b| {
+        b.iter(|| {
+            let mut s = black_box(&session).clone();
+            s.record("SET work_mem = '8MB'");
+            s.fingerprint()
+        })
     });
     g.finish();
 }

@@ -91,6 +91,32 @@ impl UnitOutcome {
     }
 }
 
+/// How a server connection was brought to a session's settings, for `state_syncs_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SyncOutcome {
+    /// Sent in the same write as the unit, replies swallowed: no extra round trip.
+    Pipelined,
+    /// Sent and answered before the unit (the node had not run these statements yet).
+    RoundTrip,
+    /// The server refused it (round trip), or a pipelined one failed and its unit was discarded.
+    Failed,
+}
+
+impl SyncOutcome {
+    /// Every outcome, in label order.
+    pub const ALL: [SyncOutcome; 3] = [SyncOutcome::Pipelined, SyncOutcome::RoundTrip, SyncOutcome::Failed];
+
+    /// The metric label value.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncOutcome::Pipelined => "pipelined",
+            SyncOutcome::RoundTrip => "round_trip",
+            SyncOutcome::Failed => "failed",
+        }
+    }
+}
+
 /// Why a client connection was refused before its session began, for `client_rejections_total`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Rejection {
@@ -134,6 +160,8 @@ pub struct NodeMetrics {
     units: Latency,
     sent_bytes: Counter,
     received_bytes: Counter,
+    syncs: [Counter; SyncOutcome::ALL.len()],
+    sync_statements: Counter,
 }
 
 impl NodeMetrics {
@@ -173,6 +201,12 @@ impl NodeMetrics {
     /// A pool checkout on this node succeeded after waiting `wait`.
     pub fn checkout_waited(&self, wait: Duration) {
         self.checkout_wait.observe(wait);
+    }
+
+    /// A state sync of `statements` statements was sent (or failed).
+    pub fn state_sync(&self, outcome: SyncOutcome, statements: usize) {
+        self.syncs[outcome as usize].inc();
+        self.sync_statements.inc_by(u64::try_from(statements).unwrap_or(u64::MAX));
     }
 
     /// A pool checkout on this node gave up after the configured wait.
@@ -329,6 +363,8 @@ struct NodeFamilies {
     units: Family<NodeLabel, Histogram, fn() -> Histogram>,
     sent: Family<NodeLabel, Counter>,
     received: Family<NodeLabel, Counter>,
+    syncs: Family<OutcomeLabel, Counter>,
+    sync_statements: Counter,
 }
 
 impl NodeFamilies {
@@ -343,7 +379,12 @@ impl NodeFamilies {
             units: Family::new_with_constructor(unit_histogram),
             sent: Family::default(),
             received: Family::default(),
+            syncs: Family::default(),
+            sync_statements: Counter::default(),
         };
+        registry.register("state_syncs", "Session state syncs of server connections by outcome", f.syncs.clone());
+        let statements_help = "Statements sent to bring server connections to their session's settings";
+        registry.register("state_sync_statements", statements_help, f.sync_statements.clone());
         let units_help = "Time units (or transactions) held a server connection of the node";
         registry.register_with_unit("node_unit_duration", units_help, Unit::Seconds, f.units.clone());
         registry.register("server_connections_opened", "Server connections opened per node", f.opened.clone());
@@ -376,6 +417,8 @@ impl NodeFamilies {
             units: Latency::new(self.units.get_or_create(&label).clone()),
             sent_bytes: self.sent.get_or_create(&label).clone(),
             received_bytes: self.received.get_or_create(&label).clone(),
+            syncs: SyncOutcome::ALL.map(|o| self.syncs.get_or_create(&OutcomeLabel { outcome: o.as_str() }).clone()),
+            sync_statements: self.sync_statements.clone(),
         }
     }
 }

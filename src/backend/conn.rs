@@ -9,6 +9,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use super::prepared::{PreparedStatements, StmtKey};
+use super::settings::Settings;
 use super::wire::{Release, Wire};
 use crate::auth::{md5_response, PassThroughKeys, SaltCache, ScramClient};
 use crate::error::BackendError;
@@ -48,33 +49,52 @@ pub struct ConnectSpec {
     pub max_prepared_statements: usize,
 }
 
-/// An authenticated, idle server connection.
-pub struct ServerConn {
-    /// The socket, framed.
-    pub io: FrameReader<MaybeTls>,
-    /// Node index.
-    pub node: usize,
-    /// Node name.
-    pub node_name: String,
-    /// Where to send a CancelRequest.
-    pub cancel_addr: std::sync::Arc<(String, u16)>,
-    /// How to reach the server for a CancelRequest (the same TLS as this connection).
+/// Where a cancel must go: a server and its BackendKeyData.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CancelTarget {
+    /// Server host and port (shared with the connection, so setting a target allocates nothing).
+    pub addr: Arc<(String, u16)>,
+    /// Server process id.
+    pub pid: i32,
+    /// Server secret.
+    pub secret: i32,
+    /// TLS towards that server (`[server_tls]`).
     pub tls: ServerTls,
+}
+
+/// An authenticated server connection and the state it carries. Everything but the socket is
+/// behind methods: the frontend asks, the connection keeps its own books.
+pub struct ServerConn {
+    /// The socket, framed (the relay reads its buffer in place).
+    pub(crate) io: FrameReader<MaybeTls>,
+    /// Node index.
+    node: usize,
+    /// Node name.
+    node_name: String,
+    /// Where to send a CancelRequest.
+    cancel_addr: Arc<(String, u16)>,
+    /// How to reach the server for a CancelRequest (the same TLS as this connection).
+    tls: ServerTls,
     /// The server's BackendKeyData.
-    pub key: (i32, i32),
+    key: (i32, i32),
     /// ParameterStatus values the server reported: at startup, then as they changed.
-    pub server_params: Vec<(String, String)>,
-    /// Fingerprint of the session state (parameters + replayed commands) this connection carries;
-    /// 0 for none.
-    pub applied: u64,
+    server_params: Vec<(String, String)>,
+    /// The session settings this connection carries (`None`: unknown, start over).
+    carried: Option<Arc<Settings>>,
+    /// A state sync decided at checkout, to go out in the same write as the unit, and the
+    /// settings the connection carries once it ran.
+    pending_sync: Option<(String, Arc<Settings>)>,
+    /// A pipelined state sync failed: the unit's replies were discarded, the connection is
+    /// closed at release.
+    sync_failed: bool,
     /// Statements sluice prepared on this connection (bounded, least recently used evicted).
-    pub prepared: PreparedStatements,
+    prepared: PreparedStatements,
     /// The statement in the server's unnamed slot, if known.
-    pub unnamed: Option<Arc<StmtKey>>,
+    unnamed: Option<Arc<StmtKey>>,
     /// When it was opened.
-    pub created: Instant,
+    created: Instant,
     /// When it was last released.
-    pub last_used: Instant,
+    last_used: Instant,
     /// What it still owes (see [`Wire`]): updated by every send and every reply read.
     wire: Wire,
 }
@@ -100,11 +120,13 @@ impl ServerConn {
             io: FrameReader::new(stream, MAX_SERVER_MESSAGE),
             node: spec.node,
             node_name: spec.node_name.clone(),
-            cancel_addr: std::sync::Arc::new((spec.host.clone(), spec.port)),
+            cancel_addr: Arc::new((spec.host.clone(), spec.port)),
             tls: spec.tls.clone(),
             key: (0, 0),
             server_params: Vec::new(),
-            applied: 0,
+            carried: Some(Arc::default()),
+            pending_sync: None,
+            sync_failed: false,
             prepared: PreparedStatements::new(spec.max_prepared_statements),
             unnamed: None,
             created: Instant::now(),
@@ -118,6 +140,139 @@ impl ServerConn {
         conn.read_until_ready().await?;
         conn.wire = Wire::default();
         Ok(conn)
+    }
+
+    /// Node index.
+    #[must_use]
+    pub fn node(&self) -> usize {
+        self.node
+    }
+
+    /// Node name.
+    #[must_use]
+    pub fn node_name(&self) -> &str {
+        &self.node_name
+    }
+
+    /// The server process id (BackendKeyData).
+    #[must_use]
+    pub fn backend_pid(&self) -> i32 {
+        self.key.0
+    }
+
+    /// Where a CancelRequest for this connection goes.
+    #[must_use]
+    pub fn cancel_target(&self) -> CancelTarget {
+        CancelTarget { addr: Arc::clone(&self.cancel_addr), pid: self.key.0, secret: self.key.1, tls: self.tls.clone() }
+    }
+
+    /// ParameterStatus values the server reported: at startup, then as they changed.
+    #[must_use]
+    pub fn server_params(&self) -> &[(String, String)] {
+        &self.server_params
+    }
+
+    /// Record a parameter value the server reported.
+    pub(crate) fn note_server_param(&mut self, name: String, value: String) {
+        match self.server_params.iter_mut().find(|(k, _)| *k == name) {
+            Some(slot) => slot.1 = value,
+            None => self.server_params.push((name, value)),
+        }
+    }
+
+    /// The session settings this connection carries (`None`: unknown).
+    #[must_use]
+    pub fn carried(&self) -> Option<&Settings> {
+        self.carried.as_deref()
+    }
+
+    /// True if it carries exactly `want` (a fingerprint compare, then the full value).
+    #[must_use]
+    pub fn carries(&self, want: &Settings) -> bool {
+        self.carried.as_deref().is_some_and(|have| have.fingerprint() == want.fingerprint() && *have == *want)
+    }
+
+    /// The connection now carries these settings (they ran on it).
+    pub(crate) fn carry(&mut self, settings: Arc<Settings>) {
+        self.carried = Some(settings);
+    }
+
+    /// What the connection carries is no longer known (the client ran `RESET ALL`...): the
+    /// next sync starts over.
+    pub(crate) fn carry_unknown(&mut self) {
+        self.carried = None;
+    }
+
+    /// Send `sql` ahead of the next unit, in the same write (see [`ServerConn::take_pending_sync`]);
+    /// the connection then carries `settings`.
+    pub(crate) fn set_pending_sync(&mut self, sql: String, settings: Arc<Settings>) {
+        self.pending_sync = Some((sql, settings));
+    }
+
+    /// The pipelined sync to put in front of the unit being written now, if any. From here on
+    /// the connection is taken to carry its settings: if the sync fails, the connection is
+    /// closed ([`ServerConn::sync_failed`]).
+    pub(crate) fn take_pending_sync(&mut self) -> Option<String> {
+        let (sql, settings) = self.pending_sync.take()?;
+        self.carried = Some(settings);
+        Some(sql)
+    }
+
+    /// Drop a pending sync that no unit carried out.
+    pub(crate) fn take_pending_sync_unsent(&mut self) {
+        self.pending_sync = None;
+    }
+
+    /// The pipelined sync failed: nothing this connection carries can be trusted; it is
+    /// closed, not reused.
+    pub(crate) fn sync_failed(&mut self) {
+        self.sync_failed = true;
+        self.carried = None;
+        self.wire.break_off();
+    }
+
+    /// True once, after a pipelined sync failed on it.
+    pub(crate) fn take_sync_failure(&mut self) -> bool {
+        std::mem::take(&mut self.sync_failed)
+    }
+
+    /// The statements sluice keeps prepared here.
+    pub(crate) fn statements_mut(&mut self) -> &mut PreparedStatements {
+        &mut self.prepared
+    }
+
+    /// The statement in the server's unnamed slot, if known.
+    #[must_use]
+    pub fn unnamed(&self) -> Option<&Arc<StmtKey>> {
+        self.unnamed.as_ref()
+    }
+
+    /// Record what the server's unnamed slot holds (`None`: unknown).
+    pub(crate) fn set_unnamed(&mut self, key: Option<Arc<StmtKey>>) {
+        self.unnamed = key;
+    }
+
+    /// Forget every statement sluice prepared here (the server dropped them, or may have).
+    pub(crate) fn forget_statements(&mut self) {
+        self.prepared.clear();
+        self.unnamed = None;
+    }
+
+    /// After `DISCARD ALL`: no session state, no statements.
+    pub(crate) fn discarded(&mut self) {
+        self.carried = Some(Arc::default());
+        self.pending_sync = None;
+        self.forget_statements();
+    }
+
+    /// Neither older than `lifetime` nor idle longer than `idle`.
+    pub(crate) fn fresh(&self, lifetime: Duration, idle: Duration) -> bool {
+        self.created.elapsed() < lifetime && self.last_used.elapsed() < idle
+    }
+
+    /// Released now (for the idle timeout).
+    pub(crate) fn touch(&mut self) {
+        self.last_used = Instant::now();
     }
 
     /// Write bytes to the server.
@@ -193,8 +348,7 @@ impl ServerConn {
         };
         let done = matches!(tokio::time::timeout(limit, work).await, Ok(Ok(())));
         if failed {
-            self.prepared.clear();
-            self.unnamed = None;
+            self.forget_statements();
         }
         done && self.verdict() == Release::Reuse
     }
@@ -350,10 +504,8 @@ impl ServerConn {
 
     /// Record a ParameterStatus: `server_params` always holds what the server last reported.
     fn note_parameter_status(&mut self, frame: &Frame) {
-        let Some((name, value)) = messages::decode_parameter_status(frame.body()) else { return };
-        match self.server_params.iter_mut().find(|(k, _)| *k == name) {
-            Some(slot) => slot.1 = value,
-            None => self.server_params.push((name, value)),
+        if let Some((name, value)) = messages::decode_parameter_status(frame.body()) {
+            self.note_server_param(name, value);
         }
     }
 

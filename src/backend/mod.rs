@@ -2,6 +2,7 @@
 //!
 //! [`conn`] opens and authenticates one server connection and knows what state it carries;
 //! [`prepared`] keeps the books of the statements sluice prepared on one connection (bounded LRU);
+//! [`settings`] decides which statements make a connection carry a session's settings;
 //! [`pool`] keeps at most `pool.size` of them per (node, database, user), checks idle ones before
 //! handing them out, and closes any that may carry state another client did not ask for;
 //! [`wire`] tracks what each connection still owes and decides reuse, drain or close.
@@ -11,8 +12,9 @@ pub mod conn;
 pub mod pool;
 pub mod prepared;
 pub mod probe;
+pub mod settings;
 pub mod wire;
 
-pub use conn::{ConnectSpec, ServerConn};
+pub use conn::{CancelTarget, ConnectSpec, ServerConn};
 pub use pool::{Checkout, Pool, PoolKey, Pools};
 pub use wire::{Release, Wire};

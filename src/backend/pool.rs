@@ -28,6 +28,9 @@ use crate::tls::ServerTls;
 /// instead (a statement its client left still running).
 pub const DRAIN_LIMIT: Duration = Duration::from_secs(1);
 
+/// Most sync statements a pool remembers as accepted by its node (then it starts over).
+const MAX_ACCEPTED_SYNCS: usize = 4096;
+
 /// Most parameter spellings a pool remembers (then it starts over).
 const MAX_SPELLINGS: usize = 1024;
 
@@ -60,6 +63,10 @@ pub struct Pool {
     /// `utf-8` is `UTF8`, `DateStyle` `iso` is `ISO, MDY`), learnt at logins through a server
     /// connection; keyed by (lowercase name, client value). At most [`MAX_SPELLINGS`].
     spellings: Mutex<HashMap<(String, String), String>>,
+    /// State-sync statements this node ran without error: only these are pipelined in front
+    /// of a unit (a statement the node might refuse costs one round trip the first time).
+    /// At most [`MAX_ACCEPTED_SYNCS`].
+    accepted_syncs: Mutex<std::collections::HashSet<String>>,
     /// Bumped by every [`Pool::clear_idle`].
     epoch: std::sync::atomic::AtomicU64,
     /// A second handle on the socket of every checked-out connection, by checkout number: a
@@ -96,6 +103,7 @@ impl Pool {
             startup_params: std::sync::OnceLock::new(),
             metrics,
             spellings: Mutex::new(HashMap::new()),
+            accepted_syncs: Mutex::new(std::collections::HashSet::new()),
             epoch: std::sync::atomic::AtomicU64::new(0),
             in_use: Mutex::new(HashMap::new()),
             checkouts: std::sync::atomic::AtomicU64::new(0),
@@ -118,6 +126,27 @@ impl Pool {
         spellings.insert((name.to_ascii_lowercase(), value.to_string()), reported.to_string());
     }
 
+    /// True if the node ran every one of these sync statements before without error.
+    #[must_use]
+    pub fn accepts_sync(&self, statements: &[String]) -> bool {
+        let accepted = self.accepted_syncs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        statements.iter().all(|s| accepted.contains(s))
+    }
+
+    /// The node ran these sync statements without error.
+    pub fn sync_accepted(&self, statements: &[String]) {
+        let mut accepted = self.accepted_syncs.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if accepted.len() + statements.len() > MAX_ACCEPTED_SYNCS {
+            accepted.clear();
+        }
+        accepted.extend(statements.iter().cloned());
+    }
+
+    /// Count a state sync (see [`crate::metrics::SyncOutcome`]).
+    pub fn state_sync(&self, outcome: crate::metrics::SyncOutcome, statements: usize) {
+        self.metrics.state_sync(outcome, statements);
+    }
+
     /// Take a connection: an idle healthy one, or a new one.
     ///
     /// # Errors
@@ -138,7 +167,7 @@ impl Pool {
             None => {
                 let c = ServerConn::connect(&self.spec.load()).await.inspect_err(|_| self.metrics.connect_failed())?;
                 self.metrics.connected();
-                self.startup_params.get_or_init(|| c.server_params.clone());
+                self.startup_params.get_or_init(|| c.server_params().to_vec());
                 c
             }
         };
@@ -198,14 +227,14 @@ impl Pool {
 
     fn fresh(&self, c: &ServerConn) -> bool {
         let cfg = self.cfg.load();
-        c.created.elapsed() < cfg.server_lifetime && c.last_used.elapsed() < cfg.server_idle_timeout
+        c.fresh(cfg.server_lifetime, cfg.server_idle_timeout)
     }
 
     fn put_back(&self, mut c: ServerConn, epoch: u64) {
         if !self.fresh(&c) || epoch != self.epoch.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
-        c.last_used = Instant::now();
+        c.touch();
         self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(c);
     }
 
@@ -303,6 +332,9 @@ impl Pool {
 impl Drop for Checkout {
     fn drop(&mut self) {
         self.account();
+        if self.conn.as_mut().is_some_and(ServerConn::take_sync_failure) {
+            self.pool.state_sync(crate::metrics::SyncOutcome::Failed, 0);
+        }
         self.pool.in_use.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.number);
         self.pool.metrics.unit_done(self.taken.elapsed());
         if let Some(permit) = self.permit.take() {
@@ -323,6 +355,11 @@ impl Checkout {
     /// Returns what was done (never [`Release::Drain`]).
     pub async fn release(mut self, discard_state: bool) -> Release {
         let Some(conn) = self.conn.as_mut() else { return Release::Close };
+        // A sync decided at checkout but never sent (no unit followed) changed nothing.
+        conn.take_pending_sync_unsent();
+        if conn.take_sync_failure() {
+            self.pool.state_sync(crate::metrics::SyncOutcome::Failed, 0);
+        }
         let mut verdict = conn.verdict();
         if verdict == Release::Drain {
             verdict = if conn.drain(DRAIN_LIMIT).await { Release::Reuse } else { Release::Close };
@@ -333,9 +370,7 @@ impl Checkout {
                 Ok(_) => conn.verdict(),
                 Err(_) => Release::Close,
             };
-            conn.applied = 0;
-            conn.prepared.clear();
-            conn.unnamed = None;
+            conn.discarded();
         }
         self.account();
         if let (Release::Reuse, Some(c)) = (verdict, self.conn.take()) {
@@ -347,6 +382,9 @@ impl Checkout {
     /// Close the connection instead of returning it.
     pub fn discard(mut self) {
         self.account();
+        if self.conn.as_mut().is_some_and(ServerConn::take_sync_failure) {
+            self.pool.state_sync(crate::metrics::SyncOutcome::Failed, 0);
+        }
         self.conn.take();
     }
 

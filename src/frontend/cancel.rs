@@ -7,22 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::protocol::messages;
-use crate::tls::ServerTls;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
-/// Where a cancel must go: a server and its BackendKeyData.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CancelTarget {
-    /// Server host and port (shared with the connection, so setting a target allocates nothing).
-    pub addr: Arc<(String, u16)>,
-    /// Server process id.
-    pub pid: i32,
-    /// Server secret.
-    pub secret: i32,
-    /// TLS towards that server (`[server_tls]`).
-    pub tls: ServerTls,
-}
+pub use crate::backend::conn::CancelTarget;
 
 /// One client's current target, written by its session without touching the registry lock.
 type Slot = Arc<Mutex<Option<CancelTarget>>>;

@@ -4,6 +4,11 @@
 //! (sluice's own injected Parse/Close are swallowed). Replies sluice answers itself (a Parse of a
 //! statement the connection already has) are queued as synthesized messages so they reach the
 //! client in protocol order. [`step`] is the pure decision for one server message.
+//!
+//! A state sync pipelined in front of a unit ([`ReplyKind::StateSync`]) is answered entirely
+//! to sluice: its replies, ParameterStatus included (the values are the session's own), never
+//! reach the client. If it fails, the unit behind it ran with the wrong settings: everything it
+//! answers is discarded, and the client gets the sync's error and the unit's ReadyForQuery.
 
 use std::collections::VecDeque;
 
@@ -26,12 +31,14 @@ pub enum ReplyKind {
     Close,
     /// ReadyForQuery.
     Sync,
+    /// sluice's own state sync (a simple Query): everything up to ReadyForQuery, swallowed.
+    StateSync,
 }
 
 impl ReplyKind {
     fn ends_with(self, t: u8) -> bool {
         match self {
-            ReplyKind::Query | ReplyKind::Sync => t == tag::READY_FOR_QUERY,
+            ReplyKind::Query | ReplyKind::Sync | ReplyKind::StateSync => t == tag::READY_FOR_QUERY,
             ReplyKind::Parse => t == tag::PARSE_COMPLETE,
             ReplyKind::Bind => t == tag::BIND_COMPLETE,
             ReplyKind::Describe => t == tag::ROW_DESCRIPTION || t == tag::NO_DATA,
@@ -62,6 +69,9 @@ pub enum Expect {
     },
     /// sluice answers this one itself.
     Synth(Synth),
+    /// The server will answer, but the state sync before it failed: swallowed, errors too;
+    /// only the unit's last ReadyForQuery reaches the client.
+    Discard(ReplyKind),
 }
 
 /// What to do with one server message.
@@ -77,16 +87,27 @@ pub enum Step {
     Ready(TxStatus),
     /// The server sent something no message asked for.
     Unexpected,
+    /// Pass this ErrorResponse on: it failed the pipelined state sync; the connection must
+    /// not be reused, and the rest of the unit is discarded.
+    SyncFailed,
 }
 
 /// Decide what one server message means, updating the queue. `errored` is set when an
 /// ErrorResponse is seen.
 pub fn step(queue: &mut VecDeque<Expect>, t: u8, body: &[u8], errored: &mut bool) -> Step {
+    let front = queue.front().copied();
+    let syncing = matches!(front, Some(Expect::Server { kind: ReplyKind::StateSync, .. } | Expect::Discard(_)));
+    if t == tag::PARAMETER_STATUS && syncing {
+        return Step::Swallow;
+    }
     if matches!(t, tag::NOTICE_RESPONSE | tag::NOTIFICATION | tag::PARAMETER_STATUS) {
         return Step::Forward;
     }
-    let Some(Expect::Server { kind, forward }) = queue.front().copied() else {
-        return Step::Unexpected;
+    let (kind, forward) = match front {
+        Some(Expect::Server { kind: ReplyKind::StateSync, .. }) => return sync_step(queue, t, errored),
+        Some(Expect::Discard(kind)) => return discard_step(queue, kind, t, body),
+        Some(Expect::Server { kind, forward }) => (kind, forward),
+        Some(Expect::Synth(_)) | None => return Step::Unexpected,
     };
     if t == tag::ERROR_RESPONSE {
         *errored = true;
@@ -115,6 +136,56 @@ pub fn step(queue: &mut VecDeque<Expect>, t: u8, body: &[u8], errored: &mut bool
     } else {
         Step::Swallow
     }
+}
+
+/// A reply to the pipelined state sync.
+fn sync_step(queue: &mut VecDeque<Expect>, t: u8, errored: &mut bool) -> Step {
+    match t {
+        tag::ERROR_RESPONSE => {
+            *errored = true;
+            queue.pop_front();
+            let rest: Vec<Expect> = queue
+                .drain(..)
+                .filter_map(|e| match e {
+                    Expect::Server { kind, .. } | Expect::Discard(kind) => Some(Expect::Discard(kind)),
+                    Expect::Synth(_) => None,
+                })
+                .collect();
+            // The sync's own ReadyForQuery, then the unit's replies.
+            queue.push_back(Expect::Discard(ReplyKind::Query));
+            queue.extend(rest);
+            Step::SyncFailed
+        }
+        tag::READY_FOR_QUERY => {
+            queue.pop_front();
+            Step::Swallow
+        }
+        _ => Step::Swallow,
+    }
+}
+
+/// A reply of a unit whose state sync failed: swallowed, except its last ReadyForQuery.
+fn discard_step(queue: &mut VecDeque<Expect>, kind: ReplyKind, t: u8, body: &[u8]) -> Step {
+    if t == tag::ERROR_RESPONSE && kind != ReplyKind::Query {
+        while queue.front().is_some_and(|e| *e != Expect::Discard(ReplyKind::Sync)) {
+            queue.pop_front();
+        }
+        return Step::Swallow;
+    }
+    if matches!(t, tag::COPY_IN_RESPONSE | tag::COPY_BOTH_RESPONSE) {
+        // The client must not stream COPY data into a unit it was told failed.
+        return Step::Unexpected;
+    }
+    if kind.ends_with(t) {
+        queue.pop_front();
+    }
+    if t == tag::READY_FOR_QUERY && queue.is_empty() {
+        return match body.first().copied().and_then(TxStatus::from_byte) {
+            Some(status) => Step::Ready(status),
+            None => Step::Unexpected,
+        };
+    }
+    Step::Swallow
 }
 
 #[cfg(test)]
@@ -169,5 +240,60 @@ mod tests {
         assert_eq!(step(&mut q, b'N', b"", &mut err), Step::Forward);
         assert_eq!(step(&mut q, b'Z', b"T", &mut err), Step::Ready(TxStatus::InTransaction));
         assert_eq!(step(&mut q, b'Z', b"T", &mut err), Step::Unexpected);
+    }
+
+    #[test]
+    fn a_state_sync_is_swallowed() {
+        let mut q: VecDeque<Expect> =
+            [Expect::Server { kind: ReplyKind::StateSync, forward: false }, server(ReplyKind::Query)].into();
+        let mut err = false;
+        for t in [b'T', b'D', b'C', b'S', b'C'] {
+            assert_eq!(step(&mut q, t, b"", &mut err), Step::Swallow, "{}", t as char);
+        }
+        assert_eq!(step(&mut q, b'Z', b"I", &mut err), Step::Swallow);
+        assert_eq!(step(&mut q, b'S', b"", &mut err), Step::Forward, "the unit's own ParameterStatus");
+        assert_eq!(step(&mut q, b'C', b"", &mut err), Step::Forward);
+        assert_eq!(step(&mut q, b'Z', b"I", &mut err), Step::Ready(TxStatus::Idle));
+        assert!(!err);
+    }
+
+    #[test]
+    fn a_failed_state_sync_discards_the_unit() {
+        let mut q: VecDeque<Expect> = [
+            Expect::Server { kind: ReplyKind::StateSync, forward: false },
+            server(ReplyKind::Parse),
+            Expect::Synth(Synth::ParseComplete),
+            server(ReplyKind::Bind),
+            server(ReplyKind::Execute),
+            server(ReplyKind::Sync),
+        ]
+        .into();
+        let mut err = false;
+        assert_eq!(step(&mut q, b'C', b"", &mut err), Step::Swallow);
+        assert_eq!(step(&mut q, b'E', b"", &mut err), Step::SyncFailed);
+        assert!(err);
+        assert!(!q.iter().any(|e| matches!(e, Expect::Synth(_))), "nothing synthesized for a discarded unit");
+        assert_eq!(step(&mut q, b'Z', b"I", &mut err), Step::Swallow, "the sync's ReadyForQuery");
+        for t in [b'1', b'2', b'D', b'S', b'C'] {
+            assert_eq!(step(&mut q, t, b"", &mut err), Step::Swallow, "{}", t as char);
+        }
+        assert_eq!(step(&mut q, b'Z', b"I", &mut err), Step::Ready(TxStatus::Idle));
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn errors_of_a_discarded_unit_are_swallowed() {
+        let mut q: VecDeque<Expect> = [
+            Expect::Server { kind: ReplyKind::StateSync, forward: false },
+            server(ReplyKind::Parse),
+            server(ReplyKind::Bind),
+            server(ReplyKind::Sync),
+        ]
+        .into();
+        let mut err = false;
+        assert_eq!(step(&mut q, b'E', b"", &mut err), Step::SyncFailed);
+        assert_eq!(step(&mut q, b'Z', b"I", &mut err), Step::Swallow);
+        assert_eq!(step(&mut q, b'E', b"", &mut err), Step::Swallow);
+        assert_eq!(step(&mut q, b'Z', b"I", &mut err), Step::Ready(TxStatus::Idle));
     }
 }

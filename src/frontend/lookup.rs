@@ -88,7 +88,7 @@ impl UserLookup {
         messages::sync(&mut buf);
         let conn = checkout.conn();
         // The unnamed statement is replaced: no session may rely on what it held.
-        conn.unnamed = None;
+        conn.set_unnamed(None);
         let reply = match conn.send(&buf).await {
             Ok(()) => conn.read_internal_reply().await,
             Err(e) => Err(e),

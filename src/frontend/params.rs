@@ -1,8 +1,13 @@
 //! Session state: the parameters the client asked for at startup (and later changed through
 //! reported parameters), plus the history of session commands (`SET ...`) it ran, and how to make
-//! any server connection carry exactly that state (MaxScale's session-command history, for
-//! PostgreSQL). A server connection remembers the fingerprint of the state it carries, so the
-//! common case (nothing to change) costs one integer comparison.
+//! any server connection carry exactly that state. The state is folded into one
+//! [`Settings`] value (the last `SET x` of each parameter wins); a server connection remembers
+//! the settings it carries, so the common case (nothing to change) costs one integer comparison
+//! and otherwise `backend::settings::diff` says which statements to send.
+
+use std::sync::Arc;
+
+use crate::backend::settings::Settings;
 
 /// Startup keys that are not session parameters.
 const NOT_PARAMETERS: [&str; 4] = ["user", "database", "replication", "options"];
@@ -24,7 +29,10 @@ pub struct SessionParams {
     pub params: Vec<(String, String)>,
     /// Session commands to replay after the parameters, in order.
     pub history: Vec<String>,
-    fingerprint: u64,
+    /// The parameters the client gave at startup: what `RESET ALL` returns to.
+    startup: Vec<(String, String)>,
+    /// `params` and `history` folded (recomputed on every change).
+    settings: Arc<Settings>,
     /// A hot standby would refuse this state (recomputed with the fingerprint).
     standby_refused: bool,
 }
@@ -45,13 +53,20 @@ impl SessionParams {
                 out.set(k, v);
             }
         }
+        out.startup = out.params.clone();
         Ok(out)
     }
 
     /// Identity of this state: 0 for "nothing applied" (a pristine connection).
     #[must_use]
     pub fn fingerprint(&self) -> u64 {
-        self.fingerprint
+        self.settings.fingerprint()
+    }
+
+    /// The settings a server connection must carry for this session.
+    #[must_use]
+    pub fn settings(&self) -> &Arc<Settings> {
+        &self.settings
     }
 
     /// True if a hot standby refuses this state (`default_transaction_isolation = serializable`,
@@ -62,7 +77,6 @@ impl SessionParams {
     }
 
     fn refresh(&mut self) {
-        use std::hash::{Hash, Hasher};
         let mut refusal = crate::router::StandbyRefusal::default();
         for (k, v) in &self.params {
             refusal.apply_param(k, v);
@@ -71,14 +85,7 @@ impl SessionParams {
             refusal.apply_sql(stmt);
         }
         self.standby_refused = refusal.refused();
-        self.fingerprint = if self.params.is_empty() && self.history.is_empty() {
-            0
-        } else {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            self.params.hash(&mut h);
-            self.history.hash(&mut h);
-            h.finish() | 1
-        };
+        self.settings = Arc::new(Settings::build(&self.params, &self.history));
     }
 
     /// Append a session command to replay. False if the history is full (pin instead).
@@ -95,6 +102,14 @@ impl SessionParams {
     /// Forget the command history (after `RESET ALL` / `DISCARD ALL`).
     pub fn clear_history(&mut self) {
         self.history.clear();
+        self.refresh();
+    }
+
+    /// The client ran `RESET ALL`: back to its startup parameters, as PostgreSQL does (values
+    /// the server reported meanwhile are forgotten with the history).
+    pub fn reset_all(&mut self) {
+        self.history.clear();
+        self.params.clone_from(&self.startup);
         self.refresh();
     }
 
@@ -117,26 +132,6 @@ impl SessionParams {
         }
         false
     }
-
-    /// The SQL that makes a connection carry this state: reset, set each parameter with
-    /// `set_config` (the semantics of a startup parameter), then replay the history.
-    #[must_use]
-    pub fn sync_sql(&self) -> String {
-        let mut sql = String::from("RESET ALL;");
-        for (k, v) in &self.params {
-            sql.push_str(&format!("SELECT pg_catalog.set_config({}, {}, false);", literal(k), literal(v)));
-        }
-        for stmt in &self.history {
-            sql.push_str(stmt.trim_end().trim_end_matches(';'));
-            sql.push(';');
-        }
-        sql
-    }
-}
-
-/// A SQL string literal.
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// `options` as libpq sends it: whitespace-separated, backslash escapes a character.
@@ -199,20 +194,21 @@ mod tests {
     }
 
     #[test]
-    fn sync_sql_sets_parameters_then_replays_history() {
-        let mut a = SessionParams::default();
-        assert_eq!(a.fingerprint(), 0);
-        a.set("application_name", "it's");
+    fn settings_follow_parameters_and_history() {
+        let mut a = SessionParams::from_startup(&p(&[("application_name", "it's")])).unwrap();
         let before = a.fingerprint();
         assert_ne!(before, 0);
         assert!(a.record("SET search_path = s1;"));
         assert_ne!(a.fingerprint(), before);
+        let from_nothing = crate::backend::settings::diff(Some(&Settings::default()), a.settings());
         assert_eq!(
-            a.sync_sql(),
-            "RESET ALL;SELECT pg_catalog.set_config('application_name', 'it''s', false);SET search_path = s1;"
+            from_nothing,
+            ["SELECT pg_catalog.set_config('application_name', 'it''s', false)", "SET search_path = s1"]
         );
-        a.clear_history();
+        a.note_reported("application_name", "other");
+        a.reset_all();
         assert_eq!(a.fingerprint(), before);
+        assert_eq!(a.params, p(&[("application_name", "it's")]));
     }
 
     #[test]

@@ -154,7 +154,7 @@ impl<'a> Relay<'a> {
                 continue;
             };
             if t == tag::NOTIFICATION && self.client_pid != 0 && total >= 9 {
-                let server_pid = self.conn.key.0.to_be_bytes();
+                let server_pid = self.conn.backend_pid().to_be_bytes();
                 let pid = &mut self.conn.io.buffer()[run + 5..run + 9];
                 if *pid == server_pid {
                     pid.copy_from_slice(&self.client_pid.to_be_bytes());
@@ -167,7 +167,7 @@ impl<'a> Relay<'a> {
                 self.flush(run).await?;
                 self.conn.io.buffer().advance(total);
                 self.conn.break_off();
-                return Err(RelayError::Server(BackendError::Server { node: self.conn.node_name.clone(), info }));
+                return Err(RelayError::Server(BackendError::Server { node: self.conn.node_name().to_string(), info }));
             }
             self.conn.note_buffered(run, total);
             let body = &self.conn.io.buffered()[run + 5..run + total];
@@ -182,10 +182,19 @@ impl<'a> Relay<'a> {
                 }
             }
             if let Some((k, v)) = reported {
-                self.note_parameter(k, v);
+                // A swallowed report answers sluice's own state sync: the connection's, not news.
+                if decision == Step::Swallow {
+                    self.conn.note_server_param(k, v);
+                } else {
+                    self.note_parameter(k, v);
+                }
             }
             match decision {
                 Step::Forward => run += total,
+                Step::SyncFailed => {
+                    self.conn.sync_failed();
+                    run += total;
+                }
                 Step::Swallow => {
                     self.flush(run).await?;
                     run = 0;
@@ -215,12 +224,9 @@ impl<'a> Relay<'a> {
 
     fn note_parameter(&mut self, k: String, v: String) {
         if self.params.note_reported(&k, &v) {
-            self.conn.applied = self.params.fingerprint();
+            self.conn.carry(std::sync::Arc::clone(self.params.settings()));
         }
-        match self.conn.server_params.iter_mut().find(|(name, _)| *name == k) {
-            Some(slot) => slot.1 = v,
-            None => self.conn.server_params.push((k, v)),
-        }
+        self.conn.note_server_param(k, v);
     }
 
     /// Write queued synthesized replies and the first `run` buffered server bytes to the client.

@@ -73,18 +73,17 @@ pub struct Batch<'a> {
 }
 
 impl<'a> Batch<'a> {
-    /// An empty batch for `conn`.
-    /// Statements a failed unit may have left are closed first.
+    /// An empty batch for `conn`: the state sync decided at checkout goes first (its replies
+    /// swallowed), then statements a failed unit may have left are closed.
     pub fn new(conn: &'a mut ServerConn, classifier: &'a Classifier) -> Self {
-        let reclose = conn.prepared.begin_unit();
-        let mut batch = Self {
-            conn,
-            classifier,
-            out: BytesMut::new(),
-            queue: VecDeque::new(),
-            added: Vec::new(),
-            closed: Vec::new(),
-        };
+        let mut out = BytesMut::new();
+        let mut queue = VecDeque::new();
+        if let Some(sql) = conn.take_pending_sync() {
+            messages::query(&mut out, &sql);
+            queue.push_back(Expect::Server { kind: ReplyKind::StateSync, forward: false });
+        }
+        let reclose = conn.statements_mut().begin_unit();
+        let mut batch = Self { conn, classifier, out, queue, added: Vec::new(), closed: Vec::new() };
         for name in reclose {
             batch.close_server(name);
         }
@@ -111,7 +110,7 @@ impl<'a> Batch<'a> {
 
     /// The statement's name on the connection, preparing it (replies swallowed) if it lacks it.
     fn ensure(&mut self, def: &StmtDef) -> String {
-        match self.conn.prepared.get(&def.key) {
+        match self.conn.statements_mut().get(&def.key) {
             Some(name) => name,
             None => self.prepare(def, false),
         }
@@ -119,17 +118,17 @@ impl<'a> Batch<'a> {
 
     /// Re-create the unnamed statement if the connection's unnamed slot holds something else.
     fn ensure_unnamed(&mut self, def: &StmtDef) {
-        if self.conn.unnamed.as_deref() != Some(&*def.key) {
+        if self.conn.unnamed().map(|k| &**k) != Some(&*def.key) {
             messages::parse(&mut self.out, "", &def.key.query, &def.key.param_types);
             self.queue.push_back(Expect::Server { kind: ReplyKind::Parse, forward: false });
-            self.conn.unnamed = Some(Arc::clone(&def.key));
+            self.conn.set_unnamed(Some(Arc::clone(&def.key)));
         }
     }
 
     /// Prepare under a new name (never used before on this connection, so no stale statement
     /// can be in the way), closing what the bound evicts.
     fn prepare(&mut self, def: &StmtDef, forward: bool) -> String {
-        let (name, evicted) = self.conn.prepared.insert(Arc::clone(&def.key));
+        let (name, evicted) = self.conn.statements_mut().insert(Arc::clone(&def.key));
         for old in evicted {
             self.close_server(old);
         }
@@ -260,19 +259,23 @@ impl Statements {
             // Let the server produce the error for a malformed Parse.
             return batch.forward(frame, Some(ReplyKind::Parse));
         };
-        let def = Arc::new(StmtDef::new(p.query, p.param_types, batch.classifier));
+        let mut def = Arc::new(StmtDef::new(p.query, p.param_types, batch.classifier));
         let name = p.name.to_string();
         if name.is_empty() {
             if let Some(server) = self.deallocate(&def.key.query, batch) {
-                // `DEALLOCATE <client name>` runs as `DEALLOCATE <server name>`.
-                messages::parse(&mut batch.out, "", format!("DEALLOCATE {server}").as_bytes(), p.param_types);
+                // `DEALLOCATE <client name>` runs as `DEALLOCATE <server name>`: that is what the
+                // client's unnamed statement now is, here and wherever a later Bind re-creates
+                // it (with the client's text, the Bind would re-parse and fail with 26000).
+                let mapped = format!("DEALLOCATE {server}");
+                def = Arc::new(StmtDef::new(mapped.as_bytes(), p.param_types, batch.classifier));
+                messages::parse(&mut batch.out, "", mapped.as_bytes(), p.param_types);
                 batch.queue.push_back(Expect::Server { kind: ReplyKind::Parse, forward: true });
-                batch.conn.unnamed = None;
+                batch.conn.set_unnamed(Some(Arc::clone(&def.key)));
             } else {
-                batch.conn.unnamed = Some(Arc::clone(&def.key));
+                batch.conn.set_unnamed(Some(Arc::clone(&def.key)));
                 batch.forward(frame, Some(ReplyKind::Parse));
             }
-        } else if batch.conn.prepared.get(&def.key).is_some() {
+        } else if batch.conn.statements_mut().get(&def.key).is_some() {
             batch.synth(Synth::ParseComplete);
         } else {
             batch.prepare(&def, true);
@@ -291,7 +294,7 @@ impl Statements {
             }
             None => batch.forward(frame, Some(ReplyKind::Query)),
         }
-        batch.conn.unnamed = None;
+        batch.conn.set_unnamed(None);
     }
 
     /// If `sql` is `DEALLOCATE [PREPARE] name` of one of the client's protocol-level statements:
@@ -301,7 +304,7 @@ impl Statements {
         let target = deallocate_target(std::str::from_utf8(sql).ok()?)?;
         let def = self.named.remove(&target)?;
         let server = batch.ensure(&def);
-        batch.conn.prepared.remove(&def.key);
+        batch.conn.statements_mut().remove(&def.key);
         // Should the unit fail before the DEALLOCATE ran, the name is closed next time.
         batch.closed.push(server.clone());
         Some(server)

@@ -94,8 +94,9 @@ def deallocate_auto_prepared():
     with connect(prepare_threshold=0) as conn:
         for _ in range(3):
             conn.execute("SELECT 1 + %s", (1,))
-        names = [name for name in (conn._prepared._names.values() if hasattr(conn._prepared, "_names") else [])]
-        name = names[0].decode() if names else "_pg3_0"
+        names = list(conn._prepared._names.values())
+        check(len(names) == 1, f"psycopg prepared {names}")
+        name = names[0].decode()
         conn.execute(f"DEALLOCATE {name}", prepare=False)  # extended protocol, unnamed
         try:
             conn.execute(f"DEALLOCATE {name}", prepare=False)
@@ -110,6 +111,15 @@ def deallocate_auto_prepared():
         check(result.status == psycopg.pq.ExecStatus.COMMAND_OK, f"DEALLOCATE ALL: {result.error_message}")
         conn._prepared.clear()
         check(conn.execute("SELECT 2 + %s", (2,)).fetchone()[0] == 4, "the statement after DEALLOCATE ALL")
+    # psycopg's own eviction: past prepared_max it sends DEALLOCATE of the oldest statement
+    # itself; every one must succeed and every statement keep answering right.
+    with connect(prepare_threshold=0) as conn:
+        conn.prepared_max = 2
+        for round in range(3):
+            for i in range(6):
+                got = conn.execute(f"SELECT {i} + %s", (round,)).fetchone()[0]
+                check(got == i + round, f"round {round}, statement {i}: {got}")
+        check(len(conn._prepared._names) <= 2, f"psycopg keeps {len(conn._prepared._names)} prepared")
 
 
 def encoding():

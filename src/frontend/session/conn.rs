@@ -1,6 +1,16 @@
 //! Getting, preparing, holding and giving back the server connection a unit runs on.
 
 use super::*;
+use crate::metrics::SyncOutcome;
+
+/// How a state sync may reach a server connection at checkout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum SyncMode {
+    /// In the same write as the unit, if the node accepted these statements before.
+    Pipelined,
+    /// Run and answered before the unit.
+    RoundTrip,
+}
 
 /// Monitor intervals a read waits for a replica to be seen replaying the session's last write
 /// when there is no primary to read from instead.
@@ -12,8 +22,20 @@ impl Session<'_> {
     /// connection could not be opened: nothing was sent), wait for the next topology generation
     /// (or one monitor interval) and try again, up to `failover.hold_timeout`, then `57P03`.
     pub(super) async fn acquire(&mut self, class: &Class) -> Result<(), BackendError> {
+        // Only a read may ride behind a pipelined sync: if the sync fails, the read ran with
+        // the wrong settings and its replies are thrown away, which a write's effects would not be.
+        let sync = if class.access == Access::Read && class.tx == TxEffect::None {
+            SyncMode::Pipelined
+        } else {
+            SyncMode::RoundTrip
+        };
+        self.acquire_with(class, sync).await
+    }
+
+    /// [`Session::acquire`], choosing how a state sync may be sent.
+    pub(super) async fn acquire_with(&mut self, class: &Class, sync: SyncMode) -> Result<(), BackendError> {
         if self.held.is_some() {
-            return Ok(());
+            return self.resync_held().await;
         }
         let hold = self.shared.config.failover.hold_timeout;
         let started = tokio::time::Instant::now();
@@ -21,7 +43,7 @@ impl Session<'_> {
         let mut held = false;
         loop {
             let seen = self.shared.topology.load().generation;
-            let err = match self.checkout_routed(class).await {
+            let err = match self.checkout_routed(class, sync).await {
                 Err(e) if e.may_try_elsewhere() && !matches!(e, BackendError::CheckoutTimeout { .. }) => e,
                 other => {
                     if held {
@@ -43,14 +65,14 @@ impl Session<'_> {
     }
 
     /// Route once and check out a connection from the first candidate that gives one.
-    async fn checkout_routed(&mut self, class: &Class) -> Result<(), BackendError> {
+    async fn checkout_routed(&mut self, class: &Class, sync: SyncMode) -> Result<(), BackendError> {
         let route = self.route(class).await;
         let mut last = None;
         for node in route.candidates {
             self.shared.lifecycle.pause_gate(node).await;
             let pool = self.pool(node);
             match pool.checkout().await {
-                Ok(mut checkout) => match self.prepare_conn(checkout.conn()).await {
+                Ok(mut checkout) => match self.prepare_conn(&mut checkout, sync).await {
                     Ok(()) => {
                         self.hold(checkout);
                         return Ok(());
@@ -111,24 +133,57 @@ impl Session<'_> {
         Arc::clone(slot.get_or_insert_with(|| self.shared.pools.get(node, &self.database, &self.user)))
     }
 
-    /// Bring a connection's session parameters in line with this session's.
-    pub(super) async fn prepare_conn(&self, conn: &mut ServerConn) -> Result<(), BackendError> {
-        let wanted = self.params.fingerprint();
-        if conn.applied != wanted {
-            conn.run_internal(&self.params.sync_sql()).await?;
-            conn.applied = wanted;
+    /// Bring a connection's session settings in line with this session's: nothing if it
+    /// carries them, else the difference (see `backend::settings::diff`). Statements this node
+    /// ran without error before are pipelined in front of the unit; others (or `RoundTrip`) are
+    /// run and answered first, so that a refusal can still move the unit elsewhere.
+    pub(super) async fn prepare_conn(&self, checkout: &mut Checkout, sync: SyncMode) -> Result<(), BackendError> {
+        let want = self.params.settings();
+        let conn = checkout.conn();
+        if conn.carries(want) {
+            return Ok(());
         }
-        Ok(())
+        let statements = crate::backend::settings::diff(conn.carried(), want);
+        let sql = crate::backend::settings::to_query(&statements);
+        let pool = Arc::clone(checkout.pool());
+        if sync == SyncMode::Pipelined && pool.accepts_sync(&statements) {
+            checkout.conn().set_pending_sync(sql, Arc::clone(want));
+            pool.state_sync(SyncOutcome::Pipelined, statements.len());
+            return Ok(());
+        }
+        let conn = checkout.conn();
+        match conn.run_internal(&sql).await {
+            Ok(_) => {
+                conn.carry(Arc::clone(want));
+                pool.sync_accepted(&statements);
+                pool.state_sync(SyncOutcome::RoundTrip, statements.len());
+                Ok(())
+            }
+            Err(e) => {
+                conn.carry_unknown();
+                pool.state_sync(SyncOutcome::Failed, statements.len());
+                Err(e)
+            }
+        }
+    }
+
+    /// A connection held across units follows the session's settings by itself, except
+    /// after a client `RESET ALL` (the server went back to its defaults, the session to its
+    /// startup parameters): between units, bring it back before the next one runs.
+    async fn resync_held(&mut self) -> Result<(), BackendError> {
+        let Some(mut held) = self.held.take() else { return Ok(()) };
+        let between_units = held.status == TxStatus::Idle && held.block == Block::Closed;
+        let result = if between_units && !held.checkout.conn().carries(self.params.settings()) {
+            self.prepare_conn(&mut held.checkout, SyncMode::RoundTrip).await
+        } else {
+            Ok(())
+        };
+        self.held = Some(held);
+        result
     }
 
     pub(super) fn hold(&mut self, mut checkout: Checkout) {
-        let conn = checkout.conn();
-        self.key.set_target(Some(CancelTarget {
-            addr: Arc::clone(&conn.cancel_addr),
-            pid: conn.key.0,
-            secret: conn.key.1,
-            tls: conn.tls.clone(),
-        }));
+        self.key.set_target(Some(checkout.conn().cancel_target()));
         self.held = Some(Held { checkout, status: TxStatus::Idle, block: Block::Closed });
     }
 

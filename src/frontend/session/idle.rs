@@ -70,7 +70,7 @@ impl Session<'_> {
             };
             match frame.tag() {
                 tag::NOTIFICATION | tag::NOTICE_RESPONSE | tag::PARAMETER_STATUS => {
-                    let out = own_notification(frame.into_bytes(), conn.key.0, client_pid);
+                    let out = own_notification(frame.into_bytes(), conn.backend_pid(), client_pid);
                     if self.client.get_mut().write_all(&out).await.is_err() {
                         return false;
                     }

@@ -60,8 +60,9 @@ impl Session<'_> {
             PoolMode::Session => Class::write(Reason::Write),
             PoolMode::Transaction => Class::read(Reason::Empty),
         };
-        self.acquire(&class).await?;
-        let params = self.conn().server_params.clone();
+        // The login reports the server's parameters with the session's applied: answered first.
+        self.acquire_with(&class, super::conn::SyncMode::RoundTrip).await?;
+        let params = self.conn().server_params().to_vec();
         let pool = self.held.as_ref().map(|h| Arc::clone(h.checkout.pool()));
         for (k, mine) in &self.params.params {
             let reported = params.iter().find(|(name, _)| name.eq_ignore_ascii_case(k));

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
-use super::cancel::{CancelKey, CancelTarget};
+use super::cancel::CancelKey;
 use super::handshake::Login;
 use super::params::SessionParams;
 use super::relay::{Outcome, Relay};
@@ -310,8 +310,11 @@ impl<'a> Session<'a> {
             }
         }
         let Batch { conn, mut out, mut queue, added, closed, .. } = batch;
-        let capture =
-            if primary == Some(conn.node) { lsn_capture(class, unit, may_copy, in_transaction) } else { Capture::None };
+        let capture = if primary == Some(conn.node()) {
+            lsn_capture(class, unit, may_copy, in_transaction)
+        } else {
+            Capture::None
+        };
         if capture == Capture::Pipelined {
             messages::query(&mut out, LSN_SQL);
         }
@@ -328,8 +331,8 @@ impl<'a> Session<'a> {
             (outcome, relay.errored)
         };
         if errored {
-            conn.prepared.unit_failed(&added, closed);
-            conn.unnamed = None;
+            conn.statements_mut().unit_failed(&added, closed);
+            conn.set_unnamed(None);
         }
         if capture != Capture::None && matches!(outcome, Outcome::Ready(_) | Outcome::ReadOnlyRejected) {
             self.read_write_lsn(capture).await;
@@ -412,13 +415,21 @@ impl<'a> Session<'a> {
             // writes, or when the history is full, the session stays on this connection.
             SessionEffect::Parameter if autocommit && class.access == Access::Read => {
                 let texts = unit_texts(unit);
-                if texts.iter().any(|t| is_reset_all(t)) {
-                    self.params.clear_history();
+                let reset = texts.iter().any(|t| is_reset_all(t));
+                if reset {
+                    self.params.reset_all();
                 } else if !texts.iter().all(|t| self.params.record(t)) {
                     self.pinned = true;
                 }
                 if let Some(h) = self.held.as_mut() {
-                    h.checkout.conn().applied = self.params.fingerprint();
+                    let conn = h.checkout.conn();
+                    // After RESET ALL the connection holds server defaults, not the session's
+                    // startup parameters: the next sync starts over.
+                    if reset {
+                        conn.carry_unknown();
+                    } else {
+                        conn.carry(Arc::clone(self.params.settings()));
+                    }
                 }
             }
             SessionEffect::Parameter => self.pinned = true,
@@ -430,7 +441,7 @@ impl<'a> Session<'a> {
             if resets_statements(f) {
                 self.statements.clear();
                 if let Some(h) = self.held.as_mut() {
-                    h.checkout.conn().prepared.clear();
+                    h.checkout.conn().statements_mut().clear();
                 }
             }
         }

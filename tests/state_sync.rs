@@ -1,0 +1,185 @@
+//! State sync by difference, pipelined: a server connection that carries another session's
+//! settings gets only the differing statements, in the same write as the unit, once its node
+//! has accepted them; the client sees only its own replies. Counted through the admin metrics.
+
+mod common;
+
+use common::{Cluster, Proxy};
+
+const STATE: &str = "SELECT inet_server_port()::text, current_setting('application_name'), \
+     current_setting('statement_timeout'), current_setting('work_mem'), current_setting('search_path'), \
+     current_setting('lock_timeout')";
+
+const ROUND_TRIPS: &str = "sluice_state_syncs_total{outcome=\"round_trip\"}";
+const PIPELINED: &str = "sluice_state_syncs_total{outcome=\"pipelined\"}";
+const FAILED: &str = "sluice_state_syncs_total{outcome=\"failed\"}";
+
+/// A session with 3 startup parameters and 2 SETs, and the settings it must see.
+struct Session {
+    client: tokio_postgres::Client,
+    want: [&'static str; 5],
+}
+
+async fn session(p: &Proxy, options: &str, sets: &str, want: [&'static str; 5]) -> Session {
+    let mut config: tokio_postgres::Config = p.conn_string().parse().unwrap();
+    config.options(options);
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap_or_else(|e| panic!("{options}: {e}"));
+    tokio::spawn(conn);
+    client.batch_execute(sets).await.unwrap_or_else(|e| panic!("{sets}: {e}"));
+    Session { client, want }
+}
+
+/// Run the state query (simple or extended protocol); returns the port it ran on.
+async fn check(s: &Session, extended: bool, what: &str) -> String {
+    let row: Vec<String> = if extended {
+        let row = s.client.query_one(STATE, &[]).await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        (0..6).map(|i| row.get::<_, String>(i)).collect()
+    } else {
+        let msgs = s.client.simple_query(STATE).await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        let row = msgs
+            .iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{what}: no row"));
+        (0..6).map(|i| row.get(i).unwrap().to_string()).collect()
+    };
+    assert_eq!(row[1..], s.want, "{what}: wrong settings");
+    row[0].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_pay_no_round_trip_for_state_once_the_node_knows_it() {
+    let c = Cluster::start(2).await;
+    c.psql("CREATE SCHEMA s_a").await;
+    c.wait_replayed().await;
+    // One connection per node: the two sessions take turns on the same server connections,
+    // so nearly every unit finds the other session's settings there.
+    let p = Proxy::builder()
+        .cluster(&c)
+        .pool_size(1)
+        .pool_mode("transaction")
+        .monitor_interval("100ms")
+        .set("", "admin_listen", "\"127.0.0.1:0\"")
+        .start()
+        .await;
+    p.wait_topology(1, 2).await;
+    let a = session(
+        &p,
+        "-c application_name=app_a -c statement_timeout=41s -c work_mem=5MB",
+        "SET search_path = s_a, public; SET lock_timeout = '7s'",
+        ["app_a", "41s", "5MB", "s_a, public", "7s"],
+    )
+    .await;
+    let b = session(
+        &p,
+        "-c application_name=app_b -c statement_timeout=43s -c work_mem=6MB",
+        "SET search_path = public; SET lock_timeout = '9s'",
+        ["app_b", "43s", "6MB", "public", "9s"],
+    )
+    .await;
+    // Warm up: each connection learns each session's statements once (round trips allowed).
+    for i in 0..20 {
+        check(&a, i % 2 == 0, "warm-up a").await;
+        check(&b, i % 2 == 0, "warm-up b").await;
+    }
+    let round_trips = p.metric(ROUND_TRIPS).await;
+    let pipelined = p.metric(PIPELINED).await;
+    let mut ports = std::collections::BTreeSet::new();
+    for i in 0..1000 {
+        ports.insert(check(&a, i % 2 == 0, &format!("a, read {i}")).await);
+        ports.insert(check(&b, i % 3 == 0, &format!("b, read {i}")).await);
+    }
+    let replicas: std::collections::BTreeSet<String> = c.replica_ports().iter().map(u16::to_string).collect();
+    assert_eq!(ports, replicas, "reads spread over both replicas and nowhere else");
+    assert_eq!(p.metric(ROUND_TRIPS).await, round_trips, "no state sync cost a round trip once warm");
+    let syncs = p.metric(PIPELINED).await - pipelined;
+    assert!(syncs >= 1000.0, "the sessions' turns needed pipelined syncs: {syncs}");
+    assert_eq!(p.metric(FAILED).await, 0.0);
+    assert!(p.metric("sluice_state_sync_statements_total").await >= syncs);
+}
+
+/// A pipelined sync the node refuses (its role was dropped since) never lets the unit's result
+/// through: the client gets the server's error, the connection is closed, the session goes on.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_pipelined_sync_fails_the_unit_not_the_session() {
+    let c = Cluster::start(0).await;
+    c.psql("CREATE ROLE sync_role; GRANT sync_role TO CURRENT_USER").await;
+    let p = Proxy::builder()
+        .cluster(&c)
+        .pool_size(1)
+        .pool_mode("transaction")
+        .set("", "admin_listen", "\"127.0.0.1:0\"")
+        .start()
+        .await;
+    let a = p.connect().await;
+    let b = p.connect().await;
+    a.batch_execute("SET ROLE sync_role").await.unwrap();
+    let who = "SELECT current_user::text";
+    for _ in 0..3 {
+        let rows = b.query_one(who, &[]).await.unwrap();
+        assert_ne!(rows.get::<_, String>(0), "sync_role");
+        assert_eq!(a.query_one(who, &[]).await.unwrap().get::<_, String>(0), "sync_role");
+    }
+    assert!(p.metric(PIPELINED).await >= 1.0, "the second turn is pipelined");
+    b.simple_query("SELECT 1").await.unwrap();
+    c.psql("DROP ROLE sync_role").await;
+    let err = a.query_one(who, &[]).await.expect_err("the role is gone");
+    assert_eq!(common::sqlstate(&err).as_deref(), Some("22023"), "{}", common::describe(&err));
+    // Counted when the session gives the connection up, just after the client's reply.
+    for _ in 0..50 {
+        if p.metric(FAILED).await > 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(p.metric(FAILED).await, 1.0);
+    // The session goes on; b never sees a's failure.
+    assert_eq!(b.query_one("SELECT 7", &[]).await.unwrap().get::<_, i32>(0), 7);
+}
+
+/// `RESET ALL` returns a session to the parameters it started with (as PostgreSQL does), not
+/// to the server's defaults, on whichever connection it reads next.
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_all_returns_to_the_startup_parameters() {
+    let c = Cluster::start(1).await;
+    let p = Proxy::builder().cluster(&c).pool_size(1).pool_mode("transaction").monitor_interval("100ms").start().await;
+    p.wait_topology(1, 1).await;
+    let mut config: tokio_postgres::Config = p.conn_string().parse().unwrap();
+    config.options("-c work_mem=5MB -c application_name=app_s");
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let settings = "SELECT current_setting('work_mem') || ' ' || current_setting('application_name')";
+    let read = |sql: &'static str| {
+        let client = &client;
+        async move { client.query_one(sql, &[]).await.unwrap().get::<_, String>(0) }
+    };
+    client.batch_execute("SET work_mem = '7MB'; SET application_name = 'changed'").await.unwrap();
+    assert_eq!(read(settings).await, "7MB changed");
+    client.batch_execute("RESET ALL").await.unwrap();
+    for round in 0..4 {
+        assert_eq!(read(settings).await, "5MB app_s", "round {round}, on a replica");
+        let on_primary =
+            "/* sluice: primary */ SELECT current_setting('work_mem') || ' ' || current_setting('application_name')";
+        assert_eq!(read(on_primary).await, "5MB app_s", "round {round}, on the primary");
+    }
+}
+
+/// The same with a connection held for the whole session (session pooling).
+#[tokio::test(flavor = "multi_thread")]
+async fn reset_all_on_a_held_connection_returns_to_the_startup_parameters() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).pool_size(2).pool_mode("session").start().await;
+    let mut config: tokio_postgres::Config = p.conn_string().parse().unwrap();
+    config.options("-c work_mem=5MB");
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let work_mem = "SELECT current_setting('work_mem')";
+    client.batch_execute("SET work_mem = '7MB'").await.unwrap();
+    assert_eq!(client.query_one(work_mem, &[]).await.unwrap().get::<_, String>(0), "7MB");
+    client.batch_execute("RESET ALL").await.unwrap();
+    for round in 0..3 {
+        assert_eq!(client.query_one(work_mem, &[]).await.unwrap().get::<_, String>(0), "5MB", "round {round}");
+    }
+}
