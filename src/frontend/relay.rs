@@ -1,22 +1,34 @@
-//! Relaying a unit's server replies to the client as raw frames.
+//! Relaying a unit, full duplex: server replies go to the client as raw frames as the server
+//! sends them, and (for an extended-protocol unit not yet ended by Sync) the client's further
+//! messages go to the server as they arrive, both at once.
 //!
 //! Complete frames at the front of the server read buffer are walked in place; runs of frames
 //! the client should see are split off (no copy) and written in one call, with any synthesized
-//! replies queued ahead of them. Backpressure is natural: nothing more is read from the server
-//! until the client has taken what was read.
+//! replies queued ahead of them. Server to client, backpressure is natural: nothing more is
+//! read from the server until the client has taken what was read. Client to server, at most
+//! [`READ_AHEAD_MESSAGES`] messages / [`READ_AHEAD_BYTES`] bytes wait for the server to take
+//! them; then the client is not read. Which client messages belong to the unit is decided by
+//! [`duplex::next`](super::duplex::next).
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use crate::tls::MaybeTls;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
+use super::duplex::{self, Next, READ_AHEAD_BYTES, READ_AHEAD_MESSAGES};
 use super::expect::{step, Expect, ReplyKind, Step, Synth};
 use super::params::SessionParams;
+use super::session::end::{Fault, SessionEnd};
+use super::statements::{Batch, Statements};
+use super::unit::{combine, Unit};
+use crate::backend::prepared::StmtKey;
 use crate::backend::ServerConn;
 use crate::error::BackendError;
-use crate::protocol::framer::{peek_header, ReadError};
-use crate::protocol::{messages, tag, FrameReader, TxStatus};
+use crate::protocol::framer::{peek_header, Progress};
+use crate::protocol::{messages, tag, Frame, FrameReader, TxStatus};
+use crate::router::{Access, Class, Classifier};
 
 /// How a unit ended.
 #[derive(Debug)]
@@ -28,8 +40,8 @@ pub enum Outcome {
     /// The server connection failed (a FATAL it sent is in the error, not forwarded); the
     /// client was not told yet.
     ServerLost(BackendError),
-    /// The client went away or broke the protocol mid-unit.
-    ClientGone,
+    /// The client went away or broke the protocol mid-unit (not told yet).
+    End(SessionEnd),
     /// The server refused the unit with `25006 read_only_sql_transaction` before the client saw
     /// anything: it changed nothing and may run again on the primary.
     ReadOnlyRejected,
@@ -41,6 +53,41 @@ pub enum Outcome {
 /// Replies held back from a retryable unit, at most this many bytes, until it is known not to
 /// have been rejected as a write on a read-only node.
 const HOLD_LIMIT: usize = 64 * 1024;
+
+/// Client messages recorded for a replay are dropped past this many bytes (the unit can then
+/// no longer run again elsewhere; its replies stream on).
+const REPLAY_LIMIT: usize = 1 << 20;
+
+/// What streamed into a unit after it started, for the session to account for.
+#[derive(Default)]
+pub struct Streamed {
+    /// Every streamed message, while the unit may still run again elsewhere (`None` once it
+    /// may not).
+    pub frames: Option<Vec<Frame>>,
+    frame_bytes: usize,
+    /// The class of the streamed statements (combined).
+    pub class: Option<Class>,
+    /// Statements the streamed messages assume present on the connection.
+    pub added: Vec<Arc<StmtKey>>,
+    /// Server-side statements the streamed messages closed.
+    pub closed: Vec<String>,
+    /// The message that ended the unit because it needs its own routing.
+    pub lookahead: Option<Frame>,
+}
+
+/// The session's side of a streaming unit.
+struct Stream<'a> {
+    statements: &'a mut Statements,
+    classifier: &'a Classifier,
+    /// A write may not run where the unit runs (see [`duplex::Streaming`]).
+    writes_move: bool,
+    out: &'a mut Streamed,
+    /// The unit's Sync was forwarded, or a message ended it: the client is not read any more.
+    done: bool,
+    /// Client bytes waiting to be written to the server, and how many messages they hold.
+    to_server: BytesMut,
+    ahead: usize,
+}
 
 /// The pieces of a session the relay touches.
 pub struct Relay<'a> {
@@ -65,6 +112,8 @@ pub struct Relay<'a> {
     retry_lost: bool,
     /// The process id the client was given: its own notifications carry it (0: unchanged).
     client_pid: i32,
+    /// The client's further messages of the unit, if it is not ended yet.
+    stream: Option<Stream<'a>>,
 }
 
 impl<'a> Relay<'a> {
@@ -86,7 +135,36 @@ impl<'a> Relay<'a> {
             rejected: false,
             retry_lost: false,
             client_pid: 0,
+            stream: None,
         }
+    }
+
+    /// The unit is not ended yet (no Sync): keep reading the client and sending its messages
+    /// on while replies come back, recording into `out` what the session must know.
+    pub fn streaming(
+        mut self,
+        statements: &'a mut Statements,
+        classifier: &'a Classifier,
+        writes_move: bool,
+        out: &'a mut Streamed,
+    ) -> Self {
+        out.frames = Some(Vec::new());
+        self.stream = Some(Stream {
+            statements,
+            classifier,
+            writes_move,
+            out,
+            done: false,
+            to_server: BytesMut::new(),
+            ahead: 0,
+        });
+        self
+    }
+
+    /// True if the unit may still run again elsewhere, unseen: its replies are held back and
+    /// every message it streamed is recorded.
+    fn replayable(&self) -> bool {
+        self.hold.is_some() && self.stream.as_ref().is_none_or(|s| s.out.frames.is_some())
     }
 
     /// Notifications raised by this connection's own backend are shown with `pid`, the process
@@ -108,11 +186,11 @@ impl<'a> Relay<'a> {
     pub async fn run(&mut self) -> Outcome {
         match self.run_inner().await {
             Ok(o) => o,
-            Err(RelayError::Client) => Outcome::ClientGone,
+            Err(RelayError::Client(end)) => Outcome::End(end),
             Err(RelayError::Server(e)) => {
                 self.conn.break_off();
                 // Nothing reached the client yet and the unit only reads: running it again is safe.
-                if self.retry_lost && self.hold.is_some() {
+                if self.retry_lost && self.replayable() {
                     return Outcome::NeverRan(e);
                 }
                 self.server_lost(e).await
@@ -133,15 +211,20 @@ impl<'a> Relay<'a> {
             }
             if self.queue.is_empty() {
                 self.flush(run).await?;
-                self.release_hold().await?;
-                return Ok(Outcome::Partial);
+                run = 0;
+                if self.stream_settled() {
+                    self.release_hold().await?;
+                    return Ok(Outcome::Partial);
+                }
+                self.pump().await?;
+                continue;
             }
             let header = peek_header(&self.conn.io.buffered()[run..], crate::backend::conn::MAX_SERVER_MESSAGE)
                 .map_err(|e| RelayError::Server(self.conn.lost(&e.to_string())))?;
             let Some((t, total)) = header.filter(|(_, total)| self.conn.io.buffered().len() - run >= *total) else {
                 self.flush(run).await?;
                 run = 0;
-                self.fill().await?;
+                self.pump().await?;
                 continue;
             };
             if t == tag::NOTIFICATION && self.client_pid != 0 && total >= 9 {
@@ -178,7 +261,7 @@ impl<'a> Relay<'a> {
                     self.conn.io.buffer().advance(total);
                 }
                 Step::Ready(status) => {
-                    if self.rejected && status == TxStatus::Idle {
+                    if self.rejected && status == TxStatus::Idle && self.replayable() {
                         self.conn.io.buffer().advance(run + total);
                         return Ok(Outcome::ReadOnlyRejected);
                     }
@@ -190,7 +273,12 @@ impl<'a> Relay<'a> {
                     self.flush(run + total).await?;
                     self.release_hold().await?;
                     run = 0;
+                    self.send_streamed().await?;
                     self.copy_in().await?;
+                    if let Some(s) = self.stream.as_mut() {
+                        // The copy's tail (up to its Sync) was relayed by `copy_in`.
+                        s.done = true;
+                    }
                 }
                 Step::Unexpected => {
                     return Err(RelayError::Server(self.conn.lost(&format!("unexpected message {:?}", t as char))));
@@ -228,7 +316,7 @@ impl<'a> Relay<'a> {
             return Ok(());
         }
         let mut out = std::mem::take(&mut self.synth).chain(frames);
-        self.client.get_mut().write_all_buf(&mut out).await.map_err(|_| RelayError::Client)
+        self.client.get_mut().write_all_buf(&mut out).await.map_err(|_| RelayError::Client(SessionEnd::ClientGone))
     }
 
     /// Stop holding replies back: write what was held and stream from now on.
@@ -244,7 +332,128 @@ impl<'a> Relay<'a> {
                 joined.freeze()
             }
         };
-        self.client.get_mut().write_all(&out).await.map_err(|_| RelayError::Client)
+        self.client.get_mut().write_all(&out).await.map_err(|_| RelayError::Client(SessionEnd::ClientGone))
+    }
+
+    /// Nothing of the unit is in flight and the client said nothing more yet (or the unit has
+    /// ended): a unit whose replies are all in returns to the session, its block left open.
+    fn stream_settled(&self) -> bool {
+        self.stream
+            .as_ref()
+            .is_none_or(|s| s.to_server.is_empty() && (s.done || self.errored || !self.client.has_buffered()))
+    }
+
+    /// Make progress when the next server reply is not here yet: take the client's buffered
+    /// messages into the unit, then wait for whichever comes first of server bytes, client
+    /// bytes (while under the read-ahead bounds) and the write of streamed messages.
+    async fn pump(&mut self) -> Result<(), RelayError> {
+        self.take_client_messages().await?;
+        let Some(s) = self.stream.as_mut() else { return self.fill().await };
+        let read_client = !s.done && s.to_server.len() < READ_AHEAD_BYTES && s.ahead < READ_AHEAD_MESSAGES;
+        if !read_client && s.to_server.is_empty() {
+            return self.fill().await;
+        }
+        let peer = if read_client { Some(&mut *self.client) } else { None };
+        let progress = self.conn.io.fill_or_write(peer, &mut s.to_server).await;
+        match progress {
+            Ok(Progress::Read(0)) => Err(RelayError::Server(self.conn.lost("server closed the connection"))),
+            Ok(Progress::Read(_) | Progress::PeerRead(1..)) => Ok(()),
+            Ok(Progress::PeerRead(0)) => Err(RelayError::Client(SessionEnd::ClientGone)),
+            Ok(Progress::PeerFailed(e)) => Err(RelayError::Client(SessionEnd::unreadable(&e))),
+            Ok(Progress::Wrote(_)) => {
+                if s.to_server.is_empty() {
+                    s.ahead = 0;
+                    // A TLS layer may hold the last record until flushed.
+                    let flushed = self.conn.io.get_mut().flush().await;
+                    flushed.map_err(|e| RelayError::Server(self.conn.lost(&e.to_string())))?;
+                }
+                Ok(())
+            }
+            Err(e) => Err(RelayError::Server(self.conn.lost(&e.to_string()))),
+        }
+    }
+
+    /// Decide, for each complete client message already read, whether it continues the unit
+    /// (then translate it and queue it for the server), until the read-ahead bound.
+    async fn take_client_messages(&mut self) -> Result<(), RelayError> {
+        loop {
+            let Some(s) = self.stream.as_mut() else { return Ok(()) };
+            if s.done || s.to_server.len() >= READ_AHEAD_BYTES || s.ahead >= READ_AHEAD_MESSAGES {
+                return Ok(());
+            }
+            let frame = match self.client.buffered_frame() {
+                Ok(Some(f)) => f,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(RelayError::Client(SessionEnd::bad_frame(&e))),
+            };
+            let class = matches!(frame.tag(), tag::PARSE | tag::BIND)
+                .then(|| Unit::Extended(vec![frame.clone()]).classify(s.statements, s.classifier));
+            let writes = class.as_ref().is_some_and(|c| c.access == Access::Write);
+            let unit = duplex::Streaming { failed: self.errored, writes_move: s.writes_move };
+            let next = duplex::next(frame.tag(), writes, unit);
+            if next == Next::Reroute {
+                s.done = true;
+                s.out.lookahead = Some(frame);
+                if !self.queue.is_empty() {
+                    // The server holds the replies of what it has until a Flush or a Sync.
+                    messages::flush(&mut s.to_server);
+                }
+                return Ok(());
+            }
+            self.record(&frame).await?;
+            let Some(s) = self.stream.as_mut() else { return Ok(()) };
+            if next == Next::Discard {
+                continue;
+            }
+            if let Some(c) = class {
+                s.out.class = Some(match s.out.class.take() {
+                    Some(before) => combine(&[Arc::new(before), c]),
+                    None => Class::clone(&c),
+                });
+            }
+            let mut batch = Batch::continuing(self.conn, s.classifier);
+            s.statements.translate(&frame, &mut batch);
+            let Batch { out, queue, added, closed, .. } = batch;
+            self.conn.note_sent(&out);
+            s.to_server.extend_from_slice(&out);
+            s.ahead += 1;
+            self.queue.extend(queue);
+            s.out.added.extend(added);
+            s.out.closed.extend(closed);
+            s.done = next == Next::EndAtSync;
+        }
+    }
+
+    /// Keep a streamed message for a replay while one is possible, within [`REPLAY_LIMIT`].
+    async fn record(&mut self, frame: &Frame) -> Result<(), RelayError> {
+        let holding = self.hold.is_some();
+        let Some(s) = self.stream.as_mut() else { return Ok(()) };
+        let Some(frames) = s.out.frames.as_mut() else { return Ok(()) };
+        s.out.frame_bytes += frame.bytes().len();
+        if holding && s.out.frame_bytes <= REPLAY_LIMIT {
+            frames.push(frame.clone());
+            return Ok(());
+        }
+        // Too much to keep (or replies already reached the client): it runs here only.
+        s.out.frames = None;
+        if !self.rejected {
+            self.release_hold().await?;
+        }
+        Ok(())
+    }
+
+    /// Write every streamed message still waiting (before COPY takes the connection over).
+    async fn send_streamed(&mut self) -> Result<(), RelayError> {
+        let Some(s) = self.stream.as_mut() else { return Ok(()) };
+        if s.to_server.is_empty() {
+            return Ok(());
+        }
+        let io = self.conn.io.get_mut();
+        let written = async { io.write_all(&s.to_server).await.and(io.flush().await) }.await;
+        written.map_err(|e| RelayError::Server(self.conn.lost(&e.to_string())))?;
+        s.to_server.clear();
+        s.ahead = 0;
+        Ok(())
     }
 
     /// Wait for more server bytes; notice a client that hangs up meanwhile.
@@ -257,7 +466,7 @@ impl<'a> Relay<'a> {
                 Ok(_) => Ok(()),
                 Err(e) => Err(RelayError::Server(self.conn.lost(&e.to_string()))),
             },
-            () = client_hung_up(client), if watch => Err(RelayError::Client),
+            () = client_hung_up(client), if watch => Err(RelayError::Client(SessionEnd::ClientGone)),
         }
     }
 
@@ -283,7 +492,9 @@ impl<'a> Relay<'a> {
                 break;
             }
             if t != tag::COPY_DATA {
-                return Err(RelayError::Client);
+                let message = format!("unexpected message type {:?} during COPY from stdin", t as char);
+                let end = SessionEnd::fatal(crate::error::sqlstate::PROTOCOL_VIOLATION, message, Fault::Client);
+                return Err(RelayError::Client(end));
             }
         }
         if extended {
@@ -303,7 +514,11 @@ impl<'a> Relay<'a> {
                 tag::EXECUTE => Some(ReplyKind::Execute),
                 tag::CLOSE => Some(ReplyKind::Close),
                 tag::FLUSH => None,
-                _ => return Err(RelayError::Client),
+                t => {
+                    let message = format!("unexpected message type {:?} after COPY", t as char);
+                    let end = SessionEnd::fatal(crate::error::sqlstate::PROTOCOL_VIOLATION, message, Fault::Client);
+                    return Err(RelayError::Client(end));
+                }
             };
             self.conn.send(frame.bytes()).await.map_err(RelayError::Server)?;
             if let Some(kind) = kind {
@@ -318,7 +533,8 @@ impl<'a> Relay<'a> {
     async fn client_frame(&mut self) -> Result<crate::protocol::Frame, RelayError> {
         match self.client.next().await {
             Ok(Some(f)) => Ok(f),
-            Ok(None) | Err(ReadError::Io(_) | ReadError::Truncated | ReadError::Frame(_)) => Err(RelayError::Client),
+            Ok(None) => Err(RelayError::Client(SessionEnd::ClientGone)),
+            Err(e) => Err(RelayError::Client(SessionEnd::unreadable(&e))),
         }
     }
 
@@ -326,14 +542,14 @@ impl<'a> Relay<'a> {
     /// to tell it about the loss is the session's decision.
     async fn server_lost(&mut self, e: BackendError) -> Outcome {
         if self.flush(0).await.is_err() || self.release_hold().await.is_err() {
-            return Outcome::ClientGone;
+            return Outcome::End(SessionEnd::ClientGone);
         }
         Outcome::ServerLost(e)
     }
 }
 
 enum RelayError {
-    Client,
+    Client(SessionEnd),
     Server(BackendError),
 }
 

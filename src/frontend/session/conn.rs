@@ -157,13 +157,18 @@ impl Session<'_> {
     /// the primary. Inside a transaction block, or with state bound to the connection, nothing
     /// moves.
     pub(super) fn block_must_move(&self, class: &Class) -> bool {
+        let open = self.held.as_ref().is_some_and(|h| h.block == Block::Open);
+        open && class.access == Access::Write && self.writes_move()
+    }
+
+    /// A write may not run on the held connection, and nothing keeps the session there: it is
+    /// not the primary's, outside a transaction block, with no state bound to it, under
+    /// transaction pooling.
+    pub(super) fn writes_move(&self) -> bool {
         let Some(held) = self.held.as_ref() else { return false };
-        let moves_off = held.block == Block::Open
-            && held.status == TxStatus::Idle
-            && !self.pinned
-            && self.shared.config.pool.mode == PoolMode::Transaction
-            && class.access == Access::Write;
-        moves_off && self.shared.topology.load().primary().map(|p| p.index) != Some(held.checkout.pool().node())
+        let free =
+            held.status == TxStatus::Idle && !self.pinned && self.shared.config.pool.mode == PoolMode::Transaction;
+        free && self.shared.topology.load().primary().map(|p| p.index) != Some(held.checkout.pool().node())
     }
 
     /// End the held block on its connection (a Sync, its ReadyForQuery swallowed) and give the
