@@ -181,9 +181,7 @@ impl<'a> Session<'a> {
         if let Some(f) = self.lookahead.take() {
             return Ok(Some(f));
         }
-        if !self.watch_while_idle().await {
-            return Ok(None);
-        }
+        self.watch_while_idle().await?;
         let idle = self.shared.config.limits.idle_client_timeout.filter(|_| self.held.is_none());
         let between_units = self.held.as_ref().is_none_or(|h| h.status == TxStatus::Idle);
         let read = self.entry.unless_stopped(between_units, self.client.next());
