@@ -288,3 +288,29 @@ async fn an_oversize_message_while_a_unit_streams_gives_54000() {
     };
     assert_eq!((error.severity.as_str(), error.code.as_str()), ("FATAL", "54000"), "{error:?}");
 }
+
+/// A Flush, then more statements with no Flush yet, and the client waits for what its Flush
+/// asked for (as psycopg's pipeline does): those replies come, though a read's replies are
+/// otherwise held back while a replica's refusal could still be retried unseen.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_replies_a_flush_asked_for_come_while_more_statements_stream_in() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).pool_size(1).start().await;
+    let mut a = raw(p.port()).await;
+    let mut out = BytesMut::new();
+    run_unnamed(&mut out, "SELECT 1", &[]);
+    messages::flush(&mut out);
+    run_unnamed(&mut out, "SELECT 2", &[]);
+    assert!(a.send(&out).await);
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(a.recv(WAIT).await.expect("the replies the Flush asked for"));
+    }
+    assert_eq!(tags(&got), "12DC");
+    let mut sync = BytesMut::new();
+    messages::sync(&mut sync);
+    assert!(a.send(&sync).await);
+    let rest = a.until_ready_frames(WAIT).await.expect("the rest, then the Sync's answer");
+    assert_eq!(tags(&rest), "12DCZ");
+    assert_eq!(first_column(&rest[2]).as_deref(), Some("2"));
+}

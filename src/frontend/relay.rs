@@ -140,15 +140,18 @@ impl<'a> Relay<'a> {
     }
 
     /// The unit is not ended yet (no Sync): keep reading the client and sending its messages
-    /// on while replies come back, recording into `out` what the session must know.
+    /// on while replies come back, recording into `out` what the session must know. A unit
+    /// whose start ended with Flush is not `replayable`: the client may be waiting for those
+    /// replies.
     pub fn streaming(
         mut self,
         statements: &'a mut Statements,
         classifier: &'a Classifier,
         writes_move: bool,
         out: &'a mut Streamed,
+        replayable: bool,
     ) -> Self {
-        out.frames = Some(Vec::new());
+        out.frames = replayable.then(Vec::new);
         self.stream = Some(Stream {
             statements,
             classifier,
@@ -425,17 +428,19 @@ impl<'a> Relay<'a> {
     }
 
     /// Keep a streamed message for a replay while one is possible, within [`REPLAY_LIMIT`].
+    /// Once none is, replies are no longer held back. A Flush ends that at once: the client
+    /// may wait for the replies it asks for before it sends anything more.
     async fn record(&mut self, frame: &Frame) -> Result<(), RelayError> {
         let holding = self.hold.is_some();
         let Some(s) = self.stream.as_mut() else { return Ok(()) };
-        let Some(frames) = s.out.frames.as_mut() else { return Ok(()) };
-        s.out.frame_bytes += frame.bytes().len();
-        if holding && s.out.frame_bytes <= REPLAY_LIMIT {
-            frames.push(frame.clone());
-            return Ok(());
+        if let Some(frames) = s.out.frames.as_mut() {
+            s.out.frame_bytes += frame.bytes().len();
+            if holding && frame.tag() != tag::FLUSH && s.out.frame_bytes <= REPLAY_LIMIT {
+                frames.push(frame.clone());
+                return Ok(());
+            }
+            s.out.frames = None;
         }
-        // Too much to keep (or replies already reached the client): it runs here only.
-        s.out.frames = None;
         if !self.rejected {
             self.release_hold().await?;
         }

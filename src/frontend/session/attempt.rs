@@ -135,7 +135,8 @@ impl Session<'_> {
             let relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params).client_pid(self.key.pid);
             let relay = if retryable { relay.retryable(class.access == Access::Read) } else { relay };
             let mut relay = if streams {
-                relay.streaming(&mut self.statements, &self.classifier, writes_move, &mut streamed)
+                let replayable = !matches!(unit, Unit::Extended(f) if f.last().map(Frame::tag) == Some(tag::FLUSH));
+                relay.streaming(&mut self.statements, &self.classifier, writes_move, &mut streamed, replayable)
             } else {
                 relay
             };
