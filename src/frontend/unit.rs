@@ -222,7 +222,8 @@ pub(super) fn lsn_capture(class: &Class, ends_cleanly: bool, may_copy: bool, in_
     }
 }
 
-/// What a session does after its server connection died under a unit.
+/// What a session does after its server connection died (decided by
+/// `session::state::SessionState::on_loss`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum AfterLoss {
     /// Nothing the session needs was on it: an ERROR, and the next unit gets a new connection.
@@ -233,20 +234,6 @@ pub(super) enum AfterLoss {
     TransactionLost,
     /// What died with it (named) was the session's: FATAL, and the client is closed.
     End(&'static str),
-}
-
-/// Decide [`AfterLoss`]: `autocommit` (the unit began outside a transaction block), `pinned`
-/// (temp tables, LISTEN... lived on the connection), `session_pooling` (the whole session did).
-pub(super) fn after_loss(autocommit: bool, pinned: bool, session_pooling: bool) -> AfterLoss {
-    if session_pooling {
-        AfterLoss::End("the session's server connection (session pooling)")
-    } else if pinned {
-        AfterLoss::End("state bound to that connection (temporary tables, LISTEN, prepared SQL)")
-    } else if !autocommit {
-        AfterLoss::TransactionLost
-    } else {
-        AfterLoss::Continue
-    }
 }
 
 /// A simple Query that only ends a transaction block (`ROLLBACK`, `ABORT`, `COMMIT`, `END`,
@@ -301,27 +288,6 @@ mod tests {
         assert_eq!(lsn_capture(&write, false, false, false), Capture::None, "a Flush-held block");
         assert!(query("copy t from stdin").may_copy_in(&Statements::default()));
         assert!(!query("SELECT 1").may_copy_in(&Statements::default()));
-    }
-
-    #[test]
-    fn a_lost_server_ends_only_sessions_that_lost_their_state() {
-        // (autocommit, pinned, session pooling) -> continues? (and as an idle session?)
-        let cases = [
-            ((true, false, false), Some(AfterLoss::Continue)),
-            ((false, false, false), Some(AfterLoss::TransactionLost)),
-            ((true, true, false), None),
-            ((false, true, false), None),
-            ((true, false, true), None),
-            ((false, true, true), None),
-        ];
-        for ((autocommit, pinned, session), want) in cases {
-            let got = after_loss(autocommit, pinned, session);
-            let continues = (got != AfterLoss::Continue && got != AfterLoss::TransactionLost).then_some(got);
-            match want {
-                Some(w) => assert_eq!(got, w, "{autocommit} {pinned} {session}"),
-                None => assert_eq!(continues, Some(got), "{autocommit} {pinned} {session}: {got:?} must end"),
-            }
-        }
     }
 
     #[test]

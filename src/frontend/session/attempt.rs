@@ -66,7 +66,7 @@ impl Session<'_> {
             };
             tracing::trace!(key = self.key.pid, %tags, held = self.held.is_some(), "unit");
         }
-        let autocommit = self.held.as_ref().is_none_or(|h| h.status == TxStatus::Idle);
+        let autocommit = self.state.tx() == TxStatus::Idle;
         let retryable = self.held.is_none() && class.tx == TxEffect::None;
         let mut tried = self.attempt(&unit, &class, retryable).await?;
         match tried.as_mut() {
@@ -105,9 +105,9 @@ impl Session<'_> {
         // cut short by a message that needs its own routing gets a Flush instead: the server
         // holds its replies until a Flush or a Sync that is not coming.
         let streams = unit.is_open_block() && self.lookahead.is_none();
+        let in_transaction = self.state.tx() != TxStatus::Idle;
+        let block_wrote = self.state.block() == Block::OpenWithWrite;
         let held = self.held.as_mut().expect("acquire leaves a held connection");
-        let in_transaction = held.status != TxStatus::Idle;
-        let block_wrote = held.block == Block::OpenWithWrite;
         let primary = self.shared.topology.load().primary().map(|p| p.index);
         let mut batch = Batch::new(held.checkout.conn(), &self.classifier);
         match unit {

@@ -85,10 +85,7 @@ impl Session<'_> {
     /// on without it, it ends (FATAL to the client).
     fn held_lost(&mut self, e: &BackendError) -> Result<(), SessionEnd> {
         tracing::info!(error = %e, "held server connection lost while the client was idle");
-        let autocommit = self.held.as_ref().is_none_or(|h| h.status == TxStatus::Idle);
-        let session_pooling = self.shared.config.pool.mode == PoolMode::Session;
-        let verdict = after_loss(autocommit, self.pinned, session_pooling);
-        self.pinned = false;
+        let verdict = self.state.on_loss();
         self.drop_held_and_siblings();
         match verdict {
             // The next unit gets a fresh connection with the session's state replayed.

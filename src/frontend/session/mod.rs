@@ -28,13 +28,15 @@ mod conn;
 pub(crate) mod end;
 mod idle;
 mod login;
+mod state;
 
 use attempt::{with_streamed, Tried};
-use block::{Block, UnitEnd};
+use block::Block;
 use end::{Fault, SessionEnd};
+use state::{Event, SessionState};
 
 use super::unit::{
-    after_loss, combine, is_extended, is_frontend_tag, is_reset_all, lsn_capture, no_node_error, resets_statements,
+    combine, is_extended, is_frontend_tag, is_reset_all, lsn_capture, no_node_error, resets_statements,
     tx_end_outside_block, unit_texts, AfterLoss, Capture, Unit, LSN_SQL,
 };
 use super::Shared;
@@ -53,11 +55,9 @@ use crate::topology::Role;
 /// streams the rest of the unit in).
 const MAX_BATCH_MESSAGES: usize = 1024;
 
-/// A server connection the session holds across units, and why.
+/// The server connection the session holds (why, and in which state: [`SessionState`]).
 struct Held {
     checkout: Checkout,
-    status: TxStatus,
-    block: Block,
 }
 
 /// One client's session.
@@ -69,8 +69,8 @@ pub struct Session<'a> {
     params: SessionParams,
     statements: Statements,
     held: Option<Held>,
-    /// State that lives on one server connection (temp table, LISTEN, SQL PREPARE...).
-    pinned: bool,
+    /// Why `held` is held, its transaction status and extended block.
+    state: SessionState,
     key: CancelKey,
     lookahead: Option<Frame>,
     /// The classifier of this session's database.
@@ -111,7 +111,7 @@ impl<'a> Session<'a> {
             params: login.params,
             statements: Statements::default(),
             held: None,
-            pinned: false,
+            state: SessionState::Free,
             key,
             lookahead: None,
             classifier,
@@ -173,7 +173,7 @@ impl<'a> Session<'a> {
 
     /// True while an errored extended block waits for its Sync.
     fn skipping_to_sync(&self) -> bool {
-        self.held.as_ref().is_some_and(|h| h.block == Block::Failed)
+        self.state.block() == Block::Failed
     }
 
     /// The next client message, honouring the idle timeout.
@@ -183,7 +183,7 @@ impl<'a> Session<'a> {
         }
         self.watch_while_idle().await?;
         let idle = self.shared.config.limits.idle_client_timeout.filter(|_| self.held.is_none());
-        let between_units = self.held.as_ref().is_none_or(|h| h.status == TxStatus::Idle);
+        let between_units = self.state.tx() == TxStatus::Idle;
         let read = self.entry.unless_stopped(between_units, self.client.next());
         let r = match idle {
             Some(d) => match tokio::time::timeout(d, read).await {
@@ -280,20 +280,15 @@ impl<'a> Session<'a> {
                     self.note_effects(class, unit, autocommit && status == TxStatus::Idle);
                     self.note_accepted(unit);
                 }
-                if let Some(h) = self.held.as_mut() {
-                    h.block = h.block.after(UnitEnd::Ready);
-                }
                 self.release_if_done(status).await;
                 Ok(())
             }
             Outcome::Partial => {
-                if let Some(h) = self.held.as_mut() {
-                    let wrote = class.access == Access::Write;
-                    h.block = h.block.after(UnitEnd::Partial { errored, wrote });
-                }
+                let wrote = class.access == Access::Write;
+                self.state = self.state.after(Event::Partial { errored, wrote });
                 Ok(())
             }
-            Outcome::ServerLost(e) => self.server_lost(&e, autocommit).await,
+            Outcome::ServerLost(e) => self.server_lost(&e).await,
             Outcome::End(end) => Err(end),
             Outcome::ReadOnlyRejected | Outcome::NeverRan(_) => Ok(()),
         }
@@ -301,7 +296,7 @@ impl<'a> Session<'a> {
 
     fn note_effects(&mut self, class: &Class, unit: &Unit, autocommit: bool) {
         match class.session {
-            SessionEffect::Pin => self.pinned = true,
+            SessionEffect::Pin => self.state = self.state.after(Event::Pin),
             // A session command run outside a transaction block is replayed on whichever
             // connection the session uses next; inside one (it may roll back), or when it also
             // writes, or when the history is full, the session stays on this connection.
@@ -310,13 +305,13 @@ impl<'a> Session<'a> {
                 if texts.iter().any(|t| is_reset_all(t)) {
                     self.params.clear_history();
                 } else if !texts.iter().all(|t| self.params.record(t)) {
-                    self.pinned = true;
+                    self.state = self.state.after(Event::Pin);
                 }
                 if let Some(h) = self.held.as_mut() {
                     h.checkout.conn().applied = self.params.fingerprint();
                 }
             }
-            SessionEffect::Parameter => self.pinned = true,
+            SessionEffect::Parameter => self.state = self.state.after(Event::Pin),
             SessionEffect::None => {}
         }
         // Functions changed: reload the catalog once that is committed (see `release_if_done`).
@@ -334,10 +329,9 @@ impl<'a> Session<'a> {
     /// The server connection died under a unit. The client hears one error: `ERROR` with the
     /// server's SQLSTATE and ReadyForQuery when the session can go on without what died with
     /// the connection, else `FATAL` and the session ends (never FATAL then ReadyForQuery).
-    async fn server_lost(&mut self, e: &BackendError, autocommit: bool) -> Result<(), SessionEnd> {
+    async fn server_lost(&mut self, e: &BackendError) -> Result<(), SessionEnd> {
         tracing::info!(error = %e, "server connection lost mid-statement");
-        let session_pooling = self.shared.config.pool.mode == PoolMode::Session;
-        let verdict = after_loss(autocommit, self.pinned, session_pooling);
+        let verdict = self.state.on_loss();
         self.drop_held_and_siblings();
         match verdict {
             AfterLoss::Continue => self.statement_error(e.sqlstate(), &end::statement_lost(e)).await,
@@ -357,7 +351,7 @@ impl<'a> Session<'a> {
     /// An error for this statement; the session goes on.
     async fn statement_error(&mut self, code: &str, message: &str) -> Result<(), SessionEnd> {
         self.shared.metrics.client_error(code);
-        let status = self.held.as_ref().map_or(TxStatus::Idle, |h| h.status);
+        let status = self.state.tx();
         let mut buf = BytesMut::new();
         messages::error_response(&mut buf, Severity::Error, code, message);
         messages::ready_for_query(&mut buf, status);
@@ -382,7 +376,7 @@ impl<'a> Session<'a> {
         self.key.set_target(None);
         let _ = self.client.get_mut().shutdown().await;
         let Some(held) = self.held.take() else { return };
-        let needs_reset = self.pinned || self.shared.config.pool.mode == PoolMode::Session;
+        let needs_reset = self.state.needs_reset();
         held.checkout.release(needs_reset).await;
     }
 }
