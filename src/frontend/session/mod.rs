@@ -1,13 +1,19 @@
 //! One client session: the phases of a unit, in order.
 //!
-//! read a unit (one Query, or an extended batch up to Sync/Flush) -> classify -> route on one
-//! topology snapshot -> check out a server connection (moving on to the next candidate only if
-//! nothing was sent) -> make its session parameters match -> forward -> relay replies up to
-//! ReadyForQuery -> release by the transaction status byte.
+//! read a unit (one Query, or the extended messages sent so far, up to Sync/Flush) -> classify
+//! -> route on one topology snapshot -> check out a server connection (moving on to the next
+//! candidate only if nothing was sent) -> make its session parameters match -> forward -> relay
+//! replies up to ReadyForQuery, full duplex (the rest of an extended unit streams in meanwhile)
+//! -> release by the session's state.
 //!
-//! This file sequences the phases; `login` finishes the handshake, `conn` gets, prepares, holds
-//! and gives back server connections (routing included), `accepted` remembers statements servers
-//! accepted, `idle` serves a held connection while the client is idle. The pure facts about a unit live in `frontend::unit`, the relay in `frontend::relay`.
+//! This file sequences the phases; `attempt` runs one unit (and runs it again on the primary if
+//! a replica refused it unseen), `login` finishes the handshake, `conn` gets, prepares, holds and
+//! gives back server connections (routing included), `accepted` remembers statements servers
+//! accepted, `idle` serves a held connection while the client is idle. `state` is the session's
+//! hold on a server connection (one enum, pure transitions), `block` the extended block on it,
+//! `end` why a session ends (typed, with SQLSTATE and fault). The pure facts about a unit live in
+//! `frontend::unit`, the relay in `frontend::relay`, what a streaming unit does with each client
+//! message in `frontend::duplex`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
