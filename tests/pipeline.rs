@@ -314,3 +314,29 @@ async fn the_replies_a_flush_asked_for_come_while_more_statements_stream_in() {
     assert_eq!(tags(&rest), "12DCZ");
     assert_eq!(first_column(&rest[2]).as_deref(), Some("2"));
 }
+
+/// A pipeline that began with a read on the replica meets a write before its Sync: the unit ends
+/// before the write (nothing of it reached the replica), the write and the Sync run on the
+/// primary, every reply in order, 0 errors.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_streamed_into_a_pipeline_on_a_replica_runs_on_the_primary() {
+    let (c, p) = Cluster::with_proxy(1, "CREATE TABLE t (id int)").await;
+    let primary = c.primary_port().to_string();
+    let mut a = raw(p.port()).await;
+    let mut out = BytesMut::new();
+    run_unnamed(&mut out, "SELECT inet_server_port()::text", &[]);
+    assert!(a.send(&out).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut out = BytesMut::new();
+    run_unnamed(&mut out, "INSERT INTO t VALUES (1) RETURNING inet_server_port()::text", &[]);
+    messages::sync(&mut out);
+    assert!(a.send(&out).await);
+    let frames = a.until_ready_frames(WAIT).await.expect("the pipeline's answers");
+    let errors: Vec<_> =
+        frames.iter().filter(|f| f.tag() == tag::ERROR_RESPONSE).map(|f| messages::decode_error(f.body())).collect();
+    assert!(errors.is_empty(), "the client saw errors: {errors:?}");
+    assert_eq!(tags(&frames), "12DC12DCZ");
+    assert_ne!(first_column(&frames[2]), Some(primary.clone()), "the read should have run on the replica");
+    assert_eq!(first_column(&frames[6]), Some(primary), "the write ran on the replica");
+    assert_eq!(c.psql("SELECT count(*) FROM t").await, "1");
+}
