@@ -150,3 +150,193 @@ async fn an_error_reaches_a_client_that_waits_for_it_before_syncing() {
     assert!(a.send(&sync).await);
     assert_eq!(tags(&a.until_ready_frames(WAIT).await.expect("the Sync is answered")), "Z");
 }
+
+/// Extended messages with neither Flush nor Sync are not answered, as on PostgreSQL (it holds
+/// the replies until its output buffer fills): sluice adds no Flush of its own. The client's
+/// Flush brings them, its Sync ends the block.
+#[tokio::test(flavor = "multi_thread")]
+async fn replies_wait_for_the_clients_flush_as_they_do_on_postgresql() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).pool_size(1).start().await;
+    let mut a = raw(p.port()).await;
+    let mut out = BytesMut::new();
+    run_unnamed(&mut out, "SELECT 42", &[]);
+    assert!(a.send(&out).await);
+    let early = a.recv(Duration::from_millis(500)).await;
+    assert!(early.is_err(), "a reply before any Flush or Sync: {:?}", early.map(|f| f.tag() as char));
+    let mut flush = BytesMut::new();
+    messages::flush(&mut flush);
+    assert!(a.send(&flush).await);
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(a.recv(WAIT).await.expect("the replies the Flush asked for"));
+    }
+    assert_eq!(tags(&got), "12DC");
+    assert_eq!(first_column(&got[2]).as_deref(), Some("42"));
+    let mut sync = BytesMut::new();
+    messages::sync(&mut sync);
+    assert!(a.send(&sync).await);
+    assert_eq!(tags(&a.until_ready_frames(WAIT).await.expect("the Sync is answered")), "Z");
+}
+
+/// A pipelined INSERT answered after a Flush, its Sync sent only then: a read right after the
+/// Sync sees the row (read-your-writes holds for a block whose end comes later), each time.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipelined_write_whose_sync_comes_later_is_read_back() {
+    let (_c, p) = Cluster::with_proxy(1, "CREATE TABLE t (id int)").await;
+    let mut a = raw(p.port()).await;
+    for i in 1..=20 {
+        let mut out = BytesMut::new();
+        run_unnamed(&mut out, "INSERT INTO t VALUES ($1::int)", &[Some(&i.to_string())]);
+        messages::flush(&mut out);
+        assert!(a.send(&out).await);
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(a.recv(WAIT).await.expect("the INSERT's replies"));
+        }
+        assert_eq!(tags(&got), "12C", "insert {i}");
+        let mut sync = BytesMut::new();
+        messages::sync(&mut sync);
+        assert!(a.send(&sync).await);
+        assert_eq!(tags(&a.until_ready_frames(WAIT).await.expect("the Sync")), "Z");
+        let mut q = BytesMut::new();
+        messages::query(&mut q, "SELECT count(*)::text FROM t");
+        assert!(a.send(&q).await);
+        let frames = a.until_ready_frames(WAIT).await.expect("the read");
+        assert_eq!(first_column(&frames[1]), Some(i.to_string()), "the read after insert {i} missed it");
+    }
+}
+
+/// A pipeline that starts with a read (on the replica) and streams in, before its Sync, a
+/// statement the classifier takes for a read but that writes (a STABLE function calling a
+/// VOLATILE one): the replica refuses it with 25006 before the client saw anything, so the
+/// whole unit runs again on the primary, unseen: 0 errors, the row is on the primary.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_streamed_pipeline_refused_by_a_replica_runs_again_on_the_primary() {
+    let setup = "CREATE TABLE t (id int);
+        CREATE FUNCTION w(i int) RETURNS int LANGUAGE plpgsql VOLATILE AS $$ BEGIN INSERT INTO t VALUES (i); RETURN i; END $$;
+        CREATE FUNCTION looks_read_only(i int) RETURNS int LANGUAGE plpgsql STABLE AS $$ BEGIN RETURN w(i); END $$;";
+    let (c, p) = Cluster::with_proxy(1, setup).await;
+    let mut a = raw(p.port()).await;
+    let mut out = BytesMut::new();
+    run_unnamed(&mut out, "SELECT 1", &[]);
+    assert!(a.send(&out).await);
+    // The unit runs (on the replica) before the rest arrives: the rest streams into it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut out = BytesMut::new();
+    run_unnamed(&mut out, "SELECT looks_read_only(7)", &[]);
+    messages::sync(&mut out);
+    assert!(a.send(&out).await);
+    let frames = a.until_ready_frames(WAIT).await.expect("the pipeline's answers");
+    let errors: Vec<_> =
+        frames.iter().filter(|f| f.tag() == tag::ERROR_RESPONSE).map(|f| messages::decode_error(f.body())).collect();
+    assert!(errors.is_empty(), "the client saw errors: {errors:?}");
+    assert_eq!(tags(&frames), "12DC12DCZ");
+    assert_eq!(first_column(&frames[6]).as_deref(), Some("7"));
+    assert_eq!(c.psql("SELECT count(*) FROM t WHERE id = 7").await, "1");
+}
+
+/// COPY FROM STDIN inside a streamed unit: a read, then (streamed in) the COPY and its Sync;
+/// the CopyInResponse comes, the data goes through, the copy's Sync ends the unit.
+#[tokio::test(flavor = "multi_thread")]
+async fn copy_inside_a_streamed_unit() {
+    let c = Cluster::start(0).await;
+    c.psql("CREATE TABLE c (v text)").await;
+    let p = Proxy::builder().cluster(&c).pool_size(1).start().await;
+    let mut a = raw(p.port()).await;
+    let mut out = BytesMut::new();
+    run_unnamed(&mut out, "SELECT 1", &[]);
+    assert!(a.send(&out).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut out = BytesMut::new();
+    run_unnamed(&mut out, "COPY c FROM STDIN", &[]);
+    messages::sync(&mut out);
+    assert!(a.send(&out).await);
+    let mut got = Vec::new();
+    while got.last().map(|f: &sluice::protocol::Frame| f.tag()) != Some(tag::COPY_IN_RESPONSE) {
+        got.push(a.recv(WAIT).await.expect("the read's answer, then CopyInResponse"));
+    }
+    assert_eq!(tags(&got), "12DC12G");
+    let mut out = BytesMut::new();
+    load::ext::copy_data(&mut out, b"a\nb\n");
+    out.extend_from_slice(&[tag::COPY_DONE, 0, 0, 0, 4]);
+    messages::sync(&mut out);
+    assert!(a.send(&out).await);
+    assert_eq!(tags(&a.until_ready_frames(WAIT).await.expect("the copy's end")), "CZ");
+    assert_eq!(c.psql("SELECT count(*) FROM c").await, "2");
+}
+
+/// A message over `limits.max_message_bytes` arriving while a unit streams: FATAL 54000.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_oversize_message_while_a_unit_streams_gives_54000() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).pool_size(1).max_message_bytes(64 * 1024).start().await;
+    let mut a = raw(p.port()).await;
+    let mut out = BytesMut::new();
+    run_unnamed(&mut out, "SELECT 1", &[]);
+    assert!(a.send(&out).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let big = format!("SELECT '{}'", "x".repeat(100 * 1024));
+    let mut out = BytesMut::new();
+    messages::parse(&mut out, "", big.as_bytes(), &0i16.to_be_bytes());
+    assert!(a.send(&out).await);
+    let error = loop {
+        let f = a.recv(WAIT).await.expect("an error");
+        if f.tag() == tag::ERROR_RESPONSE {
+            break messages::decode_error(f.body());
+        }
+    };
+    assert_eq!((error.severity.as_str(), error.code.as_str()), ("FATAL", "54000"), "{error:?}");
+}
+
+/// A Flush, then more statements with no Flush yet, and the client waits for what its Flush
+/// asked for (as psycopg's pipeline does): those replies come, though a read's replies are
+/// otherwise held back while a replica's refusal could still be retried unseen.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_replies_a_flush_asked_for_come_while_more_statements_stream_in() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).pool_size(1).start().await;
+    let mut a = raw(p.port()).await;
+    let mut out = BytesMut::new();
+    run_unnamed(&mut out, "SELECT 1", &[]);
+    messages::flush(&mut out);
+    run_unnamed(&mut out, "SELECT 2", &[]);
+    assert!(a.send(&out).await);
+    let mut got = Vec::new();
+    for _ in 0..4 {
+        got.push(a.recv(WAIT).await.expect("the replies the Flush asked for"));
+    }
+    assert_eq!(tags(&got), "12DC");
+    let mut sync = BytesMut::new();
+    messages::sync(&mut sync);
+    assert!(a.send(&sync).await);
+    let rest = a.until_ready_frames(WAIT).await.expect("the rest, then the Sync's answer");
+    assert_eq!(tags(&rest), "12DCZ");
+    assert_eq!(first_column(&rest[2]).as_deref(), Some("2"));
+}
+
+/// A pipeline that began with a read on the replica meets a write before its Sync: the unit ends
+/// before the write (nothing of it reached the replica), the write and the Sync run on the
+/// primary, every reply in order, 0 errors.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_streamed_into_a_pipeline_on_a_replica_runs_on_the_primary() {
+    let (c, p) = Cluster::with_proxy(1, "CREATE TABLE t (id int)").await;
+    let primary = c.primary_port().to_string();
+    let mut a = raw(p.port()).await;
+    let mut out = BytesMut::new();
+    run_unnamed(&mut out, "SELECT inet_server_port()::text", &[]);
+    assert!(a.send(&out).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut out = BytesMut::new();
+    run_unnamed(&mut out, "INSERT INTO t VALUES (1) RETURNING inet_server_port()::text", &[]);
+    messages::sync(&mut out);
+    assert!(a.send(&out).await);
+    let frames = a.until_ready_frames(WAIT).await.expect("the pipeline's answers");
+    let errors: Vec<_> =
+        frames.iter().filter(|f| f.tag() == tag::ERROR_RESPONSE).map(|f| messages::decode_error(f.body())).collect();
+    assert!(errors.is_empty(), "the client saw errors: {errors:?}");
+    assert_eq!(tags(&frames), "12DC12DCZ");
+    assert_ne!(first_column(&frames[2]), Some(primary.clone()), "the read should have run on the replica");
+    assert_eq!(first_column(&frames[6]), Some(primary), "the write ran on the replica");
+    assert_eq!(c.psql("SELECT count(*) FROM t").await, "1");
+}

@@ -295,6 +295,11 @@ impl ServerConn {
         }
     }
 
+    /// Account for client messages the relay writes itself, as they stream in (whole frames).
+    pub fn note_sent(&mut self, bytes: &[u8]) {
+        self.wire.sent(bytes);
+    }
+
     /// Account for the whole server message at `at..at + total` of the read buffer (the relay
     /// reads in place).
     pub fn note_buffered(&mut self, at: usize, total: usize) {

@@ -10,6 +10,7 @@ pub mod admin_console;
 pub mod cancel;
 pub mod catalog;
 pub mod client_auth;
+mod duplex;
 pub mod expect;
 pub mod handshake;
 pub mod lifecycle;

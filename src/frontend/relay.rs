@@ -1,9 +1,13 @@
-//! Relaying a unit's server replies to the client as raw frames.
+//! Relaying a unit, full duplex: server replies go to the client as raw frames as the server
+//! sends them, and (for an extended-protocol unit not yet ended by Sync) the client's further
+//! messages go to the server as they arrive, both at once.
 //!
 //! Complete frames at the front of the server read buffer are walked in place; runs of frames
 //! the client should see are split off (no copy) and written in one call, with any synthesized
-//! replies queued ahead of them. Backpressure is natural: nothing more is read from the server
-//! until the client has taken what was read.
+//! replies queued ahead of them. Server to client, backpressure is natural: nothing more is
+//! read from the server until the client has taken what was read. Client to server, at most
+//! 1,024 messages / 1 MiB wait for the server to take them; then the client is not read (see
+//! `stream`). Which client messages belong to the unit is decided by `frontend::duplex`.
 
 use std::collections::VecDeque;
 
@@ -13,10 +17,17 @@ use tokio::io::AsyncWriteExt;
 
 use super::expect::{step, Expect, ReplyKind, Step, Synth};
 use super::params::SessionParams;
+use super::session::end::{Fault, SessionEnd};
+use super::statements::Statements;
 use crate::backend::ServerConn;
 use crate::error::BackendError;
-use crate::protocol::framer::{peek_header, ReadError};
+use crate::protocol::framer::peek_header;
 use crate::protocol::{messages, tag, FrameReader, TxStatus};
+use crate::router::Classifier;
+
+mod stream;
+use stream::Stream;
+pub use stream::Streamed;
 
 /// How a unit ended.
 #[derive(Debug)]
@@ -28,8 +39,8 @@ pub enum Outcome {
     /// The server connection failed (a FATAL it sent is in the error, not forwarded); the
     /// client was not told yet.
     ServerLost(BackendError),
-    /// The client went away or broke the protocol mid-unit.
-    ClientGone,
+    /// The client went away or broke the protocol mid-unit (not told yet).
+    End(SessionEnd),
     /// The server refused the unit with `25006 read_only_sql_transaction` before the client saw
     /// anything: it changed nothing and may run again on the primary.
     ReadOnlyRejected,
@@ -67,6 +78,8 @@ pub struct Relay<'a> {
     client_pid: i32,
     /// Where forwarded server errors are counted (by SQLSTATE class).
     metrics: Option<&'a crate::metrics::Metrics>,
+    /// The client's further messages of the unit, if it is not ended yet.
+    stream: Option<Stream<'a>>,
 }
 
 impl<'a> Relay<'a> {
@@ -89,6 +102,7 @@ impl<'a> Relay<'a> {
             retry_lost: false,
             client_pid: 0,
             metrics: None,
+            stream: None,
         }
     }
 
@@ -96,6 +110,37 @@ impl<'a> Relay<'a> {
     pub fn count_errors(mut self, metrics: &'a crate::metrics::Metrics) -> Self {
         self.metrics = Some(metrics);
         self
+    }
+
+    /// The unit is not ended yet (no Sync): keep reading the client and sending its messages
+    /// on while replies come back, recording into `out` what the session must know. A unit
+    /// whose start ended with Flush is not `replayable`: the client may be waiting for those
+    /// replies.
+    pub fn streaming(
+        mut self,
+        statements: &'a mut Statements,
+        classifier: &'a Classifier,
+        writes_move: bool,
+        out: &'a mut Streamed,
+        replayable: bool,
+    ) -> Self {
+        out.frames = replayable.then(Vec::new);
+        self.stream = Some(Stream {
+            statements,
+            classifier,
+            writes_move,
+            out,
+            done: false,
+            to_server: BytesMut::new(),
+            ahead: 0,
+        });
+        self
+    }
+
+    /// True if the unit may still run again elsewhere, unseen: its replies are held back and
+    /// every message it streamed is recorded.
+    fn replayable(&self) -> bool {
+        self.hold.is_some() && self.stream.as_ref().is_none_or(|s| s.out.frames.is_some())
     }
 
     /// Notifications raised by this connection's own backend are shown with `pid`, the process
@@ -117,11 +162,11 @@ impl<'a> Relay<'a> {
     pub async fn run(&mut self) -> Outcome {
         match self.run_inner().await {
             Ok(o) => o,
-            Err(RelayError::Client) => Outcome::ClientGone,
+            Err(RelayError::Client(end)) => Outcome::End(end),
             Err(RelayError::Server(e)) => {
                 self.conn.break_off();
                 // Nothing reached the client yet and the unit only reads: running it again is safe.
-                if self.retry_lost && self.hold.is_some() {
+                if self.retry_lost && self.replayable() {
                     return Outcome::NeverRan(e);
                 }
                 self.server_lost(e).await
@@ -142,15 +187,20 @@ impl<'a> Relay<'a> {
             }
             if self.queue.is_empty() {
                 self.flush(run).await?;
-                self.release_hold().await?;
-                return Ok(Outcome::Partial);
+                run = 0;
+                if self.stream_settled() {
+                    self.release_hold().await?;
+                    return Ok(Outcome::Partial);
+                }
+                self.pump().await?;
+                continue;
             }
             let header = peek_header(&self.conn.io.buffered()[run..], crate::backend::conn::MAX_SERVER_MESSAGE)
                 .map_err(|e| RelayError::Server(self.conn.lost(&e.to_string())))?;
             let Some((t, total)) = header.filter(|(_, total)| self.conn.io.buffered().len() - run >= *total) else {
                 self.flush(run).await?;
                 run = 0;
-                self.fill().await?;
+                self.pump().await?;
                 continue;
             };
             if t == tag::NOTIFICATION && self.client_pid != 0 && total >= 9 {
@@ -201,7 +251,7 @@ impl<'a> Relay<'a> {
                     self.conn.io.buffer().advance(total);
                 }
                 Step::Ready(status) => {
-                    if self.rejected && status == TxStatus::Idle {
+                    if self.rejected && status == TxStatus::Idle && self.replayable() {
                         self.conn.io.buffer().advance(run + total);
                         return Ok(Outcome::ReadOnlyRejected);
                     }
@@ -213,7 +263,12 @@ impl<'a> Relay<'a> {
                     self.flush(run + total).await?;
                     self.release_hold().await?;
                     run = 0;
+                    self.send_streamed().await?;
                     self.copy_in().await?;
+                    if let Some(s) = self.stream.as_mut() {
+                        // The copy's tail (up to its Sync) was relayed by `copy_in`.
+                        s.done = true;
+                    }
                 }
                 Step::Unexpected => {
                     return Err(RelayError::Server(self.conn.lost(&format!("unexpected message {:?}", t as char))));
@@ -248,7 +303,7 @@ impl<'a> Relay<'a> {
             return Ok(());
         }
         let mut out = std::mem::take(&mut self.synth).chain(frames);
-        self.client.get_mut().write_all_buf(&mut out).await.map_err(|_| RelayError::Client)
+        self.client.get_mut().write_all_buf(&mut out).await.map_err(|_| RelayError::Client(SessionEnd::ClientGone))
     }
 
     /// Stop holding replies back: write what was held and stream from now on.
@@ -264,7 +319,7 @@ impl<'a> Relay<'a> {
                 joined.freeze()
             }
         };
-        self.client.get_mut().write_all(&out).await.map_err(|_| RelayError::Client)
+        self.client.get_mut().write_all(&out).await.map_err(|_| RelayError::Client(SessionEnd::ClientGone))
     }
 
     /// Wait for more server bytes; notice a client that hangs up meanwhile.
@@ -277,7 +332,7 @@ impl<'a> Relay<'a> {
                 Ok(_) => Ok(()),
                 Err(e) => Err(RelayError::Server(self.conn.lost(&e.to_string()))),
             },
-            () = client_hung_up(client), if watch => Err(RelayError::Client),
+            () = client_hung_up(client), if watch => Err(RelayError::Client(SessionEnd::ClientGone)),
         }
     }
 
@@ -303,7 +358,9 @@ impl<'a> Relay<'a> {
                 break;
             }
             if t != tag::COPY_DATA {
-                return Err(RelayError::Client);
+                let message = format!("unexpected message type {:?} during COPY from stdin", t as char);
+                let end = SessionEnd::fatal(crate::error::sqlstate::PROTOCOL_VIOLATION, message, Fault::Client);
+                return Err(RelayError::Client(end));
             }
         }
         if extended {
@@ -323,7 +380,11 @@ impl<'a> Relay<'a> {
                 tag::EXECUTE => Some(ReplyKind::Execute),
                 tag::CLOSE => Some(ReplyKind::Close),
                 tag::FLUSH => None,
-                _ => return Err(RelayError::Client),
+                t => {
+                    let message = format!("unexpected message type {:?} after COPY", t as char);
+                    let end = SessionEnd::fatal(crate::error::sqlstate::PROTOCOL_VIOLATION, message, Fault::Client);
+                    return Err(RelayError::Client(end));
+                }
             };
             self.conn.send(frame.bytes()).await.map_err(RelayError::Server)?;
             if let Some(kind) = kind {
@@ -338,7 +399,8 @@ impl<'a> Relay<'a> {
     async fn client_frame(&mut self) -> Result<crate::protocol::Frame, RelayError> {
         match self.client.next().await {
             Ok(Some(f)) => Ok(f),
-            Ok(None) | Err(ReadError::Io(_) | ReadError::Truncated | ReadError::Frame(_)) => Err(RelayError::Client),
+            Ok(None) => Err(RelayError::Client(SessionEnd::ClientGone)),
+            Err(e) => Err(RelayError::Client(SessionEnd::unreadable(&e))),
         }
     }
 
@@ -346,14 +408,14 @@ impl<'a> Relay<'a> {
     /// to tell it about the loss is the session's decision.
     async fn server_lost(&mut self, e: BackendError) -> Outcome {
         if self.flush(0).await.is_err() || self.release_hold().await.is_err() {
-            return Outcome::ClientGone;
+            return Outcome::End(SessionEnd::ClientGone);
         }
         Outcome::ServerLost(e)
     }
 }
 
 enum RelayError {
-    Client,
+    Client(SessionEnd),
     Server(BackendError),
 }
 

@@ -90,6 +90,12 @@ impl<'a> Batch<'a> {
         batch
     }
 
+    /// An empty batch that continues the unit already running on `conn` (its messages stream
+    /// in while it runs): nothing is closed first.
+    pub fn continuing(conn: &'a mut ServerConn, classifier: &'a Classifier) -> Self {
+        Self { conn, classifier, out: BytesMut::new(), queue: VecDeque::new(), added: Vec::new(), closed: Vec::new() }
+    }
+
     /// Close a server-side statement; the reply is swallowed.
     fn close_server(&mut self, name: String) {
         messages::close(&mut self.out, b'S', &name);

@@ -15,7 +15,8 @@ use crate::router::{Access, Class, Classifier, Reason, TxEffect};
 pub(super) enum Unit {
     /// One Query or FunctionCall message.
     Simple(Frame),
-    /// Extended-protocol messages, ending with Sync (or Flush, or the batch limit).
+    /// Extended-protocol messages, ending with Sync (or Flush, or what the client had sent when
+    /// the unit started: the relay streams in the rest).
     Extended(Vec<Frame>),
 }
 
@@ -63,6 +64,20 @@ impl Unit {
                     .is_none_or(|def| mentions(&def.key.query)),
                 _ => false,
             }),
+        }
+    }
+
+    /// An extended-protocol unit not (yet) ended by its Sync.
+    pub(super) fn is_open_block(&self) -> bool {
+        matches!(self, Unit::Extended(frames) if frames.last().map(Frame::tag) != Some(tag::SYNC))
+    }
+
+    /// True if the server answers the unit with ReadyForQuery (a Query, or a batch ending
+    /// with Sync), so that a query can be pipelined right behind it.
+    pub(super) fn ends_cleanly(&self) -> bool {
+        match self {
+            Unit::Simple(f) => f.tag() == tag::QUERY,
+            Unit::Extended(frames) => frames.last().is_some_and(|f| f.tag() == tag::SYNC),
         }
     }
 
@@ -188,13 +203,10 @@ pub(super) enum Capture {
 }
 
 /// A unit whose effects later reads must see: a write, or the end of a transaction block.
-/// (Units ending with Flush cannot have a query appended; they get no capture.) Only ever used
+/// (Units that do not end cleanly, see [`Unit::ends_cleanly`], cannot have a query appended;
+/// they get no capture here, the session asks once their ReadyForQuery came.) Only ever used
 /// on the primary, where the query cannot fail and so can never abort a client's transaction.
-pub(super) fn lsn_capture(class: &Class, unit: &Unit, may_copy: bool, in_transaction: bool) -> Capture {
-    let ends_cleanly = match unit {
-        Unit::Simple(f) => f.tag() == tag::QUERY,
-        Unit::Extended(frames) => frames.last().is_some_and(|f| f.tag() == tag::SYNC),
-    };
+pub(super) fn lsn_capture(class: &Class, ends_cleanly: bool, may_copy: bool, in_transaction: bool) -> Capture {
     // Inside a transaction block only its end makes writes visible: capture then. A unit that
     // starts outside one and writes (`INSERT ...`, or `BEGIN; INSERT ...; COMMIT` in one Query)
     // captures after itself; a lone BEGIN writes nothing yet.
@@ -210,7 +222,8 @@ pub(super) fn lsn_capture(class: &Class, unit: &Unit, may_copy: bool, in_transac
     }
 }
 
-/// What a session does after its server connection died under a unit.
+/// What a session does after its server connection died (decided by
+/// `session::state::SessionState::on_loss`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum AfterLoss {
     /// Nothing the session needs was on it: an ERROR, and the next unit gets a new connection.
@@ -221,20 +234,6 @@ pub(super) enum AfterLoss {
     TransactionLost,
     /// What died with it (named) was the session's: FATAL, and the client is closed.
     End(&'static str),
-}
-
-/// Decide [`AfterLoss`]: `autocommit` (the unit began outside a transaction block), `pinned`
-/// (temp tables, LISTEN... lived on the connection), `session_pooling` (the whole session did).
-pub(super) fn after_loss(autocommit: bool, pinned: bool, session_pooling: bool) -> AfterLoss {
-    if session_pooling {
-        AfterLoss::End("the session's server connection (session pooling)")
-    } else if pinned {
-        AfterLoss::End("state bound to that connection (temporary tables, LISTEN, prepared SQL)")
-    } else if !autocommit {
-        AfterLoss::TransactionLost
-    } else {
-        AfterLoss::Continue
-    }
 }
 
 /// A simple Query that only ends a transaction block (`ROLLBACK`, `ABORT`, `COMMIT`, `END`,
@@ -280,35 +279,15 @@ mod tests {
         let write = Class::write(Reason::Dml);
         let read = Class::read(Reason::PureRead);
         let commit = Class::read(Reason::TxControl).with_tx(TxEffect::End);
-        let unit = query("INSERT INTO t VALUES (1)");
-        assert_eq!(lsn_capture(&write, &unit, false, false), Capture::Pipelined);
-        assert_eq!(lsn_capture(&write, &unit, true, false), Capture::After);
-        assert_eq!(lsn_capture(&write, &unit, false, true), Capture::None, "inside a transaction block");
-        assert_eq!(lsn_capture(&read, &unit, false, false), Capture::None);
-        assert_eq!(lsn_capture(&commit, &query("COMMIT"), false, true), Capture::Pipelined);
+        let unit = query("INSERT INTO t VALUES (1)").ends_cleanly();
+        assert_eq!(lsn_capture(&write, unit, false, false), Capture::Pipelined);
+        assert_eq!(lsn_capture(&write, unit, true, false), Capture::After);
+        assert_eq!(lsn_capture(&write, unit, false, true), Capture::None, "inside a transaction block");
+        assert_eq!(lsn_capture(&read, unit, false, false), Capture::None);
+        assert_eq!(lsn_capture(&commit, query("COMMIT").ends_cleanly(), false, true), Capture::Pipelined);
+        assert_eq!(lsn_capture(&write, false, false, false), Capture::None, "a Flush-held block");
         assert!(query("copy t from stdin").may_copy_in(&Statements::default()));
         assert!(!query("SELECT 1").may_copy_in(&Statements::default()));
-    }
-
-    #[test]
-    fn a_lost_server_ends_only_sessions_that_lost_their_state() {
-        // (autocommit, pinned, session pooling) -> continues? (and as an idle session?)
-        let cases = [
-            ((true, false, false), Some(AfterLoss::Continue)),
-            ((false, false, false), Some(AfterLoss::TransactionLost)),
-            ((true, true, false), None),
-            ((false, true, false), None),
-            ((true, false, true), None),
-            ((false, true, true), None),
-        ];
-        for ((autocommit, pinned, session), want) in cases {
-            let got = after_loss(autocommit, pinned, session);
-            let continues = (got != AfterLoss::Continue && got != AfterLoss::TransactionLost).then_some(got);
-            match want {
-                Some(w) => assert_eq!(got, w, "{autocommit} {pinned} {session}"),
-                None => assert_eq!(continues, Some(got), "{autocommit} {pinned} {session}: {got:?} must end"),
-            }
-        }
     }
 
     #[test]

@@ -7,8 +7,12 @@
 //! doubling while reads fill the buffer (large results), and giving a large buffer back once it
 //! is drained and reads are small again.
 
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
 /// One complete tagged message: tag byte, length, payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -224,11 +228,33 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// The next complete frame already buffered, without reading; `Ok(None)` if more bytes
+    /// are needed first.
+    ///
+    /// # Errors
+    /// Bad framing or a refused tag (see [`FrameReader::set_accepted_tags`]).
+    pub fn buffered_frame(&mut self) -> Result<Option<Frame>, FrameError> {
+        if self.buf.len() >= 5 && !(self.accept)(self.buf[0]) {
+            return Err(FrameError::UnknownTag(self.buf[0]));
+        }
+        split_frame(&mut self.buf, self.max)
+    }
+
     /// Read more bytes into the buffer; returns how many (0 at end of stream).
     ///
     /// # Errors
     /// A socket error.
     pub async fn fill(&mut self) -> Result<usize, ReadError> {
+        let want = self.make_room();
+        let room = self.buf.capacity() - self.buf.len();
+        debug_assert!(room >= want);
+        let got = self.io.read_buf(&mut self.buf).await?;
+        self.sizer.after_read(room, got);
+        Ok(got)
+    }
+
+    /// Reserve room for the next read; returns how much to read.
+    fn make_room(&mut self) -> usize {
         if self.buf.is_empty() && self.sizer.should_shrink(self.buf.capacity()) {
             self.buf = BytesMut::new();
         }
@@ -240,10 +266,27 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if self.buf.capacity() - self.buf.len() < want {
             self.buf.reserve(want);
         }
-        let room = self.buf.capacity() - self.buf.len();
-        let got = self.io.read_buf(&mut self.buf).await?;
-        self.sizer.after_read(room, got);
-        Ok(got)
+        want
+    }
+
+    /// [`FrameReader::fill`] as a poll, so that one task can wait on several streams (and on
+    /// writes to them) at once. The room is zeroed before the read (no unsafe code).
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<Result<usize, ReadError>> {
+        let want = self.make_room();
+        let start = self.buf.len();
+        self.buf.resize(start + want, 0);
+        let mut room = ReadBuf::new(&mut self.buf[start..]);
+        let polled = Pin::new(&mut self.io).poll_read(cx, &mut room);
+        let got = room.filled().len();
+        self.buf.truncate(start + got);
+        match polled {
+            Poll::Ready(Ok(())) => {
+                self.sizer.after_read(want, got);
+                Poll::Ready(Ok(got))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+            Poll::Pending => Poll::Pending,
+        }
     }
 
     /// The bytes read but not yet consumed.
@@ -287,6 +330,58 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The stream and the bytes read but not consumed (to split a stream in two halves).
     pub fn into_parts(self) -> (R, BytesMut) {
         (self.io, self.buf)
+    }
+}
+
+/// What [`FrameReader::fill_or_write`] got done.
+#[derive(Debug)]
+pub enum Progress {
+    /// This reader read this many bytes (0: end of stream).
+    Read(usize),
+    /// The peer reader read this many bytes (0: end of stream).
+    PeerRead(usize),
+    /// The peer's stream failed.
+    PeerFailed(ReadError),
+    /// This many pending bytes were written to this reader's stream.
+    Wrote(usize),
+}
+
+impl<R: AsyncRead + AsyncWrite + Unpin> FrameReader<R> {
+    /// Wait until one of three things happens, whichever is first: this stream has bytes,
+    /// `peer` has bytes (if given), or part of `pending` is written to this stream (if any is
+    /// pending; the written bytes are taken off its front). A full-duplex relay waits here: the
+    /// server's replies, the client's next messages and the write of earlier ones to the server
+    /// all progress at once, and neither direction waits for the other.
+    ///
+    /// # Errors
+    /// This stream failed (reading or writing); the peer's failures are [`Progress::PeerFailed`].
+    pub async fn fill_or_write<P: AsyncRead + Unpin>(
+        &mut self,
+        mut peer: Option<&mut FrameReader<P>>,
+        pending: &mut BytesMut,
+    ) -> Result<Progress, ReadError> {
+        poll_fn(|cx| {
+            if !pending.is_empty() {
+                if let Poll::Ready(r) = Pin::new(&mut self.io).poll_write(cx, pending) {
+                    let n = r?;
+                    if n == 0 {
+                        return Poll::Ready(Err(std::io::Error::from(std::io::ErrorKind::WriteZero).into()));
+                    }
+                    pending.advance(n);
+                    return Poll::Ready(Ok(Progress::Wrote(n)));
+                }
+            }
+            if let Poll::Ready(r) = self.poll_fill(cx) {
+                return Poll::Ready(r.map(Progress::Read));
+            }
+            if let Some(peer) = peer.as_deref_mut() {
+                if let Poll::Ready(r) = peer.poll_fill(cx) {
+                    return Poll::Ready(Ok(r.map_or_else(Progress::PeerFailed, Progress::PeerRead)));
+                }
+            }
+            Poll::Pending
+        })
+        .await
     }
 }
 

@@ -172,7 +172,7 @@ impl Session<'_> {
     /// startup parameters): between units, bring it back before the next one runs.
     async fn resync_held(&mut self) -> Result<(), BackendError> {
         let Some(mut held) = self.held.take() else { return Ok(()) };
-        let between_units = held.status == TxStatus::Idle && held.block == Block::Closed;
+        let between_units = self.state.tx() == TxStatus::Idle && self.state.block() == Block::Closed;
         let result = if between_units && !held.checkout.conn().carries(self.params.settings()) {
             self.prepare_conn(&mut held.checkout, SyncMode::RoundTrip).await
         } else {
@@ -184,24 +184,28 @@ impl Session<'_> {
 
     pub(super) fn hold(&mut self, mut checkout: Checkout) {
         self.key.set_target(Some(checkout.conn().cancel_target()));
-        self.held = Some(Held { checkout, status: TxStatus::Idle, block: Block::Closed });
+        self.held = Some(Held { checkout });
+        let session_pooling = self.shared.config.pool.mode == PoolMode::Session;
+        self.state = self.state.after(Event::Acquired { session_pooling });
     }
 
     pub(super) fn conn(&mut self) -> &mut ServerConn {
         self.held.as_mut().expect("held").checkout.conn()
     }
 
-    /// Release at ReadyForQuery `I` in transaction mode unless pinned.
+    /// Release at ReadyForQuery `I` unless something else holds the connection (see
+    /// [`SessionState`]).
     pub(super) async fn release_if_done(&mut self, status: TxStatus) {
         if status == TxStatus::Idle && std::mem::take(&mut self.catalog_stale) {
             // Committed (or rolled back, which a reload does not mind): judge calls by the new
             // catalog.
             self.shared.classifiers.refresh(&self.database, &self.user);
         }
-        let Some(held) = self.held.as_mut() else { return };
-        held.status = status;
-        let keep = self.pinned || self.shared.config.pool.mode == PoolMode::Session || status != TxStatus::Idle;
-        if !keep {
+        if self.held.is_none() {
+            return;
+        }
+        self.state = self.state.after(Event::Ready(status));
+        if self.state == SessionState::Free {
             self.key.set_target(None);
             self.held.take().expect("checked above").checkout.release(false).await;
         }
@@ -212,13 +216,16 @@ impl Session<'_> {
     /// the primary. Inside a transaction block, or with state bound to the connection, nothing
     /// moves.
     pub(super) fn block_must_move(&self, class: &Class) -> bool {
+        self.state.block() == Block::Open && class.access == Access::Write && self.writes_move()
+    }
+
+    /// A write may not run on the held connection, and nothing keeps the session there: it is
+    /// not the primary's, outside a transaction block, with no state bound to it, under
+    /// transaction pooling ([`SessionState::may_move`]).
+    pub(super) fn writes_move(&self) -> bool {
         let Some(held) = self.held.as_ref() else { return false };
-        let moves_off = held.block == Block::Open
-            && held.status == TxStatus::Idle
-            && !self.pinned
-            && self.shared.config.pool.mode == PoolMode::Transaction
-            && class.access == Access::Write;
-        moves_off && self.shared.topology.load().primary().map(|p| p.index) != Some(held.checkout.pool().node())
+        self.state.may_move()
+            && self.shared.topology.load().primary().map(|p| p.index) != Some(held.checkout.pool().node())
     }
 
     /// End the held block on its connection (a Sync, its ReadyForQuery swallowed) and give the
@@ -226,6 +233,8 @@ impl Session<'_> {
     /// prepared again lazily wherever they are needed.
     pub(super) async fn close_held_block(&mut self) {
         self.key.set_target(None);
+        self.state = self.state.after(Event::BlockClosed);
+        debug_assert_eq!(self.state, SessionState::Free);
         if let Some(held) = self.held.take() {
             tracing::debug!("closing a Flush-held block on a replica: the next unit writes");
             held.checkout.release(false).await;
@@ -250,6 +259,7 @@ impl Session<'_> {
 
     pub(super) fn drop_held(&mut self) {
         self.key.set_target(None);
+        self.state = self.state.after(Event::Lost);
         if let Some(h) = self.held.take() {
             h.checkout.discard();
         }

@@ -18,24 +18,20 @@ enum Woke {
 
 impl Session<'_> {
     /// Wait until the client has something to say, meanwhile serving the held connection.
-    /// False if the session must end (the held connection died and the session cannot go on;
-    /// the client was told, or is gone).
-    pub(super) async fn watch_while_idle(&mut self) -> bool {
+    /// `Err` if the session must end (the held connection died and the session cannot go on,
+    /// or the client is gone).
+    pub(super) async fn watch_while_idle(&mut self) -> Result<(), SessionEnd> {
         while self.held.is_some() && !self.client.has_buffered() {
-            let woke = self.wait_either().await;
-            let alive = match woke {
-                Woke::Client => return true,
-                Woke::Server => self.pass_idle_messages().await,
+            match self.wait_either().await {
+                Woke::Client => return Ok(()),
+                Woke::Server => self.pass_idle_messages().await?,
                 Woke::ServerGone(detail) => {
                     let e = self.conn().lost(&detail);
-                    self.held_lost(&e).await
+                    self.held_lost(&e)?;
                 }
-            };
-            if !alive {
-                return false;
             }
         }
-        true
+        Ok(())
     }
 
     async fn wait_either(&mut self) -> Woke {
@@ -54,51 +50,46 @@ impl Session<'_> {
         }
     }
 
-    /// Forward every complete message the held connection sent unasked. False if the session
+    /// Forward every complete message the held connection sent unasked. `Err` if the session
     /// ends.
-    async fn pass_idle_messages(&mut self) -> bool {
+    async fn pass_idle_messages(&mut self) -> Result<(), SessionEnd> {
         let client_pid = self.key.pid;
         loop {
             let conn = self.conn();
             let frame = match split_frame(conn.io.buffer(), crate::backend::conn::MAX_SERVER_MESSAGE) {
                 Ok(Some(f)) => f,
-                Ok(None) => return true,
+                Ok(None) => return Ok(()),
                 Err(e) => {
                     let e = conn.lost(&e.to_string());
-                    return self.held_lost(&e).await;
+                    return self.held_lost(&e);
                 }
             };
             match frame.tag() {
                 tag::NOTIFICATION | tag::NOTICE_RESPONSE | tag::PARAMETER_STATUS => {
                     let out = own_notification(frame.into_bytes(), conn.backend_pid(), client_pid);
-                    if self.client.get_mut().write_all(&out).await.is_err() {
-                        return false;
-                    }
+                    self.send_client(&out).await?;
                 }
                 tag::ERROR_RESPONSE => {
                     let e = conn.server_error(&frame);
-                    return self.held_lost(&e).await;
+                    return self.held_lost(&e);
                 }
                 other => {
                     let e = conn.lost(&format!("unexpected message {:?} while idle", other as char));
-                    return self.held_lost(&e).await;
+                    return self.held_lost(&e);
                 }
             }
         }
     }
 
     /// The held connection died while the client was idle: drop it; if the session cannot go
-    /// on without it, FATAL to the client. False if the session ends.
-    async fn held_lost(&mut self, e: &BackendError) -> bool {
+    /// on without it, it ends (FATAL to the client).
+    fn held_lost(&mut self, e: &BackendError) -> Result<(), SessionEnd> {
         tracing::info!(error = %e, "held server connection lost while the client was idle");
-        let autocommit = self.held.as_ref().is_none_or(|h| h.status == TxStatus::Idle);
-        let session_pooling = self.shared.config.pool.mode == PoolMode::Session;
-        let verdict = after_loss(autocommit, self.pinned, session_pooling);
-        self.pinned = false;
+        let verdict = self.state.on_loss();
         self.drop_held_and_siblings();
         match verdict {
             // The next unit gets a fresh connection with the session's state replayed.
-            AfterLoss::Continue => true,
+            AfterLoss::Continue => Ok(()),
             // Its open transaction is gone: the client's next statement hears so (25P02 until
             // it ends the block), never runs in autocommit.
             AfterLoss::TransactionLost => {
@@ -106,13 +97,9 @@ impl Session<'_> {
                     "server connection lost while the transaction was open ({e}); it was rolled back; end it (ROLLBACK) and the session continues on a new server connection"
                 );
                 self.aborted = Some(super::aborted::Aborted::noticed_idle(e.sqlstate(), msg));
-                true
+                Ok(())
             }
-            AfterLoss::End(what) => {
-                let msg = format!("server connection lost ({e}); the session cannot continue: {what} was on it");
-                self.fatal(e.sqlstate(), &msg).await;
-                false
-            }
+            AfterLoss::End(what) => Err(SessionEnd::server_lost(e, what)),
         }
     }
 }

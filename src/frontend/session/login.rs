@@ -4,15 +4,12 @@
 use super::*;
 
 impl Session<'_> {
-    pub(super) async fn login(&mut self) -> Result<(), ()> {
+    pub(super) async fn login(&mut self) -> Result<(), SessionEnd> {
         let params = match self.known_params() {
             Some(p) => p,
             None => match self.login_conn().await {
                 Ok(p) => p,
-                Err(e) => {
-                    self.fatal(e.sqlstate(), &e.to_string()).await;
-                    return Err(());
-                }
+                Err(e) => return Err(SessionEnd::fatal(e.sqlstate(), e.to_string(), Fault::Server)),
             },
         };
         let mut buf = BytesMut::new();
@@ -22,7 +19,7 @@ impl Session<'_> {
         }
         messages::backend_key_data(&mut buf, self.key.pid, self.key.secret);
         messages::ready_for_query(&mut buf, TxStatus::Idle);
-        self.client.get_mut().write_all(&buf).await.map_err(|_| ())
+        self.send_client(&buf).await
     }
 
     /// Under transaction pooling, a pool of this database and user that has connected before

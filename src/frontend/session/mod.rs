@@ -1,13 +1,19 @@
 //! One client session: the phases of a unit, in order.
 //!
-//! read a unit (one Query, or an extended batch up to Sync/Flush) -> classify -> route on one
-//! topology snapshot -> check out a server connection (moving on to the next candidate only if
-//! nothing was sent) -> make its session parameters match -> forward -> relay replies up to
-//! ReadyForQuery -> release by the transaction status byte.
+//! read a unit (one Query, or the extended messages sent so far, up to Sync/Flush) -> classify
+//! -> route on one topology snapshot -> check out a server connection (moving on to the next
+//! candidate only if nothing was sent) -> make its session parameters match -> forward -> relay
+//! replies up to ReadyForQuery, full duplex (the rest of an extended unit streams in meanwhile)
+//! -> release by the session's state.
 //!
-//! This file sequences the phases; `login` finishes the handshake, `conn` gets, prepares, holds
-//! and gives back server connections (routing included), `accepted` remembers statements servers
-//! accepted, `idle` serves a held connection while the client is idle. The pure facts about a unit live in `frontend::unit`, the relay in `frontend::relay`.
+//! This file sequences the phases; `attempt` runs one unit (and runs it again on the primary if
+//! a replica refused it unseen), `login` finishes the handshake, `conn` gets, prepares, holds and
+//! gives back server connections (routing included), `accepted` remembers statements servers
+//! accepted, `idle` serves a held connection while the client is idle. `state` is the session's
+//! hold on a server connection (one enum, pure transitions), `block` the extended block on it,
+//! `end` why a session ends (typed, with SQLSTATE and fault). The pure facts about a unit live in
+//! `frontend::unit`, the relay in `frontend::relay`, what a streaming unit does with each client
+//! message in `frontend::duplex`.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -18,16 +24,25 @@ use tokio::io::AsyncWriteExt;
 use super::cancel::CancelKey;
 use super::handshake::Login;
 use super::params::SessionParams;
-use super::relay::{Outcome, Relay};
+use super::relay::{Outcome, Relay, Streamed};
 use super::statements::{Batch, Statements};
 mod aborted;
 mod accepted;
+mod attempt;
+mod block;
 mod conn;
+pub(crate) mod end;
 mod idle;
 mod login;
+mod state;
+
+use attempt::{with_streamed, Tried};
+use block::Block;
+use end::{Fault, SessionEnd};
+use state::{Event, SessionState};
 
 use super::unit::{
-    after_loss, is_extended, is_frontend_tag, is_reset_all, lsn_capture, no_node_error, resets_statements,
+    combine, is_extended, is_frontend_tag, is_reset_all, lsn_capture, no_node_error, resets_statements,
     tx_end_outside_block, unit_texts, AfterLoss, Capture, Unit, LSN_SQL,
 };
 use super::Shared;
@@ -37,31 +52,18 @@ use crate::config::PoolMode;
 use crate::error::{sqlstate, BackendError};
 use crate::metrics::UnitOutcome;
 use crate::protocol::messages::{self, Severity};
-use crate::protocol::{tag, Frame, FrameError, FrameReader, TxStatus};
+use crate::protocol::{tag, Frame, FrameReader, TxStatus};
 use crate::router::{self, Access, Class, Classifier, Reason, Route, SessionEffect, SessionView, TxEffect};
 use crate::tls::MaybeTls;
 use crate::topology::Role;
 
-/// Most messages in one extended batch before it is sent without waiting for Sync.
+/// Most messages in one extended batch before it is sent without waiting for Sync (the relay
+/// streams the rest of the unit in).
 const MAX_BATCH_MESSAGES: usize = 1024;
 
-/// A server connection the session holds across units, and why.
+/// The server connection the session holds (why, and in which state: [`SessionState`]).
 struct Held {
     checkout: Checkout,
-    status: TxStatus,
-    block: Block,
-}
-
-/// The extended-protocol block on the held connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Block {
-    /// None open: the last unit ended with ReadyForQuery.
-    Closed,
-    /// Left open by Flush; the next messages continue it.
-    Open,
-    /// Open, and the server reported an error in it: like PostgreSQL, every client message up
-    /// to the next Sync is discarded, and that Sync ends the block.
-    Failed,
 }
 
 /// One client's session.
@@ -73,8 +75,8 @@ pub struct Session<'a> {
     params: SessionParams,
     statements: Statements,
     held: Option<Held>,
-    /// State that lives on one server connection (temp table, LISTEN, SQL PREPARE...).
-    pinned: bool,
+    /// Why `held` is held, its transaction status and extended block.
+    state: SessionState,
     key: CancelKey,
     lookahead: Option<Frame>,
     /// The classifier of this session's database.
@@ -115,7 +117,7 @@ impl<'a> Session<'a> {
             params: login.params,
             statements: Statements::default(),
             held: None,
-            pinned: false,
+            state: SessionState::Free,
             key,
             lookahead: None,
             classifier,
@@ -131,82 +133,87 @@ impl<'a> Session<'a> {
     pub async fn run(mut self) {
         // Every phase but the wait for the next message is boxed (here and in `serve`): a
         // future is as large as its largest state, and an idle session should not carry them.
-        if Box::pin(self.login()).await.is_ok() {
-            self.serve().await;
+        let end = match Box::pin(self.login()).await {
+            Ok(()) => self.serve().await,
+            Err(end) => end,
+        };
+        if let SessionEnd::Fatal { code, message, fault } = &end {
+            tracing::debug!(code, message, ?fault, "session ends");
+            Box::pin(self.fatal(code, message)).await;
         }
         Box::pin(self.finish()).await;
     }
 
-    async fn serve(&mut self) {
+    /// Serve units until the session ends, and say why it did.
+    async fn serve(&mut self) -> SessionEnd {
         loop {
             let frame = match self.next_frame().await {
                 Ok(Some(f)) => f,
-                Ok(None) => return,
-                Err((code, msg)) => return Box::pin(self.fatal(code, &msg)).await,
+                Ok(None) => return SessionEnd::ClientGone,
+                Err(end) => return end,
             };
             if self.skipping_to_sync() && !matches!(frame.tag(), tag::SYNC | tag::TERMINATE) {
                 continue;
             }
             let unit = match frame.tag() {
-                tag::TERMINATE => return,
+                tag::TERMINATE => return SessionEnd::ClientGone,
                 tag::QUERY | tag::FUNCTION_CALL => Unit::Simple(frame),
                 tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE | tag::SYNC | tag::FLUSH => {
                     match Box::pin(self.collect_batch(frame)).await {
                         Ok(frames) => Unit::Extended(frames),
-                        Err((code, msg)) => return Box::pin(self.fatal(code, &msg)).await,
+                        Err(end) => return end,
                     }
                 }
                 // Copy messages outside COPY are ignored, as PostgreSQL does.
                 tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => continue,
                 other => {
                     let msg = format!("invalid frontend message type {}", other);
-                    return Box::pin(self.fatal(sqlstate::PROTOCOL_VIOLATION, &msg)).await;
+                    return SessionEnd::fatal(sqlstate::PROTOCOL_VIOLATION, msg, Fault::Client);
                 }
             };
-            if Box::pin(self.run_unit(unit)).await.is_err() {
-                return;
+            if let Err(end) = Box::pin(self.run_unit(unit)).await {
+                return end;
             }
         }
     }
 
     /// True while an errored extended block waits for its Sync.
     fn skipping_to_sync(&self) -> bool {
-        self.held.as_ref().is_some_and(|h| h.block == Block::Failed)
+        self.state.block() == Block::Failed
     }
 
     /// The next client message, honouring the idle timeout.
-    async fn next_frame(&mut self) -> Result<Option<Frame>, (&'static str, String)> {
+    async fn next_frame(&mut self) -> Result<Option<Frame>, SessionEnd> {
         if let Some(f) = self.lookahead.take() {
             return Ok(Some(f));
         }
-        if !self.watch_while_idle().await {
-            return Ok(None);
-        }
+        self.watch_while_idle().await?;
         let idle = self.shared.config.limits.idle_client_timeout.filter(|_| self.held.is_none());
-        let between_units = self.held.as_ref().is_none_or(|h| h.status == TxStatus::Idle);
+        let between_units = self.state.tx() == TxStatus::Idle;
         let read = self.entry.unless_stopped(between_units, self.client.next());
         let r = match idle {
             Some(d) => match tokio::time::timeout(d, read).await {
                 Ok(r) => r,
                 Err(_) => {
-                    return Err((sqlstate::IDLE_SESSION_TIMEOUT, "terminating connection due to idle timeout".into()))
+                    let message = "terminating connection due to idle timeout";
+                    return Err(SessionEnd::fatal(sqlstate::IDLE_SESSION_TIMEOUT, message, Fault::Proxy));
                 }
             },
             None => read.await,
         };
-        let r = r.map_err(super::lifecycle::Stopped::error)?;
+        let r = r.map_err(|stopped| {
+            let (code, message) = stopped.error();
+            SessionEnd::fatal(code, message, Fault::Proxy)
+        })?;
         r.map_err(|e| match e {
-            crate::protocol::framer::ReadError::Frame(f @ FrameError::TooLarge { .. }) => {
-                (sqlstate::PROGRAM_LIMIT_EXCEEDED, f.to_string())
-            }
-            crate::protocol::framer::ReadError::Frame(f @ FrameError::UnknownTag(_)) => {
-                (sqlstate::PROTOCOL_VIOLATION, format!("{f}: closing the connection"))
-            }
-            other => (sqlstate::PROTOCOL_VIOLATION, other.to_string()),
+            crate::protocol::framer::ReadError::Frame(f) => SessionEnd::bad_frame(&f),
+            other => SessionEnd::fatal(sqlstate::PROTOCOL_VIOLATION, other.to_string(), Fault::Client),
         })
     }
 
-    async fn collect_batch(&mut self, first: Frame) -> Result<Vec<Frame>, (&'static str, String)> {
+    /// The extended messages the client sent so far, up to a Sync or Flush; the relay streams
+    /// in the rest of the unit while it runs.
+    async fn collect_batch(&mut self, first: Frame) -> Result<Vec<Frame>, SessionEnd> {
         let mut frames = vec![first];
         loop {
             let last = frames.last().map_or(0, Frame::tag);
@@ -214,8 +221,7 @@ impl<'a> Session<'a> {
                 return Ok(frames);
             }
             if !self.client.has_buffered() && self.lookahead.is_none() {
-                // Everything the client sent so far goes on now (a Flush appended): it may wait
-                // for these replies, an error above all, before it sends its Sync.
+                // Everything the client sent so far goes on now: the relay takes the rest.
                 return Ok(frames);
             }
             match self.next_frame().await? {
@@ -224,120 +230,9 @@ impl<'a> Session<'a> {
                     self.lookahead = Some(f);
                     return Ok(frames);
                 }
-                None => return Err((sqlstate::CONNECTION_FAILURE, "client closed mid-batch".into())),
+                None => return Err(SessionEnd::ClientGone),
             }
         }
-    }
-
-    /// Classify, route, acquire, forward, relay, release. `Err` ends the session.
-    ///
-    /// An autocommit unit that a node rejects with `25006` changed nothing: it runs once more on
-    /// the primary, unseen by the client, and its text is remembered as a write.
-    async fn run_unit(&mut self, unit: Unit) -> Result<(), ()> {
-        if let Some(state) = self.aborted.take() {
-            let mut out = BytesMut::new();
-            self.aborted = match aborted::answer(state, &unit, &mut out) {
-                aborted::AbortedStep::Still(s) => Some(s),
-                aborted::AbortedStep::Ended => None,
-            };
-            return self.client.get_mut().write_all(&out).await.map_err(|_| ());
-        }
-        if self.held.is_none() {
-            let reply = match &unit {
-                Unit::Extended(frames) => self.answer_locally(frames),
-                Unit::Simple(frame) => answer_tx_end_locally(frame),
-            };
-            if let Some(reply) = reply {
-                return self.client.get_mut().write_all(&reply).await.map_err(|_| ());
-            }
-        }
-        let mut class = unit.classify(&self.statements, &self.classifier);
-        if self.block_must_move(&class) {
-            self.close_held_block().await;
-        }
-        if tracing::enabled!(tracing::Level::TRACE) {
-            let tags: String = match &unit {
-                Unit::Simple(f) => (f.tag() as char).to_string(),
-                Unit::Extended(fs) => fs.iter().map(|f| f.tag() as char).collect(),
-            };
-            tracing::trace!(key = self.key.pid, %tags, held = self.held.is_some(), "unit");
-        }
-        let autocommit = self.held.as_ref().is_none_or(|h| h.status == TxStatus::Idle);
-        let retryable = self.held.is_none() && class.tx == TxEffect::None;
-        let mut outcome = self.attempt(&unit, &class, retryable).await?;
-        match outcome {
-            Some((Outcome::ReadOnlyRejected, _)) => {
-                self.shared.metrics.unit(UnitOutcome::ReadOnlyRetried);
-                self.release_if_done(TxStatus::Idle).await;
-                unit.note_write(&self.classifier);
-                class = Arc::new(Class::write(Reason::NotedWrite));
-                outcome = self.attempt(&unit, &class, false).await?;
-            }
-            Some((Outcome::NeverRan(ref e), _)) => {
-                tracing::info!(error = %e, "server connection died before the statement ran; retrying on a fresh one");
-                self.shared.metrics.unit(UnitOutcome::ConnectionRetried);
-                self.drop_held_and_siblings();
-                outcome = self.attempt(&unit, &class, false).await?;
-            }
-            _ => {}
-        }
-        match outcome {
-            Some((outcome, errored)) => self.after_unit(outcome, &class, &unit, errored, autocommit).await,
-            None => Ok(()),
-        }
-    }
-
-    /// One try: acquire, forward, relay. `Ok(None)`: the client already got an error.
-    async fn attempt(&mut self, unit: &Unit, class: &Class, retryable: bool) -> Result<Option<(Outcome, bool)>, ()> {
-        if let Err(e) = self.acquire(class).await {
-            return self.statement_error(e.sqlstate(), &e.to_string()).await.map(|()| None);
-        }
-        let may_copy =
-            (class.access == Access::Write || class.tx == TxEffect::End) && unit.may_copy_in(&self.statements);
-        let held = self.held.as_mut().expect("acquire leaves a held connection");
-        let in_transaction = held.status != TxStatus::Idle;
-        let primary = self.shared.topology.load().primary().map(|p| p.index);
-        let mut batch = Batch::new(held.checkout.conn(), &self.classifier);
-        match unit {
-            Unit::Simple(frame) => self.statements.translate_query(frame, &mut batch),
-            Unit::Extended(frames) => {
-                frames.iter().for_each(|f| self.statements.translate(f, &mut batch));
-                if !matches!(frames.last().map(Frame::tag), Some(tag::SYNC | tag::FLUSH)) {
-                    // Cut short by another message (or the batch limit): the server would hold
-                    // its replies until a Sync or Flush that is not coming.
-                    messages::flush(&mut batch.out);
-                }
-            }
-        }
-        let Batch { conn, mut out, mut queue, added, closed, .. } = batch;
-        let capture = if primary == Some(conn.node()) {
-            lsn_capture(class, unit, may_copy, in_transaction)
-        } else {
-            Capture::None
-        };
-        if capture == Capture::Pipelined {
-            messages::query(&mut out, LSN_SQL);
-        }
-        if let Err(e) = conn.send(&out).await {
-            self.drop_held();
-            return self.statement_error(sqlstate::CONNECTION_FAILURE, &e.to_string()).await.map(|()| None);
-        }
-        let (outcome, errored) = {
-            let relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params)
-                .client_pid(self.key.pid)
-                .count_errors(&self.shared.metrics);
-            let mut relay = if retryable { relay.retryable(class.access == Access::Read) } else { relay };
-            let outcome = relay.run().await;
-            (outcome, relay.errored)
-        };
-        if errored {
-            conn.statements_mut().unit_failed(&added, closed);
-            conn.set_unnamed(None);
-        }
-        if capture != Capture::None && matches!(outcome, Outcome::Ready(_) | Outcome::ReadOnlyRejected) {
-            self.read_write_lsn(capture).await;
-        }
-        Ok(Some((outcome, errored)))
     }
 
     /// Read the primary's WAL position after a writing unit: the reply of the query pipelined
@@ -366,50 +261,48 @@ impl<'a> Session<'a> {
 
     async fn after_unit(
         &mut self,
-        outcome: Outcome,
+        tried: Tried,
         class: &Class,
         unit: &Unit,
-        errored: bool,
         autocommit: bool,
-    ) -> Result<(), ()> {
+    ) -> Result<(), SessionEnd> {
+        let Tried { outcome, errored, streamed } = tried;
         tracing::trace!(key = self.key.pid, ?outcome, "unit done");
         let counted = match &outcome {
             Outcome::Ready(_) => Some(UnitOutcome::Ready),
             Outcome::Partial => Some(UnitOutcome::Partial),
             Outcome::ServerLost(_) => Some(UnitOutcome::ServerLost),
-            Outcome::ClientGone => Some(UnitOutcome::ClientGone),
+            Outcome::End(_) => Some(UnitOutcome::ClientGone),
             Outcome::ReadOnlyRejected | Outcome::NeverRan(_) => None,
         };
         if let Some(o) = counted {
             self.shared.metrics.unit(o);
         }
+        // What streamed in after the unit started counts as much as what started it.
+        let class = &with_streamed(class, streamed.class);
         match outcome {
             Outcome::Ready(status) => {
                 if !errored {
                     self.note_effects(class, unit, autocommit && status == TxStatus::Idle);
                     self.note_accepted(unit);
                 }
-                if let Some(h) = self.held.as_mut() {
-                    h.block = Block::Closed;
-                }
                 self.release_if_done(status).await;
                 Ok(())
             }
             Outcome::Partial => {
-                if let Some(h) = self.held.as_mut() {
-                    h.block = if errored { Block::Failed } else { Block::Open };
-                }
+                let wrote = class.access == Access::Write;
+                self.state = self.state.after(Event::Partial { errored, wrote });
                 Ok(())
             }
-            Outcome::ServerLost(e) => self.server_lost(&e, autocommit).await,
-            Outcome::ClientGone => Err(()),
+            Outcome::ServerLost(e) => self.server_lost(&e).await,
+            Outcome::End(end) => Err(end),
             Outcome::ReadOnlyRejected | Outcome::NeverRan(_) => Ok(()),
         }
     }
 
     fn note_effects(&mut self, class: &Class, unit: &Unit, autocommit: bool) {
         match class.session {
-            SessionEffect::Pin => self.pinned = true,
+            SessionEffect::Pin => self.state = self.state.after(Event::Pin),
             // A session command run outside a transaction block is replayed on whichever
             // connection the session uses next; inside one (it may roll back), or when it also
             // writes, or when the history is full, the session stays on this connection.
@@ -419,7 +312,7 @@ impl<'a> Session<'a> {
                 if reset {
                     self.params.reset_all();
                 } else if !texts.iter().all(|t| self.params.record(t)) {
-                    self.pinned = true;
+                    self.state = self.state.after(Event::Pin);
                 }
                 if let Some(h) = self.held.as_mut() {
                     let conn = h.checkout.conn();
@@ -432,7 +325,7 @@ impl<'a> Session<'a> {
                     }
                 }
             }
-            SessionEffect::Parameter => self.pinned = true,
+            SessionEffect::Parameter => self.state = self.state.after(Event::Pin),
             SessionEffect::None => {}
         }
         // Functions changed: reload the catalog once that is committed (see `release_if_done`).
@@ -450,45 +343,38 @@ impl<'a> Session<'a> {
     /// The server connection died under a unit. The client hears one error: `ERROR` with the
     /// server's SQLSTATE and ReadyForQuery when the session can go on without what died with
     /// the connection, else `FATAL` and the session ends (never FATAL then ReadyForQuery).
-    async fn server_lost(&mut self, e: &BackendError, autocommit: bool) -> Result<(), ()> {
+    async fn server_lost(&mut self, e: &BackendError) -> Result<(), SessionEnd> {
         tracing::info!(error = %e, "server connection lost mid-statement");
-        let session_pooling = self.shared.config.pool.mode == PoolMode::Session;
-        let verdict = after_loss(autocommit, self.pinned, session_pooling);
+        let verdict = self.state.on_loss();
         self.drop_held_and_siblings();
         match verdict {
-            AfterLoss::Continue => {
-                let msg = format!(
-                    "server connection lost while running the statement ({e}); the session continues on a new server connection"
-                );
-                self.statement_error(e.sqlstate(), &msg).await
-            }
+            AfterLoss::Continue => self.statement_error(e.sqlstate(), &end::statement_lost(e)).await,
             AfterLoss::TransactionLost => {
-                let msg = format!(
-                    "server connection lost while running the statement ({e}); its open transaction was rolled back; end it (ROLLBACK) and the session continues on a new server connection"
-                );
+                let msg = end::transaction_lost(e);
                 self.shared.metrics.client_error(e.sqlstate());
                 self.aborted = Some(aborted::Aborted::default());
                 let mut buf = BytesMut::new();
                 messages::error_response(&mut buf, Severity::Error, e.sqlstate(), &msg);
                 messages::ready_for_query(&mut buf, TxStatus::Failed);
-                self.client.get_mut().write_all(&buf).await.map_err(|_| ())
+                self.send_client(&buf).await
             }
-            AfterLoss::End(what) => {
-                let msg = format!("server connection lost ({e}); the session cannot continue: {what} was on it");
-                self.fatal(e.sqlstate(), &msg).await;
-                Err(())
-            }
+            AfterLoss::End(what) => Err(SessionEnd::server_lost(e, what)),
         }
     }
 
     /// An error for this statement; the session goes on.
-    async fn statement_error(&mut self, code: &str, message: &str) -> Result<(), ()> {
+    async fn statement_error(&mut self, code: &str, message: &str) -> Result<(), SessionEnd> {
         self.shared.metrics.client_error(code);
-        let status = self.held.as_ref().map_or(TxStatus::Idle, |h| h.status);
+        let status = self.state.tx();
         let mut buf = BytesMut::new();
         messages::error_response(&mut buf, Severity::Error, code, message);
         messages::ready_for_query(&mut buf, status);
-        self.client.get_mut().write_all(&buf).await.map_err(|_| ())
+        self.send_client(&buf).await
+    }
+
+    /// Write to the client; a failed write means it is gone.
+    async fn send_client(&mut self, buf: &[u8]) -> Result<(), SessionEnd> {
+        self.client.get_mut().write_all(buf).await.map_err(|_| SessionEnd::ClientGone)
     }
 
     async fn fatal(&mut self, code: &str, message: &str) {
@@ -504,7 +390,7 @@ impl<'a> Session<'a> {
         self.key.set_target(None);
         let _ = self.client.get_mut().shutdown().await;
         let Some(held) = self.held.take() else { return };
-        let needs_reset = self.pinned || self.shared.config.pool.mode == PoolMode::Session;
+        let needs_reset = self.state.needs_reset();
         held.checkout.release(needs_reset).await;
     }
 }

@@ -145,3 +145,35 @@ async fn reader_starts_small_grows_for_a_large_message_and_gives_the_room_back()
     assert_eq!(r.next().await.unwrap().unwrap().tag(), b'Q');
     assert!(r.buffer().capacity() <= 4 * MIN_READ, "kept {} bytes", r.buffer().capacity());
 }
+
+#[tokio::test]
+async fn fill_or_write_writes_while_neither_side_has_bytes_and_reads_both_sides() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // "server": sluice reads and writes it; "client": sluice only reads it.
+    let (mut server_end, server) = tokio::io::duplex(16);
+    let (mut client_end, client) = tokio::io::duplex(64);
+    let mut server = FrameReader::new(server, 8192);
+    let mut client = FrameReader::new(client, 8192);
+    // More pending than the pipe holds: only part is written at once, the rest waits.
+    let mut pending = BytesMut::from(&[7u8; 40][..]);
+    let p = server.fill_or_write(Some(&mut client), &mut pending).await.unwrap();
+    assert!(matches!(p, Progress::Wrote(16)), "{p:?}");
+    assert_eq!(pending.len(), 24);
+    // The pipe is full: the client's bytes are read meanwhile.
+    client_end.write_all(&msg(b'S', b"")).await.unwrap();
+    let p = server.fill_or_write(Some(&mut client), &mut pending).await.unwrap();
+    assert!(matches!(p, Progress::PeerRead(5)), "{p:?}");
+    assert_eq!(client.buffered_frame().unwrap().map(|f| f.tag()), Some(b'S'));
+    // And the server's replies.
+    server_end.write_all(&msg(b'Z', b"I")).await.unwrap();
+    let p = server.fill_or_write(None::<&mut FrameReader<tokio::io::DuplexStream>>, &mut pending).await.unwrap();
+    assert!(matches!(p, Progress::Read(6)), "{p:?}");
+    // Once the other end drains the pipe, the rest goes out.
+    let mut got = [0u8; 16];
+    server_end.read_exact(&mut got).await.unwrap();
+    let p = server.fill_or_write(Some(&mut client), &mut pending).await.unwrap();
+    assert!(matches!(p, Progress::Wrote(16)), "{p:?}");
+    drop(client_end);
+    let p = server.fill_or_write(Some(&mut client), &mut BytesMut::new()).await.unwrap();
+    assert!(matches!(p, Progress::PeerRead(0)), "end of the client's stream: {p:?}");
+}

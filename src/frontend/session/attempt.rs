@@ -1,0 +1,177 @@
+//! Running one unit: classify, route, acquire, forward, relay (full duplex: a unit not ended by
+//! Sync streams its further messages in while it runs), and run it again on the primary when a
+//! replica refused it unseen.
+
+use super::*;
+
+/// What one try of a unit came to.
+pub(super) struct Tried {
+    pub(super) outcome: Outcome,
+    /// The server reported an error in the unit.
+    pub(super) errored: bool,
+    /// What streamed into the unit after it started.
+    pub(super) streamed: Streamed,
+}
+
+/// The unit's class with that of the statements that streamed in after it started.
+pub(super) fn with_streamed(class: &Class, streamed: Option<Class>) -> Class {
+    match streamed {
+        Some(more) => combine(&[Arc::new(class.clone()), Arc::new(more)]),
+        None => class.clone(),
+    }
+}
+
+/// The unit to run again: what started it and every message that streamed in.
+fn replay(unit: Unit, streamed: &mut Streamed) -> Unit {
+    match (unit, streamed.frames.take()) {
+        (Unit::Extended(mut frames), Some(more)) => {
+            frames.extend(more);
+            Unit::Extended(frames)
+        }
+        (unit, _) => unit,
+    }
+}
+
+impl Session<'_> {
+    /// Classify, route, acquire, forward, relay, release. `Err` ends the session.
+    ///
+    /// An autocommit unit that a node rejects with `25006` changed nothing: it runs once more on
+    /// the primary, unseen by the client, and its text is remembered as a write.
+    pub(super) async fn run_unit(&mut self, mut unit: Unit) -> Result<(), SessionEnd> {
+        if let Some(state) = self.aborted.take() {
+            let mut out = BytesMut::new();
+            self.aborted = match aborted::answer(state, &unit, &mut out) {
+                aborted::AbortedStep::Still(s) => Some(s),
+                aborted::AbortedStep::Ended => None,
+            };
+            return self.send_client(&out).await;
+        }
+        if self.held.is_none() {
+            let reply = match &unit {
+                Unit::Extended(frames) => self.answer_locally(frames),
+                Unit::Simple(frame) => answer_tx_end_locally(frame),
+            };
+            if let Some(reply) = reply {
+                return self.send_client(&reply).await;
+            }
+        }
+        let mut class = unit.classify(&self.statements, &self.classifier);
+        if self.block_must_move(&class) {
+            self.close_held_block().await;
+        }
+        if tracing::enabled!(tracing::Level::TRACE) {
+            let tags: String = match &unit {
+                Unit::Simple(f) => (f.tag() as char).to_string(),
+                Unit::Extended(fs) => fs.iter().map(|f| f.tag() as char).collect(),
+            };
+            tracing::trace!(key = self.key.pid, %tags, held = self.held.is_some(), "unit");
+        }
+        let autocommit = self.state.tx() == TxStatus::Idle;
+        let retryable = self.held.is_none() && class.tx == TxEffect::None;
+        let mut tried = self.attempt(&unit, &class, retryable).await?;
+        match tried.as_mut() {
+            Some(Tried { outcome: Outcome::ReadOnlyRejected, streamed, .. }) => {
+                self.shared.metrics.unit(UnitOutcome::ReadOnlyRetried);
+                self.release_if_done(TxStatus::Idle).await;
+                unit = replay(unit, streamed);
+                unit.note_write(&self.classifier);
+                class = Arc::new(Class::write(Reason::NotedWrite));
+                tried = self.attempt(&unit, &class, false).await?;
+            }
+            Some(Tried { outcome: Outcome::NeverRan(e), streamed, .. }) => {
+                tracing::info!(error = %e, "server connection died before the statement ran; retrying on a fresh one");
+                self.shared.metrics.unit(UnitOutcome::ConnectionRetried);
+                self.drop_held_and_siblings();
+                unit = replay(unit, streamed);
+                tried = self.attempt(&unit, &class, false).await?;
+            }
+            _ => {}
+        }
+        match tried {
+            Some(tried) => self.after_unit(tried, &class, &unit, autocommit).await,
+            None => Ok(()),
+        }
+    }
+
+    /// One try: acquire, forward, relay. `Ok(None)`: the client already got an error.
+    async fn attempt(&mut self, unit: &Unit, class: &Class, retryable: bool) -> Result<Option<Tried>, SessionEnd> {
+        if let Err(e) = self.acquire(class).await {
+            return self.statement_error(e.sqlstate(), &e.to_string()).await.map(|()| None);
+        }
+        let may_copy =
+            (class.access == Access::Write || class.tx == TxEffect::End) && unit.may_copy_in(&self.statements);
+        let writes_move = self.writes_move();
+        // A unit not ended by Sync streams in the client's further messages while it runs. One
+        // cut short by a message that needs its own routing gets a Flush instead: the server
+        // holds its replies until a Flush or a Sync that is not coming.
+        let streams = unit.is_open_block() && self.lookahead.is_none();
+        let in_transaction = self.state.tx() != TxStatus::Idle;
+        let block_wrote = self.state.block() == Block::OpenWithWrite;
+        let held = self.held.as_mut().expect("acquire leaves a held connection");
+        let primary = self.shared.topology.load().primary().map(|p| p.index);
+        let mut batch = Batch::new(held.checkout.conn(), &self.classifier);
+        match unit {
+            Unit::Simple(frame) => self.statements.translate_query(frame, &mut batch),
+            Unit::Extended(frames) => {
+                frames.iter().for_each(|f| self.statements.translate(f, &mut batch));
+                if !streams && !matches!(frames.last().map(Frame::tag), Some(tag::SYNC | tag::FLUSH)) {
+                    messages::flush(&mut batch.out);
+                }
+            }
+        }
+        let Batch { conn, mut out, mut queue, mut added, mut closed, .. } = batch;
+        let on_primary = primary == Some(conn.node());
+        let capture =
+            if on_primary { lsn_capture(class, unit.ends_cleanly(), may_copy, in_transaction) } else { Capture::None };
+        if capture == Capture::Pipelined {
+            messages::query(&mut out, LSN_SQL);
+        }
+        if let Err(e) = conn.send(&out).await {
+            self.drop_held();
+            return self.statement_error(sqlstate::CONNECTION_FAILURE, &e.to_string()).await.map(|()| None);
+        }
+        let mut streamed = Streamed::default();
+        let (outcome, errored) = {
+            let relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params)
+                .client_pid(self.key.pid)
+                .count_errors(&self.shared.metrics);
+            let relay = if retryable { relay.retryable(class.access == Access::Read) } else { relay };
+            let mut relay = if streams {
+                let replayable = !matches!(unit, Unit::Extended(f) if f.last().map(Frame::tag) == Some(tag::FLUSH));
+                relay.streaming(&mut self.statements, &self.classifier, writes_move, &mut streamed, replayable)
+            } else {
+                relay
+            };
+            let outcome = relay.run().await;
+            (outcome, relay.errored)
+        };
+        if errored {
+            added.append(&mut streamed.added);
+            closed.append(&mut streamed.closed);
+            conn.statements_mut().unit_failed(&added, closed);
+            conn.set_unnamed(None);
+        }
+        if let Some(f) = streamed.lookahead.take() {
+            debug_assert!(self.lookahead.is_none());
+            self.lookahead = Some(f);
+        }
+        let capture = match capture {
+            // The unit's end was streamed in, or a block that wrote ends: learn the position now.
+            Capture::None if on_primary && matches!(outcome, Outcome::Ready(_)) && (streams || block_wrote) => {
+                let mut full = with_streamed(class, streamed.class.clone());
+                if block_wrote {
+                    full.access = Access::Write;
+                }
+                match lsn_capture(&full, true, may_copy, in_transaction) {
+                    Capture::None => Capture::None,
+                    Capture::Pipelined | Capture::After => Capture::After,
+                }
+            }
+            c => c,
+        };
+        if capture != Capture::None && matches!(outcome, Outcome::Ready(_) | Outcome::ReadOnlyRejected) {
+            self.read_write_lsn(capture).await;
+        }
+        Ok(Some(Tried { outcome, errored, streamed }))
+    }
+}

@@ -1,0 +1,86 @@
+//! The extended-protocol block on a held server connection, as a state machine: which state a
+//! unit's end leaves it in is one pure function with a table test.
+
+/// The extended-protocol block on the held connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Block {
+    /// None open: the last unit ended with ReadyForQuery.
+    Closed,
+    /// Left open (by Flush, or a unit that returned before its Sync); only reads ran in it, so
+    /// a write may close it and move to the primary (issue item 3).
+    Open,
+    /// Left open after a write ran in it: it stays, and the primary's WAL position is learnt
+    /// when it ends (read-your-writes for a pipelined write whose Sync comes later).
+    OpenWithWrite,
+    /// Open, and the server reported an error in it: like PostgreSQL, every client message up
+    /// to the next Sync is discarded, and that Sync ends the block.
+    Failed,
+}
+
+/// How a unit on the held connection ended, as far as its block is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum UnitEnd {
+    /// ReadyForQuery arrived.
+    Ready,
+    /// Its replies are all in, the block stays open; `errored`: the server reported an error,
+    /// `wrote`: a statement classified as a write ran in it.
+    Partial {
+        /// The server reported an error.
+        errored: bool,
+        /// A write ran.
+        wrote: bool,
+    },
+}
+
+impl Block {
+    /// The block after a unit ended.
+    pub(super) fn after(self, end: UnitEnd) -> Block {
+        match (self, end) {
+            (_, UnitEnd::Ready) => Block::Closed,
+            (_, UnitEnd::Partial { errored: true, .. }) => Block::Failed,
+            // A failed block stays failed until its Sync (a unit that returned before it).
+            (Block::Failed, UnitEnd::Partial { .. }) => Block::Failed,
+            (Block::OpenWithWrite, UnitEnd::Partial { .. }) | (_, UnitEnd::Partial { wrote: true, .. }) => {
+                Block::OpenWithWrite
+            }
+            (Block::Closed | Block::Open, UnitEnd::Partial { .. }) => Block::Open,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extended_blocks_by_unit_end() {
+        let read = UnitEnd::Partial { errored: false, wrote: false };
+        let write = UnitEnd::Partial { errored: false, wrote: true };
+        let error = UnitEnd::Partial { errored: true, wrote: false };
+        let write_error = UnitEnd::Partial { errored: true, wrote: true };
+        use Block::*;
+        // (before, unit end) -> after
+        let cases = [
+            (Closed, UnitEnd::Ready, Closed),
+            (Open, UnitEnd::Ready, Closed),
+            (OpenWithWrite, UnitEnd::Ready, Closed),
+            (Failed, UnitEnd::Ready, Closed),
+            (Closed, read, Open),
+            (Open, read, Open),
+            (OpenWithWrite, read, OpenWithWrite),
+            (Failed, read, Failed),
+            (Closed, write, OpenWithWrite),
+            (Open, write, OpenWithWrite),
+            (OpenWithWrite, write, OpenWithWrite),
+            (Failed, write, Failed),
+            (Closed, error, Failed),
+            (Open, error, Failed),
+            (OpenWithWrite, error, Failed),
+            (Failed, error, Failed),
+            (Open, write_error, Failed),
+        ];
+        for (before, end, want) in cases {
+            assert_eq!(before.after(end), want, "{before:?} + {end:?}");
+        }
+    }
+}
