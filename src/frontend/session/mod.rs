@@ -179,14 +179,17 @@ impl<'a> Session<'a> {
         if let Some(f) = self.lookahead.take() {
             return Ok(Some(f));
         }
-        if !self.watch_while_idle().await {
+        // Boxed, like the timeout below: only a session holding a connection (or with an idle
+        // timeout) pays for their state, not every idle one.
+        if self.held.is_some() && !Box::pin(self.watch_while_idle()).await {
             return Ok(None);
         }
         let idle = self.shared.config.limits.idle_client_timeout.filter(|_| self.held.is_none());
         let between_units = self.held.as_ref().is_none_or(|h| h.status == TxStatus::Idle);
-        let read = self.entry.unless_stopped(between_units, self.client.next());
+        // Lean: an idle client holds no read buffer while it says nothing.
+        let read = self.entry.unless_stopped(between_units, self.client.next_lean());
         let r = match idle {
-            Some(d) => match tokio::time::timeout(d, read).await {
+            Some(d) => match Box::pin(tokio::time::timeout(d, read)).await {
                 Ok(r) => r,
                 Err(_) => {
                     return Err((sqlstate::IDLE_SESSION_TIMEOUT, "terminating connection due to idle timeout".into()))
