@@ -195,12 +195,19 @@ pub struct ClientEntry<'a> {
 }
 
 impl ClientEntry<'_> {
-    /// Run `read` (a wait for the client) unless the session is killed, or sluice drains while
-    /// the session is `between_units` (no transaction open).
+    /// Run the future `read` makes (a wait for the client) unless the session is killed, or
+    /// sluice drains while the session is `between_units` (no transaction open).
+    ///
+    /// `read` is a maker, not a future: a future argument would be kept twice in this one's
+    /// state (the argument, and its move into the race), and every idle session waits here.
     ///
     /// # Errors
     /// Why the session must end instead.
-    pub async fn unless_stopped<F: Future>(&mut self, between_units: bool, read: F) -> Result<F::Output, Stopped> {
+    pub async fn unless_stopped<F: Future>(
+        &mut self,
+        between_units: bool,
+        read: impl FnOnce() -> F,
+    ) -> Result<F::Output, Stopped> {
         let (lifecycle, id) = (self.lifecycle, self.id);
         let stop = &mut self.stop;
         let stopped = async move {
@@ -227,7 +234,7 @@ impl ClientEntry<'_> {
         tokio::select! {
             biased;
             s = stopped => Err(s),
-            out = read => Ok(out),
+            out = read() => Ok(out),
         }
     }
 }
@@ -269,11 +276,11 @@ mod tests {
         let mut a = l.register(info(1));
         let never = std::future::pending::<()>;
         l.drain();
-        assert_eq!(a.unless_stopped(true, never()).await, Err(Stopped::Draining));
-        let in_tx = tokio::time::timeout(Duration::from_millis(50), a.unless_stopped(false, never())).await;
+        assert_eq!(a.unless_stopped(true, never).await, Err(Stopped::Draining));
+        let in_tx = tokio::time::timeout(Duration::from_millis(50), a.unless_stopped(false, never)).await;
         assert!(in_tx.is_err(), "a session in a transaction is not drained");
         assert!(l.kill(1) && !l.kill(2));
-        assert_eq!(a.unless_stopped(false, never()).await, Err(Stopped::Killed));
+        assert_eq!(a.unless_stopped(false, never).await, Err(Stopped::Killed));
         assert_eq!(l.clients().len(), 1);
         drop(a);
         assert!(l.clients().is_empty());
@@ -286,14 +293,14 @@ mod tests {
         let mut b = l.register(info(2));
         let never = std::future::pending::<()>;
         assert!(l.kill(2));
-        let a_waits = tokio::time::timeout(Duration::from_millis(50), a.unless_stopped(true, never())).await;
+        let a_waits = tokio::time::timeout(Duration::from_millis(50), a.unless_stopped(true, never)).await;
         assert!(a_waits.is_err(), "another client's KILL wakes a but does not stop it");
-        assert_eq!(b.unless_stopped(true, never()).await, Err(Stopped::Killed));
+        assert_eq!(b.unless_stopped(true, never).await, Err(Stopped::Killed));
         let waiting = tokio::spawn({
             let l = std::sync::Arc::clone(&l);
             async move {
                 let mut a = l.register(info(3));
-                a.unless_stopped(false, never()).await
+                a.unless_stopped(false, never).await
             }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;

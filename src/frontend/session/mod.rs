@@ -128,13 +128,18 @@ impl<'a> Session<'a> {
     }
 
     /// Finish the login (parameters, key, ReadyForQuery), then serve units until the client leaves.
-    pub async fn run(mut self) {
-        // Every phase but the wait for the next message is boxed (here and in `serve`): a
-        // future is as large as its largest state, and an idle session should not carry them.
-        if Box::pin(self.login()).await.is_ok() {
-            self.serve().await;
+    #[allow(clippy::manual_async_fn)] // on purpose, see below
+    pub fn run(mut self) -> impl std::future::Future<Output = ()> + 'a {
+        // Not an `async fn`: one would keep its by-value `self` twice (the argument and the
+        // local it is moved into), 536 bytes more for every idle client.
+        async move {
+            // Every phase but the wait for the next message is boxed (here and in `serve`): a
+            // future is as large as its largest state, and an idle session should not carry them.
+            if Box::pin(self.login()).await.is_ok() {
+                self.serve().await;
+            }
+            Box::pin(self.finish()).await;
         }
-        Box::pin(self.finish()).await;
     }
 
     async fn serve(&mut self) {
@@ -187,7 +192,8 @@ impl<'a> Session<'a> {
         let idle = self.shared.config.limits.idle_client_timeout.filter(|_| self.held.is_none());
         let between_units = self.held.as_ref().is_none_or(|h| h.status == TxStatus::Idle);
         // Lean: an idle client holds no read buffer while it says nothing.
-        let read = self.entry.unless_stopped(between_units, self.client.next_lean());
+        let client = &mut self.client;
+        let read = self.entry.unless_stopped(between_units, || client.next_lean());
         let r = match idle {
             Some(d) => match Box::pin(tokio::time::timeout(d, read)).await {
                 Ok(r) => r,
