@@ -1,6 +1,7 @@
 //! Per-unit costs outside the relay, without a PostgreSQL cluster: the route decision, a pool
 //! checkout + release of an idle connection, the session-state diff made before a unit runs,
-//! and classification of statements that carry per-request comments or inlined literals.
+//! classification of statements that carry per-request comments or inlined literals, and the
+//! per-unit latency observation every session of a node makes.
 //!
 //! The pool bench needs one real socket: a tiny in-process fake server on 127.0.0.1 answers
 //! the startup once (AuthenticationOk, BackendKeyData, ReadyForQuery) and then stays silent, so
@@ -15,7 +16,7 @@ use sluice::backend::settings::{diff, to_query};
 use sluice::backend::Pools;
 use sluice::config::{Config, DefaultRoute};
 use sluice::frontend::params::SessionParams;
-use sluice::metrics::Metrics;
+use sluice::metrics::{Latency, Metrics};
 use sluice::router::{route, Access, Class, Classifier, Policy, Reason, SessionView};
 use sluice::topology::{NodeView, Role, Topology};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -119,6 +120,13 @@ fn bench_pool(c: &mut Criterion) {
     });
 }
 
+fn bench_latency(c: &mut Criterion) {
+    let latency = Latency::new(Latency::unit_histogram());
+    c.bench_function("node unit latency: observe", |b| {
+        b.iter(|| latency.observe(black_box(std::time::Duration::from_micros(300))));
+    });
+}
+
 fn bench_params(c: &mut Criterion) {
     let startup: Vec<(String, String)> = [
         ("application_name", "pgbench"),
@@ -183,5 +191,5 @@ fn bench_comments(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_route, bench_pool, bench_params, bench_comments);
+criterion_group!(benches, bench_route, bench_pool, bench_params, bench_comments, bench_latency);
 criterion_main!(benches);

@@ -13,7 +13,6 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 mod latency;
@@ -343,8 +342,8 @@ fn register_clients(registry: &mut Registry) -> (Gauge, [Counter; Rejection::ALL
     (clients, rejections)
 }
 
-fn unit_histogram() -> Histogram {
-    Histogram::new(UNIT_BUCKETS_SECONDS)
+fn unit_histogram() -> DurationHistogram {
+    Latency::unit_histogram()
 }
 
 fn checkout_histogram() -> DurationHistogram {
@@ -360,7 +359,7 @@ struct NodeFamilies {
     timeouts: Family<NodeLabel, Counter>,
     role: Family<NodeLabel, Gauge>,
     lsn: Family<NodeLabel, Gauge>,
-    units: Family<NodeLabel, Histogram, fn() -> Histogram>,
+    units: Family<NodeLabel, DurationHistogram, fn() -> DurationHistogram>,
     sent: Family<NodeLabel, Counter>,
     received: Family<NodeLabel, Counter>,
     syncs: Family<OutcomeLabel, Counter>,

@@ -207,6 +207,26 @@ async fn a_pipelined_write_whose_sync_comes_later_is_read_back() {
     }
 }
 
+/// Send `first` as an unsynced unit, let it start on its node, then stream `second` and the
+/// Sync into it; return every frame up to ReadyForQuery, asserting the client saw no error.
+async fn stream_second_into_first(port: u16, first: &str, second: &str) -> Vec<sluice::protocol::Frame> {
+    let mut a = raw(port).await;
+    let mut out = BytesMut::new();
+    run_unnamed(&mut out, first, &[]);
+    assert!(a.send(&out).await);
+    // The unit runs before the rest arrives: the rest streams into it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut out = BytesMut::new();
+    run_unnamed(&mut out, second, &[]);
+    messages::sync(&mut out);
+    assert!(a.send(&out).await);
+    let frames = a.until_ready_frames(WAIT).await.expect("the pipeline's answers");
+    let errors: Vec<_> =
+        frames.iter().filter(|f| f.tag() == tag::ERROR_RESPONSE).map(|f| messages::decode_error(f.body())).collect();
+    assert!(errors.is_empty(), "the client saw errors: {errors:?}");
+    frames
+}
+
 /// A pipeline that starts with a read (on the replica) and streams in, before its Sync, a
 /// statement the classifier takes for a read but that writes (a STABLE function calling a
 /// VOLATILE one): the replica refuses it with 25006 before the client saw anything, so the
@@ -217,20 +237,7 @@ async fn a_streamed_pipeline_refused_by_a_replica_runs_again_on_the_primary() {
         CREATE FUNCTION w(i int) RETURNS int LANGUAGE plpgsql VOLATILE AS $$ BEGIN INSERT INTO t VALUES (i); RETURN i; END $$;
         CREATE FUNCTION looks_read_only(i int) RETURNS int LANGUAGE plpgsql STABLE AS $$ BEGIN RETURN w(i); END $$;";
     let (c, p) = Cluster::with_proxy(1, setup).await;
-    let mut a = raw(p.port()).await;
-    let mut out = BytesMut::new();
-    run_unnamed(&mut out, "SELECT 1", &[]);
-    assert!(a.send(&out).await);
-    // The unit runs (on the replica) before the rest arrives: the rest streams into it.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut out = BytesMut::new();
-    run_unnamed(&mut out, "SELECT looks_read_only(7)", &[]);
-    messages::sync(&mut out);
-    assert!(a.send(&out).await);
-    let frames = a.until_ready_frames(WAIT).await.expect("the pipeline's answers");
-    let errors: Vec<_> =
-        frames.iter().filter(|f| f.tag() == tag::ERROR_RESPONSE).map(|f| messages::decode_error(f.body())).collect();
-    assert!(errors.is_empty(), "the client saw errors: {errors:?}");
+    let frames = stream_second_into_first(p.port(), "SELECT 1", "SELECT looks_read_only(7)").await;
     assert_eq!(tags(&frames), "12DC12DCZ");
     assert_eq!(first_column(&frames[6]).as_deref(), Some("7"));
     assert_eq!(c.psql("SELECT count(*) FROM t WHERE id = 7").await, "1");
@@ -322,19 +329,8 @@ async fn the_replies_a_flush_asked_for_come_while_more_statements_stream_in() {
 async fn a_write_streamed_into_a_pipeline_on_a_replica_runs_on_the_primary() {
     let (c, p) = Cluster::with_proxy(1, "CREATE TABLE t (id int)").await;
     let primary = c.primary_port().to_string();
-    let mut a = raw(p.port()).await;
-    let mut out = BytesMut::new();
-    run_unnamed(&mut out, "SELECT inet_server_port()::text", &[]);
-    assert!(a.send(&out).await);
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut out = BytesMut::new();
-    run_unnamed(&mut out, "INSERT INTO t VALUES (1) RETURNING inet_server_port()::text", &[]);
-    messages::sync(&mut out);
-    assert!(a.send(&out).await);
-    let frames = a.until_ready_frames(WAIT).await.expect("the pipeline's answers");
-    let errors: Vec<_> =
-        frames.iter().filter(|f| f.tag() == tag::ERROR_RESPONSE).map(|f| messages::decode_error(f.body())).collect();
-    assert!(errors.is_empty(), "the client saw errors: {errors:?}");
+    let write = "INSERT INTO t VALUES (1) RETURNING inet_server_port()::text";
+    let frames = stream_second_into_first(p.port(), "SELECT inet_server_port()::text", write).await;
     assert_eq!(tags(&frames), "12DC12DCZ");
     assert_ne!(first_column(&frames[2]), Some(primary.clone()), "the read should have run on the replica");
     assert_eq!(first_column(&frames[6]), Some(primary), "the write ran on the replica");

@@ -266,13 +266,13 @@ impl ServerConn {
     }
 
     /// Neither older than `lifetime` nor idle longer than `idle`.
-    pub(crate) fn fresh(&self, lifetime: Duration, idle: Duration) -> bool {
-        self.created.elapsed() < lifetime && self.last_used.elapsed() < idle
+    pub(crate) fn fresh(&self, now: Instant, lifetime: Duration, idle: Duration) -> bool {
+        now.saturating_duration_since(self.created) < lifetime && now.saturating_duration_since(self.last_used) < idle
     }
 
     /// Released now (for the idle timeout).
-    pub(crate) fn touch(&mut self) {
-        self.last_used = Instant::now();
+    pub(crate) fn touch(&mut self, now: Instant) {
+        self.last_used = now;
     }
 
     /// Write bytes to the server.

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
@@ -88,12 +89,17 @@ pub struct ClientInfo {
 
 struct Registered {
     info: ClientInfo,
-    kill: watch::Sender<bool>,
+    /// Set by `KILL`; the session reads it when [`Lifecycle::stop`] wakes it.
+    killed: bool,
 }
 
 /// Shared by every session: drain flag, pause gate, client registry.
 pub struct Lifecycle {
-    draining: watch::Sender<bool>,
+    draining: AtomicBool,
+    /// Sent on every drain and every `KILL`: the one channel all waiting sessions listen to; a
+    /// woken session checks whether it is concerned. (A channel per session cost a few hundred
+    /// bytes of every idle client, for an operator command.)
+    stop: watch::Sender<()>,
     pause: watch::Sender<Pause>,
     clients: Mutex<BTreeMap<i32, Registered>>,
 }
@@ -101,7 +107,8 @@ pub struct Lifecycle {
 impl Default for Lifecycle {
     fn default() -> Self {
         Self {
-            draining: watch::channel(false).0,
+            draining: AtomicBool::new(false),
+            stop: watch::channel(()).0,
             pause: watch::channel(Pause::Running).0,
             clients: Mutex::new(BTreeMap::new()),
         }
@@ -112,14 +119,15 @@ impl Lifecycle {
     /// Begin draining: clients between units are sent away; held units are released so open
     /// transactions can finish.
     pub fn drain(&self) {
-        self.draining.send_replace(true);
+        self.draining.store(true, Ordering::SeqCst);
+        self.stop.send_replace(());
         self.pause.send_replace(Pause::Running);
     }
 
     /// True once [`Lifecycle::drain`] was called.
     #[must_use]
     pub fn is_draining(&self) -> bool {
-        *self.draining.borrow()
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// Hold new units (all, or those routed to `node`).
@@ -148,10 +156,10 @@ impl Lifecycle {
     /// Add a session to the registry; it leaves when the entry is dropped.
     pub fn register(&self, info: ClientInfo) -> ClientEntry<'_> {
         let id = info.id;
-        let kill = watch::channel(false).0;
-        let killed = kill.subscribe();
-        self.lock().insert(id, Registered { info, kill });
-        ClientEntry { lifecycle: self, id, killed, draining: self.draining.subscribe() }
+        // Subscribed before the entry exists: a KILL of it is always a change not yet seen.
+        let stop = self.stop.subscribe();
+        self.lock().insert(id, Registered { info, killed: false });
+        ClientEntry { lifecycle: self, id, stop }
     }
 
     /// Every connected client, by id.
@@ -162,7 +170,15 @@ impl Lifecycle {
 
     /// End client `id` at its next wait for input; false if there is no such client.
     pub fn kill(&self, id: i32) -> bool {
-        self.lock().get(&id).map(|r| r.kill.send_replace(true)).is_some()
+        let found = self.lock().get_mut(&id).map(|r| r.killed = true).is_some();
+        if found {
+            self.stop.send_replace(());
+        }
+        found
+    }
+
+    fn is_killed(&self, id: i32) -> bool {
+        self.lock().get(&id).is_some_and(|r| r.killed)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<i32, Registered>> {
@@ -174,23 +190,51 @@ impl Lifecycle {
 pub struct ClientEntry<'a> {
     lifecycle: &'a Lifecycle,
     id: i32,
-    killed: watch::Receiver<bool>,
-    draining: watch::Receiver<bool>,
+    /// [`Lifecycle::stop`]; its seen version says which stops this session has checked.
+    stop: watch::Receiver<()>,
 }
 
 impl ClientEntry<'_> {
-    /// Run `read` (a wait for the client) unless the session is killed, or sluice drains while
-    /// the session is `between_units` (no transaction open).
+    /// Run the future `read` makes (a wait for the client) unless the session is killed, or
+    /// sluice drains while the session is `between_units` (no transaction open).
+    ///
+    /// `read` is a maker, not a future: a future argument would be kept twice in this one's
+    /// state (the argument, and its move into the race), and every idle session waits here.
     ///
     /// # Errors
     /// Why the session must end instead.
-    pub async fn unless_stopped<F: Future>(&self, between_units: bool, read: F) -> Result<F::Output, Stopped> {
-        let (mut killed, mut draining) = (self.killed.clone(), self.draining.clone());
+    pub async fn unless_stopped<F: Future>(
+        &mut self,
+        between_units: bool,
+        read: impl FnOnce() -> F,
+    ) -> Result<F::Output, Stopped> {
+        let (lifecycle, id) = (self.lifecycle, self.id);
+        let stop = &mut self.stop;
+        let stopped = async move {
+            // The registry is looked at only after a stop this session has not checked yet.
+            let mut unseen = stop.has_changed().unwrap_or(false);
+            loop {
+                if unseen {
+                    // Marked seen before the check: a stop sent after it wakes the wait below.
+                    stop.borrow_and_update();
+                    if lifecycle.is_killed(id) {
+                        return Stopped::Killed;
+                    }
+                }
+                if between_units && lifecycle.is_draining() {
+                    return Stopped::Draining;
+                }
+                if stop.changed().await.is_err() {
+                    // The sender lives as long as the lifecycle: cannot happen.
+                    std::future::pending::<()>().await;
+                }
+                unseen = true;
+            }
+        };
         tokio::select! {
             biased;
-            () = until_true(&mut killed) => Err(Stopped::Killed),
-            () = until_true(&mut draining), if between_units => Err(Stopped::Draining),
-            out = read => Ok(out),
+            s = stopped => Err(s),
+            out = read() => Ok(out),
         }
     }
 }
@@ -198,13 +242,6 @@ impl ClientEntry<'_> {
 impl Drop for ClientEntry<'_> {
     fn drop(&mut self) {
         self.lifecycle.lock().remove(&self.id);
-    }
-}
-
-/// Resolves when the flag turns true; never if its sender is gone.
-async fn until_true(rx: &mut watch::Receiver<bool>) {
-    if rx.wait_for(|v| *v).await.is_err() {
-        std::future::pending::<()>().await;
     }
 }
 
@@ -236,17 +273,41 @@ mod tests {
     #[tokio::test]
     async fn drain_stops_only_sessions_between_units_and_kill_stops_any() {
         let l = Lifecycle::default();
-        let a = l.register(info(1));
+        let mut a = l.register(info(1));
         let never = std::future::pending::<()>;
         l.drain();
-        assert_eq!(a.unless_stopped(true, never()).await, Err(Stopped::Draining));
-        let in_tx = tokio::time::timeout(Duration::from_millis(50), a.unless_stopped(false, never())).await;
+        assert_eq!(a.unless_stopped(true, never).await, Err(Stopped::Draining));
+        let in_tx = tokio::time::timeout(Duration::from_millis(50), a.unless_stopped(false, never)).await;
         assert!(in_tx.is_err(), "a session in a transaction is not drained");
         assert!(l.kill(1) && !l.kill(2));
-        assert_eq!(a.unless_stopped(false, never()).await, Err(Stopped::Killed));
+        assert_eq!(a.unless_stopped(false, never).await, Err(Stopped::Killed));
         assert_eq!(l.clients().len(), 1);
         drop(a);
         assert!(l.clients().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_kill_stops_only_its_client_even_while_it_waits() {
+        let l = std::sync::Arc::new(Lifecycle::default());
+        let mut a = l.register(info(1));
+        let mut b = l.register(info(2));
+        let never = std::future::pending::<()>;
+        assert!(l.kill(2));
+        let a_waits = tokio::time::timeout(Duration::from_millis(50), a.unless_stopped(true, never)).await;
+        assert!(a_waits.is_err(), "another client's KILL wakes a but does not stop it");
+        assert_eq!(b.unless_stopped(true, never).await, Err(Stopped::Killed));
+        let waiting = tokio::spawn({
+            let l = std::sync::Arc::clone(&l);
+            async move {
+                let mut a = l.register(info(3));
+                a.unless_stopped(false, never).await
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(l.kill(3));
+        let got = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
+        assert_eq!(got, Err(Stopped::Killed));
+        drop(a);
     }
 
     #[tokio::test]

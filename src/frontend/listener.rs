@@ -57,17 +57,25 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdow
 async fn serve_client(stream: TcpStream, shared: &Shared) {
     // Both phases boxed: a task's future is allocated once, at the size of its largest state,
     // so inline they would make every idle session carry the (larger) handshake state too.
-    match Box::pin(handshake(stream, shared)).await {
-        Ok(login) if login.database == super::admin_console::DATABASE => {
-            Box::pin(super::admin_console::run(shared, login)).await;
-        }
-        Ok(login) => Box::pin(Session::new(shared, login).run()).await,
-        Err(Refused::Cancel | Refused::Gone) => {}
-        Err(Refused::Refused { code, reason }) => {
-            tracing::debug!(%code, %reason, "client refused");
-            shared.metrics.client_error(&code);
-            shared.metrics.client_rejected(rejection(&code, &reason));
-        }
+    // For the same reason the login is moved out before the next await (a `match` on it would
+    // keep all 200 bytes of it in the task cell for the session's life).
+    let login = match Box::pin(handshake(stream, shared)).await {
+        Ok(login) => login,
+        Err(refused) => return note_refused(shared, refused),
+    };
+    if login.database == super::admin_console::DATABASE {
+        Box::pin(super::admin_console::run(shared, login)).await;
+    } else {
+        let session = Session::new(shared, login);
+        Box::pin(session.run()).await;
+    }
+}
+
+fn note_refused(shared: &Shared, refused: Refused) {
+    if let Refused::Refused { code, reason } = refused {
+        tracing::debug!(%code, %reason, "client refused");
+        shared.metrics.client_error(&code);
+        shared.metrics.client_rejected(rejection(&code, &reason));
     }
 }
 

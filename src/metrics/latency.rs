@@ -1,11 +1,13 @@
 //! [`Latency`]: a Prometheus histogram that can also be read back (count, mean, p99) for the
 //! admin console's `SHOW STATS` and the status page; `prometheus-client` histograms cannot.
+//!
+//! It is a [`DurationHistogram`] (relaxed atomic adds) read back through its snapshot: every
+//! session of a node observes it once per unit, so it must not take a lock (the write lock of
+//! `prometheus-client`'s `Histogram`, which this used to feed besides its own counters).
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
-use prometheus_client::metrics::histogram::Histogram;
+use super::histogram::DurationHistogram;
 
 /// Upper bounds, 500 µs to 30 s (a unit is a statement or, in a transaction, the transaction).
 pub const UNIT_BUCKETS_SECONDS: [f64; 14] =
@@ -23,55 +25,49 @@ pub struct Summary {
     pub p99_seconds: Option<f64>,
 }
 
-#[derive(Debug, Default)]
-struct Readback {
-    /// One more than the bounds: the last counts everything beyond them.
-    buckets: [AtomicU64; UNIT_BUCKETS_SECONDS.len() + 1],
-    sum_micros: AtomicU64,
-}
-
-/// A histogram with a readable copy of its buckets. Clones share everything.
+/// A histogram of unit durations with a readable summary. Clones share everything.
 #[derive(Clone, Debug)]
 pub struct Latency {
-    histogram: Histogram,
-    readback: Arc<Readback>,
+    histogram: DurationHistogram,
 }
 
 impl Latency {
-    /// A latency whose exported half is `histogram` (built with [`UNIT_BUCKETS_SECONDS`]).
+    /// A latency over `histogram` (the exported series, built with [`UNIT_BUCKETS_SECONDS`]).
     #[must_use]
-    pub fn new(histogram: Histogram) -> Self {
-        Self { histogram, readback: Arc::default() }
+    pub fn new(histogram: DurationHistogram) -> Self {
+        Self { histogram }
+    }
+
+    /// A histogram with the unit buckets, for [`Latency::new`].
+    #[must_use]
+    pub fn unit_histogram() -> DurationHistogram {
+        DurationHistogram::new(&UNIT_BUCKETS_SECONDS)
     }
 
     /// Record one duration.
     pub fn observe(&self, d: Duration) {
-        let seconds = d.as_secs_f64();
-        self.histogram.observe(seconds);
-        let slot = UNIT_BUCKETS_SECONDS.iter().position(|b| seconds <= *b).unwrap_or(UNIT_BUCKETS_SECONDS.len());
-        self.readback.buckets[slot].fetch_add(1, Ordering::Relaxed);
-        let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.readback.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        self.histogram.observe(d);
     }
 
     /// Count, mean and p99 so far.
     #[must_use]
     pub fn summary(&self) -> Summary {
-        let counts: Vec<u64> = self.readback.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
-        let count: u64 = counts.iter().sum();
+        let (sum, count, buckets) = self.histogram.snapshot();
         if count == 0 {
             return Summary::default();
         }
-        let sum = self.readback.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
         // The smallest bucket whose cumulative count reaches 99% of all.
         let target = count - count / 100;
         let mut seen = 0;
-        let slot = counts.iter().position(|c| {
+        let slot = buckets.iter().position(|(_, c)| {
             seen += c;
             seen >= target
         });
-        let p99_seconds = slot.and_then(|i| UNIT_BUCKETS_SECONDS.get(i).copied());
-        Summary { count, mean_seconds: sum / count as f64, p99_seconds }
+        // The last bucket (+Inf) has no bound to report.
+        let p99_seconds = slot.filter(|&i| i + 1 < buckets.len()).map(|i| buckets[i].0);
+        #[allow(clippy::cast_precision_loss)]
+        let mean_seconds = sum / count as f64;
+        Summary { count, mean_seconds, p99_seconds }
     }
 }
 
@@ -81,7 +77,7 @@ mod tests {
 
     #[test]
     fn summary_reads_count_mean_and_p99_bucket() {
-        let l = Latency::new(Histogram::new(UNIT_BUCKETS_SECONDS));
+        let l = Latency::new(Latency::unit_histogram());
         assert_eq!(l.summary(), Summary::default());
         for _ in 0..99 {
             l.observe(Duration::from_micros(300));

@@ -5,9 +5,11 @@
 //! A [`FrameReader`] starts without a buffer and sizes its reads with a [`ReadSizer`]: small
 //! while the peer sends small messages (an idle client costs a few hundred bytes, not 64 KiB),
 //! doubling while reads fill the buffer (large results), and giving a large buffer back once it
-//! is drained and reads are small again.
+//! is drained and reads are small again. [`FrameReader::next_lean`] holds no buffer at all while
+//! it waits for the first byte of a message, on streams that can say when they are readable.
 
 use std::future::poll_fn;
+use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -382,6 +384,36 @@ impl<R: AsyncRead + AsyncWrite + Unpin> FrameReader<R> {
             Poll::Pending
         })
         .await
+    }
+}
+
+/// A stream that can say when a read would not block, without being given a buffer.
+pub trait WaitReadable {
+    /// Ready once bytes, the end of the stream or an error are there to read; ready at once
+    /// when the stream cannot tell (a TLS layer may hold decrypted bytes the socket does not
+    /// show).
+    ///
+    /// # Errors
+    /// A socket error.
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+}
+
+impl<R: AsyncRead + WaitReadable + Unpin> FrameReader<R> {
+    /// [`FrameReader::next`] for a reader that mostly waits: with nothing buffered, it gives its
+    /// buffer back and waits for readability first, so a waiting reader (an idle client) holds
+    /// no buffer; the buffer is allocated when bytes arrive.
+    ///
+    /// # Errors
+    /// See [`FrameReader::next`].
+    pub async fn next_lean(&mut self) -> Result<Option<Frame>, ReadError> {
+        if self.buf.is_empty() {
+            if self.buf.capacity() > 0 {
+                self.buf = BytesMut::new();
+            }
+            let io = &self.io;
+            std::future::poll_fn(|cx| io.poll_readable(cx)).await?;
+        }
+        self.next().await
     }
 }
 

@@ -13,6 +13,8 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::protocol::framer::WaitReadable;
+
 /// A TCP socket, or TLS over one (sluice as the TLS server towards clients, or as the TLS client
 /// towards PostgreSQL servers).
 pub enum MaybeTls {
@@ -119,6 +121,17 @@ impl AsyncWrite for MaybeTls {
             MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
             MaybeTls::Accepted(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             MaybeTls::Connected(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+impl WaitReadable for MaybeTls {
+    /// A plain socket waits for the kernel's readiness; TLS is ready at once (rustls may hold
+    /// plaintext already decrypted), so its reader reads as usual.
+    fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            MaybeTls::Plain(s) => s.poll_read_ready(cx),
+            MaybeTls::Accepted(_) | MaybeTls::Connected(_) => Poll::Ready(Ok(())),
         }
     }
 }

@@ -53,7 +53,7 @@ pub async fn run(shared: &Shared, login: Login) {
     let key = shared.cancels.register();
     let addr = client.get_ref().tcp().peer_addr().ok();
     let since = std::time::SystemTime::now();
-    let entry = shared.lifecycle.register(ClientInfo { id: key.pid, user, database, addr, since });
+    let mut entry = shared.lifecycle.register(ClientInfo { id: key.pid, user, database, addr, since });
     let greeted = write(&mut client, |b| {
         messages::authentication(b, messages::auth_code::OK, &[]);
         for (k, v) in [
@@ -73,7 +73,7 @@ pub async fn run(shared: &Shared, login: Login) {
         return;
     }
     loop {
-        let frame = match entry.unless_stopped(true, client.next()).await {
+        let frame = match entry.unless_stopped(true, || client.next()).await {
             Ok(Ok(Some(f))) => f,
             Ok(_) => return,
             Err(stopped) => {

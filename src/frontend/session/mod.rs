@@ -130,18 +130,23 @@ impl<'a> Session<'a> {
     }
 
     /// Finish the login (parameters, key, ReadyForQuery), then serve units until the client leaves.
-    pub async fn run(mut self) {
-        // Every phase but the wait for the next message is boxed (here and in `serve`): a
-        // future is as large as its largest state, and an idle session should not carry them.
-        let end = match Box::pin(self.login()).await {
-            Ok(()) => self.serve().await,
-            Err(end) => end,
-        };
-        if let SessionEnd::Fatal { code, message, fault } = &end {
-            tracing::debug!(code, message, ?fault, "session ends");
-            Box::pin(self.fatal(code, message)).await;
+    #[allow(clippy::manual_async_fn)] // on purpose, see below
+    pub fn run(mut self) -> impl std::future::Future<Output = ()> + 'a {
+        // Not an `async fn`: one would keep its by-value `self` twice (the argument and the
+        // local it is moved into), 536 bytes more for every idle client.
+        async move {
+            // Every phase but the wait for the next message is boxed (here and in `serve`): a
+            // future is as large as its largest state, and an idle session should not carry them.
+            let end = match Box::pin(self.login()).await {
+                Ok(()) => self.serve().await,
+                Err(end) => end,
+            };
+            if let SessionEnd::Fatal { code, message, fault } = &end {
+                tracing::debug!(code, message, ?fault, "session ends");
+                Box::pin(self.fatal(code, message)).await;
+            }
+            Box::pin(self.finish()).await;
         }
-        Box::pin(self.finish()).await;
     }
 
     /// Serve units until the session ends, and say why it did.
@@ -187,12 +192,18 @@ impl<'a> Session<'a> {
         if let Some(f) = self.lookahead.take() {
             return Ok(Some(f));
         }
-        self.watch_while_idle().await?;
+        // Boxed, like the timeout below: only a session holding a connection (or with an idle
+        // timeout) pays for their state, not every idle one.
+        if self.held.is_some() {
+            Box::pin(self.watch_while_idle()).await?;
+        }
         let idle = self.shared.config.limits.idle_client_timeout.filter(|_| self.held.is_none());
         let between_units = self.state.tx() == TxStatus::Idle;
-        let read = self.entry.unless_stopped(between_units, self.client.next());
+        // Lean: an idle client holds no read buffer while it says nothing.
+        let client = &mut self.client;
+        let read = self.entry.unless_stopped(between_units, || client.next_lean());
         let r = match idle {
-            Some(d) => match tokio::time::timeout(d, read).await {
+            Some(d) => match Box::pin(tokio::time::timeout(d, read)).await {
                 Ok(r) => r,
                 Err(_) => {
                     let message = "terminating connection due to idle timeout";

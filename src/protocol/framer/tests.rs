@@ -177,3 +177,27 @@ async fn fill_or_write_writes_while_neither_side_has_bytes_and_reads_both_sides(
     let p = server.fill_or_write(Some(&mut client), &mut BytesMut::new()).await.unwrap();
     assert!(matches!(p, Progress::PeerRead(0)), "end of the client's stream: {p:?}");
 }
+
+#[tokio::test]
+async fn a_lean_reader_holds_no_buffer_while_it_waits() {
+    use tokio::io::AsyncWriteExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let (ours, _) = listener.accept().await.unwrap();
+    let mut r = FrameReader::new(crate::tls::MaybeTls::from(ours), 1 << 20);
+    peer.write_all(&msg(b'Q', b"SELECT 1\0")).await.unwrap();
+    assert_eq!(r.next_lean().await.unwrap().unwrap().tag(), b'Q');
+    let wait = std::time::Duration::from_millis(50);
+    assert!(tokio::time::timeout(wait, r.next_lean()).await.is_err(), "nothing was sent");
+    assert_eq!(r.buffer().capacity(), 0, "a waiting reader holds no buffer");
+    // A message split across reads still arrives whole.
+    let sync = msg(b'S', b"");
+    peer.write_all(&sync[..2]).await.unwrap();
+    let next = tokio::spawn(async move { (r.next_lean().await.unwrap().map(|f| f.tag()), r) });
+    tokio::time::sleep(wait).await;
+    peer.write_all(&sync[2..]).await.unwrap();
+    let (tag, mut r) = next.await.unwrap();
+    assert_eq!(tag, Some(b'S'));
+    drop(peer);
+    assert!(r.next_lean().await.unwrap().is_none(), "a clean end of stream");
+}
