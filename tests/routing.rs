@@ -532,3 +532,22 @@ async fn node_local_reads_see_the_primary() {
     simple(&client, "COMMIT PREPARED 'sluice_gid_1'").await.unwrap_or_else(|e| panic!("{e}"));
     assert_none_wrong(&wrong);
 }
+
+/// One client whose every read is two units (tokio-postgres prepares an unnamed statement with
+/// Parse/Describe/Sync, then executes it): its reads still alternate between the replicas.
+/// A prepare-only unit goes where the next executing unit will without taking a turn; when it
+/// took one, each execute took every other turn and all of them landed on the same replica.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lone_client_that_prepares_each_read_alternates_replicas() {
+    let s = setup().await;
+    let client = s.p.connect().await;
+    let mut seen: HashMap<u16, usize> = HashMap::new();
+    for _ in 0..20 {
+        let port = extended_port(&client, READ, &[]).await.expect("read");
+        *seen.entry(port).or_default() += 1;
+    }
+    for replica in &s.ports.replicas {
+        let n = seen.get(replica).copied().unwrap_or(0);
+        assert!((8..=12).contains(&n), "replica {replica} served {n} of 20 prepared reads: {seen:?}");
+    }
+}

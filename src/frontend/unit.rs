@@ -52,6 +52,15 @@ impl Unit {
         }
     }
 
+    /// True if the unit runs a statement (a Query, or an Execute in the batch); false for a
+    /// batch that only prepares or describes, as drivers send before executing.
+    pub(super) fn executes(&self) -> bool {
+        match self {
+            Unit::Simple(_) => true,
+            Unit::Extended(frames) => frames.iter().any(|f| f.tag() == tag::EXECUTE),
+        }
+    }
+
     /// True if any statement of the unit (parsed now or bound from earlier) mentions COPY.
     pub(super) fn may_copy_in(&self, statements: &Statements) -> bool {
         let mentions = |t: &[u8]| t.windows(4).any(|w| w.eq_ignore_ascii_case(b"copy"));

@@ -2,6 +2,7 @@
 //! Sync streams its further messages in while it runs), and run it again on the primary when a
 //! replica refused it unseen.
 
+use super::conn::Rotation;
 use super::*;
 
 /// What one try of a unit came to.
@@ -95,7 +96,7 @@ impl Session<'_> {
 
     /// One try: acquire, forward, relay. `Ok(None)`: the client already got an error.
     async fn attempt(&mut self, unit: &Unit, class: &Class, retryable: bool) -> Result<Option<Tried>, SessionEnd> {
-        if let Err(e) = self.acquire(class).await {
+        if let Err(e) = self.acquire(class, Rotation::of(unit)).await {
             return self.statement_error(e.sqlstate(), &e.to_string()).await.map(|()| None);
         }
         let may_copy =

@@ -21,7 +21,7 @@ impl Session<'_> {
     /// Failover hold: while no node can take the unit (no primary published yet, or its
     /// connection could not be opened: nothing was sent), wait for the next topology generation
     /// (or one monitor interval) and try again, up to `failover.hold_timeout`, then `57P03`.
-    pub(super) async fn acquire(&mut self, class: &Class) -> Result<(), BackendError> {
+    pub(super) async fn acquire(&mut self, class: &Class, rotation: Rotation) -> Result<(), BackendError> {
         // Only a read may ride behind a pipelined sync: if the sync fails, the read ran with
         // the wrong settings and its replies are thrown away, which a write's effects would not be.
         let sync = if class.access == Access::Read && class.tx == TxEffect::None {
@@ -29,11 +29,16 @@ impl Session<'_> {
         } else {
             SyncMode::RoundTrip
         };
-        self.acquire_with(class, sync).await
+        self.acquire_with(class, sync, rotation).await
     }
 
     /// [`Session::acquire`], choosing how a state sync may be sent.
-    pub(super) async fn acquire_with(&mut self, class: &Class, sync: SyncMode) -> Result<(), BackendError> {
+    pub(super) async fn acquire_with(
+        &mut self,
+        class: &Class,
+        sync: SyncMode,
+        rotation: Rotation,
+    ) -> Result<(), BackendError> {
         if self.held.is_some() {
             return self.resync_held().await;
         }
@@ -43,7 +48,7 @@ impl Session<'_> {
         let mut held = false;
         loop {
             let seen = self.shared.topology.load().generation;
-            let err = match self.checkout_routed(class, sync).await {
+            let err = match self.checkout_routed(class, sync, rotation).await {
                 Err(e) if e.may_try_elsewhere() && !matches!(e, BackendError::CheckoutTimeout { .. }) => e,
                 other => {
                     if held {
@@ -65,8 +70,8 @@ impl Session<'_> {
     }
 
     /// Route once and check out a connection from the first candidate that gives one.
-    async fn checkout_routed(&mut self, class: &Class, sync: SyncMode) -> Result<(), BackendError> {
-        let route = self.route(class).await;
+    async fn checkout_routed(&mut self, class: &Class, sync: SyncMode, rotation: Rotation) -> Result<(), BackendError> {
+        let route = self.route(class, rotation).await;
         let mut last = None;
         for node in route.candidates {
             self.shared.lifecycle.pause_gate(node).await;
@@ -94,7 +99,7 @@ impl Session<'_> {
     /// Decide where a unit goes. A read that only replicas which have not replayed this
     /// session's last write could serve, with no primary to fall back on, waits a few monitor
     /// intervals for their positions to be seen: the write may well be there already.
-    pub(super) async fn route(&self, class: &Class) -> Route {
+    pub(super) async fn route(&self, class: &Class, rotation: Rotation) -> Route {
         let policy = router::Policy { primary_reads: self.shared.config.routing.primary_reads };
         let default_route = self.shared.config.user(&self.user).map(|u| u.default_route).unwrap_or_default();
         let interval = self.shared.config.monitor.interval;
@@ -105,7 +110,10 @@ impl Session<'_> {
                 stuck_to: None,
                 has_session_state: false,
                 default_route,
-                ticket: self.shared.tickets.fetch_add(1, Ordering::Relaxed),
+                ticket: match rotation {
+                    Rotation::Advance => self.shared.tickets.fetch_add(1, Ordering::Relaxed),
+                    Rotation::Keep => self.shared.tickets.load(Ordering::Relaxed),
+                },
                 min_lsn: self.last_write_lsn,
                 standby_refused: self.params.standby_refused(),
             };
@@ -262,6 +270,29 @@ impl Session<'_> {
         self.state = self.state.after(Event::Lost);
         if let Some(h) = self.held.take() {
             h.checkout.discard();
+        }
+    }
+}
+
+/// Whether a unit takes the next turn of the replica rotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Rotation {
+    /// The unit runs a statement: it takes the next replica in turn.
+    Advance,
+    /// The unit only prepares or describes (Parse/Describe/Sync before an execute, as
+    /// tokio-postgres, pgjdbc and asyncpg send): it goes where the next executing unit will go,
+    /// without taking a turn. Otherwise a lone client whose every read is prepare + execute
+    /// would spend two turns per read and land every execute on the same replica; this way the
+    /// statement is also prepared on the node that runs it.
+    Keep,
+}
+
+impl Rotation {
+    pub(super) fn of(unit: &Unit) -> Rotation {
+        if unit.executes() {
+            Rotation::Advance
+        } else {
+            Rotation::Keep
         }
     }
 }
