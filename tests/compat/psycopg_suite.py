@@ -159,6 +159,10 @@ def pipeline_10000():
         check([v[0] for v in values] == list(range(10000)), "pipelined statements returned wrong values")
         writes = {node(v[1]) for i, v in enumerate(values) if i % 1000 == 999}
         check(writes == {"primary"}, f"pipelined writes ran on {writes}")
+        # A fresh session that has written nothing: the pipeline's reads before its first write
+        # run on a replica (the write then moves the rest to the primary: read-your-writes).
+        reads = {node(v[1]) for v in values[:999]}
+        check(reads == {"replica"}, f"pipelined reads before the first write ran on {reads}")
         n = conn.execute("/* sluice: primary */ SELECT count(*) FROM items WHERE v = 'pipe'").fetchone()[0]
         check(n == 10, f"{n} pipelined inserts committed, not 10")
 
