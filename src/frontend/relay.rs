@@ -203,12 +203,8 @@ impl<'a> Relay<'a> {
                 self.pump().await?;
                 continue;
             };
-            if t == tag::NOTIFICATION && self.client_pid != 0 && total >= 9 {
-                let server_pid = self.conn.backend_pid().to_be_bytes();
-                let pid = &mut self.conn.io.buffer()[run + 5..run + 9];
-                if *pid == server_pid {
-                    pid.copy_from_slice(&self.client_pid.to_be_bytes());
-                }
+            if t == tag::NOTIFICATION {
+                self.show_own_notification(run, total);
             }
             let body = &self.conn.io.buffered()[run + 5..run + total];
             if t == tag::ERROR_RESPONSE && messages::is_fatal(body) {
@@ -219,27 +215,7 @@ impl<'a> Relay<'a> {
                 self.conn.break_off();
                 return Err(RelayError::Server(BackendError::Server { node: self.conn.node_name().to_string(), info }));
             }
-            self.conn.note_buffered(run, total);
-            let body = &self.conn.io.buffered()[run + 5..run + total];
-            let reported = if t == tag::PARAMETER_STATUS { messages::decode_parameter_status(body) } else { None };
-            let decision = step(self.queue, t, body, &mut self.errored);
-            if t == tag::ERROR_RESPONSE {
-                let code = messages::decode_error(body).code;
-                let retried = self.hold.is_some() && code == crate::error::sqlstate::READ_ONLY_SQL_TRANSACTION;
-                self.rejected |= retried;
-                if let Some(m) = self.metrics.filter(|_| !retried && matches!(decision, Step::Forward)) {
-                    m.client_error(&code);
-                }
-            }
-            if let Some((k, v)) = reported {
-                // A swallowed report answers sluice's own state sync: the connection's, not news.
-                if decision == Step::Swallow {
-                    self.conn.note_server_param(k, v);
-                } else {
-                    self.note_parameter(k, v);
-                }
-            }
-            match decision {
+            match self.decide(run, t, total) {
                 Step::Forward => run += total,
                 Step::SyncFailed => {
                     self.conn.sync_failed();
@@ -275,6 +251,46 @@ impl<'a> Relay<'a> {
                 }
             }
         }
+    }
+
+    /// A notification raised by this connection's own backend is shown with the process id the
+    /// client was given in BackendKeyData (rewritten in place in the buffered frame at `run`).
+    fn show_own_notification(&mut self, run: usize, total: usize) {
+        if self.client_pid == 0 || total < 9 {
+            return;
+        }
+        let server_pid = self.conn.backend_pid().to_be_bytes();
+        let pid = &mut self.conn.io.buffer()[run + 5..run + 9];
+        if *pid == server_pid {
+            pid.copy_from_slice(&self.client_pid.to_be_bytes());
+        }
+    }
+
+    /// What to do with the complete non-FATAL message buffered at `run` (tag `t`, `total`
+    /// bytes): the expectation step, plus what the relay notes on the way (a read-only rejection
+    /// that may be retried, forwarded errors counted, reported parameters).
+    fn decide(&mut self, run: usize, t: u8, total: usize) -> Step {
+        self.conn.note_buffered(run, total);
+        let body = &self.conn.io.buffered()[run + 5..run + total];
+        let reported = if t == tag::PARAMETER_STATUS { messages::decode_parameter_status(body) } else { None };
+        let decision = step(self.queue, t, body, &mut self.errored);
+        if t == tag::ERROR_RESPONSE {
+            let code = messages::decode_error(body).code;
+            let retried = self.hold.is_some() && code == crate::error::sqlstate::READ_ONLY_SQL_TRANSACTION;
+            self.rejected |= retried;
+            if let Some(m) = self.metrics.filter(|_| !retried && matches!(decision, Step::Forward)) {
+                m.client_error(&code);
+            }
+        }
+        if let Some((k, v)) = reported {
+            // A swallowed report answers sluice's own state sync: the connection's, not news.
+            if decision == Step::Swallow {
+                self.conn.note_server_param(k, v);
+            } else {
+                self.note_parameter(k, v);
+            }
+        }
+        decision
     }
 
     fn note_parameter(&mut self, k: String, v: String) {
