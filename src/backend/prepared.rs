@@ -23,6 +23,65 @@ pub struct StmtKey {
     pub param_types: Vec<u8>,
 }
 
+/// A server-side statement name, `sluice_<n>`, kept inline: every Bind and Describe of a
+/// prepared statement needs one, and a `format!` per message showed in the profile.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct StmtName {
+    buf: [u8; StmtName::MAX],
+    len: u8,
+}
+
+impl StmtName {
+    const PREFIX: &'static [u8] = b"sluice_";
+    /// The prefix and the 20 digits of the largest `u64`.
+    const MAX: usize = 7 + 20;
+
+    fn new(id: u64) -> Self {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut n = id;
+        loop {
+            at -= 1;
+            digits[at] = b'0' + u8::try_from(n % 10).expect("a digit");
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        let digits = &digits[at..];
+        let mut buf = [0u8; Self::MAX];
+        let len = Self::PREFIX.len() + digits.len();
+        buf[..Self::PREFIX.len()].copy_from_slice(Self::PREFIX);
+        buf[Self::PREFIX.len()..len].copy_from_slice(digits);
+        Self { buf, len: u8::try_from(len).expect("at most 27") }
+    }
+
+    /// The name.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.buf[..usize::from(self.len)]).expect("ASCII digits")
+    }
+}
+
+impl std::ops::Deref for StmtName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for StmtName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for StmtName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 struct Slot {
     /// Name suffix on the server (`sluice_<id>`).
@@ -63,7 +122,7 @@ impl PreparedStatements {
 
     /// The server-side name for statement number `id`.
     fn name(id: u64) -> String {
-        format!("sluice_{id}")
+        StmtName::new(id).to_string()
     }
 
     /// Number of statements believed present on the server.
@@ -86,7 +145,7 @@ impl PreparedStatements {
     }
 
     /// The server-side name of `key` if the connection has it; marks it used.
-    pub fn get(&mut self, key: &StmtKey) -> Option<String> {
+    pub fn get(&mut self, key: &StmtKey) -> Option<StmtName> {
         self.tick += 1;
         let slot = self.by_key.get_mut(key)?;
         let (old, id) = (slot.used, slot.id);
@@ -94,12 +153,12 @@ impl PreparedStatements {
         if let Some(k) = self.by_use.remove(&old) {
             self.by_use.insert(self.tick, k);
         }
-        Some(Self::name(id))
+        Some(StmtName::new(id))
     }
 
     /// Record `key` as prepared under a new name. Returns that name and the names of statements
     /// evicted to make room (the caller closes them on the server).
-    pub fn insert(&mut self, key: Arc<StmtKey>) -> (String, Vec<String>) {
+    pub fn insert(&mut self, key: Arc<StmtKey>) -> (StmtName, Vec<String>) {
         let mut evicted = Vec::new();
         if let Some(name) = self.remove(&key) {
             evicted.push(name);
@@ -121,7 +180,7 @@ impl PreparedStatements {
         self.by_use.insert(self.tick, Arc::clone(&key));
         self.by_key.insert(key, Slot { id, used: self.tick });
         debug_assert_eq!(self.by_key.len(), self.by_use.len());
-        (Self::name(id), evicted)
+        (StmtName::new(id), evicted)
     }
 
     /// Forget `key`; its name if it was there.
@@ -168,16 +227,23 @@ mod tests {
         p.begin_unit();
         let (b, _) = p.insert(key("b"));
         p.begin_unit();
-        assert_eq!(p.get(&key("a")), Some(a.clone()), "a is used again: b is now the oldest");
+        assert_eq!(p.get(&key("a")), Some(a), "a is used again: b is now the oldest");
         p.begin_unit();
         let (c, evicted) = p.insert(key("c"));
-        assert_eq!(evicted, vec![b]);
+        assert_eq!(evicted, vec![b.to_string()]);
         assert_eq!(p.len(), 2);
         assert_eq!(p.get(&key("b")), None);
         p.begin_unit();
         let (b2, evicted) = p.insert(key("b"));
-        assert_eq!(evicted, vec![a]);
-        assert!(![c.as_str()].contains(&b2.as_str()) && b2 != "sluice_2", "a new name for b: {b2}");
+        assert_eq!(evicted, vec![a.to_string()]);
+        assert!(c != b2 && b2.as_str() != "sluice_2", "a new name for b: {b2}");
+    }
+
+    #[test]
+    fn names_are_built_inline() {
+        for id in [0, 1, 9, 10, 12_345, u64::MAX] {
+            assert_eq!(StmtName::new(id).as_str(), format!("sluice_{id}"));
+        }
     }
 
     #[test]
@@ -211,10 +277,10 @@ mod tests {
         let (a, _) = p.insert(key("a"));
         p.begin_unit();
         let (b, evicted) = p.insert(key("b"));
-        assert_eq!(evicted, vec![a.clone()]);
+        assert_eq!(evicted, vec![a.to_string()]);
         p.unit_failed(&[key("b")], evicted);
         assert!(p.is_empty());
-        assert_eq!(p.begin_unit(), vec![b, a]);
+        assert_eq!(p.begin_unit(), vec![b.to_string(), a.to_string()]);
         assert!(p.begin_unit().is_empty());
     }
 }

@@ -67,9 +67,8 @@ pub struct Relay<'a> {
     pub errored: bool,
     /// Synthesized replies waiting to go out ahead of the next run of server frames.
     synth: BytesMut,
-    /// Replies held back while a read-only rejection is still possible (`None`: stream freely),
-    /// as the split-off runs themselves (no copy), and how many bytes they hold.
-    hold: Option<(Vec<Bytes>, usize)>,
+    /// Replies held back while a read-only rejection is still possible (`None`: stream freely).
+    hold: Option<Hold>,
     /// A held-back reply carried `25006`.
     rejected: bool,
     /// A lost connection may be retried while nothing reached the client (the unit only reads).
@@ -153,7 +152,7 @@ impl<'a> Relay<'a> {
     /// Hold replies back so that a `25006` rejection can be retried elsewhere unseen; if
     /// `read_only`, a connection lost before any reply can be retried too.
     pub fn retryable(mut self, read_only: bool) -> Self {
-        self.hold = Some((Vec::new(), 0));
+        self.hold = Some(Hold::default());
         self.retry_lost = read_only;
         self
     }
@@ -306,14 +305,10 @@ impl<'a> Relay<'a> {
         if self.synth.is_empty() && frames.is_empty() {
             return Ok(());
         }
-        if let Some((runs, bytes)) = self.hold.as_mut() {
-            for part in [std::mem::take(&mut self.synth).freeze(), frames] {
-                if !part.is_empty() {
-                    *bytes += part.len();
-                    runs.push(part);
-                }
-            }
-            if *bytes > HOLD_LIMIT && !self.rejected {
+        if let Some(hold) = self.hold.as_mut() {
+            hold.push(std::mem::take(&mut self.synth).freeze());
+            hold.push(frames);
+            if hold.bytes > HOLD_LIMIT && !self.rejected {
                 return self.release_hold().await;
             }
             return Ok(());
@@ -324,17 +319,19 @@ impl<'a> Relay<'a> {
 
     /// Stop holding replies back: write what was held and stream from now on.
     async fn release_hold(&mut self) -> Result<(), RelayError> {
-        let Some((runs, bytes)) = self.hold.take() else { return Ok(()) };
-        let out = match runs.len() {
-            0 => return Ok(()),
-            1 => runs.into_iter().next().unwrap_or_default(),
-            _ => {
-                // Several small runs (e.g. a synthesized ParseComplete and the rows): one write.
-                let mut joined = BytesMut::with_capacity(bytes);
-                runs.iter().for_each(|r| joined.extend_from_slice(r));
-                joined.freeze()
-            }
+        let Some(hold) = self.hold.take() else { return Ok(()) };
+        let out = if hold.more.is_empty() {
+            hold.first
+        } else {
+            // Several small runs (e.g. a synthesized ParseComplete and the rows): one write.
+            let mut joined = BytesMut::with_capacity(hold.bytes);
+            joined.extend_from_slice(&hold.first);
+            hold.more.iter().for_each(|r| joined.extend_from_slice(r));
+            joined.freeze()
         };
+        if out.is_empty() {
+            return Ok(());
+        }
         self.client.get_mut().write_all(&out).await.map_err(|_| RelayError::Client(SessionEnd::ClientGone))
     }
 
@@ -427,6 +424,30 @@ impl<'a> Relay<'a> {
             return Outcome::End(SessionEnd::ClientGone);
         }
         Outcome::ServerLost(e)
+    }
+}
+
+/// Replies held back, as the split-off runs themselves (no copy), and how many bytes they hold.
+/// The first run is kept apart: most units hold exactly one (all their replies, up to
+/// ReadyForQuery), and then no list is allocated.
+#[derive(Default)]
+struct Hold {
+    first: Bytes,
+    more: Vec<Bytes>,
+    bytes: usize,
+}
+
+impl Hold {
+    fn push(&mut self, part: Bytes) {
+        if part.is_empty() {
+            return;
+        }
+        self.bytes += part.len();
+        if self.first.is_empty() {
+            self.first = part;
+        } else {
+            self.more.push(part);
+        }
     }
 }
 

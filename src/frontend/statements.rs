@@ -16,7 +16,8 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::expect::{Expect, ReplyKind, Synth};
-use crate::backend::prepared::StmtKey;
+use super::unit::may_start_with;
+use crate::backend::prepared::{StmtKey, StmtName};
 use crate::backend::ServerConn;
 use crate::protocol::{messages, tag, Frame};
 use crate::router::{Class, Classifier};
@@ -46,6 +47,14 @@ pub fn statement_hash(query: &[u8], param_types: &[u8]) -> u64 {
     query.hash(&mut h);
     param_types.hash(&mut h);
     h.finish()
+}
+
+/// True if a batch has the only shape [`Statements::answer_locally`] may answer: Parse and
+/// Close messages, then Sync. Looks at tags only.
+#[must_use]
+pub fn may_answer_locally(frames: &[Frame]) -> bool {
+    let Some((last, rest)) = frames.split_last() else { return false };
+    last.tag() == tag::SYNC && rest.iter().all(|f| matches!(f.tag(), tag::PARSE | tag::CLOSE))
 }
 
 /// The client's prepared statements (named, plus the last unnamed one).
@@ -115,7 +124,7 @@ impl<'a> Batch<'a> {
     }
 
     /// The statement's name on the connection, preparing it (replies swallowed) if it lacks it.
-    fn ensure(&mut self, def: &StmtDef) -> String {
+    fn ensure(&mut self, def: &StmtDef) -> StmtName {
         match self.conn.statements_mut().get(&def.key) {
             Some(name) => name,
             None => self.prepare(def, false),
@@ -133,7 +142,7 @@ impl<'a> Batch<'a> {
 
     /// Prepare under a new name (never used before on this connection, so no stale statement
     /// can be in the way), closing what the bound evicts.
-    fn prepare(&mut self, def: &StmtDef, forward: bool) -> String {
+    fn prepare(&mut self, def: &StmtDef, forward: bool) -> StmtName {
         let (name, evicted) = self.conn.statements_mut().insert(Arc::clone(&def.key));
         for old in evicted {
             self.close_server(old);
@@ -292,8 +301,9 @@ impl Statements {
     /// Translate a simple Query: forwarded as it is, except `DEALLOCATE <client name>` of a
     /// protocol-level statement, which runs as `DEALLOCATE <server name>`.
     pub fn translate_query(&mut self, frame: &Frame, batch: &mut Batch<'_>) {
-        let sql = messages::decode_query(frame.body()).unwrap_or_default();
-        match self.deallocate(sql.as_bytes(), batch) {
+        // The first letter before the text is validated and split (every Query comes here).
+        let sql = Some(frame.body()).filter(|b| may_start_with(b, b"D")).and_then(messages::decode_query);
+        match sql.and_then(|sql| self.deallocate(sql.as_bytes(), batch)) {
             Some(server) => {
                 messages::query(&mut batch.out, &format!("DEALLOCATE {server}"));
                 batch.queue.push_back(Expect::Server { kind: ReplyKind::Query, forward: true });
@@ -312,8 +322,8 @@ impl Statements {
         let server = batch.ensure(&def);
         batch.conn.statements_mut().remove(&def.key);
         // Should the unit fail before the DEALLOCATE ran, the name is closed next time.
-        batch.closed.push(server.clone());
-        Some(server)
+        batch.closed.push(server.to_string());
+        Some(server.to_string())
     }
 }
 

@@ -31,23 +31,27 @@ impl Unit {
             },
             Unit::Simple(_) => Arc::new(Class::write(Reason::UnknownStatement)),
             Unit::Extended(frames) => {
-                let mut classes = Vec::new();
+                // Folded as it goes: a batch of one statement (the usual case) shares that
+                // statement's class instead of allocating a list and a combined copy.
+                let mut classes = Combined::default();
                 for f in frames {
-                    match f.tag() {
-                        tag::PARSE => classes.push(match messages::decode_parse(f.body()) {
+                    let class = match f.tag() {
+                        tag::PARSE => match messages::decode_parse(f.body()) {
                             Some(p) => c.classify(&String::from_utf8_lossy(p.query)),
                             None => Arc::new(Class::write(Reason::UnknownStatement)),
-                        }),
+                        },
                         tag::BIND => {
                             let stmt = messages::decode_bind_head(f.body()).and_then(|h| statements.get(h.statement));
-                            if let Some(def) = stmt {
-                                classes.push(Arc::clone(&def.class));
+                            match stmt {
+                                Some(def) => Arc::clone(&def.class),
+                                None => continue,
                             }
                         }
-                        _ => {}
-                    }
+                        _ => continue,
+                    };
+                    classes.add(class);
                 }
-                Arc::new(combine(&classes))
+                classes.finish()
             }
         }
     }
@@ -125,6 +129,9 @@ pub(super) fn is_extended(t: u8) -> bool {
 
 /// DISCARD ALL / DEALLOCATE ALL drop every server-side statement on the connection.
 pub(super) fn resets_statements(frame: &Frame) -> bool {
+    if !may_start_with(frame.body(), b"D") {
+        return false;
+    }
     let Some(sql) = messages::decode_query(frame.body()) else { return false };
     first_words_are(sql, &["discard", "deallocate"], "all")
 }
@@ -156,24 +163,58 @@ pub(super) fn no_node_error(class: &Class) -> BackendError {
 /// One class for an extended batch: a write if any statement is, the strongest session effect,
 /// the first transaction effect and hint.
 pub(super) fn combine(classes: &[Arc<Class>]) -> Class {
-    let Some(first) = classes.first() else {
-        // No Parse and no Bind of a known statement (Close/Describe/Sync only): nothing runs.
-        return Class::read(Reason::Empty);
-    };
-    let mut out = Class::clone(first);
-    for c in &classes[1..] {
-        if out.access.max(c.access) != out.access {
-            out.access = c.access;
-            out.reason = c.reason;
+    let mut out = Combined::default();
+    classes.iter().for_each(|c| out.add(Arc::clone(c)));
+    Class::clone(&out.finish())
+}
+
+/// [`combine`], one class at a time.
+#[derive(Default)]
+pub(super) enum Combined {
+    /// No Parse and no Bind of a known statement (Close/Describe/Sync only): nothing runs.
+    #[default]
+    Empty,
+    /// One class so far, shared.
+    One(Arc<Class>),
+    /// Several, merged into a copy of the first.
+    Many(Class),
+}
+
+impl Combined {
+    /// Take one more statement's class into account.
+    pub(super) fn add(&mut self, c: Arc<Class>) {
+        match self {
+            Combined::Empty => *self = Combined::One(c),
+            Combined::One(first) => {
+                let mut out = Class::clone(first);
+                merge(&mut out, &c);
+                *self = Combined::Many(out);
+            }
+            Combined::Many(out) => merge(out, &c),
         }
-        out.session = out.session.max(c.session);
-        out.changes_functions |= c.changes_functions;
-        if out.tx == TxEffect::None {
-            out.tx = c.tx;
-        }
-        out.hint = out.hint.or(c.hint);
     }
-    out
+
+    /// The class of everything added.
+    pub(super) fn finish(self) -> Arc<Class> {
+        match self {
+            Combined::Empty => Arc::new(Class::read(Reason::Empty)),
+            Combined::One(c) => c,
+            Combined::Many(c) => Arc::new(c),
+        }
+    }
+}
+
+fn merge(out: &mut Class, c: &Class) {
+    if out.access.max(c.access) != out.access {
+        out.access = c.access;
+        out.reason = c.reason;
+    }
+    out.session = out.session.max(c.session);
+    out.changes_functions |= c.changes_functions;
+    if out.tx == TxEffect::None {
+        out.tx = c.tx;
+    }
+    out.hint = out.hint.or(c.hint);
 }
 
 /// The SQL texts of a unit (the Query, or each Parse of a batch).
@@ -231,6 +272,53 @@ pub(super) fn lsn_capture(class: &Class, ends_cleanly: bool, may_copy: bool, in_
     }
 }
 
+/// The unit's class with that of the statements that streamed in after it started.
+pub(super) fn with_streamed(class: &Class, streamed: Option<&Class>) -> Class {
+    let mut out = class.clone();
+    if let Some(more) = streamed {
+        merge(&mut out, more);
+    }
+    out
+}
+
+/// How a unit that ran ended, as far as learning its write position goes.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Ran {
+    /// On the primary.
+    pub(super) on_primary: bool,
+    /// With ReadyForQuery.
+    pub(super) ready: bool,
+    /// It started as an open block: its end (and maybe writes) streamed in while it ran.
+    pub(super) streamed: bool,
+    /// It ended an extended block that had written before it.
+    pub(super) block_wrote: bool,
+}
+
+/// The capture decided before the unit was sent (`early`, see [`lsn_capture`]), looked at
+/// again once it ran: a unit whose end streamed in, or that ended a block that wrote, could
+/// have nothing pipelined behind it, so it asks after its ReadyForQuery if what it turned out
+/// to be (`class` with the `streamed` statements) needs a capture.
+pub(super) fn late_lsn_capture(
+    early: Capture,
+    class: &Class,
+    streamed: Option<&Class>,
+    ran: Ran,
+    may_copy: bool,
+    in_transaction: bool,
+) -> Capture {
+    if early != Capture::None || !(ran.on_primary && ran.ready && (ran.streamed || ran.block_wrote)) {
+        return early;
+    }
+    let mut full = with_streamed(class, streamed);
+    if ran.block_wrote {
+        full.access = Access::Write;
+    }
+    match lsn_capture(&full, true, may_copy, in_transaction) {
+        Capture::None => Capture::None,
+        Capture::Pipelined | Capture::After => Capture::After,
+    }
+}
+
 /// What a session does after its server connection died (decided by
 /// `session::state::SessionState::on_loss`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -251,15 +339,43 @@ pub(super) enum AfterLoss {
 /// `25P01` and the command tag) instead of waiting for a primary. Returns the command tag.
 pub(super) fn tx_end_outside_block(sql: &str) -> Option<&'static str> {
     let mut words = sql.trim().trim_end_matches(';').split_ascii_whitespace();
-    let tag = match words.next()?.to_ascii_uppercase().as_str() {
-        "ROLLBACK" | "ABORT" => "ROLLBACK",
-        "COMMIT" | "END" => "COMMIT",
-        _ => return None,
+    let first = words.next()?;
+    let is = |w: &str, words: &[&str]| words.iter().any(|k| w.eq_ignore_ascii_case(k));
+    let tag = if is(first, &["ROLLBACK", "ABORT"]) {
+        "ROLLBACK"
+    } else if is(first, &["COMMIT", "END"]) {
+        "COMMIT"
+    } else {
+        return None;
     };
-    match (words.next().map(str::to_ascii_uppercase).as_deref(), words.next()) {
-        (None | Some("WORK" | "TRANSACTION"), None) => Some(tag),
+    match (words.next(), words.next()) {
+        (None, None) => Some(tag),
+        (Some(w), None) if is(w, &["WORK", "TRANSACTION"]) => Some(tag),
         _ => None,
     }
+}
+
+/// [`tx_end_outside_block`] of a Query message's body. Every simple Query outside a
+/// transaction asks this, so the first byte that is not ASCII whitespace is looked at before
+/// the text is validated and split: only `R`, `A`, `C` and `E` (either case) or a non-ASCII
+/// byte (which `str::trim` may skip as Unicode whitespace) can start a transaction end.
+pub(super) fn query_ends_tx_outside_block(body: &[u8]) -> Option<&'static str> {
+    if !may_start_with(body, b"RACE") {
+        return None;
+    }
+    tx_end_outside_block(messages::decode_query(body)?)
+}
+
+/// False if the first word of `text` cannot start with one of `initials` (upper-case ASCII
+/// letters, matched in either case): a test on one byte that lets the checks that run on every
+/// simple Query skip validating and splitting texts that start otherwise (most of them). Only
+/// ASCII whitespace is skipped; a non-ASCII first byte may be Unicode whitespace, which the
+/// full checks (`str::trim`, `split_whitespace`) skip too, so it passes.
+pub(super) fn may_start_with(text: &[u8], initials: &[u8]) -> bool {
+    let Some(first) = text.iter().copied().find(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c)) else {
+        return false;
+    };
+    !first.is_ascii() || initials.contains(&first.to_ascii_uppercase())
 }
 
 #[cfg(test)]
@@ -300,6 +416,35 @@ mod tests {
     }
 
     #[test]
+    fn late_captures_follow_what_streamed_in() {
+        let read = Class::read(Reason::PureRead);
+        let write = Class::write(Reason::Dml);
+        let commit = Class::read(Reason::TxControl).with_tx(TxEffect::End);
+        let ran = |on_primary, ready, streamed, block_wrote| Ran { on_primary, ready, streamed, block_wrote };
+        let (p, a, n) = (Capture::Pipelined, Capture::After, Capture::None);
+        // (early, class, streamed, ran, may_copy, in_transaction) -> capture
+        let cases = [
+            (p, &write, None, ran(true, true, false, false), false, false, p),
+            (a, &write, None, ran(true, true, false, false), true, false, a),
+            (p, &write, None, ran(true, false, false, false), false, false, p),
+            (n, &read, Some(&write), ran(true, true, true, false), false, false, a),
+            (n, &read, Some(&read), ran(true, true, true, false), false, false, n),
+            (n, &read, Some(&write), ran(false, true, true, false), false, false, n),
+            (n, &read, Some(&write), ran(true, false, true, false), false, false, n),
+            (n, &read, Some(&write), ran(true, true, false, false), false, false, n),
+            (n, &read, None, ran(true, true, false, true), false, false, a),
+            (n, &read, None, ran(true, true, true, true), true, false, a),
+            (n, &write, None, ran(true, true, true, false), false, true, n),
+            (n, &read, Some(&commit), ran(true, true, true, false), false, true, a),
+        ];
+        for (i, (early, class, streamed, ran, may_copy, in_tx, want)) in cases.into_iter().enumerate() {
+            assert_eq!(late_lsn_capture(early, class, streamed, ran, may_copy, in_tx), want, "case {i}");
+        }
+        assert_eq!(with_streamed(&read, Some(&write)).access, Access::Write);
+        assert_eq!(with_streamed(&read, None).access, Access::Read);
+    }
+
+    #[test]
     fn only_bare_transaction_ends_are_answered_outside_a_block() {
         let cases = [
             ("ROLLBACK", Some("ROLLBACK")),
@@ -317,7 +462,26 @@ mod tests {
         ];
         for (sql, want) in cases {
             assert_eq!(tx_end_outside_block(sql), want, "{sql:?}");
+            let mut body = sql.as_bytes().to_vec();
+            body.push(0);
+            assert_eq!(query_ends_tx_outside_block(&body), want, "{sql:?} as a Query body");
         }
+        // The cheap first-byte test never turns away what the full check accepts.
+        for sql in ["\u{a0}COMMIT", "\x0b\x0c end;", "\u{2003}rollback work", "\ncommit\n"] {
+            let mut body = sql.as_bytes().to_vec();
+            body.push(0);
+            assert_eq!(query_ends_tx_outside_block(&body), tx_end_outside_block(sql), "{sql:?}");
+        }
+        assert_eq!(query_ends_tx_outside_block(b"COMMIT"), None, "no terminator: not a Query body");
+    }
+
+    #[test]
+    fn first_letters_are_tested_before_the_text() {
+        assert!(may_start_with(b" \t\r\n\x0b\x0cdeallocate x\0", b"D"));
+        assert!(!may_start_with(b"  SELECT 1\0", b"RACE"));
+        assert!(may_start_with("\u{a0}x".as_bytes(), b"D"), "maybe Unicode whitespace: the full check decides");
+        assert!(!may_start_with(b"  \0", b"D"));
+        assert!(!may_start_with(b"", b"D"));
     }
 
     #[test]
@@ -329,5 +493,7 @@ mod tests {
         assert!(resets_statements(&f));
         let Unit::Simple(f) = query("DEALLOCATE s1") else { unreachable!() };
         assert!(!resets_statements(&f));
+        let Unit::Simple(f) = query("\n discard all;") else { unreachable!() };
+        assert!(resets_statements(&f));
     }
 }

@@ -251,6 +251,14 @@ impl TopologyHandle {
         self.current.load_full()
     }
 
+    /// The current snapshot, borrowed: no reference-count update on the shared `Arc` (which
+    /// every session touches per unit otherwise). For a decision made synchronously; the guard
+    /// must be dropped before any `.await`.
+    #[must_use]
+    pub fn snapshot(&self) -> arc_swap::Guard<Arc<Topology>> {
+        self.current.load()
+    }
+
     /// Publish `nodes` if anything in them differs from the current snapshot. The generation
     /// moves (and watchers wake) only if a node's role or eligibility changed; returns whether
     /// it did. Only the monitor calls this.

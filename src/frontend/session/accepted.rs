@@ -16,6 +16,10 @@ const MAX_ACCEPTED_STATEMENTS: usize = 100_000;
 
 impl Session<'_> {
     pub(super) fn answer_locally(&mut self, frames: &[Frame]) -> Option<BytesMut> {
+        // The process-wide lock only for a batch of the one shape that can be answered here.
+        if !crate::frontend::statements::may_answer_locally(frames) {
+            return None;
+        }
         let accepted = self.shared.accepted_statements.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (database, user, state) = (&self.database, &self.user, self.params.fingerprint());
         let key = |hash| accepted_key(database, user, state, hash);

@@ -4,6 +4,7 @@
 
 use super::conn::Rotation;
 use super::*;
+use crate::frontend::unit::{late_lsn_capture, Ran};
 
 /// What one try of a unit came to.
 pub(super) struct Tried {
@@ -12,14 +13,6 @@ pub(super) struct Tried {
     pub(super) errored: bool,
     /// What streamed into the unit after it started.
     pub(super) streamed: Streamed,
-}
-
-/// The unit's class with that of the statements that streamed in after it started.
-pub(super) fn with_streamed(class: &Class, streamed: Option<Class>) -> Class {
-    match streamed {
-        Some(more) => combine(&[Arc::new(class.clone()), Arc::new(more)]),
-        None => class.clone(),
-    }
 }
 
 /// The unit to run again: what started it and every message that streamed in.
@@ -109,7 +102,7 @@ impl Session<'_> {
         let in_transaction = self.state.tx() != TxStatus::Idle;
         let block_wrote = self.state.block() == Block::OpenWithWrite;
         let held = self.held.as_mut().expect("acquire leaves a held connection");
-        let primary = self.shared.topology.load().primary().map(|p| p.index);
+        let primary = self.shared.topology.snapshot().primary().map(|p| p.index);
         let mut batch = Batch::new(held.checkout.conn(), &self.classifier);
         match unit {
             Unit::Simple(frame) => self.statements.translate_query(frame, &mut batch),
@@ -156,20 +149,8 @@ impl Session<'_> {
             debug_assert!(self.lookahead.is_none());
             self.lookahead = Some(f);
         }
-        let capture = match capture {
-            // The unit's end was streamed in, or a block that wrote ends: learn the position now.
-            Capture::None if on_primary && matches!(outcome, Outcome::Ready(_)) && (streams || block_wrote) => {
-                let mut full = with_streamed(class, streamed.class.clone());
-                if block_wrote {
-                    full.access = Access::Write;
-                }
-                match lsn_capture(&full, true, may_copy, in_transaction) {
-                    Capture::None => Capture::None,
-                    Capture::Pipelined | Capture::After => Capture::After,
-                }
-            }
-            c => c,
-        };
+        let ran = Ran { on_primary, ready: matches!(outcome, Outcome::Ready(_)), streamed: streams, block_wrote };
+        let capture = late_lsn_capture(capture, class, streamed.class.as_ref(), ran, may_copy, in_transaction);
         if capture != Capture::None && matches!(outcome, Outcome::Ready(_) | Outcome::ReadOnlyRejected) {
             self.read_write_lsn(capture).await;
         }

@@ -47,7 +47,7 @@ impl Session<'_> {
         let deadline = started + hold;
         let mut held = false;
         loop {
-            let seen = self.shared.topology.load().generation;
+            let seen = self.shared.topology.snapshot().generation;
             let err = match self.checkout_routed(class, sync, rotation).await {
                 Err(e) if e.may_try_elsewhere() && !matches!(e, BackendError::CheckoutTimeout { .. }) => e,
                 other => {
@@ -105,7 +105,8 @@ impl Session<'_> {
         let interval = self.shared.config.monitor.interval;
         let mut waited = 0;
         loop {
-            let topology = self.shared.topology.load();
+            // Borrowed, not cloned: dropped before the sleep below.
+            let topology = self.shared.topology.snapshot();
             let view = SessionView {
                 stuck_to: None,
                 has_session_state: false,
@@ -127,6 +128,7 @@ impl Session<'_> {
                 self.shared.metrics.route(route.reason);
                 return route;
             }
+            drop(topology);
             waited += 1;
             tokio::time::sleep(interval).await;
         }
@@ -233,7 +235,7 @@ impl Session<'_> {
     pub(super) fn writes_move(&self) -> bool {
         let Some(held) = self.held.as_ref() else { return false };
         self.state.may_move()
-            && self.shared.topology.load().primary().map(|p| p.index) != Some(held.checkout.pool().node())
+            && self.shared.topology.snapshot().primary().map(|p| p.index) != Some(held.checkout.pool().node())
     }
 
     /// End the held block on its connection (a Sync, its ReadyForQuery swallowed) and give the

@@ -36,14 +36,14 @@ mod idle;
 mod login;
 mod state;
 
-use attempt::{with_streamed, Tried};
+use attempt::Tried;
 use block::Block;
 use end::{Fault, SessionEnd};
 use state::{Event, SessionState};
 
 use super::unit::{
-    combine, is_extended, is_frontend_tag, is_reset_all, lsn_capture, no_node_error, resets_statements,
-    tx_end_outside_block, unit_texts, AfterLoss, Capture, Unit, LSN_SQL,
+    is_extended, is_frontend_tag, is_reset_all, lsn_capture, no_node_error, query_ends_tx_outside_block,
+    resets_statements, unit_texts, with_streamed, AfterLoss, Capture, Unit, LSN_SQL,
 };
 use super::Shared;
 use crate::backend::conn::{columns, parse_lsn};
@@ -290,7 +290,7 @@ impl<'a> Session<'a> {
             self.shared.metrics.unit(o);
         }
         // What streamed in after the unit started counts as much as what started it.
-        let class = &with_streamed(class, streamed.class);
+        let class = &with_streamed(class, streamed.class.as_ref());
         match outcome {
             Outcome::Ready(status) => {
                 if !errored {
@@ -407,12 +407,12 @@ impl<'a> Session<'a> {
 }
 
 /// The reply to a transaction end sent outside a transaction block (see
-/// [`tx_end_outside_block`]): what PostgreSQL answers, without a server.
+/// [`query_ends_tx_outside_block`]): what PostgreSQL answers, without a server.
 fn answer_tx_end_locally(frame: &Frame) -> Option<BytesMut> {
     if frame.tag() != tag::QUERY {
         return None;
     }
-    let command = tx_end_outside_block(messages::decode_query(frame.body())?)?;
+    let command = query_ends_tx_outside_block(frame.body())?;
     let mut buf = BytesMut::new();
     messages::warning_notice(&mut buf, "25P01", "there is no transaction in progress");
     messages::command_complete(&mut buf, command);
