@@ -24,24 +24,37 @@ pub enum MaybeTls {
     Accepted(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// sluice is the TLS client (a server connection).
     Connected(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// An in-process pipe instead of a socket, so `benches/engine.rs` can run the real session
+    /// engine against a fake client and fake servers without the kernel. Nothing in the proxy
+    /// creates one; hidden from the docs because it is no transport a deployment can choose.
+    #[doc(hidden)]
+    Memory(tokio::io::DuplexStream),
 }
 
 impl MaybeTls {
-    /// The TCP socket underneath (for peeking at hang-ups and readiness, never for data).
+    /// The TCP socket underneath (for peeking at hang-ups and readiness, never for data);
+    /// `None` for an in-memory pipe, which has none.
     #[must_use]
-    pub fn tcp(&self) -> &TcpStream {
+    pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            MaybeTls::Plain(s) => s,
-            MaybeTls::Accepted(s) => s.get_ref().0,
-            MaybeTls::Connected(s) => s.get_ref().0,
+            MaybeTls::Plain(s) => Some(s),
+            MaybeTls::Accepted(s) => Some(s.get_ref().0),
+            MaybeTls::Connected(s) => Some(s.get_ref().0),
+            MaybeTls::Memory(_) => None,
         }
+    }
+
+    /// The peer's address, if it is a socket and the kernel still knows it.
+    #[must_use]
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.tcp().and_then(|s| s.peer_addr().ok())
     }
 
     /// `"TLSv1_3/TLS13_AES_256_GCM_SHA384"`-like text for logs, or `None` for plaintext.
     #[must_use]
     pub fn tls_description(&self) -> Option<String> {
         let (version, suite) = match self {
-            MaybeTls::Plain(_) => return None,
+            MaybeTls::Plain(_) | MaybeTls::Memory(_) => return None,
             MaybeTls::Accepted(s) => (s.get_ref().1.protocol_version(), s.get_ref().1.negotiated_cipher_suite()),
             MaybeTls::Connected(s) => (s.get_ref().1.protocol_version(), s.get_ref().1.negotiated_cipher_suite()),
         };
@@ -53,7 +66,7 @@ impl MaybeTls {
     /// True for a TLS connection.
     #[must_use]
     pub fn is_tls(&self) -> bool {
-        !matches!(self, MaybeTls::Plain(_))
+        matches!(self, MaybeTls::Accepted(_) | MaybeTls::Connected(_))
     }
 }
 
@@ -76,6 +89,7 @@ impl AsyncRead for MaybeTls {
                 let _ = Pin::new(s.as_mut()).poll_flush(cx);
                 Pin::new(s.as_mut()).poll_read(cx, buf)
             }
+            MaybeTls::Memory(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -86,6 +100,7 @@ impl AsyncWrite for MaybeTls {
             MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
             MaybeTls::Accepted(s) => tls_write(Pin::new(s.as_mut()), cx, buf),
             MaybeTls::Connected(s) => tls_write(Pin::new(s.as_mut()), cx, buf),
+            MaybeTls::Memory(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -98,12 +113,14 @@ impl AsyncWrite for MaybeTls {
             MaybeTls::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             MaybeTls::Accepted(s) => tls_write(Pin::new(s.as_mut()), cx, first_nonempty(bufs)),
             MaybeTls::Connected(s) => tls_write(Pin::new(s.as_mut()), cx, first_nonempty(bufs)),
+            MaybeTls::Memory(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             MaybeTls::Plain(s) => s.is_write_vectored(),
+            MaybeTls::Memory(s) => s.is_write_vectored(),
             MaybeTls::Accepted(_) | MaybeTls::Connected(_) => false,
         }
     }
@@ -113,6 +130,7 @@ impl AsyncWrite for MaybeTls {
             MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
             MaybeTls::Accepted(s) => Pin::new(s.as_mut()).poll_flush(cx),
             MaybeTls::Connected(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            MaybeTls::Memory(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -121,17 +139,19 @@ impl AsyncWrite for MaybeTls {
             MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
             MaybeTls::Accepted(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             MaybeTls::Connected(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            MaybeTls::Memory(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
 
 impl WaitReadable for MaybeTls {
     /// A plain socket waits for the kernel's readiness; TLS is ready at once (rustls may hold
-    /// plaintext already decrypted), so its reader reads as usual.
+    /// plaintext already decrypted), so its reader reads as usual, and so does an in-memory pipe
+    /// (it has no readiness to wait for without reading).
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             MaybeTls::Plain(s) => s.poll_read_ready(cx),
-            MaybeTls::Accepted(_) | MaybeTls::Connected(_) => Poll::Ready(Ok(())),
+            MaybeTls::Accepted(_) | MaybeTls::Connected(_) | MaybeTls::Memory(_) => Poll::Ready(Ok(())),
         }
     }
 }
