@@ -175,3 +175,35 @@ fn tls_write<T: AsyncWrite>(mut s: Pin<&mut T>, cx: &mut Context<'_>, buf: &[u8]
 fn first_nonempty<'a>(bufs: &'a [io::IoSlice<'a>]) -> &'a [u8] {
     bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::FrameReader;
+    use tokio::io::AsyncWriteExt;
+
+    /// A pipe has no socket, is not TLS, and a waiting reader on it (`next_lean`, as a session
+    /// waits for its client) reads frames as they come instead of waiting on a readiness it
+    /// cannot have; the end of the pipe is a clean end of stream.
+    #[tokio::test]
+    async fn an_in_memory_pipe_frames_like_a_socket() {
+        let (mut peer, ours) = tokio::io::duplex(64);
+        let stream = MaybeTls::Memory(ours);
+        assert!(stream.tcp().is_none() && stream.peer_addr().is_none());
+        assert!(!stream.is_tls() && stream.tls_description().is_none());
+        let mut reader = FrameReader::new(stream, 1 << 10);
+        let writer = tokio::spawn(async move {
+            peer.write_all(&[b'Q', 0, 0, 0, 6, b'x']).await.unwrap();
+            tokio::task::yield_now().await;
+            peer.write_all(&[0, b'S', 0, 0, 0, 4]).await.unwrap();
+        });
+        // Bounded: a readiness wait that never resolves would hang here.
+        let within = std::time::Duration::from_secs(5);
+        let first = tokio::time::timeout(within, reader.next_lean()).await.unwrap().unwrap().unwrap();
+        assert_eq!((first.tag(), first.body()), (b'Q', &b"x\0"[..]));
+        let second = tokio::time::timeout(within, reader.next_lean()).await.unwrap().unwrap().unwrap();
+        assert_eq!(second.tag(), b'S');
+        writer.await.unwrap();
+        assert!(tokio::time::timeout(within, reader.next_lean()).await.unwrap().unwrap().is_none());
+    }
+}
