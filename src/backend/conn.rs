@@ -47,7 +47,18 @@ pub struct ConnectSpec {
     pub passthrough: PassThroughKeys,
     /// Most statements sluice keeps prepared on the connection (`pool.max_prepared_statements`).
     pub max_prepared_statements: usize,
+    /// Open in-memory pipes instead of sockets (`None` in the proxy; see [`MemoryDial`]).
+    #[doc(hidden)]
+    pub memory: Option<MemoryDial>,
 }
+
+/// Opens an in-memory pipe to a fake server of the given node index instead of a socket, so
+/// `benches/engine.rs` runs the real pools and session engine without the kernel. Set only
+/// through [`super::Pools::with_memory_servers`]; hidden from the docs because the proxy never
+/// uses it (it is public only because benches link the library from outside).
+#[doc(hidden)]
+#[derive(Clone)]
+pub struct MemoryDial(pub Arc<dyn Fn(usize) -> tokio::io::DuplexStream + Send + Sync>);
 
 /// Where a cancel must go: a server and its BackendKeyData.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -112,10 +123,13 @@ impl ServerConn {
     }
 
     async fn connect_inner(spec: &ConnectSpec) -> Result<ServerConn, BackendError> {
-        let stream = spec.tls.connect(&spec.host, spec.port).await.map_err(|e| match e {
-            ServerTlsError::Io(source) => BackendError::Connect { node: spec.node_name.clone(), source },
-            other => BackendError::Tls { node: spec.node_name.clone(), detail: other.to_string() },
-        })?;
+        let stream = match &spec.memory {
+            Some(dial) => MaybeTls::Memory((dial.0)(spec.node)),
+            None => spec.tls.connect(&spec.host, spec.port).await.map_err(|e| match e {
+                ServerTlsError::Io(source) => BackendError::Connect { node: spec.node_name.clone(), source },
+                other => BackendError::Tls { node: spec.node_name.clone(), detail: other.to_string() },
+            })?,
+        };
         let mut conn = ServerConn {
             io: FrameReader::new(stream, MAX_SERVER_MESSAGE),
             node: spec.node,
@@ -521,8 +535,11 @@ impl ServerConn {
         if self.io.has_buffered() {
             return true;
         }
+        // An in-memory connection (benches) has no socket to probe without a task context: its
+        // fake server never hangs up, so it is taken as alive.
+        let Some(tcp) = self.io.get_ref().tcp() else { return false };
         let mut probe = [0u8; 1];
-        !matches!(self.io.get_ref().tcp().try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        !matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 }
 

@@ -15,6 +15,6 @@ pub mod probe;
 pub mod settings;
 pub mod wire;
 
-pub use conn::{CancelTarget, ConnectSpec, ServerConn};
+pub use conn::{CancelTarget, ConnectSpec, MemoryDial, ServerConn};
 pub use pool::{Checkout, Pool, PoolKey, Pools};
 pub use wire::{Release, Wire};

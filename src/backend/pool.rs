@@ -93,7 +93,8 @@ struct Pooled {
 impl Pooled {
     fn new(conn: ServerConn) -> Box<Self> {
         // Safe Rust: a duplicated descriptor of the same socket, closed with the connection.
-        let sever = std::os::fd::AsFd::as_fd(conn.io.get_ref().tcp()).try_clone_to_owned().ok();
+        // An in-memory connection (benches) has no socket: nothing to shut down.
+        let sever = conn.io.get_ref().tcp().and_then(|s| std::os::fd::AsFd::as_fd(s).try_clone_to_owned().ok());
         Box::new(Self { conn, sever: sever.map(|fd| Arc::new(fd.into())) })
     }
 }
@@ -428,6 +429,8 @@ pub struct Pools {
     pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
     tls: ServerTls,
     passthrough: PassThroughKeys,
+    /// In-memory servers instead of sockets (benches only, see [`Pools::with_memory_servers`]).
+    memory: Option<super::conn::MemoryDial>,
 }
 
 impl Pools {
@@ -442,7 +445,18 @@ impl Pools {
             pools: Mutex::new(HashMap::new()),
             tls: ServerTls::disabled(),
             passthrough,
+            memory: None,
         }
+    }
+
+    /// Connect every pool (and the catalog load) through `dial` to in-memory fake servers
+    /// instead of the configured hosts. For `benches/engine.rs`, which measures the session
+    /// engine without sockets; hidden from the docs because no proxy is built with it.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn with_memory_servers(mut self, dial: super::conn::MemoryDial) -> Self {
+        self.memory = Some(dial);
+        self
     }
 
     /// Open server connections (pools, monitor probes, cancels) with this TLS.
@@ -495,6 +509,7 @@ impl Pools {
             tls: self.tls.clone(),
             passthrough: self.passthrough.clone(),
             max_prepared_statements: self.config.pool.max_prepared_statements,
+            memory: self.memory.clone(),
         }
     }
 
@@ -558,6 +573,7 @@ mod resize_tests {
             tls: ServerTls::disabled(),
             passthrough: PassThroughKeys::default(),
             max_prepared_statements: 10,
+            memory: None,
         };
         let cfg = PoolConfig {
             mode: crate::config::PoolMode::Transaction,

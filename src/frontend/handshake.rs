@@ -159,9 +159,10 @@ enum StartupOutcome {
 type Negotiated = (MaybeTls, Option<Arc<[u8]>>, StartupOutcome);
 
 async fn startup_phase(tcp: TcpStream, shared: &Shared, deadline: Instant) -> Result<Negotiated, Refused> {
+    let direct_tls = shared.client_tls.enabled() && starts_with_client_hello(&tcp, deadline).await?;
     let mut stream = MaybeTls::Plain(tcp);
     let mut end_point = None;
-    if shared.client_tls.enabled() && starts_with_client_hello(stream.tcp(), deadline).await? {
+    if direct_tls {
         (stream, end_point) = upgrade(stream, shared, deadline, true).await?;
     }
     // At most one SSLRequest and one GSSENCRequest may precede the startup packet.

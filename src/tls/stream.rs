@@ -24,24 +24,37 @@ pub enum MaybeTls {
     Accepted(Box<tokio_rustls::server::TlsStream<TcpStream>>),
     /// sluice is the TLS client (a server connection).
     Connected(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// An in-process pipe instead of a socket, so `benches/engine.rs` can run the real session
+    /// engine against a fake client and fake servers without the kernel. Nothing in the proxy
+    /// creates one; hidden from the docs because it is no transport a deployment can choose.
+    #[doc(hidden)]
+    Memory(tokio::io::DuplexStream),
 }
 
 impl MaybeTls {
-    /// The TCP socket underneath (for peeking at hang-ups and readiness, never for data).
+    /// The TCP socket underneath (for peeking at hang-ups and readiness, never for data);
+    /// `None` for an in-memory pipe, which has none.
     #[must_use]
-    pub fn tcp(&self) -> &TcpStream {
+    pub fn tcp(&self) -> Option<&TcpStream> {
         match self {
-            MaybeTls::Plain(s) => s,
-            MaybeTls::Accepted(s) => s.get_ref().0,
-            MaybeTls::Connected(s) => s.get_ref().0,
+            MaybeTls::Plain(s) => Some(s),
+            MaybeTls::Accepted(s) => Some(s.get_ref().0),
+            MaybeTls::Connected(s) => Some(s.get_ref().0),
+            MaybeTls::Memory(_) => None,
         }
+    }
+
+    /// The peer's address, if it is a socket and the kernel still knows it.
+    #[must_use]
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.tcp().and_then(|s| s.peer_addr().ok())
     }
 
     /// `"TLSv1_3/TLS13_AES_256_GCM_SHA384"`-like text for logs, or `None` for plaintext.
     #[must_use]
     pub fn tls_description(&self) -> Option<String> {
         let (version, suite) = match self {
-            MaybeTls::Plain(_) => return None,
+            MaybeTls::Plain(_) | MaybeTls::Memory(_) => return None,
             MaybeTls::Accepted(s) => (s.get_ref().1.protocol_version(), s.get_ref().1.negotiated_cipher_suite()),
             MaybeTls::Connected(s) => (s.get_ref().1.protocol_version(), s.get_ref().1.negotiated_cipher_suite()),
         };
@@ -53,7 +66,7 @@ impl MaybeTls {
     /// True for a TLS connection.
     #[must_use]
     pub fn is_tls(&self) -> bool {
-        !matches!(self, MaybeTls::Plain(_))
+        matches!(self, MaybeTls::Accepted(_) | MaybeTls::Connected(_))
     }
 }
 
@@ -76,6 +89,7 @@ impl AsyncRead for MaybeTls {
                 let _ = Pin::new(s.as_mut()).poll_flush(cx);
                 Pin::new(s.as_mut()).poll_read(cx, buf)
             }
+            MaybeTls::Memory(s) => Pin::new(s).poll_read(cx, buf),
         }
     }
 }
@@ -86,6 +100,7 @@ impl AsyncWrite for MaybeTls {
             MaybeTls::Plain(s) => Pin::new(s).poll_write(cx, buf),
             MaybeTls::Accepted(s) => tls_write(Pin::new(s.as_mut()), cx, buf),
             MaybeTls::Connected(s) => tls_write(Pin::new(s.as_mut()), cx, buf),
+            MaybeTls::Memory(s) => Pin::new(s).poll_write(cx, buf),
         }
     }
 
@@ -98,12 +113,14 @@ impl AsyncWrite for MaybeTls {
             MaybeTls::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             MaybeTls::Accepted(s) => tls_write(Pin::new(s.as_mut()), cx, first_nonempty(bufs)),
             MaybeTls::Connected(s) => tls_write(Pin::new(s.as_mut()), cx, first_nonempty(bufs)),
+            MaybeTls::Memory(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
     }
 
     fn is_write_vectored(&self) -> bool {
         match self {
             MaybeTls::Plain(s) => s.is_write_vectored(),
+            MaybeTls::Memory(s) => s.is_write_vectored(),
             MaybeTls::Accepted(_) | MaybeTls::Connected(_) => false,
         }
     }
@@ -113,6 +130,7 @@ impl AsyncWrite for MaybeTls {
             MaybeTls::Plain(s) => Pin::new(s).poll_flush(cx),
             MaybeTls::Accepted(s) => Pin::new(s.as_mut()).poll_flush(cx),
             MaybeTls::Connected(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            MaybeTls::Memory(s) => Pin::new(s).poll_flush(cx),
         }
     }
 
@@ -121,17 +139,19 @@ impl AsyncWrite for MaybeTls {
             MaybeTls::Plain(s) => Pin::new(s).poll_shutdown(cx),
             MaybeTls::Accepted(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
             MaybeTls::Connected(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            MaybeTls::Memory(s) => Pin::new(s).poll_shutdown(cx),
         }
     }
 }
 
 impl WaitReadable for MaybeTls {
     /// A plain socket waits for the kernel's readiness; TLS is ready at once (rustls may hold
-    /// plaintext already decrypted), so its reader reads as usual.
+    /// plaintext already decrypted), so its reader reads as usual, and so does an in-memory pipe
+    /// (it has no readiness to wait for without reading).
     fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             MaybeTls::Plain(s) => s.poll_read_ready(cx),
-            MaybeTls::Accepted(_) | MaybeTls::Connected(_) => Poll::Ready(Ok(())),
+            MaybeTls::Accepted(_) | MaybeTls::Connected(_) | MaybeTls::Memory(_) => Poll::Ready(Ok(())),
         }
     }
 }
@@ -154,4 +174,36 @@ fn tls_write<T: AsyncWrite>(mut s: Pin<&mut T>, cx: &mut Context<'_>, buf: &[u8]
 
 fn first_nonempty<'a>(bufs: &'a [io::IoSlice<'a>]) -> &'a [u8] {
     bufs.iter().find(|b| !b.is_empty()).map_or(&[][..], |b| &b[..])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::FrameReader;
+    use tokio::io::AsyncWriteExt;
+
+    /// A pipe has no socket, is not TLS, and a waiting reader on it (`next_lean`, as a session
+    /// waits for its client) reads frames as they come instead of waiting on a readiness it
+    /// cannot have; the end of the pipe is a clean end of stream.
+    #[tokio::test]
+    async fn an_in_memory_pipe_frames_like_a_socket() {
+        let (mut peer, ours) = tokio::io::duplex(64);
+        let stream = MaybeTls::Memory(ours);
+        assert!(stream.tcp().is_none() && stream.peer_addr().is_none());
+        assert!(!stream.is_tls() && stream.tls_description().is_none());
+        let mut reader = FrameReader::new(stream, 1 << 10);
+        let writer = tokio::spawn(async move {
+            peer.write_all(&[b'Q', 0, 0, 0, 6, b'x']).await.unwrap();
+            tokio::task::yield_now().await;
+            peer.write_all(&[0, b'S', 0, 0, 0, 4]).await.unwrap();
+        });
+        // Bounded: a readiness wait that never resolves would hang here.
+        let within = std::time::Duration::from_secs(5);
+        let first = tokio::time::timeout(within, reader.next_lean()).await.unwrap().unwrap().unwrap();
+        assert_eq!((first.tag(), first.body()), (b'Q', &b"x\0"[..]));
+        let second = tokio::time::timeout(within, reader.next_lean()).await.unwrap().unwrap().unwrap();
+        assert_eq!(second.tag(), b'S');
+        writer.await.unwrap();
+        assert!(tokio::time::timeout(within, reader.next_lean()).await.unwrap().unwrap().is_none());
+    }
 }

@@ -51,7 +51,7 @@ pub async fn run(shared: &Shared, login: Login) {
         return;
     }
     let key = shared.cancels.register();
-    let addr = client.get_ref().tcp().peer_addr().ok();
+    let addr = client.get_ref().peer_addr();
     let since = std::time::SystemTime::now();
     let mut entry = shared.lifecycle.register(ClientInfo { id: key.pid, user, database, addr, since });
     let greeted = write(&mut client, |b| {

@@ -106,7 +106,7 @@ impl<'a> Session<'a> {
             id: key.pid,
             user: login.user.clone(),
             database: login.database.clone(),
-            addr: client.get_ref().tcp().peer_addr().ok(),
+            addr: client.get_ref().peer_addr(),
             since: std::time::SystemTime::now(),
         });
         Self {
