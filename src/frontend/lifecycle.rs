@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use tokio::sync::watch;
@@ -77,10 +77,10 @@ impl Stopped {
 pub struct ClientInfo {
     /// The id `KILL` takes (the process id sluice gave the client in BackendKeyData).
     pub id: i32,
-    /// Login user.
-    pub user: String,
-    /// Database.
-    pub database: String,
+    /// Login user (shared with the session: one copy of the name per client).
+    pub user: Arc<str>,
+    /// Database (shared with the session).
+    pub database: Arc<str>,
     /// The client's address.
     pub addr: Option<SocketAddr>,
     /// When the session began.

@@ -81,6 +81,8 @@ pub struct Shared {
     /// Statements a server accepted, keyed by (database, user, session state, statement): a
     /// later Parse of one is answered without a server connection.
     pub accepted_statements: Mutex<HashSet<u64>>,
+    /// Startup states shared by the sessions that logged in with the same parameters.
+    pub session_states: params::SharedStates,
     /// TLS towards clients (certificate swapped on reload).
     pub client_tls: crate::tls::ClientTls,
     /// auth_query lookups of users the configuration does not list.
@@ -121,6 +123,7 @@ impl Shared {
             tickets: AtomicU64::new(0),
             metrics,
             accepted_statements: Mutex::new(HashSet::new()),
+            session_states: params::SharedStates::default(),
             client_tls: crate::tls::ClientTls::disabled(),
             lookup,
             lifecycle: lifecycle::Lifecycle::default(),

@@ -5,7 +5,7 @@
 //! the settings it carries, so the common case (nothing to change) costs one integer comparison
 //! and otherwise `backend::settings::diff` says which statements to send.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use crate::backend::settings::Settings;
 
@@ -122,6 +122,17 @@ impl SessionParams {
         self.refresh();
     }
 
+    /// [`SessionParams::note_reported`] on a state other sessions may share: copied only if
+    /// the reported value is new to it (a server echoing the session's own value, the usual
+    /// case, changes nothing and shares nothing less).
+    pub fn note_reported_shared(this: &mut Arc<SessionParams>, name: &str, value: &str) -> bool {
+        let current = this.params.iter().find(|(k, _)| k.eq_ignore_ascii_case(name));
+        if current.is_some_and(|(_, v)| v == value) {
+            return true;
+        }
+        Arc::make_mut(this).note_reported(name, value)
+    }
+
     /// Record a ParameterStatus the server sent while running this session's statement.
     /// Returns true if it was recorded (a settable parameter).
     pub fn note_reported(&mut self, name: &str, value: &str) -> bool {
@@ -131,6 +142,36 @@ impl SessionParams {
             return true;
         }
         false
+    }
+}
+
+/// Most distinct startup states shared at once; sessions past it keep a state of their own.
+const MAX_SHARED_STATES: usize = 64;
+
+/// Startup states shared between sessions: the clients of one application log in with the
+/// same parameters, so thousands of idle sessions need one copy (and one `Settings`), not one
+/// each. A session that changes its state copies it first (`Arc::make_mut`), which also drops
+/// it from here (the cache holds only weak references, so a state nobody uses is freed).
+#[derive(Default)]
+pub struct SharedStates {
+    states: Mutex<Vec<Weak<SessionParams>>>,
+}
+
+impl SharedStates {
+    /// The shared copy of `state`, or `state` itself, now shared.
+    pub fn intern(&self, state: SessionParams) -> Arc<SessionParams> {
+        let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(found) = states.iter().filter_map(Weak::upgrade).find(|s| **s == state) {
+            return found;
+        }
+        let state = Arc::new(state);
+        if states.len() >= MAX_SHARED_STATES {
+            states.retain(|w| w.strong_count() > 0);
+        }
+        if states.len() < MAX_SHARED_STATES {
+            states.push(Arc::downgrade(&state));
+        }
+        state
     }
 }
 
@@ -175,6 +216,29 @@ mod tests {
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect()
+    }
+
+    #[test]
+    fn sessions_with_the_same_startup_state_share_it_until_one_changes_it() {
+        let states = SharedStates::default();
+        let startup = |app| SessionParams::from_startup(&p(&[("application_name", app)])).unwrap();
+        let mut a = states.intern(startup("app"));
+        let b = states.intern(startup("app"));
+        let other = states.intern(startup("other"));
+        assert!(Arc::ptr_eq(&a, &b) && !Arc::ptr_eq(&a, &other));
+        // The server echoing the session's own value copies nothing.
+        assert!(SessionParams::note_reported_shared(&mut a, "application_name", "app"));
+        assert!(Arc::ptr_eq(&a, &b));
+        // A new value is the session's own: the other one keeps the shared state.
+        assert!(SessionParams::note_reported_shared(&mut a, "application_name", "renamed"));
+        assert!(!Arc::ptr_eq(&a, &b));
+        assert_eq!(b.params, p(&[("application_name", "app")]));
+        assert_ne!(a.fingerprint(), b.fingerprint());
+        assert!(!SessionParams::note_reported_shared(&mut a, "server_version", "15"), "read-only");
+        // A state nobody uses any more is not handed out again.
+        drop((a, b));
+        let c = states.intern(startup("app"));
+        assert_eq!(Arc::strong_count(&c), 1);
     }
 
     #[test]

@@ -62,7 +62,7 @@ pub struct Relay<'a> {
     /// Expected replies.
     pub queue: &'a mut VecDeque<Expect>,
     /// The session's parameters (reported changes are recorded).
-    pub params: &'a mut SessionParams,
+    pub params: &'a mut std::sync::Arc<SessionParams>,
     /// Set when the server sent an ErrorResponse in this unit.
     pub errored: bool,
     /// Synthesized replies waiting to go out ahead of the next run of server frames.
@@ -87,7 +87,7 @@ impl<'a> Relay<'a> {
         client: &'a mut FrameReader<MaybeTls>,
         conn: &'a mut ServerConn,
         queue: &'a mut VecDeque<Expect>,
-        params: &'a mut SessionParams,
+        params: &'a mut std::sync::Arc<SessionParams>,
     ) -> Self {
         Self {
             client,
@@ -293,7 +293,7 @@ impl<'a> Relay<'a> {
     }
 
     fn note_parameter(&mut self, k: String, v: String) {
-        if self.params.note_reported(&k, &v) {
+        if SessionParams::note_reported_shared(self.params, &k, &v) {
             self.conn.carry(std::sync::Arc::clone(self.params.settings()));
         }
         self.conn.note_server_param(k, v);

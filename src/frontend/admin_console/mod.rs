@@ -53,7 +53,13 @@ pub async fn run(shared: &Shared, login: Login) {
     let key = shared.cancels.register();
     let addr = client.get_ref().peer_addr();
     let since = std::time::SystemTime::now();
-    let mut entry = shared.lifecycle.register(ClientInfo { id: key.pid, user, database, addr, since });
+    let mut entry = shared.lifecycle.register(ClientInfo {
+        id: key.pid,
+        user: user.into(),
+        database: database.into(),
+        addr,
+        since,
+    });
     let greeted = write(&mut client, |b| {
         messages::authentication(b, messages::auth_code::OK, &[]);
         for (k, v) in [

@@ -70,9 +70,12 @@ struct Held {
 pub struct Session<'a> {
     shared: &'a Shared,
     client: FrameReader<MaybeTls>,
-    user: String,
-    database: String,
-    params: SessionParams,
+    /// Shared with the registry entry.
+    user: Arc<str>,
+    /// Shared with the registry entry.
+    database: Arc<str>,
+    /// Shared with the sessions that logged in with the same parameters; copied on change.
+    params: Arc<SessionParams>,
     statements: Statements,
     held: Option<Held>,
     /// Why `held` is held, its transaction status and extended block.
@@ -102,19 +105,20 @@ impl<'a> Session<'a> {
         client.set_accepted_tags(is_frontend_tag);
         let classifier = shared.classifiers.get(&login.database, &login.user);
         let key = shared.cancels.register();
+        let (user, database): (Arc<str>, Arc<str>) = (login.user.into(), login.database.into());
         let entry = shared.lifecycle.register(super::lifecycle::ClientInfo {
             id: key.pid,
-            user: login.user.clone(),
-            database: login.database.clone(),
+            user: Arc::clone(&user),
+            database: Arc::clone(&database),
             addr: client.get_ref().peer_addr(),
             since: std::time::SystemTime::now(),
         });
         Self {
             shared,
             client,
-            user: login.user,
-            database: login.database,
-            params: login.params,
+            user,
+            database,
+            params: shared.session_states.intern(login.params),
             statements: Statements::default(),
             held: None,
             state: SessionState::Free,
@@ -122,7 +126,8 @@ impl<'a> Session<'a> {
             lookahead: None,
             classifier,
             last_write_lsn: None,
-            pools: vec![None; shared.config.nodes.len()],
+            // Grown on the first unit that needs a node (`conn`): an idle client holds none.
+            pools: Vec::new(),
             catalog_stale: false,
             aborted: None,
             entry,
@@ -321,8 +326,8 @@ impl<'a> Session<'a> {
                 let texts = unit_texts(unit);
                 let reset = texts.iter().any(|t| is_reset_all(t));
                 if reset {
-                    self.params.reset_all();
-                } else if !texts.iter().all(|t| self.params.record(t)) {
+                    Arc::make_mut(&mut self.params).reset_all();
+                } else if !texts.iter().all(|t| Arc::make_mut(&mut self.params).record(t)) {
                     self.state = self.state.after(Event::Pin);
                 }
                 if let Some(h) = self.held.as_mut() {
