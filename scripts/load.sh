@@ -65,7 +65,8 @@ REPLICAS=${REPLICAS:-1}
 IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
 IDLE_HOLD=${IDLE_HOLD:-10}
 OUT_DIR=${OUT_DIR:-$REPO/target/load}
-TESTS=(select-simple select-extended select-prepared tpcb connect-trust connect-scram)
+# TESTS="connect-trust connect-scram" runs only those (e.g. login-cost A/B runs).
+read -r -a TESTS <<<"${TESTS:-select-simple select-extended select-prepared tpcb connect-trust connect-scram}"
 REPLICA_TESTS=(select-simple select-extended select-prepared tpcb)
 [ "$QUICK" = 1 ] && REPLICA_TESTS=(select-extended)
 if [ "$MODE" != load ]; then MAX_CLIENTS=${MAX_CLIENTS:-$((IDLE_CLIENTS + 200))}; fi

@@ -11,8 +11,8 @@
 #    lists instructions per transaction and the functions they are spent in (self cost and
 #    inclusive cost). TOOL=none skips it.
 #
-# Usage: scripts/profile.sh [select-simple|select-extended|select-prepared|tpcb]   (default
-# select-simple). Knobs: DURATION=10 CLIENTS=16 TRANSACTIONS=3000 (callgrind, total)
+# Usage: scripts/profile.sh [select-simple|select-extended|select-prepared|tpcb|connect-trust|
+# connect-scram]   (default select-simple; connect-*: pgbench -C, one login per transaction). Knobs: DURATION=10 CLIENTS=16 TRANSACTIONS=3000 (callgrind, total)
 # TOOL=callgrind|none, SLUICE_BIN, KEEP, ... (scripts/lib.sh). Everything listens on 127.0.0.1 and
 # is removed on exit. Output goes to stdout; the raw callgrind file is kept in OUT_DIR.
 set -euo pipefail
@@ -35,14 +35,20 @@ case "$TEST" in
   select-extended) ARGS="-S -M extended" ;;
   select-prepared) ARGS="-S -M prepared" ;;
   tpcb) ARGS="-M simple" ;;
+  # A new connection per transaction (as in scripts/load.sh): one login + `SELECT 1` + logout.
+  connect-trust | connect-scram) ARGS="-C -f SELECT1" ;;
   *) die "unknown test $TEST" ;;
 esac
+# connect-trust logs in without a password (trust on every hop), the others with SCRAM.
+USER_OF_TEST=$BENCH_USER
+[ "$TEST" = connect-trust ] && USER_OF_TEST=$TRUST_USER
 
 # pgbench through sluice; extra arguments follow (-T or -t).
 bench() {
+  [ -s "$WORK/select1.sql" ] || echo 'SELECT 1;' >"$WORK/select1.sql"
   # shellcheck disable=SC2086 # ARGS is a word list on purpose
-  PGPASSWORD=$BENCH_PASSWORD timeout 900 "$PG_BINDIR/pgbench" -n $ARGS -c "$CLIENTS" -j 2 -h 127.0.0.1 \
-    -p "$SLUICE_PORT" -U "$BENCH_USER" "$@" "$BENCH_DB"
+  PGPASSWORD=$BENCH_PASSWORD timeout 900 "$PG_BINDIR/pgbench" -n ${ARGS/SELECT1/$WORK/select1.sql} -c "$CLIENTS" -j 2 -h 127.0.0.1 \
+    -p "$SLUICE_PORT" -U "$USER_OF_TEST" "$@" "$BENCH_DB"
 }
 
 # Sum over a process's threads of one /proc/PID/task/*/status field.

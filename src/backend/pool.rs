@@ -64,8 +64,9 @@ pub struct Pool {
     metrics: NodeMetrics,
     /// How the server reports parameter values that clients spell differently (`client_encoding`
     /// `utf-8` is `UTF8`, `DateStyle` `iso` is `ISO, MDY`), learnt at logins through a server
-    /// connection; keyed by (lowercase name, client value). At most [`MAX_SPELLINGS`].
-    spellings: Mutex<HashMap<(String, String), String>>,
+    /// connection; keyed by lowercase name, then client value (so a login looks one up
+    /// without building a key). At most [`MAX_SPELLINGS`] values.
+    spellings: Mutex<HashMap<String, HashMap<String, String>>>,
     /// State-sync statements this node ran without error: only these are pipelined in front
     /// of a unit (a statement the node might refuse costs one round trip the first time).
     /// At most [`MAX_ACCEPTED_SYNCS`].
@@ -136,16 +137,24 @@ impl Pool {
     #[must_use]
     pub fn server_spelling(&self, name: &str, value: &str) -> Option<String> {
         let spellings = self.spellings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        spellings.get(&(name.to_ascii_lowercase(), value.to_string())).cloned()
+        let lower;
+        let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+            lower = name.to_ascii_lowercase();
+            lower.as_str()
+        } else {
+            name
+        };
+        spellings.get(name)?.get(value).cloned()
     }
 
     /// Remember that the server reports `value` of parameter `name` as `reported`.
     pub fn learn_spelling(&self, name: &str, value: &str, reported: &str) {
         let mut spellings = self.spellings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if spellings.len() >= MAX_SPELLINGS {
+        if spellings.values().map(HashMap::len).sum::<usize>() >= MAX_SPELLINGS {
             spellings.clear();
         }
-        spellings.insert((name.to_ascii_lowercase(), value.to_string()), reported.to_string());
+        let values = spellings.entry(name.to_ascii_lowercase()).or_default();
+        values.insert(value.to_string(), reported.to_string());
     }
 
     /// True if the node ran every one of these sync statements before without error.

@@ -36,10 +36,8 @@ impl Settings {
     #[must_use]
     pub fn build(params: &[(String, String)], history: &[String]) -> Settings {
         let mut items: Vec<Item> = Vec::with_capacity(params.len() + history.len());
-        let param_items = params.iter().map(|(k, v)| Item {
-            key: Some(k.to_ascii_lowercase()),
-            sql: format!("SELECT pg_catalog.set_config({}, {}, false)", literal(k), literal(v)),
-        });
+        let param_items =
+            params.iter().map(|(k, v)| Item { key: Some(k.to_ascii_lowercase()), sql: set_config_sql(k, v) });
         let history_items = history.iter().map(|stmt| {
             let sql = stmt.trim().trim_end_matches(';').trim_end().to_string();
             Item { key: parameter_of(&sql), sql }
@@ -187,8 +185,30 @@ fn parameter_of(sql: &str) -> Option<String> {
 }
 
 /// A SQL string literal.
-fn literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
+/// Append `s` as a string literal.
+fn push_literal(out: &mut String, s: &str) {
+    out.push('\'');
+    let mut parts = s.split('\'');
+    out.push_str(parts.next().unwrap_or_default());
+    for part in parts {
+        out.push_str("''");
+        out.push_str(part);
+    }
+    out.push('\'');
+}
+
+/// `SELECT pg_catalog.set_config('name', 'value', false)`, built in one allocation: settings are
+/// folded for every login, and `format!` of two quoted literals cost three.
+fn set_config_sql(name: &str, value: &str) -> String {
+    const HEAD: &str = "SELECT pg_catalog.set_config(";
+    const TAIL: &str = ", false)";
+    let mut sql = String::with_capacity(HEAD.len() + name.len() + value.len() + 6 + TAIL.len());
+    sql.push_str(HEAD);
+    push_literal(&mut sql, name);
+    sql.push_str(", ");
+    push_literal(&mut sql, value);
+    sql.push_str(TAIL);
+    sql
 }
 
 /// A parameter name as an identifier (names are plain: see [`parameter_of`]).
@@ -211,6 +231,19 @@ mod tests {
     }
 
     const AUTH_RESET: [&str; 2] = ["SET SESSION AUTHORIZATION DEFAULT", "RESET ALL"];
+
+    #[test]
+    fn set_config_quotes_both_literals() {
+        let cases = [
+            ("application_name", "a", "SELECT pg_catalog.set_config('application_name', 'a', false)"),
+            ("x.y", "", "SELECT pg_catalog.set_config('x.y', '', false)"),
+            ("a'b", "it's ''q''", "SELECT pg_catalog.set_config('a''b', 'it''s ''''q''''', false)"),
+            ("search_path", "'", "SELECT pg_catalog.set_config('search_path', '''', false)"),
+        ];
+        for (name, value, want) in cases {
+            assert_eq!(set_config_sql(name, value), want, "{name} = {value}");
+        }
+    }
 
     #[test]
     fn the_difference_is_what_is_sent() {

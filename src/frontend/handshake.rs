@@ -37,6 +37,9 @@ pub struct Login {
     pub database: String,
     /// Session parameters from the startup packet.
     pub params: SessionParams,
+    /// The client's address, read once at accept (the registry shows it; asking the socket
+    /// again is one `getpeername` more per login).
+    pub addr: Option<SocketAddr>,
 }
 
 /// Why the handshake ended without a session (already reported to the client where possible).
@@ -146,7 +149,7 @@ async fn run(stream: TcpStream, shared: &Shared, audit: &mut Audit) -> Result<Lo
         let msg = format!("database \"{database}\" is not served by this proxy");
         return Err(refuse(client.get_mut(), sqlstate::INVALID_CATALOG_NAME, &msg).await);
     }
-    Ok(Login { client, user, database, params: session })
+    Ok(Login { client, user, database, params: session, addr: audit.client })
 }
 
 enum StartupOutcome {

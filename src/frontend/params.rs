@@ -47,11 +47,15 @@ impl SessionParams {
         for (k, v) in params {
             if k == "options" {
                 for (name, value) in parse_options(v)? {
-                    out.set(&name, &value);
+                    out.put(&name, &value);
                 }
             } else if !NOT_PARAMETERS.contains(&k.as_str()) && !k.starts_with("_pq_.") {
-                out.set(k, v);
+                out.put(k, v);
             }
+        }
+        // Folded once for all of them (not once per parameter): this runs for every login.
+        if !out.params.is_empty() {
+            out.refresh();
         }
         out.startup = out.params.clone();
         Ok(out)
@@ -115,11 +119,16 @@ impl SessionParams {
 
     /// Set or replace one parameter.
     pub fn set(&mut self, name: &str, value: &str) {
+        self.put(name, value);
+        self.refresh();
+    }
+
+    /// Set or replace one parameter without folding the settings again (the caller does).
+    fn put(&mut self, name: &str, value: &str) {
         match self.params.iter_mut().find(|(k, _)| k.eq_ignore_ascii_case(name)) {
             Some(slot) => value.clone_into(&mut slot.1),
             None => self.params.push((name.to_string(), value.to_string())),
         }
-        self.refresh();
     }
 
     /// [`SessionParams::note_reported`] on a state other sessions may share: copied only if

@@ -32,11 +32,13 @@ impl StandbyRefusal {
 
     /// Apply one parameter as set at startup (or by `set_config`).
     pub fn apply_param(&mut self, name: &str, value: &str) {
-        let value = value.trim().trim_matches('\'').to_ascii_lowercase();
-        match name.to_ascii_lowercase().as_str() {
-            "default_transaction_isolation" | "transaction_isolation" => self.serializable = value == "serializable",
-            "transaction_read_only" => self.read_write = matches!(value.as_str(), "off" | "false" | "0" | "no" | "of"),
-            _ => {}
+        // Compared without lowercased copies: every login's startup parameters pass here.
+        let value = value.trim().trim_matches('\'');
+        let is = |s: &str, w: &str| s.eq_ignore_ascii_case(w);
+        if is(name, "default_transaction_isolation") || is(name, "transaction_isolation") {
+            self.serializable = is(value, "serializable");
+        } else if is(name, "transaction_read_only") {
+            self.read_write = ["off", "false", "0", "no", "of"].iter().any(|w| is(value, w));
         }
     }
 

@@ -41,7 +41,7 @@ const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
 
 /// Serve one console session until the client leaves (or is killed, or sluice drains).
 pub async fn run(shared: &Shared, login: Login) {
-    let Login { mut client, user, database, .. } = login;
+    let Login { mut client, user, database, addr, .. } = login;
     if !shared.config.ops.admin.users.contains(&user) {
         let msg = format!("user \"{user}\" may not use the admin console (it is not in admin.users)");
         let _ =
@@ -51,7 +51,6 @@ pub async fn run(shared: &Shared, login: Login) {
         return;
     }
     let key = shared.cancels.register();
-    let addr = client.get_ref().peer_addr();
     let since = std::time::SystemTime::now();
     let mut entry = shared.lifecycle.register(ClientInfo {
         id: key.pid,

@@ -3,19 +3,23 @@
 
 use super::*;
 
+/// Bytes reserved for the login reply before it is written.
+const LOGIN_REPLY_CAPACITY: usize = 512;
+
 impl Session<'_> {
     pub(super) async fn login(&mut self) -> Result<(), SessionEnd> {
-        let params = match self.known_params() {
-            Some(p) => p,
-            None => match self.login_conn().await {
+        // Sized for the usual reply (AuthenticationOk, ~14 ParameterStatus, BackendKeyData,
+        // ReadyForQuery: ~400 bytes), so writing it does not grow the buffer message by message.
+        let mut buf = BytesMut::with_capacity(LOGIN_REPLY_CAPACITY);
+        messages::authentication(&mut buf, messages::auth_code::OK, &[]);
+        if !self.known_params(&mut buf) {
+            let params = match self.login_conn().await {
                 Ok(p) => p,
                 Err(e) => return Err(SessionEnd::fatal(e.sqlstate(), e.to_string(), Fault::Server)),
-            },
-        };
-        let mut buf = BytesMut::new();
-        messages::authentication(&mut buf, messages::auth_code::OK, &[]);
-        for (k, v) in &params {
-            messages::parameter_status(&mut buf, k, v);
+            };
+            for (k, v) in &params {
+                messages::parameter_status(&mut buf, k, v);
+            }
         }
         messages::backend_key_data(&mut buf, self.key.pid, self.key.secret);
         messages::ready_for_query(&mut buf, TxStatus::Idle);
@@ -23,29 +27,45 @@ impl Session<'_> {
     }
 
     /// Under transaction pooling, a pool of this database and user that has connected before
-    /// already proved the login works: answer with its parameters (overridden by the client's
-    /// own, as the server spells them), without waiting for a free server connection. A value
-    /// the client spells in a way not seen before needs a server to say how it reports it.
-    pub(super) fn known_params(&mut self) -> Option<Vec<(String, String)>> {
+    /// already proved the login works: write its parameters as ParameterStatus into `buf`
+    /// (overridden by the client's own, as the server spells them), without waiting for a free
+    /// server connection, and say so. A value the client spells in a way not seen before needs
+    /// a server to say how it reports it: then `buf` is left as it was and the answer is false.
+    ///
+    /// Written straight from the pool's list: a login storm (`pgbench -C`) runs this per
+    /// connection, and copying the list first cost two allocations per parameter.
+    pub(super) fn known_params(&mut self, buf: &mut BytesMut) -> bool {
         if self.shared.config.pool.mode != PoolMode::Transaction {
-            return None;
+            return false;
         }
+        let Some(pool) = self.known_pool() else { return false };
+        let Some(startup) = pool.startup_params() else { return false };
+        let start = buf.len();
+        for (k, v) in startup {
+            let mine = self.params.params.iter().find(|(name, _)| name.eq_ignore_ascii_case(k));
+            match mine {
+                Some((_, mine)) if mine != v => match pool.server_spelling(k, mine) {
+                    Some(spelled) => messages::parameter_status(buf, k, &spelled),
+                    None => {
+                        buf.truncate(start);
+                        return false;
+                    }
+                },
+                _ => messages::parameter_status(buf, k, v),
+            }
+        }
+        true
+    }
+
+    /// The first pool of this session on a serving node that has logged in before.
+    fn known_pool(&mut self) -> Option<Arc<Pool>> {
         let topology = self.shared.topology.load();
-        let pool = topology
+        topology
             .nodes
             .iter()
             .filter(|n| n.role == Role::Primary || n.role == Role::Replica)
             .map(|n| self.pool(n.index))
-            .find(|p| p.startup_params().is_some())?;
-        let mut params = pool.startup_params()?.to_vec();
-        for (k, v) in &mut params {
-            if let Some((_, mine)) = self.params.params.iter().find(|(name, _)| name.eq_ignore_ascii_case(k)) {
-                if mine != v {
-                    *v = pool.server_spelling(k, mine)?;
-                }
-            }
-        }
-        Some(params)
+            .find(|p| p.startup_params().is_some())
     }
 
     /// Log in through a real server connection: checks the database and user, and yields the

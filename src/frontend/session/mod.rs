@@ -110,7 +110,7 @@ impl<'a> Session<'a> {
             id: key.pid,
             user: Arc::clone(&user),
             database: Arc::clone(&database),
-            addr: client.get_ref().peer_addr(),
+            addr: login.addr,
             since: std::time::SystemTime::now(),
         });
         Self {
@@ -404,9 +404,16 @@ impl<'a> Session<'a> {
     /// by its protocol state; reset first if it carries session state).
     async fn finish(mut self) {
         self.key.set_target(None);
-        let _ = self.client.get_mut().shutdown().await;
-        let Some(held) = self.held.take() else { return };
+        // TLS says goodbye with close_notify; a plain socket's close sends the same FIN a
+        // `shutdown` would, one syscall less per connection (it is closed before the server
+        // connection is given back, so the client still sees the end at once).
+        if self.client.get_ref().is_tls() {
+            let _ = self.client.get_mut().shutdown().await;
+        }
         let needs_reset = self.state.needs_reset();
+        let Session { client, held, .. } = self;
+        drop(client);
+        let Some(held) = held else { return };
         held.checkout.release(needs_reset).await;
     }
 }
