@@ -15,6 +15,8 @@
 #   KEEP=0 (1 keeps the temporary directory for inspection)
 #   NO_BUILD=0 (1: no cargo build, use the release artifacts in the target dir as they are)
 #   SLUICE_BIN=                 measure this sluice binary instead of the one just built (A/B runs)
+#   SLUICE_LAYOUT= SLUICE_WORKERS=  sluice's [runtime] layout ("shared" | "per-core") and workers
+#                               (empty: the config default)
 # shellcheck shell=bash
 
 PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
@@ -27,6 +29,8 @@ BUILD_TIMEOUT=${BUILD_TIMEOUT:-1800}
 BUILD_ATTEMPTS=${BUILD_ATTEMPTS:-1}
 KEEP=${KEEP:-0}
 NO_BUILD=${NO_BUILD:-0}
+SLUICE_LAYOUT=${SLUICE_LAYOUT:-}
+SLUICE_WORKERS=${SLUICE_WORKERS:-}
 LOG_TAG=${LOG_TAG:-lib}
 
 BENCH_USER=bench
@@ -278,6 +282,11 @@ write_sluice_config() {
     echo "listen = \"127.0.0.1:$listen\""
     printf '\n[limits]\nmax_client_connections = %s\n' "$MAX_CLIENTS"
     printf '\n[pool]\nmode = "transaction"\nsize = %s\n' "$POOL_SIZE"
+    if [ -n "$SLUICE_LAYOUT$SLUICE_WORKERS" ]; then
+      printf '\n[runtime]\n'
+      [ -z "$SLUICE_LAYOUT" ] || printf 'layout = "%s"\n' "$SLUICE_LAYOUT"
+      [ -z "$SLUICE_WORKERS" ] || printf 'workers = %s\n' "$SLUICE_WORKERS"
+    fi
     printf '\n[monitor]\nuser = "%s"\ndatabase = "postgres"\ninterval = "1s"\n' "$BENCH_USER"
     for port in "$@"; do
       i=$((i + 1))

@@ -17,7 +17,7 @@ use crate::admin::failover::FailoverAdmin;
 use crate::admin::{self, AdminState, Events};
 use crate::backend::probe::SqlProbe;
 use crate::backend::Pools;
-use crate::config::{Config, ConfigErrors};
+use crate::config::{Config, ConfigErrors, RuntimeLayout};
 use crate::frontend::{listener, Shared};
 use crate::live::Live;
 use crate::metrics::Metrics;
@@ -45,6 +45,9 @@ pub enum StartError {
     /// A `[client_tls]` or `[server_tls]` file cannot be used.
     #[error("TLS: {0}")]
     Tls(#[from] crate::tls::TlsError),
+    /// A session thread could not be started (per-core layout).
+    #[error("cannot start a session thread: {0}")]
+    Thread(std::io::Error),
     /// The configuration file is invalid.
     #[error("invalid configuration:\n{0}")]
     Config(#[from] ConfigErrors),
@@ -91,8 +94,8 @@ impl Proxy {
 
     async fn start_with(config: Config, path: Option<PathBuf>) -> Result<ProxyHandle, StartError> {
         // Bind first: a taken port fails at once, before any node is probed.
-        let listener = bind(config.listen, config.limits.listen_backlog, config.ops.lifecycle.reuse_port)?;
-        let addr = listener.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
+        let (listeners, addr) = bind_clients(&config)?;
+        let layout = config.ops.runtime.layout;
         let admin = config.admin_listen.map(|a| bind(a, 128, false)).transpose()?;
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let client_tls = crate::tls::ClientTls::new(&config.client_tls)?;
@@ -130,10 +133,19 @@ impl Proxy {
             rx.clone(),
         );
         let mut tasks = vec![
-            tokio::spawn(listener::accept_loop(listener, Arc::clone(&shared), accept_rx)),
             tokio::spawn(applier.run(requests, stop_tx)),
             tokio::spawn(reloader::watch_topology(Arc::clone(&shared), Arc::clone(&events), rx.clone())),
         ];
+        for (index, listener) in listeners.into_iter().enumerate() {
+            if layout == RuntimeLayout::Shared {
+                tasks.push(tokio::spawn(listener::accept_loop(listener, Arc::clone(&shared), accept_rx.clone())));
+                continue;
+            }
+            // The session thread watches the socket on its own reactor.
+            let std_listener = listener.into_std().map_err(|source| StartError::Listen { addr, source })?;
+            crate::runtime::spawn_core(index, std_listener, Arc::clone(&shared), accept_rx.clone(), rx.clone())
+                .map_err(StartError::Thread)?;
+        }
         if let Some(admin) = admin {
             let registry = Arc::new(registry);
             let state = AdminState {
@@ -195,6 +207,23 @@ async fn monitor_loop(
             _ => pools.clear_node(node),
         })
         .await;
+}
+
+/// The client listeners: one (shared layout), or one `SO_REUSEPORT` socket per session thread
+/// on the same address (per-core layout; port 0 is resolved by the first). Returns them and the
+/// address they listen on.
+fn bind_clients(config: &Config) -> Result<(Vec<TcpListener>, SocketAddr), StartError> {
+    let backlog = config.limits.listen_backlog;
+    let rt = &config.ops.runtime;
+    let count = if rt.layout == RuntimeLayout::Shared { 1 } else { rt.worker_count() };
+    let reuse_port = config.ops.lifecycle.reuse_port || count > 1;
+    let first = bind(config.listen, backlog, reuse_port)?;
+    let addr = first.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
+    let mut listeners = vec![first];
+    for _ in 1..count {
+        listeners.push(bind(addr, backlog, true)?);
+    }
+    Ok((listeners, addr))
 }
 
 fn bind(addr: SocketAddr, backlog: u32, reuse_port: bool) -> Result<TcpListener, StartError> {

@@ -14,6 +14,7 @@
 //!   with `/health` and `/topology`.
 //! - [`reload`] and [`live`]: hot reload (what a new file changes, and values readers borrow
 //!   while a reload replaces them).
+//! - [`runtime`]: the thread layout (one shared runtime, or one per core with its own listener).
 //! - [`pgcluster`] and [`demo`]: local PostgreSQL clusters for `sluice demo` and the tests.
 //!
 //! [`Proxy::start`] wires the handles together; `main.rs` only handles the process lifecycle.
@@ -32,6 +33,7 @@ pub mod pgcluster;
 pub mod protocol;
 pub mod reload;
 pub mod router;
+pub mod runtime;
 pub mod tls;
 pub mod topology;
 

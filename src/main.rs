@@ -48,7 +48,8 @@ fn main() -> ExitCode {
         },
         Command::Demo => {
             sluice::logging::init(&sluice::config::OpsConfig::default().log);
-            match runtime().block_on(sluice::demo::run()) {
+            let Some(runtime) = runtime(&sluice::config::RuntimeConfig::default()) else { return ExitCode::FAILURE };
+            match runtime.block_on(sluice::demo::run()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("sluice demo: {e}");
@@ -59,8 +60,10 @@ fn main() -> ExitCode {
     }
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("cannot start the tokio runtime")
+/// The runtime `main` blocks on, built from `[runtime]` before anything runs (see
+/// [`sluice::runtime`]).
+fn runtime(cfg: &sluice::config::RuntimeConfig) -> Option<tokio::runtime::Runtime> {
+    sluice::runtime::build_main(cfg).inspect_err(|e| eprintln!("sluice: cannot start the tokio runtime: {e}")).ok()
 }
 
 fn check_config(file: &std::path::Path) -> ExitCode {
@@ -87,7 +90,8 @@ fn run(path: PathBuf) -> ExitCode {
         }
     };
     sluice::logging::init(&config.ops.log);
-    runtime().block_on(serve(path))
+    let Some(runtime) = runtime(&config.ops.runtime) else { return ExitCode::FAILURE };
+    runtime.block_on(serve(path))
 }
 
 async fn serve(path: PathBuf) -> ExitCode {

@@ -113,6 +113,8 @@ async fn reuse_port_lets_a_second_sluice_bind_the_same_port() {
             .user("u", "p")
             .listen(&format!("127.0.0.1:{port}"))
             .set("lifecycle", "reuse_port", &reuse.to_string())
+            // The per-core layout always shares its port between its own threads.
+            .set("runtime", "layout", if reuse { "\"per-core\"" } else { "\"shared\"" })
             .config()
     };
     let old = sluice::Proxy::start(on(true)).await.expect("the first binds");

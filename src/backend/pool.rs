@@ -5,6 +5,13 @@
 //! that are too old or whose socket shows they died. [`Checkout::release`] is the one way a
 //! connection goes back: it reuses, drains or closes by the connection's protocol state
 //! ([`super::wire`]). A [`Checkout`] dropped without it closes its connection.
+//!
+//! In the per-core runtime layout a pool keeps one idle list per session thread
+//! ([`crate::runtime::core`]): a connection goes back to the list of the thread that released
+//! it, and a checkout takes from its own thread's list first, so the socket it gets is usually
+//! watched by its own reactor (no cross-thread wake-up per reply). Only when its list is empty
+//! does it take one from another thread's list (still cheaper than a new connection, and the
+//! pool's size stays one bound for the whole process).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -50,8 +57,9 @@ pub struct Pool {
     spec: ArcSwap<ConnectSpec>,
     /// Boxed on purpose: a checkout takes the box out and gives it back without copying the
     /// connection, and a session holding one carries a pointer.
-    #[allow(clippy::vec_box)]
-    idle: Mutex<Vec<Box<Pooled>>>,
+    /// One list per session thread (one in the shared layout), indexed by
+    /// [`crate::runtime::core`] modulo their number.
+    idle: Box<[IdleList]>,
     permits: Arc<Semaphore>,
     cfg: ArcSwap<PoolConfig>,
     /// The size now configured; permits beyond it are forgotten as they come back.
@@ -100,6 +108,10 @@ impl Pooled {
     }
 }
 
+/// One idle list (boxed entries on purpose, see [`Pool`]'s `idle`).
+#[allow(clippy::vec_box)]
+type IdleList = Mutex<Vec<Box<Pooled>>>;
+
 /// A checked-out connection and the permit that counts it.
 pub struct Checkout {
     conn: Option<Box<Pooled>>,
@@ -115,10 +127,10 @@ pub struct Checkout {
 }
 
 impl Pool {
-    fn new(spec: ConnectSpec, cfg: PoolConfig, metrics: NodeMetrics) -> Self {
+    fn new(spec: ConnectSpec, cfg: PoolConfig, metrics: NodeMetrics, shards: usize) -> Self {
         Self {
             spec: ArcSwap::from_pointee(spec),
-            idle: Mutex::new(Vec::new()),
+            idle: (0..shards.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
             permits: Arc::new(Semaphore::new(cfg.size)),
             size: AtomicUsize::new(cfg.size),
             owed: AtomicUsize::new(0),
@@ -239,8 +251,20 @@ impl Pool {
         }
     }
 
+    /// The idle list of the calling thread.
+    fn own_idle(&self) -> &IdleList {
+        &self.idle[crate::runtime::core() % self.idle.len()]
+    }
+
+    /// The most recently used healthy idle connection: of this thread's list, else of the
+    /// others in turn.
     fn take_idle(&self, now: Instant) -> Option<Box<Pooled>> {
-        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let own = crate::runtime::core() % self.idle.len();
+        (0..self.idle.len()).find_map(|i| self.take_idle_from(&self.idle[(own + i) % self.idle.len()], now))
+    }
+
+    fn take_idle_from(&self, list: &IdleList, now: Instant) -> Option<Box<Pooled>> {
+        let mut idle = list.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         while let Some(mut c) = idle.pop() {
             if self.fresh(&c.conn, now) && !c.conn.looks_dead() {
                 return Some(c);
@@ -262,14 +286,15 @@ impl Pool {
             return;
         }
         c.conn.touch(now);
-        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(c);
+        self.own_idle().lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(c);
     }
 
     /// Close every idle connection (e.g. its node changed role).
     pub fn clear_idle(&self) {
-        let mut idle = self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-        idle.clear();
+        for list in &self.idle {
+            list.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+        }
     }
 
     /// Connections checked out right now (units running on them, or sessions holding them).
@@ -281,7 +306,7 @@ impl Pool {
     /// Idle connections right now.
     #[must_use]
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()
+        self.idle.iter().map(|list| list.lock().unwrap_or_else(std::sync::PoisonError::into_inner).len()).sum()
     }
 
     /// The server's startup ParameterStatus values, once this pool has connected (which also
@@ -495,6 +520,7 @@ impl Pools {
             self.spec(&key, self.config.pool.connect_timeout),
             self.config.pool.clone(),
             self.metrics.node(node),
+            crate::runtime::pool_shards(&self.config.ops.runtime),
         ));
         pools.insert(key, Arc::clone(&pool));
         pool
@@ -595,7 +621,7 @@ mod resize_tests {
         };
         let mut registry = prometheus_client::registry::Registry::default();
         let metrics = Metrics::new(&mut registry, &["n".to_string()]);
-        Arc::new(Pool::new(spec, cfg, metrics.node(0)))
+        Arc::new(Pool::new(spec, cfg, metrics.node(0), 1))
     }
 
     #[test]

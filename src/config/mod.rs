@@ -8,7 +8,7 @@ mod raw;
 mod security;
 mod validate;
 
-pub use ops::{AdminConfig, LifecycleConfig, LogConfig, LogFormat, OpsConfig};
+pub use ops::{AdminConfig, LifecycleConfig, LogConfig, LogFormat, OpsConfig, RuntimeConfig, RuntimeLayout};
 pub use security::{
     AuthQueryConfig, ClientTlsConfig, ClientTlsMode, ServerTlsConfig, ServerTlsMode, DEFAULT_AUTH_QUERY,
 };

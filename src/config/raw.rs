@@ -32,6 +32,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub lifecycle: super::ops::RawLifecycle,
     #[serde(default)]
+    pub runtime: super::ops::RawRuntime,
+    #[serde(default)]
     pub admin: super::ops::RawAdmin,
     #[serde(default)]
     pub log: super::ops::RawLog,

@@ -60,12 +60,14 @@ fn keep_restart_only(running: &Config, next: &mut Config, needs_restart: &mut Ve
     keep("pool.mode", running.pool.mode != next.pool.mode);
     keep("lifecycle.reuse_port", running.ops.lifecycle.reuse_port != next.ops.lifecycle.reuse_port);
     keep("log", running.ops.log != next.ops.log);
+    keep("runtime", running.ops.runtime != next.ops.runtime);
     next.listen = running.listen;
     next.admin_listen = running.admin_listen;
     next.limits.listen_backlog = running.limits.listen_backlog;
     next.pool.mode = running.pool.mode;
     next.ops.lifecycle.reuse_port = running.ops.lifecycle.reuse_port;
     next.ops.log = running.ops.log.clone();
+    next.ops.runtime = running.ops.runtime.clone();
 }
 
 /// The running slots, updated by name from the file; new names appended.

@@ -191,6 +191,7 @@ impl ProxyBuilder {
             "server_tls",
             "auth",
             "lifecycle",
+            "runtime",
             "admin",
             "log",
         ] {
@@ -210,6 +211,12 @@ impl ProxyBuilder {
 
     fn section(&self, section: &str) -> String {
         let mut keys: Vec<(&str, &str)> = Vec::new();
+        // `SLUICE_TEST_LAYOUT=per-core` runs a whole test binary on that runtime layout (a
+        // test that sets the layout itself keeps its own).
+        let layout = std::env::var("SLUICE_TEST_LAYOUT").ok().filter(|l| !l.is_empty()).map(|l| s(&l));
+        if let (Some(layout), "runtime") = (&layout, section) {
+            keys.push(("layout", layout.as_str()));
+        }
         for (sec, key, value) in &self.settings {
             if sec == section {
                 keys.retain(|(k, _)| k != key);

@@ -178,6 +178,8 @@ pub fn config(config: &Config) -> ResultSet {
     put("server_tls", format!("{:?}", config.server_tls));
     put("auth", config.auth.as_ref().map_or("(none)".into(), |a| format!("{a:?}")));
     put("lifecycle", format!("{:?}", config.ops.lifecycle));
+    let runtime = &config.ops.runtime;
+    put("runtime", format!("{:?}, {} workers", runtime.layout, runtime.worker_count()));
     put("admin.users", config.ops.admin.users.join(","));
     put("admin.token", if config.ops.admin.token.is_some() { "(set)".into() } else { "(not set)".into() });
     put("log", format!("{:?}", config.ops.log));
