@@ -282,6 +282,7 @@ impl Engine {
             client: FrameReader::new(MaybeTls::Memory(proxy_end), MAX_MESSAGE),
             user: "bench".into(),
             database: "bench".into(),
+            addr: None,
             params: SessionParams::from_startup(&startup).expect("startup parameters"),
         };
         let shared = self.shared;
