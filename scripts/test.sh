@@ -47,9 +47,16 @@ install_compat_drivers() {
   fi
   if { [ ! -f /usr/share/java/postgresql.jar ] || ! command -v javac >/dev/null || ! command -v node >/dev/null; } \
     && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    echo "test.sh: installing libpostgresql-jdbc-java, a JDK and node (apt)..."
-    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-      libpostgresql-jdbc-java default-jdk-headless nodejs npm >/dev/null || echo "test.sh: apt-get install failed" >&2
+    # Only what is missing: a machine whose node comes from another repository (nodesource's
+    # nodejs bundles npm and conflicts with Debian's npm package) must not be asked for both.
+    local pkgs=()
+    [ -f /usr/share/java/postgresql.jar ] || pkgs+=(libpostgresql-jdbc-java)
+    command -v javac >/dev/null || pkgs+=(default-jdk-headless)
+    command -v node >/dev/null || pkgs+=(nodejs)
+    command -v npm >/dev/null || pkgs+=(npm)
+    echo "test.sh: installing ${pkgs[*]} (apt)..."
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >/dev/null \
+      || echo "test.sh: apt-get install ${pkgs[*]} failed" >&2
     if [ ! -d tests/compat/node_modules/pg ] && command -v npm >/dev/null; then
       npm install --no-save --no-package-lock --silent --prefix tests/compat pg || echo "test.sh: npm install failed" >&2
     fi
