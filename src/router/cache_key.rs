@@ -64,7 +64,12 @@ pub(crate) fn plain_key(sql: &str) -> Option<String> {
     while i < bytes.len() {
         let b = bytes[i];
         let next = bytes.get(i + 1).copied().unwrap_or(0);
-        if is_space(b) || (b == b'-' && next == b'-') || (b == b'/' && next == b'*') {
+        if b == b' ' && i + 1 < bytes.len() && CLASSES[usize::from(next)] & SPACE == 0 && next != b'-' && next != b'/' {
+            // The usual gap: one blank between two tokens.
+            key.push_str(&sql[run..i]);
+            key.push(' ');
+            (i, run) = (i + 1, i + 1);
+        } else if CLASSES[usize::from(b)] & SPACE != 0 || (b == b'-' && next == b'-') || (b == b'/' && next == b'*') {
             let (end, newline) = skip_trivia(bytes, i)?;
             key.push_str(&sql[run..i]);
             if end < bytes.len() {
@@ -106,16 +111,33 @@ pub(crate) fn plain_key(sql: &str) -> Option<String> {
     Some(key)
 }
 
+/// The lexer's byte classes as a table (one load per byte in the scanner's loops).
+const SPACE: u8 = 1;
+const IDENT: u8 = 2;
+const CLASSES: [u8; 256] = {
+    let mut t = [0; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = if is_space(b as u8) { SPACE } else { 0 } | if is_ident_byte(b as u8) { IDENT } else { 0 };
+        b += 1;
+    }
+    t
+};
+
 /// Skip whitespace and comments from `i`: where they end and whether they hold a newline, or
 /// `None` if a block comment never ends.
+#[inline]
 fn skip_trivia(bytes: &[u8], mut i: usize) -> Option<(usize, bool)> {
     let mut newline = false;
     loop {
         let b = bytes.get(i).copied().unwrap_or(0);
+        if CLASSES[usize::from(b)] & SPACE != 0 {
+            newline |= b == b'\n';
+            i += 1;
+            continue;
+        }
         let next = bytes.get(i + 1).copied().unwrap_or(0);
-        let end = if is_space(b) {
-            i + 1
-        } else if b == b'-' && next == b'-' {
+        let end = if b == b'-' && next == b'-' {
             line_comment_end(bytes, i)
         } else if b == b'/' && next == b'*' {
             block_comment_end(bytes, i)?
@@ -137,7 +159,7 @@ fn plain_word_end(bytes: &[u8], start: usize) -> Option<usize> {
         _ => {}
     }
     let mut end = start + 1;
-    while is_ident_byte(at(end)) {
+    while end < bytes.len() && CLASSES[usize::from(bytes[end])] & IDENT != 0 {
         end += 1;
     }
     (!bytes[start..end].eq_ignore_ascii_case(b"explain")).then_some(end)

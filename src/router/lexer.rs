@@ -67,12 +67,12 @@ impl Token {
 }
 
 /// PostgreSQL's whitespace: space, tab, newline, carriage return, form feed, vertical tab.
-pub(super) fn is_space(b: u8) -> bool {
+pub(super) const fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0c | 0x0b)
 }
 
 /// True for bytes that may continue an identifier.
-pub(super) fn is_ident_byte(b: u8) -> bool {
+pub(super) const fn is_ident_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
 }
 
