@@ -287,7 +287,7 @@ mod tests {
     ];
 
     fn agrees(sql: &str) -> bool {
-        plain_key(sql).map_or(true, |k| k == lexed_key(sql))
+        plain_key(sql).is_none_or(|k| k == lexed_key(sql))
     }
 
     #[test]
