@@ -15,8 +15,16 @@
 //! they are not valid tokens), so no real text collides with them. Texts the lexer finds
 //! malformed (an unterminated string or comment) are keyed verbatim behind their own prefix.
 //! This module owns no state; [`super::Classifier`] hashes the key.
+//!
+//! Two ways to the same key: [`plain_key`], one pass over the bytes for the common text (no
+//! prefixed or dollar-quoted string, no `EXPLAIN`, nothing unterminated), and [`lexed_key`], the
+//! full lexer, for everything `plain_key` declines. `plain_key` reuses the lexer's own scanners
+//! for numbers, quoted forms and comments, so both see the same token boundaries.
 
-use super::lexer::{leading_hint, Kind, Lexer, Token};
+use super::lexer::{
+    block_comment_end, is_ident_byte, is_ident_start, is_space, leading_hint, line_comment_end, number_end, quoted_end,
+    Kind, Lexer, Token,
+};
 use super::Hint;
 
 /// Stands for a plain numeric constant.
@@ -27,12 +35,141 @@ const STRING: char = '\u{2}';
 /// The cache key of `sql` (see the module map).
 #[must_use]
 pub(crate) fn cache_key(sql: &str) -> String {
-    let mut key = String::with_capacity(sql.len() + 1);
-    key.push(match leading_hint(sql) {
+    plain_key(sql).unwrap_or_else(|| lexed_key(sql))
+}
+
+/// The key's first character: the leading routing hint.
+fn hint_mark(sql: &str) -> char {
+    match leading_hint(sql) {
         None => '-',
         Some(Hint::Primary) => 'P',
         Some(Hint::Replica) => 'R',
-    });
+    }
+}
+
+/// The key of `sql` in one pass over its bytes, or `None` if the text has anything this scanner
+/// leaves to [`lexed_key`]: a prefixed (`E'`, `B'`, `X'`, `N'`, `U&`) or dollar-quoted string,
+/// a lone `$`, an `EXPLAIN`, or an unterminated string, identifier or comment. Where it answers,
+/// the key is exactly `lexed_key`'s (`plain_key_agrees_with_the_lexer`).
+///
+/// The key is the text with runs copied as they are; only gaps (trivia between two tokens) and
+/// plain literals are rewritten, so the scan only needs to find where each token ends.
+pub(crate) fn plain_key(sql: &str) -> Option<String> {
+    let bytes = sql.as_bytes();
+    let mut key = String::with_capacity(sql.len() + 1);
+    key.push(hint_mark(sql));
+    let mut i = skip_trivia(bytes, 0)?.0;
+    // Start of the text not yet copied into the key.
+    let mut run = i;
+    while i < bytes.len() {
+        let b = bytes[i];
+        let next = bytes.get(i + 1).copied().unwrap_or(0);
+        if b == b' ' && i + 1 < bytes.len() && CLASSES[usize::from(next)] & SPACE == 0 && next != b'-' && next != b'/' {
+            // The usual gap: one blank between two tokens.
+            key.push_str(&sql[run..i]);
+            key.push(' ');
+            (i, run) = (i + 1, i + 1);
+        } else if CLASSES[usize::from(b)] & SPACE != 0 || (b == b'-' && next == b'-') || (b == b'/' && next == b'*') {
+            let (end, newline) = skip_trivia(bytes, i)?;
+            key.push_str(&sql[run..i]);
+            if end < bytes.len() {
+                key.push(if newline { '\n' } else { ' ' });
+            }
+            (i, run) = (end, end);
+        } else if b == b'\'' {
+            let end = quoted_end(bytes, i + 1, b'\'', false)?;
+            key.push_str(&sql[run..i]);
+            key.push(STRING);
+            (i, run) = (end, end);
+        } else if b.is_ascii_digit() || (b == b'.' && next.is_ascii_digit()) {
+            let end = number_end(bytes, i);
+            if is_plain_number(&sql[i..end]) {
+                key.push_str(&sql[run..i]);
+                key.push(NUMBER);
+                run = end;
+            }
+            i = end;
+        } else if b == b'"' {
+            i = quoted_end(bytes, i + 1, b'"', false)?;
+        } else if b == b'$' {
+            // `$1`; a dollar quote or a lone `$` is left to the lexer.
+            if !next.is_ascii_digit() {
+                return None;
+            }
+            i += 1;
+            while bytes.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+        } else if is_ident_start(b) {
+            i = plain_word_end(bytes, i)?;
+        } else {
+            // `(`, `)`, `;`, `,`, `.`, `::` and operator bytes: copied as they are.
+            i += 1;
+        }
+    }
+    key.push_str(&sql[run..]);
+    Some(key)
+}
+
+/// The lexer's byte classes as a table (one load per byte in the scanner's loops).
+const SPACE: u8 = 1;
+const IDENT: u8 = 2;
+const CLASSES: [u8; 256] = {
+    let mut t = [0; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = if is_space(b as u8) { SPACE } else { 0 } | if is_ident_byte(b as u8) { IDENT } else { 0 };
+        b += 1;
+    }
+    t
+};
+
+/// Skip whitespace and comments from `i`: where they end and whether they hold a newline, or
+/// `None` if a block comment never ends.
+#[inline]
+fn skip_trivia(bytes: &[u8], mut i: usize) -> Option<(usize, bool)> {
+    let mut newline = false;
+    loop {
+        let b = bytes.get(i).copied().unwrap_or(0);
+        if CLASSES[usize::from(b)] & SPACE != 0 {
+            newline |= b == b'\n';
+            i += 1;
+            continue;
+        }
+        let next = bytes.get(i + 1).copied().unwrap_or(0);
+        let end = if b == b'-' && next == b'-' {
+            line_comment_end(bytes, i)
+        } else if b == b'/' && next == b'*' {
+            block_comment_end(bytes, i)?
+        } else {
+            return Some((i, newline));
+        };
+        newline |= bytes[i..end].contains(&b'\n');
+        i = end;
+    }
+}
+
+/// The end of the word starting at `start`, or `None` for a prefixed string or identifier
+/// (`E'..'`, `B'..'`, `X'..'`, `N'..'`, `U&'..'`, `U&".."`) or the word `EXPLAIN`.
+fn plain_word_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
+    match (bytes[start].to_ascii_lowercase(), at(start + 1)) {
+        (b'e' | b'b' | b'x' | b'n', b'\'') => return None,
+        (b'u', b'&') if matches!(at(start + 2), b'\'' | b'"') => return None,
+        _ => {}
+    }
+    let mut end = start + 1;
+    while end < bytes.len() && CLASSES[usize::from(bytes[end])] & IDENT != 0 {
+        end += 1;
+    }
+    (!bytes[start..end].eq_ignore_ascii_case(b"explain")).then_some(end)
+}
+
+/// The cache key of `sql` through the lexer: the reference [`plain_key`] must agree with.
+#[must_use]
+pub(crate) fn lexed_key(sql: &str) -> String {
+    let mut key = String::with_capacity(sql.len() + 1);
+    key.push(hint_mark(sql));
     if push_tokens(&mut key, sql, true).is_err() {
         // An EXPLAIN: its literals matter; start over keeping them.
         key.truncate(1);
@@ -97,6 +234,106 @@ fn is_plain_string(text: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Texts where a one-pass scanner could go wrong; each either takes the fast path with the
+    /// lexer's key or is declined.
+    const TRICKY: &[&str] = &[
+        "SELECT 1e5, 1E+5, 1e-5, 1e, 1e+",
+        "SELECT .5, 1., 1.5.3, 1..2, a.5, t.col",
+        "SELECT 0x1F, 0X1f, 0o17, 0b101, 0b2, 0x, 1_000, 1_",
+        "SELECT a1, 1a, a$1, _x9, 1for",
+        "SELECT \"a b\", \"x\"\"y\", \"\" FROM \"T\"",
+        "SELECT 'it''s', '', '''', 'a''' 'b'",
+        "SELECT 'a'\n'b', 'a' 'b', 'a'\r\n'b', 'a'\t\n\t'b'",
+        "SELECT a <= 1, a < = 1, a<=1, a<>b, a!=b",
+        "SELECT 1::int, x::text[], a: :b, ::",
+        "SELECT $1, $12, $1::int, a$1",
+        "SELECT $$x$$, $q$y$q$, $ x, $",
+        "SELECT 1;",
+        "SELECT 1 ;  ",
+        "  \n SELECT 1\n",
+        "/* sluice: replica */ SELECT 1",
+        "/* sluice: primary */SELECT 'x'",
+        "-- sluice: replica\nSELECT 1",
+        "/* app=x */ /* sluice:replica */ SELECT 2 -- trailing",
+        "SELECT 1 /* c\n */ + 2",
+        "SELECT 1/* c */+2",
+        "SELECT 1 -- c\r+ 2",
+        "SELECT 1 /* /* nested */ */ , 2",
+        "SELECT 1 /* unterminated",
+        "SELECT 'unterminated",
+        "SELECT \"unterminated",
+        "SELECT E'a\\'b', e'x', B'101', X'1F', N'n', U&'d', u&\"q\", u&x",
+        "SELECT abe'x', xe'y', nb'z'",
+        "SELECT E'x'",
+        "EXPLAIN SELECT 1",
+        "explain (analyze 0) delete from t",
+        "SELECT explained, exp, lain FROM explain_t",
+        "SELECT héllo, 'naïve', \"ü\" FROM t WHERE x = 'é'",
+        "SELECT a ? 'k', a @> '{1}', a || 'x', -1, - 1, --1\n2",
+        "SELECT a[1], b[1:2], c{}, d^2, e%3, f#g, h~i, j`k",
+        "SELECT \u{1}, \u{2}, '\u{0}'",
+        "INSERT INTO t VALUES (1, 'a', 2.5, NULL)",
+        "",
+        "   ",
+        "/* only a comment */",
+        "-- only a comment",
+        ";",
+        "SELECT-1",
+        "SELECT 1-- x",
+        "SELECT 1/*x*/",
+        "SELECT 1\x0b\x0c2",
+    ];
+
+    fn agrees(sql: &str) -> bool {
+        plain_key(sql).is_none_or(|k| k == lexed_key(sql))
+    }
+
+    #[test]
+    fn plain_key_agrees_with_the_lexer() {
+        for sql in TRICKY {
+            assert!(agrees(sql), "{sql:?}: {:?} vs {:?}", plain_key(sql), lexed_key(sql));
+        }
+    }
+
+    #[test]
+    fn common_texts_take_the_fast_path() {
+        for sql in [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 48213;",
+            "UPDATE pgbench_accounts SET abalance = abalance + -2346 WHERE aid = 81904;",
+            "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (5, 1, 3, 42, CURRENT_TIMESTAMP);",
+            "BEGIN;",
+            "END;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = $1",
+            "/* sluice: replica */ SELECT * FROM t WHERE name = 'it''s' AND x = .5",
+            "SELECT 1 -- trace\n",
+        ] {
+            assert_eq!(plain_key(sql).as_deref(), Some(lexed_key(sql).as_str()), "{sql:?}");
+        }
+    }
+
+    /// Pieces that start or end tokens, to build texts that hit the scanner's edges.
+    const PIECES: &[&str] = &[
+        "SELECT", "a", "e", "E", "x", "b", "n", "u", "U&", "&", "explain", "_", "é", "1", "0", "5", ".", "e5", "x1F",
+        "_0", "'", "''", "\"", "$", "$1", "$$", "--", "-", "/*", "*/", "/", "*", " ", "\n", "\r", "\t", ":", "::", ";",
+        ",", "(", ")", "<", "=", "+", "\u{1}", "\\",
+    ];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(20_000))]
+
+        #[test]
+        fn plain_key_agrees_on_pieced_texts(pieces in proptest::collection::vec(proptest::sample::select(PIECES), 0..16)) {
+            let sql = pieces.concat();
+            prop_assert!(agrees(&sql), "{:?}: {:?} vs {:?}", sql, plain_key(&sql), lexed_key(&sql));
+        }
+
+        #[test]
+        fn plain_key_agrees_on_random_texts(sql in "[ -~\n\té]{0,40}") {
+            prop_assert!(agrees(&sql), "{:?}: {:?} vs {:?}", sql, plain_key(&sql), lexed_key(&sql));
+        }
+    }
 
     /// (a, b, same key?)
     const PAIRS: &[(&str, &str, bool)] = &[

@@ -67,17 +67,17 @@ impl Token {
 }
 
 /// PostgreSQL's whitespace: space, tab, newline, carriage return, form feed, vertical tab.
-fn is_space(b: u8) -> bool {
+pub(super) const fn is_space(b: u8) -> bool {
     matches!(b, b' ' | b'\t' | b'\n' | b'\r' | 0x0c | 0x0b)
 }
 
 /// True for bytes that may continue an identifier.
-fn is_ident_byte(b: u8) -> bool {
+pub(super) const fn is_ident_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b == b'_' || b == b'$' || b >= 0x80
 }
 
 /// True for bytes that may start an identifier.
-fn is_ident_start(b: u8) -> bool {
+pub(super) fn is_ident_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
 }
 
@@ -146,48 +146,9 @@ impl<'a> Lexer<'a> {
         kind
     }
 
-    /// A numeric constant: `123`, `1_000`, `1.5`, `.5`, `1e-3`, `0x1F`, `0o17`, `0b101`. It
-    /// stops at the first byte that cannot continue it, so `1for` is `1` then `for`, as
-    /// PostgreSQL before 15 read it (later versions reject it).
     fn number(&mut self) -> Kind {
-        let start = self.pos;
-        let radix_digit: Option<fn(u8) -> bool> =
-            match (self.bytes[start], self.peek_at(start + 1).to_ascii_lowercase()) {
-                (b'0', b'x') => Some(|d| d.is_ascii_hexdigit()),
-                (b'0', b'o') => Some(|d| matches!(d, b'0'..=b'7')),
-                (b'0', b'b') => Some(|d| matches!(d, b'0' | b'1')),
-                _ => None,
-            };
-        if let Some(is_digit) = radix_digit {
-            if is_digit(self.peek_at(start + 2)) {
-                self.pos = start + 2;
-                self.digits(is_digit);
-                return Kind::Number;
-            }
-        }
-        self.digits(|d| d.is_ascii_digit());
-        if self.peek_at(self.pos) == b'.' && self.peek_at(self.pos + 1) != b'.' {
-            self.pos += 1;
-            self.digits(|d| d.is_ascii_digit());
-        }
-        if self.peek_at(self.pos).eq_ignore_ascii_case(&b'e') {
-            let mut exp = self.pos + 1;
-            if matches!(self.peek_at(exp), b'+' | b'-') {
-                exp += 1;
-            }
-            if self.peek_at(exp).is_ascii_digit() {
-                self.pos = exp;
-                self.digits(|d| d.is_ascii_digit());
-            }
-        }
+        self.pos = number_end(self.bytes, self.pos);
         Kind::Number
-    }
-
-    /// Skip digits accepted by `is_digit`, and `_` separators.
-    fn digits(&mut self, is_digit: fn(u8) -> bool) {
-        while is_digit(self.peek_at(self.pos)) || self.peek_at(self.pos) == b'_' {
-            self.pos += 1;
-        }
     }
 
     /// A word, or a prefixed string/identifier: `E'..'`, `U&'..'`, `U&".."`, `B'..'`, `X'..'`,
@@ -211,27 +172,18 @@ impl<'a> Lexer<'a> {
         Kind::Word
     }
 
-    /// A quoted form whose body starts at `from`; a doubled quote is an escaped quote, and with
-    /// `backslash` a backslash escapes the next byte.
+    /// A quoted form whose body starts at `from` (see [`quoted_end`]).
     fn quoted(&mut self, from: usize, quote: u8, backslash: bool, kind: Kind) -> Kind {
-        let mut i = from;
-        while i < self.bytes.len() {
-            let b = self.bytes[i];
-            if backslash && b == b'\\' {
-                i += 2;
-            } else if b == quote {
-                if self.peek_at(i + 1) == quote {
-                    i += 2;
-                } else {
-                    self.pos = i + 1;
-                    return kind;
-                }
-            } else {
-                i += 1;
+        match quoted_end(self.bytes, from, quote, backslash) {
+            Some(end) => {
+                self.pos = end;
+                kind
+            }
+            None => {
+                self.pos = self.bytes.len();
+                Kind::Unterminated
             }
         }
-        self.pos = self.bytes.len();
-        Kind::Unterminated
     }
 
     /// `$1` (a parameter), `$tag$ ... $tag$` / `$$ ... $$` (a string), or a lone `$`.
@@ -287,8 +239,68 @@ impl Iterator for Lexer<'_> {
     }
 }
 
+/// The end of the numeric constant starting at `start`: `123`, `1_000`, `1.5`, `.5`, `1e-3`,
+/// `0x1F`, `0o17`, `0b101`. It stops at the first byte that cannot continue it, so `1for` is `1`
+/// then `for`, as PostgreSQL before 15 read it (later versions reject it).
+pub(super) fn number_end(bytes: &[u8], start: usize) -> usize {
+    let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
+    // Skip digits accepted by `is_digit`, and `_` separators.
+    let digits = |mut i: usize, is_digit: fn(u8) -> bool| {
+        while is_digit(at(i)) || at(i) == b'_' {
+            i += 1;
+        }
+        i
+    };
+    let radix_digit: Option<fn(u8) -> bool> = match (bytes[start], at(start + 1).to_ascii_lowercase()) {
+        (b'0', b'x') => Some(|d| d.is_ascii_hexdigit()),
+        (b'0', b'o') => Some(|d| matches!(d, b'0'..=b'7')),
+        (b'0', b'b') => Some(|d| matches!(d, b'0' | b'1')),
+        _ => None,
+    };
+    if let Some(is_digit) = radix_digit {
+        if is_digit(at(start + 2)) {
+            return digits(start + 2, is_digit);
+        }
+    }
+    let mut pos = digits(start, |d| d.is_ascii_digit());
+    if at(pos) == b'.' && at(pos + 1) != b'.' {
+        pos = digits(pos + 1, |d| d.is_ascii_digit());
+    }
+    if at(pos).eq_ignore_ascii_case(&b'e') {
+        let mut exp = pos + 1;
+        if matches!(at(exp), b'+' | b'-') {
+            exp += 1;
+        }
+        if at(exp).is_ascii_digit() {
+            pos = digits(exp, |d| d.is_ascii_digit());
+        }
+    }
+    pos
+}
+
+/// The byte after a quoted form whose body starts at `from`, or `None` if it never ends. A
+/// doubled quote is an escaped quote, and with `backslash` a backslash escapes the next byte.
+pub(super) fn quoted_end(bytes: &[u8], from: usize, quote: u8, backslash: bool) -> Option<usize> {
+    let mut i = from;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if backslash && b == b'\\' {
+            i += 2;
+        } else if b == quote {
+            if bytes.get(i + 1) == Some(&quote) {
+                i += 2;
+            } else {
+                return Some(i + 1);
+            }
+        } else {
+            i += 1;
+        }
+    }
+    None
+}
+
 /// The byte after a `--` comment (its newline included).
-fn line_comment_end(bytes: &[u8], start: usize) -> usize {
+pub(super) fn line_comment_end(bytes: &[u8], start: usize) -> usize {
     match bytes[start..].iter().position(|&b| b == b'\n' || b == b'\r') {
         Some(at) => start + at + 1,
         None => bytes.len(),
@@ -296,7 +308,7 @@ fn line_comment_end(bytes: &[u8], start: usize) -> usize {
 }
 
 /// The byte after a (nested) `/* */` comment starting at `start`, or `None` if it never ends.
-fn block_comment_end(bytes: &[u8], start: usize) -> Option<usize> {
+pub(super) fn block_comment_end(bytes: &[u8], start: usize) -> Option<usize> {
     let mut depth = 0usize;
     let mut i = start;
     while i + 1 < bytes.len() {
