@@ -78,7 +78,7 @@ pub async fn run(shared: &Shared, login: Login) {
         return;
     }
     loop {
-        let frame = match entry.unless_stopped(true, || client.next()).await {
+        let frame = match entry.unless_stopped(true, client.next()).await {
             Ok(Ok(Some(f))) => f,
             Ok(_) => return,
             Err(stopped) => {

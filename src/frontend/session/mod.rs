@@ -238,7 +238,7 @@ impl<'a> Session<'a> {
         let between_units = self.state.tx() == TxStatus::Idle;
         // Lean: an idle client holds no read buffer while it says nothing.
         let client = &mut self.client;
-        let read = self.entry.unless_stopped(between_units, || client.next_lean());
+        let read = self.entry.unless_stopped(between_units, client.next_lean());
         let r = match idle {
             Some(d) => match Box::pin(tokio::time::timeout(d, read)).await {
                 Ok(r) => r,
