@@ -92,8 +92,8 @@ impl Session<'_> {
         if let Err(e) = self.acquire(class, Rotation::of(unit)).await {
             return self.statement_error(e.sqlstate(), &e.to_string()).await.map(|()| None);
         }
-        let may_copy =
-            (class.access == Access::Write || class.tx == TxEffect::End) && unit.may_copy_in(&self.rare.get().statements);
+        let may_copy = (class.access == Access::Write || class.tx == TxEffect::End)
+            && unit.may_copy_in(&self.rare.get().statements);
         let writes_move = self.writes_move();
         // A unit not ended by Sync streams in the client's further messages while it runs. One
         // cut short by a message that needs its own routing gets a Flush instead: the server
@@ -133,7 +133,13 @@ impl Session<'_> {
             let relay = if retryable { relay.retryable(class.access == Access::Read) } else { relay };
             let mut relay = if streams {
                 let replayable = !matches!(unit, Unit::Extended(f) if f.last().map(Frame::tag) == Some(tag::FLUSH));
-                relay.streaming(&mut self.rare.get().statements, &self.classifier, writes_move, &mut streamed, replayable)
+                relay.streaming(
+                    &mut self.rare.get().statements,
+                    &self.classifier,
+                    writes_move,
+                    &mut streamed,
+                    replayable,
+                )
             } else {
                 relay
             };
