@@ -23,6 +23,7 @@ use futures_util::task::AtomicWaker;
 
 use tokio::sync::watch;
 
+use super::cancel::ClientSlot;
 use crate::error::sqlstate;
 
 /// Which new units are held.
@@ -95,11 +96,12 @@ pub struct ClientInfo {
     pub since: SystemTime,
 }
 
-/// What `KILL` and drain need to reach one waiting session, shared by it and its registry
-/// entry. (A `watch` channel for all sessions cost each idle one a 120-byte `changed()` future
-/// in its wait, and a lock per unit to register it.)
+/// What `KILL` and drain need to reach one waiting session, in the client's record
+/// ([`ClientSlot`], shared by the session, its registry entry and its cancel key). (A `watch`
+/// channel for all sessions cost each idle one a 120-byte `changed()` future in its wait, and a
+/// lock per unit to register it.)
 #[derive(Default)]
-struct StopSlot {
+pub struct StopSlot {
     /// Set by `KILL`.
     killed: AtomicBool,
     /// The session's wait for its client, woken by `KILL` and drain.
@@ -108,7 +110,7 @@ struct StopSlot {
 
 struct Registered {
     info: ClientInfo,
-    stop: Arc<StopSlot>,
+    slot: Arc<ClientSlot>,
 }
 
 /// Shared by every session: drain flag, pause gate, client registry.
@@ -134,7 +136,7 @@ impl Lifecycle {
     pub fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
         // After the flag: a session that registers its waker after this wake-up sees the flag.
-        self.lock().values().for_each(|r| r.stop.waker.wake());
+        self.lock().values().for_each(|r| r.slot.stop.waker.wake());
         self.pause.send_replace(Pause::Running);
     }
 
@@ -167,12 +169,12 @@ impl Lifecycle {
         let _ = rx.wait_for(|p| !p.holds(node)).await;
     }
 
-    /// Add a session to the registry; it leaves when the entry is dropped.
-    pub fn register(&self, info: ClientInfo) -> ClientEntry<'_> {
+    /// Add a session to the registry, with its record (see [`crate::frontend::cancel::CancelKey::slot`]);
+    /// it leaves when the entry is dropped.
+    pub fn register(&self, info: ClientInfo, slot: Arc<ClientSlot>) -> ClientEntry<'_> {
         let id = info.id;
-        let stop = Arc::new(StopSlot::default());
-        self.lock().insert(id, Registered { info, stop: Arc::clone(&stop) });
-        ClientEntry { lifecycle: self, id, stop }
+        self.lock().insert(id, Registered { info, slot: Arc::clone(&slot) });
+        ClientEntry { lifecycle: self, id, slot }
     }
 
     /// Every connected client, by id.
@@ -183,11 +185,11 @@ impl Lifecycle {
 
     /// End client `id` at its next wait for input; false if there is no such client.
     pub fn kill(&self, id: i32) -> bool {
-        let Some(stop) = self.lock().get(&id).map(|r| Arc::clone(&r.stop)) else { return false };
+        let Some(slot) = self.lock().get(&id).map(|r| Arc::clone(&r.slot)) else { return false };
         // The flag before the wake-up: a session polled by it (or registering its waker after
         // it) sees the flag.
-        stop.killed.store(true, Ordering::SeqCst);
-        stop.waker.wake();
+        slot.stop.killed.store(true, Ordering::SeqCst);
+        slot.stop.waker.wake();
         true
     }
 
@@ -200,8 +202,8 @@ impl Lifecycle {
 pub struct ClientEntry<'a> {
     lifecycle: &'a Lifecycle,
     id: i32,
-    /// Shared with the registry entry.
-    stop: Arc<StopSlot>,
+    /// The client's record, shared with the registry entry and the cancel key.
+    slot: Arc<ClientSlot>,
 }
 
 impl ClientEntry<'_> {
@@ -211,7 +213,7 @@ impl ClientEntry<'_> {
     ///
     /// The future's output is `Err` with why the session must end instead.
     pub fn unless_stopped<F: Future>(&mut self, between_units: bool, read: F) -> UnlessStopped<'_, F> {
-        UnlessStopped { lifecycle: self.lifecycle, stop: &self.stop, between_units, read }
+        UnlessStopped { lifecycle: self.lifecycle, stop: &self.slot.stop, between_units, read }
     }
 }
 
@@ -275,10 +277,14 @@ mod tests {
         ClientInfo { id, user: "u".into(), database: "d".into(), addr: None, since: SystemTime::now() }
     }
 
+    fn register(l: &Lifecycle, id: i32) -> ClientEntry<'_> {
+        l.register(info(id), Arc::default())
+    }
+
     #[tokio::test]
     async fn drain_stops_only_sessions_between_units_and_kill_stops_any() {
         let l = Lifecycle::default();
-        let mut a = l.register(info(1));
+        let mut a = register(&l, 1);
         let never = std::future::pending::<()>;
         l.drain();
         assert_eq!(a.unless_stopped(true, never()).await, Err(Stopped::Draining));
@@ -294,8 +300,8 @@ mod tests {
     #[tokio::test]
     async fn a_kill_stops_only_its_client_even_while_it_waits() {
         let l = std::sync::Arc::new(Lifecycle::default());
-        let mut a = l.register(info(1));
-        let mut b = l.register(info(2));
+        let mut a = register(&l, 1);
+        let mut b = register(&l, 2);
         let never = std::future::pending::<()>;
         assert!(l.kill(2));
         let a_waits = tokio::time::timeout(Duration::from_millis(50), a.unless_stopped(true, never())).await;
@@ -304,7 +310,7 @@ mod tests {
         let waiting = tokio::spawn({
             let l = std::sync::Arc::clone(&l);
             async move {
-                let mut a = l.register(info(3));
+                let mut a = register(&l, 3);
                 a.unless_stopped(false, never()).await
             }
         });

@@ -52,13 +52,8 @@ pub async fn run(shared: &Shared, login: Login) {
     }
     let key = shared.cancels.register();
     let since = std::time::SystemTime::now();
-    let mut entry = shared.lifecycle.register(ClientInfo {
-        id: key.pid,
-        user: user.into(),
-        database: database.into(),
-        addr,
-        since,
-    });
+    let info = ClientInfo { id: key.pid, user: user.into(), database: database.into(), addr, since };
+    let mut entry = shared.lifecycle.register(info, key.slot());
     let greeted = write(&mut client, |b| {
         messages::authentication(b, messages::auth_code::OK, &[]);
         for (k, v) in [

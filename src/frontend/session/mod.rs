@@ -138,13 +138,14 @@ impl<'a> Session<'a> {
         let classifier = shared.classifiers.get(&login.database, &login.user);
         let key = shared.cancels.register();
         let (user, database): (Arc<str>, Arc<str>) = (login.user.into(), login.database.into());
-        let entry = shared.lifecycle.register(super::lifecycle::ClientInfo {
+        let info = super::lifecycle::ClientInfo {
             id: key.pid,
             user: Arc::clone(&user),
             database: Arc::clone(&database),
             addr: login.addr,
             since: std::time::SystemTime::now(),
-        });
+        };
+        let entry = shared.lifecycle.register(info, key.slot());
         Self {
             shared,
             client,
