@@ -6,14 +6,25 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::lifecycle::StopSlot;
 use crate::protocol::messages;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 pub use crate::backend::conn::CancelTarget;
 
-/// One client's current target, written by its session without touching the registry lock.
-type Slot = Arc<Mutex<Option<CancelTarget>>>;
+/// One client's record, shared by its session, this table and the client registry
+/// (`frontend::lifecycle`): one allocation per client for its cancel target and its stop signal.
+#[derive(Default)]
+pub struct ClientSlot {
+    /// The server connection running the client's statement, written by its session without
+    /// touching the table's lock.
+    target: Mutex<Option<CancelTarget>>,
+    /// How `KILL` and drain reach the session's wait for its client.
+    pub(crate) stop: StopSlot,
+}
+
+type Slot = Arc<ClientSlot>;
 
 struct Entry {
     secret: i32,
@@ -62,7 +73,7 @@ impl CancelRegistry {
         let target = {
             let entries = self.lock();
             let slot = entries.get(&pid).filter(|e| e.secret == secret).map(|e| Arc::clone(&e.target));
-            slot.and_then(|t| t.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
+            slot.and_then(|t| t.target.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
         };
         if let Some(t) = target {
             send_cancel(&t).await;
@@ -73,7 +84,13 @@ impl CancelRegistry {
 impl CancelKey {
     /// Record (or clear) the server connection running this client's statement.
     pub fn set_target(&self, target: Option<CancelTarget>) {
-        *self.target.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = target;
+        *self.target.target.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = target;
+    }
+
+    /// The client's record, for its registry entry.
+    #[must_use]
+    pub fn slot(&self) -> Arc<ClientSlot> {
+        Arc::clone(&self.target)
     }
 }
 

@@ -5,16 +5,25 @@
 //! it races the read against [`ClientEntry::unless_stopped`] (a killed client goes at once; a
 //! draining proxy sends away clients that are between units), and before a unit takes a server
 //! connection it passes [`Lifecycle::pause_gate`]. Units already running are never interrupted.
+//!
+//! The race is one small future of our own ([`UnlessStopped`]): every idle client waits in it,
+//! so it holds the read, two references and a flag, and registers its waker in the session's
+//! [`StopSlot`] (lock-free) where `KILL` and drain find it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::SystemTime;
+
+use futures_util::task::AtomicWaker;
 
 use tokio::sync::watch;
 
+use super::cancel::ClientSlot;
 use crate::error::sqlstate;
 
 /// Which new units are held.
@@ -87,19 +96,26 @@ pub struct ClientInfo {
     pub since: SystemTime,
 }
 
+/// What `KILL` and drain need to reach one waiting session, in the client's record
+/// ([`ClientSlot`], shared by the session, its registry entry and its cancel key). (A `watch`
+/// channel for all sessions cost each idle one a 120-byte `changed()` future in its wait, and a
+/// lock per unit to register it.)
+#[derive(Default)]
+pub struct StopSlot {
+    /// Set by `KILL`.
+    killed: AtomicBool,
+    /// The session's wait for its client, woken by `KILL` and drain.
+    waker: AtomicWaker,
+}
+
 struct Registered {
     info: ClientInfo,
-    /// Set by `KILL`; the session reads it when [`Lifecycle::stop`] wakes it.
-    killed: bool,
+    slot: Arc<ClientSlot>,
 }
 
 /// Shared by every session: drain flag, pause gate, client registry.
 pub struct Lifecycle {
     draining: AtomicBool,
-    /// Sent on every drain and every `KILL`: the one channel all waiting sessions listen to; a
-    /// woken session checks whether it is concerned. (A channel per session cost a few hundred
-    /// bytes of every idle client, for an operator command.)
-    stop: watch::Sender<()>,
     pause: watch::Sender<Pause>,
     clients: Mutex<BTreeMap<i32, Registered>>,
 }
@@ -108,7 +124,6 @@ impl Default for Lifecycle {
     fn default() -> Self {
         Self {
             draining: AtomicBool::new(false),
-            stop: watch::channel(()).0,
             pause: watch::channel(Pause::Running).0,
             clients: Mutex::new(BTreeMap::new()),
         }
@@ -120,7 +135,8 @@ impl Lifecycle {
     /// transactions can finish.
     pub fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
-        self.stop.send_replace(());
+        // After the flag: a session that registers its waker after this wake-up sees the flag.
+        self.lock().values().for_each(|r| r.slot.stop.waker.wake());
         self.pause.send_replace(Pause::Running);
     }
 
@@ -153,13 +169,12 @@ impl Lifecycle {
         let _ = rx.wait_for(|p| !p.holds(node)).await;
     }
 
-    /// Add a session to the registry; it leaves when the entry is dropped.
-    pub fn register(&self, info: ClientInfo) -> ClientEntry<'_> {
+    /// Add a session to the registry, with its record (see [`crate::frontend::cancel::CancelKey::slot`]);
+    /// it leaves when the entry is dropped.
+    pub fn register(&self, info: ClientInfo, slot: Arc<ClientSlot>) -> ClientEntry<'_> {
         let id = info.id;
-        // Subscribed before the entry exists: a KILL of it is always a change not yet seen.
-        let stop = self.stop.subscribe();
-        self.lock().insert(id, Registered { info, killed: false });
-        ClientEntry { lifecycle: self, id, stop }
+        self.lock().insert(id, Registered { info, slot: Arc::clone(&slot) });
+        ClientEntry { lifecycle: self, id, slot }
     }
 
     /// Every connected client, by id.
@@ -170,15 +185,12 @@ impl Lifecycle {
 
     /// End client `id` at its next wait for input; false if there is no such client.
     pub fn kill(&self, id: i32) -> bool {
-        let found = self.lock().get_mut(&id).map(|r| r.killed = true).is_some();
-        if found {
-            self.stop.send_replace(());
-        }
-        found
-    }
-
-    fn is_killed(&self, id: i32) -> bool {
-        self.lock().get(&id).is_some_and(|r| r.killed)
+        let Some(slot) = self.lock().get(&id).map(|r| Arc::clone(&r.slot)) else { return false };
+        // The flag before the wake-up: a session polled by it (or registering its waker after
+        // it) sees the flag.
+        slot.stop.killed.store(true, Ordering::SeqCst);
+        slot.stop.waker.wake();
+        true
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<i32, Registered>> {
@@ -190,52 +202,47 @@ impl Lifecycle {
 pub struct ClientEntry<'a> {
     lifecycle: &'a Lifecycle,
     id: i32,
-    /// [`Lifecycle::stop`]; its seen version says which stops this session has checked.
-    stop: watch::Receiver<()>,
+    /// The client's record, shared with the registry entry and the cancel key.
+    slot: Arc<ClientSlot>,
 }
 
 impl ClientEntry<'_> {
-    /// Run the future `read` makes (a wait for the client) unless the session is killed, or
-    /// sluice drains while the session is `between_units` (no transaction open).
+    /// Run `read` (a wait for the client) unless the session is killed, or sluice drains while
+    /// the session is `between_units` (no transaction open). A stop is seen first when both
+    /// are ready, as before any read.
     ///
-    /// `read` is a maker, not a future: a future argument would be kept twice in this one's
-    /// state (the argument, and its move into the race), and every idle session waits here.
-    ///
-    /// # Errors
-    /// Why the session must end instead.
-    pub async fn unless_stopped<F: Future>(
-        &mut self,
+    /// The future's output is `Err` with why the session must end instead.
+    pub fn unless_stopped<F: Future>(&mut self, between_units: bool, read: F) -> UnlessStopped<'_, F> {
+        UnlessStopped { lifecycle: self.lifecycle, stop: &self.slot.stop, between_units, read }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// [`ClientEntry::unless_stopped`]: the read, raced against the session's stop slot.
+    #[must_use = "futures do nothing unless polled"]
+    pub struct UnlessStopped<'a, F> {
+        lifecycle: &'a Lifecycle,
+        stop: &'a StopSlot,
         between_units: bool,
-        read: impl FnOnce() -> F,
-    ) -> Result<F::Output, Stopped> {
-        let (lifecycle, id) = (self.lifecycle, self.id);
-        let stop = &mut self.stop;
-        let stopped = async move {
-            // The registry is looked at only after a stop this session has not checked yet.
-            let mut unseen = stop.has_changed().unwrap_or(false);
-            loop {
-                if unseen {
-                    // Marked seen before the check: a stop sent after it wakes the wait below.
-                    stop.borrow_and_update();
-                    if lifecycle.is_killed(id) {
-                        return Stopped::Killed;
-                    }
-                }
-                if between_units && lifecycle.is_draining() {
-                    return Stopped::Draining;
-                }
-                if stop.changed().await.is_err() {
-                    // The sender lives as long as the lifecycle: cannot happen.
-                    std::future::pending::<()>().await;
-                }
-                unseen = true;
-            }
-        };
-        tokio::select! {
-            biased;
-            s = stopped => Err(s),
-            out = read() => Ok(out),
+        #[pin]
+        read: F,
+    }
+}
+
+impl<F: Future> Future for UnlessStopped<'_, F> {
+    type Output = Result<F::Output, Stopped>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        // The waker first, then the flags: a stop set after the check wakes this task again.
+        this.stop.waker.register(cx.waker());
+        if this.stop.killed.load(Ordering::SeqCst) {
+            return Poll::Ready(Err(Stopped::Killed));
         }
+        if *this.between_units && this.lifecycle.is_draining() {
+            return Poll::Ready(Err(Stopped::Draining));
+        }
+        this.read.poll(cx).map(Ok)
     }
 }
 
@@ -270,17 +277,21 @@ mod tests {
         ClientInfo { id, user: "u".into(), database: "d".into(), addr: None, since: SystemTime::now() }
     }
 
+    fn register(l: &Lifecycle, id: i32) -> ClientEntry<'_> {
+        l.register(info(id), Arc::default())
+    }
+
     #[tokio::test]
     async fn drain_stops_only_sessions_between_units_and_kill_stops_any() {
         let l = Lifecycle::default();
-        let mut a = l.register(info(1));
+        let mut a = register(&l, 1);
         let never = std::future::pending::<()>;
         l.drain();
-        assert_eq!(a.unless_stopped(true, never).await, Err(Stopped::Draining));
-        let in_tx = tokio::time::timeout(Duration::from_millis(50), a.unless_stopped(false, never)).await;
+        assert_eq!(a.unless_stopped(true, never()).await, Err(Stopped::Draining));
+        let in_tx = tokio::time::timeout(Duration::from_millis(50), a.unless_stopped(false, never())).await;
         assert!(in_tx.is_err(), "a session in a transaction is not drained");
         assert!(l.kill(1) && !l.kill(2));
-        assert_eq!(a.unless_stopped(false, never).await, Err(Stopped::Killed));
+        assert_eq!(a.unless_stopped(false, never()).await, Err(Stopped::Killed));
         assert_eq!(l.clients().len(), 1);
         drop(a);
         assert!(l.clients().is_empty());
@@ -289,18 +300,18 @@ mod tests {
     #[tokio::test]
     async fn a_kill_stops_only_its_client_even_while_it_waits() {
         let l = std::sync::Arc::new(Lifecycle::default());
-        let mut a = l.register(info(1));
-        let mut b = l.register(info(2));
+        let mut a = register(&l, 1);
+        let mut b = register(&l, 2);
         let never = std::future::pending::<()>;
         assert!(l.kill(2));
-        let a_waits = tokio::time::timeout(Duration::from_millis(50), a.unless_stopped(true, never)).await;
+        let a_waits = tokio::time::timeout(Duration::from_millis(50), a.unless_stopped(true, never())).await;
         assert!(a_waits.is_err(), "another client's KILL wakes a but does not stop it");
-        assert_eq!(b.unless_stopped(true, never).await, Err(Stopped::Killed));
+        assert_eq!(b.unless_stopped(true, never()).await, Err(Stopped::Killed));
         let waiting = tokio::spawn({
             let l = std::sync::Arc::clone(&l);
             async move {
-                let mut a = l.register(info(3));
-                a.unless_stopped(false, never).await
+                let mut a = register(&l, 3);
+                a.unless_stopped(false, never()).await
             }
         });
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -52,13 +52,8 @@ pub async fn run(shared: &Shared, login: Login) {
     }
     let key = shared.cancels.register();
     let since = std::time::SystemTime::now();
-    let mut entry = shared.lifecycle.register(ClientInfo {
-        id: key.pid,
-        user: user.into(),
-        database: database.into(),
-        addr,
-        since,
-    });
+    let info = ClientInfo { id: key.pid, user: user.into(), database: database.into(), addr, since };
+    let mut entry = shared.lifecycle.register(info, key.slot());
     let greeted = write(&mut client, |b| {
         messages::authentication(b, messages::auth_code::OK, &[]);
         for (k, v) in [
@@ -78,7 +73,7 @@ pub async fn run(shared: &Shared, login: Login) {
         return;
     }
     loop {
-        let frame = match entry.unless_stopped(true, || client.next()).await {
+        let frame = match entry.unless_stopped(true, client.next()).await {
             Ok(Ok(Some(f))) => f,
             Ok(_) => return,
             Err(stopped) => {

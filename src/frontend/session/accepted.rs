@@ -23,7 +23,7 @@ impl Session<'_> {
         let accepted = self.shared.accepted_statements.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (database, user, state) = (&self.database, &self.user, self.params.fingerprint());
         let key = |hash| accepted_key(database, user, state, hash);
-        self.statements.answer_locally(frames, |h| accepted.contains(&key(h)), &self.classifier)
+        self.rare.get().statements.answer_locally(frames, |h| accepted.contains(&key(h)), &self.classifier)
     }
 
     /// Remember the named statements a server just accepted for this kind of session.

@@ -32,9 +32,9 @@ impl Session<'_> {
     /// An autocommit unit that a node rejects with `25006` changed nothing: it runs once more on
     /// the primary, unseen by the client, and its text is remembered as a write.
     pub(super) async fn run_unit(&mut self, mut unit: Unit) -> Result<(), SessionEnd> {
-        if let Some(state) = self.aborted.take() {
+        if let Some(state) = self.rare.peek_mut().and_then(|r| r.aborted.take()) {
             let mut out = BytesMut::new();
-            self.aborted = match aborted::answer(state, &unit, &mut out) {
+            self.rare.get().aborted = match aborted::answer(state, &unit, &mut out) {
                 aborted::AbortedStep::Still(s) => Some(s),
                 aborted::AbortedStep::Ended => None,
             };
@@ -49,7 +49,7 @@ impl Session<'_> {
                 return self.send_client(&reply).await;
             }
         }
-        let mut class = unit.classify(&self.statements, &self.classifier);
+        let mut class = unit.classify(&self.rare.get().statements, &self.classifier);
         if self.block_must_move(&class) {
             self.close_held_block().await;
         }
@@ -92,22 +92,23 @@ impl Session<'_> {
         if let Err(e) = self.acquire(class, Rotation::of(unit)).await {
             return self.statement_error(e.sqlstate(), &e.to_string()).await.map(|()| None);
         }
-        let may_copy =
-            (class.access == Access::Write || class.tx == TxEffect::End) && unit.may_copy_in(&self.statements);
+        let may_copy = (class.access == Access::Write || class.tx == TxEffect::End)
+            && unit.may_copy_in(&self.rare.get().statements);
         let writes_move = self.writes_move();
         // A unit not ended by Sync streams in the client's further messages while it runs. One
         // cut short by a message that needs its own routing gets a Flush instead: the server
         // holds its replies until a Flush or a Sync that is not coming.
-        let streams = unit.is_open_block() && self.lookahead.is_none();
+        let streams = unit.is_open_block() && self.rare.get().lookahead.is_none();
         let in_transaction = self.state.tx() != TxStatus::Idle;
         let block_wrote = self.state.block() == Block::OpenWithWrite;
         let held = self.held.as_mut().expect("acquire leaves a held connection");
         let primary = self.shared.topology.snapshot().primary().map(|p| p.index);
         let mut batch = Batch::new(held.checkout.conn(), &self.classifier);
+        let statements = &mut self.rare.get().statements;
         match unit {
-            Unit::Simple(frame) => self.statements.translate_query(frame, &mut batch),
+            Unit::Simple(frame) => statements.translate_query(frame, &mut batch),
             Unit::Extended(frames) => {
-                frames.iter().for_each(|f| self.statements.translate(f, &mut batch));
+                frames.iter().for_each(|f| statements.translate(f, &mut batch));
                 if !streams && !matches!(frames.last().map(Frame::tag), Some(tag::SYNC | tag::FLUSH)) {
                     messages::flush(&mut batch.out);
                 }
@@ -132,7 +133,13 @@ impl Session<'_> {
             let relay = if retryable { relay.retryable(class.access == Access::Read) } else { relay };
             let mut relay = if streams {
                 let replayable = !matches!(unit, Unit::Extended(f) if f.last().map(Frame::tag) == Some(tag::FLUSH));
-                relay.streaming(&mut self.statements, &self.classifier, writes_move, &mut streamed, replayable)
+                relay.streaming(
+                    &mut self.rare.get().statements,
+                    &self.classifier,
+                    writes_move,
+                    &mut streamed,
+                    replayable,
+                )
             } else {
                 relay
             };
@@ -146,8 +153,9 @@ impl Session<'_> {
             conn.set_unnamed(None);
         }
         if let Some(f) = streamed.lookahead.take() {
-            debug_assert!(self.lookahead.is_none());
-            self.lookahead = Some(f);
+            let rare = self.rare.get();
+            debug_assert!(rare.lookahead.is_none());
+            rare.lookahead = Some(f);
         }
         let ran = Ran { on_primary, ready: matches!(outcome, Outcome::Ready(_)), streamed: streams, block_wrote };
         let capture = late_lsn_capture(capture, class, streamed.class.as_ref(), ran, may_copy, in_transaction);

@@ -115,12 +115,12 @@ impl Session<'_> {
                     Rotation::Advance => self.shared.tickets.fetch_add(1, Ordering::Relaxed),
                     Rotation::Keep => self.shared.tickets.load(Ordering::Relaxed),
                 },
-                min_lsn: self.last_write_lsn,
+                min_lsn: self.last_write_lsn(),
                 standby_refused: self.params.standby_refused(),
             };
             let route = router::route(class, &view, &topology, &policy);
             let waiting_for_replay = route.candidates.is_empty()
-                && self.last_write_lsn.is_some()
+                && self.last_write_lsn().is_some()
                 && topology.replicas().next().is_some()
                 && waited < RYW_WAIT_TICKS;
             if !waiting_for_replay {
@@ -135,11 +135,12 @@ impl Session<'_> {
     }
 
     pub(super) fn pool(&mut self, node: usize) -> Arc<Pool> {
-        if node >= self.pools.len() {
-            // A reload added nodes after this session began.
-            self.pools.resize(node + 1, None);
+        let pools = &mut self.rare.get().pools;
+        if node >= pools.len() {
+            // The first unit on this node, or a reload added nodes after this session began.
+            pools.resize(node + 1, None);
         }
-        let slot = &mut self.pools[node];
+        let slot = &mut pools[node];
         Arc::clone(slot.get_or_insert_with(|| self.shared.pools.get(node, &self.database, &self.user)))
     }
 
@@ -206,7 +207,7 @@ impl Session<'_> {
     /// Release at ReadyForQuery `I` unless something else holds the connection (see
     /// [`SessionState`]).
     pub(super) async fn release_if_done(&mut self, status: TxStatus) {
-        if status == TxStatus::Idle && std::mem::take(&mut self.catalog_stale) {
+        if status == TxStatus::Idle && self.rare.peek_mut().is_some_and(|r| std::mem::take(&mut r.catalog_stale)) {
             // Committed (or rolled back, which a reload does not mind): judge calls by the new
             // catalog.
             self.shared.classifiers.refresh(&self.database, &self.user);

@@ -96,7 +96,7 @@ impl Session<'_> {
                 let msg = format!(
                     "server connection lost while the transaction was open ({e}); it was rolled back; end it (ROLLBACK) and the session continues on a new server connection"
                 );
-                self.aborted = Some(super::aborted::Aborted::noticed_idle(e.sqlstate(), msg));
+                self.rare.get().aborted = Some(super::aborted::Aborted::noticed_idle(e.sqlstate(), msg));
                 Ok(())
             }
             AfterLoss::End(what) => Err(SessionEnd::server_lost(e, what)),

@@ -66,6 +66,46 @@ struct Held {
     checkout: Checkout,
 }
 
+/// The parts of a session that stay at their defaults until it runs a unit: one pointer in
+/// the session (the future every idle client keeps) instead of ~180 bytes inline.
+#[derive(Default)]
+struct Rare {
+    /// The client's prepared statements.
+    statements: Statements,
+    /// A message read past the end of the last unit, to start the next one.
+    lookahead: Option<Frame>,
+    /// WAL position after this session's last write (read-your-writes).
+    last_write_lsn: Option<u64>,
+    /// This session's pool on each node, looked up once.
+    pools: Vec<Option<Arc<Pool>>>,
+    /// A unit changed functions: reload the catalog when the transaction is over.
+    catalog_stale: bool,
+    /// Its open transaction died with its server connection: answered here until it ends.
+    aborted: Option<aborted::Aborted>,
+}
+
+/// [`Rare`], allocated on first use. A field of its own, so that borrowing it leaves the
+/// session's other fields free.
+#[derive(Default)]
+struct Rarely(Option<Box<Rare>>);
+
+impl Rarely {
+    /// The parts, made now if they were not yet.
+    fn get(&mut self) -> &mut Rare {
+        self.0.get_or_insert_with(Box::default)
+    }
+
+    /// The parts if they were made; `None` means all are at their defaults.
+    fn peek(&self) -> Option<&Rare> {
+        self.0.as_deref()
+    }
+
+    /// The parts if they were made, without making them.
+    fn peek_mut(&mut self) -> Option<&mut Rare> {
+        self.0.as_deref_mut()
+    }
+}
+
 /// One client's session.
 pub struct Session<'a> {
     shared: &'a Shared,
@@ -76,22 +116,14 @@ pub struct Session<'a> {
     database: Arc<str>,
     /// Shared with the sessions that logged in with the same parameters; copied on change.
     params: Arc<SessionParams>,
-    statements: Statements,
     held: Option<Held>,
     /// Why `held` is held, its transaction status and extended block.
     state: SessionState,
     key: CancelKey,
-    lookahead: Option<Frame>,
     /// The classifier of this session's database.
     classifier: Arc<Classifier>,
-    /// WAL position after this session's last write (read-your-writes).
-    last_write_lsn: Option<u64>,
-    /// This session's pool on each node, looked up once.
-    pools: Vec<Option<Arc<Pool>>>,
-    /// A unit changed functions: reload the catalog when the transaction is over.
-    catalog_stale: bool,
-    /// Its open transaction died with its server connection: answered here until it ends.
-    aborted: Option<aborted::Aborted>,
+    /// What only a session that ran units needs; made on the first.
+    rare: Rarely,
     /// Its place in the client registry (drain, KILL, SHOW CLIENTS).
     entry: super::lifecycle::ClientEntry<'a>,
 }
@@ -106,30 +138,26 @@ impl<'a> Session<'a> {
         let classifier = shared.classifiers.get(&login.database, &login.user);
         let key = shared.cancels.register();
         let (user, database): (Arc<str>, Arc<str>) = (login.user.into(), login.database.into());
-        let entry = shared.lifecycle.register(super::lifecycle::ClientInfo {
+        let info = super::lifecycle::ClientInfo {
             id: key.pid,
             user: Arc::clone(&user),
             database: Arc::clone(&database),
             addr: login.addr,
             since: std::time::SystemTime::now(),
-        });
+        };
+        let entry = shared.lifecycle.register(info, key.slot());
         Self {
             shared,
             client,
             user,
             database,
             params: shared.session_states.intern(login.params),
-            statements: Statements::default(),
             held: None,
             state: SessionState::Free,
             key,
-            lookahead: None,
             classifier,
-            last_write_lsn: None,
-            // Grown on the first unit that needs a node (`conn`): an idle client holds none.
-            pools: Vec::new(),
-            catalog_stale: false,
-            aborted: None,
+            // Made on the first unit: an idle client holds none of it.
+            rare: Rarely::default(),
             entry,
         }
     }
@@ -187,6 +215,11 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// WAL position after this session's last write, if it wrote (read-your-writes).
+    fn last_write_lsn(&self) -> Option<u64> {
+        self.rare.peek().and_then(|r| r.last_write_lsn)
+    }
+
     /// True while an errored extended block waits for its Sync.
     fn skipping_to_sync(&self) -> bool {
         self.state.block() == Block::Failed
@@ -194,7 +227,7 @@ impl<'a> Session<'a> {
 
     /// The next client message, honouring the idle timeout.
     async fn next_frame(&mut self) -> Result<Option<Frame>, SessionEnd> {
-        if let Some(f) = self.lookahead.take() {
+        if let Some(f) = self.rare.peek_mut().and_then(|r| r.lookahead.take()) {
             return Ok(Some(f));
         }
         // Boxed, like the timeout below: only a session holding a connection (or with an idle
@@ -206,7 +239,7 @@ impl<'a> Session<'a> {
         let between_units = self.state.tx() == TxStatus::Idle;
         // Lean: an idle client holds no read buffer while it says nothing.
         let client = &mut self.client;
-        let read = self.entry.unless_stopped(between_units, || client.next_lean());
+        let read = self.entry.unless_stopped(between_units, client.next_lean());
         let r = match idle {
             Some(d) => match Box::pin(tokio::time::timeout(d, read)).await {
                 Ok(r) => r,
@@ -236,14 +269,14 @@ impl<'a> Session<'a> {
             if last == tag::SYNC || last == tag::FLUSH || frames.len() >= MAX_BATCH_MESSAGES {
                 return Ok(frames);
             }
-            if !self.client.has_buffered() && self.lookahead.is_none() {
+            if !self.client.has_buffered() && self.rare.peek().is_none_or(|r| r.lookahead.is_none()) {
                 // Everything the client sent so far goes on now: the relay takes the rest.
                 return Ok(frames);
             }
             match self.next_frame().await? {
                 Some(f) if is_extended(f.tag()) => frames.push(f),
                 Some(f) => {
-                    self.lookahead = Some(f);
+                    self.rare.get().lookahead = Some(f);
                     return Ok(frames);
                 }
                 None => return Err(SessionEnd::ClientGone),
@@ -263,8 +296,9 @@ impl<'a> Session<'a> {
             Ok(rows) => {
                 let lsn =
                     rows.first().map(columns).and_then(|c| c.first().cloned().flatten()).and_then(|t| parse_lsn(&t));
-                self.last_write_lsn = self.last_write_lsn.max(lsn);
-                tracing::debug!(lsn = ?self.last_write_lsn, rows = rows.len(), "write position");
+                let rare = self.rare.get();
+                rare.last_write_lsn = rare.last_write_lsn.max(lsn);
+                tracing::debug!(lsn = ?rare.last_write_lsn, rows = rows.len(), "write position");
             }
             // On a node in recovery the query fails: nothing was written there.
             Err(BackendError::Server { .. }) => {}
@@ -345,10 +379,14 @@ impl<'a> Session<'a> {
             SessionEffect::None => {}
         }
         // Functions changed: reload the catalog once that is committed (see `release_if_done`).
-        self.catalog_stale |= class.changes_functions;
+        if class.changes_functions {
+            self.rare.get().catalog_stale = true;
+        }
         if let Unit::Simple(f) = unit {
             if resets_statements(f) {
-                self.statements.clear();
+                if let Some(rare) = self.rare.peek_mut() {
+                    rare.statements.clear();
+                }
                 if let Some(h) = self.held.as_mut() {
                     h.checkout.conn().statements_mut().clear();
                 }
@@ -368,7 +406,7 @@ impl<'a> Session<'a> {
             AfterLoss::TransactionLost => {
                 let msg = end::transaction_lost(e);
                 self.shared.metrics.client_error(e.sqlstate());
-                self.aborted = Some(aborted::Aborted::default());
+                self.rare.get().aborted = Some(aborted::Aborted::default());
                 let mut buf = BytesMut::new();
                 messages::error_response(&mut buf, Severity::Error, e.sqlstate(), &msg);
                 messages::ready_for_query(&mut buf, TxStatus::Failed);
