@@ -46,11 +46,19 @@ impl Load {
     }
 }
 
+/// Every fifth client writes on every other statement; the rest only read. A reader must not
+/// write: read-your-writes keeps a session's reads on the primary until the monitor has seen a
+/// replica replay its last write (every `monitor_interval`), so a client writing every few
+/// milliseconds would read from the primary only and the replicas' read counts below would
+/// measure the machine's speed instead of the reload.
 async fn client_loop(client: tokio_postgres::Client, load: Arc<Load>, n: usize) {
+    let writer = n.is_multiple_of(5);
     let mut i = 0;
-    while !load.stop.load(Ordering::Relaxed) {
+    // A closed connection ends the loop (its error is counted once): spinning on it would fill
+    // the captured output until the machine runs out of memory.
+    while !load.stop.load(Ordering::Relaxed) && !client.is_closed() {
         i += 1;
-        if i % 10 == 0 {
+        if writer && i % 2 == 0 {
             if let Err(e) = client.execute("INSERT INTO work VALUES ($1)", &[&(n as i32)]).await {
                 eprintln!("client {n}: write failed: {}", common::describe(&e));
                 load.errors.fetch_add(1, Ordering::Relaxed);
