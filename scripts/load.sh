@@ -279,7 +279,10 @@ print_report() {
     "(primary replica1 replica2): $REPLICA_XACTS"
   local k
   for k in "${!NOTE[@]}"; do echo "- failed run $k: ${NOTE[$k]}"; done | sort
-  for k in "${!FAILED[@]}"; do [ "${FAILED[$k]}" != 0 ] && echo "- failed transactions $k: ${FAILED[$k]}"; done | sort
+  # `if`, not `&&`: under pipefail a last entry of 0 would fail the pipeline and end the report.
+  for k in "${!FAILED[@]}"; do
+    if [ "${FAILED[$k]}" != 0 ]; then echo "- failed transactions $k: ${FAILED[$k]}"; fi
+  done | sort
   echo
 }
 
