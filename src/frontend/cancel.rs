@@ -28,7 +28,7 @@ type Slot = Arc<ClientSlot>;
 
 struct Entry {
     secret: i32,
-    target: Slot,
+    slot: Slot,
 }
 
 /// Live client keys and what each is running on.
@@ -40,7 +40,7 @@ pub struct CancelRegistry {
 /// A client's key; dropping it forgets the key.
 pub struct CancelKey {
     registry: CancelRegistry,
-    target: Slot,
+    slot: Slot,
     /// The pid sluice reported to the client.
     pub pid: i32,
     /// The secret sluice reported to the client.
@@ -56,9 +56,9 @@ impl CancelRegistry {
             let pid = rand::random::<i32>() & 0x7fff_ffff;
             if pid != 0 && !entries.contains_key(&pid) {
                 let secret = rand::random::<i32>();
-                let target = Slot::default();
-                entries.insert(pid, Entry { secret, target: Arc::clone(&target) });
-                return CancelKey { registry: self.clone(), target, pid, secret };
+                let slot = Slot::default();
+                entries.insert(pid, Entry { secret, slot: Arc::clone(&slot) });
+                return CancelKey { registry: self.clone(), slot, pid, secret };
             }
         }
     }
@@ -72,7 +72,7 @@ impl CancelRegistry {
     pub async fn cancel(&self, pid: i32, secret: i32) {
         let target = {
             let entries = self.lock();
-            let slot = entries.get(&pid).filter(|e| e.secret == secret).map(|e| Arc::clone(&e.target));
+            let slot = entries.get(&pid).filter(|e| e.secret == secret).map(|e| Arc::clone(&e.slot));
             slot.and_then(|t| t.target.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
         };
         if let Some(t) = target {
@@ -84,13 +84,13 @@ impl CancelRegistry {
 impl CancelKey {
     /// Record (or clear) the server connection running this client's statement.
     pub fn set_target(&self, target: Option<CancelTarget>) {
-        *self.target.target.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = target;
+        *self.slot.target.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = target;
     }
 
     /// The client's record, for its registry entry.
     #[must_use]
     pub fn slot(&self) -> Arc<ClientSlot> {
-        Arc::clone(&self.target)
+        Arc::clone(&self.slot)
     }
 }
 
