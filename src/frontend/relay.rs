@@ -340,6 +340,9 @@ impl<'a> Relay<'a> {
         let watch = !self.client.has_buffered();
         let client = self.client.get_ref();
         tokio::select! {
+            // The server first: its bytes are what the relay waits for, and a fill that is ready
+            // at once leaves the watch unpolled (no random start, no readiness check).
+            biased;
             r = self.conn.io.fill() => match r {
                 Ok(0) => Err(RelayError::Server(self.conn.lost("server closed the connection"))),
                 Ok(_) => Ok(()),
@@ -461,10 +464,22 @@ enum RelayError {
 const HANG_UP_WATCH_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Resolves when the client closes its socket; never resolves while it is merely sending more.
+///
+/// No timer is armed while the client is quiet: the wait is on the socket's readiness (no
+/// syscall; a read that emptied the socket cleared it), which a hang-up or more client bytes
+/// set. Only then is the delay honoured (a timer for what is left of it) before the peek that
+/// tells the two apart: the same moment of detection as a timer armed per wait, without one
+/// timer registered and dropped per server read.
 async fn client_hung_up(client: &MaybeTls) {
-    tokio::time::sleep(HANG_UP_WATCH_DELAY).await;
     // An in-memory client (benches) has no socket to peek at: it never hangs up unseen.
     let Some(tcp) = client.tcp() else { return std::future::pending().await };
+    let since = std::time::Instant::now();
+    // An error here shows again in the peek.
+    let _ = std::future::poll_fn(|cx| tcp.poll_read_ready(cx)).await;
+    let waited = since.elapsed();
+    if waited < HANG_UP_WATCH_DELAY {
+        tokio::time::sleep(HANG_UP_WATCH_DELAY - waited).await;
+    }
     let mut probe = [0u8; 1];
     match tcp.peek(&mut probe).await {
         Ok(0) | Err(_) => {}
