@@ -29,14 +29,25 @@ pub struct StmtDef {
     pub key: Arc<StmtKey>,
     /// How it was classified.
     pub class: Arc<Class>,
+    /// The classifier's epoch before `class` was got: while it holds, `class` is what
+    /// classifying the text again would give ([`Classifier::epoch`]).
+    epoch: u64,
 }
 
 impl StmtDef {
     fn new(query: &[u8], param_types: &[u8], classifier: &Classifier) -> Self {
+        let epoch = classifier.epoch();
         Self {
             key: Arc::new(StmtKey { query: query.to_vec(), param_types: param_types.to_vec() }),
             class: classifier.classify(&String::from_utf8_lossy(query)),
+            epoch,
         }
+    }
+
+    /// True if a Parse of `query` with `param_types` defines this very statement again, and
+    /// its class still stands: classifying it again would give the same.
+    fn is_again(&self, query: &[u8], param_types: &[u8], classifier: &Classifier) -> bool {
+        self.key.query == query && self.key.param_types == param_types && self.epoch == classifier.epoch()
     }
 }
 
@@ -155,6 +166,20 @@ impl<'a> Batch<'a> {
 }
 
 impl Statements {
+    /// The statement a Parse of `query` with `param_types` under `name` defines again (the same
+    /// text and types, and a class that still stands): drivers re-parse their unnamed statement
+    /// with every execution. Reusing it spares classifying the text and copying it.
+    #[must_use]
+    pub fn reparsed(
+        &self,
+        name: &str,
+        query: &[u8],
+        param_types: &[u8],
+        classifier: &Classifier,
+    ) -> Option<&Arc<StmtDef>> {
+        self.get(name).filter(|def| def.is_again(query, param_types, classifier))
+    }
+
     /// Look up a client statement by name ("" is the unnamed one).
     #[must_use]
     pub fn get(&self, name: &str) -> Option<&Arc<StmtDef>> {
@@ -274,7 +299,10 @@ impl Statements {
             // Let the server produce the error for a malformed Parse.
             return batch.forward(frame, Some(ReplyKind::Parse));
         };
-        let mut def = Arc::new(StmtDef::new(p.query, p.param_types, batch.classifier));
+        let mut def = match self.reparsed(p.name, p.query, p.param_types, batch.classifier) {
+            Some(def) => Arc::clone(def),
+            None => Arc::new(StmtDef::new(p.query, p.param_types, batch.classifier)),
+        };
         let name = p.name.to_string();
         if name.is_empty() {
             if let Some(server) = self.deallocate(&def.key.query, batch) {
@@ -368,6 +396,30 @@ mod tests {
         let mut b = BytesMut::new();
         build(&mut b);
         Frame::from_bytes(b.freeze())
+    }
+
+    #[test]
+    fn a_statement_parsed_again_is_reused_while_its_class_stands() {
+        let classifier = Classifier::new(16, Vec::new());
+        let mut s = Statements::default();
+        let sql = b"SELECT * FROM v WHERE id = $1";
+        s.define("", Arc::new(StmtDef::new(sql, &[0, 0], &classifier)));
+        let first = Arc::clone(s.get("").unwrap());
+        let again = s.reparsed("", sql, &[0, 0], &classifier).expect("the same text and types");
+        assert!(Arc::ptr_eq(again, &first));
+        assert!(s.reparsed("", b"SELECT * FROM w WHERE id = $1", &[0, 0], &classifier).is_none());
+        assert!(s.reparsed("", sql, &[0, 1, 0, 0, 0, 23], &classifier).is_none());
+        assert!(s.reparsed("other", sql, &[0, 0], &classifier).is_none());
+        // Another session learnt the text writes: the next Parse classifies it again.
+        classifier.note_write("SELECT * FROM v WHERE id = $1");
+        assert!(s.reparsed("", sql, &[0, 0], &classifier).is_none());
+        let def = StmtDef::new(sql, &[0, 0], &classifier);
+        assert_eq!(def.class.reason, crate::router::Reason::NotedWrite);
+        s.define("", Arc::new(def));
+        // And a catalog change.
+        assert!(s.reparsed("", sql, &[0, 0], &classifier).is_some());
+        classifier.set_catalog(crate::router::FunctionCatalog::default());
+        assert!(s.reparsed("", sql, &[0, 0], &classifier).is_none());
     }
 
     #[test]

@@ -26,7 +26,7 @@ impl Unit {
         let c = classifier;
         match self {
             Unit::Simple(f) if f.tag() == tag::QUERY => match messages::decode_query(f.body()) {
-                Some(sql) => c.classify(sql),
+                Some(sql) => c.classify_query(sql),
                 None => Arc::new(Class::write(Reason::UnknownStatement)),
             },
             Unit::Simple(_) => Arc::new(Class::write(Reason::UnknownStatement)),
@@ -37,7 +37,10 @@ impl Unit {
                 for f in frames {
                     let class = match f.tag() {
                         tag::PARSE => match messages::decode_parse(f.body()) {
-                            Some(p) => c.classify(&String::from_utf8_lossy(p.query)),
+                            Some(p) => match statements.reparsed(p.name, p.query, p.param_types, c) {
+                                Some(def) => Arc::clone(&def.class),
+                                None => c.classify(&String::from_utf8_lossy(p.query)),
+                            },
                             None => Arc::new(Class::write(Reason::UnknownStatement)),
                         },
                         tag::BIND => {

@@ -98,6 +98,9 @@ pub struct Classifier {
     catalog: RwLock<Option<Arc<FunctionCatalog>>>,
     /// Bumped by every `set_catalog`: a classification made with an older catalog is not stored.
     catalog_generation: AtomicU64,
+    /// Bumped after every change that can make `classify` answer differently for a text (a
+    /// catalog change, a noted write, a clear): see [`Classifier::epoch`].
+    epoch: AtomicU64,
     /// Classifications answered by the cache, and computed (for metrics).
     hits: AtomicU64,
     misses: AtomicU64,
@@ -122,6 +125,7 @@ impl Classifier {
             allow: AllowList::new(&read_only_functions),
             catalog: RwLock::new(None),
             catalog_generation: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         }
@@ -133,7 +137,22 @@ impl Classifier {
         (self.hits.load(Ordering::Relaxed), self.misses.load(Ordering::Relaxed))
     }
 
+    /// A number that changes whenever `classify` may answer differently for some text than
+    /// before (a catalog change, a noted write, a clear). A class got from `classify` after
+    /// reading epoch `e` is what `classify` would give again for the same text while `epoch()`
+    /// is still `e`: a caller that keeps the class with `e` may use it instead of classifying
+    /// the same text again. (The one difference: a noted write evicted meanwhile, which a new
+    /// lookup would no longer see, is still seen; eviction is arbitrary anyway.)
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
     /// Classify `sql`: from the cache if it is there, else classify and remember.
+    ///
+    /// The text is looked up as it is first (one hash): a Parse's text carries `$n` parameters,
+    /// not literals, and is usually stored that way. A simple Query's is not: see
+    /// [`Classifier::classify_query`].
     #[must_use]
     pub fn classify(&self, sql: &str) -> Arc<Class> {
         if self.cacheable(sql) {
@@ -141,10 +160,28 @@ impl Classifier {
                 return class;
             }
         }
+        self.classify_keyed(sql, false)
+    }
+
+    /// [`Classifier::classify`] for the text of a simple Query, which has no parameters: its
+    /// values are inlined as literals (pgbench, ORMs without server-side binding), so it is
+    /// usually stored by its normalised key and a lookup of the text as it is would miss. The
+    /// key is built first and looked up once, whichever form it has; the answer is the same.
+    #[must_use]
+    pub fn classify_query(&self, sql: &str) -> Arc<Class> {
+        self.classify_keyed(sql, true)
+    }
+
+    /// Look `sql` up by its key (a raw key only if `raw_unseen`: not looked up yet), else
+    /// classify and remember.
+    fn classify_keyed(&self, sql: &str, raw_unseen: bool) -> Arc<Class> {
         let key = self.key(sql);
-        if let Some(key @ Key { text: KeyText::Normalised(_), .. }) = &key {
+        if let Some(key) = key.as_ref().filter(|k| raw_unseen || matches!(k.text, KeyText::Normalised(_))) {
             if let Some(class) = self.lookup(key) {
-                self.hits.fetch_add(1, Ordering::Relaxed);
+                // Counted as before: a hit of the text as it is never was.
+                if matches!(key.text, KeyText::Normalised(_)) {
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                }
                 return class;
             }
         }
@@ -176,6 +213,8 @@ impl Classifier {
         class.access = Access::Write;
         class.reason = Reason::NotedWrite;
         self.store(key, Arc::new(class), None);
+        // After the store: whoever reads the new epoch finds the noted write.
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Replace the function catalog; cached classifications (but not noted writes) are dropped.
@@ -185,6 +224,8 @@ impl Classifier {
         for shard in &self.shards {
             lock(shard).retain(|_, entry| entry.noted);
         }
+        // Last: whoever reads the new epoch classifies with the new catalog.
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Drop every cached classification (noted writes included).
@@ -192,6 +233,7 @@ impl Classifier {
         for shard in &self.shards {
             lock(shard).clear();
         }
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Number of cached statements.
@@ -369,6 +411,49 @@ mod tests {
         assert_eq!(c.classify("SELECT * FROM v").reason, Reason::NotedWrite);
         c.clear();
         assert_eq!(c.classify("SELECT * FROM v").access, Access::Read);
+    }
+
+    #[test]
+    fn a_query_text_is_answered_as_classify_answers_it() {
+        let c = Classifier::new(100, vec![]);
+        let texts = [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1;",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 2;",
+            "SELECT * FROM v",
+            "BEGIN",
+            "/* app=a */ SELECT * FROM v WHERE id = 3",
+            "PREPARE p AS SELECT * FROM v WHERE id = $1",
+        ];
+        for sql in texts {
+            let query = c.classify_query(sql);
+            assert!(Arc::ptr_eq(&query, &c.classify(sql)), "{sql}");
+            assert!(Arc::ptr_eq(&query, &c.classify_query(sql)), "{sql}");
+        }
+        // Stored by a classification of either kind, found by the other.
+        assert!(Arc::ptr_eq(&c.classify("SELECT * FROM w"), &c.classify_query("SELECT * FROM w")));
+        c.note_write("SELECT * FROM v");
+        assert_eq!(c.classify_query("SELECT * FROM v").reason, Reason::NotedWrite);
+        c.note_write("UPDATE v SET a = 1 WHERE id = 4");
+        assert_eq!(c.classify_query("UPDATE v SET a = 2 WHERE id = 5").reason, Reason::NotedWrite);
+    }
+
+    #[test]
+    fn the_epoch_moves_with_every_change_of_answers() {
+        let c = Classifier::new(100, vec![]);
+        let mut last = c.epoch();
+        let _ = c.classify("SELECT * FROM v");
+        assert_eq!(c.epoch(), last, "a classification changes no answer");
+        let mut moved = |what: &str| {
+            let now = c.epoch();
+            assert_ne!(now, last, "{what}");
+            last = now;
+        };
+        c.note_write("SELECT * FROM v");
+        moved("a noted write");
+        c.set_catalog(FunctionCatalog::default());
+        moved("a catalog change");
+        c.clear();
+        moved("a clear");
     }
 
     #[test]
