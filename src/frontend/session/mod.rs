@@ -209,7 +209,7 @@ impl<'a> Session<'a> {
                     return SessionEnd::fatal(sqlstate::PROTOCOL_VIOLATION, msg, Fault::Client);
                 }
             };
-            if let Err(end) = Box::pin(self.run_unit(unit)).await {
+            if let Err(end) = boxed(|| self.run_unit(unit)).await {
                 return end;
             }
         }
@@ -454,6 +454,12 @@ impl<'a> Session<'a> {
         let Some(held) = held else { return };
         held.checkout.release(needs_reset).await;
     }
+}
+
+/// `Box::pin` of the future `make` returns, built in its allocation: `Box::pin(fut)` builds a
+/// unit's future (~2 KB) on the stack first and copies all of it over, once per unit.
+fn boxed<F: std::future::Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
+    Box::into_pin(Box::write(Box::new_uninit(), make()))
 }
 
 /// The reply to a transaction end sent outside a transaction block (see
