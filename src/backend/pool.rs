@@ -14,6 +14,7 @@
 //! pool's size stays one bound for the whole process).
 
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -84,9 +85,32 @@ pub struct Pool {
     /// A second handle on the socket of every checked-out connection, by checkout number: a
     /// node declared down (it stopped answering, its packets may be dropped) has its sockets
     /// shut down, so a unit waiting on it ends with an error instead of hanging.
-    in_use: Mutex<HashMap<u64, Arc<std::net::TcpStream>>>,
+    in_use: Mutex<HashMap<u64, Arc<std::net::TcpStream>, BuildHasherDefault<Sequential>>>,
     /// Numbers checkouts for `in_use`.
     checkouts: std::sync::atomic::AtomicU64,
+}
+
+/// Hashes the checkout numbers that key `in_use`: they are sluice's own (a counter, no flooding
+/// to fear), so one multiplication spreads them instead of SipHash, twice per unit.
+#[derive(Default)]
+struct Sequential(u64);
+
+impl std::hash::Hasher for Sequential {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used; fold anything else in so the hasher stays correct.
+        for &b in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        // Fibonacci hashing: the high bits, which the map's control bytes use, vary too.
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
 }
 
 /// A server connection as its pool keeps it, boxed: a checkout (and a session holding one)
@@ -122,8 +146,9 @@ pub struct Checkout {
     /// Key of this checkout's socket handle in the pool's `in_use`.
     number: u64,
     permit: Option<OwnedSemaphorePermit>,
-    /// When the unit took the connection (for the node's unit-time metric).
-    taken: Instant,
+    /// When the unit took the connection (for the node's unit-time metric; `None` once
+    /// counted).
+    taken: Option<Instant>,
 }
 
 impl Pool {
@@ -140,7 +165,7 @@ impl Pool {
             spellings: Mutex::new(HashMap::new()),
             accepted_syncs: Mutex::new(std::collections::HashSet::new()),
             epoch: std::sync::atomic::AtomicU64::new(0),
-            in_use: Mutex::new(HashMap::new()),
+            in_use: Mutex::new(HashMap::default()),
             checkouts: std::sync::atomic::AtomicU64::new(0),
         }
     }
@@ -219,7 +244,7 @@ impl Pool {
         if let Some(sever) = &conn.sever {
             self.in_use.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(number, Arc::clone(sever));
         }
-        Ok(Checkout { conn: Some(conn), pool: Arc::clone(self), epoch, number, permit: Some(permit), taken })
+        Ok(Checkout { conn: Some(conn), pool: Arc::clone(self), epoch, number, permit: Some(permit), taken: Some(taken) })
     }
 
     /// Wait (bounded by the checkout timeout) for a connection to be released.
@@ -280,8 +305,7 @@ impl Pool {
         c.fresh(now, cfg.server_lifetime, cfg.server_idle_timeout)
     }
 
-    fn put_back(&self, mut c: Box<Pooled>, epoch: u64) {
-        let now = Instant::now();
+    fn put_back(&self, mut c: Box<Pooled>, epoch: u64, now: Instant) {
         if !self.fresh(&c.conn, now) || epoch != self.epoch.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
@@ -388,7 +412,9 @@ impl Drop for Checkout {
             self.pool.state_sync(crate::metrics::SyncOutcome::Failed, 0);
         }
         self.pool.in_use.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.number);
-        self.pool.metrics.unit_done(self.taken.elapsed());
+        if let Some(taken) = self.taken {
+            self.pool.metrics.unit_done(taken.elapsed());
+        }
         if let Some(permit) = self.permit.take() {
             self.pool.give_back(permit);
         }
@@ -425,8 +451,13 @@ impl Checkout {
             conn.discarded();
         }
         self.account();
+        // One clock read for the unit's time and the connection's idle clock.
+        let now = Instant::now();
+        if let Some(taken) = self.taken.take() {
+            self.pool.metrics.unit_done(now.saturating_duration_since(taken));
+        }
         if let (Release::Reuse, Some(c)) = (verdict, self.conn.take()) {
-            self.pool.put_back(c, self.epoch);
+            self.pool.put_back(c, self.epoch, now);
         }
         verdict
     }
