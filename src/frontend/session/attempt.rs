@@ -94,7 +94,9 @@ impl Session<'_> {
         }
         let may_copy = (class.access == Access::Write || class.tx == TxEffect::End)
             && unit.may_copy_in(&self.rare.get().statements);
-        let writes_move = self.writes_move();
+        // One topology read for both: where the primary is, and so whether writes move.
+        let primary = self.shared.topology.snapshot().primary().map(|p| p.index);
+        let writes_move = self.writes_move_from(primary);
         // A unit not ended by Sync streams in the client's further messages while it runs. One
         // cut short by a message that needs its own routing gets a Flush instead: the server
         // holds its replies until a Flush or a Sync that is not coming.
@@ -102,7 +104,6 @@ impl Session<'_> {
         let in_transaction = self.state.tx() != TxStatus::Idle;
         let block_wrote = self.state.block() == Block::OpenWithWrite;
         let held = self.held.as_mut().expect("acquire leaves a held connection");
-        let primary = self.shared.topology.snapshot().primary().map(|p| p.index);
         let mut batch = Batch::new(held.checkout.conn(), &self.classifier);
         let statements = &mut self.rare.get().statements;
         match unit {

@@ -234,9 +234,15 @@ impl Session<'_> {
     /// not the primary's, outside a transaction block, with no state bound to it, under
     /// transaction pooling ([`SessionState::may_move`]).
     pub(super) fn writes_move(&self) -> bool {
+        self.held.is_some()
+            && self.state.may_move()
+            && self.writes_move_from(self.shared.topology.snapshot().primary().map(|p| p.index))
+    }
+
+    /// [`Session::writes_move`] with the primary's index already read.
+    pub(super) fn writes_move_from(&self, primary: Option<usize>) -> bool {
         let Some(held) = self.held.as_ref() else { return false };
-        self.state.may_move()
-            && self.shared.topology.snapshot().primary().map(|p| p.index) != Some(held.checkout.pool().node())
+        self.state.may_move() && primary != Some(held.checkout.pool().node())
     }
 
     /// End the held block on its connection (a Sync, its ReadyForQuery swallowed) and give the
