@@ -108,7 +108,13 @@ pub struct ServerConn {
     last_used: Instant,
     /// What it still owes (see [`Wire`]): updated by every send and every reply read.
     wire: Wire,
+    /// The buffer a unit's messages for this server are put together in, kept empty between
+    /// units (up to [`OUT_KEPT_BYTES`]): one allocation per connection instead of one per unit.
+    out: BytesMut,
 }
+
+/// Largest unit buffer a server connection keeps for the next unit.
+const OUT_KEPT_BYTES: usize = 4096;
 
 impl ServerConn {
     /// Open and authenticate a connection within `spec.timeout`.
@@ -146,6 +152,7 @@ impl ServerConn {
             created: Instant::now(),
             last_used: Instant::now(),
             wire: Wire::default(),
+            out: BytesMut::new(),
         };
         let mut buf = BytesMut::new();
         messages::startup_message(&mut buf, &[("user", &spec.user), ("database", &spec.database)]);
@@ -230,6 +237,20 @@ impl ServerConn {
         let (sql, settings) = self.pending_sync.take()?;
         self.carried = Some(settings);
         Some(sql)
+    }
+
+    /// An empty buffer to put a unit's messages together in (the kept one, if any).
+    pub(crate) fn take_out(&mut self) -> BytesMut {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Give back the buffer of [`ServerConn::take_out`] once its bytes are sent: kept, emptied,
+    /// for the next unit unless it grew large.
+    pub(crate) fn keep_out(&mut self, mut out: BytesMut) {
+        if out.capacity() <= OUT_KEPT_BYTES {
+            out.clear();
+            self.out = out;
+        }
     }
 
     /// Drop a pending sync that no unit carried out.

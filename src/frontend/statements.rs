@@ -96,7 +96,7 @@ impl<'a> Batch<'a> {
     /// An empty batch for `conn`: the state sync decided at checkout goes first (its replies
     /// swallowed), then statements a failed unit may have left are closed.
     pub fn new(conn: &'a mut ServerConn, classifier: &'a Classifier) -> Self {
-        let mut out = BytesMut::new();
+        let mut out = conn.take_out();
         let mut queue = VecDeque::new();
         if let Some(sql) = conn.take_pending_sync() {
             messages::query(&mut out, &sql);

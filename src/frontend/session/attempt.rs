@@ -126,6 +126,7 @@ impl Session<'_> {
             self.drop_held();
             return self.statement_error(sqlstate::CONNECTION_FAILURE, &e.to_string()).await.map(|()| None);
         }
+        conn.keep_out(out);
         let mut streamed = Streamed::default();
         let (outcome, errored) = {
             let relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params)
