@@ -100,9 +100,11 @@ impl Session<'_> {
     /// session's last write could serve, with no primary to fall back on, waits a few monitor
     /// intervals for their positions to be seen: the write may well be there already.
     pub(super) async fn route(&self, class: &Class, rotation: Rotation) -> Route {
-        let policy = router::Policy { primary_reads: self.shared.config.routing.primary_reads };
-        let default_route = self.shared.config.user(&self.user).map(|u| u.default_route).unwrap_or_default();
-        let interval = self.shared.config.monitor.interval;
+        // One read of the live configuration for all three (each access is an arc-swap load).
+        let config = self.shared.config.snapshot();
+        let policy = router::Policy { primary_reads: config.routing.primary_reads };
+        let default_route = config.user(&self.user).map(|u| u.default_route).unwrap_or_default();
+        let interval = config.monitor.interval;
         let mut waited = 0;
         loop {
             // Borrowed, not cloned: dropped before the sleep below.
