@@ -63,6 +63,9 @@ pub struct Pool {
     idle: Box<[IdleList]>,
     permits: Arc<Semaphore>,
     cfg: ArcSwap<PoolConfig>,
+    /// `cfg`'s server lifetime and idle timeout, read on every checkout and release without an
+    /// arc-swap load (kept in step by `reconfigure`).
+    ages: ConnAges,
     /// The size now configured; permits beyond it are forgotten as they come back.
     size: AtomicUsize,
     /// Permits still to forget after a shrink (they were checked out at the time).
@@ -88,6 +91,32 @@ pub struct Pool {
     in_use: Mutex<HashMap<u64, Arc<std::net::TcpStream>, BuildHasherDefault<Sequential>>>,
     /// Numbers checkouts for `in_use`.
     checkouts: std::sync::atomic::AtomicU64,
+}
+
+/// A pool's server lifetime and idle timeout, in nanoseconds (saturated).
+struct ConnAges {
+    lifetime: std::sync::atomic::AtomicU64,
+    idle: std::sync::atomic::AtomicU64,
+}
+
+impl ConnAges {
+    fn new(cfg: &PoolConfig) -> Self {
+        let ages = Self { lifetime: 0.into(), idle: 0.into() };
+        ages.set(cfg);
+        ages
+    }
+
+    fn set(&self, cfg: &PoolConfig) {
+        let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.lifetime.store(nanos(cfg.server_lifetime), Ordering::Relaxed);
+        self.idle.store(nanos(cfg.server_idle_timeout), Ordering::Relaxed);
+    }
+
+    /// (server lifetime, server idle timeout)
+    fn get(&self) -> (Duration, Duration) {
+        let load = |a: &std::sync::atomic::AtomicU64| Duration::from_nanos(a.load(Ordering::Relaxed));
+        (load(&self.lifetime), load(&self.idle))
+    }
 }
 
 /// Hashes the checkout numbers that key `in_use`: they are sluice's own (a counter, no flooding
@@ -159,6 +188,7 @@ impl Pool {
             permits: Arc::new(Semaphore::new(cfg.size)),
             size: AtomicUsize::new(cfg.size),
             owed: AtomicUsize::new(0),
+            ages: ConnAges::new(&cfg),
             cfg: ArcSwap::from_pointee(cfg),
             startup_params: std::sync::OnceLock::new(),
             metrics,
@@ -244,7 +274,14 @@ impl Pool {
         if let Some(sever) = &conn.sever {
             self.in_use.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(number, Arc::clone(sever));
         }
-        Ok(Checkout { conn: Some(conn), pool: Arc::clone(self), epoch, number, permit: Some(permit), taken: Some(taken) })
+        Ok(Checkout {
+            conn: Some(conn),
+            pool: Arc::clone(self),
+            epoch,
+            number,
+            permit: Some(permit),
+            taken: Some(taken),
+        })
     }
 
     /// Wait (bounded by the checkout timeout) for a connection to be released.
@@ -301,8 +338,8 @@ impl Pool {
     /// Young enough and not idle too long at `now` (one clock read per checkout or release,
     /// not one per comparison: the two `elapsed` calls were ~2% of a simple unit's instructions).
     fn fresh(&self, c: &ServerConn, now: Instant) -> bool {
-        let cfg = self.cfg.load();
-        c.fresh(now, cfg.server_lifetime, cfg.server_idle_timeout)
+        let (lifetime, idle) = self.ages.get();
+        c.fresh(now, lifetime, idle)
     }
 
     fn put_back(&self, mut c: Box<Pooled>, epoch: u64, now: Instant) {
@@ -375,6 +412,7 @@ impl Pool {
             self.clear_idle();
         }
         self.cfg.store(Arc::new(cfg.clone()));
+        self.ages.set(cfg);
         self.resize(cfg.size);
     }
 
