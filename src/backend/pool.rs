@@ -7,11 +7,12 @@
 //! ([`super::wire`]). A [`Checkout`] dropped without it closes its connection.
 //!
 //! In the per-core runtime layout a pool keeps one idle list per session thread
-//! ([`crate::runtime::core`]): a connection goes back to the list of the thread that released
-//! it, and a checkout takes from its own thread's list first, so the socket it gets is usually
-//! watched by its own reactor (no cross-thread wake-up per reply). Only when its list is empty
-//! does it take one from another thread's list (still cheaper than a new connection, and the
-//! pool's size stays one bound for the whole process).
+//! ([`crate::runtime::core`]): a connection goes back to the list of the thread that opened it
+//! (its socket is registered with that thread's reactor for its whole life), and a checkout
+//! takes from its own thread's list first, so the socket it gets is watched by its own reactor
+//! (no cross-thread wake-up per reply). Only when its list is empty does it take one from
+//! another thread's list (still cheaper than a new connection, and the pool's size stays one
+//! bound for the whole process); that one goes home again at release.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -97,6 +98,11 @@ struct Pooled {
     /// A duplicate descriptor of its socket for [`Pool::sever`], made once per connection
     /// (per checkout it cost a `dup` and a `close` per unit). `None` if `dup` failed.
     sever: Option<Arc<std::net::TcpStream>>,
+    /// The session thread that opened it ([`crate::runtime::core`]), whose reactor watches its
+    /// socket: its idle list is the one it goes back to. Put back on the list of whichever
+    /// thread released it, a borrowed connection stayed on the other thread's list, and every
+    /// reply on it woke a thread across cores (an `eventfd` write and a context switch).
+    home: usize,
 }
 
 impl Pooled {
@@ -104,7 +110,7 @@ impl Pooled {
         // Safe Rust: a duplicated descriptor of the same socket, closed with the connection.
         // An in-memory connection (benches) has no socket: nothing to shut down.
         let sever = conn.io.get_ref().tcp().and_then(|s| std::os::fd::AsFd::as_fd(s).try_clone_to_owned().ok());
-        Box::new(Self { conn, sever: sever.map(|fd| Arc::new(fd.into())) })
+        Box::new(Self { conn, sever: sever.map(|fd| Arc::new(fd.into())), home: crate::runtime::core() })
     }
 }
 
@@ -251,11 +257,6 @@ impl Pool {
         }
     }
 
-    /// The idle list of the calling thread.
-    fn own_idle(&self) -> &IdleList {
-        &self.idle[crate::runtime::core() % self.idle.len()]
-    }
-
     /// The most recently used healthy idle connection: of this thread's list, else of the
     /// others in turn.
     fn take_idle(&self, now: Instant) -> Option<Box<Pooled>> {
@@ -286,7 +287,7 @@ impl Pool {
             return;
         }
         c.conn.touch(now);
-        self.own_idle().lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(c);
+        self.idle[c.home % self.idle.len()].lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(c);
     }
 
     /// Close every idle connection (e.g. its node changed role).
