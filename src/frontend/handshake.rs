@@ -104,12 +104,13 @@ impl Audit {
 }
 
 /// Run the startup phase and authentication within the configured startup timeout, and write
-/// the connection's audit line.
+/// the connection's audit line. `addr` is the client's address as `accept` gave it (asking the
+/// socket again would be one `getpeername` more per login).
 ///
 /// # Errors
 /// The client was refused (and told why) or handled a cancel.
-pub async fn handshake(stream: TcpStream, shared: &Shared) -> Result<Login, Refused> {
-    let mut audit = Audit { client: stream.peer_addr().ok(), ..Audit::default() };
+pub async fn handshake(stream: TcpStream, addr: SocketAddr, shared: &Shared) -> Result<Login, Refused> {
+    let mut audit = Audit { client: Some(addr), ..Audit::default() };
     let result = run(stream, shared, &mut audit).await;
     audit.log(&result);
     if result.is_ok() {
