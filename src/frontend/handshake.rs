@@ -297,7 +297,7 @@ fn check_params(params: &[(String, String)]) -> Result<(String, String, SessionP
         }
     };
     let database = get("database").filter(|d| !d.is_empty()).unwrap_or(&user).to_string();
-    let session = SessionParams::from_startup(params).map_err(|e| (sqlstate::PROTOCOL_VIOLATION, e))?;
+    let session = SessionParams::from_startup_unfolded(params).map_err(|e| (sqlstate::PROTOCOL_VIOLATION, e))?;
     Ok((user, database, session))
 }
 
