@@ -43,7 +43,7 @@ const MAX_ACCEPTED_SYNCS: usize = 4096;
 const MAX_SPELLINGS: usize = 1024;
 
 /// Which pool.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolKey {
     /// Node index.
     pub node: usize,
@@ -51,6 +51,51 @@ pub struct PoolKey {
     pub database: String,
     /// User.
     pub user: String,
+}
+
+/// A pool's key as borrowed parts: [`Pools::get`] looks a pool up without building a
+/// [`PoolKey`] (two `String`s, made and dropped once per session).
+trait KeyParts {
+    fn parts(&self) -> (usize, &str, &str);
+}
+
+impl KeyParts for PoolKey {
+    fn parts(&self) -> (usize, &str, &str) {
+        (self.node, &self.database, &self.user)
+    }
+}
+
+impl KeyParts for (usize, &str, &str) {
+    fn parts(&self) -> (usize, &str, &str) {
+        *self
+    }
+}
+
+// The key and its borrowed form hash and compare alike (the parts, in order), as `Borrow` requires.
+impl std::hash::Hash for PoolKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl std::hash::Hash for dyn KeyParts + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl PartialEq for dyn KeyParts + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn KeyParts + '_ {}
+
+impl<'a> std::borrow::Borrow<dyn KeyParts + 'a> for PoolKey {
+    fn borrow(&self) -> &(dyn KeyParts + 'a) {
+        self
+    }
 }
 
 /// One bounded pool.
@@ -151,9 +196,9 @@ impl Pool {
         }
     }
 
-    /// How the server reports `value` of parameter `name`, if a login has shown it.
-    #[must_use]
-    pub fn server_spelling(&self, name: &str, value: &str) -> Option<String> {
+    /// `f` of how the server reports `value` of parameter `name`, if a login has shown it
+    /// (called under the lock: the spelling is written where it goes, not copied out first).
+    pub fn with_server_spelling<R>(&self, name: &str, value: &str, f: impl FnOnce(&str) -> R) -> Option<R> {
         let spellings = self.spellings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let lower;
         let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -162,7 +207,7 @@ impl Pool {
         } else {
             name
         };
-        spellings.get(name)?.get(value).cloned()
+        spellings.get(name)?.get(value).map(|spelled| f(spelled.as_str()))
     }
 
     /// Remember that the server reports `value` of parameter `name` as `reported`.
@@ -512,11 +557,11 @@ impl Pools {
     /// # Panics
     /// If `node` is not a configured node index (a programming error).
     pub fn get(&self, node: usize, database: &str, user: &str) -> Arc<Pool> {
-        let key = PoolKey { node, database: database.to_string(), user: user.to_string() };
         let mut pools = self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(p) = pools.get(&key) {
+        if let Some(p) = pools.get(&(node, database, user) as &dyn KeyParts) {
             return Arc::clone(p);
         }
+        let key = PoolKey { node, database: database.to_string(), user: user.to_string() };
         let pool = Arc::new(Pool::new(
             self.spec(&key, self.config.pool.connect_timeout),
             self.config.pool.clone(),
@@ -594,6 +639,18 @@ impl Pools {
 #[cfg(test)]
 mod resize_tests {
     use super::*;
+
+    #[test]
+    fn a_pool_key_is_found_by_its_borrowed_parts() {
+        let key = |node, database: &str, user: &str| PoolKey { node, database: database.into(), user: user.into() };
+        let map: HashMap<PoolKey, u8> = [(key(0, "d", "u"), 1), (key(1, "d", "u"), 2), (key(0, "du", ""), 3)].into();
+        assert_eq!(map.get(&(0_usize, "d", "u") as &dyn KeyParts), Some(&1));
+        assert_eq!(map.get(&(1_usize, "d", "u") as &dyn KeyParts), Some(&2));
+        assert_eq!(map.get(&(0_usize, "du", "") as &dyn KeyParts), Some(&3));
+        assert_eq!(map.get(&(0_usize, "d", "") as &dyn KeyParts), None);
+        assert_eq!(map.get(&(0_usize, "", "du") as &dyn KeyParts), None);
+        assert_eq!(map.get(&key(1, "d", "u")), Some(&2));
+    }
 
     fn pool(size: usize) -> Arc<Pool> {
         let spec = ConnectSpec {

@@ -44,13 +44,13 @@ impl Session<'_> {
         for (k, v) in startup {
             let mine = self.params.params.iter().find(|(name, _)| name.eq_ignore_ascii_case(k));
             match mine {
-                Some((_, mine)) if mine != v => match pool.server_spelling(k, mine) {
-                    Some(spelled) => messages::parameter_status(buf, k, &spelled),
-                    None => {
+                Some((_, mine)) if mine != v => {
+                    if pool.with_server_spelling(k, mine, |spelled| messages::parameter_status(buf, k, spelled)).is_none()
+                    {
                         buf.truncate(start);
                         return false;
                     }
-                },
+                }
                 _ => messages::parameter_status(buf, k, v),
             }
         }
