@@ -64,7 +64,7 @@ async fn serve_client(stream: TcpStream, addr: SocketAddr, shared: &Shared) {
         Ok(login) => login,
         Err(refused) => return note_refused(shared, refused),
     };
-    if login.database == super::admin_console::DATABASE {
+    if &*login.database == super::admin_console::DATABASE {
         Box::pin(super::admin_console::run(shared, login)).await;
     } else {
         let session = Session::new(shared, login);
