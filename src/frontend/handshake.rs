@@ -11,7 +11,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::client_auth::{authenticate, Failure, Method};
+use super::client_auth::{authenticate, trusted, Failure, Method};
 use super::params::SessionParams;
 use super::Shared;
 use crate::config::ClientTlsMode;
@@ -137,12 +137,14 @@ async fn run(stream: TcpStream, shared: &Shared, audit: &mut Audit) -> Result<Lo
         return Err(refuse(&mut stream, sqlstate::INVALID_AUTHORIZATION, msg).await);
     }
     let mut client = FrameReader::new(stream, MAX_AUTH_MESSAGE);
-    let auth = authenticate(&mut client, shared, &user, &database, end_point, &mut audit.method);
-    match tokio::time::timeout_at(deadline, auth).await {
-        Ok(Ok(())) => {}
-        Ok(Err((code, msg))) => return Err(refuse(client.get_mut(), code, &msg).await),
-        Err(_) => {
-            return Err(refuse(client.get_mut(), sqlstate::PROTOCOL_VIOLATION, "authentication timed out").await);
+    if !trusted(shared, &user, &mut audit.method) {
+        let auth = authenticate(&mut client, shared, &user, &database, end_point, &mut audit.method);
+        match tokio::time::timeout_at(deadline, auth).await {
+            Ok(Ok(())) => {}
+            Ok(Err((code, msg))) => return Err(refuse(client.get_mut(), code, &msg).await),
+            Err(_) => {
+                return Err(refuse(client.get_mut(), sqlstate::PROTOCOL_VIOLATION, "authentication timed out").await);
+            }
         }
     }
     let console = &*database == super::admin_console::DATABASE;
