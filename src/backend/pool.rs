@@ -15,7 +15,7 @@
 //! bound for the whole process); that one goes home again at release.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -121,6 +121,12 @@ pub struct Pool {
     /// connection; keyed by lowercase name, then client value (so a login looks one up
     /// without building a key). At most [`MAX_SPELLINGS`] values.
     spellings: Mutex<HashMap<String, HashMap<String, String>>>,
+    /// Bumped by every [`Pool::learn_spelling`]: a login's ParameterStatus block made before
+    /// it may spell a value differently than one made after.
+    spelling_generation: AtomicU64,
+    /// The ParameterStatus block of the last login through this pool written from what the
+    /// pool knows ([`Pool::write_login_status`]), and for which session state.
+    login_status: Mutex<Option<LoginStatus>>,
     /// State-sync statements this node ran without error: only these are pipelined in front
     /// of a unit (a statement the node might refuse costs one round trip the first time).
     /// At most [`MAX_ACCEPTED_SYNCS`].
@@ -133,6 +139,18 @@ pub struct Pool {
     in_use: Mutex<HashMap<u64, Arc<std::net::TcpStream>>>,
     /// Numbers checkouts for `in_use`.
     checkouts: std::sync::atomic::AtomicU64,
+}
+
+/// A login's ParameterStatus block, as [`Pool::keep_login_status`] keeps it.
+struct LoginStatus {
+    /// The session state it was made for. Held weakly, so its allocation (the identity
+    /// compared) cannot be reused by another state while this is kept; an `Arc` that states
+    /// share is never changed in place (a change copies it first), so the same allocation
+    /// means the same parameters.
+    state: std::sync::Weak<dyn std::any::Any + Send + Sync>,
+    /// [`Pool::spelling_generation`] when it was made.
+    generation: u64,
+    block: bytes::Bytes,
 }
 
 /// A server connection as its pool keeps it, boxed: a checkout (and a session holding one)
@@ -189,6 +207,8 @@ impl Pool {
             startup_params: std::sync::OnceLock::new(),
             metrics,
             spellings: Mutex::new(HashMap::new()),
+            spelling_generation: AtomicU64::new(0),
+            login_status: Mutex::new(None),
             accepted_syncs: Mutex::new(std::collections::HashSet::new()),
             epoch: std::sync::atomic::AtomicU64::new(0),
             in_use: Mutex::new(HashMap::new()),
@@ -218,6 +238,41 @@ impl Pool {
         }
         let values = spellings.entry(name.to_ascii_lowercase()).or_default();
         values.insert(value.to_string(), reported.to_string());
+        self.spelling_generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes whenever a spelling is learnt (read it before making a block to keep).
+    #[must_use]
+    pub fn spelling_generation(&self) -> u64 {
+        self.spelling_generation.load(Ordering::Acquire)
+    }
+
+    /// Append the ParameterStatus block kept for the session state at `state` (the address of
+    /// its `Arc`), if one was kept for it and no spelling was learnt since. True if it was.
+    /// The logins of one application share their state, so a login storm (`pgbench -C`)
+    /// copies one block instead of writing every parameter and looking its spelling up.
+    pub fn write_login_status(&self, state: *const (), buf: &mut bytes::BytesMut) -> bool {
+        let kept = self.login_status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*kept {
+            Some(k)
+                if std::ptr::eq(k.state.as_ptr().cast::<()>(), state) && k.generation == self.spelling_generation() =>
+            {
+                buf.extend_from_slice(&k.block);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Keep `block`, made for `state` when the spelling generation was `generation`.
+    pub fn keep_login_status(
+        &self,
+        state: std::sync::Weak<dyn std::any::Any + Send + Sync>,
+        generation: u64,
+        block: &[u8],
+    ) {
+        let status = LoginStatus { state, generation, block: bytes::Bytes::copy_from_slice(block) };
+        *self.login_status.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(status);
     }
 
     /// True if the node ran every one of these sync statements before without error.
@@ -639,6 +694,29 @@ impl Pools {
 #[cfg(test)]
 mod resize_tests {
     use super::*;
+
+    #[test]
+    fn a_kept_login_status_is_written_only_for_its_state_and_spellings() {
+        let p = pool(1);
+        let (a, b) = (Arc::new(String::from("state a")), Arc::new(String::from("state b")));
+        let at = |s: &Arc<String>| Arc::as_ptr(s).cast::<()>();
+        let mut buf = bytes::BytesMut::from(&b"R"[..]);
+        assert!(!p.write_login_status(at(&a), &mut buf), "nothing kept yet");
+        let generation = p.spelling_generation();
+        p.keep_login_status(
+            Arc::downgrade(&a) as std::sync::Weak<dyn std::any::Any + Send + Sync>,
+            generation,
+            b"block",
+        );
+        assert!(p.write_login_status(at(&a), &mut buf));
+        assert_eq!(&buf[..], b"Rblock", "appended after what the buffer held");
+        assert!(!p.write_login_status(at(&b), &mut buf), "another state");
+        p.learn_spelling("DateStyle", "iso", "ISO, MDY");
+        assert!(!p.write_login_status(at(&a), &mut buf), "a spelling learnt since");
+        p.keep_login_status(Arc::downgrade(&a) as std::sync::Weak<dyn std::any::Any + Send + Sync>, generation, b"old");
+        assert!(!p.write_login_status(at(&a), &mut buf), "made before the spelling was learnt");
+        assert_eq!(&buf[..], b"Rblock");
+    }
 
     #[test]
     fn a_pool_key_is_found_by_its_borrowed_parts() {
