@@ -7,15 +7,16 @@
 //! ([`super::wire`]). A [`Checkout`] dropped without it closes its connection.
 //!
 //! In the per-core runtime layout a pool keeps one idle list per session thread
-//! ([`crate::runtime::core`]): a connection goes back to the list of the thread that released
-//! it, and a checkout takes from its own thread's list first, so the socket it gets is usually
-//! watched by its own reactor (no cross-thread wake-up per reply). Only when its list is empty
-//! does it take one from another thread's list (still cheaper than a new connection, and the
-//! pool's size stays one bound for the whole process).
+//! ([`crate::runtime::core`]): a connection goes back to the list of the thread that opened it
+//! (its socket is registered with that thread's reactor for its whole life), and a checkout
+//! takes from its own thread's list first, so the socket it gets is watched by its own reactor
+//! (no cross-thread wake-up per reply). Only when its list is empty does it take one from
+//! another thread's list (still cheaper than a new connection, and the pool's size stays one
+//! bound for the whole process); that one goes home again at release.
 
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -43,7 +44,7 @@ const MAX_ACCEPTED_SYNCS: usize = 4096;
 const MAX_SPELLINGS: usize = 1024;
 
 /// Which pool.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PoolKey {
     /// Node index.
     pub node: usize,
@@ -51,6 +52,51 @@ pub struct PoolKey {
     pub database: String,
     /// User.
     pub user: String,
+}
+
+/// A pool's key as borrowed parts: [`Pools::get`] looks a pool up without building a
+/// [`PoolKey`] (two `String`s, made and dropped once per session).
+trait KeyParts {
+    fn parts(&self) -> (usize, &str, &str);
+}
+
+impl KeyParts for PoolKey {
+    fn parts(&self) -> (usize, &str, &str) {
+        (self.node, &self.database, &self.user)
+    }
+}
+
+impl KeyParts for (usize, &str, &str) {
+    fn parts(&self) -> (usize, &str, &str) {
+        *self
+    }
+}
+
+// The key and its borrowed form hash and compare alike (the parts, in order), as `Borrow` requires.
+impl std::hash::Hash for PoolKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl std::hash::Hash for dyn KeyParts + '_ {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.parts().hash(state);
+    }
+}
+
+impl PartialEq for dyn KeyParts + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn KeyParts + '_ {}
+
+impl<'a> std::borrow::Borrow<dyn KeyParts + 'a> for PoolKey {
+    fn borrow(&self) -> &(dyn KeyParts + 'a) {
+        self
+    }
 }
 
 /// One bounded pool.
@@ -79,6 +125,12 @@ pub struct Pool {
     /// connection; keyed by lowercase name, then client value (so a login looks one up
     /// without building a key). At most [`MAX_SPELLINGS`] values.
     spellings: Mutex<HashMap<String, HashMap<String, String>>>,
+    /// Bumped by every [`Pool::learn_spelling`]: a login's ParameterStatus block made before
+    /// it may spell a value differently than one made after.
+    spelling_generation: AtomicU64,
+    /// The ParameterStatus block of the last login through this pool written from what the
+    /// pool knows ([`Pool::write_login_status`]), and for which session state.
+    login_status: Mutex<Option<LoginStatus>>,
     /// State-sync statements this node ran without error: only these are pipelined in front
     /// of a unit (a statement the node might refuse costs one round trip the first time).
     /// At most [`MAX_ACCEPTED_SYNCS`].
@@ -142,6 +194,18 @@ impl std::hash::Hasher for Sequential {
     }
 }
 
+/// A login's ParameterStatus block, as [`Pool::keep_login_status`] keeps it.
+struct LoginStatus {
+    /// The session state it was made for. Held weakly, so its allocation (the identity
+    /// compared) cannot be reused by another state while this is kept; an `Arc` that states
+    /// share is never changed in place (a change copies it first), so the same allocation
+    /// means the same parameters.
+    state: std::sync::Weak<dyn std::any::Any + Send + Sync>,
+    /// [`Pool::spelling_generation`] when it was made.
+    generation: u64,
+    block: bytes::Bytes,
+}
+
 /// A server connection as its pool keeps it, boxed: a checkout (and a session holding one)
 /// carries a pointer, not the whole connection, and moving it between the idle list and a
 /// checkout copies nothing.
@@ -150,6 +214,11 @@ struct Pooled {
     /// A duplicate descriptor of its socket for [`Pool::sever`], made once per connection
     /// (per checkout it cost a `dup` and a `close` per unit). `None` if `dup` failed.
     sever: Option<Arc<std::net::TcpStream>>,
+    /// The session thread that opened it ([`crate::runtime::core`]), whose reactor watches its
+    /// socket: its idle list is the one it goes back to. Put back on the list of whichever
+    /// thread released it, a borrowed connection stayed on the other thread's list, and every
+    /// reply on it woke a thread across cores (an `eventfd` write and a context switch).
+    home: usize,
 }
 
 impl Pooled {
@@ -157,7 +226,7 @@ impl Pooled {
         // Safe Rust: a duplicated descriptor of the same socket, closed with the connection.
         // An in-memory connection (benches) has no socket: nothing to shut down.
         let sever = conn.io.get_ref().tcp().and_then(|s| std::os::fd::AsFd::as_fd(s).try_clone_to_owned().ok());
-        Box::new(Self { conn, sever: sever.map(|fd| Arc::new(fd.into())) })
+        Box::new(Self { conn, sever: sever.map(|fd| Arc::new(fd.into())), home: crate::runtime::core() })
     }
 }
 
@@ -193,6 +262,8 @@ impl Pool {
             startup_params: std::sync::OnceLock::new(),
             metrics,
             spellings: Mutex::new(HashMap::new()),
+            spelling_generation: AtomicU64::new(0),
+            login_status: Mutex::new(None),
             accepted_syncs: Mutex::new(std::collections::HashSet::new()),
             epoch: std::sync::atomic::AtomicU64::new(0),
             in_use: Mutex::new(HashMap::default()),
@@ -200,9 +271,9 @@ impl Pool {
         }
     }
 
-    /// How the server reports `value` of parameter `name`, if a login has shown it.
-    #[must_use]
-    pub fn server_spelling(&self, name: &str, value: &str) -> Option<String> {
+    /// `f` of how the server reports `value` of parameter `name`, if a login has shown it
+    /// (called under the lock: the spelling is written where it goes, not copied out first).
+    pub fn with_server_spelling<R>(&self, name: &str, value: &str, f: impl FnOnce(&str) -> R) -> Option<R> {
         let spellings = self.spellings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let lower;
         let name = if name.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -211,7 +282,7 @@ impl Pool {
         } else {
             name
         };
-        spellings.get(name)?.get(value).cloned()
+        spellings.get(name)?.get(value).map(|spelled| f(spelled.as_str()))
     }
 
     /// Remember that the server reports `value` of parameter `name` as `reported`.
@@ -222,6 +293,41 @@ impl Pool {
         }
         let values = spellings.entry(name.to_ascii_lowercase()).or_default();
         values.insert(value.to_string(), reported.to_string());
+        self.spelling_generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Changes whenever a spelling is learnt (read it before making a block to keep).
+    #[must_use]
+    pub fn spelling_generation(&self) -> u64 {
+        self.spelling_generation.load(Ordering::Acquire)
+    }
+
+    /// Append the ParameterStatus block kept for the session state at `state` (the address of
+    /// its `Arc`), if one was kept for it and no spelling was learnt since. True if it was.
+    /// The logins of one application share their state, so a login storm (`pgbench -C`)
+    /// copies one block instead of writing every parameter and looking its spelling up.
+    pub fn write_login_status(&self, state: *const (), buf: &mut bytes::BytesMut) -> bool {
+        let kept = self.login_status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match &*kept {
+            Some(k)
+                if std::ptr::eq(k.state.as_ptr().cast::<()>(), state) && k.generation == self.spelling_generation() =>
+            {
+                buf.extend_from_slice(&k.block);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Keep `block`, made for `state` when the spelling generation was `generation`.
+    pub fn keep_login_status(
+        &self,
+        state: std::sync::Weak<dyn std::any::Any + Send + Sync>,
+        generation: u64,
+        block: &[u8],
+    ) {
+        let status = LoginStatus { state, generation, block: bytes::Bytes::copy_from_slice(block) };
+        *self.login_status.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(status);
     }
 
     /// True if the node ran every one of these sync statements before without error.
@@ -313,11 +419,6 @@ impl Pool {
         }
     }
 
-    /// The idle list of the calling thread.
-    fn own_idle(&self) -> &IdleList {
-        &self.idle[crate::runtime::core() % self.idle.len()]
-    }
-
     /// The most recently used healthy idle connection: of this thread's list, else of the
     /// others in turn.
     fn take_idle(&self, now: Instant) -> Option<Box<Pooled>> {
@@ -347,7 +448,7 @@ impl Pool {
             return;
         }
         c.conn.touch(now);
-        self.own_idle().lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(c);
+        self.idle[c.home % self.idle.len()].lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(c);
     }
 
     /// Close every idle connection (e.g. its node changed role).
@@ -580,11 +681,11 @@ impl Pools {
     /// # Panics
     /// If `node` is not a configured node index (a programming error).
     pub fn get(&self, node: usize, database: &str, user: &str) -> Arc<Pool> {
-        let key = PoolKey { node, database: database.to_string(), user: user.to_string() };
         let mut pools = self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(p) = pools.get(&key) {
+        if let Some(p) = pools.get(&(node, database, user) as &dyn KeyParts) {
             return Arc::clone(p);
         }
+        let key = PoolKey { node, database: database.to_string(), user: user.to_string() };
         let pool = Arc::new(Pool::new(
             self.spec(&key, self.config.pool.connect_timeout),
             self.config.pool.clone(),
@@ -662,6 +763,41 @@ impl Pools {
 #[cfg(test)]
 mod resize_tests {
     use super::*;
+
+    #[test]
+    fn a_kept_login_status_is_written_only_for_its_state_and_spellings() {
+        let p = pool(1);
+        let (a, b) = (Arc::new(String::from("state a")), Arc::new(String::from("state b")));
+        let at = |s: &Arc<String>| Arc::as_ptr(s).cast::<()>();
+        let mut buf = bytes::BytesMut::from(&b"R"[..]);
+        assert!(!p.write_login_status(at(&a), &mut buf), "nothing kept yet");
+        let generation = p.spelling_generation();
+        p.keep_login_status(
+            Arc::downgrade(&a) as std::sync::Weak<dyn std::any::Any + Send + Sync>,
+            generation,
+            b"block",
+        );
+        assert!(p.write_login_status(at(&a), &mut buf));
+        assert_eq!(&buf[..], b"Rblock", "appended after what the buffer held");
+        assert!(!p.write_login_status(at(&b), &mut buf), "another state");
+        p.learn_spelling("DateStyle", "iso", "ISO, MDY");
+        assert!(!p.write_login_status(at(&a), &mut buf), "a spelling learnt since");
+        p.keep_login_status(Arc::downgrade(&a) as std::sync::Weak<dyn std::any::Any + Send + Sync>, generation, b"old");
+        assert!(!p.write_login_status(at(&a), &mut buf), "made before the spelling was learnt");
+        assert_eq!(&buf[..], b"Rblock");
+    }
+
+    #[test]
+    fn a_pool_key_is_found_by_its_borrowed_parts() {
+        let key = |node, database: &str, user: &str| PoolKey { node, database: database.into(), user: user.into() };
+        let map: HashMap<PoolKey, u8> = [(key(0, "d", "u"), 1), (key(1, "d", "u"), 2), (key(0, "du", ""), 3)].into();
+        assert_eq!(map.get(&(0_usize, "d", "u") as &dyn KeyParts), Some(&1));
+        assert_eq!(map.get(&(1_usize, "d", "u") as &dyn KeyParts), Some(&2));
+        assert_eq!(map.get(&(0_usize, "du", "") as &dyn KeyParts), Some(&3));
+        assert_eq!(map.get(&(0_usize, "d", "") as &dyn KeyParts), None);
+        assert_eq!(map.get(&(0_usize, "", "du") as &dyn KeyParts), None);
+        assert_eq!(map.get(&key(1, "d", "u")), Some(&2));
+    }
 
     fn pool(size: usize) -> Arc<Pool> {
         let spec = ConnectSpec {

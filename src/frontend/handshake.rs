@@ -11,7 +11,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::client_auth::{authenticate, Failure, Method};
+use super::client_auth::{authenticate, trusted, Failure, Method};
 use super::params::SessionParams;
 use super::Shared;
 use crate::config::ClientTlsMode;
@@ -31,10 +31,10 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 pub struct Login {
     /// The framed client socket.
     pub client: FrameReader<MaybeTls>,
-    /// User name.
-    pub user: String,
-    /// Database.
-    pub database: String,
+    /// User name (shared, not copied, by the session, its registry entry and the audit line).
+    pub user: Arc<str>,
+    /// Database (shared like the user name).
+    pub database: Arc<str>,
     /// Session parameters from the startup packet.
     pub params: SessionParams,
     /// The client's address, read once at accept (the registry shows it; asking the socket
@@ -71,8 +71,8 @@ pub async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, code: &str, message: 
 #[derive(Default)]
 struct Audit {
     client: Option<SocketAddr>,
-    user: String,
-    database: String,
+    user: Arc<str>,
+    database: Arc<str>,
     tls: Option<String>,
     method: Option<Method>,
 }
@@ -104,12 +104,13 @@ impl Audit {
 }
 
 /// Run the startup phase and authentication within the configured startup timeout, and write
-/// the connection's audit line.
+/// the connection's audit line. `addr` is the client's address as `accept` gave it (asking the
+/// socket again would be one `getpeername` more per login).
 ///
 /// # Errors
 /// The client was refused (and told why) or handled a cancel.
-pub async fn handshake(stream: TcpStream, shared: &Shared) -> Result<Login, Refused> {
-    let mut audit = Audit { client: stream.peer_addr().ok(), ..Audit::default() };
+pub async fn handshake(stream: TcpStream, addr: SocketAddr, shared: &Shared) -> Result<Login, Refused> {
+    let mut audit = Audit { client: Some(addr), ..Audit::default() };
     let result = run(stream, shared, &mut audit).await;
     audit.log(&result);
     if result.is_ok() {
@@ -129,22 +130,24 @@ async fn run(stream: TcpStream, shared: &Shared, audit: &mut Audit) -> Result<Lo
         Ok(v) => v,
         Err((code, msg)) => return Err(refuse(&mut stream, code, &msg).await),
     };
-    audit.user.clone_from(&user);
-    audit.database.clone_from(&database);
+    audit.user = Arc::clone(&user);
+    audit.database = Arc::clone(&database);
     if shared.client_tls.mode() == ClientTlsMode::Require && !stream.is_tls() {
         let msg = "sluice requires TLS: connect with sslmode=require (or stronger)";
         return Err(refuse(&mut stream, sqlstate::INVALID_AUTHORIZATION, msg).await);
     }
     let mut client = FrameReader::new(stream, MAX_AUTH_MESSAGE);
-    let auth = authenticate(&mut client, shared, &user, &database, end_point, &mut audit.method);
-    match tokio::time::timeout_at(deadline, auth).await {
-        Ok(Ok(())) => {}
-        Ok(Err((code, msg))) => return Err(refuse(client.get_mut(), code, &msg).await),
-        Err(_) => {
-            return Err(refuse(client.get_mut(), sqlstate::PROTOCOL_VIOLATION, "authentication timed out").await);
+    if !trusted(shared, &user, &mut audit.method) {
+        let auth = authenticate(&mut client, shared, &user, &database, end_point, &mut audit.method);
+        match tokio::time::timeout_at(deadline, auth).await {
+            Ok(Ok(())) => {}
+            Ok(Err((code, msg))) => return Err(refuse(client.get_mut(), code, &msg).await),
+            Err(_) => {
+                return Err(refuse(client.get_mut(), sqlstate::PROTOCOL_VIOLATION, "authentication timed out").await);
+            }
         }
     }
-    let console = database == super::admin_console::DATABASE;
+    let console = &*database == super::admin_console::DATABASE;
     if !console && !shared.config.database_allowed(&database) {
         let msg = format!("database \"{database}\" is not served by this proxy");
         return Err(refuse(client.get_mut(), sqlstate::INVALID_CATALOG_NAME, &msg).await);
@@ -284,19 +287,19 @@ async fn upgrade(
     }
 }
 
-fn check_params(params: &[(String, String)]) -> Result<(String, String, SessionParams), Failure> {
+fn check_params(params: &[(String, String)]) -> Result<(Arc<str>, Arc<str>, SessionParams), Failure> {
     let get = |k| StartupPacket::param(params, k);
     if get("replication").is_some_and(|v| !matches!(v.to_ascii_lowercase().as_str(), "false" | "off" | "no" | "0")) {
         return Err((sqlstate::FEATURE_NOT_SUPPORTED, "sluice does not proxy replication connections".into()));
     }
     let user = match get("user") {
-        Some(u) if !u.is_empty() => u.to_string(),
+        Some(u) if !u.is_empty() => Arc::<str>::from(u),
         _ => {
             return Err((sqlstate::INVALID_AUTHORIZATION, "no PostgreSQL user name specified in startup packet".into()))
         }
     };
-    let database = get("database").filter(|d| !d.is_empty()).unwrap_or(&user).to_string();
-    let session = SessionParams::from_startup(params).map_err(|e| (sqlstate::PROTOCOL_VIOLATION, e))?;
+    let database = get("database").filter(|d| !d.is_empty()).map_or_else(|| Arc::clone(&user), Arc::from);
+    let session = SessionParams::from_startup_unfolded(params).map_err(|e| (sqlstate::PROTOCOL_VIOLATION, e))?;
     Ok((user, database, session))
 }
 

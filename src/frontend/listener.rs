@@ -2,6 +2,7 @@
 //! at each accept, so a reload changes it), answers the rest with `53300`, and runs one task per
 //! session; a login to the virtual database `sluice` gets the admin console instead.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -20,8 +21,8 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdow
             r = listener.accept() => r,
             _ = shutdown.changed() => return,
         };
-        let stream = match accepted {
-            Ok((s, _)) => s,
+        let (stream, addr) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
@@ -36,7 +37,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdow
         if shared.metrics.clients() < limit {
             let counted = ClientCount::new(Arc::clone(&shared.metrics));
             tokio::spawn(async move {
-                serve_client(stream, &shared).await;
+                serve_client(stream, addr, &shared).await;
                 drop(counted);
             });
         } else {
@@ -54,16 +55,16 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdow
     }
 }
 
-async fn serve_client(stream: TcpStream, shared: &Shared) {
+async fn serve_client(stream: TcpStream, addr: SocketAddr, shared: &Shared) {
     // Both phases boxed: a task's future is allocated once, at the size of its largest state,
     // so inline they would make every idle session carry the (larger) handshake state too.
     // For the same reason the login is moved out before the next await (a `match` on it would
     // keep all 200 bytes of it in the task cell for the session's life).
-    let login = match Box::pin(handshake(stream, shared)).await {
+    let login = match Box::pin(handshake(stream, addr, shared)).await {
         Ok(login) => login,
         Err(refused) => return note_refused(shared, refused),
     };
-    if login.database == super::admin_console::DATABASE {
+    if &*login.database == super::admin_console::DATABASE {
         Box::pin(super::admin_console::run(shared, login)).await;
     } else {
         let session = Session::new(shared, login);

@@ -35,6 +35,9 @@ pub struct SessionParams {
     settings: Arc<Settings>,
     /// A hot standby would refuse this state (recomputed with the fingerprint).
     standby_refused: bool,
+    /// Made by [`SessionParams::from_startup_unfolded`] and not folded yet: `settings`,
+    /// `standby_refused` and `startup` are not filled in ([`SharedStates::intern`] does it).
+    unfolded: bool,
 }
 
 impl SessionParams {
@@ -43,7 +46,20 @@ impl SessionParams {
     /// # Errors
     /// `options` holds something other than `-c name=value` / `--name=value`.
     pub fn from_startup(params: &[(String, String)]) -> Result<Self, String> {
-        let mut out = SessionParams::default();
+        let mut out = Self::from_startup_unfolded(params)?;
+        out.fold_startup();
+        Ok(out)
+    }
+
+    /// [`SessionParams::from_startup`] without folding the parameters into `Settings` yet:
+    /// [`SharedStates::intern`] finds the shared copy by the parameters alone and folds only a
+    /// state it has not seen (a login storm of one application folded, copied and dropped the
+    /// same state once per login).
+    ///
+    /// # Errors
+    /// As [`SessionParams::from_startup`].
+    pub fn from_startup_unfolded(params: &[(String, String)]) -> Result<Self, String> {
+        let mut out = SessionParams { unfolded: true, ..SessionParams::default() };
         for (k, v) in params {
             if k == "options" {
                 for (name, value) in parse_options(v)? {
@@ -53,12 +69,19 @@ impl SessionParams {
                 out.put(k, v);
             }
         }
-        // Folded once for all of them (not once per parameter): this runs for every login.
-        if !out.params.is_empty() {
-            out.refresh();
-        }
-        out.startup = out.params.clone();
         Ok(out)
+    }
+
+    /// Fill in what [`SessionParams::from_startup_unfolded`] left out (nothing if done).
+    fn fold_startup(&mut self) {
+        if !std::mem::take(&mut self.unfolded) {
+            return;
+        }
+        // Folded once for all of them (not once per parameter).
+        if !self.params.is_empty() {
+            self.refresh();
+        }
+        self.startup = self.params.clone();
     }
 
     /// Identity of this state: 0 for "nothing applied" (a pristine connection).
@@ -167,12 +190,22 @@ pub struct SharedStates {
 }
 
 impl SharedStates {
-    /// The shared copy of `state`, or `state` itself, now shared.
-    pub fn intern(&self, state: SessionParams) -> Arc<SessionParams> {
+    /// The shared copy of `state`, or `state` itself (folded if it was not), now shared.
+    pub fn intern(&self, mut state: SessionParams) -> Arc<SessionParams> {
         let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(found) = states.iter().filter_map(Weak::upgrade).find(|s| **s == state) {
+        // An unfolded startup state is the shared one that has its parameters, no history and
+        // them as startup parameters: the rest of a state is folded from these.
+        let same = |s: &SessionParams| {
+            if state.unfolded {
+                s.history.is_empty() && s.params == state.params && s.startup == state.params
+            } else {
+                *s == state
+            }
+        };
+        if let Some(found) = states.iter().filter_map(Weak::upgrade).find(|s| same(s)) {
             return found;
         }
+        state.fold_startup();
         let state = Arc::new(state);
         if states.len() >= MAX_SHARED_STATES {
             states.retain(|w| w.strong_count() > 0);
@@ -225,6 +258,31 @@ mod tests {
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect()
+    }
+
+    #[test]
+    fn an_unfolded_startup_state_interns_as_the_folded_one() {
+        let states = SharedStates::default();
+        let raw = p(&[("application_name", "app"), ("options", "-c default_transaction_isolation=serializable")]);
+        let folded = SessionParams::from_startup(&raw).unwrap();
+        // A miss folds it: the same state from_startup makes.
+        let first = states.intern(SessionParams::from_startup_unfolded(&raw).unwrap());
+        assert_eq!(*first, folded);
+        assert!(first.standby_refused() && first.fingerprint() != 0);
+        // A hit, unfolded or not, is the shared copy.
+        let again = states.intern(SessionParams::from_startup_unfolded(&raw).unwrap());
+        assert!(Arc::ptr_eq(&first, &again));
+        assert!(Arc::ptr_eq(&first, &states.intern(folded)));
+        // A state that has changed since its startup is not the startup state of its parameters.
+        let mut changed = (*first).clone();
+        changed.record("SET search_path = x");
+        let changed = states.intern(changed);
+        assert!(!Arc::ptr_eq(&first, &changed));
+        let other = states.intern(SessionParams::from_startup_unfolded(&p(&[("application_name", "b")])).unwrap());
+        assert_eq!(*other, SessionParams::from_startup(&p(&[("application_name", "b")])).unwrap());
+        // No parameters at all: the empty state, as from_startup makes it.
+        let empty = states.intern(SessionParams::from_startup_unfolded(&p(&[("user", "u")])).unwrap());
+        assert_eq!(*empty, SessionParams::default());
     }
 
     #[test]

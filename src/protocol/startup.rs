@@ -155,16 +155,31 @@ pub async fn read_packet<R: AsyncRead + Unpin>(io: &mut R, timeout: Duration) ->
 }
 
 async fn read_raw<R: AsyncRead + Unpin>(io: &mut R) -> Result<BytesMut, StartupError> {
-    let mut head = [0u8; 4];
-    read_exact(io, &mut head).await?;
-    let len = i32::from_be_bytes(head);
+    // Every packet is at least 8 bytes (length and code), so up to 8 are read at once: an
+    // SSLRequest (all of it) in one `recv`, not two. The length is checked as soon as its 4
+    // bytes are in, as before, so a bad one is refused without waiting for more.
+    let mut head = [0u8; 8];
+    let mut got = 0;
+    while got < 4 {
+        got += read_some(io, &mut head[got..]).await?;
+    }
+    let len = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
     if len < 8 || len as usize > MAX_STARTUP_PACKET {
         return Err(StartupError::BadLength(len));
     }
     let mut packet = BytesMut::zeroed(len as usize);
-    packet[..4].copy_from_slice(&head);
-    read_exact(io, &mut packet[4..]).await?;
+    packet[..got].copy_from_slice(&head[..got]);
+    read_exact(io, &mut packet[got..]).await?;
     Ok(packet)
+}
+
+/// One read of at least one byte (end of stream is [`StartupError::Truncated`]).
+async fn read_some<R: AsyncRead + Unpin>(io: &mut R, buf: &mut [u8]) -> Result<usize, StartupError> {
+    match io.read(buf).await {
+        Ok(0) => Err(StartupError::Truncated),
+        Ok(n) => Ok(n),
+        Err(e) => Err(StartupError::Io(e.to_string())),
+    }
 }
 
 async fn read_exact<R: AsyncRead + Unpin>(io: &mut R, buf: &mut [u8]) -> Result<(), StartupError> {

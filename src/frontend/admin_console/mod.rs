@@ -42,7 +42,7 @@ const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
 /// Serve one console session until the client leaves (or is killed, or sluice drains).
 pub async fn run(shared: &Shared, login: Login) {
     let Login { mut client, user, database, addr, .. } = login;
-    if !shared.config.ops.admin.users.contains(&user) {
+    if !shared.config.ops.admin.users.iter().any(|u| **u == *user) {
         let msg = format!("user \"{user}\" may not use the admin console (it is not in admin.users)");
         let _ =
             write(&mut client, |b| messages::error_response(b, Severity::Fatal, sqlstate::INVALID_AUTHORIZATION, &msg))
@@ -52,7 +52,7 @@ pub async fn run(shared: &Shared, login: Login) {
     }
     let key = shared.cancels.register();
     let since = std::time::SystemTime::now();
-    let info = ClientInfo { id: key.pid, user: user.into(), database: database.into(), addr, since };
+    let info = ClientInfo { id: key.pid, user, database, addr, since };
     let mut entry = shared.lifecycle.register(info, key.slot());
     let greeted = write(&mut client, |b| {
         messages::authentication(b, messages::auth_code::OK, &[]);

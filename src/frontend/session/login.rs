@@ -40,20 +40,28 @@ impl Session<'_> {
         }
         let Some(pool) = self.known_pool() else { return false };
         let Some(startup) = pool.startup_params() else { return false };
+        if pool.write_login_status(Arc::as_ptr(&self.params).cast::<()>(), buf) {
+            return true;
+        }
+        let generation = pool.spelling_generation();
         let start = buf.len();
         for (k, v) in startup {
             let mine = self.params.params.iter().find(|(name, _)| name.eq_ignore_ascii_case(k));
             match mine {
-                Some((_, mine)) if mine != v => match pool.server_spelling(k, mine) {
-                    Some(spelled) => messages::parameter_status(buf, k, &spelled),
-                    None => {
+                Some((_, mine)) if mine != v => {
+                    if pool
+                        .with_server_spelling(k, mine, |spelled| messages::parameter_status(buf, k, spelled))
+                        .is_none()
+                    {
                         buf.truncate(start);
                         return false;
                     }
-                },
+                }
                 _ => messages::parameter_status(buf, k, v),
             }
         }
+        let state: std::sync::Weak<SessionParams> = Arc::downgrade(&self.params);
+        pool.keep_login_status(state, generation, &buf[start..]);
         true
     }
 

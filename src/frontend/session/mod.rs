@@ -137,7 +137,7 @@ impl<'a> Session<'a> {
         client.set_accepted_tags(is_frontend_tag);
         let classifier = shared.classifiers.get(&login.database, &login.user);
         let key = shared.cancels.register();
-        let (user, database): (Arc<str>, Arc<str>) = (login.user.into(), login.database.into());
+        let (user, database) = (login.user, login.database);
         let info = super::lifecycle::ClientInfo {
             id: key.pid,
             user: Arc::clone(&user),

@@ -47,6 +47,37 @@ async fn short_and_silent_packets_end_quickly() {
     assert!(matches!(read_packet(&mut huge, Duration::from_secs(1)).await, Err(StartupError::BadLength(_))));
 }
 
+#[tokio::test]
+async fn a_packet_is_read_whole_and_nothing_after_it() {
+    use tokio::io::AsyncWriteExt;
+    // An SSLRequest with the next packet right behind it: the request is read, the rest is not.
+    let mut both = packet(SSL_REQUEST, b"");
+    both.extend(packet(PROTOCOL_3_0, b"user\0a\0\0"));
+    let mut rest = &both[..];
+    assert_eq!(read_packet(&mut rest, Duration::from_secs(1)).await, Ok(StartupPacket::SslRequest));
+    assert_eq!(rest, &both[8..]);
+    assert_eq!(
+        read_packet(&mut rest, Duration::from_secs(1)).await,
+        Ok(StartupPacket::Startup { params: vec![("user".into(), "a".into())] })
+    );
+    // The same packet one byte at a time; a bad length is refused once its 4 bytes are in.
+    let (mut client, mut server) = tokio::io::duplex(64);
+    let data = packet(PROTOCOL_3_0, b"user\0a\0\0");
+    let writer = tokio::spawn(async move {
+        for b in data {
+            client.write_all(&[b]).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+        client
+    });
+    let got = read_packet(&mut server, Duration::from_secs(5)).await;
+    assert_eq!(got, Ok(StartupPacket::Startup { params: vec![("user".into(), "a".into())] }));
+    let _client = writer.await.unwrap();
+    let (mut client, mut server) = tokio::io::duplex(64);
+    client.write_all(&[0, 0, 0, 4]).await.unwrap();
+    assert_eq!(read_packet(&mut server, Duration::from_secs(5)).await, Err(StartupError::BadLength(4)));
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(5000))]
     #[test]
