@@ -58,18 +58,19 @@ async fn every_layout_serves_reads_on_the_replica_and_writes_on_the_primary() {
             let i = i32::try_from(i).unwrap();
             client.execute("INSERT INTO layouts VALUES ($1, $2)", &[&name, &i]).await.unwrap();
         }
-        // Reads go to the replica once the monitor has seen it (the first probe may still run).
-        let mut on_replica = false;
-        for _ in 0..100 {
-            if read_port(&clients[0]).await == replica {
-                on_replica = true;
-                break;
+        // Reads go to the replica once the monitor has seen it (the first probe may still run)
+        // and has seen it replay each client's own write (read-your-writes keeps a client's
+        // reads on the primary until then, so each client is waited for, not only the first).
+        for (i, client) in clients.iter().enumerate() {
+            let mut port = 0;
+            for _ in 0..100 {
+                port = read_port(client).await;
+                if port == replica {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        assert!(on_replica, "{name}: reads never reached the replica\n{}", p.log());
-        for client in &clients {
-            assert_eq!(read_port(client).await, replica, "{name}: a read ran elsewhere");
+            assert_eq!(port, replica, "{name}: client {i}'s reads never reached the replica\n{}", p.log());
         }
         let written = c.psql(&format!("SELECT count(*) FROM layouts WHERE name = '{name}'")).await;
         assert_eq!(written, CLIENTS.to_string(), "{name}: every write reached the primary");
