@@ -20,17 +20,21 @@ async fn port_of(client: &tokio_postgres::Client, sql: &str) -> u16 {
 #[tokio::test(flavor = "multi_thread")]
 async fn functions_created_behind_sluice_are_writes_until_reload() {
     let c = Cluster::start(1).await;
+    // Known before sluice starts: once it reaches the replica, the first catalog load is done,
+    // so the function below cannot slip into that load.
+    c.psql("CREATE FUNCTION known_s() RETURNS int LANGUAGE sql STABLE AS 'SELECT inet_server_port()'").await;
+    c.wait_replayed().await;
     let p = Proxy::builder().cluster(&c).monitor_interval("100ms").start().await;
     p.wait_topology(1, 1).await;
+    let replica = c.replica_ports()[0];
     let client = p.connect().await;
-    client.simple_query("SELECT 1").await.unwrap();
+    assert!(eventually_on(&client, "SELECT known_s()", replica).await, "the first catalog load never finished");
     // Created directly on the primary: sluice's catalog does not know it.
     c.psql("CREATE FUNCTION port_s() RETURNS int LANGUAGE sql STABLE AS 'SELECT inet_server_port()'").await;
     c.wait_replayed().await;
     let sql = "SELECT port_s()";
     assert_eq!(port_of(&client, sql).await, c.primary_port(), "an unknown function must run on the primary");
     p.reload();
-    let replica = c.replica_ports()[0];
     for _ in 0..50 {
         if port_of(&client, sql).await == replica {
             return;
@@ -58,11 +62,14 @@ async fn eventually_on(client: &tokio_postgres::Client, sql: &str, want: u16) ->
 async fn only_function_ddl_reloads_the_catalog() {
     let c = Cluster::start(1).await;
     c.psql("CREATE TABLE tr (a int); CREATE SCHEMA app").await;
+    // As above: known_s on the replica means the first catalog load is done.
+    c.psql("CREATE FUNCTION known_s() RETURNS int LANGUAGE sql STABLE AS 'SELECT inet_server_port()'").await;
+    c.wait_replayed().await;
     let p = Proxy::builder().cluster(&c).monitor_interval("100ms").start().await;
     p.wait_topology(1, 1).await;
     let replica = c.replica_ports()[0];
     let client = p.connect().await;
-    client.simple_query("SELECT 1").await.unwrap();
+    assert!(eventually_on(&client, "SELECT known_s()", replica).await, "the first catalog load never finished");
     c.psql("CREATE FUNCTION hidden_s() RETURNS int LANGUAGE sql STABLE AS 'SELECT inet_server_port()'").await;
     c.wait_replayed().await;
     let hidden = "SELECT hidden_s()";
