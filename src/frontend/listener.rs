@@ -35,10 +35,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdow
         let limit = i64::try_from(shared.config.limits.max_client_connections).unwrap_or(i64::MAX);
         if shared.metrics.clients() < limit {
             let counted = ClientCount::new(Arc::clone(&shared.metrics));
-            tokio::spawn(async move {
-                serve_client(stream, &shared).await;
-                drop(counted);
-            });
+            tokio::spawn(serve_client(stream, shared, counted));
         } else {
             shared.metrics.client_rejected(Rejection::TooManyConnections);
             tokio::spawn(async move {
@@ -54,20 +51,42 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdow
     }
 }
 
-async fn serve_client(stream: TcpStream, shared: &Shared) {
-    // Both phases boxed: a task's future is allocated once, at the size of its largest state,
-    // so inline they would make every idle session carry the (larger) handshake state too.
-    // For the same reason the login is moved out before the next await (a `match` on it would
-    // keep all 200 bytes of it in the task cell for the session's life).
-    let login = match Box::pin(handshake(stream, shared)).await {
-        Ok(login) => login,
-        Err(refused) => return note_refused(shared, refused),
-    };
+/// One client's task. The session runs inline in it, so a client costs one allocation (tokio's
+/// task cell, sized to the session) instead of a cell plus a boxed session; the handshake and
+/// the admin console are boxed, so their (larger) states do not set every idle session's size.
+///
+/// Not an `async fn`: one would keep each argument twice (the argument and the local it is
+/// moved into). Nothing here is borrowed across an await but `shared`: a borrowed local (say
+/// the login, matched on its database) would stay in the task for the session's life.
+fn serve_client(
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    counted: ClientCount,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        let login = match Box::pin(handshake(stream, &shared)).await {
+            Ok(login) => login,
+            Err(refused) => return note_refused(&shared, refused),
+        };
+        // A `let`, not a `match` around the session: a matched value would stay in the task.
+        let session = match begin(&shared, login) {
+            Ok(session) => session,
+            Err(console) => return console.await,
+        };
+        session.run().await;
+        drop(counted);
+    }
+}
+
+/// The admin console, boxed: rare, and larger than an idle session.
+type Console<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
+/// A session for an accepted login, or the admin console if it asked for it.
+fn begin(shared: &Shared, login: super::handshake::Login) -> Result<Session<'_>, Console<'_>> {
     if login.database == super::admin_console::DATABASE {
-        Box::pin(super::admin_console::run(shared, login)).await;
+        Err(Box::pin(super::admin_console::run(shared, login)))
     } else {
-        let session = Session::new(shared, login);
-        Box::pin(session.run()).await;
+        Ok(Session::new(shared, login))
     }
 }
 

@@ -170,20 +170,27 @@ impl<'a> Session<'a> {
         async move {
             // Every phase but the wait for the next message is boxed (here and in `serve`): a
             // future is as large as its largest state, and an idle session should not carry them.
-            let end = match Box::pin(self.login()).await {
-                Ok(()) => self.serve().await,
-                Err(end) => end,
-            };
-            if let SessionEnd::Fatal { code, message, fault } = &end {
-                tracing::debug!(code, message, ?fault, "session ends");
-                Box::pin(self.fatal(code, message)).await;
-            }
-            Box::pin(self.finish()).await;
+            let end = self.serve().await;
+            Box::pin(self.end(end)).await;
         }
     }
 
-    /// Serve units until the session ends, and say why it did.
+    /// Tell the client why the session ends if it is an error, then close it.
+    async fn end(mut self, end: SessionEnd) {
+        if let SessionEnd::Fatal { code, message, fault } = &end {
+            tracing::debug!(code, message, ?fault, "session ends");
+            self.fatal(code, message).await;
+        }
+        self.finish().await;
+    }
+
+    /// Finish the login, then serve units until the session ends, and say why it did.
     async fn serve(&mut self) -> SessionEnd {
+        // Boxed, and no value of it kept: `match login { Ok(()) => serve, .. }` would keep the
+        // matched result (56 bytes) in every idle session.
+        if let Err(end) = Box::pin(self.login()).await {
+            return end;
+        }
         loop {
             let frame = match self.next_frame().await {
                 Ok(Some(f)) => f,
