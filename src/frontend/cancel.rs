@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::lifecycle::StopSlot;
+use super::lifecycle::{ClientInfo, StopSlot};
 use crate::protocol::messages;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -14,9 +14,11 @@ use tokio::io::AsyncWriteExt;
 pub use crate::backend::conn::CancelTarget;
 
 /// One client's record, shared by its session, this table and the client registry
-/// (`frontend::lifecycle`): one allocation per client for its cancel target and its stop signal.
-#[derive(Default)]
+/// (`frontend::lifecycle`): one allocation per client for what `SHOW CLIENTS` lists, its
+/// cancel target and its stop signal. The session reads its user and database here too.
 pub struct ClientSlot {
+    /// What `SHOW CLIENTS` lists (`id` is the key's pid).
+    pub info: ClientInfo,
     /// The server connection running the client's statement, written by its session without
     /// touching the table's lock.
     target: Mutex<Option<CancelTarget>>,
@@ -48,15 +50,16 @@ pub struct CancelKey {
 }
 
 impl CancelRegistry {
-    /// A fresh unique key for a new client.
+    /// A fresh unique key for a new client, with its record (`info.id` becomes the key's pid).
     #[must_use]
-    pub fn register(&self) -> CancelKey {
+    pub fn register(&self, mut info: ClientInfo) -> CancelKey {
         let mut entries = self.lock();
         loop {
             let pid = rand::random::<i32>() & 0x7fff_ffff;
             if pid != 0 && !entries.contains_key(&pid) {
                 let secret = rand::random::<i32>();
-                let slot = Slot::default();
+                info.id = pid;
+                let slot = Slot::new(ClientSlot { info, target: Mutex::default(), stop: StopSlot::default() });
                 entries.insert(pid, Entry { secret, slot: Arc::clone(&slot) });
                 return CancelKey { registry: self.clone(), slot, pid, secret };
             }
@@ -89,8 +92,8 @@ impl CancelKey {
 
     /// The client's record, for its registry entry.
     #[must_use]
-    pub fn slot(&self) -> Arc<ClientSlot> {
-        Arc::clone(&self.slot)
+    pub fn slot(&self) -> &Arc<ClientSlot> {
+        &self.slot
     }
 }
 

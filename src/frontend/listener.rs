@@ -11,7 +11,7 @@ use super::handshake::{handshake, refuse, Refused};
 use super::session::Session;
 use super::Shared;
 use crate::error::sqlstate;
-use crate::metrics::{Metrics, Rejection};
+use crate::metrics::Rejection;
 
 /// Accept clients until `shutdown` turns true.
 pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
@@ -34,8 +34,9 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdow
         // Only this loop opens counts, so the check cannot race past the limit.
         let limit = i64::try_from(shared.config.limits.max_client_connections).unwrap_or(i64::MAX);
         if shared.metrics.clients() < limit {
-            let counted = ClientCount::new(Arc::clone(&shared.metrics));
-            tokio::spawn(serve_client(stream, shared, counted));
+            // Boxed until the handshake takes it: what the task captures stays in it for the
+            // client's life (the socket inline is 24 bytes more per idle client than a pointer).
+            tokio::spawn(serve_client(Box::new(stream), ClientCount::new(shared)));
         } else {
             shared.metrics.client_rejected(Rejection::TooManyConnections);
             tokio::spawn(async move {
@@ -58,23 +59,20 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdow
 /// Not an `async fn`: one would keep each argument twice (the argument and the local it is
 /// moved into). Nothing here is borrowed across an await but `shared`: a borrowed local (say
 /// the login, matched on its database) would stay in the task for the session's life.
-fn serve_client(
-    stream: TcpStream,
-    shared: Arc<Shared>,
-    counted: ClientCount,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
+/// `client.0` is the shared state (no reference to it is kept in a local of its own: that
+/// would be 8 bytes more in every client's task).
+fn serve_client(stream: Box<TcpStream>, client: ClientCount) -> impl std::future::Future<Output = ()> + Send + 'static {
     async move {
-        let login = match Box::pin(handshake(stream, &shared)).await {
+        let login = match Box::pin(handshake(*stream, &client.0)).await {
             Ok(login) => login,
-            Err(refused) => return note_refused(&shared, refused),
+            Err(refused) => return note_refused(&client.0, refused),
         };
         // A `let`, not a `match` around the session: a matched value would stay in the task.
-        let session = match begin(&shared, login) {
+        let session = match begin(&client.0, login) {
             Ok(session) => session,
             Err(console) => return console.await,
         };
         session.run().await;
-        drop(counted);
     }
 }
 
@@ -107,18 +105,19 @@ fn rejection(code: &str, reason: &str) -> Rejection {
     }
 }
 
-/// Counts a connected client for as long as it lives, whichever way its task ends.
-struct ClientCount(Arc<Metrics>);
+/// Counts a connected client for as long as it lives, whichever way its task ends; the task's
+/// hold on the shared state too (one field for both).
+struct ClientCount(Arc<Shared>);
 
 impl ClientCount {
-    fn new(metrics: Arc<Metrics>) -> Self {
-        metrics.client_opened();
-        Self(metrics)
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.metrics.client_opened();
+        Self(shared)
     }
 }
 
 impl Drop for ClientCount {
     fn drop(&mut self) {
-        self.0.client_closed();
+        self.0.metrics.client_closed();
     }
 }
