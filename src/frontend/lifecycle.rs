@@ -114,7 +114,12 @@ pub struct Lifecycle {
     pause: watch::Sender<Pause>,
     /// By client id: each client's record (what it is, and how to stop it).
     clients: Mutex<BTreeMap<i32, Arc<ClientSlot>>>,
+    /// User and database names the clients share (see [`Lifecycle::name`]).
+    names: Mutex<Vec<Arc<str>>>,
 }
+
+/// Most distinct names [`Lifecycle::name`] keeps for sharing; past it a name is not shared.
+const MAX_SHARED_NAMES: usize = 64;
 
 impl Default for Lifecycle {
     fn default() -> Self {
@@ -122,6 +127,7 @@ impl Default for Lifecycle {
             draining: AtomicBool::new(false),
             pause: watch::channel(Pause::Running).0,
             clients: Mutex::new(BTreeMap::new()),
+            names: Mutex::new(Vec::new()),
         }
     }
 }
@@ -170,6 +176,24 @@ impl Lifecycle {
     pub fn register(&self, key: CancelKey) -> ClientEntry<'_> {
         self.lock().insert(key.pid, Arc::clone(key.slot()));
         ClientEntry { lifecycle: self, key }
+    }
+
+    /// `name` (a user or database a client logged in with) as the copy other clients share:
+    /// 10,000 clients of one user and database hold two strings, not 20,000 allocations.
+    /// Names no client holds any more are dropped when the table is full.
+    pub fn name(&self, name: String) -> Arc<str> {
+        let mut names = self.names.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(found) = names.iter().find(|n| ***n == *name) {
+            return Arc::clone(found);
+        }
+        let name: Arc<str> = name.into();
+        if names.len() >= MAX_SHARED_NAMES {
+            names.retain(|n| Arc::strong_count(n) > 1);
+        }
+        if names.len() < MAX_SHARED_NAMES {
+            names.push(Arc::clone(&name));
+        }
+        name
     }
 
     /// Every connected client, by id.
@@ -334,6 +358,21 @@ mod tests {
         let got = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
         assert_eq!(got, Err(Stopped::Killed));
         drop(a);
+    }
+
+    #[test]
+    fn names_are_shared_and_the_table_stays_bounded() {
+        let l = Lifecycle::default();
+        let a = l.name("app".to_string());
+        assert!(Arc::ptr_eq(&a, &l.name("app".to_string())), "one copy for every client");
+        let held: Vec<_> = (0..MAX_SHARED_NAMES).map(|i| l.name(format!("db{i}"))).collect();
+        let extra = l.name("one more".to_string());
+        assert_eq!(&*extra, "one more");
+        assert!(!Arc::ptr_eq(&extra, &l.name("one more".to_string())), "a full table shares no new name");
+        drop((held, extra));
+        let again = l.name("another".to_string());
+        assert!(Arc::ptr_eq(&again, &l.name("another".to_string())), "names nobody holds make room");
+        assert!(Arc::ptr_eq(&a, &l.name("app".to_string())));
     }
 
     #[tokio::test]

@@ -134,8 +134,8 @@ impl<'a> Session<'a> {
         let classifier = shared.classifiers.get(&login.database, &login.user);
         let info = super::lifecycle::ClientInfo {
             id: 0,
-            user: login.user.into(),
-            database: login.database.into(),
+            user: shared.lifecycle.name(login.user),
+            database: shared.lifecycle.name(login.database),
             addr: login.addr,
             since: std::time::SystemTime::now(),
         };
