@@ -112,7 +112,8 @@ pub struct StopSlot {
 pub struct Lifecycle {
     draining: AtomicBool,
     pause: watch::Sender<Pause>,
-    /// By client id: each client's record (what it is, and how to stop it).
+    /// By client id (the pid of its cancel key): each client's record (what it is, its cancel
+    /// key and target, how to stop it). One table for the registry and the cancel keys.
     clients: Mutex<BTreeMap<i32, Arc<ClientSlot>>>,
     /// User and database names the clients share (see [`Lifecycle::name`]).
     names: Mutex<Vec<Arc<str>>>,
@@ -171,11 +172,28 @@ impl Lifecycle {
         let _ = rx.wait_for(|p| !p.holds(node)).await;
     }
 
-    /// Add a session to the registry by its cancel key (whose record it lists); it leaves when
-    /// the entry is dropped, the key with it.
-    pub fn register(&self, key: CancelKey) -> ClientEntry<'_> {
-        self.lock().insert(key.pid, Arc::clone(key.slot()));
-        ClientEntry { lifecycle: self, key }
+    /// Add a client to the registry under a fresh unique key (`info.id` becomes its pid); it
+    /// leaves, its key with it, when the entry is dropped.
+    pub fn register(&self, mut info: ClientInfo) -> ClientEntry<'_> {
+        let mut clients = self.lock();
+        loop {
+            let pid = rand::random::<i32>() & 0x7fff_ffff;
+            if pid != 0 && !clients.contains_key(&pid) {
+                info.id = pid;
+                let slot = Arc::new(ClientSlot::new(info, rand::random::<i32>()));
+                clients.insert(pid, Arc::clone(&slot));
+                return ClientEntry { lifecycle: self, key: CancelKey::new(slot) };
+            }
+        }
+    }
+
+    /// Forward a CancelRequest if `(pid, secret)` belongs to a client running a statement.
+    /// Unknown keys are ignored silently, as PostgreSQL does.
+    pub async fn cancel(&self, pid: i32, secret: i32) {
+        let target = self.lock().get(&pid).and_then(|slot| slot.target_for(secret));
+        if let Some(t) = target {
+            super::cancel::send_cancel(&t).await;
+        }
     }
 
     /// `name` (a user or database a client logged in with) as the copy other clients share:
@@ -217,10 +235,10 @@ impl Lifecycle {
     }
 }
 
-/// A session's place in the registry, and its cancel key (one field for both in the session).
+/// A session's place in the registry, and its cancel key.
 pub struct ClientEntry<'a> {
     lifecycle: &'a Lifecycle,
-    /// The client's key; its record is shared with the registry and the cancel table.
+    /// The client's key: its record, shared with the registry.
     key: CancelKey,
 }
 
@@ -279,14 +297,13 @@ impl<F: Future> Future for UnlessStopped<'_, F> {
 
 impl Drop for ClientEntry<'_> {
     fn drop(&mut self) {
-        self.lifecycle.lock().remove(&self.key.pid);
+        self.lifecycle.lock().remove(&self.key.pid());
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::frontend::cancel::CancelRegistry;
     use std::time::Duration;
 
     #[test]
@@ -309,18 +326,18 @@ mod tests {
         ClientInfo { id, user: "u".into(), database: "d".into(), addr: None, since: SystemTime::now() }
     }
 
-    /// A client in `l`, keyed in `keys`; its id is the key's (random) pid.
-    fn register<'l>(l: &'l Lifecycle, keys: &CancelRegistry) -> (ClientEntry<'l>, i32) {
-        let entry = l.register(keys.register(info(0)));
-        let id = entry.key().pid;
+    /// A client in `l`; its id is its key's (random) pid.
+    fn register(l: &Lifecycle) -> (ClientEntry<'_>, i32) {
+        let entry = l.register(info(0));
+        let id = entry.key().pid();
         assert_eq!(entry.info().id, id);
         (entry, id)
     }
 
     #[tokio::test]
     async fn drain_stops_only_sessions_between_units_and_kill_stops_any() {
-        let (l, keys) = (Lifecycle::default(), CancelRegistry::default());
-        let (mut a, a_id) = register(&l, &keys);
+        let l = Lifecycle::default();
+        let (mut a, a_id) = register(&l);
         let never = std::future::pending::<()>;
         l.drain();
         assert_eq!(a.unless_stopped(true, never()).await, Err(Stopped::Draining));
@@ -335,9 +352,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_kill_stops_only_its_client_even_while_it_waits() {
-        let (l, keys) = (std::sync::Arc::new(Lifecycle::default()), CancelRegistry::default());
-        let (mut a, _) = register(&l, &keys);
-        let (mut b, b_id) = register(&l, &keys);
+        let l = std::sync::Arc::new(Lifecycle::default());
+        let (mut a, _) = register(&l);
+        let (mut b, b_id) = register(&l);
         let never = std::future::pending::<()>;
         assert!(l.kill(b_id));
         let a_waits = tokio::time::timeout(Duration::from_millis(50), a.unless_stopped(true, never())).await;
@@ -345,9 +362,9 @@ mod tests {
         assert_eq!(b.unless_stopped(true, never()).await, Err(Stopped::Killed));
         let (tx, rx) = tokio::sync::oneshot::channel();
         let waiting = tokio::spawn({
-            let (l, keys) = (std::sync::Arc::clone(&l), keys.clone());
+            let l = std::sync::Arc::clone(&l);
             async move {
-                let (mut c, c_id) = register(&l, &keys);
+                let (mut c, c_id) = register(&l);
                 let _ = tx.send(c_id);
                 c.unless_stopped(false, never()).await
             }

@@ -52,8 +52,8 @@ pub async fn run(shared: &Shared, login: Login) {
     }
     let since = std::time::SystemTime::now();
     let info = ClientInfo { id: 0, user: user.into(), database: database.into(), addr, since };
-    let mut entry = shared.lifecycle.register(shared.cancels.register(info));
-    let (pid, secret) = (entry.key().pid, entry.key().secret);
+    let mut entry = shared.lifecycle.register(info);
+    let (pid, secret) = (entry.key().pid(), entry.key().secret());
     let greeted = write(&mut client, |b| {
         messages::authentication(b, messages::auth_code::OK, &[]);
         for (k, v) in [

@@ -139,7 +139,7 @@ impl<'a> Session<'a> {
             addr: login.addr,
             since: std::time::SystemTime::now(),
         };
-        let entry = shared.lifecycle.register(shared.cancels.register(info));
+        let entry = shared.lifecycle.register(info);
         Self {
             shared,
             client,
@@ -347,7 +347,7 @@ impl<'a> Session<'a> {
         autocommit: bool,
     ) -> Result<(), SessionEnd> {
         let Tried { outcome, errored, streamed } = tried;
-        tracing::trace!(key = self.key().pid, ?outcome, "unit done");
+        tracing::trace!(key = self.key().pid(), ?outcome, "unit done");
         let counted = match &outcome {
             Outcome::Ready(_) => Some(UnitOutcome::Ready),
             Outcome::Partial => Some(UnitOutcome::Partial),
