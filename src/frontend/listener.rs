@@ -61,6 +61,7 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdow
 /// the login, matched on its database) would stay in the task for the session's life.
 /// `client.0` is the shared state (no reference to it is kept in a local of its own: that
 /// would be 8 bytes more in every client's task).
+#[allow(clippy::manual_async_fn)] // on purpose, see above
 fn serve_client(stream: Box<TcpStream>, client: ClientCount) -> impl std::future::Future<Output = ()> + Send + 'static {
     async move {
         let login = match Box::pin(handshake(*stream, &client.0)).await {
