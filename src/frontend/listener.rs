@@ -64,7 +64,13 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdow
 #[allow(clippy::manual_async_fn)] // on purpose, see above
 fn serve_client(stream: Box<TcpStream>, client: ClientCount) -> impl std::future::Future<Output = ()> + Send + 'static {
     async move {
-        let login = match Box::pin(handshake(*stream, &client.0)).await {
+        // Out of its box in a block of its own, so the box is freed now: moved out of with `*`
+        // alone, it would be freed only when the task ends (32 bytes held per client).
+        let stream = {
+            let boxed = stream;
+            *boxed
+        };
+        let login = match Box::pin(handshake(stream, &client.0)).await {
             Ok(login) => login,
             Err(refused) => return note_refused(&client.0, refused),
         };
