@@ -97,9 +97,9 @@ pub struct ClientInfo {
 }
 
 /// What `KILL` and drain need to reach one waiting session, in the client's record
-/// ([`ClientSlot`], shared by the session's key, its registry entry and the cancel table). (A `watch`
-/// channel for all sessions cost each idle one a 120-byte `changed()` future in its wait, and a
-/// lock per unit to register it.)
+/// ([`ClientSlot`], shared by the session's key and the registry). (A `watch` channel for all
+/// sessions cost each idle one a 120-byte `changed()` future in its wait, and a lock per unit
+/// to register it.)
 #[derive(Default)]
 pub struct StopSlot {
     /// Set by `KILL`.
