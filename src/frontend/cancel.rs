@@ -1,102 +1,87 @@
 //! Cancel keys: each client gets sluice's own BackendKeyData; a CancelRequest carrying it reaches
 //! the server connection currently running that client's statement, and nothing else. The
 //! CancelRequest goes to the server over the same kind of socket (TLS or not) as its connection.
+//!
+//! The keys live in the client registry (`frontend::lifecycle`), one table for both: a client's
+//! pid is its registry id, and its record ([`ClientSlot`]) holds its secret.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use super::lifecycle::StopSlot;
+use super::lifecycle::{ClientInfo, StopSlot};
 use crate::protocol::messages;
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 pub use crate::backend::conn::CancelTarget;
 
-/// One client's record, shared by its session, this table and the client registry
-/// (`frontend::lifecycle`): one allocation per client for its cancel target and its stop signal.
-#[derive(Default)]
+/// One client's record, shared by its session and the client registry (`frontend::lifecycle`):
+/// one allocation per client for what `SHOW CLIENTS` lists, its cancel key and target, and its
+/// stop signal. The session reads its user and database here too.
 pub struct ClientSlot {
+    /// What `SHOW CLIENTS` lists (`id` is the pid of the client's key).
+    pub info: ClientInfo,
+    /// The secret sluice reported to the client.
+    secret: i32,
     /// The server connection running the client's statement, written by its session without
-    /// touching the table's lock.
+    /// touching the registry's lock.
     target: Mutex<Option<CancelTarget>>,
     /// How `KILL` and drain reach the session's wait for its client.
     pub(crate) stop: StopSlot,
 }
 
-type Slot = Arc<ClientSlot>;
-
-struct Entry {
-    secret: i32,
-    slot: Slot,
-}
-
-/// Live client keys and what each is running on.
-#[derive(Clone, Default)]
-pub struct CancelRegistry {
-    entries: Arc<Mutex<HashMap<i32, Entry>>>,
-}
-
-/// A client's key; dropping it forgets the key.
-pub struct CancelKey {
-    registry: CancelRegistry,
-    slot: Slot,
-    /// The pid sluice reported to the client.
-    pub pid: i32,
-    /// The secret sluice reported to the client.
-    pub secret: i32,
-}
-
-impl CancelRegistry {
-    /// A fresh unique key for a new client.
+impl ClientSlot {
+    /// A client's record; `info.id` is its key's pid.
     #[must_use]
-    pub fn register(&self) -> CancelKey {
-        let mut entries = self.lock();
-        loop {
-            let pid = rand::random::<i32>() & 0x7fff_ffff;
-            if pid != 0 && !entries.contains_key(&pid) {
-                let secret = rand::random::<i32>();
-                let slot = Slot::default();
-                entries.insert(pid, Entry { secret, slot: Arc::clone(&slot) });
-                return CancelKey { registry: self.clone(), slot, pid, secret };
-            }
-        }
+    pub fn new(info: ClientInfo, secret: i32) -> Self {
+        Self { info, secret, target: Mutex::default(), stop: StopSlot::default() }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Entry>> {
-        self.entries.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Forward a CancelRequest if `(pid, secret)` belongs to a client running a statement.
-    /// Unknown keys are ignored silently, as PostgreSQL does.
-    pub async fn cancel(&self, pid: i32, secret: i32) {
-        let target = {
-            let entries = self.lock();
-            let slot = entries.get(&pid).filter(|e| e.secret == secret).map(|e| Arc::clone(&e.slot));
-            slot.and_then(|t| t.target.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone())
-        };
-        if let Some(t) = target {
-            send_cancel(&t).await;
+    /// The server connection to cancel if `secret` is this client's, and it is running a
+    /// statement.
+    #[must_use]
+    pub fn target_for(&self, secret: i32) -> Option<CancelTarget> {
+        if secret != self.secret {
+            return None;
         }
+        self.target.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
     }
+}
+
+/// A client's key (its record, where the pid and secret are); the registry entry that owns it
+/// forgets the key when dropped.
+pub struct CancelKey {
+    slot: Arc<ClientSlot>,
 }
 
 impl CancelKey {
+    /// The key of the client `slot` records.
+    #[must_use]
+    pub fn new(slot: Arc<ClientSlot>) -> Self {
+        Self { slot }
+    }
+
+    /// The pid sluice reported to the client.
+    #[must_use]
+    pub fn pid(&self) -> i32 {
+        self.slot.info.id
+    }
+
+    /// The secret sluice reported to the client.
+    #[must_use]
+    pub fn secret(&self) -> i32 {
+        self.slot.secret
+    }
+
     /// Record (or clear) the server connection running this client's statement.
     pub fn set_target(&self, target: Option<CancelTarget>) {
         *self.slot.target.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = target;
     }
 
-    /// The client's record, for its registry entry.
+    /// The client's record.
     #[must_use]
-    pub fn slot(&self) -> Arc<ClientSlot> {
-        Arc::clone(&self.slot)
-    }
-}
-
-impl Drop for CancelKey {
-    fn drop(&mut self) {
-        self.registry.lock().remove(&self.pid);
+    pub fn slot(&self) -> &Arc<ClientSlot> {
+        &self.slot
     }
 }
 

@@ -190,7 +190,7 @@ async fn startup_phase(tcp: TcpStream, shared: &Shared, deadline: Instant) -> Re
             Step::Refuse(msg) => return Err(refuse(&mut stream, sqlstate::PROTOCOL_VIOLATION, msg).await),
             Step::Cancel => {
                 if let StartupPacket::Cancel { pid, secret } = packet {
-                    shared.cancels.cancel(pid, secret).await;
+                    shared.lifecycle.cancel(pid, secret).await;
                 }
                 return Ok((stream, end_point, StartupOutcome::Cancelled));
             }

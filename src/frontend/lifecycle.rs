@@ -23,7 +23,7 @@ use futures_util::task::AtomicWaker;
 
 use tokio::sync::watch;
 
-use super::cancel::ClientSlot;
+use super::cancel::{CancelKey, ClientSlot};
 use crate::error::sqlstate;
 
 /// Which new units are held.
@@ -97,9 +97,9 @@ pub struct ClientInfo {
 }
 
 /// What `KILL` and drain need to reach one waiting session, in the client's record
-/// ([`ClientSlot`], shared by the session, its registry entry and its cancel key). (A `watch`
-/// channel for all sessions cost each idle one a 120-byte `changed()` future in its wait, and a
-/// lock per unit to register it.)
+/// ([`ClientSlot`], shared by the session's key and the registry). (A `watch` channel for all
+/// sessions cost each idle one a 120-byte `changed()` future in its wait, and a lock per unit
+/// to register it.)
 #[derive(Default)]
 pub struct StopSlot {
     /// Set by `KILL`.
@@ -108,17 +108,19 @@ pub struct StopSlot {
     waker: AtomicWaker,
 }
 
-struct Registered {
-    info: ClientInfo,
-    slot: Arc<ClientSlot>,
-}
-
 /// Shared by every session: drain flag, pause gate, client registry.
 pub struct Lifecycle {
     draining: AtomicBool,
     pause: watch::Sender<Pause>,
-    clients: Mutex<BTreeMap<i32, Registered>>,
+    /// By client id (the pid of its cancel key): each client's record (what it is, its cancel
+    /// key and target, how to stop it). One table for the registry and the cancel keys.
+    clients: Mutex<BTreeMap<i32, Arc<ClientSlot>>>,
+    /// User and database names the clients share (see [`Lifecycle::name`]).
+    names: Mutex<Vec<Arc<str>>>,
 }
+
+/// Most distinct names [`Lifecycle::name`] keeps for sharing; past it a name is not shared.
+const MAX_SHARED_NAMES: usize = 64;
 
 impl Default for Lifecycle {
     fn default() -> Self {
@@ -126,6 +128,7 @@ impl Default for Lifecycle {
             draining: AtomicBool::new(false),
             pause: watch::channel(Pause::Running).0,
             clients: Mutex::new(BTreeMap::new()),
+            names: Mutex::new(Vec::new()),
         }
     }
 }
@@ -136,7 +139,7 @@ impl Lifecycle {
     pub fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
         // After the flag: a session that registers its waker after this wake-up sees the flag.
-        self.lock().values().for_each(|r| r.slot.stop.waker.wake());
+        self.lock().values().for_each(|slot| slot.stop.waker.wake());
         self.pause.send_replace(Pause::Running);
     }
 
@@ -169,23 +172,56 @@ impl Lifecycle {
         let _ = rx.wait_for(|p| !p.holds(node)).await;
     }
 
-    /// Add a session to the registry, with its record (see [`crate::frontend::cancel::CancelKey::slot`]);
-    /// it leaves when the entry is dropped.
-    pub fn register(&self, info: ClientInfo, slot: Arc<ClientSlot>) -> ClientEntry<'_> {
-        let id = info.id;
-        self.lock().insert(id, Registered { info, slot: Arc::clone(&slot) });
-        ClientEntry { lifecycle: self, id, slot }
+    /// Add a client to the registry under a fresh unique key (`info.id` becomes its pid); it
+    /// leaves, its key with it, when the entry is dropped.
+    pub fn register(&self, mut info: ClientInfo) -> ClientEntry<'_> {
+        let mut clients = self.lock();
+        loop {
+            let pid = rand::random::<i32>() & 0x7fff_ffff;
+            if pid != 0 && !clients.contains_key(&pid) {
+                info.id = pid;
+                let slot = Arc::new(ClientSlot::new(info, rand::random::<i32>()));
+                clients.insert(pid, Arc::clone(&slot));
+                return ClientEntry { lifecycle: self, key: CancelKey::new(slot) };
+            }
+        }
+    }
+
+    /// Forward a CancelRequest if `(pid, secret)` belongs to a client running a statement.
+    /// Unknown keys are ignored silently, as PostgreSQL does.
+    pub async fn cancel(&self, pid: i32, secret: i32) {
+        let target = self.lock().get(&pid).and_then(|slot| slot.target_for(secret));
+        if let Some(t) = target {
+            super::cancel::send_cancel(&t).await;
+        }
+    }
+
+    /// `name` (a user or database a client logged in with) as the copy other clients share:
+    /// 10,000 clients of one user and database hold two strings, not 20,000 allocations.
+    /// Names no client holds any more are dropped when the table is full.
+    pub fn name(&self, name: Arc<str>) -> Arc<str> {
+        let mut names = self.names.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(found) = names.iter().find(|n| **n == name) {
+            return Arc::clone(found);
+        }
+        if names.len() >= MAX_SHARED_NAMES {
+            names.retain(|n| Arc::strong_count(n) > 1);
+        }
+        if names.len() < MAX_SHARED_NAMES {
+            names.push(Arc::clone(&name));
+        }
+        name
     }
 
     /// Every connected client, by id.
     #[must_use]
     pub fn clients(&self) -> Vec<ClientInfo> {
-        self.lock().values().map(|r| r.info.clone()).collect()
+        self.lock().values().map(|slot| slot.info.clone()).collect()
     }
 
     /// End client `id` at its next wait for input; false if there is no such client.
     pub fn kill(&self, id: i32) -> bool {
-        let Some(slot) = self.lock().get(&id).map(|r| Arc::clone(&r.slot)) else { return false };
+        let Some(slot) = self.lock().get(&id).map(Arc::clone) else { return false };
         // The flag before the wake-up: a session polled by it (or registering its waker after
         // it) sees the flag.
         slot.stop.killed.store(true, Ordering::SeqCst);
@@ -193,27 +229,38 @@ impl Lifecycle {
         true
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<i32, Registered>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<i32, Arc<ClientSlot>>> {
         self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-/// A session's place in the registry.
+/// A session's place in the registry, and its cancel key.
 pub struct ClientEntry<'a> {
     lifecycle: &'a Lifecycle,
-    id: i32,
-    /// The client's record, shared with the registry entry and the cancel key.
-    slot: Arc<ClientSlot>,
+    /// The client's key: its record, shared with the registry.
+    key: CancelKey,
 }
 
 impl ClientEntry<'_> {
+    /// The client's cancel key (the pid and secret it was told, its cancel target).
+    #[must_use]
+    pub fn key(&self) -> &CancelKey {
+        &self.key
+    }
+
+    /// What the registry lists for this client (its user and database among it).
+    #[must_use]
+    pub fn info(&self) -> &ClientInfo {
+        &self.key.slot().info
+    }
+
     /// Run `read` (a wait for the client) unless the session is killed, or sluice drains while
     /// the session is `between_units` (no transaction open). A stop is seen first when both
     /// are ready, as before any read.
     ///
     /// The future's output is `Err` with why the session must end instead.
     pub fn unless_stopped<F: Future>(&mut self, between_units: bool, read: F) -> UnlessStopped<'_, F> {
-        UnlessStopped { lifecycle: self.lifecycle, stop: &self.slot.stop, between_units, read }
+        UnlessStopped { entry: self, between_units, read }
     }
 }
 
@@ -221,8 +268,8 @@ pin_project_lite::pin_project! {
     /// [`ClientEntry::unless_stopped`]: the read, raced against the session's stop slot.
     #[must_use = "futures do nothing unless polled"]
     pub struct UnlessStopped<'a, F> {
-        lifecycle: &'a Lifecycle,
-        stop: &'a StopSlot,
+        // One reference for the lifecycle and the stop slot: every idle client keeps this.
+        entry: &'a ClientEntry<'a>,
         between_units: bool,
         #[pin]
         read: F,
@@ -235,11 +282,12 @@ impl<F: Future> Future for UnlessStopped<'_, F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         // The waker first, then the flags: a stop set after the check wakes this task again.
-        this.stop.waker.register(cx.waker());
-        if this.stop.killed.load(Ordering::SeqCst) {
+        let stop = &this.entry.key.slot().stop;
+        stop.waker.register(cx.waker());
+        if stop.killed.load(Ordering::SeqCst) {
             return Poll::Ready(Err(Stopped::Killed));
         }
-        if *this.between_units && this.lifecycle.is_draining() {
+        if *this.between_units && this.entry.lifecycle.is_draining() {
             return Poll::Ready(Err(Stopped::Draining));
         }
         this.read.poll(cx).map(Ok)
@@ -248,7 +296,7 @@ impl<F: Future> Future for UnlessStopped<'_, F> {
 
 impl Drop for ClientEntry<'_> {
     fn drop(&mut self) {
-        self.lifecycle.lock().remove(&self.id);
+        self.lifecycle.lock().remove(&self.key.pid());
     }
 }
 
@@ -277,20 +325,24 @@ mod tests {
         ClientInfo { id, user: "u".into(), database: "d".into(), addr: None, since: SystemTime::now() }
     }
 
-    fn register(l: &Lifecycle, id: i32) -> ClientEntry<'_> {
-        l.register(info(id), Arc::default())
+    /// A client in `l`; its id is its key's (random) pid.
+    fn register(l: &Lifecycle) -> (ClientEntry<'_>, i32) {
+        let entry = l.register(info(0));
+        let id = entry.key().pid();
+        assert_eq!(entry.info().id, id);
+        (entry, id)
     }
 
     #[tokio::test]
     async fn drain_stops_only_sessions_between_units_and_kill_stops_any() {
         let l = Lifecycle::default();
-        let mut a = register(&l, 1);
+        let (mut a, a_id) = register(&l);
         let never = std::future::pending::<()>;
         l.drain();
         assert_eq!(a.unless_stopped(true, never()).await, Err(Stopped::Draining));
         let in_tx = tokio::time::timeout(Duration::from_millis(50), a.unless_stopped(false, never())).await;
         assert!(in_tx.is_err(), "a session in a transaction is not drained");
-        assert!(l.kill(1) && !l.kill(2));
+        assert!(l.kill(a_id) && !l.kill(a_id ^ 1));
         assert_eq!(a.unless_stopped(false, never()).await, Err(Stopped::Killed));
         assert_eq!(l.clients().len(), 1);
         drop(a);
@@ -300,25 +352,43 @@ mod tests {
     #[tokio::test]
     async fn a_kill_stops_only_its_client_even_while_it_waits() {
         let l = std::sync::Arc::new(Lifecycle::default());
-        let mut a = register(&l, 1);
-        let mut b = register(&l, 2);
+        let (mut a, _) = register(&l);
+        let (mut b, b_id) = register(&l);
         let never = std::future::pending::<()>;
-        assert!(l.kill(2));
+        assert!(l.kill(b_id));
         let a_waits = tokio::time::timeout(Duration::from_millis(50), a.unless_stopped(true, never())).await;
         assert!(a_waits.is_err(), "another client's KILL wakes a but does not stop it");
         assert_eq!(b.unless_stopped(true, never()).await, Err(Stopped::Killed));
+        let (tx, rx) = tokio::sync::oneshot::channel();
         let waiting = tokio::spawn({
             let l = std::sync::Arc::clone(&l);
             async move {
-                let mut a = register(&l, 3);
-                a.unless_stopped(false, never()).await
+                let (mut c, c_id) = register(&l);
+                let _ = tx.send(c_id);
+                c.unless_stopped(false, never()).await
             }
         });
+        let c_id = rx.await.unwrap();
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(l.kill(3));
+        assert!(l.kill(c_id));
         let got = tokio::time::timeout(Duration::from_secs(5), waiting).await.unwrap().unwrap();
         assert_eq!(got, Err(Stopped::Killed));
         drop(a);
+    }
+
+    #[test]
+    fn names_are_shared_and_the_table_stays_bounded() {
+        let l = Lifecycle::default();
+        let a = l.name("app".into());
+        assert!(Arc::ptr_eq(&a, &l.name("app".into())), "one copy for every client");
+        let held: Vec<_> = (0..MAX_SHARED_NAMES).map(|i| l.name(format!("db{i}").into())).collect();
+        let extra = l.name("one more".into());
+        assert_eq!(&*extra, "one more");
+        assert!(!Arc::ptr_eq(&extra, &l.name("one more".into())), "a full table shares no new name");
+        drop((held, extra));
+        let again = l.name("another".into());
+        assert!(Arc::ptr_eq(&again, &l.name("another".into())), "names nobody holds make room");
+        assert!(Arc::ptr_eq(&a, &l.name("app".into())));
     }
 
     #[tokio::test]

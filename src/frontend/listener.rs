@@ -12,7 +12,7 @@ use super::handshake::{handshake, refuse, Refused};
 use super::session::Session;
 use super::Shared;
 use crate::error::sqlstate;
-use crate::metrics::{Metrics, Rejection};
+use crate::metrics::Rejection;
 
 /// Accept clients until `shutdown` turns true.
 pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
@@ -35,11 +35,10 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdow
         // Only this loop opens counts, so the check cannot race past the limit.
         let limit = i64::try_from(shared.config.limits.max_client_connections).unwrap_or(i64::MAX);
         if shared.metrics.clients() < limit {
-            let counted = ClientCount::new(Arc::clone(&shared.metrics));
-            tokio::spawn(async move {
-                serve_client(stream, addr, &shared).await;
-                drop(counted);
-            });
+            // Boxed until the handshake takes them: what the task captures stays in it for the
+            // client's life (the socket and address inline are 48 bytes more per idle client
+            // than a pointer).
+            tokio::spawn(serve_client(Box::new((stream, addr)), ClientCount::new(shared)));
         } else {
             shared.metrics.client_rejected(Rejection::TooManyConnections);
             tokio::spawn(async move {
@@ -55,20 +54,49 @@ pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdow
     }
 }
 
-async fn serve_client(stream: TcpStream, addr: SocketAddr, shared: &Shared) {
-    // Both phases boxed: a task's future is allocated once, at the size of its largest state,
-    // so inline they would make every idle session carry the (larger) handshake state too.
-    // For the same reason the login is moved out before the next await (a `match` on it would
-    // keep all 200 bytes of it in the task cell for the session's life).
-    let login = match Box::pin(handshake(stream, addr, shared)).await {
-        Ok(login) => login,
-        Err(refused) => return note_refused(shared, refused),
-    };
+/// One client's task. The session runs inline in it, so a client costs one allocation (tokio's
+/// task cell, sized to the session) instead of a cell plus a boxed session; the handshake and
+/// the admin console are boxed, so their (larger) states do not set every idle session's size.
+///
+/// Not an `async fn`: one would keep each argument twice (the argument and the local it is
+/// moved into). Nothing here is borrowed across an await but `shared`: a borrowed local (say
+/// the login, matched on its database) would stay in the task for the session's life.
+/// `client.0` is the shared state (no reference to it is kept in a local of its own: that
+/// would be 8 bytes more in every client's task).
+#[allow(clippy::manual_async_fn)] // on purpose, see above
+fn serve_client(
+    accepted: Box<(TcpStream, SocketAddr)>,
+    client: ClientCount,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    async move {
+        // Out of its box in a block of its own, so the box is freed now: moved out of with `*`
+        // alone, it would be freed only when the task ends (held for the client's life).
+        let (stream, addr) = {
+            let boxed = accepted;
+            *boxed
+        };
+        let login = match Box::pin(handshake(stream, addr, &client.0)).await {
+            Ok(login) => login,
+            Err(refused) => return note_refused(&client.0, refused),
+        };
+        // A `let`, not a `match` around the session: a matched value would stay in the task.
+        let session = match begin(&client.0, login) {
+            Ok(session) => session,
+            Err(console) => return console.await,
+        };
+        session.run().await;
+    }
+}
+
+/// The admin console, boxed: rare, and larger than an idle session.
+type Console<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>>;
+
+/// A session for an accepted login, or the admin console if it asked for it.
+fn begin(shared: &Shared, login: super::handshake::Login) -> Result<Session<'_>, Console<'_>> {
     if &*login.database == super::admin_console::DATABASE {
-        Box::pin(super::admin_console::run(shared, login)).await;
+        Err(Box::pin(super::admin_console::run(shared, login)))
     } else {
-        let session = Session::new(shared, login);
-        Box::pin(session.run()).await;
+        Ok(Session::new(shared, login))
     }
 }
 
@@ -89,18 +117,19 @@ fn rejection(code: &str, reason: &str) -> Rejection {
     }
 }
 
-/// Counts a connected client for as long as it lives, whichever way its task ends.
-struct ClientCount(Arc<Metrics>);
+/// Counts a connected client for as long as it lives, whichever way its task ends; the task's
+/// hold on the shared state too (one field for both).
+struct ClientCount(Arc<Shared>);
 
 impl ClientCount {
-    fn new(metrics: Arc<Metrics>) -> Self {
-        metrics.client_opened();
-        Self(metrics)
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.metrics.client_opened();
+        Self(shared)
     }
 }
 
 impl Drop for ClientCount {
     fn drop(&mut self) {
-        self.0.client_closed();
+        self.0.metrics.client_closed();
     }
 }

@@ -68,8 +68,6 @@ pub struct Shared {
     pub topology: TopologyHandle,
     /// Server connection pools.
     pub pools: Arc<Pools>,
-    /// Client cancel keys.
-    pub cancels: cancel::CancelRegistry,
     /// Per-user credentials (replaced by a reload).
     pub credentials: Live<HashMap<String, Credentials>>,
     /// Statement classifiers, one per database.
@@ -117,7 +115,6 @@ impl Shared {
             config,
             topology,
             pools,
-            cancels: cancel::CancelRegistry::default(),
             credentials,
             classifiers,
             tickets: AtomicU64::new(0),

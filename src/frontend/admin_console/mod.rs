@@ -50,10 +50,10 @@ pub async fn run(shared: &Shared, login: Login) {
         shared.metrics.client_error(sqlstate::INVALID_AUTHORIZATION);
         return;
     }
-    let key = shared.cancels.register();
     let since = std::time::SystemTime::now();
-    let info = ClientInfo { id: key.pid, user, database, addr, since };
-    let mut entry = shared.lifecycle.register(info, key.slot());
+    let info = ClientInfo { id: 0, user, database, addr, since };
+    let mut entry = shared.lifecycle.register(info);
+    let (pid, secret) = (entry.key().pid(), entry.key().secret());
     let greeted = write(&mut client, |b| {
         messages::authentication(b, messages::auth_code::OK, &[]);
         for (k, v) in [
@@ -66,7 +66,7 @@ pub async fn run(shared: &Shared, login: Login) {
         ] {
             messages::parameter_status(b, k, v);
         }
-        messages::backend_key_data(b, key.pid, key.secret);
+        messages::backend_key_data(b, pid, secret);
         messages::ready_for_query(b, TxStatus::Idle);
     });
     if greeted.await.is_err() {

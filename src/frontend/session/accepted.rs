@@ -21,7 +21,8 @@ impl Session<'_> {
             return None;
         }
         let accepted = self.shared.accepted_statements.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (database, user, state) = (&self.database, &self.user, self.params.fingerprint());
+        let info = self.entry.info();
+        let (database, user, state) = (&*info.database, &*info.user, self.params.fingerprint());
         let key = |hash| accepted_key(database, user, state, hash);
         self.rare.get().statements.answer_locally(frames, |h| accepted.contains(&key(h)), &self.classifier)
     }
@@ -36,7 +37,7 @@ impl Session<'_> {
             .filter(|p| !p.name.is_empty())
             .map(|p| {
                 let statement = crate::frontend::statements::statement_hash(p.query, p.param_types);
-                accepted_key(&self.database, &self.user, self.params.fingerprint(), statement)
+                accepted_key(self.database(), self.user(), self.params.fingerprint(), statement)
             })
             .collect();
         if keys.is_empty() {

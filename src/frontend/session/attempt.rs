@@ -58,7 +58,7 @@ impl Session<'_> {
                 Unit::Simple(f) => (f.tag() as char).to_string(),
                 Unit::Extended(fs) => fs.iter().map(|f| f.tag() as char).collect(),
             };
-            tracing::trace!(key = self.key.pid, %tags, held = self.held.is_some(), "unit");
+            tracing::trace!(key = self.key().pid(), %tags, held = self.held.is_some(), "unit");
         }
         let autocommit = self.state.tx() == TxStatus::Idle;
         let retryable = self.held.is_none() && class.tx == TxEffect::None;
@@ -130,7 +130,7 @@ impl Session<'_> {
         let mut streamed = Streamed::default();
         let (outcome, errored) = {
             let relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params)
-                .client_pid(self.key.pid)
+                .client_pid(self.entry.key().pid())
                 .count_errors(&self.shared.metrics);
             let relay = if retryable { relay.retryable(class.access == Access::Read) } else { relay };
             let mut relay = if streams {

@@ -103,7 +103,7 @@ impl Session<'_> {
         // One read of the live configuration for all three (each access is an arc-swap load).
         let config = self.shared.config.snapshot();
         let policy = router::Policy { primary_reads: config.routing.primary_reads };
-        let default_route = config.user(&self.user).map(|u| u.default_route).unwrap_or_default();
+        let default_route = config.user(self.user()).map(|u| u.default_route).unwrap_or_default();
         let interval = config.monitor.interval;
         let mut waited = 0;
         loop {
@@ -143,7 +143,8 @@ impl Session<'_> {
             pools.resize(node + 1, None);
         }
         let slot = &mut pools[node];
-        Arc::clone(slot.get_or_insert_with(|| self.shared.pools.get(node, &self.database, &self.user)))
+        let info = self.entry.info();
+        Arc::clone(slot.get_or_insert_with(|| self.shared.pools.get(node, &info.database, &info.user)))
     }
 
     /// Bring a connection's session settings in line with this session's: nothing if it
@@ -196,7 +197,7 @@ impl Session<'_> {
     }
 
     pub(super) fn hold(&mut self, mut checkout: Checkout) {
-        self.key.set_target(Some(checkout.conn().cancel_target()));
+        self.key().set_target(Some(checkout.conn().cancel_target()));
         self.held = Some(Held { checkout });
         let session_pooling = self.shared.config.pool.mode == PoolMode::Session;
         self.state = self.state.after(Event::Acquired { session_pooling });
@@ -212,14 +213,14 @@ impl Session<'_> {
         if status == TxStatus::Idle && self.rare.peek_mut().is_some_and(|r| std::mem::take(&mut r.catalog_stale)) {
             // Committed (or rolled back, which a reload does not mind): judge calls by the new
             // catalog.
-            self.shared.classifiers.refresh(&self.database, &self.user);
+            self.shared.classifiers.refresh(self.database(), self.user());
         }
         if self.held.is_none() {
             return;
         }
         self.state = self.state.after(Event::Ready(status));
         if self.state == SessionState::Free {
-            self.key.set_target(None);
+            self.key().set_target(None);
             self.held.take().expect("checked above").checkout.release(false).await;
         }
     }
@@ -251,7 +252,7 @@ impl Session<'_> {
     /// connection back, so the next unit is routed afresh. Statements the block prepared are
     /// prepared again lazily wherever they are needed.
     pub(super) async fn close_held_block(&mut self) {
-        self.key.set_target(None);
+        self.key().set_target(None);
         self.state = self.state.after(Event::BlockClosed);
         debug_assert_eq!(self.state, SessionState::Free);
         if let Some(held) = self.held.take() {
@@ -277,7 +278,7 @@ impl Session<'_> {
     }
 
     pub(super) fn drop_held(&mut self) {
-        self.key.set_target(None);
+        self.key().set_target(None);
         self.state = self.state.after(Event::Lost);
         if let Some(h) = self.held.take() {
             h.checkout.discard();

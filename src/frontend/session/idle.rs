@@ -53,7 +53,7 @@ impl Session<'_> {
     /// Forward every complete message the held connection sent unasked. `Err` if the session
     /// ends.
     async fn pass_idle_messages(&mut self) -> Result<(), SessionEnd> {
-        let client_pid = self.key.pid;
+        let client_pid = self.key().pid();
         loop {
             let conn = self.conn();
             let frame = match split_frame(conn.io.buffer(), crate::backend::conn::MAX_SERVER_MESSAGE) {

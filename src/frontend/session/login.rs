@@ -21,7 +21,7 @@ impl Session<'_> {
                 messages::parameter_status(&mut buf, k, v);
             }
         }
-        messages::backend_key_data(&mut buf, self.key.pid, self.key.secret);
+        messages::backend_key_data(&mut buf, self.key().pid(), self.key().secret());
         messages::ready_for_query(&mut buf, TxStatus::Idle);
         self.send_client(&buf).await
     }

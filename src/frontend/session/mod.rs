@@ -110,21 +110,17 @@ impl Rarely {
 pub struct Session<'a> {
     shared: &'a Shared,
     client: FrameReader<MaybeTls>,
-    /// Shared with the registry entry.
-    user: Arc<str>,
-    /// Shared with the registry entry.
-    database: Arc<str>,
     /// Shared with the sessions that logged in with the same parameters; copied on change.
     params: Arc<SessionParams>,
     held: Option<Held>,
     /// Why `held` is held, its transaction status and extended block.
     state: SessionState,
-    key: CancelKey,
     /// The classifier of this session's database.
     classifier: Arc<Classifier>,
     /// What only a session that ran units needs; made on the first.
     rare: Rarely,
-    /// Its place in the client registry (drain, KILL, SHOW CLIENTS).
+    /// Its place in the client registry (drain, KILL, SHOW CLIENTS), its cancel key, and
+    /// its user and database (`entry.info()`): one field for all, read where they are needed.
     entry: super::lifecycle::ClientEntry<'a>,
 }
 
@@ -136,25 +132,20 @@ impl<'a> Session<'a> {
         client.set_max(shared.config.limits.max_message_bytes);
         client.set_accepted_tags(is_frontend_tag);
         let classifier = shared.classifiers.get(&login.database, &login.user);
-        let key = shared.cancels.register();
-        let (user, database) = (login.user, login.database);
         let info = super::lifecycle::ClientInfo {
-            id: key.pid,
-            user: Arc::clone(&user),
-            database: Arc::clone(&database),
+            id: 0,
+            user: shared.lifecycle.name(login.user),
+            database: shared.lifecycle.name(login.database),
             addr: login.addr,
             since: std::time::SystemTime::now(),
         };
-        let entry = shared.lifecycle.register(info, key.slot());
+        let entry = shared.lifecycle.register(info);
         Self {
             shared,
             client,
-            user,
-            database,
             params: shared.session_states.intern(login.params),
             held: None,
             state: SessionState::Free,
-            key,
             classifier,
             // Made on the first unit: an idle client holds none of it.
             rare: Rarely::default(),
@@ -170,49 +161,83 @@ impl<'a> Session<'a> {
         async move {
             // Every phase but the wait for the next message is boxed (here and in `serve`): a
             // future is as large as its largest state, and an idle session should not carry them.
-            let end = match Box::pin(self.login()).await {
-                Ok(()) => self.serve().await,
-                Err(end) => end,
-            };
-            if let SessionEnd::Fatal { code, message, fault } = &end {
-                tracing::debug!(code, message, ?fault, "session ends");
-                Box::pin(self.fatal(code, message)).await;
-            }
-            Box::pin(self.finish()).await;
+            let end = self.serve().await;
+            Box::pin(self.end(end)).await;
         }
     }
 
-    /// Serve units until the session ends, and say why it did.
-    async fn serve(&mut self) -> SessionEnd {
-        loop {
-            let frame = match self.next_frame().await {
-                Ok(Some(f)) => f,
-                Ok(None) => return SessionEnd::ClientGone,
-                Err(end) => return end,
-            };
-            if self.skipping_to_sync() && !matches!(frame.tag(), tag::SYNC | tag::TERMINATE) {
-                continue;
-            }
-            let unit = match frame.tag() {
-                tag::TERMINATE => return SessionEnd::ClientGone,
-                tag::QUERY | tag::FUNCTION_CALL => Unit::Simple(frame),
-                tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE | tag::SYNC | tag::FLUSH => {
-                    match Box::pin(self.collect_batch(frame)).await {
-                        Ok(frames) => Unit::Extended(frames),
-                        Err(end) => return end,
-                    }
-                }
-                // Copy messages outside COPY are ignored, as PostgreSQL does.
-                tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => continue,
-                other => {
-                    let msg = format!("invalid frontend message type {}", other);
-                    return SessionEnd::fatal(sqlstate::PROTOCOL_VIOLATION, msg, Fault::Client);
-                }
-            };
-            if let Err(end) = boxed(|| self.run_unit(unit)).await {
+    /// Tell the client why the session ends if it is an error, then close it.
+    async fn end(mut self, end: SessionEnd) {
+        if let SessionEnd::Fatal { code, message, fault } = &end {
+            tracing::debug!(code, message, ?fault, "session ends");
+            self.fatal(code, message).await;
+        }
+        self.finish().await;
+    }
+
+    /// Finish the login, then serve units until the session ends, and say why it did.
+    ///
+    /// What an idle session keeps is this future's wait for the next message, so everything
+    /// else is boxed: the login, and each unit from its first message on (`take_unit`). Not an
+    /// `async fn`, which would keep `self` twice.
+    #[allow(clippy::manual_async_fn)] // on purpose, see above
+    fn serve(&mut self) -> impl std::future::Future<Output = SessionEnd> + use<'_, 'a> {
+        async move {
+            // No value of it kept: `match login { Ok(()) => serve, .. }` would keep the matched
+            // result (56 bytes) in every idle session.
+            if let Err(end) = Box::pin(self.login()).await {
                 return end;
             }
+            loop {
+                let frame = match self.next_frame().await {
+                    Ok(Some(f)) => f,
+                    Ok(None) => return SessionEnd::ClientGone,
+                    Err(end) => return end,
+                };
+                // The frame moves into the box: held here across an await, it would sit in the
+                // idle wait's future too.
+                if let Err(end) = boxed(|| self.take_unit(frame)).await {
+                    return end;
+                }
+            }
         }
+    }
+
+    /// The unit `first` begins (the rest of an extended batch read first), run; a message
+    /// that begins no unit is skipped, or ends the session.
+    async fn take_unit(&mut self, first: Frame) -> Result<(), SessionEnd> {
+        if self.skipping_to_sync() && !matches!(first.tag(), tag::SYNC | tag::TERMINATE) {
+            return Ok(());
+        }
+        let unit = match first.tag() {
+            tag::TERMINATE => return Err(SessionEnd::ClientGone),
+            tag::QUERY | tag::FUNCTION_CALL => Unit::Simple(first),
+            tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE | tag::SYNC | tag::FLUSH => {
+                Unit::Extended(self.collect_batch(first).await?)
+            }
+            // Copy messages outside COPY are ignored, as PostgreSQL does.
+            tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => return Ok(()),
+            other => {
+                let msg = format!("invalid frontend message type {}", other);
+                return Err(SessionEnd::fatal(sqlstate::PROTOCOL_VIOLATION, msg, Fault::Client));
+            }
+        };
+        self.run_unit(unit).await
+    }
+
+    /// The client's cancel key.
+    fn key(&self) -> &CancelKey {
+        self.entry.key()
+    }
+
+    /// The login user.
+    fn user(&self) -> &str {
+        &self.entry.info().user
+    }
+
+    /// The database.
+    fn database(&self) -> &str {
+        &self.entry.info().database
     }
 
     /// WAL position after this session's last write, if it wrote (read-your-writes).
@@ -226,38 +251,43 @@ impl<'a> Session<'a> {
     }
 
     /// The next client message, honouring the idle timeout.
-    async fn next_frame(&mut self) -> Result<Option<Frame>, SessionEnd> {
-        if let Some(f) = self.rare.peek_mut().and_then(|r| r.lookahead.take()) {
-            return Ok(Some(f));
+    ///
+    /// Not an `async fn` (which keeps `self` twice): every idle client waits in this future.
+    #[allow(clippy::manual_async_fn)] // on purpose, see above
+    fn next_frame(&mut self) -> impl std::future::Future<Output = Result<Option<Frame>, SessionEnd>> + use<'_, 'a> {
+        async move {
+            if let Some(f) = self.rare.peek_mut().and_then(|r| r.lookahead.take()) {
+                return Ok(Some(f));
+            }
+            // Boxed, like the timeout below: only a session holding a connection (or with an idle
+            // timeout) pays for their state, not every idle one.
+            if self.held.is_some() {
+                Box::pin(self.watch_while_idle()).await?;
+            }
+            let idle = self.shared.config.limits.idle_client_timeout.filter(|_| self.held.is_none());
+            let between_units = self.state.tx() == TxStatus::Idle;
+            // Lean: an idle client holds no read buffer while it says nothing.
+            let client = &mut self.client;
+            let read = self.entry.unless_stopped(between_units, client.next_lean());
+            let r = match idle {
+                Some(d) => match Box::pin(tokio::time::timeout(d, read)).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        let message = "terminating connection due to idle timeout";
+                        return Err(SessionEnd::fatal(sqlstate::IDLE_SESSION_TIMEOUT, message, Fault::Proxy));
+                    }
+                },
+                None => read.await,
+            };
+            let r = r.map_err(|stopped| {
+                let (code, message) = stopped.error();
+                SessionEnd::fatal(code, message, Fault::Proxy)
+            })?;
+            r.map_err(|e| match e {
+                crate::protocol::framer::ReadError::Frame(f) => SessionEnd::bad_frame(&f),
+                other => SessionEnd::fatal(sqlstate::PROTOCOL_VIOLATION, other.to_string(), Fault::Client),
+            })
         }
-        // Boxed, like the timeout below: only a session holding a connection (or with an idle
-        // timeout) pays for their state, not every idle one.
-        if self.held.is_some() {
-            Box::pin(self.watch_while_idle()).await?;
-        }
-        let idle = self.shared.config.limits.idle_client_timeout.filter(|_| self.held.is_none());
-        let between_units = self.state.tx() == TxStatus::Idle;
-        // Lean: an idle client holds no read buffer while it says nothing.
-        let client = &mut self.client;
-        let read = self.entry.unless_stopped(between_units, client.next_lean());
-        let r = match idle {
-            Some(d) => match Box::pin(tokio::time::timeout(d, read)).await {
-                Ok(r) => r,
-                Err(_) => {
-                    let message = "terminating connection due to idle timeout";
-                    return Err(SessionEnd::fatal(sqlstate::IDLE_SESSION_TIMEOUT, message, Fault::Proxy));
-                }
-            },
-            None => read.await,
-        };
-        let r = r.map_err(|stopped| {
-            let (code, message) = stopped.error();
-            SessionEnd::fatal(code, message, Fault::Proxy)
-        })?;
-        r.map_err(|e| match e {
-            crate::protocol::framer::ReadError::Frame(f) => SessionEnd::bad_frame(&f),
-            other => SessionEnd::fatal(sqlstate::PROTOCOL_VIOLATION, other.to_string(), Fault::Client),
-        })
     }
 
     /// The extended messages the client sent so far, up to a Sync or Flush; the relay streams
@@ -317,7 +347,7 @@ impl<'a> Session<'a> {
         autocommit: bool,
     ) -> Result<(), SessionEnd> {
         let Tried { outcome, errored, streamed } = tried;
-        tracing::trace!(key = self.key.pid, ?outcome, "unit done");
+        tracing::trace!(key = self.key().pid(), ?outcome, "unit done");
         let counted = match &outcome {
             Outcome::Ready(_) => Some(UnitOutcome::Ready),
             Outcome::Partial => Some(UnitOutcome::Partial),
@@ -441,7 +471,7 @@ impl<'a> Session<'a> {
     /// Close the client socket, then give back the held connection (reused, drained or closed
     /// by its protocol state; reset first if it carries session state).
     async fn finish(mut self) {
-        self.key.set_target(None);
+        self.key().set_target(None);
         // TLS says goodbye with close_notify; a plain socket's close sends the same FIN a
         // `shutdown` would, one syscall less per connection (it is closed before the server
         // connection is given back, so the client still sees the end at once).
