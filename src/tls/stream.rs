@@ -44,6 +44,27 @@ impl MaybeTls {
         }
     }
 
+    /// Watch the socket with the reactor of the thread calling this (it must run inside a tokio
+    /// runtime), instead of the one that registered it: each readiness event then wakes this
+    /// thread directly, not another thread that has to wake this one. The socket is duplicated,
+    /// the duplicate registered here and the old descriptor deregistered and closed (four
+    /// syscalls, once); buffered TLS state is untouched. An in-memory pipe has no reactor.
+    ///
+    /// # Errors
+    /// `dup` or the registration failed; the socket is then left as it was.
+    pub fn watch_here(&mut self) -> io::Result<()> {
+        let socket = match self {
+            MaybeTls::Plain(s) => s,
+            MaybeTls::Accepted(s) => s.get_mut().0,
+            MaybeTls::Connected(s) => s.get_mut().0,
+            MaybeTls::Memory(_) => return Ok(()),
+        };
+        let dup = std::os::fd::AsFd::as_fd(&*socket).try_clone_to_owned()?;
+        // The duplicate shares the open file (and its non-blocking flag) with the original.
+        *socket = TcpStream::from_std(std::net::TcpStream::from(dup))?;
+        Ok(())
+    }
+
     /// The peer's address, if it is a socket and the kernel still knows it.
     #[must_use]
     pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
@@ -181,6 +202,38 @@ mod tests {
     use super::*;
     use crate::protocol::FrameReader;
     use tokio::io::AsyncWriteExt;
+
+    /// A socket registered by a runtime that is gone fails its next read; once `watch_here`
+    /// moves it to the current runtime's reactor (as a pool does with a connection another
+    /// session thread opened), it is served again, with nothing lost.
+    #[test]
+    fn a_socket_moved_to_this_reactor_is_served_by_it() {
+        use tokio::io::AsyncReadExt;
+        let runtime = || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (ours, peer) = runtime().block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let (accepted, connected) =
+                tokio::join!(listener.accept(), TcpStream::connect(listener.local_addr().unwrap()));
+            (accepted.unwrap().0, connected.unwrap().into_std().unwrap())
+        });
+        // That runtime, and the reactor `ours` is registered with, are dropped now.
+        runtime().block_on(async move {
+            let mut peer = TcpStream::from_std(peer).unwrap();
+            let mut ours = MaybeTls::Plain(ours);
+            let mut buf = [0u8; 5];
+            peer.write_all(b"hello").await.unwrap();
+            let stale = tokio::time::timeout(std::time::Duration::from_secs(5), ours.read(&mut buf)).await;
+            assert!(matches!(stale, Ok(Err(_))), "a read on a dead reactor fails: {stale:?}");
+            ours.watch_here().unwrap();
+            let read = tokio::time::timeout(std::time::Duration::from_secs(5), ours.read_exact(&mut buf)).await;
+            assert!(matches!(read, Ok(Ok(5))), "{read:?}");
+            assert_eq!(&buf, b"hello");
+            ours.write_all(b"back").await.unwrap();
+            let mut back = [0u8; 4];
+            peer.read_exact(&mut back).await.unwrap();
+            assert_eq!(&back, b"back");
+        });
+    }
 
     /// A pipe has no socket, is not TLS, and a waiting reader on it (`next_lean`, as a session
     /// waits for its client) reads frames as they come instead of waiting on a readiness it
