@@ -62,6 +62,41 @@ async fn a_silent_listener_receives_notifications_in_order_and_its_own_with_its_
     assert_eq!(Some(pid), listener.backend_key.map(|k| k.0), "the pid the client was given in BackendKeyData");
 }
 
+/// A listening backend sends the notifications it was signalled for before its next
+/// ReadyForQuery, also the one of the write-position query sluice pipelines behind a write:
+/// none of them may be lost there. The listener writes in a loop while another connection
+/// notifies; every notification arrives, once and in order.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_listener_that_writes_loses_no_notification() {
+    const SENT: usize = 300;
+    let c = Cluster::start(0).await;
+    c.psql("CREATE SEQUENCE hits").await;
+    let p = Proxy::builder().cluster(&c).pool_size(4).start().await;
+    let mut listener = raw(p.port()).await;
+    query(&mut listener, "LISTEN ch").await;
+    let mut notifier = raw(c.ports()[0]).await;
+    let notifying = tokio::spawn(async move {
+        for n in 0..SENT {
+            query(&mut notifier, &format!("NOTIFY ch, '{n}'")).await;
+        }
+    });
+    let mut got = Vec::new();
+    let payloads = |frames: Vec<Frame>, got: &mut Vec<String>| {
+        got.extend(frames.iter().filter(|f| f.tag() == tag::NOTIFICATION).map(|f| notification(f).2));
+    };
+    // Bounded: the notifier ends after SENT statements.
+    while !notifying.is_finished() {
+        payloads(query(&mut listener, "SELECT nextval('hits')").await, &mut got);
+    }
+    notifying.await.expect("the notifier");
+    while got.len() < SENT {
+        let Ok(f) = listener.recv(WAIT).await else { break };
+        payloads(vec![f], &mut got);
+    }
+    let expected: Vec<String> = (0..SENT).map(|n| n.to_string()).collect();
+    assert_eq!(got, expected, "every notification, once and in order ({} of {SENT} arrived)", got.len());
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pinned_idle_session_hears_of_its_terminated_backend_without_sending_anything() {
     let c = Cluster::start(0).await;

@@ -111,10 +111,19 @@ pub struct ServerConn {
     /// The buffer a unit's messages for this server are put together in, kept empty between
     /// units (up to [`OUT_KEPT_BYTES`]): one allocation per connection instead of one per unit.
     out: BytesMut,
+    /// NotificationResponses that arrived in the reply to one of sluice's own queries (a
+    /// listening backend sends them before any ReadyForQuery, the one of a write-position
+    /// query pipelined behind a unit too): the session forwards them, in order, before
+    /// anything newer. Bounded by [`MAX_KEPT_NOTIFICATION_BYTES`].
+    kept_notifications: Vec<Frame>,
 }
 
 /// Largest unit buffer a server connection keeps for the next unit.
 const OUT_KEPT_BYTES: usize = 4096;
+
+/// Most notification bytes one internal reply may carry before the connection is given up as
+/// lost (a loss the session reports, never a notification silently dropped).
+pub const MAX_KEPT_NOTIFICATION_BYTES: usize = 8 << 20;
 
 impl ServerConn {
     /// Open and authenticate a connection within `spec.timeout`.
@@ -153,6 +162,7 @@ impl ServerConn {
             last_used: Instant::now(),
             wire: Wire::default(),
             out: BytesMut::new(),
+            kept_notifications: Vec::new(),
         };
         let mut buf = BytesMut::new();
         messages::startup_message(&mut buf, &[("user", &spec.user), ("database", &spec.database)]);
@@ -298,6 +308,28 @@ impl ServerConn {
         self.carried = Some(Arc::default());
         self.pending_sync = None;
         self.forget_statements();
+    }
+
+    /// The notifications kept from internal replies, oldest first, for the session to forward
+    /// (see [`ServerConn::read_internal_reply`]).
+    pub fn take_notifications(&mut self) -> Vec<Frame> {
+        std::mem::take(&mut self.kept_notifications)
+    }
+
+    /// True if an internal reply carried notifications not yet taken.
+    #[must_use]
+    pub fn has_notifications(&self) -> bool {
+        !self.kept_notifications.is_empty()
+    }
+
+    /// Keep a notification that arrived in an internal reply; `Err` past the bound.
+    fn keep_notification(&mut self, frame: Frame) -> Result<(), BackendError> {
+        let kept: usize = self.kept_notifications.iter().map(|f| f.bytes().len()).sum();
+        if kept + frame.bytes().len() > MAX_KEPT_NOTIFICATION_BYTES {
+            return Err(self.lost("too many notifications arrived during one of sluice's own queries"));
+        }
+        self.kept_notifications.push(frame);
+        Ok(())
     }
 
     /// Neither older than `lifetime` nor idle longer than `idle`.
@@ -521,7 +553,10 @@ impl ServerConn {
     }
 
     /// Read the replies of one of sluice's own simple queries (already sent) up to
-    /// ReadyForQuery: its DataRows, or the server's error.
+    /// ReadyForQuery: its DataRows, or the server's error. A NotificationResponse among them
+    /// is not part of the reply but a message for the client (a listening backend sends the
+    /// notifications it was signalled for before its next ReadyForQuery, and before reading
+    /// the next query): it is kept for the session ([`ServerConn::take_notifications`]).
     ///
     /// # Errors
     /// The server rejected it or the connection failed.
@@ -535,6 +570,7 @@ impl ServerConn {
                 tag::ERROR_RESPONSE => failure = Some(self.server_error(&frame)),
                 // RESET ALL, DISCARD ALL and replayed settings change reported parameters.
                 tag::PARAMETER_STATUS => self.note_parameter_status(&frame),
+                tag::NOTIFICATION => self.keep_notification(frame)?,
                 b'D' => rows.push(frame),
                 _ => {}
             }
@@ -595,6 +631,85 @@ pub fn parse_lsn(text: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use crate::protocol::TxStatus;
+    use bytes::{BufMut, Bytes};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A fake server on an in-memory pipe: the login, then `reply` to the first query.
+    async fn fake_server(mut io: tokio::io::DuplexStream, reply: BytesMut) {
+        let mut len = [0u8; 4];
+        io.read_exact(&mut len).await.unwrap();
+        let mut startup = vec![0u8; (u32::from_be_bytes(len) as usize).saturating_sub(4)];
+        io.read_exact(&mut startup).await.unwrap();
+        let mut out = BytesMut::new();
+        messages::authentication(&mut out, messages::auth_code::OK, &[]);
+        messages::backend_key_data(&mut out, 42, 7);
+        messages::ready_for_query(&mut out, TxStatus::Idle);
+        io.write_all(&out).await.unwrap();
+        let mut reader = FrameReader::new(io, 1 << 20);
+        let query = reader.next().await.unwrap().unwrap();
+        assert_eq!(query.tag(), tag::QUERY);
+        reader.get_mut().write_all(&reply).await.unwrap();
+        // Keep the pipe open until the connection is dropped.
+        let _ = reader.next().await;
+    }
+
+    fn notification(pid: i32, payload: &str) -> BytesMut {
+        let mut b = BytesMut::new();
+        b.put_u8(tag::NOTIFICATION);
+        b.put_i32(i32::try_from(4 + 4 + 3 + payload.len() + 1).unwrap());
+        b.put_i32(pid);
+        b.put_slice(b"ch\0");
+        b.put_slice(payload.as_bytes());
+        b.put_u8(0);
+        b
+    }
+
+    async fn connect_to(reply: BytesMut) -> ServerConn {
+        let (ours, theirs) = tokio::io::duplex(1 << 16);
+        tokio::spawn(fake_server(theirs, reply));
+        let pipe = std::sync::Mutex::new(Some(ours));
+        let dial = move |_| pipe.lock().unwrap().take().expect("one connection");
+        let spec = ConnectSpec {
+            node: 0,
+            node_name: "node0".into(),
+            host: "memory".into(),
+            port: 0,
+            user: "u".into(),
+            database: "d".into(),
+            password: None,
+            timeout: Duration::from_secs(5),
+            salt_cache: SaltCache::default(),
+            tls: ServerTls::disabled(),
+            passthrough: PassThroughKeys::default(),
+            max_prepared_statements: 8,
+            memory: Some(MemoryDial(Arc::new(dial))),
+        };
+        ServerConn::connect(&spec).await.expect("the fake server's login")
+    }
+
+    /// A listening backend sends what it was signalled for before its next ReadyForQuery,
+    /// here in the reply to sluice's own query: the notifications are kept, in order, for the
+    /// session to forward, and are not rows.
+    #[tokio::test]
+    async fn notifications_in_an_internal_reply_are_kept_for_the_session() {
+        let mut reply = BytesMut::new();
+        messages::row_description(&mut reply, &["lsn"]);
+        reply.extend_from_slice(&notification(42, "first"));
+        messages::data_row(&mut reply, &[Some("0/16B3748")]);
+        messages::command_complete(&mut reply, "SELECT 1");
+        reply.extend_from_slice(&notification(42, "second"));
+        messages::ready_for_query(&mut reply, TxStatus::Idle);
+        let mut conn = connect_to(reply).await;
+        let rows = conn.run_internal("SELECT pg_catalog.pg_current_wal_insert_lsn()").await.expect("the reply");
+        assert_eq!(rows.len(), 1);
+        assert!(conn.has_notifications());
+        let kept: Vec<Bytes> = conn.take_notifications().into_iter().map(Frame::into_bytes).collect();
+        assert_eq!(kept, [notification(42, "first").freeze(), notification(42, "second").freeze()]);
+        assert!(!conn.has_notifications(), "taken once");
+    }
+
     #[test]
     fn lsns_parse_and_order() {
         assert_eq!(super::parse_lsn("0/0"), Some(0));

@@ -605,6 +605,8 @@ impl Checkout {
             };
             conn.discarded();
         }
+        // Notifications kept from an internal reply belong to the session that listened.
+        drop(conn.take_notifications());
         self.account();
         // One clock read for the unit's time and the connection's idle clock.
         let now = Instant::now();

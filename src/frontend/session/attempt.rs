@@ -92,6 +92,8 @@ impl Session<'_> {
         if let Err(e) = self.acquire(class, Rotation::of(unit)).await {
             return self.statement_error(e.sqlstate(), &e.to_string()).await.map(|()| None);
         }
+        // A held connection's state sync may have carried notifications: they go first.
+        self.pass_kept_notifications().await?;
         let may_copy = (class.access == Access::Write || class.tx == TxEffect::End)
             && unit.may_copy_in(&self.rare.get().statements);
         // One topology read for both: where the primary is, and so whether writes move.
@@ -163,6 +165,7 @@ impl Session<'_> {
         let capture = late_lsn_capture(capture, class, streamed.class.as_ref(), ran, may_copy, in_transaction);
         if capture != Capture::None && matches!(outcome, Outcome::Ready(_) | Outcome::ReadOnlyRejected) {
             self.read_write_lsn(capture).await;
+            self.pass_kept_notifications().await?;
         }
         Ok(Some(Tried { outcome, errored, streamed }))
     }

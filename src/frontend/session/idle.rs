@@ -81,6 +81,24 @@ impl Session<'_> {
         }
     }
 
+    /// Forward the notifications the held connection's last internal reply carried (see
+    /// `ServerConn::read_internal_reply`), before anything newer from it reaches the client.
+    /// `Err` if the client is gone.
+    pub(super) async fn pass_kept_notifications(&mut self) -> Result<(), SessionEnd> {
+        let client_pid = self.key().pid();
+        let Some(held) = self.held.as_mut() else { return Ok(()) };
+        let conn = held.checkout.conn();
+        if !conn.has_notifications() {
+            return Ok(());
+        }
+        let server_pid = conn.backend_pid();
+        let mut out = BytesMut::new();
+        for frame in conn.take_notifications() {
+            out.extend_from_slice(&own_notification(frame.into_bytes(), server_pid, client_pid));
+        }
+        self.send_client(&out).await
+    }
+
     /// The held connection died while the client was idle: drop it; if the session cannot go
     /// on without it, it ends (FATAL to the client).
     fn held_lost(&mut self, e: &BackendError) -> Result<(), SessionEnd> {
