@@ -21,6 +21,12 @@ impl Session<'_> {
     /// `Err` if the session must end (the held connection died and the session cannot go on,
     /// or the client is gone).
     pub(super) async fn watch_while_idle(&mut self) -> Result<(), SessionEnd> {
+        // What the connection sent right behind the last reply may have come in the same read
+        // (a notification after ReadyForQuery): it is in the buffer already, and waiting for
+        // the socket would leave it there until the server sends something else.
+        if self.held.is_some() {
+            self.pass_idle_messages().await?;
+        }
         while self.held.is_some() && !self.client.has_buffered() {
             match self.wait_either().await {
                 Woke::Client => return Ok(()),
