@@ -133,6 +133,12 @@ pub(crate) fn plain_key_into(sql: &str, key: &mut impl KeyOut) -> Option<()> {
     let mut run = i;
     while i < bytes.len() {
         let b = bytes[i];
+        if CLASSES[usize::from(b)] & WORD_START != 0 {
+            // The most common token first: a keyword or a name (none of the bytes tested
+            // below starts one).
+            i = plain_word_end(bytes, i)?;
+            continue;
+        }
         let next = bytes.get(i + 1).copied().unwrap_or(0);
         if b == b' ' && i + 1 < bytes.len() && CLASSES[usize::from(next)] & SPACE == 0 && next != b'-' && next != b'/' {
             // The usual gap: one blank between two tokens, which the key keeps as it is, so the
@@ -169,8 +175,6 @@ pub(crate) fn plain_key_into(sql: &str, key: &mut impl KeyOut) -> Option<()> {
             while bytes.get(i).is_some_and(u8::is_ascii_digit) {
                 i += 1;
             }
-        } else if is_ident_start(b) {
-            i = plain_word_end(bytes, i)?;
         } else {
             // `(`, `)`, `;`, `,`, `.`, `::` and operator bytes: copied as they are.
             i += 1;
@@ -183,11 +187,14 @@ pub(crate) fn plain_key_into(sql: &str, key: &mut impl KeyOut) -> Option<()> {
 /// The lexer's byte classes as a table (one load per byte in the scanner's loops).
 const SPACE: u8 = 1;
 const IDENT: u8 = 2;
+const WORD_START: u8 = 4;
 const CLASSES: [u8; 256] = {
     let mut t = [0; 256];
     let mut b = 0;
     while b < 256 {
-        t[b] = if is_space(b as u8) { SPACE } else { 0 } | if is_ident_byte(b as u8) { IDENT } else { 0 };
+        t[b] = if is_space(b as u8) { SPACE } else { 0 }
+            | if is_ident_byte(b as u8) { IDENT } else { 0 }
+            | if is_ident_start(b as u8) { WORD_START } else { 0 };
         b += 1;
     }
     t
