@@ -68,6 +68,9 @@ struct Key<'a> {
 /// A text with nothing to normalise is keyed as it is (stored as `=` + text), so its repeats
 /// (a driver's Parse of the same statement) hit after one hash, without lexing; any other text
 /// by its normalised form ([`cache_key`], which never starts with `=`).
+// Large on purpose: the normalised key lives on the stack for one lookup (boxing it is the
+// allocation this avoids).
+#[allow(clippy::large_enum_variant)]
 enum KeyText<'a> {
     Raw(&'a str),
     Normalised(Normalised),
@@ -75,6 +78,7 @@ enum KeyText<'a> {
 
 /// A normalised key: built on the stack for a text of up to [`INLINE_KEY_TEXT_BYTES`] (the
 /// common case: a lookup that hits allocates nothing), else a `String`.
+#[allow(clippy::large_enum_variant)] // on purpose, see `KeyText`
 enum Normalised {
     Inline(InlineKey),
     Owned(String),
