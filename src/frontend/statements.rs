@@ -20,6 +20,9 @@ use super::unit::may_start_with;
 use crate::backend::prepared::{StmtKey, StmtName};
 use crate::backend::ServerConn;
 use crate::protocol::{messages, tag, Frame};
+
+/// Replies a unit usually expects (a driver's Parse..Sync, a state sync ahead), with room to spare.
+const USUAL_UNIT_REPLIES: usize = 8;
 use crate::router::{Class, Classifier};
 
 /// A statement the client prepared.
@@ -97,7 +100,8 @@ impl<'a> Batch<'a> {
     /// swallowed), then statements a failed unit may have left are closed.
     pub fn new(conn: &'a mut ServerConn, classifier: &'a Classifier) -> Self {
         let mut out = conn.take_out();
-        let mut queue = VecDeque::new();
+        // Room for a usual unit's replies at once: growing from empty reallocated on the 5th.
+        let mut queue = VecDeque::with_capacity(USUAL_UNIT_REPLIES);
         if let Some(sql) = conn.take_pending_sync() {
             messages::query(&mut out, &sql);
             queue.push_back(Expect::Server { kind: ReplyKind::StateSync, forward: false });

@@ -18,7 +18,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
-use super::cache_key::cache_key;
+use super::cache_key::{cache_key, lexed_key, plain_key_into, InlineKey, INLINE_KEY_TEXT_BYTES};
 use super::functions::{AllowList, FunctionCatalog, Resolver};
 use super::{statement, Access, Class, Reason};
 
@@ -50,7 +50,8 @@ impl Hasher for PassThrough {
 }
 
 struct Entry {
-    text: Box<str>,
+    /// The key's bytes (UTF-8: a raw key is `=` + the text, a normalised key a `cache_key`).
+    text: Box<[u8]>,
     class: Arc<Class>,
     /// Set by `note_write`: kept when the catalog changes.
     noted: bool,
@@ -67,23 +68,56 @@ struct Key<'a> {
 /// A text with nothing to normalise is keyed as it is (stored as `=` + text), so its repeats
 /// (a driver's Parse of the same statement) hit after one hash, without lexing; any other text
 /// by its normalised form ([`cache_key`], which never starts with `=`).
+// Large on purpose: the normalised key lives on the stack for one lookup (boxing it is the
+// allocation this avoids).
+#[allow(clippy::large_enum_variant)]
 enum KeyText<'a> {
     Raw(&'a str),
-    Normalised(String),
+    Normalised(Normalised),
+}
+
+/// A normalised key: built on the stack for a text of up to [`INLINE_KEY_TEXT_BYTES`] (the
+/// common case: a lookup that hits allocates nothing), else a `String`.
+#[allow(clippy::large_enum_variant)] // on purpose, see `KeyText`
+enum Normalised {
+    Inline(InlineKey),
+    Owned(String),
+}
+
+impl Normalised {
+    /// The key of `sql` (`cache_key`'s), on the stack if it fits.
+    fn of(sql: &str) -> Self {
+        if sql.len() <= INLINE_KEY_TEXT_BYTES {
+            let mut key = InlineKey::new();
+            if plain_key_into(sql, &mut key).is_some() && key.as_bytes().is_some() {
+                return Normalised::Inline(key);
+            }
+            return Normalised::Owned(lexed_key(sql));
+        }
+        Normalised::Owned(cache_key(sql))
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Normalised::Inline(key) => key.as_bytes().unwrap_or_default(),
+            Normalised::Owned(key) => key.as_bytes(),
+        }
+    }
 }
 
 impl KeyText<'_> {
-    fn matches(&self, stored: &str) -> bool {
+    fn matches(&self, stored: &[u8]) -> bool {
         match self {
-            KeyText::Raw(sql) => stored.strip_prefix('=') == Some(*sql),
-            KeyText::Normalised(key) => stored == key,
+            KeyText::Raw(sql) => stored.strip_prefix(b"=") == Some(sql.as_bytes()),
+            KeyText::Normalised(key) => stored == key.as_bytes(),
         }
     }
 
-    fn into_stored(self) -> Box<str> {
+    fn into_stored(self) -> Box<[u8]> {
         match self {
-            KeyText::Raw(sql) => format!("={sql}").into_boxed_str(),
-            KeyText::Normalised(key) => key.into_boxed_str(),
+            KeyText::Raw(sql) => [b"=", sql.as_bytes()].concat().into_boxed_slice(),
+            KeyText::Normalised(Normalised::Inline(key)) => Box::from(key.as_bytes().unwrap_or_default()),
+            KeyText::Normalised(Normalised::Owned(key)) => key.into_bytes().into_boxed_slice(),
         }
     }
 }
@@ -251,8 +285,8 @@ impl Classifier {
         if !self.cacheable(sql) {
             return None;
         }
-        let text = cache_key(sql);
-        if text.strip_prefix('-') == Some(sql) {
+        let text = Normalised::of(sql);
+        if text.as_bytes().strip_prefix(b"-") == Some(sql.as_bytes()) {
             return Some(self.raw_key(sql));
         }
         let mut hasher = self.hasher.build_hasher();
@@ -380,6 +414,41 @@ mod tests {
             Some(crate::router::Hint::Replica)
         );
         assert_eq!(c.cached(), 3);
+    }
+
+    #[test]
+    fn a_key_built_on_the_stack_is_the_cache_key() {
+        let mut texts: Vec<String> = [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 48213;",
+            "/* sluice: replica */ SELECT * FROM t WHERE name = 'it''s' AND x = .5",
+            "SELECT 1 /* c\n */ + 2  ,  3",
+            "SELECT E'x', $$y$$",
+            "EXPLAIN SELECT 1",
+            "SELECT 'unterminated",
+            "SELECT héllo FROM t WHERE x = 'é'",
+        ]
+        .map(String::from)
+        .into();
+        // Around the stack buffer's bound: a key is one byte longer than a text without gaps.
+        for len in INLINE_KEY_TEXT_BYTES - 2..=INLINE_KEY_TEXT_BYTES + 2 {
+            let pad = len - "SELECT 1 AS ".len();
+            texts.push(format!("SELECT 1 AS {}", "a".repeat(pad)));
+            texts.push(format!("SELECT 1  AS {}", "b".repeat(pad.saturating_sub(1))));
+        }
+        for sql in &texts {
+            assert_eq!(Normalised::of(sql).as_bytes(), cache_key(sql).as_bytes(), "{sql:?}");
+        }
+    }
+
+    #[test]
+    fn an_equal_hash_with_another_key_text_is_a_miss() {
+        let c = Classifier::new(100, vec![]);
+        let stored = c.classify_query("SELECT * FROM t WHERE id = 1");
+        let stored_key = c.key("SELECT * FROM t WHERE id = 2").unwrap();
+        // Another statement's key under the stored one's hash, as a collision would give it.
+        let other = Key { hash: stored_key.hash, text: c.key("DELETE FROM t WHERE id = 1").unwrap().text };
+        assert!(c.lookup(&other).is_none());
+        assert!(c.lookup(&stored_key).is_some_and(|hit| Arc::ptr_eq(&hit, &stored)));
     }
 
     #[test]

@@ -28,9 +28,9 @@ use super::lexer::{
 use super::Hint;
 
 /// Stands for a plain numeric constant.
-const NUMBER: char = '\u{1}';
+const NUMBER: u8 = 0x01;
 /// Stands for a plain `'...'` string constant.
-const STRING: char = '\u{2}';
+const STRING: u8 = 0x02;
 
 /// The cache key of `sql` (see the module map).
 #[must_use]
@@ -38,12 +38,76 @@ pub(crate) fn cache_key(sql: &str) -> String {
     plain_key(sql).unwrap_or_else(|| lexed_key(sql))
 }
 
-/// The key's first character: the leading routing hint.
-fn hint_mark(sql: &str) -> char {
+/// Longest text whose key [`InlineKey`] holds (a key is at most one byte longer than its text).
+pub(crate) const INLINE_KEY_TEXT_BYTES: usize = 255;
+
+/// Where a key is written: a `String`, or an [`InlineKey`] on the stack (no allocation for a
+/// lookup that hits).
+pub(crate) trait KeyOut {
+    /// Append one ASCII byte (a mark, a gap or a placeholder).
+    fn push_mark(&mut self, mark: u8);
+    /// Append a piece of the text.
+    fn push_text(&mut self, text: &str);
+}
+
+impl KeyOut for String {
+    fn push_mark(&mut self, mark: u8) {
+        self.push(char::from(mark));
+    }
+
+    fn push_text(&mut self, text: &str) {
+        self.push_str(text);
+    }
+}
+
+/// A key built in place, for texts of at most [`INLINE_KEY_TEXT_BYTES`]. Filled only from
+/// whole `str` pieces and ASCII marks, so its bytes are UTF-8.
+pub(crate) struct InlineKey {
+    bytes: [u8; INLINE_KEY_TEXT_BYTES + 1],
+    len: usize,
+    /// A piece did not fit (cannot happen for a text within the bound; the key is then unusable).
+    overflowed: bool,
+}
+
+impl InlineKey {
+    pub(crate) const fn new() -> Self {
+        Self { bytes: [0; INLINE_KEY_TEXT_BYTES + 1], len: 0, overflowed: false }
+    }
+
+    /// The key, or `None` if it did not fit.
+    pub(crate) fn as_bytes(&self) -> Option<&[u8]> {
+        (!self.overflowed).then(|| &self.bytes[..self.len])
+    }
+
+    fn push_bytes(&mut self, piece: &[u8]) {
+        let end = self.len + piece.len();
+        match self.bytes.get_mut(self.len..end) {
+            Some(room) => {
+                room.copy_from_slice(piece);
+                self.len = end;
+            }
+            None => self.overflowed = true,
+        }
+    }
+}
+
+impl KeyOut for InlineKey {
+    fn push_mark(&mut self, mark: u8) {
+        debug_assert!(mark.is_ascii());
+        self.push_bytes(&[mark]);
+    }
+
+    fn push_text(&mut self, text: &str) {
+        self.push_bytes(text.as_bytes());
+    }
+}
+
+/// The key's first byte: the leading routing hint.
+fn hint_mark(sql: &str) -> u8 {
     match leading_hint(sql) {
-        None => '-',
-        Some(Hint::Primary) => 'P',
-        Some(Hint::Replica) => 'R',
+        None => b'-',
+        Some(Hint::Primary) => b'P',
+        Some(Hint::Replica) => b'R',
     }
 }
 
@@ -55,37 +119,48 @@ fn hint_mark(sql: &str) -> char {
 /// The key is the text with runs copied as they are; only gaps (trivia between two tokens) and
 /// plain literals are rewritten, so the scan only needs to find where each token ends.
 pub(crate) fn plain_key(sql: &str) -> Option<String> {
-    let bytes = sql.as_bytes();
     let mut key = String::with_capacity(sql.len() + 1);
-    key.push(hint_mark(sql));
+    plain_key_into(sql, &mut key)?;
+    Some(key)
+}
+
+/// [`plain_key`] written to `key` (half-written if `None`).
+pub(crate) fn plain_key_into(sql: &str, key: &mut impl KeyOut) -> Option<()> {
+    let bytes = sql.as_bytes();
+    key.push_mark(hint_mark(sql));
     let mut i = skip_trivia(bytes, 0)?.0;
     // Start of the text not yet copied into the key.
     let mut run = i;
     while i < bytes.len() {
         let b = bytes[i];
+        if CLASSES[usize::from(b)] & WORD_START != 0 {
+            // The most common token first: a keyword or a name (none of the bytes tested
+            // below starts one).
+            i = plain_word_end(bytes, i)?;
+            continue;
+        }
         let next = bytes.get(i + 1).copied().unwrap_or(0);
         if b == b' ' && i + 1 < bytes.len() && CLASSES[usize::from(next)] & SPACE == 0 && next != b'-' && next != b'/' {
-            // The usual gap: one blank between two tokens.
-            key.push_str(&sql[run..i]);
-            key.push(' ');
-            (i, run) = (i + 1, i + 1);
+            // The usual gap: one blank between two tokens, which the key keeps as it is, so the
+            // run goes on (fewer, longer pieces).
+            i += 1;
         } else if CLASSES[usize::from(b)] & SPACE != 0 || (b == b'-' && next == b'-') || (b == b'/' && next == b'*') {
             let (end, newline) = skip_trivia(bytes, i)?;
-            key.push_str(&sql[run..i]);
+            key.push_text(&sql[run..i]);
             if end < bytes.len() {
-                key.push(if newline { '\n' } else { ' ' });
+                key.push_mark(if newline { b'\n' } else { b' ' });
             }
             (i, run) = (end, end);
         } else if b == b'\'' {
             let end = quoted_end(bytes, i + 1, b'\'', false)?;
-            key.push_str(&sql[run..i]);
-            key.push(STRING);
+            key.push_text(&sql[run..i]);
+            key.push_mark(STRING);
             (i, run) = (end, end);
         } else if b.is_ascii_digit() || (b == b'.' && next.is_ascii_digit()) {
             let end = number_end(bytes, i);
             if is_plain_number(&sql[i..end]) {
-                key.push_str(&sql[run..i]);
-                key.push(NUMBER);
+                key.push_text(&sql[run..i]);
+                key.push_mark(NUMBER);
                 run = end;
             }
             i = end;
@@ -100,25 +175,26 @@ pub(crate) fn plain_key(sql: &str) -> Option<String> {
             while bytes.get(i).is_some_and(u8::is_ascii_digit) {
                 i += 1;
             }
-        } else if is_ident_start(b) {
-            i = plain_word_end(bytes, i)?;
         } else {
             // `(`, `)`, `;`, `,`, `.`, `::` and operator bytes: copied as they are.
             i += 1;
         }
     }
-    key.push_str(&sql[run..]);
-    Some(key)
+    key.push_text(&sql[run..]);
+    Some(())
 }
 
 /// The lexer's byte classes as a table (one load per byte in the scanner's loops).
 const SPACE: u8 = 1;
 const IDENT: u8 = 2;
+const WORD_START: u8 = 4;
 const CLASSES: [u8; 256] = {
     let mut t = [0; 256];
     let mut b = 0;
     while b < 256 {
-        t[b] = if is_space(b as u8) { SPACE } else { 0 } | if is_ident_byte(b as u8) { IDENT } else { 0 };
+        t[b] = if is_space(b as u8) { SPACE } else { 0 }
+            | if is_ident_byte(b as u8) { IDENT } else { 0 }
+            | if is_ident_start(b as u8) { WORD_START } else { 0 };
         b += 1;
     }
     t
@@ -169,7 +245,7 @@ fn plain_word_end(bytes: &[u8], start: usize) -> Option<usize> {
 #[must_use]
 pub(crate) fn lexed_key(sql: &str) -> String {
     let mut key = String::with_capacity(sql.len() + 1);
-    key.push(hint_mark(sql));
+    key.push(char::from(hint_mark(sql)));
     if push_tokens(&mut key, sql, true).is_err() {
         // An EXPLAIN: its literals matter; start over keeping them.
         key.truncate(1);
@@ -215,8 +291,8 @@ fn push_gap(key: &mut String, sql: &str, prev_end: Option<usize>, start: usize) 
 fn push_token(key: &mut String, sql: &str, t: Token, literals: bool) {
     let text = t.text(sql);
     match t.kind {
-        Kind::Number if literals && is_plain_number(text) => key.push(NUMBER),
-        Kind::String if literals && is_plain_string(text) => key.push(STRING),
+        Kind::Number if literals && is_plain_number(text) => key.push(char::from(NUMBER)),
+        Kind::String if literals && is_plain_string(text) => key.push(char::from(STRING)),
         _ => key.push_str(text),
     }
 }

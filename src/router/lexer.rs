@@ -77,7 +77,7 @@ pub(super) const fn is_ident_byte(b: u8) -> bool {
 }
 
 /// True for bytes that may start an identifier.
-pub(super) fn is_ident_start(b: u8) -> bool {
+pub(super) const fn is_ident_start(b: u8) -> bool {
     b.is_ascii_alphabetic() || b == b'_' || b >= 0x80
 }
 

@@ -1,6 +1,7 @@
 //! Getting, preparing, holding and giving back the server connection a unit runs on.
 
 use super::*;
+use crate::config::Config;
 use crate::metrics::SyncOutcome;
 
 /// How a state sync may reach a server connection at checkout.
@@ -42,13 +43,16 @@ impl Session<'_> {
         if self.held.is_some() {
             return self.resync_held().await;
         }
-        let hold = self.shared.config.failover.hold_timeout;
+        // One read of the live configuration per unit for the hold, the route and the pool
+        // mode (each access is an arc-swap load); read again only after waiting.
+        let mut config = self.shared.config.snapshot();
+        let hold = config.failover.hold_timeout;
         let started = tokio::time::Instant::now();
         let deadline = started + hold;
         let mut held = false;
         loop {
             let seen = self.shared.topology.snapshot().generation;
-            let err = match self.checkout_routed(class, sync, rotation).await {
+            let err = match self.checkout_routed(class, sync, rotation, config).await {
                 Err(e) if e.may_try_elsewhere() && !matches!(e, BackendError::CheckoutTimeout { .. }) => e,
                 other => {
                     if held {
@@ -65,13 +69,20 @@ impl Session<'_> {
             }
             held = true;
             tracing::debug!(error = %err, "held until the topology changes");
-            self.shared.topology.changed_since(seen, left.min(self.shared.config.monitor.interval)).await;
+            self.shared.topology.changed_since(seen, left.min(config.monitor.interval)).await;
+            config = self.shared.config.snapshot();
         }
     }
 
     /// Route once and check out a connection from the first candidate that gives one.
-    async fn checkout_routed(&mut self, class: &Class, sync: SyncMode, rotation: Rotation) -> Result<(), BackendError> {
-        let route = self.route(class, rotation).await;
+    async fn checkout_routed(
+        &mut self,
+        class: &Class,
+        sync: SyncMode,
+        rotation: Rotation,
+        config: &Config,
+    ) -> Result<(), BackendError> {
+        let route = self.route(class, rotation, config).await;
         let mut last = None;
         for node in route.candidates {
             self.shared.lifecycle.pause_gate(node).await;
@@ -79,7 +90,7 @@ impl Session<'_> {
             match pool.checkout().await {
                 Ok(mut checkout) => match self.prepare_conn(&mut checkout, sync).await {
                     Ok(()) => {
-                        self.hold(checkout);
+                        self.hold(checkout, config.pool.mode);
                         return Ok(());
                     }
                     // The session's state would not apply here (a replica may refuse a setting):
@@ -99,9 +110,7 @@ impl Session<'_> {
     /// Decide where a unit goes. A read that only replicas which have not replayed this
     /// session's last write could serve, with no primary to fall back on, waits a few monitor
     /// intervals for their positions to be seen: the write may well be there already.
-    pub(super) async fn route(&self, class: &Class, rotation: Rotation) -> Route {
-        // One read of the live configuration for all three (each access is an arc-swap load).
-        let config = self.shared.config.snapshot();
+    pub(super) async fn route(&self, class: &Class, rotation: Rotation, config: &Config) -> Route {
         let policy = router::Policy { primary_reads: config.routing.primary_reads };
         let default_route = config.user(self.user()).map(|u| u.default_route).unwrap_or_default();
         let interval = config.monitor.interval;
@@ -196,10 +205,12 @@ impl Session<'_> {
         result
     }
 
-    pub(super) fn hold(&mut self, mut checkout: Checkout) {
+    /// Keep `checkout` for the unit; `mode` is the pool mode of the configuration the unit was
+    /// routed by.
+    pub(super) fn hold(&mut self, mut checkout: Checkout, mode: PoolMode) {
         self.key().set_target(Some(checkout.conn().cancel_target()));
         self.held = Some(Held { checkout });
-        let session_pooling = self.shared.config.pool.mode == PoolMode::Session;
+        let session_pooling = mode == PoolMode::Session;
         self.state = self.state.after(Event::Acquired { session_pooling });
     }
 

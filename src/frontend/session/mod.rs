@@ -60,6 +60,8 @@ use crate::topology::Role;
 /// Most messages in one extended batch before it is sent without waiting for Sync (the relay
 /// streams the rest of the unit in).
 const MAX_BATCH_MESSAGES: usize = 1024;
+/// Extended messages a unit usually has (Parse, Bind, Describe, Execute, Sync), with room to spare.
+const USUAL_BATCH_MESSAGES: usize = 8;
 
 /// The server connection the session holds (why, and in which state: [`SessionState`]).
 struct Held {
@@ -293,7 +295,10 @@ impl<'a> Session<'a> {
     /// The extended messages the client sent so far, up to a Sync or Flush; the relay streams
     /// in the rest of the unit while it runs.
     async fn collect_batch(&mut self, first: Frame) -> Result<Vec<Frame>, SessionEnd> {
-        let mut frames = vec![first];
+        // Room for a driver's usual batch (Parse, Bind, Describe, Execute, Sync) at once:
+        // `vec![first]` grew twice, a reallocation and a copy each, on every such unit.
+        let mut frames = Vec::with_capacity(USUAL_BATCH_MESSAGES);
+        frames.push(first);
         loop {
             let last = frames.last().map_or(0, Frame::tag);
             if last == tag::SYNC || last == tag::FLUSH || frames.len() >= MAX_BATCH_MESSAGES {
