@@ -198,7 +198,7 @@ impl Session<'_> {
 
     pub(super) fn hold(&mut self, mut checkout: Checkout) {
         self.key().set_target(Some(checkout.conn().cancel_target()));
-        self.held = Some(Held { checkout });
+        self.held = Some(Box::new(Held { checkout }));
         let session_pooling = self.shared.config.pool.mode == PoolMode::Session;
         self.state = self.state.after(Event::Acquired { session_pooling });
     }
