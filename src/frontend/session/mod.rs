@@ -139,7 +139,7 @@ impl<'a> Session<'a> {
             user: shared.lifecycle.name(login.user),
             database: shared.lifecycle.name(login.database),
             addr: login.addr,
-            since: std::time::SystemTime::now(),
+            since_secs: super::lifecycle::unix_secs(std::time::SystemTime::now()),
         };
         let entry = shared.lifecycle.register(info);
         Self {
