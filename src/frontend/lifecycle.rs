@@ -8,7 +8,7 @@
 //!
 //! The race is one small future of our own ([`UnlessStopped`]): every idle client waits in it,
 //! so it holds the read, two references and a flag, and registers its waker in the session's
-//! [`StopSlot`] (lock-free) where `KILL` and drain find it.
+//! record ([`ClientSlot`], lock-free) where `KILL` and drain find it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -17,9 +17,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::SystemTime;
-
-use futures_util::task::AtomicWaker;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::watch;
 
@@ -92,20 +90,15 @@ pub struct ClientInfo {
     pub database: Arc<str>,
     /// The client's address.
     pub addr: Option<SocketAddr>,
-    /// When the session began.
-    pub since: SystemTime,
+    /// When the session began, in seconds since the Unix epoch (8 bytes, not a `SystemTime`'s
+    /// 16: every client keeps one).
+    pub since_secs: u64,
 }
 
-/// What `KILL` and drain need to reach one waiting session, in the client's record
-/// ([`ClientSlot`], shared by the session's key and the registry). (A `watch` channel for all
-/// sessions cost each idle one a 120-byte `changed()` future in its wait, and a lock per unit
-/// to register it.)
-#[derive(Default)]
-pub struct StopSlot {
-    /// Set by `KILL`.
-    killed: AtomicBool,
-    /// The session's wait for its client, woken by `KILL` and drain.
-    waker: AtomicWaker,
+/// Seconds since the Unix epoch at `t` (0 for a clock set before it).
+#[must_use]
+pub fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Shared by every session: drain flag, pause gate, client registry.
@@ -139,7 +132,7 @@ impl Lifecycle {
     pub fn drain(&self) {
         self.draining.store(true, Ordering::SeqCst);
         // After the flag: a session that registers its waker after this wake-up sees the flag.
-        self.lock().values().for_each(|slot| slot.stop.waker.wake());
+        self.lock().values().for_each(|slot| slot.waker.wake());
         self.pause.send_replace(Pause::Running);
     }
 
@@ -224,8 +217,8 @@ impl Lifecycle {
         let Some(slot) = self.lock().get(&id).map(Arc::clone) else { return false };
         // The flag before the wake-up: a session polled by it (or registering its waker after
         // it) sees the flag.
-        slot.stop.killed.store(true, Ordering::SeqCst);
-        slot.stop.waker.wake();
+        slot.killed.store(true, Ordering::SeqCst);
+        slot.waker.wake();
         true
     }
 
@@ -282,9 +275,9 @@ impl<F: Future> Future for UnlessStopped<'_, F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         // The waker first, then the flags: a stop set after the check wakes this task again.
-        let stop = &this.entry.key.slot().stop;
-        stop.waker.register(cx.waker());
-        if stop.killed.load(Ordering::SeqCst) {
+        let slot = this.entry.key.slot();
+        slot.waker.register(cx.waker());
+        if slot.killed.load(Ordering::SeqCst) {
             return Poll::Ready(Err(Stopped::Killed));
         }
         if *this.between_units && this.entry.lifecycle.is_draining() {
@@ -322,7 +315,7 @@ mod tests {
     }
 
     fn info(id: i32) -> ClientInfo {
-        ClientInfo { id, user: "u".into(), database: "d".into(), addr: None, since: SystemTime::now() }
+        ClientInfo { id, user: "u".into(), database: "d".into(), addr: None, since_secs: 0 }
     }
 
     /// A client in `l`; its id is its key's (random) pid.

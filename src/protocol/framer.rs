@@ -8,7 +8,7 @@
 //! is drained and reads are small again. [`FrameReader::next_lean`] holds no buffer at all while
 //! it waits for the first byte of a message, on streams that can say when they are readable.
 
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -403,17 +403,51 @@ impl<R: AsyncRead + WaitReadable + Unpin> FrameReader<R> {
     /// buffer back and waits for readability first, so a waiting reader (an idle client) holds
     /// no buffer; the buffer is allocated when bytes arrive.
     ///
+    /// A poll over the reader alone, not an `async fn`: all its state is the reader's buffer,
+    /// so the future is one reference (every idle client keeps it; `next()`'s state was 96
+    /// bytes). Cancelling it between polls loses nothing: read bytes stay buffered.
+    ///
     /// # Errors
     /// See [`FrameReader::next`].
-    pub async fn next_lean(&mut self) -> Result<Option<Frame>, ReadError> {
-        if self.buf.is_empty() {
-            if self.buf.capacity() > 0 {
-                self.buf = BytesMut::new();
+    pub fn next_lean(&mut self) -> impl Future<Output = Result<Option<Frame>, ReadError>> + '_ {
+        poll_fn(move |cx| self.poll_next_lean(cx))
+    }
+
+    /// One step of [`FrameReader::next_lean`]: a frame if one is buffered, else wait for
+    /// readability (with an empty buffer) and read what is there without blocking.
+    fn poll_next_lean(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, ReadError>> {
+        loop {
+            if let Some(frame) = self.buffered_frame()? {
+                return Poll::Ready(Ok(Some(frame)));
             }
-            let io = &self.io;
-            std::future::poll_fn(|cx| io.poll_readable(cx)).await?;
+            if self.buf.is_empty() {
+                self.give_back_buffer();
+                std::task::ready!(self.io.poll_readable(cx))?;
+            }
+            let got = match self.poll_fill(cx) {
+                Poll::Ready(got) => got?,
+                Poll::Pending => {
+                    // Readable, yet nothing came (or a TLS record is not complete yet):
+                    // still no buffer while waiting, if no message has begun.
+                    if self.buf.is_empty() {
+                        self.give_back_buffer();
+                    }
+                    return Poll::Pending;
+                }
+            };
+            if got == 0 {
+                let end = if self.buf.is_empty() { Ok(None) } else { Err(ReadError::Truncated) };
+                return Poll::Ready(end);
+            }
         }
-        self.next().await
+    }
+
+    /// Free an empty buffer's room.
+    fn give_back_buffer(&mut self) {
+        debug_assert!(self.buf.is_empty());
+        if self.buf.capacity() > 0 {
+            self.buf = BytesMut::new();
+        }
     }
 }
 

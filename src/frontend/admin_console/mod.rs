@@ -50,8 +50,8 @@ pub async fn run(shared: &Shared, login: Login) {
         shared.metrics.client_error(sqlstate::INVALID_AUTHORIZATION);
         return;
     }
-    let since = std::time::SystemTime::now();
-    let info = ClientInfo { id: 0, user, database, addr, since };
+    let since_secs = super::lifecycle::unix_secs(std::time::SystemTime::now());
+    let info = ClientInfo { id: 0, user, database, addr, since_secs };
     let mut entry = shared.lifecycle.register(info);
     let (pid, secret) = (entry.key().pid(), entry.key().secret());
     let greeted = write(&mut client, |b| {

@@ -129,9 +129,9 @@ pub fn servers(shared: &Shared) -> ResultSet {
 /// One row per connected client.
 pub fn clients(shared: &Shared) -> ResultSet {
     let mut rs = ResultSet::new(&["id", "user", "database", "addr", "connected_seconds"]);
-    let now = SystemTime::now();
+    let now = crate::frontend::lifecycle::unix_secs(SystemTime::now());
     for c in shared.lifecycle.clients() {
-        let age = now.duration_since(c.since).map_or(0, |d| d.as_secs());
+        let age = now.saturating_sub(c.since_secs);
         rs.row(vec![text(c.id), text(c.user), text(c.database), c.addr.map(|a| a.to_string()), text(age)]);
     }
     rs

@@ -114,7 +114,9 @@ pub struct Session<'a> {
     client: FrameReader<MaybeTls>,
     /// Shared with the sessions that logged in with the same parameters; copied on change.
     params: Arc<SessionParams>,
-    held: Option<Held>,
+    /// Boxed: 8 bytes in every idle client's future instead of 64, for one allocation per
+    /// checkout (made in `hold`, freed at release).
+    held: Option<Box<Held>>,
     /// Why `held` is held, its transaction status and extended block.
     state: SessionState,
     /// The classifier of this session's database.
@@ -139,7 +141,7 @@ impl<'a> Session<'a> {
             user: shared.lifecycle.name(login.user),
             database: shared.lifecycle.name(login.database),
             addr: login.addr,
-            since: std::time::SystemTime::now(),
+            since_secs: super::lifecycle::unix_secs(std::time::SystemTime::now()),
         };
         let entry = shared.lifecycle.register(info);
         Self {

@@ -201,3 +201,24 @@ async fn a_lean_reader_holds_no_buffer_while_it_waits() {
     drop(peer);
     assert!(r.next_lean().await.unwrap().is_none(), "a clean end of stream");
 }
+
+#[tokio::test]
+async fn a_lean_read_given_up_mid_message_loses_nothing() {
+    use tokio::io::AsyncWriteExt;
+    // The session races the read against KILL and drain and may drop it at any poll: the bytes
+    // of a message begun stay in the reader, and the next read returns the message whole.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let (ours, _) = listener.accept().await.unwrap();
+    let mut r = FrameReader::new(crate::tls::MaybeTls::from(ours), 1 << 20);
+    let query = msg(b'Q', b"SELECT 1\0");
+    peer.write_all(&query[..7]).await.unwrap();
+    let wait = std::time::Duration::from_millis(50);
+    assert!(tokio::time::timeout(wait, r.next_lean()).await.is_err(), "half a message");
+    assert_eq!(r.buffered(), &query[..7], "the half read stays buffered");
+    peer.write_all(&query[7..]).await.unwrap();
+    assert_eq!(r.next_lean().await.unwrap().unwrap().bytes().as_ref(), &query[..]);
+    peer.write_all(&query[..3]).await.unwrap();
+    drop(peer);
+    assert!(matches!(r.next_lean().await, Err(ReadError::Truncated)), "closed mid-message");
+}
