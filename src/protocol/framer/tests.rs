@@ -178,13 +178,18 @@ async fn fill_or_write_writes_while_neither_side_has_bytes_and_reads_both_sides(
     assert!(matches!(p, Progress::PeerRead(0)), "end of the client's stream: {p:?}");
 }
 
+/// A reader on one end of a loopback TCP connection, and the other end.
+async fn socket_reader() -> (tokio::net::TcpStream, FrameReader<crate::tls::MaybeTls>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+    let (ours, _) = listener.accept().await.unwrap();
+    (peer, FrameReader::new(crate::tls::MaybeTls::from(ours), 1 << 20))
+}
+
 #[tokio::test]
 async fn a_lean_reader_holds_no_buffer_while_it_waits() {
     use tokio::io::AsyncWriteExt;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-    let (ours, _) = listener.accept().await.unwrap();
-    let mut r = FrameReader::new(crate::tls::MaybeTls::from(ours), 1 << 20);
+    let (mut peer, mut r) = socket_reader().await;
     peer.write_all(&msg(b'Q', b"SELECT 1\0")).await.unwrap();
     assert_eq!(r.next_lean().await.unwrap().unwrap().tag(), b'Q');
     let wait = std::time::Duration::from_millis(50);
@@ -207,10 +212,7 @@ async fn a_lean_read_given_up_mid_message_loses_nothing() {
     use tokio::io::AsyncWriteExt;
     // The session races the read against KILL and drain and may drop it at any poll: the bytes
     // of a message begun stay in the reader, and the next read returns the message whole.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut peer = tokio::net::TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
-    let (ours, _) = listener.accept().await.unwrap();
-    let mut r = FrameReader::new(crate::tls::MaybeTls::from(ours), 1 << 20);
+    let (mut peer, mut r) = socket_reader().await;
     let query = msg(b'Q', b"SELECT 1\0");
     peer.write_all(&query[..7]).await.unwrap();
     let wait = std::time::Duration::from_millis(50);
