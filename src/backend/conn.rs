@@ -116,6 +116,8 @@ pub struct ServerConn {
     /// query pipelined behind a unit too): the session forwards them, in order, before
     /// anything newer. Bounded by [`MAX_KEPT_NOTIFICATION_BYTES`].
     kept_notifications: Vec<Frame>,
+    /// Their bytes, for the bound (a sum per message would be quadratic in a burst).
+    kept_notification_bytes: usize,
 }
 
 /// Largest unit buffer a server connection keeps for the next unit.
@@ -163,6 +165,7 @@ impl ServerConn {
             wire: Wire::default(),
             out: BytesMut::new(),
             kept_notifications: Vec::new(),
+            kept_notification_bytes: 0,
         };
         let mut buf = BytesMut::new();
         messages::startup_message(&mut buf, &[("user", &spec.user), ("database", &spec.database)]);
@@ -313,6 +316,7 @@ impl ServerConn {
     /// The notifications kept from internal replies, oldest first, for the session to forward
     /// (see [`ServerConn::read_internal_reply`]).
     pub fn take_notifications(&mut self) -> Vec<Frame> {
+        self.kept_notification_bytes = 0;
         std::mem::take(&mut self.kept_notifications)
     }
 
@@ -324,10 +328,11 @@ impl ServerConn {
 
     /// Keep a notification that arrived in an internal reply; `Err` past the bound.
     fn keep_notification(&mut self, frame: Frame) -> Result<(), BackendError> {
-        let kept: usize = self.kept_notifications.iter().map(|f| f.bytes().len()).sum();
-        if kept + frame.bytes().len() > MAX_KEPT_NOTIFICATION_BYTES {
+        let kept = self.kept_notification_bytes + frame.bytes().len();
+        if kept > MAX_KEPT_NOTIFICATION_BYTES {
             return Err(self.lost("too many notifications arrived during one of sluice's own queries"));
         }
+        self.kept_notification_bytes = kept;
         self.kept_notifications.push(frame);
         Ok(())
     }

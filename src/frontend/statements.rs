@@ -20,10 +20,10 @@ use super::unit::may_start_with;
 use crate::backend::prepared::{StmtKey, StmtName};
 use crate::backend::ServerConn;
 use crate::protocol::{messages, tag, Frame};
+use crate::router::{Class, Classifier};
 
 /// Replies a unit usually expects (a driver's Parse..Sync, a state sync ahead), with room to spare.
 const USUAL_UNIT_REPLIES: usize = 8;
-use crate::router::{Class, Classifier};
 
 /// A statement the client prepared.
 #[derive(Debug)]
