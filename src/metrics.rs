@@ -154,6 +154,7 @@ pub struct NodeMetrics {
     connect_errors: Counter,
     checkout_wait: DurationHistogram,
     checkout_timeouts: Counter,
+    idle_lost: Counter,
     role: Gauge,
     wal_lsn: Gauge,
     units: Latency,
@@ -211,6 +212,11 @@ impl NodeMetrics {
     /// A pool checkout on this node gave up after the configured wait.
     pub fn checkout_timed_out(&self) {
         self.checkout_timeouts.inc();
+    }
+
+    /// An idle connection of this node was found lost at checkout, and closed unused.
+    pub fn idle_found_lost(&self) {
+        self.idle_lost.inc();
     }
 
     fn set_view(&self, role: Role, wal_lsn: Option<u64>) {
@@ -357,6 +363,7 @@ struct NodeFamilies {
     errors: Family<NodeLabel, Counter>,
     wait: Family<NodeLabel, DurationHistogram, fn() -> DurationHistogram>,
     timeouts: Family<NodeLabel, Counter>,
+    idle_lost: Family<NodeLabel, Counter>,
     role: Family<NodeLabel, Gauge>,
     lsn: Family<NodeLabel, Gauge>,
     units: Family<NodeLabel, DurationHistogram, fn() -> DurationHistogram>,
@@ -373,6 +380,7 @@ impl NodeFamilies {
             errors: Family::default(),
             wait: Family::new_with_constructor(checkout_histogram),
             timeouts: Family::default(),
+            idle_lost: Family::default(),
             role: Family::default(),
             lsn: Family::default(),
             units: Family::new_with_constructor(unit_histogram),
@@ -391,6 +399,8 @@ impl NodeFamilies {
         let wait_help = "Time a checkout waited for a pooled server connection";
         registry.register_with_unit("pool_checkout_wait", wait_help, Unit::Seconds, f.wait.clone());
         registry.register("pool_checkout_timeouts", "Checkouts that gave up waiting per node", f.timeouts.clone());
+        let help = "Idle pooled server connections found lost at checkout and closed unused, per node";
+        registry.register("pool_idle_lost", help, f.idle_lost.clone());
         registry.register(
             "node_role",
             "Node role: 0 down or unknown, 1 replica, 2 primary, 3 stale replica, 4 fenced",
@@ -411,6 +421,7 @@ impl NodeFamilies {
             connect_errors: self.errors.get_or_create(&label).clone(),
             checkout_wait: self.wait.get_or_create(&label).clone(),
             checkout_timeouts: self.timeouts.get_or_create(&label).clone(),
+            idle_lost: self.idle_lost.get_or_create(&label).clone(),
             role: self.role.get_or_create(&label).clone(),
             wal_lsn: self.lsn.get_or_create(&label).clone(),
             units: Latency::new(self.units.get_or_create(&label).clone()),

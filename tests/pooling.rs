@@ -155,3 +155,161 @@ async fn session_settings_do_not_leak_between_pooled_clients() {
         assert_eq!(leftovers(&c2).await, Vec::<String>::new());
     }
 }
+
+/// Server backends stopped with SIGSTOP: a backend told to terminate (`pg_terminate_backend`)
+/// while stopped keeps the signal pending and sends its FATAL only once continued, as a backend
+/// on a busy machine does once it next gets to run. Every one is continued on drop, whatever
+/// the test's outcome, so the cluster can stop.
+struct Stopped(Vec<i32>);
+
+impl Stopped {
+    fn stop(pids: &[i32]) -> Stopped {
+        signal("-STOP", pids);
+        Stopped(pids.to_vec())
+    }
+
+    /// Continue `pids` (one that has ended already is skipped).
+    fn resume(&self, pids: &[i32]) {
+        let _ = send_signal("-CONT", pids);
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // Some have ended by now (terminated, then continued): `kill` says so, and that is fine.
+        let _ = send_signal("-CONT", &self.0);
+    }
+}
+
+fn signal(which: &str, pids: &[i32]) {
+    let status = send_signal(which, pids).expect("kill runs");
+    assert!(status.success(), "kill {which} {pids:?} failed");
+}
+
+fn send_signal(which: &str, pids: &[i32]) -> std::io::Result<std::process::ExitStatus> {
+    std::process::Command::new("kill")
+        .arg(which)
+        .args(pids.iter().map(i32::to_string))
+        .stderr(std::process::Stdio::null())
+        .status()
+}
+
+/// A proxy in transaction mode whose pool holds three idle server connections that the next
+/// checkouts take in a known order, and their backend pids in that order (each client ends
+/// its transaction in reverse, and the pool reuses the connection put back last first: one
+/// session thread, so one idle list), and a client connected before anything is stopped.
+async fn three_idle_in_order(c: &Cluster) -> (Proxy, tokio_postgres::Client, Vec<i32>) {
+    c.psql("CREATE TABLE kill_log (x int)").await;
+    let p = Proxy::builder()
+        .cluster(c)
+        .pool_size(5)
+        .pool_mode("transaction")
+        .set("runtime", "workers", "1")
+        .set("", "admin_listen", "\"127.0.0.1:0\"")
+        .start()
+        .await;
+    let mut clients = Vec::new();
+    let mut pids = Vec::new();
+    for _ in 0..3 {
+        let client = p.connect().await;
+        client.batch_execute("BEGIN").await.unwrap();
+        let row = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap();
+        pids.push(row.get::<_, i32>(0));
+        clients.push(client);
+    }
+    for client in clients.iter().rev() {
+        client.batch_execute("COMMIT").await.unwrap();
+    }
+    let user = p.connect().await;
+    (p, user, pids)
+}
+
+/// Terminate `pids` (all stopped) from a direct connection; the signals stay pending.
+async fn terminate(c: &Cluster, pids: &[i32]) {
+    let list = pids.iter().map(i32::to_string).collect::<Vec<_>>().join(",");
+    let n = c.psql(&format!("SELECT count(*) FROM unnest(ARRAY[{list}]) AS pid WHERE pg_terminate_backend(pid)")).await;
+    assert_eq!(n, pids.len().to_string(), "not every backend was signalled");
+}
+
+/// Wait until backend `pid` is gone (its FATAL sent, the process ended).
+async fn wait_gone(c: &Cluster, pid: i32) {
+    for _ in 0..200 {
+        let n = c.psql(&format!("SELECT count(*) FROM pg_stat_activity WHERE pid = {pid}")).await;
+        if n == "0" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("backend {pid} did not end within 10 s");
+}
+
+/// A statement through sluice, bounded: a hang fails the test instead of stalling it.
+async fn run(client: &tokio_postgres::Client, sql: &str) -> Result<(), String> {
+    match tokio::time::timeout(Duration::from_secs(30), client.simple_query(sql)).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(common::describe(&e)),
+        Err(_) => panic!("{sql}: no answer within 30 s"),
+    }
+}
+
+/// Continue `pids` after `delay`, in the background.
+fn resume_later(stopped: &std::sync::Arc<Stopped>, pids: &[i32], delay: Duration) -> tokio::task::JoinHandle<()> {
+    let (stopped, pids) = (std::sync::Arc::clone(stopped), pids.to_vec());
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        stopped.resume(&pids);
+    })
+}
+
+/// `pg_terminate_backend` of every backend: an idle connection found dead at checkout says its
+/// siblings may be dead too, even where their FATAL has not reached the socket yet. The pool
+/// confirms each before use, so the statement runs on a live connection instead of being lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idle_connection_found_terminated_gets_its_siblings_confirmed() {
+    let c = Cluster::start(0).await;
+    let (p, client, pids) = three_idle_in_order(&c).await;
+    let stopped = std::sync::Arc::new(Stopped::stop(&pids));
+    terminate(&c, &pids).await;
+    // The first connection the pool will offer is dead and shows it on its socket; the other
+    // two are dead too, but their FATAL is not sent until they are continued.
+    stopped.resume(&pids[..1]);
+    wait_gone(&c, pids[0]).await;
+    let later = resume_later(&stopped, &pids[1..], Duration::from_millis(500));
+
+    // A write: nothing would run it again if it were lost.
+    let result = run(&client, "INSERT INTO kill_log VALUES (1)").await;
+    later.await.unwrap();
+    if let Err(e) = result {
+        panic!("the statement was lost on a terminated connection: {e}");
+    }
+    assert_eq!(c.psql("SELECT count(*) FROM kill_log").await, "1");
+    let row = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap();
+    assert!(!pids.contains(&row.get::<_, i32>(0)), "a terminated backend is still in use");
+    let lost = p.metric("sluice_pool_idle_lost_total{node=\"node0\"}").await;
+    assert!(lost >= 2.0, "idle connections counted as found lost: {lost}");
+}
+
+/// The shape of a kill round on a busy machine: a client's statement is lost to
+/// `pg_terminate_backend` (its one error), and the pool's next connection was terminated in
+/// the same round but has not said so yet. Its next statement must not be lost too.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_client_that_lost_a_statement_to_a_kill_does_not_lose_the_next() {
+    let c = Cluster::start(0).await;
+    let (_p, client, pids) = three_idle_in_order(&c).await;
+    let stopped = std::sync::Arc::new(Stopped::stop(&pids));
+    terminate(&c, &pids).await;
+    // The statement goes to the first connection, whose backend dies once continued.
+    let later = resume_later(&stopped, &pids[..1], Duration::from_millis(300));
+    let first = run(&client, "INSERT INTO kill_log VALUES (1)").await;
+    later.await.unwrap();
+    let err = first.expect_err("the statement on the terminated connection should have been lost");
+    assert!(err.contains(" 57P01: "), "{err}");
+
+    let later = resume_later(&stopped, &pids[1..], Duration::from_millis(300));
+    let second = run(&client, "INSERT INTO kill_log VALUES (2)").await;
+    later.await.unwrap();
+    if let Err(e) = second {
+        panic!("a second statement was lost in the same kill: {e}");
+    }
+    assert_eq!(c.psql("SELECT string_agg(x::text, ',') FROM kill_log").await, "2");
+}

@@ -557,6 +557,20 @@ impl ServerConn {
         self.read_internal_reply().await
     }
 
+    /// Prove the server still answers: a lone Sync, read up to its ReadyForQuery. For an idle
+    /// connection that may have been terminated since its last use: a backend that was
+    /// signalled to terminate sends its FATAL instead of answering, so the Sync never runs
+    /// anything, and the connection is left as it was.
+    ///
+    /// # Errors
+    /// The connection failed, or the server sent an error.
+    pub async fn confirm_alive(&mut self) -> Result<(), BackendError> {
+        let mut buf = BytesMut::new();
+        messages::sync(&mut buf);
+        self.send(&buf).await?;
+        self.read_internal_reply().await.map(drop)
+    }
+
     /// Read the replies of one of sluice's own simple queries (already sent) up to
     /// ReadyForQuery: its DataRows, or the server's error. A NotificationResponse among them
     /// is not part of the reply but a message for the client (a listening backend sends the

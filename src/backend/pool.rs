@@ -144,6 +144,9 @@ pub struct Pool {
     in_use: Mutex<HashMap<u64, Arc<std::net::TcpStream>, BuildHasherDefault<Sequential>>>,
     /// Numbers checkouts for `in_use`.
     checkouts: std::sync::atomic::AtomicU64,
+    /// Bumped whenever one of this pool's connections is found lost (see [`Pool::note_loss`]):
+    /// an idle connection put back before the latest loss is confirmed before reuse.
+    losses: AtomicU64,
 }
 
 /// A pool's server lifetime and idle timeout, in nanoseconds (saturated).
@@ -221,6 +224,9 @@ struct Pooled {
     /// thread released it, a borrowed connection stayed on the other thread's list, and every
     /// reply on it woke a thread across cores (an `eventfd` write and a context switch).
     home: usize,
+    /// The pool's [`Pool::note_loss`] count when it was last put back: behind the current
+    /// count, a sibling has been lost since, and this one may have gone with it.
+    losses_seen: u64,
 }
 
 impl Pooled {
@@ -228,7 +234,12 @@ impl Pooled {
         // Safe Rust: a duplicated descriptor of the same socket, closed with the connection.
         // An in-memory connection (benches) has no socket: nothing to shut down.
         let sever = conn.io.get_ref().tcp().and_then(|s| std::os::fd::AsFd::as_fd(s).try_clone_to_owned().ok());
-        Box::new(Self { conn, sever: sever.map(|fd| Arc::new(fd.into())), home: crate::runtime::core() })
+        Box::new(Self {
+            conn,
+            sever: sever.map(|fd| Arc::new(fd.into())),
+            home: crate::runtime::core(),
+            losses_seen: 0,
+        })
     }
 }
 
@@ -270,6 +281,7 @@ impl Pool {
             epoch: std::sync::atomic::AtomicU64::new(0),
             in_use: Mutex::new(HashMap::default()),
             checkouts: std::sync::atomic::AtomicU64::new(0),
+            losses: AtomicU64::new(0),
         }
     }
 
@@ -369,7 +381,7 @@ impl Pool {
         };
         let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
         let now = Instant::now();
-        let (conn, taken) = match self.take_idle(now) {
+        let (conn, taken) = match self.take_live_idle(now).await {
             Some(c) => (c, now),
             None => {
                 let c = ServerConn::connect(&self.spec.load()).await.inspect_err(|_| self.metrics.connect_failed())?;
@@ -445,11 +457,52 @@ impl Pool {
     fn take_idle_from(&self, list: &IdleList, now: Instant) -> Option<Box<Pooled>> {
         let mut idle = list.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         while let Some(mut c) = idle.pop() {
-            if self.fresh(&c.conn, now) && !c.conn.looks_dead() {
-                return Some(c);
+            if !self.fresh(&c.conn, now) {
+                continue;
             }
+            if c.conn.looks_dead() {
+                // Whatever killed it (`pg_terminate_backend` of every backend, a restart) may
+                // have killed its siblings too, whose sockets do not show it yet.
+                self.metrics.idle_found_lost();
+                self.note_loss();
+                continue;
+            }
+            return Some(c);
         }
         None
+    }
+
+    /// An idle connection ([`Pool::take_idle`]) known to be alive: one put back before a
+    /// sibling was lost is confirmed first with a round trip ([`ServerConn::confirm_alive`]);
+    /// one that fails it is closed and the next is tried.
+    ///
+    /// Why: `pg_terminate_backend` signals a backend, and its FATAL reaches the socket only
+    /// when the backend next runs. On a busy machine that is many milliseconds later, so a
+    /// connection the same round terminated passes [`ServerConn::looks_dead`], and the unit
+    /// sent on it is lost: a client whose statement was just lost to the kill would lose the
+    /// next one too. The round trip costs one Sync, and only after a loss.
+    async fn take_live_idle(&self, now: Instant) -> Option<Box<Pooled>> {
+        loop {
+            let mut c = self.take_idle(now)?;
+            if c.losses_seen == self.losses.load(Ordering::Acquire) {
+                return Some(c);
+            }
+            let limit = self.cfg.load().connect_timeout;
+            match tokio::time::timeout(limit, c.conn.confirm_alive()).await {
+                Ok(Ok(())) => return Some(c),
+                Ok(Err(e)) => {
+                    tracing::info!(error = %e, "an idle server connection was lost since its last use; closed")
+                }
+                Err(_) => tracing::info!(?limit, "an idle server connection did not confirm it is alive; closed"),
+            }
+            self.metrics.idle_found_lost();
+        }
+    }
+
+    /// One of this pool's connections was found lost (by a session mid-unit, or at checkout):
+    /// every connection idle now is confirmed before its next use.
+    pub fn note_loss(&self) {
+        self.losses.fetch_add(1, Ordering::AcqRel);
     }
 
     /// Young enough and not idle too long at `now` (one clock read per checkout or release,
@@ -464,6 +517,7 @@ impl Pool {
             return;
         }
         c.conn.touch(now);
+        c.losses_seen = self.losses.load(Ordering::Acquire);
         self.idle[c.home % self.idle.len()].lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(c);
     }
 

@@ -273,9 +273,10 @@ impl Session<'_> {
     }
 
     /// Close the held connection, and the idle ones to the same node only if the monitor no
-    /// longer lets the node take traffic. One lost backend (`pg_terminate_backend`) says nothing
-    /// about its siblings; a server that died shows it on their sockets, which checkout tests,
-    /// and the monitor closes them once the node is seen down.
+    /// longer lets the node take traffic. One lost backend (`pg_terminate_backend`) does not
+    /// prove its siblings dead, but they may be: the pool confirms each with a round trip
+    /// before its next use ([`Pool::note_loss`](crate::backend::pool::Pool::note_loss)), and
+    /// the monitor closes them once the node is seen down.
     pub(super) fn drop_held_and_siblings(&mut self) {
         if let Some(h) = self.held.as_ref() {
             let node = h.checkout.pool().node();
@@ -288,10 +289,12 @@ impl Session<'_> {
         self.drop_held();
     }
 
+    /// The held connection was lost: close it, and have its pool confirm the idle ones.
     pub(super) fn drop_held(&mut self) {
         self.key().set_target(None);
         self.state = self.state.after(Event::Lost);
         if let Some(h) = self.held.take() {
+            h.checkout.pool().note_loss();
             h.checkout.discard();
         }
     }
