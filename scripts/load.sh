@@ -9,7 +9,7 @@
 #   connect-trust / connect-scram                      pgbench -C, one `SELECT 1` per login, at
 #                                                      LOGIN_CLIENTS (8); tps = logins per second
 # Each test runs REPS times (3), the targets interleaved within every rep (direct, sluice,
-# [sluice-b,] PgBouncer, then the next test), so drift of a noisy machine hits all targets alike. Reported per
+# PgBouncer, then the next test), so drift of a noisy machine hits all targets alike. Reported per
 # (test, target): the median over reps of tps, average latency and p99 latency (p99 from
 # pgbench's per-transaction logs, `--log`), the ratio to direct and to PgBouncer, and the p99 the
 # proxy adds over direct, and the proxy's own CPU per transaction (user + system time of its
@@ -34,10 +34,12 @@
 #   B_WORKERS= B_LAYOUT=        an A/B of sluice's [runtime] in one run: either one set starts a
 #                               second sluice, sluice-b, in front of the same primary with the same
 #                               config but these [runtime] keys (workers, layout), as a fourth
-#                               target in every rep (MODE=load/all; not in the idle run nor the
-#                               replica variant), and adds a table "A/B: sluice-b against sluice":
-#                               tps of each, sluice-b/sluice (of the medians and per rep),
-#                               sluice-b/direct, sluice-b/PgBouncer, CPU us/tx and p99 of each.
+#                               target in every rep (direct, sluice, sluice-b, PgBouncer; sluice
+#                               and sluice-b swapped in even reps), in MODE=load/all but not in the
+#                               idle run nor the replica variant, and adds a table "A/B: sluice-b
+#                               against sluice": tps of each, sluice-b/sluice (of the medians and
+#                               per rep), sluice-b/direct, sluice-b/PgBouncer, CPU us/tx and p99 of
+#                               each; CSV rows with target sluice-b.
 #                               Empty: as sluice (SLUICE_WORKERS / SLUICE_LAYOUT of scripts/lib.sh);
 #                               `default`: the key left out (the config default). E.g. B_WORKERS=1;
 #                               B_WORKERS=default without SLUICE_* is an A/A run (the noise floor).
@@ -386,10 +388,13 @@ run_load() {
   if [ -n "$B_WORKERS$B_LAYOUT" ]; then start_sluice_b; fi
   log "warm-up: ${WARMUP}s of -S per target"
   warm_up "${TARGETS[@]}"
-  local rep test target
+  local rep test target order
   for rep in $(seq 1 "$REPS"); do
+    # sluice and sluice-b swap places every other rep: neither always runs right after direct.
+    order=" ${TARGETS[*]} "
+    if [ $((rep % 2)) = 0 ]; then order=${order/ sluice sluice-b / sluice-b sluice }; fi
     for test in "${TESTS[@]}"; do
-      for target in "${TARGETS[@]}"; do run_bench "$test" "$target" "$rep"; done
+      for target in $order; do run_bench "$test" "$target" "$rep"; done
     done
   done
   [ "$REPLICAS" = 1 ] || return 0
