@@ -31,6 +31,18 @@
 #   DURATION=15 REPS=3 THREADS=2 SCALE=10 WARMUP=5
 #   SELECT_CLIENTS=32 TPCB_CLIENTS=16 LOGIN_CLIENTS=8 LOGIN_DURATION=10
 #   REPLICAS=1                  0 skips the primary + 2 replicas variant
+#   B_WORKERS= B_LAYOUT=        an A/B of sluice's [runtime] in one run: either one set starts a
+#                               second sluice, sluice-b, in front of the same primary with the same
+#                               config but these [runtime] keys (workers, layout), as a fourth
+#                               target in every rep (direct, sluice, sluice-b, PgBouncer; sluice
+#                               and sluice-b swapped in even reps), in MODE=load/all but not in the
+#                               idle run nor the replica variant, and adds a table "A/B: sluice-b
+#                               against sluice": tps of each, sluice-b/sluice (of the medians and
+#                               per rep), sluice-b/direct, sluice-b/PgBouncer, CPU us/tx and p99 of
+#                               each; CSV rows with target sluice-b.
+#                               Empty: as sluice (SLUICE_WORKERS / SLUICE_LAYOUT of scripts/lib.sh);
+#                               `default`: the key left out (the config default). E.g. B_WORKERS=1;
+#                               B_WORKERS=default without SLUICE_* is an A/A run (the noise floor).
 #   IDLE_CLIENTS=10000 IDLE_HOLD=10 (seconds the connections are held per phase)
 #   POOL_SIZE, SYNC_COMMIT, PG_BINDIR, BUILD_TIMEOUT, KEEP, ...: see scripts/lib.sh
 #
@@ -65,6 +77,8 @@ REPLICAS=${REPLICAS:-1}
 IDLE_CLIENTS=${IDLE_CLIENTS:-10000}
 IDLE_HOLD=${IDLE_HOLD:-10}
 OUT_DIR=${OUT_DIR:-$REPO/target/load}
+B_WORKERS=${B_WORKERS:-}
+B_LAYOUT=${B_LAYOUT:-}
 # TESTS="connect-trust connect-scram" runs only those (e.g. login-cost A/B runs).
 read -r -a TESTS <<<"${TESTS:-select-simple select-extended select-prepared tpcb connect-trust connect-scram}"
 REPLICA_TESTS=(select-simple select-extended select-prepared tpcb)
@@ -263,6 +277,41 @@ report_rows() {
   done
 }
 
+# ab_rep_ratios TEST: sluice-b/sluice tps of each rep where both ran (from the CSV: a failed run
+# leaves a gap there, not a shift).
+ab_rep_ratios() {
+  awk -F, -v t="$1" '$1 != t || $6 == "" { next }
+    $2 == "sluice" { a[$3] = $6 }
+    $2 == "sluice-b" { b[$3] = $6; if ($3 > last) last = $3 }
+    END {
+      for (r = 1; r <= last; r++) if ((r in a) && (r in b) && a[r] > 0) printf "%s%.2f", (n++ ? " " : ""), b[r] / a[r]
+      if (!n) printf "-"
+    }' "$CSV"
+}
+
+# The A/B table (B_WORKERS / B_LAYOUT): sluice-b against sluice, one row per test.
+print_ab() {
+  echo "A/B: sluice-b ($B_DESC) against sluice ($A_DESC), same run, same reps; medians:"
+  echo
+  echo "| test | clients | sluice tps | sluice-b tps | sluice-b/sluice | sluice-b/sluice per rep | sluice-b/direct | sluice-b/pgbouncer | proxy CPU us/tx sluice / sluice-b | p99 ms sluice / sluice-b |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  local test t
+  for test in "${TESTS[@]}"; do
+    local -A m=()
+    for t in direct sluice sluice-b pgbouncer; do
+      m[tps,$t]=$(median "${TPS[$test,$t]:-}")
+      m[p99,$t]=$(median "${P99[$test,$t]:-}")
+      m[cpu,$t]=$(median "${CPU[$test,$t]:-}")
+    done
+    printf '| %s | %s | %s | %s | **%s** | %s | %s | %s | %s / %s | %s / %s |\n' "$test" "$(test_clients "$test")" \
+      "${m[tps,sluice]}" "${m[tps,sluice-b]}" "$(ratio "${m[tps,sluice-b]}" "${m[tps,sluice]}")" \
+      "$(ab_rep_ratios "$test")" "$(ratio "${m[tps,sluice-b]}" "${m[tps,direct]}")" \
+      "$(ratio "${m[tps,sluice-b]}" "${m[tps,pgbouncer]}")" "${m[cpu,sluice]}" "${m[cpu,sluice-b]}" \
+      "${m[p99,sluice]}" "${m[p99,sluice-b]}"
+  done
+  echo
+}
+
 print_report() {
   echo "## sluice load comparison $(date -u +%Y-%m-%dT%H:%MZ), sluice $(sluice_version)"
   echo
@@ -275,6 +324,7 @@ print_report() {
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
   report_rows "${TESTS[@]}"
   echo
+  if [ -n "${PORT[sluice-b]:-}" ]; then print_ab; fi
   [ -n "$REPLICA_XACTS" ] && echo "sluice with 2 replicas, committed transactions per node during its select runs" \
     "(primary replica1 replica2): $REPLICA_XACTS"
   local k
@@ -307,13 +357,44 @@ start_proxies() {
   fi
 }
 
+# runtime_desc LAYOUT WORKERS: a sluice's [runtime] as the report names it.
+runtime_desc() { echo "layout ${1:-default}, workers ${2:-default: $(nproc) cores}"; }
+
+# b_value B A: sluice-b's value of one [runtime] key: empty follows sluice's (A), `default`
+# leaves the key out.
+b_value() { case "$1" in "") echo "$2" ;; default) echo "" ;; *) echo "$1" ;; esac; }
+
+# With B_WORKERS / B_LAYOUT: sluice-b, a second sluice in front of the primary whose config is
+# sluice's but for [runtime] (the same write_sluice_config), as a target right after sluice.
+start_sluice_b() {
+  local layout workers t targets=()
+  layout=$(b_value "$B_LAYOUT" "$SLUICE_LAYOUT") workers=$(b_value "$B_WORKERS" "$SLUICE_WORKERS")
+  A_DESC=$(runtime_desc "$SLUICE_LAYOUT" "$SLUICE_WORKERS") B_DESC=$(runtime_desc "$layout" "$workers")
+  pick_port
+  PORT[sluice-b]=$PICKED
+  SLUICE_LAYOUT=$layout SLUICE_WORKERS=$workers \
+    write_sluice_config "$WORK/sluice-b.toml" "${PORT[sluice-b]}" "${PORT[primary]}"
+  start_sluice "$WORK/sluice-b.toml" "${PORT[sluice-b]}" "$WORK/sluice-b.log"
+  PID[sluice-b]=$SLUICE_PID
+  log "A/B: sluice-b ($B_DESC) against sluice ($A_DESC)"
+  for t in "${TARGETS[@]}"; do
+    targets+=("$t")
+    if [ "$t" = sluice ]; then targets+=(sluice-b); fi
+  done
+  TARGETS=("${targets[@]}")
+}
+
 run_load() {
+  if [ -n "$B_WORKERS$B_LAYOUT" ]; then start_sluice_b; fi
   log "warm-up: ${WARMUP}s of -S per target"
   warm_up "${TARGETS[@]}"
-  local rep test target
+  local rep test target order
   for rep in $(seq 1 "$REPS"); do
+    # sluice and sluice-b swap places every other rep: neither always runs right after direct.
+    order=" ${TARGETS[*]} "
+    if [ $((rep % 2)) = 0 ]; then order=${order/ sluice sluice-b / sluice-b sluice }; fi
     for test in "${TESTS[@]}"; do
-      for target in "${TARGETS[@]}"; do run_bench "$test" "$target" "$rep"; done
+      for target in $order; do run_bench "$test" "$target" "$rep"; done
     done
   done
   [ "$REPLICAS" = 1 ] || return 0
