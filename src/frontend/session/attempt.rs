@@ -96,8 +96,14 @@ impl Session<'_> {
         self.pass_kept_notifications().await?;
         let may_copy = (class.access == Access::Write || class.tx == TxEffect::End)
             && unit.may_copy_in(&self.rare.get().statements);
-        // One topology read for both: where the primary is, and so whether writes move.
-        let primary = self.shared.topology.snapshot().primary().map(|p| p.index);
+        // One topology read for all three: where the primary is, so whether writes move, and
+        // whether a replica could take reads (else a write's position is not asked for).
+        let (primary, replicas_readable) = {
+            let topology = self.shared.topology.snapshot();
+            let replicas_readable = topology.replicas().next().is_some();
+            (topology.primary().map(|p| p.index), replicas_readable)
+        };
+        let unmeasured = self.last_write_lsn() == Some(UNMEASURED);
         let writes_move = self.writes_move_from(primary);
         // A unit not ended by Sync streams in the client's further messages while it runs. One
         // cut short by a message that needs its own routing gets a Flush instead: the server
@@ -119,9 +125,26 @@ impl Session<'_> {
         }
         let Batch { conn, mut out, mut queue, mut added, mut closed, .. } = batch;
         let on_primary = primary == Some(conn.node());
-        let capture =
-            if on_primary { lsn_capture(class, unit.ends_cleanly(), may_copy, in_transaction) } else { Capture::None };
-        if capture == Capture::Pipelined {
+        let capture = if on_primary {
+            match lsn_capture(class, unit.ends_cleanly(), may_copy, in_transaction) {
+                // A read that could have gone to a replica but for a write position not asked
+                // for: ask now, behind it, so the next reads may go to replicas again.
+                Capture::None
+                    if unmeasured
+                        && replicas_readable
+                        && class.tx == TxEffect::None
+                        && !in_transaction
+                        && unit.ends_cleanly() =>
+                {
+                    Capture::Pipelined
+                }
+                c => c,
+            }
+        } else {
+            Capture::None
+        };
+        // With no replica to read from, a write's position is not asked for (see `UNMEASURED`).
+        if capture == Capture::Pipelined && replicas_readable {
             messages::query(&mut out, LSN_SQL);
         }
         if let Err(e) = conn.send(&out).await {
@@ -164,8 +187,12 @@ impl Session<'_> {
         let ran = Ran { on_primary, ready: matches!(outcome, Outcome::Ready(_)), streamed: streams, block_wrote };
         let capture = late_lsn_capture(capture, class, streamed.class.as_ref(), ran, may_copy, in_transaction);
         if capture != Capture::None && matches!(outcome, Outcome::Ready(_) | Outcome::ReadOnlyRejected) {
-            self.read_write_lsn(capture).await;
-            self.pass_kept_notifications().await?;
+            if replicas_readable {
+                self.read_write_lsn(capture).await;
+                self.pass_kept_notifications().await?;
+            } else {
+                self.write_unmeasured();
+            }
         }
         Ok(Some(Tried { outcome, errored, streamed }))
     }

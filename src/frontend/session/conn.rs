@@ -130,8 +130,9 @@ impl Session<'_> {
                 standby_refused: self.params.standby_refused(),
             };
             let route = router::route(class, &view, &topology, &policy);
+            // A position not asked for is never seen replayed: nothing to wait for.
             let waiting_for_replay = route.candidates.is_empty()
-                && self.last_write_lsn().is_some()
+                && self.last_write_lsn().is_some_and(|lsn| lsn != UNMEASURED)
                 && topology.replicas().next().is_some()
                 && waited < RYW_WAIT_TICKS;
             if !waiting_for_replay {

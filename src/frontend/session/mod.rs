@@ -68,6 +68,15 @@ struct Held {
     checkout: Checkout,
 }
 
+/// A write position not asked for (see `Session::write_unmeasured`): higher than any real one,
+/// so no replica has replayed it and the session's reads go to the primary, the first of them
+/// asking for the position behind it; with no primary, the reads wait for one.
+///
+/// Why: the position costs a statement on the primary behind every write transaction, and it
+/// serves only to choose among replicas. With none readable (a single node, every replica
+/// down or lagging) it is put off until a read could use it.
+const UNMEASURED: u64 = u64::MAX;
+
 /// The parts of a session that stay at their defaults until it runs a unit: one pointer in
 /// the session (the future every idle client keeps) instead of ~180 bytes inline.
 #[derive(Default)]
@@ -76,7 +85,8 @@ struct Rare {
     statements: Statements,
     /// A message read past the end of the last unit, to start the next one.
     lookahead: Option<Frame>,
-    /// WAL position after this session's last write (read-your-writes).
+    /// WAL position after this session's last write (read-your-writes); [`UNMEASURED`] if it
+    /// wrote while no replica could take its reads and the position was not asked for yet.
     last_write_lsn: Option<u64>,
     /// This session's pool on each node, looked up once.
     pools: Vec<Option<Arc<Pool>>>,
@@ -249,6 +259,12 @@ impl<'a> Session<'a> {
         self.rare.peek().and_then(|r| r.last_write_lsn)
     }
 
+    /// The session wrote (on the primary) at a position it did not ask for: no replica
+    /// could take its reads then, so the query would have bought nothing.
+    fn write_unmeasured(&mut self) {
+        self.rare.get().last_write_lsn = Some(UNMEASURED);
+    }
+
     /// True while an errored extended block waits for its Sync.
     fn skipping_to_sync(&self) -> bool {
         self.state.block() == Block::Failed
@@ -334,7 +350,11 @@ impl<'a> Session<'a> {
                 let lsn =
                     rows.first().map(columns).and_then(|c| c.first().cloned().flatten()).and_then(|t| parse_lsn(&t));
                 let rare = self.rare.get();
-                rare.last_write_lsn = rare.last_write_lsn.max(lsn);
+                rare.last_write_lsn = match rare.last_write_lsn {
+                    // Asked later than the write, so at or past it: the position replaces the mark.
+                    Some(UNMEASURED) => lsn.or(Some(UNMEASURED)),
+                    known => known.max(lsn),
+                };
                 tracing::debug!(lsn = ?rare.last_write_lsn, rows = rows.len(), "write position");
             }
             // On a node in recovery the query fails: nothing was written there.
