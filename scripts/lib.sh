@@ -300,10 +300,10 @@ write_sluice_config() {
   "$WORK/sluice" check-config "$file" >&2 || die "sluice rejected $file"
 }
 
-# start_sluice CONFIG PORT LOG: sets SLUICE_PID.
+# start_sluice CONFIG PORT LOG [BINARY]: sets SLUICE_PID (BINARY: the one built, by default).
 start_sluice() {
-  local config=$1 port=$2 logfile=$3
-  SLUICE_LOG=${SLUICE_LOG:-warn} "$WORK/sluice" run --config "$config" >"$logfile" 2>&1 &
+  local config=$1 port=$2 logfile=$3 binary=${4:-$WORK/sluice}
+  SLUICE_LOG=${SLUICE_LOG:-warn} "$binary" run --config "$config" >"$logfile" 2>&1 &
   SLUICE_PID=$!
   SLUICE_PIDS+=("$SLUICE_PID")
   wait_ready sluice "$port" "$SLUICE_PID" "$logfile"

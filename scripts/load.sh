@@ -43,6 +43,9 @@
 #                               Empty: as sluice (SLUICE_WORKERS / SLUICE_LAYOUT of scripts/lib.sh);
 #                               `default`: the key left out (the config default). E.g. B_WORKERS=1;
 #                               B_WORKERS=default without SLUICE_* is an A/A run (the noise floor).
+#   B_BIN=                      sluice-b runs this sluice binary (e.g. a build of another commit):
+#                               an A/B of code in one run; alone, or with B_WORKERS / B_LAYOUT.
+#                               B_NAME= names it in the report (e.g. the commit it was built from).
 #   IDLE_CLIENTS=10000 IDLE_HOLD=10 (seconds the connections are held per phase)
 #   POOL_SIZE, SYNC_COMMIT, PG_BINDIR, BUILD_TIMEOUT, KEEP, ...: see scripts/lib.sh
 #
@@ -79,6 +82,7 @@ IDLE_HOLD=${IDLE_HOLD:-10}
 OUT_DIR=${OUT_DIR:-$REPO/target/load}
 B_WORKERS=${B_WORKERS:-}
 B_LAYOUT=${B_LAYOUT:-}
+B_BIN=${B_BIN:-}
 # TESTS="connect-trust connect-scram" runs only those (e.g. login-cost A/B runs).
 read -r -a TESTS <<<"${TESTS:-select-simple select-extended select-prepared tpcb connect-trust connect-scram}"
 REPLICA_TESTS=(select-simple select-extended select-prepared tpcb)
@@ -370,11 +374,18 @@ start_sluice_b() {
   local layout workers t targets=()
   layout=$(b_value "$B_LAYOUT" "$SLUICE_LAYOUT") workers=$(b_value "$B_WORKERS" "$SLUICE_WORKERS")
   A_DESC=$(runtime_desc "$SLUICE_LAYOUT" "$SLUICE_WORKERS") B_DESC=$(runtime_desc "$layout" "$workers")
+  local binary=$WORK/sluice
+  if [ -n "$B_BIN" ]; then
+    [ -x "$B_BIN" ] || die "B_BIN=$B_BIN is not an executable"
+    binary=$WORK/sluice-b-bin
+    cp "$B_BIN" "$binary"
+    A_DESC="$A_DESC, sluice $(sluice_version)" B_DESC="$B_DESC, ${B_NAME:-the B_BIN binary}"
+  fi
   pick_port
   PORT[sluice-b]=$PICKED
   SLUICE_LAYOUT=$layout SLUICE_WORKERS=$workers \
     write_sluice_config "$WORK/sluice-b.toml" "${PORT[sluice-b]}" "${PORT[primary]}"
-  start_sluice "$WORK/sluice-b.toml" "${PORT[sluice-b]}" "$WORK/sluice-b.log"
+  start_sluice "$WORK/sluice-b.toml" "${PORT[sluice-b]}" "$WORK/sluice-b.log" "$binary"
   PID[sluice-b]=$SLUICE_PID
   log "A/B: sluice-b ($B_DESC) against sluice ($A_DESC)"
   for t in "${TARGETS[@]}"; do
@@ -385,7 +396,7 @@ start_sluice_b() {
 }
 
 run_load() {
-  if [ -n "$B_WORKERS$B_LAYOUT" ]; then start_sluice_b; fi
+  if [ -n "$B_WORKERS$B_LAYOUT$B_BIN" ]; then start_sluice_b; fi
   log "warm-up: ${WARMUP}s of -S per target"
   warm_up "${TARGETS[@]}"
   local rep test target order
