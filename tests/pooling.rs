@@ -198,13 +198,14 @@ fn send_signal(which: &str, pids: &[i32]) -> std::io::Result<std::process::ExitS
 /// checkouts take in a known order, and their backend pids in that order (each client ends
 /// its transaction in reverse, and the pool reuses the connection put back last first: one
 /// session thread, so one idle list), and a client connected before anything is stopped.
-async fn three_idle_in_order(c: &Cluster) -> (Proxy, tokio_postgres::Client, Vec<i32>) {
+async fn three_idle_in_order(c: &Cluster, connect_timeout: &str) -> (Proxy, tokio_postgres::Client, Vec<i32>) {
     c.psql("CREATE TABLE kill_log (x int)").await;
     let p = Proxy::builder()
         .cluster(c)
         .pool_size(5)
         .pool_mode("transaction")
         .set("runtime", "workers", "1")
+        .set("pool", "connect_timeout", &format!("\"{connect_timeout}\""))
         .set("", "admin_listen", "\"127.0.0.1:0\"")
         .start()
         .await;
@@ -267,7 +268,7 @@ fn resume_later(stopped: &std::sync::Arc<Stopped>, pids: &[i32], delay: Duration
 #[tokio::test(flavor = "multi_thread")]
 async fn an_idle_connection_found_terminated_gets_its_siblings_confirmed() {
     let c = Cluster::start(0).await;
-    let (p, client, pids) = three_idle_in_order(&c).await;
+    let (p, client, pids) = three_idle_in_order(&c, "3s").await;
     let stopped = std::sync::Arc::new(Stopped::stop(&pids));
     terminate(&c, &pids).await;
     // The first connection the pool will offer is dead and shows it on its socket; the other
@@ -295,7 +296,7 @@ async fn an_idle_connection_found_terminated_gets_its_siblings_confirmed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_client_that_lost_a_statement_to_a_kill_does_not_lose_the_next() {
     let c = Cluster::start(0).await;
-    let (_p, client, pids) = three_idle_in_order(&c).await;
+    let (_p, client, pids) = three_idle_in_order(&c, "3s").await;
     let stopped = std::sync::Arc::new(Stopped::stop(&pids));
     terminate(&c, &pids).await;
     // The statement goes to the first connection, whose backend dies once continued.
@@ -312,4 +313,26 @@ async fn a_client_that_lost_a_statement_to_a_kill_does_not_lose_the_next() {
         panic!("a second statement was lost in the same kill: {e}");
     }
     assert_eq!(c.psql("SELECT string_agg(x::text, ',') FROM kill_log").await, "2");
+}
+
+/// A server that stops answering (its backends stopped, nothing terminated) costs a checkout
+/// one connect timeout in all, not one per idle connection: after the first confirmation
+/// that times out, it opens a new connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connections_that_do_not_answer_cost_one_connect_timeout() {
+    let c = Cluster::start(0).await;
+    let (p, client, pids) = three_idle_in_order(&c, "1s").await;
+    let stopped = Stopped::stop(&pids);
+    // The first is terminated and shows it (a loss, so the others need confirming); the other
+    // two are alive but do not answer.
+    terminate(&c, &pids[..1]).await;
+    stopped.resume(&pids[..1]);
+    wait_gone(&c, pids[0]).await;
+
+    if let Err(e) = run(&client, "INSERT INTO kill_log VALUES (1)").await {
+        panic!("the statement failed: {e}");
+    }
+    // The dead one and the one that timed out; the third was never waited on.
+    let lost = p.metric("sluice_pool_idle_lost_total{node=\"node0\"}").await;
+    assert_eq!(lost, 2.0, "idle connections given up on");
 }

@@ -481,21 +481,31 @@ impl Pool {
     /// connection the same round terminated passes [`ServerConn::looks_dead`], and the unit
     /// sent on it is lost: a client whose statement was just lost to the kill would lose the
     /// next one too. The round trip costs one Sync, and only after a loss.
+    ///
+    /// The confirmations of one checkout share one connect timeout: a server that stopped
+    /// answering costs it that once, then it opens a new connection (bounded by the same
+    /// timeout) instead of waiting on each idle one in turn.
     async fn take_live_idle(&self, now: Instant) -> Option<Box<Pooled>> {
+        let mut deadline = None;
         loop {
             let mut c = self.take_idle(now)?;
             if c.losses_seen == self.losses.load(Ordering::Acquire) {
                 return Some(c);
             }
             let limit = self.cfg.load().connect_timeout;
-            match tokio::time::timeout(limit, c.conn.confirm_alive()).await {
+            let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + limit);
+            match tokio::time::timeout_at(until, c.conn.confirm_alive()).await {
                 Ok(Ok(())) => return Some(c),
                 Ok(Err(e)) => {
-                    tracing::info!(error = %e, "an idle server connection was lost since its last use; closed")
+                    self.metrics.idle_found_lost();
+                    tracing::info!(error = %e, "an idle server connection was lost since its last use; closed");
                 }
-                Err(_) => tracing::info!(?limit, "an idle server connection did not confirm it is alive; closed"),
+                Err(_) => {
+                    self.metrics.idle_found_lost();
+                    tracing::info!(?limit, "an idle server connection did not confirm it is alive; closed");
+                    return None;
+                }
             }
-            self.metrics.idle_found_lost();
         }
     }
 
