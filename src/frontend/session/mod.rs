@@ -268,7 +268,9 @@ impl<'a> Session<'a> {
             if self.held.is_some() {
                 Box::pin(self.watch_while_idle()).await?;
             }
-            let idle = self.shared.config.limits.idle_client_timeout.filter(|_| self.held.is_none());
+            // The live configuration (an arc-swap load) is read only when the timeout applies:
+            // not between the statements of a transaction.
+            let idle = if self.held.is_none() { self.shared.config.limits.idle_client_timeout } else { None };
             let between_units = self.state.tx() == TxStatus::Idle;
             // Lean: an idle client holds no read buffer while it says nothing.
             let client = &mut self.client;
