@@ -46,7 +46,7 @@ use super::unit::{
     resets_statements, unit_texts, with_streamed, AfterLoss, Capture, Unit, LSN_SQL,
 };
 use super::Shared;
-use crate::backend::conn::{columns, parse_lsn};
+use crate::backend::conn::{column, parse_lsn};
 use crate::backend::{Checkout, Pool, ServerConn};
 use crate::config::PoolMode;
 use crate::error::{sqlstate, BackendError};
@@ -333,8 +333,7 @@ impl<'a> Session<'a> {
         };
         match reply {
             Ok(rows) => {
-                let lsn =
-                    rows.first().map(columns).and_then(|c| c.first().cloned().flatten()).and_then(|t| parse_lsn(&t));
+                let lsn = rows.first().and_then(|r| column(r, 0)).and_then(|t| parse_lsn(&t));
                 let rare = self.rare.get();
                 rare.last_write_lsn = rare.last_write_lsn.max(lsn);
                 tracing::debug!(lsn = ?rare.last_write_lsn, rows = rows.len(), "write position");
