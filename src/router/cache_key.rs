@@ -233,16 +233,21 @@ fn skip_trivia(bytes: &[u8], mut i: usize) -> Option<(usize, bool)> {
 
 /// The end of the word starting at `start`, or `None` for a prefixed string or identifier
 /// (`E'..'`, `B'..'`, `X'..'`, `N'..'`, `U&'..'`, `U&".."`) or the word `EXPLAIN`.
+/// Most tokens are words: the prefix test runs only for a one-letter word, since a prefix's
+/// quote or `&` is not a word byte.
+#[inline]
 fn plain_word_end(bytes: &[u8], start: usize) -> Option<usize> {
-    let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
-    match (bytes[start].to_ascii_lowercase(), at(start + 1)) {
-        (b'e' | b'b' | b'x' | b'n', b'\'') => return None,
-        (b'u', b'&') if matches!(at(start + 2), b'\'' | b'"') => return None,
-        _ => {}
-    }
     let mut end = start + 1;
     while end < bytes.len() && CLASSES[usize::from(bytes[end])] & IDENT != 0 {
         end += 1;
+    }
+    if end == start + 1 {
+        let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
+        match (bytes[start].to_ascii_lowercase(), at(start + 1)) {
+            (b'e' | b'b' | b'x' | b'n', b'\'') => return None,
+            (b'u', b'&') if matches!(at(start + 2), b'\'' | b'"') => return None,
+            _ => {}
+        }
     }
     (!bytes[start..end].eq_ignore_ascii_case(b"explain")).then_some(end)
 }
