@@ -340,7 +340,7 @@ mod tests {
         let mut n = 0usize;
         let mut next = || {
             n += 1;
-            Expect::Server { kind: kinds[n % kinds.len()], forward: n % 3 == 0 }
+            Expect::Server { kind: kinds[n % kinds.len()], forward: n.is_multiple_of(3) }
         };
         let mut q = Replies::new();
         let mut model = VecDeque::new();
