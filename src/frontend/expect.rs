@@ -3,7 +3,8 @@
 //! Every message sent to the server pushes what its reply is and whether the client sees it
 //! (sluice's own injected Parse/Close are swallowed). Replies sluice answers itself (a Parse of a
 //! statement the connection already has) are queued as synthesized messages so they reach the
-//! client in protocol order. [`step`] is the pure decision for one server message.
+//! client in protocol order. [`step`] is the pure decision for one server message. The queue,
+//! [`Replies`], keeps a usual unit's expectations inline (no allocation per unit).
 //!
 //! A state sync pipelined in front of a unit ([`ReplyKind::StateSync`]) is answered entirely
 //! to sluice: its replies, ParameterStatus included (the values are the session's own), never
