@@ -3,7 +3,8 @@
 //! Every message sent to the server pushes what its reply is and whether the client sees it
 //! (sluice's own injected Parse/Close are swallowed). Replies sluice answers itself (a Parse of a
 //! statement the connection already has) are queued as synthesized messages so they reach the
-//! client in protocol order. [`step`] is the pure decision for one server message.
+//! client in protocol order. [`step`] is the pure decision for one server message. The queue,
+//! [`Replies`], keeps a usual unit's expectations inline (no allocation per unit).
 //!
 //! A state sync pipelined in front of a unit ([`ReplyKind::StateSync`]) is answered entirely
 //! to sluice: its replies, ParameterStatus included (the values are the session's own), never
@@ -74,6 +75,141 @@ pub enum Expect {
     Discard(ReplyKind),
 }
 
+/// How many expected replies a unit keeps without allocating: a driver's usual batch (Parse,
+/// Bind, Describe, Execute, Sync) behind a state sync and a few re-closes, with room to spare.
+const INLINE_REPLIES: usize = 16;
+
+/// A unit's expected replies, in order: a queue whose first [`INLINE_REPLIES`] entries live
+/// inline (in the unit's future, which is allocated anyway), so a usual unit allocates no
+/// queue of its own (a `VecDeque` was one `malloc` and `free` per unit); more (a driver
+/// pipelining thousands of messages) spill into a `VecDeque` behind them.
+///
+/// Invariant: every inline entry comes before every spilled one, so an entry goes inline only
+/// while nothing is spilled.
+#[derive(Clone, Debug, Default)]
+pub struct Replies {
+    /// A ring of `len` entries from `head`.
+    inline: [Option<Expect>; INLINE_REPLIES],
+    head: u8,
+    len: u8,
+    /// The entries after the inline ones.
+    spill: VecDeque<Expect>,
+}
+
+impl Replies {
+    /// An empty queue (allocates nothing).
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Append one expectation.
+    pub fn push_back(&mut self, e: Expect) {
+        let len = usize::from(self.len);
+        if len < INLINE_REPLIES && self.spill.is_empty() {
+            self.inline[(usize::from(self.head) + len) % INLINE_REPLIES] = Some(e);
+            self.len += 1;
+        } else {
+            self.spill.push_back(e);
+        }
+    }
+
+    /// Take the first expectation.
+    pub fn pop_front(&mut self) -> Option<Expect> {
+        if self.len == 0 {
+            return self.spill.pop_front();
+        }
+        let e = self.inline[usize::from(self.head)].take();
+        self.head = u8::try_from((usize::from(self.head) + 1) % INLINE_REPLIES).unwrap_or(0);
+        self.len -= 1;
+        e
+    }
+
+    /// The first expectation.
+    #[must_use]
+    pub fn front(&self) -> Option<&Expect> {
+        if self.len == 0 {
+            return self.spill.front();
+        }
+        self.inline[usize::from(self.head)].as_ref()
+    }
+
+    /// True if nothing is expected.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len == 0 && self.spill.is_empty()
+    }
+
+    /// Number of expectations.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        usize::from(self.len) + self.spill.len()
+    }
+
+    /// The expectations in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Expect> {
+        let head = usize::from(self.head);
+        (0..usize::from(self.len))
+            .filter_map(move |i| self.inline[(head + i) % INLINE_REPLIES].as_ref())
+            .chain(self.spill.iter())
+    }
+
+    /// Keep the first `n` expectations.
+    pub fn truncate(&mut self, n: usize) {
+        let len = usize::from(self.len);
+        if n < len {
+            for i in n..len {
+                self.inline[(usize::from(self.head) + i) % INLINE_REPLIES] = None;
+            }
+            self.len = u8::try_from(n).unwrap_or(0);
+            self.spill.clear();
+        } else {
+            self.spill.truncate(n - len);
+        }
+    }
+}
+
+impl Extend<Expect> for Replies {
+    fn extend<I: IntoIterator<Item = Expect>>(&mut self, iter: I) {
+        iter.into_iter().for_each(|e| self.push_back(e));
+    }
+}
+
+impl FromIterator<Expect> for Replies {
+    fn from_iter<I: IntoIterator<Item = Expect>>(iter: I) -> Self {
+        let mut out = Self::new();
+        out.extend(iter);
+        out
+    }
+}
+
+impl<const N: usize> From<[Expect; N]> for Replies {
+    fn from(entries: [Expect; N]) -> Self {
+        entries.into_iter().collect()
+    }
+}
+
+impl IntoIterator for Replies {
+    type Item = Expect;
+    type IntoIter = IntoIter;
+
+    fn into_iter(self) -> IntoIter {
+        IntoIter(self)
+    }
+}
+
+/// [`Replies`] taken in order.
+#[derive(Debug)]
+pub struct IntoIter(Replies);
+
+impl Iterator for IntoIter {
+    type Item = Expect;
+
+    fn next(&mut self) -> Option<Expect> {
+        self.0.pop_front()
+    }
+}
+
 /// What to do with one server message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -94,7 +230,7 @@ pub enum Step {
 
 /// Decide what one server message means, updating the queue. `errored` is set when an
 /// ErrorResponse is seen.
-pub fn step(queue: &mut VecDeque<Expect>, t: u8, body: &[u8], errored: &mut bool) -> Step {
+pub fn step(queue: &mut Replies, t: u8, body: &[u8], errored: &mut bool) -> Step {
     let front = queue.front().copied();
     let syncing = matches!(front, Some(Expect::Server { kind: ReplyKind::StateSync, .. } | Expect::Discard(_)));
     if t == tag::PARAMETER_STATUS && syncing {
@@ -139,13 +275,13 @@ pub fn step(queue: &mut VecDeque<Expect>, t: u8, body: &[u8], errored: &mut bool
 }
 
 /// A reply to the pipelined state sync.
-fn sync_step(queue: &mut VecDeque<Expect>, t: u8, errored: &mut bool) -> Step {
+fn sync_step(queue: &mut Replies, t: u8, errored: &mut bool) -> Step {
     match t {
         tag::ERROR_RESPONSE => {
             *errored = true;
             queue.pop_front();
-            let rest: Vec<Expect> = queue
-                .drain(..)
+            let rest: Vec<Expect> = std::mem::take(queue)
+                .into_iter()
                 .filter_map(|e| match e {
                     Expect::Server { kind, .. } | Expect::Discard(kind) => Some(Expect::Discard(kind)),
                     Expect::Synth(_) => None,
@@ -165,7 +301,7 @@ fn sync_step(queue: &mut VecDeque<Expect>, t: u8, errored: &mut bool) -> Step {
 }
 
 /// A reply of a unit whose state sync failed: swallowed, except its last ReadyForQuery.
-fn discard_step(queue: &mut VecDeque<Expect>, kind: ReplyKind, t: u8, body: &[u8]) -> Step {
+fn discard_step(queue: &mut Replies, kind: ReplyKind, t: u8, body: &[u8]) -> Step {
     if t == tag::ERROR_RESPONSE && kind != ReplyKind::Query {
         while queue.front().is_some_and(|e| *e != Expect::Discard(ReplyKind::Sync)) {
             queue.pop_front();
@@ -191,14 +327,62 @@ fn discard_step(queue: &mut VecDeque<Expect>, kind: ReplyKind, t: u8, body: &[u8
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::VecDeque;
 
     fn server(kind: ReplyKind) -> Expect {
         Expect::Server { kind, forward: true }
     }
 
     #[test]
+    fn replies_keep_their_order_past_the_inline_ring() {
+        // A model queue alongside, through pushes and pops that wrap the ring, spill, drain
+        // the ring while spilled entries wait, and truncate on both sides of the boundary.
+        let kinds = [ReplyKind::Parse, ReplyKind::Bind, ReplyKind::Describe, ReplyKind::Execute, ReplyKind::Sync];
+        let mut n = 0usize;
+        let mut next = || {
+            n += 1;
+            Expect::Server { kind: kinds[n % kinds.len()], forward: n.is_multiple_of(3) }
+        };
+        let mut q = Replies::new();
+        let mut model = VecDeque::new();
+        // (pushes, pops) per round
+        let rounds = [(5, 3), (20, 2), (3, 10), (40, 30), (1, 40), (16, 0), (0, 16), (30, 7), (0, 100)];
+        for (round, (pushes, pops)) in rounds.into_iter().enumerate() {
+            for _ in 0..pushes {
+                let e = next();
+                q.push_back(e);
+                model.push_back(e);
+            }
+            for _ in 0..pops {
+                assert_eq!(q.front(), model.front(), "round {round}");
+                assert_eq!(q.pop_front(), model.pop_front(), "round {round}");
+            }
+            assert_eq!(q.len(), model.len(), "round {round}");
+            assert!(q.iter().eq(model.iter()), "round {round}");
+        }
+        assert!(q.is_empty());
+        for (len, keep) in [(30, 20), (30, 5), (10, 3), (10, 12), (0, 0)] {
+            let mut q = Replies::new();
+            let mut model = VecDeque::new();
+            q.pop_front();
+            for _ in 0..len {
+                let e = next();
+                q.push_back(e);
+                model.push_back(e);
+            }
+            q.truncate(keep);
+            model.truncate(keep);
+            assert!(q.iter().eq(model.iter()), "len {len} keep {keep}");
+            let e = next();
+            q.push_back(e);
+            model.push_back(e);
+            assert!(q.clone().into_iter().eq(model.iter().copied()), "len {len} keep {keep}, pushed after");
+        }
+    }
+
+    #[test]
     fn extended_batch_walks_its_replies() {
-        let mut q: VecDeque<Expect> = [
+        let mut q: Replies = [
             Expect::Server { kind: ReplyKind::Parse, forward: false },
             server(ReplyKind::Bind),
             server(ReplyKind::Execute),
@@ -217,7 +401,7 @@ mod tests {
 
     #[test]
     fn an_error_skips_to_sync() {
-        let mut q: VecDeque<Expect> = [
+        let mut q: Replies = [
             server(ReplyKind::Parse),
             Expect::Synth(Synth::ParseComplete),
             server(ReplyKind::Bind),
@@ -233,7 +417,7 @@ mod tests {
 
     #[test]
     fn simple_query_errors_do_not_skip() {
-        let mut q: VecDeque<Expect> = [server(ReplyKind::Query)].into();
+        let mut q: Replies = [server(ReplyKind::Query)].into();
         let mut err = false;
         assert_eq!(step(&mut q, b'E', b"", &mut err), Step::Forward);
         assert_eq!(step(&mut q, b'G', b"", &mut err), Step::CopyIn);
@@ -244,7 +428,7 @@ mod tests {
 
     #[test]
     fn a_state_sync_is_swallowed() {
-        let mut q: VecDeque<Expect> =
+        let mut q: Replies =
             [Expect::Server { kind: ReplyKind::StateSync, forward: false }, server(ReplyKind::Query)].into();
         let mut err = false;
         for t in [b'T', b'D', b'C', b'S', b'C'] {
@@ -259,7 +443,7 @@ mod tests {
 
     #[test]
     fn a_failed_state_sync_discards_the_unit() {
-        let mut q: VecDeque<Expect> = [
+        let mut q: Replies = [
             Expect::Server { kind: ReplyKind::StateSync, forward: false },
             server(ReplyKind::Parse),
             Expect::Synth(Synth::ParseComplete),
@@ -283,7 +467,7 @@ mod tests {
 
     #[test]
     fn errors_of_a_discarded_unit_are_swallowed() {
-        let mut q: VecDeque<Expect> = [
+        let mut q: Replies = [
             Expect::Server { kind: ReplyKind::StateSync, forward: false },
             server(ReplyKind::Parse),
             server(ReplyKind::Bind),

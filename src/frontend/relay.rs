@@ -9,13 +9,11 @@
 //! 1,024 messages / 1 MiB wait for the server to take them; then the client is not read (see
 //! `stream`). Which client messages belong to the unit is decided by `frontend::duplex`.
 
-use std::collections::VecDeque;
-
 use crate::tls::MaybeTls;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
-use super::expect::{step, Expect, ReplyKind, Step, Synth};
+use super::expect::{step, Expect, Replies, ReplyKind, Step, Synth};
 use super::params::SessionParams;
 use super::session::end::{Fault, SessionEnd};
 use super::statements::Statements;
@@ -60,7 +58,7 @@ pub struct Relay<'a> {
     /// Server connection.
     pub conn: &'a mut ServerConn,
     /// Expected replies.
-    pub queue: &'a mut VecDeque<Expect>,
+    pub queue: &'a mut Replies,
     /// The session's parameters (reported changes are recorded).
     pub params: &'a mut std::sync::Arc<SessionParams>,
     /// Set when the server sent an ErrorResponse in this unit.
@@ -86,7 +84,7 @@ impl<'a> Relay<'a> {
     pub fn new(
         client: &'a mut FrameReader<MaybeTls>,
         conn: &'a mut ServerConn,
-        queue: &'a mut VecDeque<Expect>,
+        queue: &'a mut Replies,
         params: &'a mut std::sync::Arc<SessionParams>,
     ) -> Self {
         Self {

@@ -9,21 +9,18 @@
 //! protocol-level statement is rewritten to the server-side name.
 
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use bytes::BytesMut;
 
-use super::expect::{Expect, ReplyKind, Synth};
+use super::expect::{Expect, Replies, ReplyKind, Synth};
 use super::unit::may_start_with;
 use crate::backend::prepared::{StmtKey, StmtName};
 use crate::backend::ServerConn;
 use crate::protocol::{messages, tag, Frame};
 use crate::router::{Class, Classifier};
-
-/// Replies a unit usually expects (a driver's Parse..Sync, a state sync ahead), with room to spare.
-const USUAL_UNIT_REPLIES: usize = 8;
 
 /// A statement the client prepared.
 #[derive(Debug)]
@@ -88,7 +85,7 @@ pub struct Batch<'a> {
     /// Messages to send.
     pub out: BytesMut,
     /// Expected replies, in order.
-    pub queue: VecDeque<Expect>,
+    pub queue: Replies,
     /// Statements newly assumed present on the connection (forgotten if the unit fails).
     pub added: Vec<Arc<StmtKey>>,
     /// Server-side statements this unit closes (closed again if it fails).
@@ -100,8 +97,7 @@ impl<'a> Batch<'a> {
     /// swallowed), then statements a failed unit may have left are closed.
     pub fn new(conn: &'a mut ServerConn, classifier: &'a Classifier) -> Self {
         let mut out = conn.take_out();
-        // Room for a usual unit's replies at once: growing from empty reallocated on the 5th.
-        let mut queue = VecDeque::with_capacity(USUAL_UNIT_REPLIES);
+        let mut queue = Replies::new();
         if let Some(sql) = conn.take_pending_sync() {
             messages::query(&mut out, &sql);
             queue.push_back(Expect::Server { kind: ReplyKind::StateSync, forward: false });
@@ -117,7 +113,7 @@ impl<'a> Batch<'a> {
     /// An empty batch that continues the unit already running on `conn` (its messages stream
     /// in while it runs): nothing is closed first.
     pub fn continuing(conn: &'a mut ServerConn, classifier: &'a Classifier) -> Self {
-        Self { conn, classifier, out: BytesMut::new(), queue: VecDeque::new(), added: Vec::new(), closed: Vec::new() }
+        Self { conn, classifier, out: BytesMut::new(), queue: Replies::new(), added: Vec::new(), closed: Vec::new() }
     }
 
     /// Close a server-side statement; the reply is swallowed.

@@ -260,12 +260,7 @@ pub(super) enum Capture {
 /// they get no capture here, the session asks once their ReadyForQuery came.) Only ever used
 /// on the primary, where the query cannot fail and so can never abort a client's transaction.
 pub(super) fn lsn_capture(class: &Class, ends_cleanly: bool, may_copy: bool, in_transaction: bool) -> Capture {
-    // Inside a transaction block only its end makes writes visible: capture then. A unit that
-    // starts outside one and writes (`INSERT ...`, or `BEGIN; INSERT ...; COMMIT` in one Query)
-    // captures after itself; a lone BEGIN writes nothing yet.
-    let writes = class.tx == TxEffect::End
-        || (class.access == Access::Write && !in_transaction && class.reason != Reason::BeginReadWrite);
-    if !(ends_cleanly && writes) {
+    if !(ends_cleanly && makes_writes_visible(class, in_transaction)) {
         return Capture::None;
     }
     if may_copy {
@@ -273,6 +268,25 @@ pub(super) fn lsn_capture(class: &Class, ends_cleanly: bool, may_copy: bool, in_
     } else {
         Capture::Pipelined
     }
+}
+
+/// Whether a unit of `class` makes writes visible to other sessions once it ends. Inside a
+/// transaction block only its end does: capture then. A unit that starts outside one and writes
+/// (`INSERT ...`, or `BEGIN; INSERT ...; COMMIT` in one Query) captures after itself; a lone
+/// BEGIN writes nothing yet.
+fn makes_writes_visible(class: &Class, in_transaction: bool) -> bool {
+    class.tx == TxEffect::End
+        || (class.access == Access::Write && !in_transaction && class.reason != Reason::BeginReadWrite)
+}
+
+/// Whether [`Unit::may_copy_in`] (a scan of the unit's texts) can change how its write position
+/// is learnt, i.e. whether [`lsn_capture`] or [`late_lsn_capture`] would read `may_copy`: a
+/// write or a transaction end that makes writes visible, or a unit that may turn out to (its
+/// end streams in: `streams`; it ends an extended block that wrote: `block_wrote`). A write
+/// inside a transaction block (most statements of one) need not be scanned.
+pub(super) fn copy_matters(class: &Class, in_transaction: bool, streams: bool, block_wrote: bool) -> bool {
+    (class.access == Access::Write || class.tx == TxEffect::End)
+        && (streams || block_wrote || makes_writes_visible(class, in_transaction))
 }
 
 /// The unit's class with that of the statements that streamed in after it started.
@@ -445,6 +459,44 @@ mod tests {
         }
         assert_eq!(with_streamed(&read, Some(&write)).access, Access::Write);
         assert_eq!(with_streamed(&read, None).access, Access::Read);
+    }
+
+    #[test]
+    fn the_copy_scan_is_skipped_only_where_its_answer_is_not_read() {
+        let read = Class::read(Reason::PureRead);
+        let write = Class::write(Reason::Dml);
+        let begin = Class::write(Reason::BeginReadWrite).with_tx(TxEffect::Begin { read_only: false });
+        let commit = Class::read(Reason::TxControl).with_tx(TxEffect::End);
+        let classes = [&read, &write, &begin, &commit];
+        let mut skipped = 0;
+        for class in classes {
+            for (in_tx, streams, block_wrote, ends, on_primary, ready) in
+                flag_combinations().map(|f| (f[0], f[1], f[2], f[3], f[4], f[5]))
+            {
+                if copy_matters(class, in_tx, streams, block_wrote) {
+                    continue;
+                }
+                skipped += 1;
+                let ran = Ran { on_primary, ready, streamed: streams, block_wrote };
+                for streamed in [None, Some(&read), Some(&write), Some(&commit)] {
+                    let capture = |may_copy| {
+                        let early = lsn_capture(class, ends, may_copy, in_tx);
+                        (early, late_lsn_capture(early, class, streamed, ran, may_copy, in_tx))
+                    };
+                    assert_eq!(capture(false), capture(true), "{class:?} in_tx={in_tx} streams={streams}");
+                }
+            }
+        }
+        assert!(skipped > 0);
+        assert!(!copy_matters(&write, true, false, false), "a write inside a transaction block");
+        assert!(!copy_matters(&begin, false, false, false), "BEGIN");
+        assert!(copy_matters(&commit, true, false, false), "COMMIT");
+        assert!(copy_matters(&write, false, false, false), "an autocommit write");
+    }
+
+    /// Every combination of six flags.
+    fn flag_combinations() -> impl Iterator<Item = [bool; 6]> {
+        (0..64u32).map(|n| std::array::from_fn(|i| (n >> i) & 1 == 1))
     }
 
     #[test]

@@ -157,8 +157,14 @@ pub(crate) fn plain_key_into(sql: &str, key: &mut impl KeyOut) -> Option<()> {
             key.push_mark(STRING);
             (i, run) = (end, end);
         } else if b.is_ascii_digit() || (b == b'.' && next.is_ascii_digit()) {
-            let end = number_end(bytes, i);
-            if is_plain_number(&sql[i..end]) {
+            let (end, plain) = match integer_end(bytes, i) {
+                Some(end) => (end, true),
+                None => {
+                    let end = number_end(bytes, i);
+                    (end, is_plain_number(&sql[i..end]))
+                }
+            };
+            if plain {
                 key.push_text(&sql[run..i]);
                 key.push_mark(NUMBER);
                 run = end;
@@ -227,16 +233,21 @@ fn skip_trivia(bytes: &[u8], mut i: usize) -> Option<(usize, bool)> {
 
 /// The end of the word starting at `start`, or `None` for a prefixed string or identifier
 /// (`E'..'`, `B'..'`, `X'..'`, `N'..'`, `U&'..'`, `U&".."`) or the word `EXPLAIN`.
+/// Most tokens are words: the prefix test runs only for a one-letter word, since a prefix's
+/// quote or `&` is not a word byte.
+#[inline]
 fn plain_word_end(bytes: &[u8], start: usize) -> Option<usize> {
-    let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
-    match (bytes[start].to_ascii_lowercase(), at(start + 1)) {
-        (b'e' | b'b' | b'x' | b'n', b'\'') => return None,
-        (b'u', b'&') if matches!(at(start + 2), b'\'' | b'"') => return None,
-        _ => {}
-    }
     let mut end = start + 1;
     while end < bytes.len() && CLASSES[usize::from(bytes[end])] & IDENT != 0 {
         end += 1;
+    }
+    if end == start + 1 {
+        let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
+        match (bytes[start].to_ascii_lowercase(), at(start + 1)) {
+            (b'e' | b'b' | b'x' | b'n', b'\'') => return None,
+            (b'u', b'&') if matches!(at(start + 2), b'\'' | b'"') => return None,
+            _ => {}
+        }
     }
     (!bytes[start..end].eq_ignore_ascii_case(b"explain")).then_some(end)
 }
@@ -300,6 +311,20 @@ fn push_token(key: &mut String, sql: &str, t: Token, literals: bool) {
 /// Digits with at most one `.` (no exponent, radix prefix or separators).
 fn is_plain_number(text: &str) -> bool {
     text.bytes().filter(|&b| b == b'.').count() <= 1 && text.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+}
+
+/// The end of the decimal integer at `start` (`42`), or `None` if the number may go on in a
+/// form only [`number_end`] reads (a fraction, an exponent, `_` separators, `0x`/`0o`/`0b`) or
+/// does not start with a digit. Where it answers, `number_end` ends there too and the text is
+/// plain (`is_plain_number`): the usual inlined value takes one loop over its digits.
+fn integer_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let mut end = start;
+    while bytes.get(end).is_some_and(u8::is_ascii_digit) {
+        end += 1;
+    }
+    let after = bytes.get(end).copied().unwrap_or(0);
+    let radix = bytes[start] == b'0' && end == start + 1 && matches!(after.to_ascii_lowercase(), b'x' | b'o' | b'b');
+    (end > start && !matches!(after, b'.' | b'e' | b'E' | b'_') && !radix).then_some(end)
 }
 
 /// `'...'` without a prefix (no `E`, `U&`, `B`, `X`, `N`, no dollar quotes).
@@ -371,6 +396,21 @@ mod tests {
         for sql in TRICKY {
             assert!(agrees(sql), "{sql:?}: {:?} vs {:?}", plain_key(sql), lexed_key(sql));
         }
+    }
+
+    #[test]
+    fn integers_end_where_the_lexer_ends_them() {
+        for text in ["42", "0", "007", "12x", "1.5", "1e5", "1_000", "0x1F", "0b1", "0o7", "0xg", "9a", "1..2", "5 "] {
+            let bytes = text.as_bytes();
+            if let Some(end) = integer_end(bytes, 0) {
+                assert_eq!(end, number_end(bytes, 0), "{text:?}");
+                assert!(is_plain_number(&text[..end]), "{text:?}");
+            }
+        }
+        assert_eq!(integer_end(b"42;", 0), Some(2));
+        assert_eq!(integer_end(b"1.5", 0), None);
+        assert_eq!(integer_end(b"0x1F", 0), None);
+        assert_eq!(integer_end(b".5", 0), None);
     }
 
     #[test]

@@ -44,7 +44,7 @@ mod tests;
 
 pub use cache::Classifier;
 pub use functions::FunctionCatalog;
-pub use route::{route, Policy, SessionView};
+pub use route::{route, Candidates, Policy, SessionView};
 pub use standby::StandbyRefusal;
 
 pub use crate::config::{DefaultRoute, PrimaryReads};
@@ -360,7 +360,7 @@ pub fn classify(sql: &str) -> Class {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Route {
     /// Nodes to try, in order. A later one is tried only if nothing was sent to the earlier one.
-    pub candidates: Vec<usize>,
+    pub candidates: Candidates,
     /// Why.
     pub reason: Reason,
 }

@@ -21,6 +21,7 @@
 
 use super::{Access, Class, DefaultRoute, Hint, PrimaryReads, Reason, Route};
 use crate::topology::{NodeView, Topology};
+use std::ops::Deref;
 
 /// What routing needs to know about the session.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,7 +55,7 @@ pub struct Policy {
 #[must_use]
 pub fn route(class: &Class, session: &SessionView, topology: &Topology, policy: &Policy) -> Route {
     if let Some(node) = session.stuck_to {
-        return Route { candidates: vec![node], reason: Reason::InTransaction };
+        return Route { candidates: Candidates::one(node), reason: Reason::InTransaction };
     }
     match session.default_route {
         DefaultRoute::Primary => return to_primary(topology, Reason::UserDefault),
@@ -88,8 +89,8 @@ pub fn route(class: &Class, session: &SessionView, topology: &Topology, policy: 
 /// The primary, or nothing (`NoPrimary`).
 fn to_primary(topology: &Topology, reason: Reason) -> Route {
     match topology.primary() {
-        Some(primary) => Route { candidates: vec![primary.index], reason },
-        None => Route { candidates: Vec::new(), reason: Reason::NoPrimary },
+        Some(primary) => Route { candidates: Candidates::one(primary.index), reason },
+        None => Route { candidates: Candidates::default(), reason: Reason::NoPrimary },
     }
 }
 
@@ -98,17 +99,17 @@ fn reads(topology: &Topology, primary_reads: PrimaryReads, session: &SessionView
     let primary = topology.primary();
     let have_replicas = topology.replicas().next().is_some();
     // The members of the rotation, walked (not collected) once to weigh them and once to list
-    // them: routing allocates nothing but the candidate list it returns.
+    // them: routing allocates nothing (the candidate list holds a few nodes inline).
     let always = if primary_reads == PrimaryReads::Always { primary } else { None };
     let members = || topology.replicas().filter(|n| n.has_replayed(session.min_lsn)).chain(always);
     if have_replicas && !topology.replicas().any(|n| n.has_replayed(session.min_lsn)) {
         // No replica has replayed this session's last write yet: its own write must be visible.
         if let Some(p) = primary {
-            return Route { candidates: vec![p.index], reason: Reason::ReadYourWrites };
+            return Route { candidates: Candidates::one(p.index), reason: Reason::ReadYourWrites };
         }
     }
     let fallback = if primary_reads == PrimaryReads::Fallback { primary } else { None };
-    let mut candidates = Vec::with_capacity(members().count() + usize::from(fallback.is_some()));
+    let mut candidates = Candidates::default();
     rotation(members, session.ticket, &mut candidates);
     candidates.extend(fallback.map(|p| p.index));
     let reason = match candidates.first() {
@@ -127,7 +128,7 @@ fn reads(topology: &Topology, primary_reads: PrimaryReads, session: &SessionView
 
 /// Every member once into `out`, starting with the one `ticket` lands on when each member owns
 /// `weight` consecutive tickets, then the others in order.
-fn rotation<'t, I>(members: impl Fn() -> I, ticket: u64, out: &mut Vec<usize>)
+fn rotation<'t, I>(members: impl Fn() -> I, ticket: u64, out: &mut Candidates)
 where
     I: Iterator<Item = &'t NodeView>,
 {
@@ -147,4 +148,79 @@ where
     }
     out.extend(members().skip(start).map(|n| n.index));
     out.extend(members().take(start).map(|n| n.index));
+}
+
+/// How many candidates a route holds without allocating: a primary and a few replicas.
+const INLINE_CANDIDATES: usize = 4;
+
+/// A route's node indices in the order to try them: up to [`INLINE_CANDIDATES`] inline (a
+/// route is made per unit, and a `Vec` was one allocation each time), more in a `Vec`.
+/// Read it as a slice.
+#[derive(Clone, Default)]
+pub struct Candidates {
+    inline: [usize; INLINE_CANDIDATES],
+    len: usize,
+    /// All of them, once there are more than fit inline.
+    spilled: Vec<usize>,
+}
+
+impl Candidates {
+    /// Just `node`.
+    #[must_use]
+    pub fn one(node: usize) -> Self {
+        let mut out = Self::default();
+        out.push(node);
+        out
+    }
+
+    /// Append `node`.
+    pub fn push(&mut self, node: usize) {
+        if self.len < INLINE_CANDIDATES {
+            self.inline[self.len] = node;
+            self.len += 1;
+            return;
+        }
+        if self.spilled.is_empty() {
+            self.spilled.extend_from_slice(&self.inline);
+        }
+        self.spilled.push(node);
+    }
+}
+
+impl Deref for Candidates {
+    type Target = [usize];
+
+    fn deref(&self) -> &[usize] {
+        if self.spilled.is_empty() {
+            &self.inline[..self.len]
+        } else {
+            &self.spilled
+        }
+    }
+}
+
+impl Extend<usize> for Candidates {
+    fn extend<I: IntoIterator<Item = usize>>(&mut self, iter: I) {
+        iter.into_iter().for_each(|n| self.push(n));
+    }
+}
+
+impl PartialEq for Candidates {
+    fn eq(&self, other: &Self) -> bool {
+        **self == **other
+    }
+}
+
+impl Eq for Candidates {}
+
+impl PartialEq<Vec<usize>> for Candidates {
+    fn eq(&self, other: &Vec<usize>) -> bool {
+        **self == **other
+    }
+}
+
+impl std::fmt::Debug for Candidates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
 }

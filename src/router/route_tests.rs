@@ -196,7 +196,7 @@ fn routing_table() {
     let mut failures = Vec::new();
     for (name, nodes, access, hint, session, primary_reads, want, reason) in cases() {
         let got = route(&class(access, hint), &session, &topology(nodes), &Policy { primary_reads });
-        if got.candidates != want || got.reason != reason {
+        if *got.candidates != *want || got.reason != reason {
             failures.push(format!("{name}: got {got:?}, want {want:?} {reason:?}"));
         }
     }
@@ -212,7 +212,7 @@ fn first_choice_shares(nodes: &[(Role, u32)], primary_reads: PrimaryReads) -> Ve
         let r = route(&class(R, None), &s, &topo, &Policy { primary_reads });
         counts[r.candidates[0]] += 1;
         // Every eligible node appears exactly once.
-        let mut sorted = r.candidates.clone();
+        let mut sorted = r.candidates.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
         assert_eq!(sorted.len(), r.candidates.len());
@@ -239,7 +239,7 @@ fn classified_statements_route_end_to_end() {
     assert_eq!(go("BEGIN READ ONLY").candidates, vec![1, 2, 0]);
     assert_eq!(go("BEGIN").candidates, vec![0]);
     assert_eq!(
-        (go("SELECT gid FROM pg_prepared_xacts").candidates, go("SHOW transaction_read_only").reason),
+        (go("SELECT gid FROM pg_prepared_xacts").candidates.to_vec(), go("SHOW transaction_read_only").reason),
         (vec![0], Reason::NodeLocal)
     );
     assert_eq!(go("/* sluice: primary */ SELECT 1").reason, Reason::HintPrimary);
@@ -259,10 +259,22 @@ fn reads_after_a_write_use_only_replicas_that_replayed_it() {
     assert_eq!(r.candidates, vec![2, 0]);
     s.min_lsn = Some(400);
     let r = route(&read, &s, &t, &policy);
-    assert_eq!((r.candidates, r.reason), (vec![0], Reason::ReadYourWrites));
+    assert_eq!((r.candidates.to_vec(), r.reason), (vec![0], Reason::ReadYourWrites));
     // Even a policy that keeps reads off the primary yields to read-your-writes.
     let r = route(&read, &s, &t, &Policy { primary_reads: NEVER });
     assert_eq!(r.candidates, vec![0]);
     s.min_lsn = None;
     assert_eq!(route(&read, &s, &t, &policy).candidates, vec![1, 2, 0]);
+}
+
+#[test]
+fn candidates_past_the_inline_room_keep_their_order() {
+    for n in [0, 1, 4, 5, 9] {
+        let mut c = Candidates::default();
+        c.extend(0..n);
+        assert_eq!(c, (0..n).collect::<Vec<_>>(), "{n} nodes");
+        assert_eq!(c.len(), n);
+    }
+    assert_eq!(Candidates::one(3), vec![3]);
+    assert_eq!(format!("{:?}", Candidates::one(3)), "[3]");
 }

@@ -4,7 +4,7 @@
 
 use super::conn::Rotation;
 use super::*;
-use crate::frontend::unit::{late_lsn_capture, Ran};
+use crate::frontend::unit::{copy_matters, late_lsn_capture, Ran};
 
 /// What one try of a unit came to.
 pub(super) struct Tried {
@@ -94,8 +94,6 @@ impl Session<'_> {
         }
         // A held connection's state sync may have carried notifications: they go first.
         self.pass_kept_notifications().await?;
-        let may_copy = (class.access == Access::Write || class.tx == TxEffect::End)
-            && unit.may_copy_in(&self.rare.get().statements);
         // One topology read for all three: where the primary is, so whether writes move, and
         // whether a replica could take reads (else a write's position is not asked for).
         let (primary, replicas_readable) = {
@@ -111,6 +109,10 @@ impl Session<'_> {
         let streams = unit.is_open_block() && self.rare.get().lookahead.is_none();
         let in_transaction = self.state.tx() != TxStatus::Idle;
         let block_wrote = self.state.block() == Block::OpenWithWrite;
+        // The texts are scanned for COPY only where the answer is read: not for the writes
+        // inside a transaction block (most of its statements), whose position is learnt at its end.
+        let may_copy =
+            copy_matters(class, in_transaction, streams, block_wrote) && unit.may_copy_in(&self.rare.get().statements);
         let held = self.held.as_mut().expect("acquire leaves a held connection");
         let mut batch = Batch::new(held.checkout.conn(), &self.classifier);
         let statements = &mut self.rare.get().statements;

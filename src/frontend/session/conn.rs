@@ -84,7 +84,7 @@ impl Session<'_> {
     ) -> Result<(), BackendError> {
         let route = self.route(class, rotation, config).await;
         let mut last = None;
-        for node in route.candidates {
+        for &node in route.candidates.iter() {
             self.shared.lifecycle.pause_gate(node).await;
             let pool = self.pool(node);
             match pool.checkout().await {

@@ -46,7 +46,7 @@ use super::unit::{
     resets_statements, unit_texts, with_streamed, AfterLoss, Capture, Unit, LSN_SQL,
 };
 use super::Shared;
-use crate::backend::conn::{columns, parse_lsn};
+use crate::backend::conn::{column, parse_lsn};
 use crate::backend::{Checkout, Pool, ServerConn};
 use crate::config::PoolMode;
 use crate::error::{sqlstate, BackendError};
@@ -284,7 +284,9 @@ impl<'a> Session<'a> {
             if self.held.is_some() {
                 Box::pin(self.watch_while_idle()).await?;
             }
-            let idle = self.shared.config.limits.idle_client_timeout.filter(|_| self.held.is_none());
+            // The live configuration (an arc-swap load) is read only when the timeout applies:
+            // not between the statements of a transaction.
+            let idle = if self.held.is_none() { self.shared.config.limits.idle_client_timeout } else { None };
             let between_units = self.state.tx() == TxStatus::Idle;
             // Lean: an idle client holds no read buffer while it says nothing.
             let client = &mut self.client;
@@ -347,8 +349,7 @@ impl<'a> Session<'a> {
         };
         match reply {
             Ok(rows) => {
-                let lsn =
-                    rows.first().map(columns).and_then(|c| c.first().cloned().flatten()).and_then(|t| parse_lsn(&t));
+                let lsn = rows.first().and_then(|r| column(r, 0)).and_then(|t| parse_lsn(&t));
                 let rare = self.rare.get();
                 rare.last_write_lsn = match rare.last_write_lsn {
                     // Asked later than the write, so at or past it: the position replaces the mark.
