@@ -253,13 +253,23 @@ async fn run(client: &tokio_postgres::Client, sql: &str) -> Result<(), String> {
     }
 }
 
-/// Continue `pids` after `delay`, in the background.
-fn resume_later(stopped: &std::sync::Arc<Stopped>, pids: &[i32], delay: Duration) -> tokio::task::JoinHandle<()> {
-    let (stopped, pids) = (std::sync::Arc::clone(stopped), pids.to_vec());
-    tokio::spawn(async move {
+/// Run `sql` through sluice while `pids` are continued after `delay` in the background (the
+/// statement may be waiting on one of them).
+async fn run_resuming(
+    client: &tokio_postgres::Client,
+    sql: &str,
+    stopped: &std::sync::Arc<Stopped>,
+    pids: &[i32],
+    delay: Duration,
+) -> Result<(), String> {
+    let (resumer, pids) = (std::sync::Arc::clone(stopped), pids.to_vec());
+    let later = tokio::spawn(async move {
         tokio::time::sleep(delay).await;
-        stopped.resume(&pids);
-    })
+        resumer.resume(&pids);
+    });
+    let result = run(client, sql).await;
+    later.await.unwrap();
+    result
 }
 
 /// `pg_terminate_backend` of every backend: an idle connection found dead at checkout says its
@@ -275,11 +285,10 @@ async fn an_idle_connection_found_terminated_gets_its_siblings_confirmed() {
     // two are dead too, but their FATAL is not sent until they are continued.
     stopped.resume(&pids[..1]);
     wait_gone(&c, pids[0]).await;
-    let later = resume_later(&stopped, &pids[1..], Duration::from_millis(500));
-
     // A write: nothing would run it again if it were lost.
-    let result = run(&client, "INSERT INTO kill_log VALUES (1)").await;
-    later.await.unwrap();
+    let result =
+        run_resuming(&client, "INSERT INTO kill_log VALUES (1)", &stopped, &pids[1..], Duration::from_millis(500))
+            .await;
     if let Err(e) = result {
         panic!("the statement was lost on a terminated connection: {e}");
     }
@@ -300,15 +309,15 @@ async fn a_client_that_lost_a_statement_to_a_kill_does_not_lose_the_next() {
     let stopped = std::sync::Arc::new(Stopped::stop(&pids));
     terminate(&c, &pids).await;
     // The statement goes to the first connection, whose backend dies once continued.
-    let later = resume_later(&stopped, &pids[..1], Duration::from_millis(300));
-    let first = run(&client, "INSERT INTO kill_log VALUES (1)").await;
-    later.await.unwrap();
+    let first =
+        run_resuming(&client, "INSERT INTO kill_log VALUES (1)", &stopped, &pids[..1], Duration::from_millis(300))
+            .await;
     let err = first.expect_err("the statement on the terminated connection should have been lost");
     assert!(err.contains(" 57P01: "), "{err}");
 
-    let later = resume_later(&stopped, &pids[1..], Duration::from_millis(300));
-    let second = run(&client, "INSERT INTO kill_log VALUES (2)").await;
-    later.await.unwrap();
+    let second =
+        run_resuming(&client, "INSERT INTO kill_log VALUES (2)", &stopped, &pids[1..], Duration::from_millis(300))
+            .await;
     if let Err(e) = second {
         panic!("a second statement was lost in the same kill: {e}");
     }
