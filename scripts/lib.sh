@@ -349,7 +349,12 @@ EOF
   log "pgbouncer $(pgbouncer_version) is up on 127.0.0.1:$port"
 }
 
-pgbouncer_version() { pgbouncer --version 2>/dev/null | head -n 1 | awk '{print $2}'; }
+# The installed PgBouncer's version, or "not installed" (reports name it either way).
+pgbouncer_version() {
+  local v
+  v=$(pgbouncer --version 2>/dev/null | head -n 1 | awk '{print $2}') || true
+  echo "${v:-not installed}"
+}
 
 # The commit under test, `+dirty` when src/ differs from it.
 sluice_version() {

@@ -319,7 +319,7 @@ print_ab() {
 print_report() {
   echo "## sluice load comparison $(date -u +%Y-%m-%dT%H:%MZ), sluice $(sluice_version)"
   echo
-  echo "PostgreSQL $("$PG_BINDIR/postgres" --version | awk '{print $3}'), PgBouncer $(pgbouncer_version || true)," \
+  echo "PostgreSQL $("$PG_BINDIR/postgres" --version | awk '{print $3}'), PgBouncer $(pgbouncer_version)," \
     "pgbench -T $DURATION -j $THREADS (logins: -T $LOGIN_DURATION), scale $SCALE, $REPS rep(s) interleaved," \
     "medians; pool size $POOL_SIZE (transaction mode), synchronous_commit=$SYNC_COMMIT, $(nproc) cores" \
     "shared by pgbench, the servers and the proxy; load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg)."

@@ -112,7 +112,7 @@ join_order() {
 print_header() {
   echo
   echo "SCRAM-SHA-256 logins per second  $(date -u +%Y-%m-%dT%H:%MZ)  sluice $(sluice_version)"
-  echo "PostgreSQL $("$PG_BINDIR/postgres" --version | awk '{print $3}'), PgBouncer $(command -v pgbouncer >/dev/null && pgbouncer_version || echo 'not installed')," \
+  echo "PostgreSQL $("$PG_BINDIR/postgres" --version | awk '{print $3}'), PgBouncer $(pgbouncer_version)," \
     "$(nproc) cores; sluice and PgBouncer: transaction pooling, pool size $POOL_SIZE, stored verifier"
   echo "client: examples/stress.rs --target (login flood): $FLOOD clients, $IN_FLIGHT in flight, each" \
     "connect + SCRAM login + SELECT 1; login = connect to ReadyForQuery"
