@@ -619,26 +619,36 @@ impl ServerConn {
     }
 }
 
+/// Walk a DataRow's fields in order, `each(index, value)` (`None` for NULL); false if the row
+/// is malformed (a length past its end, a truncated header).
+fn walk_fields<'a>(row: &'a Frame, mut each: impl FnMut(usize, Option<&'a [u8]>)) -> bool {
+    let mut b = row.body();
+    let Some(n) = crate::protocol::framer::take_i16(&mut b) else { return false };
+    for k in 0..usize::try_from(n).unwrap_or(0) {
+        let Some(len) = crate::protocol::framer::take_i32(&mut b) else { return false };
+        let Ok(len) = usize::try_from(len) else {
+            each(k, None);
+            continue;
+        };
+        if b.len() < len {
+            return false;
+        }
+        each(k, Some(&b[..len]));
+        b = &b[len..];
+    }
+    true
+}
+
 /// The text columns of a DataRow (NULL is `None`); empty on a malformed row.
 #[must_use]
 pub fn columns(row: &Frame) -> Vec<Option<String>> {
-    let mut b = row.body();
-    let Some(n) = crate::protocol::framer::take_i16(&mut b) else { return Vec::new() };
-    let mut out = Vec::with_capacity(n.max(0) as usize);
-    for _ in 0..n {
-        let Some(len) = crate::protocol::framer::take_i32(&mut b) else { return Vec::new() };
-        if len < 0 {
-            out.push(None);
-            continue;
-        }
-        let len = len as usize;
-        if b.len() < len {
-            return Vec::new();
-        }
-        out.push(Some(String::from_utf8_lossy(&b[..len]).into_owned()));
-        b = &b[len..];
+    let mut out = Vec::new();
+    let whole = walk_fields(row, |_, v| out.push(v.map(|v| String::from_utf8_lossy(v).into_owned())));
+    if whole {
+        out
+    } else {
+        Vec::new()
     }
-    out
 }
 
 /// Column `i` of a DataRow as text: what `columns(row)` has there (`None` for NULL, a missing
@@ -647,21 +657,13 @@ pub fn columns(row: &Frame) -> Vec<Option<String>> {
 /// the row into a `Vec` of `String`s.
 #[must_use]
 pub fn column(row: &Frame, i: usize) -> Option<std::borrow::Cow<'_, str>> {
-    let mut b = row.body();
-    let n = crate::protocol::framer::take_i16(&mut b)?;
     let mut found = None;
-    for k in 0..usize::try_from(n).unwrap_or(0) {
-        let len = crate::protocol::framer::take_i32(&mut b)?;
-        let Ok(len) = usize::try_from(len) else { continue };
-        if b.len() < len {
-            return None;
-        }
+    let whole = walk_fields(row, |k, v| {
         if k == i {
-            found = Some(String::from_utf8_lossy(&b[..len]));
+            found = v.map(String::from_utf8_lossy);
         }
-        b = &b[len..];
-    }
-    found
+    });
+    found.filter(|_| whole)
 }
 
 /// Parse a PostgreSQL LSN (`16/B374D848`) into a comparable number.

@@ -289,6 +289,25 @@ pub(super) fn copy_matters(class: &Class, in_transaction: bool, streams: bool, b
         && (streams || block_wrote || makes_writes_visible(class, in_transaction))
 }
 
+/// The capture of a unit that runs on the primary: its own ([`lsn_capture`]); or, when the
+/// session owes a position (its last write's was not asked for, and a replica could take its
+/// reads again), a read that ends cleanly outside a transaction block asks for it behind itself.
+/// (Not behind a BEGIN: the query would take the transaction's snapshot early.)
+pub(super) fn primary_capture(
+    class: &Class,
+    ends_cleanly: bool,
+    may_copy: bool,
+    in_transaction: bool,
+    position_owed: bool,
+) -> Capture {
+    match lsn_capture(class, ends_cleanly, may_copy, in_transaction) {
+        Capture::None if position_owed && class.tx == TxEffect::None && !in_transaction && ends_cleanly => {
+            Capture::Pipelined
+        }
+        own => own,
+    }
+}
+
 /// The unit's class with that of the statements that streamed in after it started.
 pub(super) fn with_streamed(class: &Class, streamed: Option<&Class>) -> Class {
     let mut out = class.clone();
@@ -430,6 +449,26 @@ mod tests {
         assert_eq!(lsn_capture(&write, false, false, false), Capture::None, "a Flush-held block");
         assert!(query("copy t from stdin").may_copy_in(&Statements::default()));
         assert!(!query("SELECT 1").may_copy_in(&Statements::default()));
+    }
+
+    #[test]
+    fn an_owed_position_is_asked_for_behind_a_clean_read_only() {
+        let write = Class::write(Reason::Dml);
+        let read = Class::read(Reason::PureRead);
+        let begin = Class::read(Reason::TxControl).with_tx(TxEffect::Begin { read_only: true });
+        // (class, ends cleanly, in a transaction, position owed) -> capture
+        let rows = [
+            (&read, true, false, true, Capture::Pipelined),
+            (&read, true, false, false, Capture::None),
+            (&read, true, true, true, Capture::None),
+            (&read, false, false, true, Capture::None),
+            (&begin, true, false, true, Capture::None),
+            (&write, true, false, true, Capture::Pipelined),
+            (&write, true, true, true, Capture::None),
+        ];
+        for (i, &(class, clean, in_tx, owed, want)) in rows.iter().enumerate() {
+            assert_eq!(primary_capture(class, clean, false, in_tx, owed), want, "row {i}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 
 use super::conn::Rotation;
 use super::*;
-use crate::frontend::unit::{copy_matters, late_lsn_capture, Ran};
+use crate::frontend::unit::{copy_matters, late_lsn_capture, primary_capture, Ran};
 
 /// What one try of a unit came to.
 pub(super) struct Tried {
@@ -127,21 +127,11 @@ impl Session<'_> {
         }
         let Batch { conn, mut out, mut queue, mut added, mut closed, .. } = batch;
         let on_primary = primary == Some(conn.node());
+        // A position not asked for is asked for behind the next read on the primary, once a
+        // replica could take the session's reads again.
+        let owed = unmeasured && replicas_readable;
         let capture = if on_primary {
-            match lsn_capture(class, unit.ends_cleanly(), may_copy, in_transaction) {
-                // A read that could have gone to a replica but for a write position not asked
-                // for: ask now, behind it, so the next reads may go to replicas again.
-                Capture::None
-                    if unmeasured
-                        && replicas_readable
-                        && class.tx == TxEffect::None
-                        && !in_transaction
-                        && unit.ends_cleanly() =>
-                {
-                    Capture::Pipelined
-                }
-                c => c,
-            }
+            primary_capture(class, unit.ends_cleanly(), may_copy, in_transaction, owed)
         } else {
             Capture::None
         };

@@ -42,8 +42,8 @@ use end::{Fault, SessionEnd};
 use state::{Event, SessionState};
 
 use super::unit::{
-    is_extended, is_frontend_tag, is_reset_all, lsn_capture, no_node_error, query_ends_tx_outside_block,
-    resets_statements, unit_texts, with_streamed, AfterLoss, Capture, Unit, LSN_SQL,
+    is_extended, is_frontend_tag, is_reset_all, no_node_error, query_ends_tx_outside_block, resets_statements,
+    unit_texts, with_streamed, AfterLoss, Capture, Unit, LSN_SQL,
 };
 use super::Shared;
 use crate::backend::conn::{column, parse_lsn};
