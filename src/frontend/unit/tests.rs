@@ -1,0 +1,176 @@
+//! Table tests of the unit rules: classification of a unit, its captures, its resets.
+
+use super::*;
+use bytes::BytesMut;
+
+fn query(sql: &str) -> Unit {
+    let mut b = BytesMut::new();
+    messages::query(&mut b, sql);
+    Unit::Simple(Frame::from_bytes(b.freeze()))
+}
+
+#[test]
+fn a_batch_is_a_write_if_any_statement_is() {
+    let read = Arc::new(Class::read(Reason::PureRead));
+    let write = Arc::new(Class::write(Reason::Dml));
+    assert_eq!(combine(&[Arc::clone(&read), Arc::clone(&read)]).access, Access::Read);
+    let both = combine(&[read, write]);
+    assert_eq!((both.access, both.reason), (Access::Write, Reason::Dml));
+    assert_eq!(combine(&[]).access, Access::Read, "a batch that runs nothing");
+}
+
+#[test]
+fn write_positions_are_learnt_without_breaking_copy() {
+    let write = Class::write(Reason::Dml);
+    let read = Class::read(Reason::PureRead);
+    let commit = Class::read(Reason::TxControl).with_tx(TxEffect::End);
+    let unit = query("INSERT INTO t VALUES (1)").ends_cleanly();
+    assert_eq!(lsn_capture(&write, unit, false, false), Capture::Pipelined);
+    assert_eq!(lsn_capture(&write, unit, true, false), Capture::After);
+    assert_eq!(lsn_capture(&write, unit, false, true), Capture::None, "inside a transaction block");
+    assert_eq!(lsn_capture(&read, unit, false, false), Capture::None);
+    assert_eq!(lsn_capture(&commit, query("COMMIT").ends_cleanly(), false, true), Capture::Pipelined);
+    assert_eq!(lsn_capture(&write, false, false, false), Capture::None, "a Flush-held block");
+    assert!(query("copy t from stdin").may_copy_in(&Statements::default()));
+    assert!(!query("SELECT 1").may_copy_in(&Statements::default()));
+}
+
+#[test]
+fn an_owed_position_is_asked_for_behind_a_clean_read_only() {
+    let write = Class::write(Reason::Dml);
+    let read = Class::read(Reason::PureRead);
+    let begin = Class::read(Reason::TxControl).with_tx(TxEffect::Begin { read_only: true });
+    // (class, ends cleanly, in a transaction, position owed) -> capture
+    let rows = [
+        (&read, true, false, true, Capture::Pipelined),
+        (&read, true, false, false, Capture::None),
+        (&read, true, true, true, Capture::None),
+        (&read, false, false, true, Capture::None),
+        (&begin, true, false, true, Capture::None),
+        (&write, true, false, true, Capture::Pipelined),
+        (&write, true, true, true, Capture::None),
+    ];
+    for (i, &(class, clean, in_tx, owed, want)) in rows.iter().enumerate() {
+        assert_eq!(primary_capture(class, clean, false, in_tx, owed), want, "row {i}");
+    }
+}
+
+#[test]
+fn late_captures_follow_what_streamed_in() {
+    let read = Class::read(Reason::PureRead);
+    let write = Class::write(Reason::Dml);
+    let commit = Class::read(Reason::TxControl).with_tx(TxEffect::End);
+    let ran = |on_primary, ready, streamed, block_wrote| Ran { on_primary, ready, streamed, block_wrote };
+    let (p, a, n) = (Capture::Pipelined, Capture::After, Capture::None);
+    // (early, class, streamed, ran, may_copy, in_transaction) -> capture
+    let cases = [
+        (p, &write, None, ran(true, true, false, false), false, false, p),
+        (a, &write, None, ran(true, true, false, false), true, false, a),
+        (p, &write, None, ran(true, false, false, false), false, false, p),
+        (n, &read, Some(&write), ran(true, true, true, false), false, false, a),
+        (n, &read, Some(&read), ran(true, true, true, false), false, false, n),
+        (n, &read, Some(&write), ran(false, true, true, false), false, false, n),
+        (n, &read, Some(&write), ran(true, false, true, false), false, false, n),
+        (n, &read, Some(&write), ran(true, true, false, false), false, false, n),
+        (n, &read, None, ran(true, true, false, true), false, false, a),
+        (n, &read, None, ran(true, true, true, true), true, false, a),
+        (n, &write, None, ran(true, true, true, false), false, true, n),
+        (n, &read, Some(&commit), ran(true, true, true, false), false, true, a),
+    ];
+    for (i, (early, class, streamed, ran, may_copy, in_tx, want)) in cases.into_iter().enumerate() {
+        assert_eq!(late_lsn_capture(early, class, streamed, ran, may_copy, in_tx), want, "case {i}");
+    }
+    assert_eq!(with_streamed(&read, Some(&write)).access, Access::Write);
+    assert_eq!(with_streamed(&read, None).access, Access::Read);
+}
+
+#[test]
+fn the_copy_scan_is_skipped_only_where_its_answer_is_not_read() {
+    let read = Class::read(Reason::PureRead);
+    let write = Class::write(Reason::Dml);
+    let begin = Class::write(Reason::BeginReadWrite).with_tx(TxEffect::Begin { read_only: false });
+    let commit = Class::read(Reason::TxControl).with_tx(TxEffect::End);
+    let classes = [&read, &write, &begin, &commit];
+    let mut skipped = 0;
+    for class in classes {
+        for (in_tx, streams, block_wrote, ends, on_primary, ready) in
+            flag_combinations().map(|f| (f[0], f[1], f[2], f[3], f[4], f[5]))
+        {
+            if copy_matters(class, in_tx, streams, block_wrote) {
+                continue;
+            }
+            skipped += 1;
+            let ran = Ran { on_primary, ready, streamed: streams, block_wrote };
+            for streamed in [None, Some(&read), Some(&write), Some(&commit)] {
+                let capture = |may_copy| {
+                    let early = lsn_capture(class, ends, may_copy, in_tx);
+                    (early, late_lsn_capture(early, class, streamed, ran, may_copy, in_tx))
+                };
+                assert_eq!(capture(false), capture(true), "{class:?} in_tx={in_tx} streams={streams}");
+            }
+        }
+    }
+    assert!(skipped > 0);
+    assert!(!copy_matters(&write, true, false, false), "a write inside a transaction block");
+    assert!(!copy_matters(&begin, false, false, false), "BEGIN");
+    assert!(copy_matters(&commit, true, false, false), "COMMIT");
+    assert!(copy_matters(&write, false, false, false), "an autocommit write");
+}
+
+/// Every combination of six flags.
+fn flag_combinations() -> impl Iterator<Item = [bool; 6]> {
+    (0..64u32).map(|n| std::array::from_fn(|i| (n >> i) & 1 == 1))
+}
+
+#[test]
+fn only_bare_transaction_ends_are_answered_outside_a_block() {
+    let cases = [
+        ("ROLLBACK", Some("ROLLBACK")),
+        ("rollback;", Some("ROLLBACK")),
+        ("  abort work ", Some("ROLLBACK")),
+        ("COMMIT TRANSACTION;", Some("COMMIT")),
+        ("end", Some("COMMIT")),
+        ("COMMIT PREPARED 'x'", None),
+        ("ROLLBACK PREPARED 'x'", None),
+        ("ROLLBACK AND CHAIN", None),
+        ("ROLLBACK TO SAVEPOINT a", None),
+        ("COMMIT; INSERT INTO t VALUES (1)", None),
+        ("SELECT 1", None),
+        ("", None),
+    ];
+    for (sql, want) in cases {
+        assert_eq!(tx_end_outside_block(sql), want, "{sql:?}");
+        let mut body = sql.as_bytes().to_vec();
+        body.push(0);
+        assert_eq!(query_ends_tx_outside_block(&body), want, "{sql:?} as a Query body");
+    }
+    // The cheap first-byte test never turns away what the full check accepts.
+    for sql in ["\u{a0}COMMIT", "\x0b\x0c end;", "\u{2003}rollback work", "\ncommit\n"] {
+        let mut body = sql.as_bytes().to_vec();
+        body.push(0);
+        assert_eq!(query_ends_tx_outside_block(&body), tx_end_outside_block(sql), "{sql:?}");
+    }
+    assert_eq!(query_ends_tx_outside_block(b"COMMIT"), None, "no terminator: not a Query body");
+}
+
+#[test]
+fn first_letters_are_tested_before_the_text() {
+    assert!(may_start_with(b" \t\r\n\x0b\x0cdeallocate x\0", b"D"));
+    assert!(!may_start_with(b"  SELECT 1\0", b"RACE"));
+    assert!(may_start_with("\u{a0}x".as_bytes(), b"D"), "maybe Unicode whitespace: the full check decides");
+    assert!(!may_start_with(b"  \0", b"D"));
+    assert!(!may_start_with(b"", b"D"));
+}
+
+#[test]
+fn resets_are_recognised() {
+    assert!(is_reset_all("RESET ALL"));
+    assert!(is_reset_all("discard  all;"));
+    assert!(!is_reset_all("RESET search_path"));
+    let Unit::Simple(f) = query("DEALLOCATE ALL") else { unreachable!() };
+    assert!(resets_statements(&f));
+    let Unit::Simple(f) = query("DEALLOCATE s1") else { unreachable!() };
+    assert!(!resets_statements(&f));
+    let Unit::Simple(f) = query("\n discard all;") else { unreachable!() };
+    assert!(resets_statements(&f));
+}
