@@ -316,6 +316,55 @@ async fn a_terminated_backend_is_an_error_when_the_session_continues_else_fatal_
     assert!(a.closed_within(Duration::from_secs(2)).await, "a FATAL must end the connection");
 }
 
+/// A COMMIT ends the block whatever happens to it (PostgreSQL answers a failed COMMIT with
+/// ReadyForQuery `I`): one whose backend dies under it gets the ERROR and `I`, not `E` (a driver
+/// would take its block as still open, and psycopg opens its next transaction as a savepoint in
+/// it: every later statement got `25P02`). And a COMMIT after a loss noticed while the client
+/// was idle gets that error, never the plain `ROLLBACK` tag that drivers take for a commit.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_that_loses_its_backend_is_an_error_and_ends_the_block() {
+    let c = Cluster::start(0).await;
+    c.psql(
+        "CREATE TABLE doomed (v text);
+         CREATE TABLE sink (v text);
+         CREATE FUNCTION die_at_commit() RETURNS trigger LANGUAGE plpgsql AS
+           $$ BEGIN PERFORM pg_terminate_backend(pg_backend_pid()); RETURN NULL; END $$;
+         CREATE CONSTRAINT TRIGGER die AFTER INSERT ON doomed DEFERRABLE INITIALLY DEFERRED
+           FOR EACH ROW EXECUTE FUNCTION die_at_commit();",
+    )
+    .await;
+    let p = Proxy::builder().cluster(&c).pool_size(2).start().await;
+    let mut a = raw(p.port()).await;
+    query(&mut a, "BEGIN").await;
+    query(&mut a, "INSERT INTO doomed VALUES ('dies at commit')").await;
+    let frames = query(&mut a, "COMMIT").await;
+    assert_eq!(tags(&frames), "EZ", "{frames:?}");
+    let info = messages::decode_error(frames[0].body());
+    assert_eq!((info.severity.as_str(), info.code.as_str()), ("ERROR", "57P01"), "{info:?}");
+    assert_eq!(frames[1].body(), b"I", "a COMMIT ends the block even when it fails");
+    assert_own_answer(&mut a, "after-lost-commit").await;
+
+    query(&mut a, "BEGIN").await;
+    query(&mut a, "INSERT INTO sink VALUES ('idle-victim')").await;
+    terminate_backend(&c, "idle-victim").await;
+    let gone = "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%idle-victim%' AND pid <> pg_backend_pid()";
+    for _ in 0..100 {
+        if c.psql(gone).await.trim() == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Whether sluice noticed the loss while the client was idle or notices it now, the COMMIT
+    // must fail (it did not commit) and end the block.
+    let frames = query(&mut a, "COMMIT").await;
+    assert_eq!(tags(&frames), "EZ", "{frames:?}");
+    assert_eq!(messages::decode_error(frames[0].body()).code, "57P01");
+    assert_eq!(frames[1].body(), b"I");
+    assert_own_answer(&mut a, "after-idle-loss").await;
+    assert_eq!(c.psql("SELECT count(*) FROM doomed").await.trim(), "0");
+    assert_eq!(c.psql("SELECT count(*) FROM sink").await.trim(), "0");
+}
+
 /// Run a long statement marked `marker`, terminate its backend, and return the message that
 /// reports it (its tag and decoded fields; a RowDescription sent before it is skipped).
 async fn error_of_terminated(a: &mut RawConn, c: &Cluster, marker: &str) -> (u8, messages::ErrorInfo) {

@@ -361,10 +361,17 @@ pub(super) fn late_lsn_capture(
 pub(super) enum AfterLoss {
     /// Nothing the session needs was on it: an ERROR, and the next unit gets a new connection.
     Continue,
-    /// Its open transaction died with it (rolled back by the server): an ERROR saying so, the
-    /// session is idle again (ReadyForQuery `I`) and goes on on a new connection. Failover cuts
-    /// transactions this way; the client keeps its connection.
+    /// Its open transaction died with it (rolled back by the server): an ERROR saying so and
+    /// ReadyForQuery `E`; the session answers for the failed block until the client ends it,
+    /// then goes on on a new connection. Failover cuts transactions this way; the client keeps
+    /// its connection.
     TransactionLost,
+    /// The statement that ended its transaction (`COMMIT`, `ROLLBACK`...) lost it: the block is
+    /// over whatever happened on the server, as PostgreSQL ends a block at a failed `COMMIT`.
+    /// An ERROR and ReadyForQuery `I`; the session goes on on a new connection. Answered `E`
+    /// instead, a driver would take its block as still open (psycopg then opens its next
+    /// transaction as a savepoint in it) and never send the ROLLBACK that ends it.
+    TransactionEnded,
     /// What died with it (named) was the session's: FATAL, and the client is closed.
     End(&'static str),
 }

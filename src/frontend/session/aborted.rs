@@ -5,7 +5,10 @@
 //! statement gets `25P02` and only a transaction end (`ROLLBACK`, `COMMIT`, ... which then report
 //! `ROLLBACK`) brings the session back to idle; in the extended protocol an error skips to the
 //! next Sync. So a client that goes on after the error never has the rest of its "transaction"
-//! run in autocommit on another connection.
+//! run in autocommit on another connection. A loss the client has not heard of yet (noticed
+//! while it was idle) is told at its next statement, even a `COMMIT`: answered only with the
+//! `ROLLBACK` tag, as PostgreSQL answers a failed block's COMMIT, it would pass for a commit
+//! (drivers do not read the tag), and the transaction would be lost unseen.
 
 use bytes::{BufMut, BytesMut};
 
@@ -24,8 +27,8 @@ pub(super) struct Aborted {
     pub(super) cause: Option<(String, String)>,
     /// An error was sent in an extended block: messages are skipped up to the Sync.
     skipping: bool,
-    /// The last Parse (of the unnamed statement) was a transaction end.
-    parsed_end: bool,
+    /// The last Parse (of the unnamed statement) was a transaction end: its command tag.
+    parsed_end: Option<&'static str>,
 }
 
 impl Aborted {
@@ -57,10 +60,13 @@ fn failed(s: &mut Aborted, out: &mut BytesMut) {
 pub(super) fn answer(mut state: Aborted, unit: &Unit, out: &mut BytesMut) -> AbortedStep {
     match unit {
         Unit::Simple(frame) => {
-            let ends = frame.tag() == tag::QUERY
-                && messages::decode_query(frame.body()).and_then(tx_end_outside_block).is_some();
-            if ends {
-                messages::command_complete(out, "ROLLBACK");
+            let ends = if frame.tag() == tag::QUERY {
+                messages::decode_query(frame.body()).and_then(tx_end_outside_block)
+            } else {
+                None
+            };
+            if let Some(command) = ends {
+                end_block(&mut state, command, out);
                 messages::ready_for_query(out, TxStatus::Idle);
                 return AbortedStep::Ended;
             }
@@ -93,19 +99,20 @@ fn extended(mut s: Aborted, f: &Frame, out: &mut BytesMut) -> AbortedStep {
     }
     let ok = match t {
         tag::PARSE => {
-            s.parsed_end = messages::decode_parse(f.body()).is_some_and(|p| {
-                p.name.is_empty() && std::str::from_utf8(p.query).ok().and_then(tx_end_outside_block).is_some()
-            });
-            s.parsed_end.then(|| messages::parse_complete(out)).is_some()
+            s.parsed_end = messages::decode_parse(f.body())
+                .filter(|p| p.name.is_empty())
+                .and_then(|p| std::str::from_utf8(p.query).ok().and_then(tx_end_outside_block));
+            s.parsed_end.map(|_| messages::parse_complete(out)).is_some()
         }
-        tag::BIND => s.parsed_end.then(|| put_empty(out, tag::BIND_COMPLETE)).is_some(),
-        tag::DESCRIBE => s.parsed_end.then(|| describe_nothing(f, out)).is_some(),
+        tag::BIND => s.parsed_end.map(|_| put_empty(out, tag::BIND_COMPLETE)).is_some(),
+        tag::DESCRIBE => s.parsed_end.map(|_| describe_nothing(f, out)).is_some(),
         tag::CLOSE => {
             messages::close_complete(out);
             true
         }
-        tag::EXECUTE if s.parsed_end => {
-            messages::command_complete(out, "ROLLBACK");
+        tag::EXECUTE if s.parsed_end.is_some() => {
+            let command = s.parsed_end.unwrap_or("ROLLBACK");
+            end_block(&mut s, command, out);
             return AbortedStep::Ended;
         }
         _ => false,
@@ -115,6 +122,16 @@ fn extended(mut s: Aborted, f: &Frame, out: &mut BytesMut) -> AbortedStep {
         s.skipping = true;
     }
     AbortedStep::Still(s)
+}
+
+/// The reply to the statement that ends the failed block (`command`: its tag, "COMMIT" or
+/// "ROLLBACK"): the `ROLLBACK` tag, as PostgreSQL answers; but a COMMIT whose client has not
+/// heard of the loss yet gets that error instead (the block ends either way).
+fn end_block(s: &mut Aborted, command: &str, out: &mut BytesMut) {
+    match s.cause.take() {
+        Some((code, msg)) if command == "COMMIT" => messages::error_response(out, Severity::Error, &code, &msg),
+        _ => messages::command_complete(out, "ROLLBACK"),
+    }
 }
 
 fn put_empty(out: &mut BytesMut, t: u8) {
@@ -189,5 +206,41 @@ mod tests {
         ]);
         assert_eq!(answer(Aborted::default(), &rollback, &mut out), AbortedStep::Ended);
         assert_eq!(tags(&out), "12nCZI");
+    }
+
+    #[test]
+    fn a_commit_hears_of_a_loss_noticed_while_idle_and_ends_the_block() {
+        let noticed = || Aborted::noticed_idle("57P01", "lost".into());
+        let simple = |sql: &str| Unit::Simple(frame(|b| messages::query(b, sql)));
+        let extended = |sql: &'static str| {
+            Unit::Extended(vec![
+                frame(|b| messages::parse(b, "", sql.as_bytes(), &[0, 0])),
+                frame(|b| messages::bind_text(b, &[])),
+                frame(|b| messages::describe(b, b'P', "")),
+                frame(|b| messages::execute(b, "", 0)),
+                frame(messages::sync),
+            ])
+        };
+        // (unit, replies): the error, never a COMMIT that passes for one; a ROLLBACK did what
+        // it was asked.
+        let cases = [
+            ("simple COMMIT", simple("COMMIT"), "EZI"),
+            ("simple END", simple("end work;"), "EZI"),
+            ("simple ROLLBACK", simple("ROLLBACK"), "CZI"),
+            ("extended COMMIT", extended("COMMIT"), "12nEZI"),
+            ("extended ROLLBACK", extended("ROLLBACK"), "12nCZI"),
+        ];
+        for (name, unit, want) in cases {
+            let mut out = BytesMut::new();
+            assert_eq!(answer(noticed(), &unit, &mut out), AbortedStep::Ended, "{name}");
+            assert_eq!(tags(&out), want, "{name}");
+        }
+        // Once told (by its first statement), a COMMIT gets PostgreSQL's answer: ROLLBACK.
+        let mut out = BytesMut::new();
+        let AbortedStep::Still(told) = answer(noticed(), &simple("SELECT 1"), &mut out) else { panic!("ended") };
+        assert_eq!(tags(&out), "EZE");
+        let mut out = BytesMut::new();
+        assert_eq!(answer(told, &simple("COMMIT"), &mut out), AbortedStep::Ended);
+        assert_eq!(tags(&out), "CZI");
     }
 }

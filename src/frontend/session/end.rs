@@ -81,6 +81,14 @@ pub fn transaction_lost(e: &BackendError) -> String {
     )
 }
 
+/// The error for a transaction end (`COMMIT`...) whose server connection died under it: the
+/// block is over, but whether the server committed before it died is unknown.
+pub fn transaction_end_lost(e: &BackendError) -> String {
+    format!(
+        "server connection lost while ending the transaction ({e}); the transaction is over: it was rolled back unless the server committed it before the loss; the session continues on a new server connection"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -109,14 +109,15 @@ impl Session<'_> {
     /// on without it, it ends (FATAL to the client).
     fn held_lost(&mut self, e: &BackendError) -> Result<(), SessionEnd> {
         tracing::info!(error = %e, "held server connection lost while the client was idle");
-        let verdict = self.state.on_loss();
+        // No unit runs while the client is idle, so none was ending the block.
+        let verdict = self.state.on_loss(false);
         self.drop_held_and_siblings();
         match verdict {
             // The next unit gets a fresh connection with the session's state replayed.
             AfterLoss::Continue => Ok(()),
             // Its open transaction is gone: the client's next statement hears so (25P02 until
-            // it ends the block), never runs in autocommit.
-            AfterLoss::TransactionLost => {
+            // it ends the block, even if with COMMIT), never runs in autocommit.
+            AfterLoss::TransactionLost | AfterLoss::TransactionEnded => {
                 let msg = format!(
                     "server connection lost while the transaction was open ({e}); it was rolled back; end it (ROLLBACK) and the session continues on a new server connection"
                 );

@@ -402,7 +402,7 @@ impl<'a> Session<'a> {
                 self.state = self.state.after(Event::Partial { errored, wrote });
                 Ok(())
             }
-            Outcome::ServerLost(e) => self.server_lost(&e).await,
+            Outcome::ServerLost(e) => self.server_lost(&e, class.tx == TxEffect::End).await,
             Outcome::End(end) => Err(end),
             Outcome::ReadOnlyRejected | Outcome::NeverRan(_) => Ok(()),
         }
@@ -455,12 +455,13 @@ impl<'a> Session<'a> {
     /// The server connection died under a unit. The client hears one error: `ERROR` with the
     /// server's SQLSTATE and ReadyForQuery when the session can go on without what died with
     /// the connection, else `FATAL` and the session ends (never FATAL then ReadyForQuery).
-    async fn server_lost(&mut self, e: &BackendError) -> Result<(), SessionEnd> {
+    async fn server_lost(&mut self, e: &BackendError, ends_block: bool) -> Result<(), SessionEnd> {
         tracing::info!(error = %e, "server connection lost mid-statement");
-        let verdict = self.state.on_loss();
+        let verdict = self.state.on_loss(ends_block);
         self.drop_held_and_siblings();
         match verdict {
             AfterLoss::Continue => self.statement_error(e.sqlstate(), &end::statement_lost(e)).await,
+            AfterLoss::TransactionEnded => self.statement_error(e.sqlstate(), &end::transaction_end_lost(e)).await,
             AfterLoss::TransactionLost => {
                 let msg = end::transaction_lost(e);
                 self.shared.metrics.client_error(e.sqlstate());

@@ -128,16 +128,19 @@ impl SessionState {
         self.tie() == Some(Tie::Unit) && self.tx() == TxStatus::Idle
     }
 
-    /// What the session does after its connection died in this state: an open transaction
-    /// died with it (the client hears so until it ends it), or state only that connection
-    /// had (the session ends), or nothing it needs (it goes on on a new connection).
-    pub(super) fn on_loss(self) -> AfterLoss {
+    /// What the session does after its connection died in this state, under a unit that
+    /// `ends_block` (COMMIT, ROLLBACK... : only a running unit can) or not: an open transaction
+    /// died with it (the client hears so until it ends it, unless that unit was ending it), or
+    /// state only that connection had (the session ends), or nothing it needs (it goes on on a
+    /// new connection).
+    pub(super) fn on_loss(self, ends_block: bool) -> AfterLoss {
         match (self.tie(), self.tx()) {
             (Some(Tie::SessionPooled), _) => AfterLoss::End("the session's server connection (session pooling)"),
             (Some(Tie::Pinned), _) => {
                 AfterLoss::End("state bound to that connection (temporary tables, LISTEN, prepared SQL)")
             }
             (_, TxStatus::Idle) | (None, _) => AfterLoss::Continue,
+            (Some(Tie::Unit), _) if ends_block => AfterLoss::TransactionEnded,
             (Some(Tie::Unit), _) => AfterLoss::TransactionLost,
         }
     }
@@ -203,19 +206,25 @@ mod tests {
         use Block::{Closed, Open};
         use Tie::{Pinned, SessionPooled, Unit};
         use TxStatus::{Failed, Idle, InTransaction};
+        // (state, the lost unit ends the block) -> verdict
         let cases = [
-            (SessionState::Free, AfterLoss::Continue),
-            (held(Unit, Idle, Closed), AfterLoss::Continue),
-            (held(Unit, Idle, Open), AfterLoss::Continue),
-            (held(Unit, InTransaction, Closed), AfterLoss::TransactionLost),
-            (held(Unit, Failed, Open), AfterLoss::TransactionLost),
+            (SessionState::Free, false, AfterLoss::Continue),
+            (held(Unit, Idle, Closed), false, AfterLoss::Continue),
+            (held(Unit, Idle, Closed), true, AfterLoss::Continue),
+            (held(Unit, Idle, Open), false, AfterLoss::Continue),
+            (held(Unit, InTransaction, Closed), false, AfterLoss::TransactionLost),
+            (held(Unit, Failed, Open), false, AfterLoss::TransactionLost),
+            (held(Unit, InTransaction, Closed), true, AfterLoss::TransactionEnded),
+            (held(Unit, Failed, Closed), true, AfterLoss::TransactionEnded),
         ];
-        for (state, want) in cases {
-            assert_eq!(state.on_loss(), want, "{state:?}");
+        for (state, ends_block, want) in cases {
+            assert_eq!(state.on_loss(ends_block), want, "{state:?}, ends block: {ends_block}");
         }
         for state in [held(Pinned, Idle, Closed), held(Pinned, InTransaction, Closed), held(SessionPooled, Idle, Open)]
         {
-            assert!(matches!(state.on_loss(), AfterLoss::End(_)), "{state:?} must end");
+            for ends_block in [false, true] {
+                assert!(matches!(state.on_loss(ends_block), AfterLoss::End(_)), "{state:?} must end");
+            }
         }
         assert!(held(Pinned, Idle, Closed).needs_reset() && !held(Unit, Idle, Closed).needs_reset());
         assert!(held(Unit, Idle, Open).may_move());
