@@ -365,6 +365,46 @@ async fn a_commit_that_loses_its_backend_is_an_error_and_ends_the_block() {
     assert_eq!(c.psql("SELECT count(*) FROM sink").await.trim(), "0");
 }
 
+/// A unit the client ended with Flush (it waits for replies, its Sync not sent yet) whose
+/// backend dies: the client gets the error alone, then one ReadyForQuery for its Sync, as
+/// PostgreSQL answers an error in such a block. An extra ReadyForQuery sent with the error
+/// made asyncpg (whose prepare is Parse/Describe/Flush) fail with "unexpected state" and close.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_loss_in_a_block_ended_by_flush_is_answered_at_the_clients_sync() {
+    let c = Cluster::start(0).await;
+    c.psql("CREATE TABLE sink (v text)").await;
+    let p = Proxy::builder().cluster(&c).pool_size(2).start().await;
+    let mut a = raw(p.port()).await;
+    // A write: a read that lost its connection before any reply would be retried unseen.
+    let write = b"INSERT INTO sink SELECT 'flush-victim' FROM pg_sleep(30)";
+    a.send(&msgs(|b| {
+        messages::parse(b, "", write, &[0, 0]);
+        messages::bind_text(b, &[]);
+        messages::execute(b, "", 0);
+        messages::flush(b);
+    }))
+    .await;
+    terminate_backend(&c, "flush-victim").await;
+    let mut f = a.recv(WAIT).await.expect("the error");
+    while f.tag() != tag::ERROR_RESPONSE {
+        assert!(matches!(f.tag(), b'1' | b'2'), "before the error: {f:?}");
+        f = a.recv(WAIT).await.expect("the error");
+    }
+    assert_eq!(messages::decode_error(f.body()).code, "57P01");
+    // What the client sends up to its Sync is discarded, as after any error in a block.
+    a.send(&msgs(|b| {
+        messages::bind_text(b, &[]);
+        messages::execute(b, "", 0);
+        messages::sync(b);
+    }))
+    .await;
+    let frames = a.until_ready_frames(WAIT).await.expect("ReadyForQuery for the Sync");
+    assert_eq!(tags(&frames), "Z", "{frames:?}");
+    assert_eq!(frames[0].body(), b"I");
+    assert_own_answer(&mut a, "after-flush-loss").await;
+    assert_eq!(c.psql("SELECT count(*) FROM sink").await.trim(), "0");
+}
+
 /// Run a long statement marked `marker`, terminate its backend, and return the message that
 /// reports it (its tag and decoded fields; a RowDescription sent before it is skipped).
 async fn error_of_terminated(a: &mut RawConn, c: &Cluster, marker: &str) -> (u8, messages::ErrorInfo) {

@@ -36,6 +36,8 @@ pub struct Streamed {
     pub closed: Vec<String>,
     /// The message that ended the unit because it needs its own routing.
     pub lookahead: Option<Frame>,
+    /// The client's Sync streamed in: the unit's ReadyForQuery is owed to the client.
+    pub synced: bool,
 }
 
 /// The session's side of a streaming unit.
@@ -139,6 +141,7 @@ impl Relay<'_> {
             s.out.added.extend(added);
             s.out.closed.extend(closed);
             s.done = next == Next::EndAtSync;
+            s.out.synced |= s.done;
         }
     }
 

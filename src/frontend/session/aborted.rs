@@ -32,6 +32,12 @@ pub(super) struct Aborted {
 }
 
 impl Aborted {
+    /// Lost under a unit: the client was told. If it had not sent the unit's Sync yet, what it
+    /// sends up to the Sync is discarded and the Sync answered `E`.
+    pub(super) fn lost(synced: bool) -> Self {
+        Self { skipping: !synced, ..Self::default() }
+    }
+
     /// The loss was noticed while the client waited: its next statement gets `code`/`message`.
     pub(super) fn noticed_idle(code: &str, message: String) -> Self {
         Self { cause: Some((code.to_string(), message)), ..Self::default() }

@@ -32,6 +32,9 @@ impl Session<'_> {
     /// An autocommit unit that a node rejects with `25006` changed nothing: it runs once more on
     /// the primary, unseen by the client, and its text is remembered as a write.
     pub(super) async fn run_unit(&mut self, mut unit: Unit) -> Result<(), SessionEnd> {
+        if self.rare.peek_mut().is_some_and(|r| r.skip_to_sync) {
+            return self.skip_to_sync(&unit).await;
+        }
         if let Some(state) = self.rare.peek_mut().and_then(|r| r.aborted.take()) {
             let mut out = BytesMut::new();
             self.rare.get().aborted = match aborted::answer(state, &unit, &mut out) {
@@ -87,10 +90,23 @@ impl Session<'_> {
         }
     }
 
+    /// After an error in a unit the client had not synced (see [`Session::unit_error`]):
+    /// discard `unit`, and if it holds the client's Sync, answer that and go on.
+    async fn skip_to_sync(&mut self, unit: &Unit) -> Result<(), SessionEnd> {
+        let Unit::Extended(frames) = unit else { return Ok(()) };
+        if !frames.iter().any(|f| f.tag() == tag::SYNC) {
+            return Ok(());
+        }
+        self.rare.get().skip_to_sync = false;
+        let mut buf = BytesMut::new();
+        messages::ready_for_query(&mut buf, self.state.tx());
+        self.send_client(&buf).await
+    }
+
     /// One try: acquire, forward, relay. `Ok(None)`: the client already got an error.
     async fn attempt(&mut self, unit: &Unit, class: &Class, retryable: bool) -> Result<Option<Tried>, SessionEnd> {
         if let Err(e) = self.acquire(class, Rotation::of(unit)).await {
-            return self.statement_error(e.sqlstate(), &e.to_string()).await.map(|()| None);
+            return self.unit_error(unit.ends_cleanly(), e.sqlstate(), &e.to_string()).await.map(|()| None);
         }
         // A held connection's state sync may have carried notifications: they go first.
         self.pass_kept_notifications().await?;
@@ -141,7 +157,8 @@ impl Session<'_> {
         }
         if let Err(e) = conn.send(&out).await {
             self.drop_held();
-            return self.statement_error(sqlstate::CONNECTION_FAILURE, &e.to_string()).await.map(|()| None);
+            let synced = unit.ends_cleanly();
+            return self.unit_error(synced, sqlstate::CONNECTION_FAILURE, &e.to_string()).await.map(|()| None);
         }
         conn.keep_out(out);
         let mut streamed = Streamed::default();

@@ -94,6 +94,9 @@ struct Rare {
     catalog_stale: bool,
     /// Its open transaction died with its server connection: answered here until it ends.
     aborted: Option<aborted::Aborted>,
+    /// A unit the client had not ended with Sync failed without a server (its connection was
+    /// lost): what the client sends up to its Sync is discarded, the Sync answered here.
+    skip_to_sync: bool,
 }
 
 /// [`Rare`], allocated on first use. A field of its own, so that borrowing it leaves the
@@ -402,7 +405,10 @@ impl<'a> Session<'a> {
                 self.state = self.state.after(Event::Partial { errored, wrote });
                 Ok(())
             }
-            Outcome::ServerLost(e) => self.server_lost(&e, class.tx == TxEffect::End).await,
+            Outcome::ServerLost(e) => {
+                let synced = unit.ends_cleanly() || streamed.synced;
+                self.server_lost(&e, class.tx == TxEffect::End, synced).await
+            }
             Outcome::End(end) => Err(end),
             Outcome::ReadOnlyRejected | Outcome::NeverRan(_) => Ok(()),
         }
@@ -455,24 +461,45 @@ impl<'a> Session<'a> {
     /// The server connection died under a unit. The client hears one error: `ERROR` with the
     /// server's SQLSTATE and ReadyForQuery when the session can go on without what died with
     /// the connection, else `FATAL` and the session ends (never FATAL then ReadyForQuery).
-    async fn server_lost(&mut self, e: &BackendError, ends_block: bool) -> Result<(), SessionEnd> {
+    /// `synced`: the client has sent the unit's Sync (see [`Session::unit_error`]).
+    async fn server_lost(&mut self, e: &BackendError, ends_block: bool, synced: bool) -> Result<(), SessionEnd> {
         tracing::info!(error = %e, "server connection lost mid-statement");
         let verdict = self.state.on_loss(ends_block);
         self.drop_held_and_siblings();
         match verdict {
-            AfterLoss::Continue => self.statement_error(e.sqlstate(), &end::statement_lost(e)).await,
-            AfterLoss::TransactionEnded => self.statement_error(e.sqlstate(), &end::transaction_end_lost(e)).await,
+            AfterLoss::Continue => self.unit_error(synced, e.sqlstate(), &end::statement_lost(e)).await,
+            AfterLoss::TransactionEnded => self.unit_error(synced, e.sqlstate(), &end::transaction_end_lost(e)).await,
             AfterLoss::TransactionLost => {
                 let msg = end::transaction_lost(e);
                 self.shared.metrics.client_error(e.sqlstate());
-                self.rare.get().aborted = Some(aborted::Aborted::default());
+                // Not synced yet: the failed block discards up to the Sync, answered `E` there.
+                self.rare.get().aborted = Some(aborted::Aborted::lost(synced));
                 let mut buf = BytesMut::new();
                 messages::error_response(&mut buf, Severity::Error, e.sqlstate(), &msg);
-                messages::ready_for_query(&mut buf, TxStatus::Failed);
+                if synced {
+                    messages::ready_for_query(&mut buf, TxStatus::Failed);
+                }
                 self.send_client(&buf).await
             }
             AfterLoss::End(what) => Err(SessionEnd::server_lost(e, what)),
         }
+    }
+
+    /// An error for a unit that failed without a server; the session goes on. A client that
+    /// has not sent the unit's Sync yet (a block ended by Flush: it waits for the replies it
+    /// asked for) gets only the error now; as PostgreSQL does after an error, what it sends up
+    /// to its Sync is then discarded and the Sync answered with ReadyForQuery. A ReadyForQuery
+    /// sent now would be one too many: asyncpg, whose prepare is Parse/Describe/Flush, then
+    /// reads the second as a protocol violation and closes its connection.
+    async fn unit_error(&mut self, synced: bool, code: &str, message: &str) -> Result<(), SessionEnd> {
+        if synced {
+            return self.statement_error(code, message).await;
+        }
+        self.shared.metrics.client_error(code);
+        self.rare.get().skip_to_sync = true;
+        let mut buf = BytesMut::new();
+        messages::error_response(&mut buf, Severity::Error, code, message);
+        self.send_client(&buf).await
     }
 
     /// An error for this statement; the session goes on.
