@@ -1,0 +1,128 @@
+"""Shared by the backend-kill cases: terminate every client backend of the test database on every
+node (directly, not through sluice) while clients run through sluice, and judge what each client
+connection saw.
+
+The rule, per client connection (sluice keeps the client's session when its server connection
+dies): at most one error per kill round, each a PostgreSQL error the driver surfaces with SQLSTATE
+57P01 (or a class 08 connection failure sluice reports) on a connection that stays open, never two
+failures in a row, never a hang, and the connection's last statement succeeds.
+"""
+
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+
+from compat_common import PRIMARY, REPLICAS, URL
+
+ROUNDS = 5
+# One statement that takes longer than this is a hang (the driver side bounds every wait).
+OP_TIMEOUT = 30.0
+# Between rounds every client runs this many statements successfully (polled, bounded).
+OPS_BETWEEN_ROUNDS = 3
+ROUND_TIMEOUT = 60.0
+# A bound on each client's loop; it normally ends when the rounds are over.
+MAX_OPS = 100_000
+
+TERMINATE_SQL = (
+    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+    "WHERE backend_type = 'client backend' AND datname = current_database() AND pid <> pg_backend_pid()"
+)
+
+EXPECTED_SQLSTATES = ("57P01",)
+
+
+def expected_sqlstate(sqlstate):
+    """What sluice may answer for a statement whose server connection was terminated."""
+    return sqlstate is not None and (sqlstate in EXPECTED_SQLSTATES or sqlstate.startswith("08"))
+
+
+def direct_url(port):
+    """The test URL with sluice's port replaced by a node's: straight to PostgreSQL."""
+    parts = urlsplit(URL)
+    netloc = parts.netloc.rsplit(":", 1)[0] + f":{port}"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+class Killer:
+    """One direct connection per node; `round()` terminates every other client backend of the
+    test database on each (sluice's server connections, not the monitor's: it uses `postgres`)."""
+
+    def __init__(self):
+        ports = [PRIMARY, *sorted(REPLICAS)]
+        self.conns = [psycopg.connect(direct_url(p), autocommit=True, connect_timeout=10) for p in ports]
+        self.started = []
+        self.killed = []
+
+    def round(self):
+        self.started.append(time.monotonic())
+        killed = sum(c.execute(TERMINATE_SQL).fetchone()[0] for c in self.conns)
+        self.killed.append(killed)
+        return killed
+
+    def close(self):
+        for c in self.conns:
+            c.close()
+
+
+class ConnLog:
+    """What one client connection saw, in order: ("ok", t), ("error", t, text, good) or
+    ("hung", t, what)."""
+
+    def __init__(self, name):
+        self.name = name
+        self.seen = []
+
+    def ok(self):
+        self.seen.append(("ok", time.monotonic()))
+
+    def error(self, text, good):
+        self.seen.append(("error", time.monotonic(), text, good))
+
+    def hung(self, what):
+        self.seen.append(("hung", time.monotonic(), what))
+
+    def oks_since(self, t):
+        return sum(1 for s in self.seen if s[0] == "ok" and s[1] >= t)
+
+    def errors(self):
+        return [s for s in self.seen if s[0] != "ok"]
+
+    def violation(self, rounds):
+        """Why this connection's log breaks the rule, or None."""
+        bad = [s for s in self.seen if s[0] == "hung" or (s[0] == "error" and not s[3])]
+        if bad:
+            return f"{bad[0][0]}: {bad[0][2]}"
+        for a, b in zip(self.seen, self.seen[1:]):
+            if a[0] != "ok" and b[0] != "ok":
+                return f"two failures in a row: {a[2]}; then {b[2]}"
+        if self.seen and self.seen[-1][0] != "ok":
+            return f"the last statement failed: {self.seen[-1][2]}"
+        per_round = [0] * len(rounds)
+        for s in self.errors():
+            before = [i for i, r in enumerate(rounds) if r <= s[1]]
+            if not before:
+                return f"an error before the first round: {s[2]}"
+            per_round[before[-1]] += 1
+        if any(n > 1 for n in per_round):
+            return f"errors per round {per_round}: {[s[2] for s in self.errors()]}"
+        return None
+
+
+def judge(logs, killer):
+    """Raise with every violation; return a one-line summary."""
+    problems = [f"{log.name}: {v}" for log in logs if (v := log.violation(killer.started))]
+    kinds = {}
+    for log in logs:
+        for s in log.errors():
+            kind = s[2].split(" (")[0]
+            kinds[kind] = kinds.get(kind, 0) + 1
+    ops = sum(len(log.seen) for log in logs)
+    summary = (
+        f"{len(killer.started)} rounds killed {killer.killed} backends; {len(logs)} client connections "
+        f"ran {ops} statements; errors seen: {kinds}"
+    )
+    print(summary, flush=True)
+    if problems or not all(killer.killed):
+        raise AssertionError(f"{summary}\n" + "\n".join(problems or ["a round killed nothing"]))
+    return summary

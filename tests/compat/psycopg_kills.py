@@ -1,0 +1,169 @@
+"""psycopg 3 through sluice while every server backend is terminated, a few rounds: eight plain
+connections in threads (reads, auto-prepared after five runs, and write transactions) and one
+connection in pipeline mode. See kill_rounds.py for the rule each connection must keep."""
+
+import threading
+import time
+
+import psycopg
+
+from compat_common import PRIMARY, URL, check, main, node
+from kill_rounds import (
+    MAX_OPS, OP_TIMEOUT, OPS_BETWEEN_ROUNDS, ROUND_TIMEOUT, ROUNDS, ConnLog, Killer, direct_url, expected_sqlstate,
+    judge,
+)
+
+THREADS = 8
+PIPELINE_READS = 10
+
+
+class WrongAnswer(Exception):
+    pass
+
+
+class Worker(threading.Thread):
+    """One connection through sluice, kept for the whole run, in a loop until told to stop."""
+
+    def __init__(self, index, stop):
+        super().__init__(daemon=True)
+        self.index = index
+        self.stop = stop
+        self.log = ConnLog(f"connection {index}")
+        self.since = None  # when the statement in flight started
+        self.seq = 0
+        self.confirmed = set()  # seqs known committed
+        self.uncertain = set()  # seqs whose commit failed: committed or not
+        self.crash = None
+        self.conn = psycopg.connect(URL, autocommit=True, connect_timeout=10)
+
+    def run(self):
+        try:
+            for i in range(MAX_OPS):
+                if self.stop.is_set():
+                    break
+                self.since = time.monotonic()
+                try:
+                    self.step(i)
+                    self.log.ok()
+                except psycopg.Error as e:
+                    good = expected_sqlstate(e.sqlstate) and not self.conn.closed
+                    first = str(e).splitlines()[0] if str(e) else ""
+                    self.log.error(f"{e.sqlstate} {type(e).__name__}: {first}", good)
+                except WrongAnswer as e:
+                    self.log.error(f"wrong answer: {e}", False)
+                self.since = None
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            self.crash = e
+
+    def step(self, i):
+        if i % 4 == 3:
+            self.write()
+        else:
+            v, port = self.conn.execute("SELECT %s::int, inet_server_port()", (i,)).fetchone()
+            if v != i:
+                raise WrongAnswer(f"SELECT {i} returned {v}")
+            node(port)
+
+    def write(self):
+        self.seq += 1
+        seq = self.seq
+        try:
+            with self.conn.transaction():
+                self.conn.execute("INSERT INTO kills (worker, seq) VALUES (%s, %s)", (self.index, seq))
+                rows = self.conn.execute(
+                    "SELECT coalesce(array_agg(seq), '{}') FROM kills WHERE worker = %s", (self.index,)
+                ).fetchone()[0]
+                seen = set(rows)
+                if not (self.confirmed | {seq}) <= seen <= (self.confirmed | self.uncertain | {seq}):
+                    raise WrongAnswer(f"worker {self.index} sees {sorted(seen)}, wrote {sorted(self.confirmed)} "
+                                      f"(maybe {sorted(self.uncertain)}) and {seq}")
+                self.confirmed, self.uncertain = seen - {seq}, set()
+        except BaseException:
+            self.uncertain.add(seq)
+            raise
+        self.confirmed.add(seq)
+
+
+class PipelineWorker(Worker):
+    """Each step: one pipeline of reads and one INSERT ... RETURNING, results checked after."""
+
+    def step(self, i):
+        self.seq += 1
+        seq = self.seq
+        base = i * PIPELINE_READS
+        try:
+            with self.conn.pipeline():
+                reads = [self.conn.execute("SELECT %s::int", (base + j,)) for j in range(PIPELINE_READS)]
+                write = self.conn.execute(
+                    "INSERT INTO kills (worker, seq) VALUES (%s, %s) RETURNING seq", (self.index, seq)
+                )
+            values = [c.fetchone()[0] for c in reads]
+            written = write.fetchone()[0]
+        except BaseException:
+            self.uncertain.add(seq)
+            raise
+        self.confirmed.add(seq)
+        if values != list(range(base, base + PIPELINE_READS)) or written != seq:
+            raise WrongAnswer(f"pipeline {i} returned {values} and {written}")
+
+
+def wait_for(workers, cond, what, timeout=ROUND_TIMEOUT):
+    """Poll cond() (bounded), failing at once on a hung statement or a crashed thread."""
+    deadline = time.monotonic() + timeout
+    while not cond():
+        now = time.monotonic()
+        for w in workers:
+            if w.crash is not None:
+                raise AssertionError(f"{w.log.name} crashed: {w.crash!r}")
+            since = w.since
+            if since is not None and now - since > OP_TIMEOUT:
+                raise AssertionError(f"{w.log.name}: a statement hung for {OP_TIMEOUT}s")
+        if now > deadline:
+            raise AssertionError(f"never within {timeout}s: {what}")
+        time.sleep(0.02)
+
+
+def check_table(workers):
+    """What is on the primary: every committed write, nothing never written."""
+    with psycopg.connect(direct_url(PRIMARY), autocommit=True, connect_timeout=10) as conn:
+        for w in workers:
+            rows = conn.execute("SELECT coalesce(array_agg(seq), '{}') FROM kills WHERE worker = %s", (w.index,)).fetchone()[0]
+            seen = set(rows)
+            check(w.confirmed <= seen <= w.confirmed | w.uncertain,
+                  f"worker {w.index}: the primary has {sorted(seen)}, committed {sorted(w.confirmed)}, "
+                  f"maybe {sorted(w.uncertain)}")
+
+
+def backend_kills():
+    with psycopg.connect(direct_url(PRIMARY), autocommit=True, connect_timeout=10) as conn:
+        conn.execute("DELETE FROM kills")
+    stop = threading.Event()
+    killer = Killer()
+    workers = [Worker(i, stop) for i in range(THREADS)] + [PipelineWorker(THREADS, stop)]
+    try:
+        for w in workers:
+            w.start()
+        wait_for(workers, lambda: all(w.log.oks_since(0) >= OPS_BETWEEN_ROUNDS for w in workers), "every client warm")
+        for r in range(ROUNDS):
+            killer.round()
+            after = time.monotonic()
+            wait_for(workers, lambda: all(w.log.oks_since(after) >= OPS_BETWEEN_ROUNDS for w in workers),
+                     f"every client answering again after round {r}")
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(OP_TIMEOUT + 5)
+        killer.close()
+    check(not any(w.is_alive() for w in workers), "a client did not stop (a hang)")
+    judge([w.log for w in workers], killer)
+    check(sum(len(w.confirmed) for w in workers) > 0, "no write committed")
+    check_table(workers)
+    for w in workers:
+        check(w.conn.execute("SELECT 1").fetchone()[0] == 1, f"{w.log.name} is not usable after the rounds")
+        w.conn.close()
+
+
+CASES = {f.__name__: f for f in [backend_kills]}
+
+if __name__ == "__main__":
+    main(CASES)
