@@ -71,7 +71,7 @@ fn python(script: &str) -> Driver {
     Driver { command: vec!["python3".into(), path], env: Vec::new() }
 }
 
-fn node() -> Driver {
+fn node(script: &str) -> Driver {
     let dir = compat_dir();
     let probe = format!("require({:?})", dir.join("node_modules").join("pg").display().to_string());
     require(
@@ -79,7 +79,7 @@ fn node() -> Driver {
         "node-postgres",
         "npm install --no-save --no-package-lock --prefix tests/compat pg",
     );
-    let path = dir.join("node_pg.js").display().to_string();
+    let path = dir.join(script).display().to_string();
     let modules = dir.join("node_modules").display().to_string();
     Driver { command: vec!["node".into(), path], env: vec![("NODE_PATH".into(), modules)] }
 }
@@ -242,14 +242,22 @@ async fn sqlalchemy_orm() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn node_postgres() {
-    let driver = node();
+    let driver = node("node_pg.js");
     let (c, p) = cluster().await;
     run(driver, &c, &p, &["pool", "named_prepared"]).await;
 }
 
+/// Every server backend terminated, five rounds, under a `pg.Pool` of eight clients.
+#[tokio::test(flavor = "multi_thread")]
+async fn node_postgres_backend_kills() {
+    let driver = node("node_pg_kills.js");
+    let (c, p) = cluster().await;
+    run(driver, &c, &p, &["backend_kills"]).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn node_postgres_engine() {
-    let driver = node();
+    let driver = node("node_pg.js");
     let (c, p) = cluster().await;
     run(driver, &c, &p, &["notifications"]).await;
 }
