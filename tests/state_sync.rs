@@ -176,6 +176,28 @@ async fn reset_all_returns_to_the_startup_parameters() {
     }
 }
 
+/// asyncpg's pool reset, sent at every release, resets the session as `RESET ALL` does. It
+/// also unlocks advisory locks (a write), which must not pin the session: with one server
+/// connection, another client still gets it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pool_reset_with_a_write_in_it_does_not_pin_the_session() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).pool_size(1).pool_mode("transaction").start().await;
+    let mut config: tokio_postgres::Config = p.conn_string().parse().unwrap();
+    config.options("-c work_mem=5MB");
+    let (a, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let work_mem = "SELECT current_setting('work_mem')";
+    a.batch_execute("SET work_mem = '7MB'").await.unwrap();
+    a.batch_execute("SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;").await.unwrap();
+    // a stays connected, idle: b needs the only server connection.
+    let b = p.connect().await;
+    let read = tokio::time::timeout(std::time::Duration::from_secs(20), b.query_one(work_mem, &[])).await;
+    let read = read.expect("b waited for the connection a kept").expect("b's read failed");
+    assert_ne!(read.get::<_, String>(0), "7MB", "b sees a's setting");
+    assert_eq!(a.query_one(work_mem, &[]).await.unwrap().get::<_, String>(0), "5MB", "a is back to its startup value");
+}
+
 /// The same with a connection held for the whole session (session pooling).
 #[tokio::test(flavor = "multi_thread")]
 async fn reset_all_on_a_held_connection_returns_to_the_startup_parameters() {

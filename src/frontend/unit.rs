@@ -233,9 +233,46 @@ pub(super) fn unit_texts(unit: &Unit) -> Vec<String> {
     }
 }
 
-/// `RESET ALL` / `DISCARD ALL`: the session's replayable state starts over.
+/// `RESET ALL` / `DISCARD ALL`, or a pool's reset made of them ([`is_pool_reset`]): the
+/// session's replayable state starts over.
 pub(super) fn is_reset_all(sql: &str) -> bool {
-    first_words_are(sql, &["reset", "discard"], "all")
+    first_words_are(sql, &["reset", "discard"], "all") || is_pool_reset(sql)
+}
+
+/// True if every statement text `unit` carries is a reset ([`is_reset_all`]), and it carries one.
+pub(super) fn only_resets(unit: &Unit) -> bool {
+    let texts = unit_texts(unit);
+    !texts.is_empty() && texts.iter().all(|t| is_reset_all(t))
+}
+
+/// What a driver's pool sends to hand a connection back clean, besides `RESET ALL`: asyncpg's
+/// pool runs `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;` at every
+/// release. On a session that is not pinned, the other statements find nothing to undo: a
+/// session that took a session-level advisory lock, kept a cursor past its transaction or
+/// listened is pinned already, and those statements are not replayed anywhere.
+const POOL_RESET_PIECES: &[&str] =
+    &["select pg_advisory_unlock_all()", "select pg_catalog.pg_advisory_unlock_all()", "close all", "unlisten *"];
+
+/// True if `sql` is `RESET ALL` with only [`POOL_RESET_PIECES`] around it. Split on every `;`
+/// without a lexer: a piece with a quote, a comment or anything else matches no entry, so a
+/// text cut inside a literal is never taken for a reset.
+fn is_pool_reset(sql: &str) -> bool {
+    let mut reset = false;
+    for piece in sql.split(';') {
+        let mut words = piece.split_whitespace();
+        let Some(first) = words.next() else { continue };
+        let mut spelled = first.to_ascii_lowercase();
+        for w in words {
+            spelled.push(' ');
+            spelled.push_str(&w.to_ascii_lowercase());
+        }
+        if spelled == "reset all" {
+            reset = true;
+        } else if !POOL_RESET_PIECES.contains(&spelled.as_str()) {
+            return false;
+        }
+    }
+    reset
 }
 
 /// Asks the primary where its WAL is after a write, for read-your-writes. The insert position,

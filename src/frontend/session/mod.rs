@@ -42,8 +42,8 @@ use end::{Fault, SessionEnd};
 use state::{Event, SessionState};
 
 use super::unit::{
-    is_extended, is_frontend_tag, is_reset_all, no_node_error, query_ends_tx_outside_block, resets_statements,
-    unit_texts, with_streamed, AfterLoss, Capture, Unit, LSN_SQL,
+    is_extended, is_frontend_tag, is_reset_all, no_node_error, only_resets, query_ends_tx_outside_block,
+    resets_statements, unit_texts, with_streamed, AfterLoss, Capture, Unit, LSN_SQL,
 };
 use super::Shared;
 use crate::backend::conn::{column, parse_lsn};
@@ -420,7 +420,10 @@ impl<'a> Session<'a> {
             // A session command run outside a transaction block is replayed on whichever
             // connection the session uses next; inside one (it may roll back), or when it also
             // writes, or when the history is full, the session stays on this connection.
-            SessionEffect::Parameter if autocommit && class.access == Access::Read => {
+            // A reset replays nothing, so a write in it does not hold the session either
+            // (asyncpg's pool reset unlocks advisory locks at every release: pinning there would
+            // cost every asyncpg client a server connection of its own).
+            SessionEffect::Parameter if autocommit && (class.access == Access::Read || only_resets(unit)) => {
                 let texts = unit_texts(unit);
                 let reset = texts.iter().any(|t| is_reset_all(t));
                 if reset {

@@ -167,10 +167,36 @@ fn resets_are_recognised() {
     assert!(is_reset_all("RESET ALL"));
     assert!(is_reset_all("discard  all;"));
     assert!(!is_reset_all("RESET search_path"));
+    // asyncpg's pool reset, as it sends it.
+    assert!(is_reset_all("SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;"));
+    assert!(is_reset_all("close all; Reset  All"));
+    for not_reset in [
+        "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;",
+        "SELECT pg_advisory_unlock_all(); SET search_path = x; RESET ALL",
+        "CLOSE ALL; RESET ALL; SELECT pg_advisory_lock(1)",
+        "SELECT 'x; RESET ALL'; RESET ALL",
+        "UNLISTEN * -- ; RESET ALL",
+        "",
+    ] {
+        assert!(!is_reset_all(not_reset), "{not_reset}");
+    }
     let Unit::Simple(f) = query("DEALLOCATE ALL") else { unreachable!() };
     assert!(resets_statements(&f));
     let Unit::Simple(f) = query("DEALLOCATE s1") else { unreachable!() };
     assert!(!resets_statements(&f));
     let Unit::Simple(f) = query("\n discard all;") else { unreachable!() };
     assert!(resets_statements(&f));
+}
+
+#[test]
+fn only_resets_needs_a_reset_text_in_every_place() {
+    assert!(only_resets(&query("SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;")));
+    assert!(!only_resets(&query("INSERT INTO t VALUES (1); RESET ALL")));
+    // A unit that runs a statement prepared earlier carries no text: nothing says it resets.
+    let mut b = BytesMut::new();
+    messages::bind_text(&mut b, &[]);
+    let bind = Frame::from_bytes(b.split().freeze());
+    messages::execute(&mut b, "", 0);
+    let execute = Frame::from_bytes(b.split().freeze());
+    assert!(!only_resets(&Unit::Extended(vec![bind, execute])));
 }
