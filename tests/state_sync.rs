@@ -198,6 +198,27 @@ async fn a_pool_reset_with_a_write_in_it_does_not_pin_the_session() {
     assert_eq!(a.query_one(work_mem, &[]).await.unwrap().get::<_, String>(0), "5MB", "a is back to its startup value");
 }
 
+/// `set_config(name, $1, false)` with a bound value (row-level-security setups; asyncpg around
+/// its type introspection) is a session command like SET: recorded with its value, replayed on
+/// the next connection, and the session is not pinned for it.
+#[tokio::test(flavor = "multi_thread")]
+async fn set_config_with_a_parameter_is_replayed_and_does_not_pin() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).pool_size(1).pool_mode("transaction").start().await;
+    let a = p.connect().await;
+    let set = "SELECT set_config('app.user', $1, false)";
+    a.query_one(set, &[&"alice"]).await.unwrap();
+    // a's statement prepared before, executed by name with another value.
+    let prepared = a.prepare(set).await.unwrap();
+    a.query_one(&prepared, &[&"o'brien"]).await.unwrap();
+    let b = p.connect().await;
+    let user = "SELECT current_setting('app.user', true)";
+    let read = tokio::time::timeout(std::time::Duration::from_secs(20), b.query_one(user, &[])).await;
+    let read = read.expect("b waited for the connection a kept").expect("b's read failed");
+    assert_ne!(read.get::<_, Option<String>>(0).as_deref(), Some("o'brien"), "b sees a's setting");
+    assert_eq!(a.query_one(user, &[]).await.unwrap().get::<_, String>(0), "o'brien", "a after b used the connection");
+}
+
 /// The same with a connection held for the whole session (session pooling).
 #[tokio::test(flavor = "multi_thread")]
 async fn reset_all_on_a_held_connection_returns_to_the_startup_parameters() {

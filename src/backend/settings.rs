@@ -144,6 +144,9 @@ fn is_reset(sql: &str) -> bool {
 /// The parameter a single `SET [SESSION] name {TO|=} ...` or `RESET name` sets (lowercase), or
 /// `None` when the statement is anything else (its order then matters).
 fn parameter_of(sql: &str) -> Option<String> {
+    if let Some(name) = set_config_name(sql) {
+        return (!ORDERED_NAMES.contains(&name.as_str())).then_some(name);
+    }
     if sql.contains(';') || sql.contains("--") || sql.contains("/*") {
         return None;
     }
@@ -197,11 +200,15 @@ fn push_literal(out: &mut String, s: &str) {
     out.push('\'');
 }
 
+const SET_CONFIG_HEAD: &str = "SELECT pg_catalog.set_config(";
+const SET_CONFIG_TAIL: &str = ", false)";
+
 /// `SELECT pg_catalog.set_config('name', 'value', false)`, built in one allocation: settings are
 /// folded for every login, and `format!` of two quoted literals cost three.
-fn set_config_sql(name: &str, value: &str) -> String {
-    const HEAD: &str = "SELECT pg_catalog.set_config(";
-    const TAIL: &str = ", false)";
+#[must_use]
+pub(crate) fn set_config_sql(name: &str, value: &str) -> String {
+    const HEAD: &str = SET_CONFIG_HEAD;
+    const TAIL: &str = SET_CONFIG_TAIL;
     let mut sql = String::with_capacity(HEAD.len() + name.len() + value.len() + 6 + TAIL.len());
     sql.push_str(HEAD);
     push_literal(&mut sql, name);
@@ -211,9 +218,43 @@ fn set_config_sql(name: &str, value: &str) -> String {
     sql
 }
 
+/// The parameter (lowercase) a text made by [`set_config_sql`] sets, or `None` for any other
+/// text: the history records session commands run through `set_config` in that form.
+#[must_use]
+pub(crate) fn set_config_name(sql: &str) -> Option<String> {
+    let rest = sql.strip_prefix(SET_CONFIG_HEAD)?;
+    let (name, rest) = take_literal(rest)?;
+    let rest = rest.strip_prefix(", ")?;
+    let (_, rest) = take_literal(rest)?;
+    (rest == SET_CONFIG_TAIL).then(|| name.to_ascii_lowercase())
+}
+
+/// A literal written by [`push_literal`] at the start of `text`: its value and what follows.
+fn take_literal(text: &str) -> Option<(String, &str)> {
+    let mut rest = text.strip_prefix('\'')?;
+    let mut value = String::new();
+    loop {
+        let end = rest.find('\'')?;
+        value.push_str(&rest[..end]);
+        rest = &rest[end + 1..];
+        match rest.strip_prefix('\'') {
+            Some(after) => {
+                value.push('\'');
+                rest = after;
+            }
+            None => return Some((value, rest)),
+        }
+    }
+}
+
 /// A parameter name as an identifier (names are plain: see [`parameter_of`]).
 fn quote_ident(name: &str) -> String {
-    if name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '.') {
+    // A custom parameter's parts may be reserved words (`app.user`): each is quoted.
+    if name.contains('.') {
+        let parts: Vec<String> = name.split('.').map(|p| format!("\"{}\"", p.replace('"', "\"\""))).collect();
+        return parts.join(".");
+    }
+    if name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
         name.to_string()
     } else {
         format!("\"{}\"", name.replace('"', "\"\""))
@@ -243,6 +284,32 @@ mod tests {
         for (name, value, want) in cases {
             assert_eq!(set_config_sql(name, value), want, "{name} = {value}");
         }
+    }
+
+    #[test]
+    fn set_config_texts_are_read_back_as_the_parameter_they_set() {
+        for (name, value) in [("jit", "off"), ("App.User", "o'brien"), ("a'b", "''"), ("x.y", "")] {
+            assert_eq!(set_config_name(&set_config_sql(name, value)), Some(name.to_ascii_lowercase()), "{name}");
+        }
+        for other in [
+            "SELECT pg_catalog.set_config('jit', 'off', true)",
+            "SELECT pg_catalog.set_config('jit', 'off', false); DROP TABLE t",
+            "SELECT pg_catalog.set_config('jit', off, false)",
+            "SELECT set_config('jit', 'off', false)",
+        ] {
+            assert_eq!(set_config_name(other), None, "{other}");
+        }
+        // In a history they fold like SET: the last one of a parameter counts, in its place.
+        let off = set_config_sql("jit", "off");
+        let on = set_config_sql("jit", "on");
+        assert_eq!(s(&[], &["SET jit = on", &off]), s(&[], &[&off]));
+        assert_eq!(s(&[], &[&off, "SET ROLE x", &on]), s(&[], &["SET ROLE x", &on]));
+        // Reset by a name whose parts are quoted: `user` is a reserved word.
+        let user = set_config_sql("app.user", "alice");
+        assert_eq!(diff(Some(&s(&[], &[&user])), &s(&[], &[])), vec!["RESET \"app\".\"user\"".to_string()]);
+        // `role` is order-dependent, set either way.
+        let role = set_config_sql("role", "x");
+        assert_eq!(parameter_of(&role), None);
     }
 
     #[test]

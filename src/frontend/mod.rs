@@ -11,6 +11,7 @@ pub mod cancel;
 pub mod catalog;
 pub mod client_auth;
 mod duplex;
+mod executed;
 pub mod expect;
 pub mod handshake;
 pub mod lifecycle;

@@ -35,7 +35,7 @@ pub struct StmtDef {
 }
 
 impl StmtDef {
-    fn new(query: &[u8], param_types: &[u8], classifier: &Classifier) -> Self {
+    pub(super) fn new(query: &[u8], param_types: &[u8], classifier: &Classifier) -> Self {
         let epoch = classifier.epoch();
         Self {
             key: Arc::new(StmtKey { query: query.to_vec(), param_types: param_types.to_vec() }),

@@ -220,29 +220,10 @@ fn merge(out: &mut Class, c: &Class) {
     out.hint = out.hint.or(c.hint);
 }
 
-/// The SQL texts of a unit (the Query, or each Parse of a batch).
-pub(super) fn unit_texts(unit: &Unit) -> Vec<String> {
-    match unit {
-        Unit::Simple(f) => messages::decode_query(f.body()).map(str::to_string).into_iter().collect(),
-        Unit::Extended(frames) => frames
-            .iter()
-            .filter(|f| f.tag() == tag::PARSE)
-            .filter_map(|f| messages::decode_parse(f.body()))
-            .map(|p| String::from_utf8_lossy(p.query).into_owned())
-            .collect(),
-    }
-}
-
 /// `RESET ALL` / `DISCARD ALL`, or a pool's reset made of them ([`is_pool_reset`]): the
 /// session's replayable state starts over.
 pub(super) fn is_reset_all(sql: &str) -> bool {
     first_words_are(sql, &["reset", "discard"], "all") || is_pool_reset(sql)
-}
-
-/// True if every statement text `unit` carries is a reset ([`is_reset_all`]), and it carries one.
-pub(super) fn only_resets(unit: &Unit) -> bool {
-    let texts = unit_texts(unit);
-    !texts.is_empty() && texts.iter().all(|t| is_reset_all(t))
 }
 
 /// What a driver's pool sends to hand a connection back clean, besides `RESET ALL`: asyncpg's

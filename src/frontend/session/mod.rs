@@ -22,6 +22,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use super::cancel::CancelKey;
+use super::executed::executed_texts;
 use super::handshake::Login;
 use super::params::SessionParams;
 use super::relay::{Outcome, Relay, Streamed};
@@ -42,11 +43,12 @@ use end::{Fault, SessionEnd};
 use state::{Event, SessionState};
 
 use super::unit::{
-    is_extended, is_frontend_tag, is_reset_all, no_node_error, only_resets, query_ends_tx_outside_block,
-    resets_statements, unit_texts, with_streamed, AfterLoss, Capture, Unit, LSN_SQL,
+    is_extended, is_frontend_tag, is_reset_all, no_node_error, query_ends_tx_outside_block, resets_statements,
+    with_streamed, AfterLoss, Capture, Unit, LSN_SQL,
 };
 use super::Shared;
 use crate::backend::conn::{column, parse_lsn};
+use crate::backend::settings::set_config_name;
 use crate::backend::{Checkout, Pool, ServerConn};
 use crate::config::PoolMode;
 use crate::error::{sqlstate, BackendError};
@@ -417,14 +419,27 @@ impl<'a> Session<'a> {
     fn note_effects(&mut self, class: &Class, unit: &Unit, autocommit: bool) {
         match class.session {
             SessionEffect::Pin => self.state = self.state.after(Event::Pin),
-            // A session command run outside a transaction block is replayed on whichever
-            // connection the session uses next; inside one (it may roll back), or when it also
-            // writes, or when the history is full, the session stays on this connection.
-            // A reset replays nothing, so a write in it does not hold the session either
-            // (asyncpg's pool reset unlocks advisory locks at every release: pinning there would
+            // A session command run outside a transaction block is replayed, as the text that
+            // ran, on whichever connection the session uses next; inside one (it may roll
+            // back), or when it also writes, or when what ran cannot be told as a text, or when
+            // the history is full, the session stays on this connection. A reset replays
+            // nothing and `set_config` calls are recorded as such, so a write in those does not
+            // hold the session (asyncpg unlocks advisory locks in its pool reset, and sets
+            // `jit` through `set_config` around its type introspection: pinning there would
             // cost every asyncpg client a server connection of its own).
-            SessionEffect::Parameter if autocommit && (class.access == Access::Read || only_resets(unit)) => {
-                let texts = unit_texts(unit);
+            SessionEffect::Parameter if autocommit => {
+                let texts = match self.rare.peek() {
+                    Some(rare) => executed_texts(unit, &rare.statements),
+                    None => executed_texts(unit, &Statements::default()),
+                };
+                let replayable = |texts: &Vec<String>| {
+                    class.access == Access::Read
+                        || texts.iter().all(|t| is_reset_all(t) || set_config_name(t).is_some())
+                };
+                let Some(texts) = texts.filter(replayable) else {
+                    self.state = self.state.after(Event::Pin);
+                    return self.note_other_effects(class, unit);
+                };
                 let reset = texts.iter().any(|t| is_reset_all(t));
                 if reset {
                     Arc::make_mut(&mut self.params).reset_all();
@@ -445,6 +460,11 @@ impl<'a> Session<'a> {
             SessionEffect::Parameter => self.state = self.state.after(Event::Pin),
             SessionEffect::None => {}
         }
+        self.note_other_effects(class, unit);
+    }
+
+    /// The effects of a unit other than on session parameters.
+    fn note_other_effects(&mut self, class: &Class, unit: &Unit) {
         // Functions changed: reload the catalog once that is committed (see `release_if_done`).
         if class.changes_functions {
             self.rare.get().catalog_stale = true;

@@ -187,16 +187,3 @@ fn resets_are_recognised() {
     let Unit::Simple(f) = query("\n discard all;") else { unreachable!() };
     assert!(resets_statements(&f));
 }
-
-#[test]
-fn only_resets_needs_a_reset_text_in_every_place() {
-    assert!(only_resets(&query("SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;")));
-    assert!(!only_resets(&query("INSERT INTO t VALUES (1); RESET ALL")));
-    // A unit that runs a statement prepared earlier carries no text: nothing says it resets.
-    let mut b = BytesMut::new();
-    messages::bind_text(&mut b, &[]);
-    let bind = Frame::from_bytes(b.split().freeze());
-    messages::execute(&mut b, "", 0);
-    let execute = Frame::from_bytes(b.split().freeze());
-    assert!(!only_resets(&Unit::Extended(vec![bind, execute])));
-}
