@@ -30,6 +30,7 @@ mod cache;
 mod cache_key;
 mod ddl;
 mod functions;
+mod key_hash;
 mod lexer;
 mod node_local;
 mod query;
