@@ -18,7 +18,8 @@
 //!   [`FunctionCatalog`], the allow-list;
 //! - `node_local`: statements whose answer describes the node that runs them (prepared
 //!   transactions, locks, activity, recovery state): only the primary's answer is the cluster's;
-//! - `cache`: [`Classifier`], the shared bounded cache;
+//! - `cache`: [`Classifier`], the shared bounded cache; `cache_key`: the text it is keyed by
+//!   (comments and plain literals dropped); `key_hash`: that key's hash, seeded per process;
 //! - `route`: [`route`], [`SessionView`], [`Policy`];
 //! - `standby`: [`StandbyRefusal`], session defaults a hot standby refuses.
 //!
