@@ -3,7 +3,8 @@
 //!
 //! The cache is keyed by statement text reduced by [`cache_key`] (comments other than a leading
 //! hint dropped, plain literals replaced), so per-request comments and inlined literal values do
-//! not defeat or churn it. The key is hashed once with a per-process random SipHash key
+//! not defeat or churn it. The key is built on the caller's stack (for texts up to
+//! [`INLINE_KEY_TEXT_BYTES`]) and hashed once by a [`KeyHasher`] with per-process random seeds
 //! (statement text comes from clients: no hash flooding); the hash picks a shard and is the key
 //! of that shard's map, whose entries keep the key text to compare. Each shard holds at
 //! most its share of `cache_entries`; a full shard evicts an arbitrary entry (cheap and good
@@ -13,13 +14,15 @@
 //! Entries marked by [`Classifier::note_write`] (a replica rejected the text with 25006) override
 //! classification and survive [`Classifier::set_catalog`], which clears everything else.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use super::cache_key::{cache_key, lexed_key, plain_key_into, InlineKey, INLINE_KEY_TEXT_BYTES};
 use super::functions::{AllowList, FunctionCatalog, Resolver};
+use super::key_hash::KeyHasher;
 use super::{statement, Access, Class, Reason};
 
 /// Longest statement text the cache stores.
@@ -67,59 +70,41 @@ struct Key<'a> {
 
 /// A text with nothing to normalise is keyed as it is (stored as `=` + text), so its repeats
 /// (a driver's Parse of the same statement) hit after one hash, without lexing; any other text
-/// by its normalised form ([`cache_key`], which never starts with `=`).
-// Large on purpose: the normalised key lives on the stack for one lookup (boxing it is the
-// allocation this avoids).
-#[allow(clippy::large_enum_variant)]
+/// by its normalised form ([`cache_key`], which never starts with `=`): borrowed from an
+/// [`InlineKey`] on the caller's stack if it fits (the common case: a lookup that hits
+/// allocates and moves nothing), else owned.
 enum KeyText<'a> {
     Raw(&'a str),
-    Normalised(Normalised),
-}
-
-/// A normalised key: built on the stack for a text of up to [`INLINE_KEY_TEXT_BYTES`] (the
-/// common case: a lookup that hits allocates nothing), else a `String`.
-#[allow(clippy::large_enum_variant)] // on purpose, see `KeyText`
-enum Normalised {
-    Inline(InlineKey),
-    Owned(String),
-}
-
-impl Normalised {
-    /// The key of `sql` (`cache_key`'s), on the stack if it fits.
-    fn of(sql: &str) -> Self {
-        if sql.len() <= INLINE_KEY_TEXT_BYTES {
-            let mut key = InlineKey::new();
-            if plain_key_into(sql, &mut key).is_some() && key.as_bytes().is_some() {
-                return Normalised::Inline(key);
-            }
-            return Normalised::Owned(lexed_key(sql));
-        }
-        Normalised::Owned(cache_key(sql))
-    }
-
-    fn as_bytes(&self) -> &[u8] {
-        match self {
-            Normalised::Inline(key) => key.as_bytes().unwrap_or_default(),
-            Normalised::Owned(key) => key.as_bytes(),
-        }
-    }
+    Normalised(Cow<'a, [u8]>),
 }
 
 impl KeyText<'_> {
     fn matches(&self, stored: &[u8]) -> bool {
         match self {
             KeyText::Raw(sql) => stored.strip_prefix(b"=") == Some(sql.as_bytes()),
-            KeyText::Normalised(key) => stored == key.as_bytes(),
+            KeyText::Normalised(key) => stored == &**key,
         }
     }
 
     fn into_stored(self) -> Box<[u8]> {
         match self {
             KeyText::Raw(sql) => [b"=", sql.as_bytes()].concat().into_boxed_slice(),
-            KeyText::Normalised(Normalised::Inline(key)) => Box::from(key.as_bytes().unwrap_or_default()),
-            KeyText::Normalised(Normalised::Owned(key)) => key.into_bytes().into_boxed_slice(),
+            KeyText::Normalised(key) => key.into_owned().into_boxed_slice(),
         }
     }
+}
+
+/// The normalised key of `sql` (`cache_key`'s): written into `buf` if it fits.
+fn normalised<'a>(sql: &str, buf: &'a mut InlineKey) -> Cow<'a, [u8]> {
+    if sql.len() <= INLINE_KEY_TEXT_BYTES {
+        if plain_key_into(sql, buf).is_some() {
+            if let Some(key) = buf.as_bytes() {
+                return Cow::Borrowed(key);
+            }
+        }
+        return Cow::Owned(lexed_key(sql).into_bytes());
+    }
+    Cow::Owned(cache_key(sql).into_bytes())
 }
 
 /// Classifies statements with a bounded cache, the configured read-only functions, and the
@@ -127,7 +112,7 @@ impl KeyText<'_> {
 pub struct Classifier {
     shards: Vec<Mutex<Shard>>,
     per_shard: usize,
-    hasher: RandomState,
+    hasher: KeyHasher,
     allow: AllowList,
     catalog: RwLock<Option<Arc<FunctionCatalog>>>,
     /// Bumped by every `set_catalog`: a classification made with an older catalog is not stored.
@@ -155,7 +140,7 @@ impl Classifier {
         Self {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             per_shard: cache_entries.div_ceil(SHARDS),
-            hasher: RandomState::new(),
+            hasher: KeyHasher::new(),
             allow: AllowList::new(&read_only_functions),
             catalog: RwLock::new(None),
             catalog_generation: AtomicU64::new(0),
@@ -209,7 +194,8 @@ impl Classifier {
     /// Look `sql` up by its key (a raw key only if `raw_unseen`: not looked up yet), else
     /// classify and remember.
     fn classify_keyed(&self, sql: &str, raw_unseen: bool) -> Arc<Class> {
-        let key = self.key(sql);
+        let mut buf = InlineKey::new();
+        let key = self.key(sql, &mut buf);
         if let Some(key) = key.as_ref().filter(|k| raw_unseen || matches!(k.text, KeyText::Normalised(_))) {
             if let Some(class) = self.lookup(key) {
                 // Counted as before: a hit of the text as it is never was.
@@ -240,7 +226,8 @@ impl Classifier {
     /// Remember that this exact text is a write (a replica rejected it with SQLSTATE 25006),
     /// whatever classification says. Kept until evicted, even across catalog changes.
     pub fn note_write(&self, sql: &str) {
-        let Some(key) = self.key(sql) else {
+        let mut buf = InlineKey::new();
+        let Some(key) = self.key(sql, &mut buf) else {
             return;
         };
         let mut class = self.classify_uncached(sql);
@@ -280,26 +267,25 @@ impl Classifier {
         self.per_shard > 0 && sql.len() <= MAX_CACHED_SQL_BYTES
     }
 
-    /// The key `sql` is stored under, or `None` if it is not cached at all.
-    fn key<'a>(&self, sql: &'a str) -> Option<Key<'a>> {
+    /// The key `sql` is stored under (built in `buf` if it fits), or `None` if it is not cached
+    /// at all.
+    fn key<'a>(&self, sql: &'a str, buf: &'a mut InlineKey) -> Option<Key<'a>> {
         if !self.cacheable(sql) {
             return None;
         }
-        let text = Normalised::of(sql);
-        if text.as_bytes().strip_prefix(b"-") == Some(sql.as_bytes()) {
+        let text = normalised(sql, buf);
+        // Never empty: a key starts with its hint mark.
+        let (&first, rest) = text.split_first()?;
+        if first == b'-' && rest == sql.as_bytes() {
             return Some(self.raw_key(sql));
         }
-        let mut hasher = self.hasher.build_hasher();
-        hasher.write(text.as_bytes());
-        Some(Key { hash: hasher.finish(), text: KeyText::Normalised(text) })
+        let hash = self.hasher.hash(first, rest);
+        Some(Key { hash, text: KeyText::Normalised(text) })
     }
 
     /// `sql` keyed as it is.
     fn raw_key<'a>(&self, sql: &'a str) -> Key<'a> {
-        let mut hasher = self.hasher.build_hasher();
-        hasher.write(b"=");
-        hasher.write(sql.as_bytes());
-        Key { hash: hasher.finish(), text: KeyText::Raw(sql) }
+        Key { hash: self.hasher.hash(b'=', sql.as_bytes()), text: KeyText::Raw(sql) }
     }
 
     fn shard(&self, key: u64) -> &Mutex<Shard> {
@@ -388,9 +374,10 @@ mod tests {
     fn a_text_with_nothing_to_normalise_is_keyed_as_it_is() {
         let c = Classifier::new(100, vec![]);
         let sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
-        assert!(matches!(c.key(sql).unwrap().text, KeyText::Raw(_)));
-        assert!(matches!(c.key("SELECT 1").unwrap().text, KeyText::Normalised(_)));
-        assert!(matches!(c.key("SELECT a  FROM t").unwrap().text, KeyText::Normalised(_)));
+        let mut buf = InlineKey::new();
+        assert!(matches!(c.key(sql, &mut buf).unwrap().text, KeyText::Raw(_)));
+        assert!(matches!(c.key("SELECT 1", &mut buf).unwrap().text, KeyText::Normalised(Cow::Borrowed(_))));
+        assert!(matches!(c.key("SELECT a  FROM t", &mut buf).unwrap().text, KeyText::Normalised(_)));
         let first = c.classify(sql);
         assert!(c.lookup(&c.raw_key(sql)).is_some_and(|hit| Arc::ptr_eq(&hit, &first)));
         // The same statement with a comment is a separate (normalised) entry of the same class.
@@ -436,7 +423,7 @@ mod tests {
             texts.push(format!("SELECT 1  AS {}", "b".repeat(pad.saturating_sub(1))));
         }
         for sql in &texts {
-            assert_eq!(Normalised::of(sql).as_bytes(), cache_key(sql).as_bytes(), "{sql:?}");
+            assert_eq!(&*normalised(sql, &mut InlineKey::new()), cache_key(sql).as_bytes(), "{sql:?}");
         }
     }
 
@@ -444,9 +431,11 @@ mod tests {
     fn an_equal_hash_with_another_key_text_is_a_miss() {
         let c = Classifier::new(100, vec![]);
         let stored = c.classify_query("SELECT * FROM t WHERE id = 1");
-        let stored_key = c.key("SELECT * FROM t WHERE id = 2").unwrap();
+        let (mut buf, mut other_buf) = (InlineKey::new(), InlineKey::new());
+        let stored_key = c.key("SELECT * FROM t WHERE id = 2", &mut buf).unwrap();
         // Another statement's key under the stored one's hash, as a collision would give it.
-        let other = Key { hash: stored_key.hash, text: c.key("DELETE FROM t WHERE id = 1").unwrap().text };
+        let other =
+            Key { hash: stored_key.hash, text: c.key("DELETE FROM t WHERE id = 1", &mut other_buf).unwrap().text };
         assert!(c.lookup(&other).is_none());
         assert!(c.lookup(&stored_key).is_some_and(|hit| Arc::ptr_eq(&hit, &stored)));
     }
@@ -531,7 +520,7 @@ mod tests {
         let generation = c.catalog_generation.load(Ordering::Acquire);
         let stale = Arc::new(c.classify_uncached("SELECT f()"));
         c.set_catalog(FunctionCatalog::from_rows([("public".into(), "f".into(), 'i')]));
-        c.store(c.key("SELECT f()").unwrap(), stale, Some(generation));
+        c.store(c.key("SELECT f()", &mut InlineKey::new()).unwrap(), stale, Some(generation));
         assert_eq!(c.cached(), 0);
         assert_eq!(c.classify("SELECT f()").access, Access::Read);
     }

@@ -46,8 +46,8 @@ pub(crate) const INLINE_KEY_TEXT_BYTES: usize = 255;
 pub(crate) trait KeyOut {
     /// Append one ASCII byte (a mark, a gap or a placeholder).
     fn push_mark(&mut self, mark: u8);
-    /// Append a piece of the text.
-    fn push_text(&mut self, text: &str);
+    /// Append `sql[from..to]` (`from` and `to` are token boundaries, so character boundaries).
+    fn push_piece(&mut self, sql: &str, from: usize, to: usize);
 }
 
 impl KeyOut for String {
@@ -55,13 +55,13 @@ impl KeyOut for String {
         self.push(char::from(mark));
     }
 
-    fn push_text(&mut self, text: &str) {
-        self.push_str(text);
+    fn push_piece(&mut self, sql: &str, from: usize, to: usize) {
+        self.push_str(&sql[from..to]);
     }
 }
 
 /// A key built in place, for texts of at most [`INLINE_KEY_TEXT_BYTES`]. Filled only from
-/// whole `str` pieces and ASCII marks, so its bytes are UTF-8.
+/// pieces of a `str` cut at character boundaries and ASCII marks, so its bytes are UTF-8.
 pub(crate) struct InlineKey {
     bytes: [u8; INLINE_KEY_TEXT_BYTES + 1],
     len: usize,
@@ -97,8 +97,13 @@ impl KeyOut for InlineKey {
         self.push_bytes(&[mark]);
     }
 
-    fn push_text(&mut self, text: &str) {
-        self.push_bytes(text.as_bytes());
+    fn push_piece(&mut self, sql: &str, from: usize, to: usize) {
+        // Bytes, not `&sql[from..to]`: the two character-boundary checks are not needed.
+        debug_assert!(sql.is_char_boundary(from) && sql.is_char_boundary(to));
+        match sql.as_bytes().get(from..to) {
+            Some(piece) => self.push_bytes(piece),
+            None => self.overflowed = true,
+        }
     }
 }
 
@@ -109,6 +114,14 @@ fn hint_mark(sql: &str) -> u8 {
         Some(Hint::Primary) => b'P',
         Some(Hint::Replica) => b'R',
     }
+}
+
+/// True if `sql` starts with whitespace or what may be a comment: only then can it carry a
+/// hint or need trivia skipped before its first token.
+fn starts_with_trivia(sql: &str) -> bool {
+    sql.as_bytes()
+        .first()
+        .is_some_and(|&b| matches!(ACTS[usize::from(b)], Act::Blank | Act::Space | Act::Dash | Act::Slash))
 }
 
 /// The key of `sql` in one pass over its bytes, or `None` if the text has anything this scanner
@@ -125,86 +138,174 @@ pub(crate) fn plain_key(sql: &str) -> Option<String> {
 }
 
 /// [`plain_key`] written to `key` (half-written if `None`).
+///
+/// One dispatch per token on its first byte's [`Act`] (a jump table); a word's remaining
+/// bytes, the most common, are consumed by [`ident_end`]'s loop alone.
 pub(crate) fn plain_key_into(sql: &str, key: &mut impl KeyOut) -> Option<()> {
     let bytes = sql.as_bytes();
-    key.push_mark(hint_mark(sql));
-    let mut i = skip_trivia(bytes, 0)?.0;
+    let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
+    // The usual text starts with its first token: no hint, no trivia to skip.
+    let mut i = 0;
+    if starts_with_trivia(sql) {
+        key.push_mark(hint_mark(sql));
+        i = skip_trivia(bytes, 0)?.0;
+    } else {
+        key.push_mark(b'-');
+    }
     // Start of the text not yet copied into the key.
     let mut run = i;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if CLASSES[usize::from(b)] & WORD_START != 0 {
-            // The most common token first: a keyword or a name (none of the bytes tested
-            // below starts one).
-            i = plain_word_end(bytes, i)?;
-            continue;
-        }
-        let next = bytes.get(i + 1).copied().unwrap_or(0);
-        if b == b' ' && i + 1 < bytes.len() && CLASSES[usize::from(next)] & SPACE == 0 && next != b'-' && next != b'/' {
+    while let Some(&b) = bytes.get(i) {
+        match ACTS[usize::from(b)] {
+            Act::Word => i = ident_end(bytes, i + 1),
+            Act::Prefix => i = prefix_word_end(bytes, i)?,
             // The usual gap: one blank between two tokens, which the key keeps as it is, so the
             // run goes on (fewer, longer pieces).
-            i += 1;
-        } else if CLASSES[usize::from(b)] & SPACE != 0 || (b == b'-' && next == b'-') || (b == b'/' && next == b'*') {
-            let (end, newline) = skip_trivia(bytes, i)?;
-            key.push_text(&sql[run..i]);
-            if end < bytes.len() {
-                key.push_mark(if newline { b'\n' } else { b' ' });
+            Act::Blank if plain_blank(bytes, i + 1) => i += 1,
+            Act::Blank | Act::Space => (i, run) = key_gap(sql, i, run, key)?,
+            Act::Dash if at(i + 1) == b'-' => (i, run) = key_gap(sql, i, run, key)?,
+            Act::Slash if at(i + 1) == b'*' => (i, run) = key_gap(sql, i, run, key)?,
+            Act::Quote => {
+                let end = quoted_end(bytes, i + 1, b'\'', false)?;
+                key.push_piece(sql, run, i);
+                key.push_mark(STRING);
+                (i, run) = (end, end);
             }
-            (i, run) = (end, end);
-        } else if b == b'\'' {
-            let end = quoted_end(bytes, i + 1, b'\'', false)?;
-            key.push_text(&sql[run..i]);
-            key.push_mark(STRING);
-            (i, run) = (end, end);
-        } else if b.is_ascii_digit() || (b == b'.' && next.is_ascii_digit()) {
-            let (end, plain) = match integer_end(bytes, i) {
-                Some(end) => (end, true),
-                None => {
-                    let end = number_end(bytes, i);
-                    (end, is_plain_number(&sql[i..end]))
-                }
-            };
-            if plain {
-                key.push_text(&sql[run..i]);
-                key.push_mark(NUMBER);
-                run = end;
-            }
-            i = end;
-        } else if b == b'"' {
-            i = quoted_end(bytes, i + 1, b'"', false)?;
-        } else if b == b'$' {
+            Act::Digit => (i, run) = key_number(sql, i, run, key),
+            Act::Dot if at(i + 1).is_ascii_digit() => (i, run) = key_number(sql, i, run, key),
+            Act::DoubleQuote => i = quoted_end(bytes, i + 1, b'"', false)?,
             // `$1`; a dollar quote or a lone `$` is left to the lexer.
-            if !next.is_ascii_digit() {
-                return None;
+            Act::Dollar if at(i + 1).is_ascii_digit() => {
+                i += 2;
+                while at(i).is_ascii_digit() {
+                    i += 1;
+                }
             }
-            i += 1;
-            while bytes.get(i).is_some_and(u8::is_ascii_digit) {
-                i += 1;
-            }
-        } else {
+            Act::Dollar => return None,
             // `(`, `)`, `;`, `,`, `.`, `::` and operator bytes: copied as they are.
-            i += 1;
+            Act::Copy | Act::Dash | Act::Slash | Act::Dot => i += 1,
         }
     }
-    key.push_text(&sql[run..]);
+    key.push_piece(sql, run, bytes.len());
     Some(())
 }
 
-/// The lexer's byte classes as a table (one load per byte in the scanner's loops).
-const SPACE: u8 = 1;
-const IDENT: u8 = 2;
-const WORD_START: u8 = 4;
-const CLASSES: [u8; 256] = {
-    let mut t = [0; 256];
+/// The gap (trivia) at `i` keyed as one mark, dropped at the end of the text (the text before
+/// it is copied first). Returns where scanning and the uncopied run continue, or `None` if a
+/// comment never ends.
+#[inline]
+fn key_gap(sql: &str, i: usize, run: usize, key: &mut impl KeyOut) -> Option<(usize, usize)> {
+    let (end, newline) = skip_trivia(sql.as_bytes(), i)?;
+    key.push_piece(sql, run, i);
+    if end < sql.len() {
+        key.push_mark(if newline { b'\n' } else { b' ' });
+    }
+    Some((end, end))
+}
+
+/// True if the blank before `next` is a whole gap the key keeps as it is: a token follows it
+/// (not more trivia, not the end of the text).
+#[inline]
+fn plain_blank(bytes: &[u8], next: usize) -> bool {
+    let Some(&b) = bytes.get(next) else { return false };
+    match ACTS[usize::from(b)] {
+        Act::Blank | Act::Space => false,
+        Act::Dash => bytes.get(next + 1) != Some(&b'-'),
+        Act::Slash => bytes.get(next + 1) != Some(&b'*'),
+        _ => true,
+    }
+}
+
+/// The number at `i` keyed: a plain one becomes a placeholder (the text before it is copied
+/// first). Returns where scanning and the uncopied run continue.
+#[inline]
+fn key_number(sql: &str, i: usize, run: usize, key: &mut impl KeyOut) -> (usize, usize) {
+    let bytes = sql.as_bytes();
+    let (end, plain) = match integer_end(bytes, i) {
+        Some(end) => (end, true),
+        None => {
+            let end = number_end(bytes, i);
+            (end, is_plain_number(&sql[i..end]))
+        }
+    };
+    if !plain {
+        return (end, run);
+    }
+    key.push_piece(sql, run, i);
+    key.push_mark(NUMBER);
+    (end, end)
+}
+
+/// What [`plain_key_into`] does at a token's first byte.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Act {
+    /// Punctuation and operator bytes: one byte, copied.
+    Copy,
+    /// A word that cannot be a string prefix or `EXPLAIN`.
+    Word,
+    /// A word starting with `e`, `b`, `x`, `n` or `u` (either case): may be `E'`, `U&'`, ...
+    /// or `EXPLAIN`.
+    Prefix,
+    /// `' '`.
+    Blank,
+    /// Other whitespace.
+    Space,
+    Dash,
+    Slash,
+    Quote,
+    Digit,
+    Dot,
+    DoubleQuote,
+    Dollar,
+}
+
+const ACTS: [Act; 256] = {
+    let mut t = [Act::Copy; 256];
     let mut b = 0;
     while b < 256 {
-        t[b] = if is_space(b as u8) { SPACE } else { 0 }
-            | if is_ident_byte(b as u8) { IDENT } else { 0 }
-            | if is_ident_start(b as u8) { WORD_START } else { 0 };
+        let c = b as u8;
+        t[b] = match c {
+            b' ' => Act::Blank,
+            b'-' => Act::Dash,
+            b'/' => Act::Slash,
+            b'\'' => Act::Quote,
+            b'0'..=b'9' => Act::Digit,
+            b'.' => Act::Dot,
+            b'"' => Act::DoubleQuote,
+            b'$' => Act::Dollar,
+            b'e' | b'E' | b'b' | b'B' | b'x' | b'X' | b'n' | b'N' | b'u' | b'U' => Act::Prefix,
+            _ if is_space(c) => Act::Space,
+            _ if is_ident_start(c) => Act::Word,
+            _ => Act::Copy,
+        };
         b += 1;
     }
     t
 };
+
+/// The lexer's whitespace and identifier bytes as tables (one load per byte in the loops).
+const SPACE: u8 = 1;
+const IDENT: u8 = 2;
+const CLASSES: [u8; 256] = {
+    let mut t = [0; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = if is_space(b as u8) { SPACE } else { 0 } | if is_ident_byte(b as u8) { IDENT } else { 0 };
+        b += 1;
+    }
+    t
+};
+
+/// The end of the identifier bytes from `i` on.
+#[inline]
+fn ident_end(bytes: &[u8], mut i: usize) -> usize {
+    while let Some(&b) = bytes.get(i) {
+        if CLASSES[usize::from(b)] & IDENT == 0 {
+            break;
+        }
+        i += 1;
+    }
+    i
+}
 
 /// Skip whitespace and comments from `i`: where they end and whether they hold a newline, or
 /// `None` if a block comment never ends.
@@ -231,18 +332,13 @@ fn skip_trivia(bytes: &[u8], mut i: usize) -> Option<(usize, bool)> {
     }
 }
 
-/// The end of the word starting at `start`, or `None` for a prefixed string or identifier
-/// (`E'..'`, `B'..'`, `X'..'`, `N'..'`, `U&'..'`, `U&".."`) or the word `EXPLAIN`.
-/// Most tokens are words: the prefix test runs only for a one-letter word, since a prefix's
-/// quote or `&` is not a word byte.
-#[inline]
-fn plain_word_end(bytes: &[u8], start: usize) -> Option<usize> {
-    let mut end = start + 1;
-    while end < bytes.len() && CLASSES[usize::from(bytes[end])] & IDENT != 0 {
-        end += 1;
-    }
+/// The end of the word starting at `start` (an [`Act::Prefix`] byte), or `None` for a prefixed
+/// string or identifier (`E'..'`, `B'..'`, `X'..'`, `N'..'`, `U&'..'`, `U&".."`) or the word
+/// `EXPLAIN`. A prefix's quote or `&` is not a word byte, so only a one-letter word can be one.
+fn prefix_word_end(bytes: &[u8], start: usize) -> Option<usize> {
+    let end = ident_end(bytes, start + 1);
+    let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
     if end == start + 1 {
-        let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
         match (bytes[start].to_ascii_lowercase(), at(start + 1)) {
             (b'e' | b'b' | b'x' | b'n', b'\'') => return None,
             (b'u', b'&') if matches!(at(start + 2), b'\'' | b'"') => return None,
@@ -385,10 +481,23 @@ mod tests {
         "SELECT 1-- x",
         "SELECT 1/*x*/",
         "SELECT 1\x0b\x0c2",
+        "-1 + 2",
+        "/2",
+        "- -1",
+        "\tSELECT 1",
+        "SELECT  1 ,2  ",
+        "SELECT a -- c\n, b",
+        "SELECT a /* c */, b",
+        "SELECT 1 / 2, 3 - 4, a -1, a /1",
     ];
 
+    /// The scanner's key, written to a `String` and to an [`InlineKey`], is the lexer's (or the
+    /// scanner declines with both).
     fn agrees(sql: &str) -> bool {
-        plain_key(sql).is_none_or(|k| k == lexed_key(sql))
+        let mut inline = InlineKey::new();
+        let inline = plain_key_into(sql, &mut inline).and_then(|()| inline.as_bytes().map(<[u8]>::to_vec));
+        let plain = plain_key(sql);
+        inline.as_deref() == plain.as_deref().map(str::as_bytes) && plain.is_none_or(|k| k == lexed_key(sql))
     }
 
     #[test]

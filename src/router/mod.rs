@@ -18,7 +18,8 @@
 //!   [`FunctionCatalog`], the allow-list;
 //! - `node_local`: statements whose answer describes the node that runs them (prepared
 //!   transactions, locks, activity, recovery state): only the primary's answer is the cluster's;
-//! - `cache`: [`Classifier`], the shared bounded cache;
+//! - `cache`: [`Classifier`], the shared bounded cache; `cache_key`: the text it is keyed by
+//!   (comments and plain literals dropped); `key_hash`: that key's hash, seeded per process;
 //! - `route`: [`route`], [`SessionView`], [`Policy`];
 //! - `standby`: [`StandbyRefusal`], session defaults a hot standby refuses.
 //!
@@ -30,6 +31,7 @@ mod cache;
 mod cache_key;
 mod ddl;
 mod functions;
+mod key_hash;
 mod lexer;
 mod node_local;
 mod query;

@@ -224,3 +224,31 @@ async fn a_lean_read_given_up_mid_message_loses_nothing() {
     drop(peer);
     assert!(matches!(r.next_lean().await, Err(ReadError::Truncated)), "closed mid-message");
 }
+
+#[test]
+fn the_word_wise_nul_search_finds_the_first_nul() {
+    // Bytes around the borrow of the word-wise test (0x01 just above or below a zero, 0x80,
+    // 0xff), at every length and every position of the first zero.
+    for fill in [b'a', 0x01, 0x80, 0xff, 0x7f] {
+        for len in 0..40 {
+            let mut text = vec![fill; len];
+            assert_eq!(nul_position(&text), None, "{fill:#x} {len}");
+            for at in 0..len {
+                text.fill(fill);
+                text[at] = 0;
+                for later in at..len {
+                    let mut t = text.clone();
+                    t[later] = 0;
+                    assert_eq!(nul_position(&t), Some(at), "{fill:#x} {len} {at} {later}");
+                }
+            }
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn nul_search_agrees_with_a_byte_loop(bytes in proptest::collection::vec(prop_oneof![Just(0u8), Just(1u8), any::<u8>()], 0..64)) {
+        prop_assert_eq!(nul_position(&bytes), bytes.iter().position(|&c| c == 0));
+    }
+}
