@@ -219,6 +219,46 @@ async fn set_config_with_a_parameter_is_replayed_and_does_not_pin() {
     assert_eq!(a.query_one(user, &[]).await.unwrap().get::<_, String>(0), "o'brien", "a after b used the connection");
 }
 
+/// A SET inside a transaction block lasts if the block commits, not if it rolls back; either
+/// way the session is not pinned for it (asyncpg sets `jit` inside its callers' transactions).
+/// A savepoint rolled back after a SET pins the session instead, and its value stays right.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_set_in_a_block_follows_the_block_and_does_not_pin() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).pool_size(1).pool_mode("transaction").start().await;
+    let mut config: tokio_postgres::Config = p.conn_string().parse().unwrap();
+    config.options("-c work_mem=5MB");
+    let (a, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let work_mem = "SELECT current_setting('work_mem')";
+    let b = p.connect().await;
+    // b takes the only server connection between a's units: a must not keep it.
+    let b_reads = || async {
+        let read = tokio::time::timeout(std::time::Duration::from_secs(20), b.query_one(work_mem, &[])).await;
+        read.expect("b waited for the connection a kept").expect("b's read failed").get::<_, String>(0)
+    };
+    let a_reads = || async { a.query_one(work_mem, &[]).await.unwrap().get::<_, String>(0) };
+    a.batch_execute("BEGIN").await.unwrap();
+    a.batch_execute("SET work_mem = '7MB'").await.unwrap();
+    a.query_one("SELECT set_config('app.user', $1, false)", &[&"alice"]).await.unwrap();
+    a.batch_execute("COMMIT").await.unwrap();
+    assert_ne!(b_reads().await, "7MB", "b sees a's setting");
+    assert_eq!(a_reads().await, "7MB", "committed");
+    let user = a.query_one("SELECT current_setting('app.user')", &[]).await.unwrap().get::<_, String>(0);
+    assert_eq!(user, "alice", "committed, set by set_config with a parameter");
+    a.batch_execute("BEGIN").await.unwrap();
+    a.batch_execute("SET work_mem = '9MB'").await.unwrap();
+    a.batch_execute("ROLLBACK").await.unwrap();
+    assert_ne!(b_reads().await, "9MB");
+    assert_eq!(a_reads().await, "7MB", "rolled back");
+    a.batch_execute("BEGIN").await.unwrap();
+    a.batch_execute("SAVEPOINT s").await.unwrap();
+    a.batch_execute("SET work_mem = '11MB'").await.unwrap();
+    a.batch_execute("ROLLBACK TO SAVEPOINT s").await.unwrap();
+    a.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(a_reads().await, "7MB", "undone by the savepoint's rollback");
+}
+
 /// The same with a connection held for the whole session (session pooling).
 #[tokio::test(flavor = "multi_thread")]
 async fn reset_all_on_a_held_connection_returns_to_the_startup_parameters() {

@@ -25,10 +25,22 @@ const TEXT_TYPES: [i32; 3] = [0, 25, 1043];
 /// told as a text (an Execute of a portal bound before the unit, a parameter it cannot
 /// inline, a statement it does not know).
 pub(super) fn executed_texts(unit: &Unit, statements: &Statements) -> Option<Vec<String>> {
+    ran(unit, statements, true)
+}
+
+/// The statements `unit` ran, as their texts with any parameters left as `$n` (to tell what
+/// kind of statement ran, not to replay it); `None` as for [`executed_texts`].
+pub(super) fn executed_statements(unit: &Unit, statements: &Statements) -> Option<Vec<String>> {
+    ran(unit, statements, false)
+}
+
+/// [`executed_texts`], or with `inline` false [`executed_statements`].
+fn ran(unit: &Unit, statements: &Statements, inline: bool) -> Option<Vec<String>> {
     let frames = match unit {
         Unit::Simple(f) => {
             let sql = messages::decode_query(f.body())?;
-            return Some(settings_texts(sql, &[]).unwrap_or_else(|| vec![sql.to_string()]));
+            let settings = if inline { settings_texts(sql, &[]) } else { None };
+            return Some(settings.unwrap_or_else(|| vec![sql.to_string()]));
         }
         Unit::Extended(frames) => frames,
     };
@@ -52,7 +64,13 @@ pub(super) fn executed_texts(unit: &Unit, statements: &Statements) -> Option<Vec
                         (def.key.query.as_slice(), def.key.param_types.as_slice())
                     }
                 };
-                let text = std::str::from_utf8(query).ok().and_then(|sql| bound_texts(sql, types, head.rest));
+                let text = std::str::from_utf8(query).ok().and_then(|sql| {
+                    if inline {
+                        bound_texts(sql, types, head.rest)
+                    } else {
+                        Some(vec![sql.to_string()])
+                    }
+                });
                 portals.retain(|(name, _)| *name != head.portal);
                 portals.push((head.portal, text));
             }

@@ -159,3 +159,14 @@ fn parameters_are_inlined_only_for_text_types() {
     let p = frame(|b| messages::parse(b, "", b"SELECT $1::int", &types(&[])));
     assert_eq!(ran(&Unit::Extended(vec![p, bind("", &[], &[Some(b"1")]), execute(), sync()])), None);
 }
+
+#[test]
+fn statements_are_told_with_their_parameters_left_in() {
+    let sql = "SELECT * FROM t WHERE id = $1";
+    let p = frame(|b| messages::parse(b, "", sql.as_bytes(), &types(&[])));
+    let unit = Unit::Extended(vec![p, bind("", &[], &[Some(b"1")]), execute(), sync()]);
+    assert_eq!(ran(&unit), None, "not replayable");
+    assert_eq!(executed_statements(&unit, &Statements::default()), Some(vec![sql.to_string()]));
+    let set = "SELECT set_config('a.b', 'c', false)";
+    assert_eq!(executed_statements(&simple(set), &Statements::default()), Some(vec![set.to_string()]));
+}

@@ -63,7 +63,7 @@ impl Session<'_> {
             };
             tracing::trace!(key = self.key().pid(), %tags, held = self.held.is_some(), "unit");
         }
-        let autocommit = self.state.tx() == TxStatus::Idle;
+        let before = self.state.tx();
         let retryable = self.held.is_none() && class.tx == TxEffect::None;
         let mut tried = self.attempt(&unit, &class, retryable).await?;
         match tried.as_mut() {
@@ -85,7 +85,7 @@ impl Session<'_> {
             _ => {}
         }
         match tried {
-            Some(tried) => self.after_unit(tried, &class, &unit, autocommit).await,
+            Some(tried) => self.after_unit(tried, &class, &unit, before).await,
             None => Ok(()),
         }
     }

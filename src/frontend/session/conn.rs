@@ -294,6 +294,10 @@ impl Session<'_> {
     pub(super) fn drop_held(&mut self) {
         self.key().set_target(None);
         self.state = self.state.after(Event::Lost);
+        // A block dies with its connection: what it set is gone too.
+        if let Some(rare) = self.rare.peek_mut() {
+            rare.pending_sets.clear();
+        }
         if let Some(h) = self.held.take() {
             h.checkout.pool().note_loss();
             h.checkout.discard();

@@ -22,7 +22,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use super::cancel::CancelKey;
-use super::executed::executed_texts;
+use super::executed::{executed_statements, executed_texts};
 use super::handshake::Login;
 use super::params::SessionParams;
 use super::relay::{Outcome, Relay, Streamed};
@@ -34,6 +34,7 @@ mod block;
 mod conn;
 pub(crate) mod end;
 mod idle;
+mod in_block;
 mod login;
 mod state;
 
@@ -99,6 +100,9 @@ struct Rare {
     /// A unit the client had not ended with Sync failed without a server (its connection was
     /// lost): what the client sends up to its Sync is discarded, the Sync answered here.
     skip_to_sync: bool,
+    /// Session commands run in the open transaction block: they join the history if it
+    /// commits (see `in_block`).
+    pending_sets: Vec<String>,
 }
 
 /// [`Rare`], allocated on first use. A field of its own, so that borrowing it leaves the
@@ -377,7 +381,7 @@ impl<'a> Session<'a> {
         tried: Tried,
         class: &Class,
         unit: &Unit,
-        autocommit: bool,
+        before: TxStatus,
     ) -> Result<(), SessionEnd> {
         let Tried { outcome, errored, streamed } = tried;
         tracing::trace!(key = self.key().pid(), ?outcome, "unit done");
@@ -395,8 +399,9 @@ impl<'a> Session<'a> {
         let class = &with_streamed(class, streamed.class.as_ref());
         match outcome {
             Outcome::Ready(status) => {
+                let settled = self.settle_in_block(class, unit, before, status, errored);
                 if !errored {
-                    self.note_effects(class, unit, autocommit && status == TxStatus::Idle);
+                    self.note_effects(class, unit, before == TxStatus::Idle && status == TxStatus::Idle, settled);
                     self.note_accepted(unit);
                 }
                 self.release_if_done(status).await;
@@ -416,9 +421,83 @@ impl<'a> Session<'a> {
         }
     }
 
-    fn note_effects(&mut self, class: &Class, unit: &Unit, autocommit: bool) {
+    /// The pending session commands of a unit that ran inside a block (or ended it); true if
+    /// the unit's own parameter effect was dealt with here. Costs two loads for a unit that
+    /// sets nothing while nothing is pending (every statement of a TPC-B transaction).
+    fn settle_in_block(
+        &mut self,
+        class: &Class,
+        unit: &Unit,
+        before: TxStatus,
+        after: TxStatus,
+        errored: bool,
+    ) -> bool {
+        let pending = self.rare.peek().is_some_and(|r| !r.pending_sets.is_empty());
+        let sets = class.session == SessionEffect::Parameter;
+        if before == TxStatus::Idle || !(pending || sets && !errored) {
+            return false;
+        }
+        let statements = &self.rare.get().statements;
+        let texts = executed_texts(unit, statements);
+        let ran_statements = executed_statements(unit, statements);
+        // A reset inside a block is left to the ordinary rule (it pins): rare, and it would need
+        // the history reset at the commit.
+        let replayable = texts.as_ref().is_some_and(|t| {
+            !t.iter().any(|t| is_reset_all(t))
+                && (class.access == Access::Read || t.iter().all(|t| set_config_name(t).is_some()))
+        });
+        let ran = in_block::Ran {
+            before: Some(before),
+            after: Some(after),
+            errored,
+            sets,
+            replayable,
+            texts: ran_statements.as_deref(),
+            pending,
+        };
+        let step = in_block::step(ran);
+        tracing::trace!(?step, "session commands in a block");
+        match step {
+            in_block::Step::Keep => false,
+            in_block::Step::Add => {
+                self.rare.get().pending_sets.extend(texts.unwrap_or_default());
+                true
+            }
+            in_block::Step::Commit => {
+                let pending = std::mem::take(&mut self.rare.get().pending_sets);
+                if !pending.iter().all(|t| Arc::make_mut(&mut self.params).record(t)) {
+                    self.pin(class);
+                }
+                if let Some(h) = self.held.as_mut() {
+                    h.checkout.conn().carry(Arc::clone(self.params.settings()));
+                }
+                false
+            }
+            in_block::Step::Discard => {
+                self.rare.get().pending_sets.clear();
+                false
+            }
+            in_block::Step::Pin => {
+                self.rare.get().pending_sets.clear();
+                self.pin(class);
+                true
+            }
+        }
+    }
+
+    /// The session stays on its server connection from now on, for a unit of `class`.
+    fn pin(&mut self, class: &Class) {
+        if self.state.tie() != Some(state::Tie::Pinned) {
+            tracing::debug!(reason = class.reason.as_str(), session = ?class.session, "session pinned to its server connection");
+        }
+        self.state = self.state.after(Event::Pin);
+    }
+
+    /// `settled`: the unit's parameter effect was dealt with by [`Session::settle_in_block`].
+    fn note_effects(&mut self, class: &Class, unit: &Unit, autocommit: bool, settled: bool) {
         match class.session {
-            SessionEffect::Pin => self.state = self.state.after(Event::Pin),
+            SessionEffect::Parameter if settled => {}
+            SessionEffect::Pin => self.pin(class),
             // A session command run outside a transaction block is replayed, as the text that
             // ran, on whichever connection the session uses next; inside one (it may roll
             // back), or when it also writes, or when what ran cannot be told as a text, or when
@@ -437,14 +516,14 @@ impl<'a> Session<'a> {
                         || texts.iter().all(|t| is_reset_all(t) || set_config_name(t).is_some())
                 };
                 let Some(texts) = texts.filter(replayable) else {
-                    self.state = self.state.after(Event::Pin);
+                    self.pin(class);
                     return self.note_other_effects(class, unit);
                 };
                 let reset = texts.iter().any(|t| is_reset_all(t));
                 if reset {
                     Arc::make_mut(&mut self.params).reset_all();
                 } else if !texts.iter().all(|t| Arc::make_mut(&mut self.params).record(t)) {
-                    self.state = self.state.after(Event::Pin);
+                    self.pin(class);
                 }
                 if let Some(h) = self.held.as_mut() {
                     let conn = h.checkout.conn();
@@ -457,7 +536,7 @@ impl<'a> Session<'a> {
                     }
                 }
             }
-            SessionEffect::Parameter => self.state = self.state.after(Event::Pin),
+            SessionEffect::Parameter => self.pin(class),
             SessionEffect::None => {}
         }
         self.note_other_effects(class, unit);
