@@ -15,6 +15,7 @@ pub mod control;
 pub mod monitor;
 pub mod transition;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -234,7 +235,15 @@ pub fn hold_expired(last: &crate::error::BackendError, held: Duration, cause: &s
 #[derive(Clone)]
 pub struct TopologyHandle {
     current: Arc<ArcSwap<Topology>>,
-    generation_tx: Arc<watch::Sender<u64>>,
+    generation: Arc<Generation>,
+}
+
+/// The generation's watch, and its value for a plain read.
+struct Generation {
+    tx: watch::Sender<u64>,
+    /// The last generation published, read without the snapshot (an arc-swap load) or the
+    /// watch's lock: see [`TopologyHandle::generation`].
+    now: AtomicU64,
 }
 
 impl TopologyHandle {
@@ -242,7 +251,18 @@ impl TopologyHandle {
     #[must_use]
     pub fn new(initial: Topology) -> Self {
         let (tx, _rx) = watch::channel(initial.generation);
-        Self { current: Arc::new(ArcSwap::from_pointee(initial)), generation_tx: Arc::new(tx) }
+        let generation = Generation { tx, now: AtomicU64::new(initial.generation) };
+        Self { current: Arc::new(ArcSwap::from_pointee(initial)), generation: Arc::new(generation) }
+    }
+
+    /// The current generation, without loading the snapshot: what a unit that may wait for
+    /// the next one ([`TopologyHandle::changed_since`]) reads before it routes, once per routed
+    /// unit. Stored after the snapshot, so never newer than what a later [`TopologyHandle::load`]
+    /// returns; it may lag a publication for a moment, and then the wait returns at once, as
+    /// it does when the publication comes right after this read.
+    #[must_use]
+    pub fn generation(&self) -> u64 {
+        self.generation.now.load(Ordering::Acquire)
     }
 
     /// The current snapshot. Load once per decision; do not hold across `.await`.
@@ -272,7 +292,8 @@ impl TopologyHandle {
         let generation = old.generation + u64::from(changed);
         self.current.store(Arc::new(Topology { generation, nodes }));
         if changed {
-            self.generation_tx.send_replace(generation);
+            self.generation.now.store(generation, Ordering::Release);
+            self.generation.tx.send_replace(generation);
         }
         changed
     }
@@ -280,7 +301,7 @@ impl TopologyHandle {
     /// Wait until the generation differs from `seen`, at most `max`; returns the snapshot then
     /// current. Holds nothing while waiting, so any number of sessions may wait at once.
     pub async fn changed_since(&self, seen: u64, max: Duration) -> Arc<Topology> {
-        let mut rx = self.generation_tx.subscribe();
+        let mut rx = self.generation.tx.subscribe();
         let _ = tokio::time::timeout(max, rx.wait_for(|g| *g != seen)).await;
         self.load()
     }
@@ -288,6 +309,6 @@ impl TopologyHandle {
     /// Subscribe to generation changes (a write that finds no primary may wait on this).
     #[must_use]
     pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.generation_tx.subscribe()
+        self.generation.tx.subscribe()
     }
 }

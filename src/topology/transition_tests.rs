@@ -288,6 +288,29 @@ fn wal_positions_alone_do_not_move_the_generation() {
 }
 
 #[test]
+fn the_generation_read_alone_is_the_snapshots_and_the_watchs() {
+    let mut run = Run::new(2);
+    let handle = TopologyHandle::new(Topology { generation: 7, nodes: run.view.clone() });
+    let watch = handle.subscribe();
+    assert_eq!(handle.generation(), 7);
+    for (i, ticks) in [
+        [primary(100, 1), replica(100, Some(0), 1)],
+        [primary(200, 1), replica(199, Some(0), 1)],
+        [primary(300, 1), replica(100, None, 1)],
+        [primary(300, 1), replica(300, Some(0), 1)],
+    ]
+    .iter()
+    .enumerate()
+    {
+        run.tick(ticks);
+        handle.publish_nodes(run.view.clone());
+        assert_eq!(handle.generation(), handle.load().generation, "after tick {i}");
+        assert_eq!(handle.generation(), *watch.borrow(), "after tick {i}");
+    }
+    assert!(handle.generation() > 7, "roles and eligibility changed on the way");
+}
+
+#[test]
 fn sender_hosts_match_configured_hosts() {
     let table = [
         ("127.0.0.1", "127.0.0.1", true),

@@ -51,7 +51,8 @@ impl Session<'_> {
         let deadline = started + hold;
         let mut held = false;
         loop {
-            let seen = self.shared.topology.snapshot().generation;
+            // The generation alone (an atomic read), not the snapshot: `route` loads that.
+            let seen = self.shared.topology.generation();
             let err = match self.checkout_routed(class, sync, rotation, config).await {
                 Err(e) if e.may_try_elsewhere() && !matches!(e, BackendError::CheckoutTimeout { .. }) => e,
                 other => {

@@ -3,6 +3,8 @@
 //! connection. Notifications, notices and parameter changes go to the client at once; an error
 //! or a close there is the loss of the connection, decided like one under a unit.
 
+use std::task::{Context, Poll};
+
 use super::*;
 use crate::protocol::framer::split_frame;
 
@@ -16,44 +18,66 @@ enum Woke {
     ServerGone(String),
 }
 
-impl Session<'_> {
+impl<'a> Session<'a> {
     /// Wait until the client has something to say, meanwhile serving the held connection.
     /// `Err` if the session must end (the held connection died and the session cannot go on,
     /// or the client is gone).
-    pub(super) async fn watch_while_idle(&mut self) -> Result<(), SessionEnd> {
-        // What the connection sent right behind the last reply may have come in the same read
-        // (a notification after ReadyForQuery): it is in the buffer already, and waiting for
-        // the socket would leave it there until the server sends something else.
-        if self.held.is_some() {
-            self.pass_idle_messages().await?;
-        }
-        while self.held.is_some() && !self.client.has_buffered() {
-            match self.wait_either().await {
-                Woke::Client => return Ok(()),
-                Woke::Server => self.pass_idle_messages().await?,
-                Woke::ServerGone(detail) => {
-                    let e = self.conn().lost(&detail);
-                    self.held_lost(&e)?;
+    ///
+    /// Runs before every statement of a transaction, so it is light: not an `async fn` (which
+    /// keeps `self` twice), the wait itself a poll of both readers (two references, no state of
+    /// its own), and only the rare work (forwarding what the server sent unasked) boxed. It
+    /// used to be boxed whole, one allocation per statement, to keep its state (~190 bytes) out
+    /// of the future every idle client holds.
+    #[allow(clippy::manual_async_fn)] // on purpose, see above
+    pub(super) fn watch_while_idle(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<(), SessionEnd>> + use<'_, 'a> {
+        async move {
+            // What the connection sent right behind the last reply may have come in the same
+            // read (a notification after ReadyForQuery): it is in the buffer already, and
+            // waiting for the socket would leave it there until the server sends something else.
+            if self.held.as_mut().is_some_and(|h| h.checkout.conn().io.has_buffered()) {
+                Box::pin(self.pass_idle_messages()).await?;
+            }
+            while self.held.is_some() && !self.client.has_buffered() {
+                // Decided in a `let`, so that the wake (24 bytes) is not kept across the await
+                // below: this future lives inside every idle client's.
+                let server_sent = match std::future::poll_fn(|cx| self.poll_either(cx)).await {
+                    Woke::Client => return Ok(()),
+                    Woke::Server => true,
+                    Woke::ServerGone(detail) => {
+                        let e = self.conn().lost(&detail);
+                        self.held_lost(&e)?;
+                        false
+                    }
+                };
+                if server_sent {
+                    Box::pin(self.pass_idle_messages()).await?;
                 }
             }
+            Ok(())
         }
-        Ok(())
     }
 
-    async fn wait_either(&mut self) -> Woke {
-        let Some(held) = self.held.as_mut() else { return Woke::Client };
-        let conn = held.checkout.conn();
-        // Reading (not just waiting for readability) also sees plaintext a TLS layer already
-        // decrypted and holds; a read cancelled by the other branch loses nothing.
-        let client = &mut self.client;
-        tokio::select! {
-            _ = client.fill() => Woke::Client,
-            r = conn.io.fill() => match r {
-                Ok(0) => Woke::ServerGone("server closed the connection".into()),
-                Ok(_) => Woke::Server,
-                Err(e) => Woke::ServerGone(e.to_string()),
-            },
+    /// Read whichever of the client and the held connection has bytes first. Reading (not just
+    /// waiting for readability) also sees plaintext a TLS layer already decrypted and holds; a
+    /// read that is not ready loses nothing, so dropping this wait between polls is safe.
+    ///
+    /// The client first: it is what wakes the wait before nearly every statement of a
+    /// transaction, and then the connection is not asked at all. When both have bytes either
+    /// order is right (the `select!` this replaced picked one at random): what the server sent
+    /// reaches the client with the replies of the statement that runs next.
+    fn poll_either(&mut self, cx: &mut Context<'_>) -> Poll<Woke> {
+        let Some(held) = self.held.as_mut() else { return Poll::Ready(Woke::Client) };
+        // Whatever the client read gave (bytes, its end, an error), the next read sees it.
+        if self.client.poll_fill(cx).is_ready() {
+            return Poll::Ready(Woke::Client);
         }
+        held.checkout.conn().io.poll_fill(cx).map(|r| match r {
+            Ok(0) => Woke::ServerGone("server closed the connection".into()),
+            Ok(_) => Woke::Server,
+            Err(e) => Woke::ServerGone(e.to_string()),
+        })
     }
 
     /// Forward every complete message the held connection sent unasked. `Err` if the session

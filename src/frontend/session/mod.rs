@@ -288,10 +288,10 @@ impl<'a> Session<'a> {
             if let Some(f) = self.rare.peek_mut().and_then(|r| r.lookahead.take()) {
                 return Ok(Some(f));
             }
-            // Boxed, like the timeout below: only a session holding a connection (or with an idle
-            // timeout) pays for their state, not every idle one.
+            // Not boxed: its wait is a poll of two readers, no larger than the read below (the
+            // timeout is boxed: only a session with an idle timeout pays for its state).
             if self.held.is_some() {
-                Box::pin(self.watch_while_idle()).await?;
+                self.watch_while_idle().await?;
             }
             // The live configuration (an arc-swap load) is read only when the timeout applies:
             // not between the statements of a transaction.
