@@ -176,26 +176,49 @@ async fn reset_all_returns_to_the_startup_parameters() {
     }
 }
 
+/// A proxy with one server connection (transaction pooling, no replica): a session that kept
+/// it would make every other client wait.
+async fn one_connection(c: &Cluster) -> Proxy {
+    Proxy::builder().cluster(c).pool_size(1).pool_mode("transaction").start().await
+}
+
+/// A client of `p` that starts with `work_mem` 5MB.
+async fn with_work_mem(p: &Proxy) -> tokio_postgres::Client {
+    let mut config: tokio_postgres::Config = p.conn_string().parse().unwrap();
+    config.options("-c work_mem=5MB");
+    let (client, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// The one text value of `sql` (NULL: `None`), read by `client`, which must get the only server
+/// connection: another session kept it if this waits.
+async fn read_unkept(client: &tokio_postgres::Client, sql: &str) -> Option<String> {
+    let read = tokio::time::timeout(std::time::Duration::from_secs(20), client.query_one(sql, &[])).await;
+    read.expect("waited for the connection another session kept").expect("the read failed").get(0)
+}
+
+/// `sql`'s one text value, read by `client`.
+async fn value(client: &tokio_postgres::Client, sql: &str) -> String {
+    client.query_one(sql, &[]).await.unwrap().get(0)
+}
+
+const WORK_MEM: &str = "SELECT current_setting('work_mem')";
+
 /// asyncpg's pool reset, sent at every release, resets the session as `RESET ALL` does. It
 /// also unlocks advisory locks (a write), which must not pin the session: with one server
 /// connection, another client still gets it.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_pool_reset_with_a_write_in_it_does_not_pin_the_session() {
     let c = Cluster::start(0).await;
-    let p = Proxy::builder().cluster(&c).pool_size(1).pool_mode("transaction").start().await;
-    let mut config: tokio_postgres::Config = p.conn_string().parse().unwrap();
-    config.options("-c work_mem=5MB");
-    let (a, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
-    let work_mem = "SELECT current_setting('work_mem')";
+    let p = one_connection(&c).await;
+    let a = with_work_mem(&p).await;
     a.batch_execute("SET work_mem = '7MB'").await.unwrap();
     a.batch_execute("SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;").await.unwrap();
     // a stays connected, idle: b needs the only server connection.
     let b = p.connect().await;
-    let read = tokio::time::timeout(std::time::Duration::from_secs(20), b.query_one(work_mem, &[])).await;
-    let read = read.expect("b waited for the connection a kept").expect("b's read failed");
-    assert_ne!(read.get::<_, String>(0), "7MB", "b sees a's setting");
-    assert_eq!(a.query_one(work_mem, &[]).await.unwrap().get::<_, String>(0), "5MB", "a is back to its startup value");
+    assert_ne!(read_unkept(&b, WORK_MEM).await.as_deref(), Some("7MB"), "b sees a's setting");
+    assert_eq!(value(&a, WORK_MEM).await, "5MB", "a is back to its startup value");
 }
 
 /// `set_config(name, $1, false)` with a bound value (row-level-security setups; asyncpg around
@@ -204,7 +227,7 @@ async fn a_pool_reset_with_a_write_in_it_does_not_pin_the_session() {
 #[tokio::test(flavor = "multi_thread")]
 async fn set_config_with_a_parameter_is_replayed_and_does_not_pin() {
     let c = Cluster::start(0).await;
-    let p = Proxy::builder().cluster(&c).pool_size(1).pool_mode("transaction").start().await;
+    let p = one_connection(&c).await;
     let a = p.connect().await;
     let set = "SELECT set_config('app.user', $1, false)";
     a.query_one(set, &[&"alice"]).await.unwrap();
@@ -213,10 +236,8 @@ async fn set_config_with_a_parameter_is_replayed_and_does_not_pin() {
     a.query_one(&prepared, &[&"o'brien"]).await.unwrap();
     let b = p.connect().await;
     let user = "SELECT current_setting('app.user', true)";
-    let read = tokio::time::timeout(std::time::Duration::from_secs(20), b.query_one(user, &[])).await;
-    let read = read.expect("b waited for the connection a kept").expect("b's read failed");
-    assert_ne!(read.get::<_, Option<String>>(0).as_deref(), Some("o'brien"), "b sees a's setting");
-    assert_eq!(a.query_one(user, &[]).await.unwrap().get::<_, String>(0), "o'brien", "a after b used the connection");
+    assert_ne!(read_unkept(&b, user).await.as_deref(), Some("o'brien"), "b sees a's setting");
+    assert_eq!(value(&a, user).await, "o'brien", "a after b used the connection");
 }
 
 /// A SET inside a transaction block lasts if the block commits, not if it rolls back; either
@@ -225,38 +246,29 @@ async fn set_config_with_a_parameter_is_replayed_and_does_not_pin() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_set_in_a_block_follows_the_block_and_does_not_pin() {
     let c = Cluster::start(0).await;
-    let p = Proxy::builder().cluster(&c).pool_size(1).pool_mode("transaction").start().await;
-    let mut config: tokio_postgres::Config = p.conn_string().parse().unwrap();
-    config.options("-c work_mem=5MB");
-    let (a, conn) = config.connect(tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
-    let work_mem = "SELECT current_setting('work_mem')";
-    let b = p.connect().await;
+    let p = one_connection(&c).await;
+    let a = with_work_mem(&p).await;
     // b takes the only server connection between a's units: a must not keep it.
-    let b_reads = || async {
-        let read = tokio::time::timeout(std::time::Duration::from_secs(20), b.query_one(work_mem, &[])).await;
-        read.expect("b waited for the connection a kept").expect("b's read failed").get::<_, String>(0)
-    };
-    let a_reads = || async { a.query_one(work_mem, &[]).await.unwrap().get::<_, String>(0) };
+    let b = p.connect().await;
     a.batch_execute("BEGIN").await.unwrap();
     a.batch_execute("SET work_mem = '7MB'").await.unwrap();
     a.query_one("SELECT set_config('app.user', $1, false)", &[&"alice"]).await.unwrap();
     a.batch_execute("COMMIT").await.unwrap();
-    assert_ne!(b_reads().await, "7MB", "b sees a's setting");
-    assert_eq!(a_reads().await, "7MB", "committed");
-    let user = a.query_one("SELECT current_setting('app.user')", &[]).await.unwrap().get::<_, String>(0);
+    assert_ne!(read_unkept(&b, WORK_MEM).await.as_deref(), Some("7MB"), "b sees a's setting");
+    assert_eq!(value(&a, WORK_MEM).await, "7MB", "committed");
+    let user = value(&a, "SELECT current_setting('app.user')").await;
     assert_eq!(user, "alice", "committed, set by set_config with a parameter");
     a.batch_execute("BEGIN").await.unwrap();
     a.batch_execute("SET work_mem = '9MB'").await.unwrap();
     a.batch_execute("ROLLBACK").await.unwrap();
-    assert_ne!(b_reads().await, "9MB");
-    assert_eq!(a_reads().await, "7MB", "rolled back");
+    assert_ne!(read_unkept(&b, WORK_MEM).await.as_deref(), Some("9MB"));
+    assert_eq!(value(&a, WORK_MEM).await, "7MB", "rolled back");
     a.batch_execute("BEGIN").await.unwrap();
     a.batch_execute("SAVEPOINT s").await.unwrap();
     a.batch_execute("SET work_mem = '11MB'").await.unwrap();
     a.batch_execute("ROLLBACK TO SAVEPOINT s").await.unwrap();
     a.batch_execute("COMMIT").await.unwrap();
-    assert_eq!(a_reads().await, "7MB", "undone by the savepoint's rollback");
+    assert_eq!(value(&a, WORK_MEM).await, "7MB", "undone by the savepoint's rollback");
 }
 
 /// The same with a connection held for the whole session (session pooling).

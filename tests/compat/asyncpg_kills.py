@@ -2,8 +2,8 @@
 connections shared by eight tasks (reads with asyncpg's usual prepared statements, and write
 transactions). See kill_rounds.py for the rule.
 
-Two judgements of the same run. `backend_kills`: what a pool's user sees, per task (at most one
-error per round, a 57P01 or a connection error asyncpg reports, the pool's next connection
+Two judgements of the same run. `backend_kills`: what a pool's user sees, per task (at most two
+errors per round, a 57P01 or a connection error asyncpg reports, the pool's next connection
 works). `backend_kills_sessions_kept`: the rule per client connection (told apart by the pid
 sluice gave it), which also requires that sluice keeps every session, so the pool never
 replaces a connection."""
@@ -15,15 +15,11 @@ import psycopg
 
 from compat_common import PRIMARY, URL, check, main, node
 from kill_rounds import (
-    MAX_OPS, OP_TIMEOUT, OPS_BETWEEN_ROUNDS, ROUND_TIMEOUT, ROUNDS, ConnLog, Killer, direct_url, expected_sqlstate,
-    judge,
+    MAX_OPS, OP_TIMEOUT, OPS_BETWEEN_ROUNDS, ROUND_TIMEOUT, ROUNDS, ConnLog, Killer, WrongAnswer, Writes, direct_url,
+    expected_sqlstate, judge,
 )
 
 POOL = 8
-
-
-class WrongAnswer(Exception):
-    pass
 
 
 class Run:
@@ -44,9 +40,7 @@ class Task:
     def __init__(self, index, run):
         self.index = index
         self.run = run
-        self.seq = 0
-        self.confirmed = set()
-        self.uncertain = set()
+        self.writes = Writes(f"task {index}")
         self.oks = []  # when each successful statement ended
         self.log = ConnLog(f"task {index}")
 
@@ -98,20 +92,16 @@ class Task:
         node(port)
 
     async def write(self, conn):
-        self.seq += 1
-        seq = self.seq
+        seq = self.writes.next()
         try:
             async with conn.transaction():
                 await conn.execute("INSERT INTO kills (worker, seq) VALUES ($1, $2)", self.index, seq)
                 seen = set(await conn.fetchval("SELECT coalesce(array_agg(seq), '{}') FROM kills WHERE worker = $1", self.index))
-                if not (self.confirmed | {seq}) <= seen <= (self.confirmed | self.uncertain | {seq}):
-                    raise WrongAnswer(f"task {self.index} sees {sorted(seen)}, wrote {sorted(self.confirmed)} "
-                                      f"(maybe {sorted(self.uncertain)}) and {seq}")
-                self.confirmed, self.uncertain = seen - {seq}, set()
+                self.writes.check(seen, seq)
         except BaseException:
-            self.uncertain.add(seq)
+            self.writes.failed(seq)
             raise
-        self.confirmed.add(seq)
+        self.writes.committed(seq)
 
 
 async def wait_for(run, cond, what):
@@ -165,14 +155,15 @@ async def backend_kills(sessions_kept):
     else:
         judge([t.log for t in tasks], killer)
     check(not run.errors, f"{len(run.errors)} unexpected errors, the first: {run.errors[:1]}")
-    check(sum(len(t.confirmed) for t in tasks) > 0, "no write committed")
+    check(sum(len(t.writes.confirmed) for t in tasks) > 0, "no write committed")
     with psycopg.connect(direct_url(PRIMARY), autocommit=True, connect_timeout=10) as conn:
         for t in tasks:
             rows = conn.execute("SELECT coalesce(array_agg(seq), '{}') FROM kills WHERE worker = %s", (t.index,)).fetchone()[0]
             seen = set(rows)
-            check(t.confirmed <= seen <= t.confirmed | t.uncertain,
-                  f"task {t.index}: the primary has {sorted(seen)}, committed {sorted(t.confirmed)}, "
-                  f"maybe {sorted(t.uncertain)}")
+            w = t.writes
+            check(w.confirmed <= seen <= w.confirmed | w.uncertain,
+                  f"task {t.index}: the primary has {sorted(seen)}, committed {sorted(w.confirmed)}, "
+                  f"maybe {sorted(w.uncertain)}")
 
 
 CASES = {

@@ -3,9 +3,17 @@ node (directly, not through sluice) while clients run through sluice, and judge 
 connection saw.
 
 The rule, per client connection (sluice keeps the client's session when its server connection
-dies): at most one error per kill round, each a PostgreSQL error the driver surfaces with SQLSTATE
-57P01 (or a class 08 connection failure sluice reports) on a connection that stays open, never two
-failures in a row, never a hang, and the connection's last statement succeeds.
+dies): at most MAX_ERRORS_PER_ROUND errors per kill round, each a PostgreSQL error the driver
+surfaces with SQLSTATE 57P01 (or a class 08 connection failure sluice reports) on a connection
+that stays open, never more failures in a row than that, never a hang, and the connection's last
+statement succeeds.
+
+Why two and not one: after a loss sluice makes every pooled connection that was idle answer a
+lone Sync before reuse, but the kill is one statement signalling backends one after another; on
+a loaded machine the killer can be descheduled between two signals, so a connection confirmed
+alive is killed a moment later and the statement sent on it is lost too (a read already retried
+once, or a COMMIT). One more error in that round is that race, not a session left broken: the
+rounds wait until every client has answered again, and the answers are checked.
 """
 
 import time
@@ -30,6 +38,41 @@ TERMINATE_SQL = (
 )
 
 EXPECTED_SQLSTATES = ("57P01",)
+
+# See the module's text.
+MAX_ERRORS_PER_ROUND = 2
+
+
+class WrongAnswer(Exception):
+    pass
+
+
+class Writes:
+    """One client's write transactions (each inserts its next seq into `kills`): which are known
+    committed, which may be (their COMMIT failed), and the check of what the client reads back."""
+
+    def __init__(self, name):
+        self.name = name
+        self.seq = 0
+        self.confirmed = set()
+        self.uncertain = set()
+
+    def next(self):
+        self.seq += 1
+        return self.seq
+
+    def check(self, seen, seq):
+        """`seen`: the seqs the transaction inserting `seq` reads back, before its COMMIT."""
+        if not (self.confirmed | {seq}) <= seen <= (self.confirmed | self.uncertain | {seq}):
+            raise WrongAnswer(f"{self.name} sees {sorted(seen)}, wrote {sorted(self.confirmed)} "
+                              f"(maybe {sorted(self.uncertain)}) and {seq}")
+        self.confirmed, self.uncertain = seen - {seq}, set()
+
+    def failed(self, seq):
+        self.uncertain.add(seq)
+
+    def committed(self, seq):
+        self.confirmed.add(seq)
 
 
 def expected_sqlstate(sqlstate):
@@ -93,9 +136,11 @@ class ConnLog:
         bad = [s for s in self.seen if s[0] == "hung" or (s[0] == "error" and not s[3])]
         if bad:
             return f"{bad[0][0]}: {bad[0][2]}"
-        for a, b in zip(self.seen, self.seen[1:]):
-            if a[0] != "ok" and b[0] != "ok":
-                return f"two failures in a row: {a[2]}; then {b[2]}"
+        run = []
+        for s in self.seen:
+            run = [] if s[0] == "ok" else run + [s[2]]
+            if len(run) > MAX_ERRORS_PER_ROUND:
+                return f"{len(run)} failures in a row: {run}"
         if self.seen and self.seen[-1][0] != "ok":
             return f"the last statement failed: {self.seen[-1][2]}"
         per_round = [0] * len(rounds)
@@ -104,7 +149,7 @@ class ConnLog:
             if not before:
                 return f"an error before the first round: {s[2]}"
             per_round[before[-1]] += 1
-        if any(n > 1 for n in per_round):
+        if any(n > MAX_ERRORS_PER_ROUND for n in per_round):
             return f"errors per round {per_round}: {[s[2] for s in self.errors()]}"
         return None
 

@@ -2,6 +2,7 @@
 // Runs the cases named on the command line; prints `ok <case>` / `FAIL <case>: <why>`.
 
 const { Client, Pool } = require('pg');
+const { runCases } = require('./node_common');
 
 const URL = process.env.SLUICE_URL;
 const PRIMARY = Number(process.env.SLUICE_PRIMARY_PORT);
@@ -96,19 +97,4 @@ async function notifications() {
   }
 }
 
-const CASES = { pool, named_prepared, notifications };
-
-(async () => {
-  const names = process.argv.slice(2);
-  let failed = 0;
-  for (const name of names.length ? names : Object.keys(CASES)) {
-    try {
-      await CASES[name]();
-      console.log(`ok ${name}`);
-    } catch (e) {
-      failed++;
-      console.log(`FAIL ${name}: ${e && e.stack ? e.stack : e}`);
-    }
-  }
-  process.exit(failed ? 1 : 0);
-})();
+runCases({ pool, named_prepared, notifications });

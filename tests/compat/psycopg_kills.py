@@ -9,16 +9,12 @@ import psycopg
 
 from compat_common import PRIMARY, URL, check, main, node
 from kill_rounds import (
-    MAX_OPS, OP_TIMEOUT, OPS_BETWEEN_ROUNDS, ROUND_TIMEOUT, ROUNDS, ConnLog, Killer, direct_url, expected_sqlstate,
-    judge,
+    MAX_OPS, OP_TIMEOUT, OPS_BETWEEN_ROUNDS, ROUND_TIMEOUT, ROUNDS, ConnLog, Killer, WrongAnswer, Writes, direct_url,
+    expected_sqlstate, judge,
 )
 
 THREADS = 8
 PIPELINE_READS = 10
-
-
-class WrongAnswer(Exception):
-    pass
 
 
 class Worker(threading.Thread):
@@ -30,9 +26,7 @@ class Worker(threading.Thread):
         self.stop = stop
         self.log = ConnLog(f"connection {index}")
         self.since = None  # when the statement in flight started
-        self.seq = 0
-        self.confirmed = set()  # seqs known committed
-        self.uncertain = set()  # seqs whose commit failed: committed or not
+        self.writes = Writes(f"worker {index}")
         self.crash = None
         self.conn = psycopg.connect(URL, autocommit=True, connect_timeout=10)
 
@@ -65,31 +59,25 @@ class Worker(threading.Thread):
             node(port)
 
     def write(self):
-        self.seq += 1
-        seq = self.seq
+        seq = self.writes.next()
         try:
             with self.conn.transaction():
                 self.conn.execute("INSERT INTO kills (worker, seq) VALUES (%s, %s)", (self.index, seq))
                 rows = self.conn.execute(
                     "SELECT coalesce(array_agg(seq), '{}') FROM kills WHERE worker = %s", (self.index,)
                 ).fetchone()[0]
-                seen = set(rows)
-                if not (self.confirmed | {seq}) <= seen <= (self.confirmed | self.uncertain | {seq}):
-                    raise WrongAnswer(f"worker {self.index} sees {sorted(seen)}, wrote {sorted(self.confirmed)} "
-                                      f"(maybe {sorted(self.uncertain)}) and {seq}")
-                self.confirmed, self.uncertain = seen - {seq}, set()
+                self.writes.check(set(rows), seq)
         except BaseException:
-            self.uncertain.add(seq)
+            self.writes.failed(seq)
             raise
-        self.confirmed.add(seq)
+        self.writes.committed(seq)
 
 
 class PipelineWorker(Worker):
     """Each step: one pipeline of reads and one INSERT ... RETURNING, results checked after."""
 
     def step(self, i):
-        self.seq += 1
-        seq = self.seq
+        seq = self.writes.next()
         base = i * PIPELINE_READS
         try:
             with self.conn.pipeline():
@@ -100,9 +88,9 @@ class PipelineWorker(Worker):
             values = [c.fetchone()[0] for c in reads]
             written = write.fetchone()[0]
         except BaseException:
-            self.uncertain.add(seq)
+            self.writes.failed(seq)
             raise
-        self.confirmed.add(seq)
+        self.writes.committed(seq)
         if values != list(range(base, base + PIPELINE_READS)) or written != seq:
             raise WrongAnswer(f"pipeline {i} returned {values} and {written}")
 
@@ -129,9 +117,10 @@ def check_table(workers):
         for w in workers:
             rows = conn.execute("SELECT coalesce(array_agg(seq), '{}') FROM kills WHERE worker = %s", (w.index,)).fetchone()[0]
             seen = set(rows)
-            check(w.confirmed <= seen <= w.confirmed | w.uncertain,
-                  f"worker {w.index}: the primary has {sorted(seen)}, committed {sorted(w.confirmed)}, "
-                  f"maybe {sorted(w.uncertain)}")
+            r = w.writes
+            check(r.confirmed <= seen <= r.confirmed | r.uncertain,
+                  f"worker {w.index}: the primary has {sorted(seen)}, committed {sorted(r.confirmed)}, "
+                  f"maybe {sorted(r.uncertain)}")
 
 
 def backend_kills():
@@ -156,7 +145,7 @@ def backend_kills():
         killer.close()
     check(not any(w.is_alive() for w in workers), "a client did not stop (a hang)")
     judge([w.log for w in workers], killer)
-    check(sum(len(w.confirmed) for w in workers) > 0, "no write committed")
+    check(sum(len(w.writes.confirmed) for w in workers) > 0, "no write committed")
     check_table(workers)
     for w in workers:
         check(w.conn.execute("SELECT 1").fetchone()[0] == 1, f"{w.log.name} is not usable after the rounds")
