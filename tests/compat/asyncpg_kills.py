@@ -16,7 +16,7 @@ import psycopg
 from compat_common import PRIMARY, URL, check, main, node
 from kill_rounds import (
     MAX_OPS, OP_TIMEOUT, OPS_BETWEEN_ROUNDS, ROUND_TIMEOUT, ROUNDS, ConnLog, Killer, WrongAnswer, Writes, direct_url,
-    expected_sqlstate, judge,
+    check_table, expected_sqlstate, judge,
 )
 
 POOL = 8
@@ -156,14 +156,7 @@ async def backend_kills(sessions_kept):
         judge([t.log for t in tasks], killer)
     check(not run.errors, f"{len(run.errors)} unexpected errors, the first: {run.errors[:1]}")
     check(sum(len(t.writes.confirmed) for t in tasks) > 0, "no write committed")
-    with psycopg.connect(direct_url(PRIMARY), autocommit=True, connect_timeout=10) as conn:
-        for t in tasks:
-            rows = conn.execute("SELECT coalesce(array_agg(seq), '{}') FROM kills WHERE worker = %s", (t.index,)).fetchone()[0]
-            seen = set(rows)
-            w = t.writes
-            check(w.confirmed <= seen <= w.confirmed | w.uncertain,
-                  f"task {t.index}: the primary has {sorted(seen)}, committed {sorted(w.confirmed)}, "
-                  f"maybe {sorted(w.uncertain)}")
+    check_table(tasks)
 
 
 CASES = {

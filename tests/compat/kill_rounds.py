@@ -75,6 +75,19 @@ class Writes:
         self.confirmed.add(seq)
 
 
+def check_table(clients):
+    """What is on the primary after the run: every committed write of each client (one with
+    `index` and `writes`), nothing never written."""
+    with psycopg.connect(direct_url(PRIMARY), autocommit=True, connect_timeout=10) as conn:
+        for c in clients:
+            rows = conn.execute("SELECT coalesce(array_agg(seq), '{}') FROM kills WHERE worker = %s", (c.index,))
+            seen = set(rows.fetchone()[0])
+            w = c.writes
+            if not w.confirmed <= seen <= w.confirmed | w.uncertain:
+                raise AssertionError(f"{w.name}: the primary has {sorted(seen)}, committed {sorted(w.confirmed)}, "
+                                     f"maybe {sorted(w.uncertain)}")
+
+
 def expected_sqlstate(sqlstate):
     """What sluice may answer for a statement whose server connection was terminated."""
     return sqlstate is not None and (sqlstate in EXPECTED_SQLSTATES or sqlstate.startswith("08"))

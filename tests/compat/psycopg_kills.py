@@ -10,7 +10,7 @@ import psycopg
 from compat_common import PRIMARY, URL, check, main, node
 from kill_rounds import (
     MAX_OPS, OP_TIMEOUT, OPS_BETWEEN_ROUNDS, ROUND_TIMEOUT, ROUNDS, ConnLog, Killer, WrongAnswer, Writes, direct_url,
-    expected_sqlstate, judge,
+    check_table, expected_sqlstate, judge,
 )
 
 THREADS = 8
@@ -109,18 +109,6 @@ def wait_for(workers, cond, what, timeout=ROUND_TIMEOUT):
         if now > deadline:
             raise AssertionError(f"never within {timeout}s: {what}")
         time.sleep(0.02)
-
-
-def check_table(workers):
-    """What is on the primary: every committed write, nothing never written."""
-    with psycopg.connect(direct_url(PRIMARY), autocommit=True, connect_timeout=10) as conn:
-        for w in workers:
-            rows = conn.execute("SELECT coalesce(array_agg(seq), '{}') FROM kills WHERE worker = %s", (w.index,)).fetchone()[0]
-            seen = set(rows)
-            r = w.writes
-            check(r.confirmed <= seen <= r.confirmed | r.uncertain,
-                  f"worker {w.index}: the primary has {sorted(seen)}, committed {sorted(r.confirmed)}, "
-                  f"maybe {sorted(r.uncertain)}")
 
 
 def backend_kills():
