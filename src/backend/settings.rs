@@ -229,8 +229,9 @@ pub(crate) fn set_config_name(sql: &str) -> Option<String> {
     (rest == SET_CONFIG_TAIL).then(|| name.to_ascii_lowercase())
 }
 
-/// A literal written by [`push_literal`] at the start of `text`: its value and what follows.
-fn take_literal(text: &str) -> Option<(String, &str)> {
+/// A plain `'...'` literal (quotes doubled inside, as [`push_literal`] writes them) at the start
+/// of `text`: its value and what follows.
+pub(crate) fn take_literal(text: &str) -> Option<(String, &str)> {
     let mut rest = text.strip_prefix('\'')?;
     let mut value = String::new();
     loop {

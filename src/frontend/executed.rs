@@ -13,7 +13,7 @@
 
 use super::statements::Statements;
 use super::unit::Unit;
-use crate::backend::settings::set_config_sql;
+use crate::backend::settings::{set_config_sql, take_literal};
 use crate::protocol::framer::{take_cstr, take_i16, take_i32};
 use crate::protocol::{messages, tag};
 
@@ -226,23 +226,13 @@ impl<'a> Tokens<'a> {
     fn argument(&mut self, values: &[&str]) -> Option<String> {
         match self.peek()? {
             '\'' => {
-                let mut value = String::new();
-                let mut chars = self.rest[1..].char_indices();
-                loop {
-                    let (at, c) = chars.next()?;
-                    match c {
-                        '\\' => return None,
-                        '\'' if self.rest[1 + at + 1..].starts_with('\'') => {
-                            value.push('\'');
-                            chars.next();
-                        }
-                        '\'' => {
-                            self.rest = &self.rest[1 + at + 1..];
-                            return Some(value);
-                        }
-                        c => value.push(c),
-                    }
+                let (value, rest) = take_literal(self.rest)?;
+                // A backslash's meaning depends on `standard_conforming_strings`: not taken.
+                if value.contains('\\') {
+                    return None;
                 }
+                self.rest = rest;
+                Some(value)
             }
             '$' => {
                 let digits = self.rest[1..].find(|c: char| !c.is_ascii_digit()).unwrap_or(self.rest.len() - 1);
