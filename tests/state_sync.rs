@@ -3,8 +3,17 @@
 //! has accepted them; the client sees only its own replies. Counted through the admin metrics.
 
 mod common;
+mod load;
 
+use std::time::Duration;
+
+use bytes::BytesMut;
 use common::{Cluster, Proxy};
+use load::ext::{first_column, run_unnamed, tags};
+use load::wire::RawConn;
+use load::Target;
+use sluice::auth::SaltCache;
+use sluice::protocol::messages;
 
 const STATE: &str = "SELECT inet_server_port()::text, current_setting('application_name'), \
      current_setting('statement_timeout'), current_setting('work_mem'), current_setting('search_path'), \
@@ -287,4 +296,98 @@ async fn reset_all_on_a_held_connection_returns_to_the_startup_parameters() {
     for round in 0..3 {
         assert_eq!(client.query_one(work_mem, &[]).await.unwrap().get::<_, String>(0), "5MB", "round {round}");
     }
+}
+
+/// Run `statements` as one pipeline (each Parse/Bind/Execute, one Sync) on a raw connection;
+/// every statement must succeed and the block be over at the Sync.
+async fn pipeline(conn: &mut RawConn, statements: &[&str]) {
+    let frames = run_pipeline(conn, statements).await;
+    assert!(!tags(&frames).contains('E'), "{statements:?}: {}", tags(&frames));
+    assert_eq!(frames.last().unwrap().body(), b"I", "{statements:?} leaves no block open");
+}
+
+/// A pipeline that commits a SET and then fails: the SET lasts (PostgreSQL says so on a direct
+/// connection too), so the session keeps its connection rather than hand it to another client
+/// with its setting on it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_pipeline_that_commits_a_set_then_fails_keeps_the_set_to_its_session() {
+    let c = Cluster::start(0).await;
+    let p = one_connection(&c).await;
+    let mut a = RawConn::connect(p.port()).await.expect("connect");
+    a.login(&Target::test_user(p.port()), &SaltCache::default()).await.expect("login");
+    let mut direct = RawConn::connect(c.primary_port()).await.expect("connect");
+    direct.login(&Target::test_user(c.primary_port()), &SaltCache::default()).await.expect("login");
+    let b = p.connect().await;
+    let statements = ["BEGIN", "SET work_mem = '9MB'", "COMMIT", "SELECT 1/0"];
+    for conn in [&mut direct, &mut a] {
+        let frames = run_pipeline(conn, &statements).await;
+        assert!(tags(&frames).contains('E'), "the division fails: {}", tags(&frames));
+    }
+    assert_eq!(raw_work_mem(&mut direct).await, "9MB", "on PostgreSQL itself");
+    let read = tokio::time::timeout(Duration::from_secs(20), b.query_one(WORK_MEM, &[])).await.expect("an answer");
+    if let Ok(row) = read {
+        assert_ne!(row.get::<_, String>(0), "9MB", "b sees a's setting");
+    }
+    assert_eq!(raw_work_mem(&mut a).await, "9MB", "committed before the error");
+}
+
+/// Run `statements` as one pipeline up to one Sync; its answers.
+async fn run_pipeline(conn: &mut RawConn, statements: &[&str]) -> Vec<sluice::protocol::Frame> {
+    let mut out = BytesMut::new();
+    for sql in statements {
+        run_unnamed(&mut out, sql, &[]);
+    }
+    messages::sync(&mut out);
+    assert!(conn.send(&out).await);
+    conn.until_ready_frames(Duration::from_secs(20)).await.expect("the pipeline's answers")
+}
+
+/// `work_mem` as `conn` reads it, in a unit of its own.
+async fn raw_work_mem(conn: &mut RawConn) -> String {
+    let mut out = BytesMut::new();
+    run_unnamed(&mut out, WORK_MEM, &[]);
+    messages::sync(&mut out);
+    assert!(conn.send(&out).await);
+    let frames = conn.until_ready_frames(Duration::from_secs(20)).await.expect("the read's answers");
+    assert_eq!(frames.last().unwrap().body(), b"I", "the read runs outside a block");
+    frames.iter().find_map(first_column).expect("a row")
+}
+
+/// A whole block in one pipeline (psycopg's pipeline mode, JDBC batches): a SET in it lasts if
+/// the block commits and not if it rolls back, and the block's BEGIN / COMMIT are not replayed
+/// on the session's next connections. Between the units another client takes the only server
+/// connection, so each read of `a` runs on a connection synced from `a`'s recorded state; a
+/// direct connection to the primary runs the same pipelines and must read the same.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_whole_block_in_one_pipeline_keeps_its_set_only_if_it_commits() {
+    let c = Cluster::start(0).await;
+    let p = one_connection(&c).await;
+    let login = |port: u16| async move {
+        let mut conn = RawConn::connect(port).await.expect("connect");
+        conn.login(&Target::test_user(port), &SaltCache::default()).await.expect("login");
+        conn
+    };
+    let (mut a, mut direct) = (login(p.port()).await, login(c.primary_port()).await);
+    let b = p.connect().await;
+    let cases: [(&[&str], &str); 4] = [
+        (&["BEGIN", "SET work_mem = '9MB'", "ROLLBACK"], "4MB"),
+        (&["BEGIN", "SET work_mem = '7MB'", "SELECT 1", "COMMIT"], "7MB"),
+        // BEGIN makes what ran before it in the unit part of the block.
+        (&["SET work_mem = '11MB'", "BEGIN", "SET work_mem = '13MB'", "ROLLBACK"], "7MB"),
+        // The Sync commits what runs after the block.
+        (&["BEGIN READ ONLY", "SET work_mem = '13MB'", "SELECT 1", "ROLLBACK", "SET work_mem = '11MB'"], "11MB"),
+    ];
+    for (statements, want) in cases {
+        pipeline(&mut direct, statements).await;
+        assert_eq!(raw_work_mem(&mut direct).await, want, "{statements:?} on PostgreSQL itself");
+        pipeline(&mut a, statements).await;
+        let other = read_unkept(&b, WORK_MEM).await;
+        assert_ne!(other.as_deref(), Some(want).filter(|w| *w != "4MB"), "{statements:?}: b sees a's setting");
+        assert_eq!(raw_work_mem(&mut a).await, want, "{statements:?} through sluice");
+    }
+    assert_eq!(value(&b, WORK_MEM).await, "4MB", "b after a's state was replayed");
+    // A reset and a SET in one simple Query: the SET is kept (the session stays on its
+    // connection, so b is not asked to read again).
+    a.query("RESET ALL; SET work_mem = '15MB'").await.expect("the query");
+    assert_eq!(raw_work_mem(&mut a).await, "15MB", "the SET after RESET ALL");
 }

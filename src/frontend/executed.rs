@@ -21,33 +21,49 @@ use crate::protocol::{messages, tag};
 /// `varchar`. Their text and binary formats are the same UTF-8 bytes.
 const TEXT_TYPES: [i32; 3] = [0, 25, 1043];
 
+/// One statement a unit ran.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Executed {
+    /// Its text with any parameters left as `$n`: to tell what kind of statement ran, not to
+    /// replay it.
+    pub statement: String,
+    /// The texts that replay it, parameters inlined; `None` if it cannot be told as texts (a
+    /// parameter it cannot inline).
+    pub texts: Option<Vec<String>>,
+}
+
 /// The texts `unit` ran, in order, for the session's history; `None` if some run cannot be
 /// told as a text (an Execute of a portal bound before the unit, a parameter it cannot
 /// inline, a statement it does not know).
 pub(super) fn executed_texts(unit: &Unit, statements: &Statements) -> Option<Vec<String>> {
-    ran(unit, statements, true)
+    let mut out = Vec::new();
+    for e in executed(unit, statements)? {
+        out.extend(e.texts?);
+    }
+    Some(out)
 }
 
 /// The statements `unit` ran, as their texts with any parameters left as `$n` (to tell what
 /// kind of statement ran, not to replay it); `None` as for [`executed_texts`].
 pub(super) fn executed_statements(unit: &Unit, statements: &Statements) -> Option<Vec<String>> {
-    ran(unit, statements, false)
+    Some(executed(unit, statements)?.into_iter().map(|e| e.statement).collect())
 }
 
-/// [`executed_texts`], or with `inline` false [`executed_statements`].
-fn ran(unit: &Unit, statements: &Statements, inline: bool) -> Option<Vec<String>> {
+/// The statements `unit` ran, in order; `None` if some run cannot be told (an Execute of a
+/// portal bound before the unit, a statement it does not know, a text not in UTF-8).
+pub(super) fn executed(unit: &Unit, statements: &Statements) -> Option<Vec<Executed>> {
     let frames = match unit {
         Unit::Simple(f) => {
             let sql = messages::decode_query(f.body())?;
-            let settings = if inline { settings_texts(sql, &[]) } else { None };
-            return Some(settings.unwrap_or_else(|| vec![sql.to_string()]));
+            let texts = settings_texts(sql, &[]).unwrap_or_else(|| vec![sql.to_string()]);
+            return Some(vec![Executed { statement: sql.to_string(), texts: Some(texts) }]);
         }
         Unit::Extended(frames) => frames,
     };
     // Statements parsed in this unit, latest last (one may be parsed again under its name).
     let mut parsed: Vec<(&str, &[u8], &[u8])> = Vec::new();
-    // Portals bound in this unit: name, and the texts their execution runs.
-    let mut portals: Vec<(&[u8], Option<Vec<String>>)> = Vec::new();
+    // Portals bound in this unit: name, and what their execution runs.
+    let mut portals: Vec<(&[u8], Executed)> = Vec::new();
     let mut out = Vec::new();
     for f in frames {
         match f.tag() {
@@ -64,21 +80,16 @@ fn ran(unit: &Unit, statements: &Statements, inline: bool) -> Option<Vec<String>
                         (def.key.query.as_slice(), def.key.param_types.as_slice())
                     }
                 };
-                let text = std::str::from_utf8(query).ok().and_then(|sql| {
-                    if inline {
-                        bound_texts(sql, types, head.rest)
-                    } else {
-                        Some(vec![sql.to_string()])
-                    }
-                });
+                let sql = std::str::from_utf8(query).ok()?;
+                let run = Executed { statement: sql.to_string(), texts: bound_texts(sql, types, head.rest) };
                 portals.retain(|(name, _)| *name != head.portal);
-                portals.push((head.portal, text));
+                portals.push((head.portal, run));
             }
             tag::EXECUTE => {
                 let mut body = f.body();
                 let portal = take_cstr(&mut body)?;
-                let (_, text) = portals.iter().find(|(name, _)| *name == portal)?;
-                out.extend(text.clone()?);
+                let (_, run) = portals.iter().find(|(name, _)| *name == portal)?;
+                out.push(run.clone());
             }
             _ => {}
         }

@@ -226,6 +226,12 @@ pub(super) fn is_reset_all(sql: &str) -> bool {
     first_words_are(sql, &["reset", "discard"], "all") || is_pool_reset(sql)
 }
 
+/// [`is_reset_all`] with nothing else in the text but a pool's reset pieces: `RESET ALL; SET
+/// x = 1` is not one.
+pub(super) fn is_reset_alone(sql: &str) -> bool {
+    is_pool_reset(sql) || is_reset_all(sql) && sql.trim().trim_end_matches(';').split_whitespace().nth(2).is_none()
+}
+
 /// What a driver's pool sends to hand a connection back clean, besides `RESET ALL`: asyncpg's
 /// pool runs `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL;` at every
 /// release. On a session that is not pinned, the other statements find nothing to undo: a

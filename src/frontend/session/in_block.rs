@@ -8,8 +8,17 @@
 //! `COMMIT AND CHAIN`, `PREPARE TRANSACTION`, an end inside a longer text, a command whose text
 //! cannot be replayed. asyncpg sets `jit` inside its callers' transactions around its type
 //! introspection; pinning there cost every asyncpg client a server connection of its own.
+//!
+//! A whole block can also sit inside one unit (a pipeline `BEGIN; SET ...; COMMIT` up to one
+//! Sync: psycopg's pipeline mode, JDBC batches): [`lasting`] walks its statements in order,
+//! with what PostgreSQL does between Syncs. The statements run in one transaction (a `BEGIN`
+//! only makes it a block, taking along what ran before it); a `COMMIT` makes what ran so far
+//! last, a `ROLLBACK` undoes it, the Sync commits the rest.
 
+use crate::frontend::executed::Executed;
+use crate::frontend::unit::{is_reset_all, tx_end_outside_block};
 use crate::protocol::TxStatus;
+use crate::router::{Access, Classifier, SessionEffect};
 
 /// What one unit that ran inside (or ended) a block does to the pending session commands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -84,6 +93,100 @@ pub(super) fn step(ran: Ran<'_>) -> Step {
     }
 }
 
+/// What one statement of a unit is, for [`lasting`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Kind {
+    /// A session command the history can replay (`SET`, `RESET`, `set_config`).
+    Sets,
+    /// A session command it cannot, or a statement that ties the session to its connection.
+    Unreplayable,
+    /// `COMMIT` / `END`: what ran since the last end lasts.
+    Commit,
+    /// `ROLLBACK` / `ABORT`: what ran since the last end is undone.
+    Rollback,
+    /// May undo part of a transaction, or end one in a way not modelled here: a savepoint
+    /// rolled back, `COMMIT AND CHAIN`, `PREPARE TRANSACTION`, `COMMIT PREPARED`.
+    Undo,
+    /// Anything else, `BEGIN` included.
+    Other,
+}
+
+/// The kind of `run`: told by its words (ends), then by its class.
+pub(super) fn kind(run: &Executed, classifier: &Classifier) -> Kind {
+    let sql = run.statement.as_str();
+    match tx_end_outside_block(sql) {
+        Some("COMMIT") => return Kind::Commit,
+        Some(_) => return Kind::Rollback,
+        None => {}
+    }
+    let mut words = sql.split_ascii_whitespace();
+    let prepare = words.next().is_some_and(|w| w.eq_ignore_ascii_case("prepare"))
+        && words.next().is_some_and(|w| w.eq_ignore_ascii_case("transaction"));
+    if prepare || may_end_or_undo(sql) {
+        return Kind::Undo;
+    }
+    let class = classifier.classify(sql);
+    match class.session {
+        SessionEffect::None => Kind::Other,
+        SessionEffect::Pin => Kind::Unreplayable,
+        SessionEffect::Parameter => match &run.texts {
+            Some(texts)
+                if class.access == Access::Read
+                    || texts
+                        .iter()
+                        .all(|t| is_reset_all(t) || crate::backend::settings::set_config_name(t).is_some()) =>
+            {
+                Kind::Sets
+            }
+            _ => Kind::Unreplayable,
+        },
+    }
+}
+
+/// The statements of a successful unit that started and ended outside a block whose session
+/// commands last, in order (indices into `kinds`); `None` if that cannot be told (the session
+/// then stays on its connection).
+pub(super) fn lasting(kinds: &[Kind]) -> Option<Vec<usize>> {
+    let mut lasting = Vec::new();
+    let mut pending = Vec::new();
+    for (i, kind) in kinds.iter().enumerate() {
+        match kind {
+            Kind::Sets => pending.push(i),
+            Kind::Commit => lasting.append(&mut pending),
+            Kind::Rollback => pending.clear(),
+            Kind::Other => {}
+            Kind::Unreplayable | Kind::Undo => return None,
+        }
+    }
+    // The Sync commits the rest.
+    lasting.append(&mut pending);
+    Some(lasting)
+}
+
+/// True if a unit run outside a block whose kinds are `kinds` may have left session commands
+/// in force although it failed: a session command followed by a commit (or what may be one).
+/// The error came somewhere after the first statement; what the unit ran up to a commit lasts.
+pub(super) fn failed_may_keep(kinds: &[Kind]) -> bool {
+    let mut set = false;
+    for kind in kinds {
+        match kind {
+            Kind::Sets | Kind::Unreplayable => set = true,
+            Kind::Commit | Kind::Undo if set => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// True if `sql` (a simple Query's text, maybe several statements) has a word that may end a
+/// transaction so that what ran before it lasts: `COMMIT`, `END`, `PREPARE`. By words, quoted
+/// or not: when in doubt, yes.
+pub(super) fn mentions_an_end(sql: &str) -> bool {
+    const WORDS: [&str; 3] = ["commit", "end", "prepare"];
+    sql.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .any(|w| WORDS.iter().any(|k| w.eq_ignore_ascii_case(k)))
+}
+
 /// True if `sql`, run inside a block, may end it or undo part of it while the block goes on: a
 /// savepoint rolled back, `COMMIT AND CHAIN`, an end followed by a new `BEGIN`. Spotted by
 /// words, quoted or not, and any text of several statements: when in doubt the session is
@@ -147,6 +250,86 @@ mod tests {
         ];
         for (name, ran, want) in cases {
             assert_eq!(step(ran), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn session_commands_that_last_in_a_unit_run_outside_a_block() {
+        use Kind::{Commit as C, Other as O, Rollback as R, Sets as S, Undo as U, Unreplayable as X};
+        // (name, kinds in order, indices that last)
+        type Case<'a> = (&'a str, &'a [Kind], Option<&'a [usize]>);
+        #[rustfmt::skip]
+        let cases: [Case; 13] = [
+            ("a lone SET", &[S], Some(&[0])),
+            ("nothing set", &[O, O], Some(&[])),
+            ("a SET and a read: only the SET", &[S, O], Some(&[0])),
+            ("BEGIN; SET; COMMIT", &[O, S, C], Some(&[1])),
+            ("BEGIN; SET; ROLLBACK", &[O, S, R], Some(&[])),
+            ("a SET before BEGIN is in the block that rolls back", &[S, O, S, R], Some(&[])),
+            ("a block that commits, then one that rolls back", &[O, S, C, O, S, R], Some(&[1])),
+            ("a block that rolls back, then a SET the Sync commits", &[O, S, R, S], Some(&[3])),
+            ("ROLLBACK with no block still undoes the unit so far", &[S, R, S], Some(&[2])),
+            ("COMMIT with no block commits the unit so far", &[S, C, S], Some(&[0, 2])),
+            ("a savepoint rolled back", &[O, S, U, C], None),
+            ("an unreplayable SET", &[X], None),
+            ("an unreplayable SET that rolls back", &[O, X, R], None),
+        ];
+        for (name, kinds, want) in cases {
+            assert_eq!(lasting(kinds).as_deref(), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn a_failed_unit_may_keep_what_it_committed() {
+        use Kind::{Commit as C, Other as O, Rollback as R, Sets as S, Undo as U, Unreplayable as X};
+        for (kinds, want) in [
+            (vec![S, O], false),
+            (vec![O, S, C, O], true),
+            (vec![S, C], true),
+            (vec![O, S, R, O], false),
+            (vec![O, C, S, O], false),
+            (vec![X, U], true),
+            (vec![O, U, S], false),
+        ] {
+            assert_eq!(failed_may_keep(&kinds), want, "{kinds:?}");
+        }
+        assert!(mentions_an_end("BEGIN; SET x = 1; COMMIT; SELECT 1/0"));
+        assert!(mentions_an_end("begin; set x = 1; end; select 1/0"));
+        assert!(!mentions_an_end("SET x = 1; SELECT 1/0"));
+        assert!(!mentions_an_end("BEGIN; SET x = 1; SELECT 1/0"));
+    }
+
+    #[test]
+    fn kinds_of_statements() {
+        let classifier = Classifier::new(64, Vec::new());
+        let run = |sql: &str, texts: Option<&[&str]>| Executed {
+            statement: sql.to_string(),
+            texts: texts.map(|t| t.iter().map(|s| (*s).to_string()).collect()),
+        };
+        let set = "SET work_mem = '7MB'";
+        let set_config = "SELECT set_config('app.user', $1, false)";
+        let inlined = crate::backend::settings::set_config_sql("app.user", "alice");
+        let cases = [
+            (run(set, Some(&[set])), Kind::Sets),
+            (run(set, None), Kind::Unreplayable),
+            (run(set_config, Some(&[inlined.as_str()])), Kind::Sets),
+            (run(set_config, None), Kind::Unreplayable),
+            (run("RESET ALL", Some(&["RESET ALL"])), Kind::Sets),
+            (run("BEGIN", Some(&["BEGIN"])), Kind::Other),
+            (run("START TRANSACTION ISOLATION LEVEL SERIALIZABLE", None), Kind::Other),
+            (run("SELECT $1::int", None), Kind::Other),
+            (run("INSERT INTO t VALUES ($1)", None), Kind::Other),
+            (run("commit", None), Kind::Commit),
+            (run("END WORK", None), Kind::Commit),
+            (run("abort", None), Kind::Rollback),
+            (run("ROLLBACK TO SAVEPOINT s", None), Kind::Undo),
+            (run("COMMIT AND CHAIN", None), Kind::Undo),
+            (run("PREPARE TRANSACTION 'x'", None), Kind::Undo),
+            (run("COMMIT PREPARED 'x'", None), Kind::Undo),
+            (run("LISTEN c", None), Kind::Unreplayable),
+        ];
+        for (ran, want) in cases {
+            assert_eq!(kind(&ran, &classifier), want, "{}", ran.statement);
         }
     }
 

@@ -22,7 +22,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use super::cancel::CancelKey;
-use super::executed::{executed_statements, executed_texts};
+use super::executed::{executed, executed_statements, executed_texts};
 use super::handshake::Login;
 use super::params::SessionParams;
 use super::relay::{Outcome, Relay, Streamed};
@@ -44,8 +44,8 @@ use end::{Fault, SessionEnd};
 use state::{Event, SessionState};
 
 use super::unit::{
-    is_extended, is_frontend_tag, is_reset_all, no_node_error, query_ends_tx_outside_block, resets_statements,
-    with_streamed, AfterLoss, Capture, Unit, LSN_SQL,
+    is_extended, is_frontend_tag, is_reset_all, is_reset_alone, no_node_error, query_ends_tx_outside_block,
+    resets_statements, with_streamed, AfterLoss, Capture, Unit, LSN_SQL,
 };
 use super::Shared;
 use crate::backend::conn::{column, parse_lsn};
@@ -400,9 +400,14 @@ impl<'a> Session<'a> {
         match outcome {
             Outcome::Ready(status) => {
                 let settled = self.settle_in_block(class, unit, before, status, errored);
+                let autocommit = before == TxStatus::Idle && status == TxStatus::Idle;
                 if !errored {
-                    self.note_effects(class, unit, before == TxStatus::Idle && status == TxStatus::Idle, settled);
+                    self.note_effects(class, unit, autocommit, settled);
                     self.note_accepted(unit);
+                } else if autocommit && class.session == SessionEffect::Parameter && self.failed_may_keep(unit) {
+                    // Part of it may have committed before the error: what is in force is
+                    // known only to this connection.
+                    self.pin(class);
                 }
                 self.release_if_done(status).await;
                 Ok(())
@@ -507,22 +512,23 @@ impl<'a> Session<'a> {
             // `jit` through `set_config` around its type introspection: pinning there would
             // cost every asyncpg client a server connection of its own).
             SessionEffect::Parameter if autocommit => {
-                let texts = match self.rare.peek() {
-                    Some(rare) => executed_texts(unit, &rare.statements),
-                    None => executed_texts(unit, &Statements::default()),
-                };
-                let replayable = |texts: &Vec<String>| {
-                    class.access == Access::Read
-                        || texts.iter().all(|t| is_reset_all(t) || set_config_name(t).is_some())
-                };
-                let Some(texts) = texts.filter(replayable) else {
+                let Some(texts) = self.autocommit_texts(class, unit) else {
                     self.pin(class);
                     return self.note_other_effects(class, unit);
                 };
-                let reset = texts.iter().any(|t| is_reset_all(t));
-                if reset {
-                    Arc::make_mut(&mut self.params).reset_all();
-                } else if !texts.iter().all(|t| Arc::make_mut(&mut self.params).record(t)) {
+                let mut reset = false;
+                let params = Arc::make_mut(&mut self.params);
+                // In order: a reset forgets what came before it in the unit.
+                let recorded = texts.iter().all(|t| {
+                    if is_reset_all(t) {
+                        reset = true;
+                        params.reset_all();
+                        true
+                    } else {
+                        params.record(t)
+                    }
+                });
+                if !recorded {
                     self.pin(class);
                 }
                 if let Some(h) = self.held.as_mut() {
@@ -540,6 +546,47 @@ impl<'a> Session<'a> {
             SessionEffect::None => {}
         }
         self.note_other_effects(class, unit);
+    }
+
+    /// The session commands a unit run outside a block left in force, as texts to replay in
+    /// order; `None` if that cannot be told (the session is pinned). A simple Query's text is
+    /// recorded as it ran; an extended unit's statements are walked one by one
+    /// ([`in_block::lasting`]): a block inside it that rolled back leaves nothing, and its
+    /// reads, writes, BEGIN and COMMIT are not replayed.
+    fn autocommit_texts(&self, class: &Class, unit: &Unit) -> Option<Vec<String>> {
+        let default = Statements::default();
+        let statements = self.rare.peek().map_or(&default, |r| &r.statements);
+        let ran = executed(unit, statements)?;
+        if let Unit::Simple(_) = unit {
+            let texts = ran.into_iter().next()?.texts?;
+            // A reset followed by more in one text cannot be told apart: it is not a reset
+            // alone, and replayed whole it would undo the startup parameters too.
+            let reset_and_more = texts.iter().any(|t| is_reset_all(t) && !is_reset_alone(t));
+            let replayable =
+                class.access == Access::Read || texts.iter().all(|t| is_reset_all(t) || set_config_name(t).is_some());
+            return (replayable && !reset_and_more).then_some(texts);
+        }
+        let kinds: Vec<in_block::Kind> = ran.iter().map(|r| in_block::kind(r, &self.classifier)).collect();
+        let lasting = in_block::lasting(&kinds)?;
+        let mut texts = Vec::new();
+        for i in lasting {
+            texts.extend(ran[i].texts.iter().flatten().cloned());
+        }
+        Some(texts)
+    }
+
+    /// True if a unit run outside a block that failed may have left session commands in
+    /// force: one that committed before the error (`BEGIN; SET ...; COMMIT; <error>`).
+    /// Without a commit the unit's one transaction rolled back.
+    fn failed_may_keep(&self, unit: &Unit) -> bool {
+        let default = Statements::default();
+        let statements = self.rare.peek().map_or(&default, |r| &r.statements);
+        let Some(ran) = executed(unit, statements) else { return true };
+        if let Unit::Simple(_) = unit {
+            return ran.iter().any(|r| in_block::mentions_an_end(&r.statement));
+        }
+        let kinds: Vec<in_block::Kind> = ran.iter().map(|r| in_block::kind(r, &self.classifier)).collect();
+        in_block::failed_may_keep(&kinds)
     }
 
     /// The effects of a unit other than on session parameters.

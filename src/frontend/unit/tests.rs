@@ -180,6 +180,12 @@ fn resets_are_recognised() {
     ] {
         assert!(!is_reset_all(not_reset), "{not_reset}");
     }
+    for alone in ["RESET ALL", "discard all ;", "close all; Reset  All"] {
+        assert!(is_reset_alone(alone), "{alone}");
+    }
+    for more in ["RESET ALL; SET work_mem = '1MB'", "DISCARD ALL; SELECT 1"] {
+        assert!(is_reset_all(more) && !is_reset_alone(more), "{more}");
+    }
     let Unit::Simple(f) = query("DEALLOCATE ALL") else { unreachable!() };
     assert!(resets_statements(&f));
     let Unit::Simple(f) = query("DEALLOCATE s1") else { unreachable!() };
