@@ -336,3 +336,29 @@ async fn a_write_streamed_into_a_pipeline_on_a_replica_runs_on_the_primary() {
     assert_eq!(first_column(&frames[6]), Some(primary), "the write ran on the replica");
     assert_eq!(c.psql("SELECT count(*) FROM t").await, "1");
 }
+
+/// Drivers parse every query as the unnamed statement (psycopg, node-postgres, pgjdbc before
+/// its prepare threshold). A read parsed and bound in one unit is routed by what it is, not by
+/// the write the unnamed statement held before: it runs on the replica once that has caught up.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_reusing_the_unnamed_statement_of_a_write_runs_on_a_replica() {
+    let (c, p) = Cluster::with_proxy(1, "CREATE TABLE t (id int)").await;
+    let primary = c.primary_port().to_string();
+    let mut a = raw(p.port()).await;
+    let mut run = |sql: &'static str| {
+        let mut out = BytesMut::new();
+        run_unnamed(&mut out, sql, &[]);
+        messages::sync(&mut out);
+        out
+    };
+    let write = run("INSERT INTO t VALUES (1)");
+    let read = run("SELECT inet_server_port()::text");
+    assert!(a.send(&write).await);
+    let frames = a.until_ready_frames(WAIT).await.expect("the write's answer");
+    assert_eq!(tags(&frames), "12CZ");
+    c.wait_replayed().await;
+    assert!(a.send(&read).await);
+    let frames = a.until_ready_frames(WAIT).await.expect("the read's answer");
+    assert_eq!(tags(&frames), "12DCZ");
+    assert_ne!(first_column(&frames[2]), Some(primary), "the read ran on the primary");
+}

@@ -34,17 +34,26 @@ impl Unit {
                 // Folded as it goes: a batch of one statement (the usual case) shares that
                 // statement's class instead of allocating a list and a combined copy.
                 let mut classes = Combined::default();
+                // Statements parsed in this unit: a Bind of one of them is counted by its Parse,
+                // not by the definition its name had before the unit (drivers parse every
+                // query as the unnamed statement).
+                let mut parsed = Parsed::default();
                 for f in frames {
                     let class = match f.tag() {
                         tag::PARSE => match messages::decode_parse(f.body()) {
-                            Some(p) => match statements.reparsed(p.name, p.query, p.param_types, c) {
-                                Some(def) => Arc::clone(&def.class),
-                                None => c.classify(&String::from_utf8_lossy(p.query)),
-                            },
+                            Some(p) => {
+                                parsed.note(p.name);
+                                match statements.reparsed(p.name, p.query, p.param_types, c) {
+                                    Some(def) => Arc::clone(&def.class),
+                                    None => c.classify(&String::from_utf8_lossy(p.query)),
+                                }
+                            }
                             None => Arc::new(Class::write(Reason::UnknownStatement)),
                         },
                         tag::BIND => {
-                            let stmt = messages::decode_bind_head(f.body()).and_then(|h| statements.get(h.statement));
+                            let stmt = messages::decode_bind_head(f.body())
+                                .filter(|h| !parsed.has(h.statement))
+                                .and_then(|h| statements.get(h.statement));
                             match stmt {
                                 Some(def) => Arc::clone(&def.class),
                                 None => continue,
@@ -203,6 +212,32 @@ impl Combined {
             Combined::Empty => Arc::new(Class::read(Reason::Empty)),
             Combined::One(c) => c,
             Combined::Many(c) => Arc::new(c),
+        }
+    }
+}
+
+/// The names of the statements a unit parsed, so far: the unnamed one as a flag (every unit of
+/// most drivers parses it), named ones in a set made on the first.
+#[derive(Default)]
+struct Parsed<'a> {
+    unnamed: bool,
+    named: Option<std::collections::HashSet<&'a str>>,
+}
+
+impl<'a> Parsed<'a> {
+    fn note(&mut self, name: &'a str) {
+        if name.is_empty() {
+            self.unnamed = true;
+        } else {
+            self.named.get_or_insert_with(Default::default).insert(name);
+        }
+    }
+
+    fn has(&self, name: &str) -> bool {
+        if name.is_empty() {
+            self.unnamed
+        } else {
+            self.named.as_ref().is_some_and(|n| n.contains(name))
         }
     }
 }

@@ -3,6 +3,9 @@
 use super::*;
 use bytes::BytesMut;
 
+use crate::frontend::statements::StmtDef;
+use crate::router::SessionEffect;
+
 fn query(sql: &str) -> Unit {
     let mut b = BytesMut::new();
     messages::query(&mut b, sql);
@@ -192,4 +195,31 @@ fn resets_are_recognised() {
     assert!(!resets_statements(&f));
     let Unit::Simple(f) = query("\n discard all;") else { unreachable!() };
     assert!(resets_statements(&f));
+}
+
+/// A Bind of a statement parsed earlier in the same unit is classified by that Parse, not by
+/// the definition the name had before the unit (drivers reuse the unnamed statement for every
+/// query: a read after a write must not be taken for a write).
+#[test]
+fn a_bind_follows_the_parse_of_its_own_unit() {
+    let classifier = Classifier::new(64, Vec::new());
+    let mut statements = Statements::default();
+    let no_types = 0i16.to_be_bytes();
+    statements.define("", Arc::new(StmtDef::new(b"INSERT INTO t VALUES (1)", &no_types, &classifier)));
+    statements.define("s1", Arc::new(StmtDef::new(b"SET work_mem = '1MB'", &no_types, &classifier)));
+    let frame = |build: &dyn Fn(&mut BytesMut)| {
+        let mut b = BytesMut::new();
+        build(&mut b);
+        Frame::from_bytes(b.freeze())
+    };
+    for name in ["", "s1"] {
+        let frames = vec![
+            frame(&|b| messages::parse(b, name, b"SELECT 1", &no_types)),
+            frame(&|b| messages::bind_renamed(b, b"", name, &[0, 0, 0, 0, 0, 0])),
+            frame(&|b| messages::execute(b, "", 0)),
+            frame(&|b| messages::sync(b)),
+        ];
+        let class = Unit::Extended(frames).classify(&statements, &classifier);
+        assert_eq!((class.access, class.session), (Access::Read, SessionEffect::None), "statement {name:?}");
+    }
 }
