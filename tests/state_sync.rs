@@ -301,9 +301,14 @@ async fn reset_all_on_a_held_connection_returns_to_the_startup_parameters() {
 /// Run `statements` as one pipeline (each Parse/Bind/Execute, one Sync) on a raw connection;
 /// every statement must succeed and the block be over at the Sync.
 async fn pipeline(conn: &mut RawConn, statements: &[&str]) {
+    pipeline_to(conn, statements, b"I").await;
+}
+
+/// [`pipeline`], ending with the transaction status `status` (`T`: a block left open).
+async fn pipeline_to(conn: &mut RawConn, statements: &[&str], status: &[u8]) {
     let frames = run_pipeline(conn, statements).await;
     assert!(!tags(&frames).contains('E'), "{statements:?}: {}", tags(&frames));
-    assert_eq!(frames.last().unwrap().body(), b"I", "{statements:?} leaves no block open");
+    assert_eq!(frames.last().unwrap().body(), status, "{statements:?}: the status at the Sync");
 }
 
 /// A pipeline that commits a SET and then fails: the SET lasts (PostgreSQL says so on a direct
@@ -386,6 +391,14 @@ async fn a_whole_block_in_one_pipeline_keeps_its_set_only_if_it_commits() {
         assert_eq!(raw_work_mem(&mut a).await, want, "{statements:?} through sluice");
     }
     assert_eq!(value(&b, WORK_MEM).await, "4MB", "b after a's state was replayed");
+    // pgjdbc sends BEGIN with the first statement of a transaction: the SET waits for the end
+    // of the block, and the session is not pinned for it.
+    for (end, want) in [("ROLLBACK", "11MB"), ("COMMIT", "9MB")] {
+        pipeline_to(&mut a, &["BEGIN", "SET work_mem = '9MB'"], b"T").await;
+        pipeline(&mut a, &[end]).await;
+        assert_ne!(read_unkept(&b, WORK_MEM).await.as_deref(), Some("9MB"), "{end}: b sees a's setting");
+        assert_eq!(raw_work_mem(&mut a).await, want, "after {end}");
+    }
     // A reset and a SET in one simple Query: the SET is kept (the session stays on its
     // connection, so b is not asked to read again).
     a.query("RESET ALL; SET work_mem = '15MB'").await.expect("the query");

@@ -143,23 +143,30 @@ pub(super) fn kind(run: &Executed, classifier: &Classifier) -> Kind {
     }
 }
 
-/// The statements of a successful unit that started and ended outside a block whose session
-/// commands last, in order (indices into `kinds`); `None` if that cannot be told (the session
-/// then stays on its connection).
-pub(super) fn lasting(kinds: &[Kind]) -> Option<Vec<usize>> {
-    let mut lasting = Vec::new();
-    let mut pending = Vec::new();
+/// The statements with session commands of a successful unit that started outside a block
+/// (indices into its kinds), by what became of them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub(super) struct Lasting {
+    /// Committed inside the unit: they last.
+    pub committed: Vec<usize>,
+    /// In the transaction still open at the unit's end: the Sync commits them, or they wait
+    /// for the end of the block the unit left open.
+    pub open: Vec<usize>,
+}
+
+/// [`Lasting`] for a successful unit that started outside a block; `None` if that cannot be
+/// told (the session then stays on its connection).
+pub(super) fn lasting(kinds: &[Kind]) -> Option<Lasting> {
+    let mut lasting = Lasting::default();
     for (i, kind) in kinds.iter().enumerate() {
         match kind {
-            Kind::Sets => pending.push(i),
-            Kind::Commit => lasting.append(&mut pending),
-            Kind::Rollback => pending.clear(),
+            Kind::Sets => lasting.open.push(i),
+            Kind::Commit => lasting.committed.append(&mut lasting.open),
+            Kind::Rollback => lasting.open.clear(),
             Kind::Other => {}
             Kind::Unreplayable | Kind::Undo => return None,
         }
     }
-    // The Sync commits the rest.
-    lasting.append(&mut pending);
     Some(lasting)
 }
 
@@ -257,25 +264,29 @@ mod tests {
     fn session_commands_that_last_in_a_unit_run_outside_a_block() {
         use Kind::{Commit as C, Other as O, Rollback as R, Sets as S, Undo as U, Unreplayable as X};
         // (name, kinds in order, indices that last)
-        type Case<'a> = (&'a str, &'a [Kind], Option<&'a [usize]>);
+        type Case<'a> = (&'a str, &'a [Kind], Option<(&'a [usize], &'a [usize])>);
         #[rustfmt::skip]
-        let cases: [Case; 13] = [
-            ("a lone SET", &[S], Some(&[0])),
-            ("nothing set", &[O, O], Some(&[])),
-            ("a SET and a read: only the SET", &[S, O], Some(&[0])),
-            ("BEGIN; SET; COMMIT", &[O, S, C], Some(&[1])),
-            ("BEGIN; SET; ROLLBACK", &[O, S, R], Some(&[])),
-            ("a SET before BEGIN is in the block that rolls back", &[S, O, S, R], Some(&[])),
-            ("a block that commits, then one that rolls back", &[O, S, C, O, S, R], Some(&[1])),
-            ("a block that rolls back, then a SET the Sync commits", &[O, S, R, S], Some(&[3])),
-            ("ROLLBACK with no block still undoes the unit so far", &[S, R, S], Some(&[2])),
-            ("COMMIT with no block commits the unit so far", &[S, C, S], Some(&[0, 2])),
+        let cases: [Case; 15] = [
+            ("a lone SET", &[S], Some((&[], &[0]))),
+            ("nothing set", &[O, O], Some((&[], &[]))),
+            ("a SET and a read: only the SET", &[S, O], Some((&[], &[0]))),
+            ("BEGIN; SET; COMMIT", &[O, S, C], Some((&[1], &[]))),
+            ("BEGIN; SET; ROLLBACK", &[O, S, R], Some((&[], &[]))),
+            ("a SET before BEGIN is in the block that rolls back", &[S, O, S, R], Some((&[], &[]))),
+            ("a block that commits, then one that rolls back", &[O, S, C, O, S, R], Some((&[1], &[]))),
+            ("a block that rolls back, then a SET", &[O, S, R, S], Some((&[], &[3]))),
+            ("ROLLBACK with no block still undoes the unit so far", &[S, R, S], Some((&[], &[2]))),
+            ("COMMIT with no block commits the unit so far", &[S, C, S], Some((&[0], &[2]))),
+            ("BEGIN; SET: a block left open (pgjdbc's first statement)", &[O, S], Some((&[], &[1]))),
+            ("a block that commits, then one left open", &[O, S, C, O, S, O], Some((&[1], &[4]))),
             ("a savepoint rolled back", &[O, S, U, C], None),
             ("an unreplayable SET", &[X], None),
             ("an unreplayable SET that rolls back", &[O, X, R], None),
         ];
         for (name, kinds, want) in cases {
-            assert_eq!(lasting(kinds).as_deref(), want, "{name}");
+            let got = lasting(kinds);
+            let got = got.as_ref().map(|l| (l.committed.as_slice(), l.open.as_slice()));
+            assert_eq!(got, want, "{name}");
         }
     }
 

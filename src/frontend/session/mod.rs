@@ -402,7 +402,7 @@ impl<'a> Session<'a> {
                 let settled = self.settle_in_block(class, unit, before, status, errored);
                 let autocommit = before == TxStatus::Idle && status == TxStatus::Idle;
                 if !errored {
-                    self.note_effects(class, unit, autocommit, settled);
+                    self.note_effects(class, unit, before, status, settled);
                     self.note_accepted(unit);
                 } else if autocommit && class.session == SessionEffect::Parameter && self.failed_may_keep(unit) {
                     // Part of it may have committed before the error: what is in force is
@@ -498,8 +498,13 @@ impl<'a> Session<'a> {
         self.state = self.state.after(Event::Pin);
     }
 
-    /// `settled`: the unit's parameter effect was dealt with by [`Session::settle_in_block`].
-    fn note_effects(&mut self, class: &Class, unit: &Unit, autocommit: bool, settled: bool) {
+    /// `before` / `after`: the transaction status around the unit. `settled`: the unit's
+    /// parameter effect was dealt with by [`Session::settle_in_block`].
+    fn note_effects(&mut self, class: &Class, unit: &Unit, before: TxStatus, after: TxStatus, settled: bool) {
+        // A unit that started outside a block and ended there, or in a block it opened with the
+        // extended protocol (pgjdbc sends BEGIN with the first statement of a transaction).
+        let outside = before == TxStatus::Idle
+            && (after == TxStatus::Idle || after == TxStatus::InTransaction && matches!(unit, Unit::Extended(_)));
         match class.session {
             SessionEffect::Parameter if settled => {}
             SessionEffect::Pin => self.pin(class),
@@ -511,8 +516,8 @@ impl<'a> Session<'a> {
             // hold the session (asyncpg unlocks advisory locks in its pool reset, and sets
             // `jit` through `set_config` around its type introspection: pinning there would
             // cost every asyncpg client a server connection of its own).
-            SessionEffect::Parameter if autocommit => {
-                let Some(texts) = self.autocommit_texts(class, unit) else {
+            SessionEffect::Parameter if outside => {
+                let Some((texts, pending)) = self.unit_texts(class, unit, after) else {
                     self.pin(class);
                     return self.note_other_effects(class, unit);
                 };
@@ -531,6 +536,9 @@ impl<'a> Session<'a> {
                 if !recorded {
                     self.pin(class);
                 }
+                if !pending.is_empty() {
+                    self.rare.get().pending_sets.extend(pending);
+                }
                 if let Some(h) = self.held.as_mut() {
                     let conn = h.checkout.conn();
                     // After RESET ALL the connection holds server defaults, not the session's
@@ -548,12 +556,13 @@ impl<'a> Session<'a> {
         self.note_other_effects(class, unit);
     }
 
-    /// The session commands a unit run outside a block left in force, as texts to replay in
-    /// order; `None` if that cannot be told (the session is pinned). A simple Query's text is
-    /// recorded as it ran; an extended unit's statements are walked one by one
+    /// The session commands a unit that started outside a block left in force, as texts to
+    /// replay in order, and those of the block it left open (`after` in a block), pending until
+    /// that block ends; `None` if that cannot be told (the session is pinned). A simple Query's
+    /// text is recorded as it ran; an extended unit's statements are walked one by one
     /// ([`in_block::lasting`]): a block inside it that rolled back leaves nothing, and its
     /// reads, writes, BEGIN and COMMIT are not replayed.
-    fn autocommit_texts(&self, class: &Class, unit: &Unit) -> Option<Vec<String>> {
+    fn unit_texts(&self, class: &Class, unit: &Unit, after: TxStatus) -> Option<(Vec<String>, Vec<String>)> {
         let default = Statements::default();
         let statements = self.rare.peek().map_or(&default, |r| &r.statements);
         let ran = executed(unit, statements)?;
@@ -564,15 +573,21 @@ impl<'a> Session<'a> {
             let reset_and_more = texts.iter().any(|t| is_reset_all(t) && !is_reset_alone(t));
             let replayable =
                 class.access == Access::Read || texts.iter().all(|t| is_reset_all(t) || set_config_name(t).is_some());
-            return (replayable && !reset_and_more).then_some(texts);
+            return (after == TxStatus::Idle && replayable && !reset_and_more).then_some((texts, Vec::new()));
         }
         let kinds: Vec<in_block::Kind> = ran.iter().map(|r| in_block::kind(r, &self.classifier)).collect();
         let lasting = in_block::lasting(&kinds)?;
-        let mut texts = Vec::new();
-        for i in lasting {
-            texts.extend(ran[i].texts.iter().flatten().cloned());
+        let texts = |indices: &[usize]| -> Vec<String> {
+            indices.iter().flat_map(|&i| ran[i].texts.iter().flatten().cloned()).collect()
+        };
+        let (mut committed, open) = (texts(&lasting.committed), texts(&lasting.open));
+        if after == TxStatus::Idle {
+            // The Sync committed the rest.
+            committed.extend(open);
+            return Some((committed, Vec::new()));
         }
-        Some(texts)
+        // A reset inside a block pins, as in [`Session::settle_in_block`].
+        (!open.iter().any(|t| is_reset_all(t))).then_some((committed, open))
     }
 
     /// True if a unit run outside a block that failed may have left session commands in
