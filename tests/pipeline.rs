@@ -345,7 +345,7 @@ async fn a_read_reusing_the_unnamed_statement_of_a_write_runs_on_a_replica() {
     let (c, p) = Cluster::with_proxy(1, "CREATE TABLE t (id int)").await;
     let primary = c.primary_port().to_string();
     let mut a = raw(p.port()).await;
-    let mut run = |sql: &'static str| {
+    let run = |sql: &'static str| {
         let mut out = BytesMut::new();
         run_unnamed(&mut out, sql, &[]);
         messages::sync(&mut out);
