@@ -239,6 +239,7 @@ pub struct Metrics {
     routes: Family<ReasonLabel, Counter>,
     route_cache: [OnceLock<Counter>; REASON_SLOTS],
     units: [Counter; UnitOutcome::ALL.len()],
+    pins: Family<ReasonLabel, Counter>,
     rejections: [Counter; Rejection::ALL.len()],
     clients: Gauge,
     generation: Gauge,
@@ -256,6 +257,10 @@ impl Metrics {
         let routes = Family::<ReasonLabel, Counter>::default();
         registry.register("route_decisions", "Routing and classification decisions by reason", routes.clone());
         let units = register_units(registry);
+        let pins = Family::<ReasonLabel, Counter>::default();
+        let pins_help = "Sessions tied to one server connection for the rest of their life (transaction pooling), \
+             by the reason of the unit that tied them";
+        registry.register("session_pins", pins_help, pins.clone());
         let (clients, rejections) = register_clients(registry);
         let generation = Gauge::default();
         registry.register("topology_generation", "Generation of the current topology snapshot", generation.clone());
@@ -263,7 +268,18 @@ impl Metrics {
         let ops = OpsMetrics::register(registry);
         let nodes = RwLock::new(node_names.iter().map(|n| node_families.series(n)).collect());
         let route_cache = std::array::from_fn(|_| OnceLock::new());
-        Arc::new(Metrics { routes, route_cache, units, rejections, clients, generation, node_families, ops, nodes })
+        Arc::new(Metrics {
+            routes,
+            route_cache,
+            units,
+            pins,
+            rejections,
+            clients,
+            generation,
+            node_families,
+            ops,
+            nodes,
+        })
     }
 
     /// Count one routing or classification decision.
@@ -279,6 +295,11 @@ impl Metrics {
     /// Count one finished unit of work.
     pub fn unit(&self, outcome: UnitOutcome) {
         self.units[outcome as usize].inc();
+    }
+
+    /// Count a session tied to its server connection, by the reason of the unit that tied it.
+    pub fn session_pinned(&self, reason: Reason) {
+        self.pins.get_or_create(&ReasonLabel { reason: reason.as_str() }).inc();
     }
 
     /// A client connection was accepted (pair with [`Metrics::client_closed`]).

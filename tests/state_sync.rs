@@ -188,7 +188,8 @@ async fn reset_all_returns_to_the_startup_parameters() {
 /// A proxy with one server connection (transaction pooling, no replica): a session that kept
 /// it would make every other client wait.
 async fn one_connection(c: &Cluster) -> Proxy {
-    Proxy::builder().cluster(c).pool_size(1).pool_mode("transaction").start().await
+    let admin = ("", "admin_listen", "\"127.0.0.1:0\"");
+    Proxy::builder().cluster(c).pool_size(1).pool_mode("transaction").set(admin.0, admin.1, admin.2).start().await
 }
 
 /// A client of `p` that starts with `work_mem` 5MB.
@@ -403,4 +404,7 @@ async fn a_whole_block_in_one_pipeline_keeps_its_set_only_if_it_commits() {
     // connection, so b is not asked to read again).
     a.query("RESET ALL; SET work_mem = '15MB'").await.expect("the query");
     assert_eq!(raw_work_mem(&mut a).await, "15MB", "the SET after RESET ALL");
+    assert_eq!(p.metric(PINS).await, 1.0, "only the last unit pinned the session");
 }
+
+const PINS: &str = "sluice_session_pins_total{reason=\"session_command\"}";

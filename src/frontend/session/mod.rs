@@ -492,8 +492,9 @@ impl<'a> Session<'a> {
 
     /// The session stays on its server connection from now on, for a unit of `class`.
     fn pin(&mut self, class: &Class) {
-        if self.state.tie() != Some(state::Tie::Pinned) {
+        if !matches!(self.state.tie(), Some(state::Tie::Pinned | state::Tie::SessionPooled)) {
             tracing::debug!(reason = class.reason.as_str(), session = ?class.session, "session pinned to its server connection");
+            self.shared.metrics.session_pinned(class.reason);
         }
         self.state = self.state.after(Event::Pin);
     }
