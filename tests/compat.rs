@@ -109,7 +109,14 @@ async fn cluster() -> (Cluster, Proxy) {
     let c = Cluster::start(2).await;
     c.psql(SCHEMA).await;
     c.wait_replayed().await;
-    let p = Proxy::builder().cluster(&c).pool_size(30).monitor_interval("100ms").start().await;
+    let admin = ("", "admin_listen", "\"127.0.0.1:0\"");
+    let p = Proxy::builder()
+        .cluster(&c)
+        .pool_size(30)
+        .monitor_interval("100ms")
+        .set(admin.0, admin.1, admin.2)
+        .start()
+        .await;
     p.wait_topology(1, 2).await;
     (c, p)
 }
@@ -263,4 +270,17 @@ async fn pgjdbc() {
     let driver = java();
     let (c, p) = cluster().await;
     run(driver, &c, &p, &["prepare_threshold", "batches", "rewrite_batched_inserts"]).await;
+}
+
+/// SETs inside transactions, the way drivers send them: pgjdbc with autocommit off (BEGIN and
+/// the SET in one unit), psycopg's pipeline around a transaction (the whole block in one
+/// unit). The values are checked by the scripts; no session may be pinned for them.
+#[tokio::test(flavor = "multi_thread")]
+async fn set_in_transactions_does_not_pin() {
+    let (c, p) = cluster().await;
+    run(java(), &c, &p, &["set_in_transactions"]).await;
+    run(python("psycopg_suite.py"), &c, &p, &["set_in_pipeline_transactions"]).await;
+    let pins = p.metrics_text().await;
+    let pins: Vec<&str> = pins.lines().filter(|l| l.starts_with("sluice_session_pins_total")).collect();
+    assert!(pins.is_empty(), "sessions were pinned: {pins:?}");
 }

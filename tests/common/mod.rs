@@ -138,16 +138,22 @@ impl Proxy {
     /// `sluice_state_syncs_total{outcome="pipelined"}`); 0 if it is not there yet. Needs
     /// `admin_listen` (`.set("", "admin_listen", "\"127.0.0.1:0\"")`).
     pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics_text().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).filter(|v| v.starts_with(' ')).map(|v| v.trim().parse().unwrap()))
+            .unwrap_or(0.0)
+    }
+
+    /// The whole `/metrics` page of the admin endpoint (with its HTTP head). Needs
+    /// `admin_listen`.
+    pub async fn metrics_text(&self) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let admin = self.admin_addr().expect("metric() needs admin_listen");
+        let admin = self.admin_addr().expect("metrics need admin_listen");
         let mut s = tokio::net::TcpStream::connect(admin).await.unwrap();
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: sluice\r\nConnection: close\r\n\r\n").await.unwrap();
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).await.unwrap();
-        let text = String::from_utf8_lossy(&raw);
-        text.lines()
-            .find_map(|l| l.strip_prefix(series).filter(|v| v.starts_with(' ')).map(|v| v.trim().parse().unwrap()))
-            .unwrap_or(0.0)
+        String::from_utf8_lossy(&raw).into_owned()
     }
 
     fn handle(&self) -> &sluice::ProxyHandle {

@@ -103,12 +103,45 @@ public class PgjdbcSuite {
         }
     }
 
+    static String show(Connection c) throws Exception {
+        try (Statement s = c.createStatement(); ResultSet rs = s.executeQuery("SHOW work_mem")) {
+            check(rs.next(), "no row");
+            return rs.getString(1);
+        }
+    }
+
+    /** Autocommit off, a SET as each transaction's first statement (pgjdbc sends BEGIN with it,
+     * in one unit): it lasts if the transaction commits. The Rust side checks that no session
+     * was pinned for it. */
+    static void setInTransactions() throws Exception {
+        try (Connection c = connect("")) {
+            c.setAutoCommit(false);
+            String want = show(c);
+            c.commit();
+            for (int i = 1; i <= 5; i++) {
+                try (Statement s = c.createStatement()) {
+                    s.execute("SET work_mem = '" + i + "MB'");
+                }
+                check(show(c).equals(i + "MB"), "round " + i + ": the SET is not seen in its transaction");
+                if (i == 3) {
+                    c.rollback();
+                } else {
+                    c.commit();
+                    want = i + "MB";
+                }
+                check(show(c).equals(want), "round " + i + ": work_mem " + show(c) + ", want " + want);
+                c.commit();
+            }
+        }
+    }
+
     public static void main(String[] args) {
         int failed = 0;
         for (String name : args) {
             try {
                 switch (name) {
                     case "prepare_threshold": prepareThreshold(); break;
+                    case "set_in_transactions": setInTransactions(); break;
                     case "batches": batch("prepareThreshold=1", "jbatch"); break;
                     case "rewrite_batched_inserts": batch("reWriteBatchedInserts=true", "jrewrite"); break;
                     default: throw new IllegalArgumentException("no case " + name);

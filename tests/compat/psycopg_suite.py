@@ -213,9 +213,26 @@ def own_notify_pid():
         check(got[0].pid == conn.info.backend_pid, f"pid {got[0].pid} != backend_pid {conn.info.backend_pid}")
 
 
+def set_in_pipeline_transactions():
+    """SETs inside transactions sent as whole pipelines: each lasts if its transaction commits
+    (the Rust side checks that no session was pinned for them)."""
+    with connect() as conn:
+        want = None
+        for i in range(1, 6):
+            with conn.pipeline(), conn.transaction():
+                conn.execute(f"SET work_mem = '{i}MB'")
+                conn.execute("SELECT 1")
+                if i == 3:
+                    raise psycopg.Rollback()
+            if i != 3:
+                want = f"{i}MB"
+            got = conn.execute("SHOW work_mem").fetchone()[0]
+            check(got == want, f"round {i}: work_mem {got}, want {want}")
+
+
 CASES = {f.__name__: f for f in [
     placement, executemany_returning, copy, server_prepared, tpc_recover, deallocate_auto_prepared, encoding,
-    datestyle_option, pipeline_10000, pipeline_error, listen_notify, own_notify_pid,
+    datestyle_option, pipeline_10000, pipeline_error, listen_notify, own_notify_pid, set_in_pipeline_transactions,
 ]}
 
 if __name__ == "__main__":
