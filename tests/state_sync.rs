@@ -341,7 +341,9 @@ async fn a_pipeline_that_commits_a_set_then_fails_keeps_the_set_to_its_session()
 async fn run_pipeline(conn: &mut RawConn, statements: &[&str]) -> Vec<sluice::protocol::Frame> {
     let mut out = BytesMut::new();
     for sql in statements {
-        run_unnamed(&mut out, sql, &[]);
+        // A statement with a parameter gets 1 for it.
+        let params: &[Option<&str>] = if sql.contains("$1") { &[Some("1")] } else { &[] };
+        run_unnamed(&mut out, sql, params);
     }
     messages::sync(&mut out);
     assert!(conn.send(&out).await);
@@ -399,6 +401,19 @@ async fn a_whole_block_in_one_pipeline_keeps_its_set_only_if_it_commits() {
         pipeline(&mut a, &[end]).await;
         assert_ne!(read_unkept(&b, WORK_MEM).await.as_deref(), Some("9MB"), "{end}: b sees a's setting");
         assert_eq!(raw_work_mem(&mut a).await, want, "after {end}");
+    }
+    // psycopg's pipeline inside a transaction: SETs beside parameterised statements, the
+    // COMMIT or ROLLBACK pipelined after a statement.
+    for (end, want) in [("COMMIT", "23MB"), ("ROLLBACK", "9MB")] {
+        pipeline_to(&mut a, &["BEGIN", "SET work_mem = '21MB'"], b"T").await;
+        pipeline_to(&mut a, &["SET work_mem = '23MB'", "SELECT $1::int"], b"T").await;
+        pipeline(&mut a, &["SELECT $1::int", end]).await;
+        assert_eq!(read_unkept(&b, WORK_MEM).await.as_deref(), Some("4MB"), "{end}: b sees a's setting");
+        assert_eq!(raw_work_mem(&mut a).await, want, "after {end}");
+        if end == "COMMIT" {
+            // Back to 9MB for the ROLLBACK round, outside a block.
+            pipeline(&mut a, &["SET work_mem = '9MB'"]).await;
+        }
     }
     // A reset and a SET in one simple Query: the SET is kept (the session stays on its
     // connection, so b is not asked to read again).

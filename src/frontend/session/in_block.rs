@@ -170,6 +170,49 @@ pub(super) fn lasting(kinds: &[Kind]) -> Option<Lasting> {
     Some(lasting)
 }
 
+/// What became of the commands pending from before a unit that ran inside a block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Prior {
+    /// The unit committed them: they join the history.
+    Committed,
+    /// Still pending: the block is still open.
+    Pending,
+    /// The unit rolled them back.
+    Dropped,
+}
+
+/// [`lasting`] for a successful unit of several statements that started inside a block
+/// (`pending`: commands are pending from before it, as if they ran first in it); `after_idle`:
+/// it ended outside a block, so the Sync committed what ran after its last end. The indices
+/// are into `kinds`.
+pub(super) fn lasting_in_block(pending: bool, kinds: &[Kind], after_idle: bool) -> Option<(Prior, Lasting)> {
+    let mut all = Vec::with_capacity(kinds.len() + 1);
+    if pending {
+        all.push(Kind::Sets);
+    }
+    all.extend_from_slice(kinds);
+    let mut l = lasting(&all)?;
+    if after_idle {
+        l.committed.append(&mut l.open);
+    }
+    let prior = if !pending || l.open.contains(&0) {
+        Prior::Pending
+    } else if l.committed.contains(&0) {
+        Prior::Committed
+    } else {
+        Prior::Dropped
+    };
+    if pending {
+        let shift = |v: &mut Vec<usize>| {
+            v.retain(|&i| i != 0);
+            v.iter_mut().for_each(|i| *i -= 1);
+        };
+        shift(&mut l.committed);
+        shift(&mut l.open);
+    }
+    Some((prior, l))
+}
+
 /// True if a unit run outside a block whose kinds are `kinds` may have left session commands
 /// in force although it failed: a session command followed by a commit (or what may be one).
 /// The error came somewhere after the first statement; what the unit ran up to a commit lasts.
@@ -286,6 +329,30 @@ mod tests {
         for (name, kinds, want) in cases {
             let got = lasting(kinds);
             let got = got.as_ref().map(|l| (l.committed.as_slice(), l.open.as_slice()));
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn session_commands_of_a_unit_run_inside_a_block() {
+        use Kind::{Commit as C, Other as O, Rollback as R, Sets as S, Undo as U};
+        // (name, pending before, kinds, ended outside a block, prior's fate, committed, open)
+        type Case<'a> = (&'a str, bool, &'a [Kind], bool, Option<(Prior, &'a [usize], &'a [usize])>);
+        #[rustfmt::skip]
+        let cases: [Case; 9] = [
+            ("SET and a write, block goes on", false, &[S, O], false, Some((Prior::Pending, &[], &[0]))),
+            ("SET and a write with pending, block goes on", true, &[S, O], false, Some((Prior::Pending, &[], &[0]))),
+            ("SET; COMMIT", false, &[S, C], true, Some((Prior::Pending, &[0], &[]))),
+            ("pending, SET; COMMIT", true, &[S, C], true, Some((Prior::Committed, &[0], &[]))),
+            ("pending, SET; ROLLBACK", true, &[S, R], true, Some((Prior::Dropped, &[], &[]))),
+            ("pending, COMMIT; SET (the Sync commits it)", true, &[C, S], true, Some((Prior::Committed, &[1], &[]))),
+            ("pending, ROLLBACK; BEGIN; SET: a new block", true, &[R, O, S], false, Some((Prior::Dropped, &[], &[2]))),
+            ("pending, COMMIT; BEGIN; SET", true, &[C, O, S], false, Some((Prior::Committed, &[], &[2]))),
+            ("a savepoint rolled back", true, &[S, U], false, None),
+        ];
+        for (name, pending, kinds, after_idle, want) in cases {
+            let got = lasting_in_block(pending, kinds, after_idle);
+            let got = got.as_ref().map(|(p, l)| (*p, l.committed.as_slice(), l.open.as_slice()));
             assert_eq!(got, want, "{name}");
         }
     }

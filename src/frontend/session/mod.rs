@@ -442,6 +442,11 @@ impl<'a> Session<'a> {
         if before == TxStatus::Idle || !(pending || sets && !errored) {
             return false;
         }
+        if before == TxStatus::InTransaction && !errored {
+            if let Some(settled) = self.settle_pipelined_in_block(class, unit, pending, after) {
+                return settled;
+            }
+        }
         let statements = &self.rare.get().statements;
         let texts = executed_texts(unit, statements);
         let ran_statements = executed_statements(unit, statements);
@@ -488,6 +493,62 @@ impl<'a> Session<'a> {
                 true
             }
         }
+    }
+
+    /// [`Session::settle_in_block`] for an extended unit of several statements that ran inside
+    /// a block without error (psycopg's pipeline inside a transaction: a SET beside
+    /// parameterised writes, a COMMIT after them): its statements walked one by one
+    /// ([`in_block::lasting_in_block`]). `None`: not such a unit, the caller's table decides.
+    fn settle_pipelined_in_block(
+        &mut self,
+        class: &Class,
+        unit: &Unit,
+        pending: bool,
+        after: TxStatus,
+    ) -> Option<bool> {
+        if !matches!(unit, Unit::Extended(_)) {
+            return None;
+        }
+        let ran = executed(unit, &self.rare.get().statements).filter(|ran| ran.len() > 1)?;
+        let kinds: Vec<in_block::Kind> = ran.iter().map(|r| in_block::kind(r, &self.classifier)).collect();
+        let texts = |indices: &[usize]| -> Vec<String> {
+            indices.iter().flat_map(|&i| ran[i].texts.iter().flatten().cloned()).collect()
+        };
+        let walked = in_block::lasting_in_block(pending, &kinds, after == TxStatus::Idle);
+        // A reset inside a block pins, as in the table's rule.
+        let walked = walked.map(|(prior, l)| (prior, texts(&l.committed), texts(&l.open)));
+        let Some((prior, committed, open)) = walked.filter(|(_, c, o)| !c.iter().chain(o).any(|t| is_reset_all(t)))
+        else {
+            self.rare.get().pending_sets.clear();
+            self.pin(class);
+            return Some(true);
+        };
+        tracing::trace!(
+            ?prior,
+            committed = committed.len(),
+            open = open.len(),
+            "session commands in a pipelined block"
+        );
+        let rare = self.rare.get();
+        let mut record = match prior {
+            in_block::Prior::Committed => std::mem::take(&mut rare.pending_sets),
+            in_block::Prior::Dropped => {
+                rare.pending_sets.clear();
+                Vec::new()
+            }
+            in_block::Prior::Pending => Vec::new(),
+        };
+        rare.pending_sets.extend(open);
+        record.extend(committed);
+        if !record.is_empty() {
+            if !record.iter().all(|t| Arc::make_mut(&mut self.params).record(t)) {
+                self.pin(class);
+            }
+            if let Some(h) = self.held.as_mut() {
+                h.checkout.conn().carry(Arc::clone(self.params.settings()));
+            }
+        }
+        Some(true)
     }
 
     /// The session stays on its server connection from now on, for a unit of `class`.
