@@ -345,6 +345,10 @@ impl Statements {
     /// forget it, make sure the connection has it, take it out of the connection's books, and
     /// return its server-side name (the caller sends the DEALLOCATE).
     fn deallocate(&mut self, sql: &[u8], batch: &mut Batch<'_>) -> Option<String> {
+        // The first letter before the text is validated and split: every unnamed Parse asks.
+        if !may_start_with(sql, b"D") {
+            return None;
+        }
         let target = deallocate_target(std::str::from_utf8(sql).ok()?)?;
         let def = self.named.remove(&target)?;
         let server = batch.ensure(&def);

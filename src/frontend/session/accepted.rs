@@ -32,7 +32,9 @@ impl Session<'_> {
         let Unit::Extended(frames) = unit else { return };
         let keys: Vec<u64> = frames
             .iter()
-            .filter(|f| f.tag() == tag::PARSE)
+            // A Parse's body starts with its statement's name: an unnamed one (every Parse of
+            // a driver's unnamed statement) is not decoded.
+            .filter(|f| f.tag() == tag::PARSE && f.body().first().is_some_and(|&b| b != 0))
             .filter_map(|f| messages::decode_parse(f.body()))
             .filter(|p| !p.name.is_empty())
             .map(|p| {
