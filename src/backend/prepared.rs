@@ -14,6 +14,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::keyed_hash::KeyedState;
+
 /// What makes two prepared statements the same: the exact query text and parameter types.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StmtKey {
@@ -84,8 +86,8 @@ impl std::fmt::Debug for StmtName {
 
 #[derive(Clone, Copy, Debug)]
 struct Slot {
-    /// Name suffix on the server (`sluice_<id>`).
-    id: u64,
+    /// Its name on the server, built once (every Bind of it needs the name).
+    name: StmtName,
     /// Tick of the last use (the key in `by_use`).
     used: u64,
 }
@@ -94,7 +96,8 @@ struct Slot {
 #[derive(Debug)]
 pub struct PreparedStatements {
     max: usize,
-    by_key: HashMap<Arc<StmtKey>, Slot>,
+    /// Hashed with [`KeyedState`]: every Bind of a prepared statement looks its key up here.
+    by_key: HashMap<Arc<StmtKey>, Slot, KeyedState>,
     by_use: BTreeMap<u64, Arc<StmtKey>>,
     tick: u64,
     next_id: u64,
@@ -111,18 +114,13 @@ impl PreparedStatements {
     pub fn new(max: usize) -> Self {
         Self {
             max: max.max(1),
-            by_key: HashMap::new(),
+            by_key: HashMap::default(),
             by_use: BTreeMap::new(),
             tick: 0,
             next_id: 0,
             unit_start: 0,
             reclose: Vec::new(),
         }
-    }
-
-    /// The server-side name for statement number `id`.
-    fn name(id: u64) -> String {
-        StmtName::new(id).to_string()
     }
 
     /// Number of statements believed present on the server.
@@ -148,12 +146,12 @@ impl PreparedStatements {
     pub fn get(&mut self, key: &StmtKey) -> Option<StmtName> {
         self.tick += 1;
         let slot = self.by_key.get_mut(key)?;
-        let (old, id) = (slot.used, slot.id);
+        let (old, name) = (slot.used, slot.name);
         slot.used = self.tick;
         if let Some(k) = self.by_use.remove(&old) {
             self.by_use.insert(self.tick, k);
         }
-        Some(StmtName::new(id))
+        Some(name)
     }
 
     /// Record `key` as prepared under a new name. Returns that name and the names of statements
@@ -168,7 +166,7 @@ impl PreparedStatements {
                 Some((&used, _)) if used < self.unit_start => {
                     let victim = self.by_use.remove(&used).expect("first key exists");
                     let slot = self.by_key.remove(&victim).expect("by_use and by_key agree");
-                    evicted.push(Self::name(slot.id));
+                    evicted.push(slot.name.to_string());
                 }
                 // Everything left is used by the unit being built.
                 _ => break,
@@ -176,18 +174,18 @@ impl PreparedStatements {
         }
         self.tick += 1;
         self.next_id += 1;
-        let id = self.next_id;
+        let name = StmtName::new(self.next_id);
         self.by_use.insert(self.tick, Arc::clone(&key));
-        self.by_key.insert(key, Slot { id, used: self.tick });
+        self.by_key.insert(key, Slot { name, used: self.tick });
         debug_assert_eq!(self.by_key.len(), self.by_use.len());
-        (StmtName::new(id), evicted)
+        (name, evicted)
     }
 
     /// Forget `key`; its name if it was there.
     pub fn remove(&mut self, key: &StmtKey) -> Option<String> {
         let slot = self.by_key.remove(key)?;
         self.by_use.remove(&slot.used);
-        Some(Self::name(slot.id))
+        Some(slot.name.to_string())
     }
 
     /// Forget everything (the server dropped them all: DISCARD ALL, DEALLOCATE ALL).

@@ -17,6 +17,7 @@ use bytes::BytesMut;
 
 use super::expect::{Expect, Replies, ReplyKind, Synth};
 use super::unit::may_start_with;
+use crate::backend::keyed_hash::KeyedState;
 use crate::backend::prepared::{StmtKey, StmtName};
 use crate::backend::ServerConn;
 use crate::protocol::{messages, tag, Frame};
@@ -71,7 +72,8 @@ pub fn may_answer_locally(frames: &[Frame]) -> bool {
 /// The client's prepared statements (named, plus the last unnamed one).
 #[derive(Default)]
 pub struct Statements {
-    named: HashMap<String, Arc<StmtDef>>,
+    /// Hashed with [`KeyedState`]: every Bind of a named statement looks it up here.
+    named: HashMap<String, Arc<StmtDef>, KeyedState>,
     unnamed: Option<Arc<StmtDef>>,
 }
 
