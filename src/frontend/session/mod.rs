@@ -343,7 +343,8 @@ impl<'a> Session<'a> {
             // those waits applies to bytes already here. A held connection is still watched
             // between messages (`next_frame`), and anything else (a partial message, a framing
             // error) goes that way too.
-            let buffered = if no_lookahead && self.held.is_none() { self.client.buffered_frame().ok().flatten() } else { None };
+            let buffered =
+                if no_lookahead && self.held.is_none() { self.client.buffered_frame().ok().flatten() } else { None };
             let next = match buffered {
                 Some(f) => Some(f),
                 None => self.next_frame().await?,
