@@ -14,6 +14,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
+use super::keyed_hash::KeyedState;
+
 /// What makes two prepared statements the same: the exact query text and parameter types.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct StmtKey {
@@ -84,17 +86,24 @@ impl std::fmt::Debug for StmtName {
 
 #[derive(Clone, Copy, Debug)]
 struct Slot {
-    /// Name suffix on the server (`sluice_<id>`).
-    id: u64,
-    /// Tick of the last use (the key in `by_use`).
+    /// Its name on the server, built once (every Bind of it needs the name).
+    name: StmtName,
+    /// Tick of the last use.
     used: u64,
+    /// The tick `by_use` lists it under: its `used` when it was listed, at most `used` (a use
+    /// does not move it there; eviction does, see [`PreparedStatements::insert`]).
+    listed: u64,
 }
 
 /// The statements prepared on one connection.
 #[derive(Debug)]
 pub struct PreparedStatements {
     max: usize,
-    by_key: HashMap<Arc<StmtKey>, Slot>,
+    /// Hashed with [`KeyedState`]: every Bind of a prepared statement looks its key up here.
+    by_key: HashMap<Arc<StmtKey>, Slot, KeyedState>,
+    /// Every statement once, under its `listed` tick: the oldest first. A statement used since
+    /// it was listed is moved to its `used` tick only when it comes up for eviction, so a use
+    /// (every Bind) costs no reordering of this tree.
     by_use: BTreeMap<u64, Arc<StmtKey>>,
     tick: u64,
     next_id: u64,
@@ -111,18 +120,13 @@ impl PreparedStatements {
     pub fn new(max: usize) -> Self {
         Self {
             max: max.max(1),
-            by_key: HashMap::new(),
+            by_key: HashMap::default(),
             by_use: BTreeMap::new(),
             tick: 0,
             next_id: 0,
             unit_start: 0,
             reclose: Vec::new(),
         }
-    }
-
-    /// The server-side name for statement number `id`.
-    fn name(id: u64) -> String {
-        StmtName::new(id).to_string()
     }
 
     /// Number of statements believed present on the server.
@@ -148,12 +152,8 @@ impl PreparedStatements {
     pub fn get(&mut self, key: &StmtKey) -> Option<StmtName> {
         self.tick += 1;
         let slot = self.by_key.get_mut(key)?;
-        let (old, id) = (slot.used, slot.id);
         slot.used = self.tick;
-        if let Some(k) = self.by_use.remove(&old) {
-            self.by_use.insert(self.tick, k);
-        }
-        Some(StmtName::new(id))
+        Some(slot.name)
     }
 
     /// Record `key` as prepared under a new name. Returns that name and the names of statements
@@ -165,10 +165,18 @@ impl PreparedStatements {
         }
         while self.by_key.len() >= self.max {
             match self.by_use.first_key_value() {
-                Some((&used, _)) if used < self.unit_start => {
-                    let victim = self.by_use.remove(&used).expect("first key exists");
+                Some((&listed, _)) if listed < self.unit_start => {
+                    let victim = self.by_use.remove(&listed).expect("first key exists");
+                    let slot = self.by_key.get_mut(&victim).expect("by_use and by_key agree");
+                    if slot.used != listed {
+                        // Used since it was listed: listed again under its last use, which is
+                        // later, so this loop ends (each statement moves at most once).
+                        slot.listed = slot.used;
+                        self.by_use.insert(slot.used, victim);
+                        continue;
+                    }
                     let slot = self.by_key.remove(&victim).expect("by_use and by_key agree");
-                    evicted.push(Self::name(slot.id));
+                    evicted.push(slot.name.to_string());
                 }
                 // Everything left is used by the unit being built.
                 _ => break,
@@ -176,18 +184,18 @@ impl PreparedStatements {
         }
         self.tick += 1;
         self.next_id += 1;
-        let id = self.next_id;
+        let name = StmtName::new(self.next_id);
         self.by_use.insert(self.tick, Arc::clone(&key));
-        self.by_key.insert(key, Slot { id, used: self.tick });
+        self.by_key.insert(key, Slot { name, used: self.tick, listed: self.tick });
         debug_assert_eq!(self.by_key.len(), self.by_use.len());
-        (StmtName::new(id), evicted)
+        (name, evicted)
     }
 
     /// Forget `key`; its name if it was there.
     pub fn remove(&mut self, key: &StmtKey) -> Option<String> {
         let slot = self.by_key.remove(key)?;
-        self.by_use.remove(&slot.used);
-        Some(Self::name(slot.id))
+        self.by_use.remove(&slot.listed);
+        Some(slot.name.to_string())
     }
 
     /// Forget everything (the server dropped them all: DISCARD ALL, DEALLOCATE ALL).
@@ -253,6 +261,42 @@ mod tests {
         let other_types = StmtKey { query: b"SELECT $1".to_vec(), param_types: vec![0, 1, 0, 0, 0, 23] };
         assert_eq!(p.get(&other_types), None);
         assert!(p.get(&key("SELECT $1")).is_some());
+    }
+
+    #[test]
+    fn evicts_as_a_plain_least_recently_used_list_would() {
+        // Uses are not reordered until eviction (see `by_use`): the order evicted must still be
+        // that of a list moved to the front on every use. Units of one or two statements.
+        let mut p = PreparedStatements::new(3);
+        let mut model: Vec<String> = Vec::new(); // least recently used first
+        let mut names = HashMap::new();
+        let mut x: u32 = 7;
+        for _ in 0..2_000 {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            p.begin_unit();
+            for k in [x >> 16, x >> 8].iter().take(1 + (x % 2) as usize) {
+                let q = format!("q{}", k % 6);
+                let before: Vec<String> = model.clone();
+                model.retain(|m| *m != q);
+                model.push(q.clone());
+                match p.get(&key(&q)) {
+                    Some(name) => assert_eq!(names.get(&q), Some(&name), "{q} kept its name"),
+                    None => {
+                        assert!(!before.contains(&q), "{q} was there");
+                        let (name, evicted) = p.insert(key(&q));
+                        names.insert(q.clone(), name);
+                        // The model evicts its oldest that this unit did not use.
+                        let expected: Vec<String> = if model.len() > 3 && model[0] != q {
+                            vec![names[&model.remove(0)].to_string()]
+                        } else {
+                            Vec::new()
+                        };
+                        assert_eq!(evicted, expected);
+                    }
+                }
+            }
+            assert_eq!(p.len(), model.len());
+        }
     }
 
     #[test]

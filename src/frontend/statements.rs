@@ -17,6 +17,7 @@ use bytes::BytesMut;
 
 use super::expect::{Expect, Replies, ReplyKind, Synth};
 use super::unit::may_start_with;
+use crate::backend::keyed_hash::KeyedState;
 use crate::backend::prepared::{StmtKey, StmtName};
 use crate::backend::ServerConn;
 use crate::protocol::{messages, tag, Frame};
@@ -71,7 +72,8 @@ pub fn may_answer_locally(frames: &[Frame]) -> bool {
 /// The client's prepared statements (named, plus the last unnamed one).
 #[derive(Default)]
 pub struct Statements {
-    named: HashMap<String, Arc<StmtDef>>,
+    /// Hashed with [`KeyedState`]: every Bind of a named statement looks it up here.
+    named: HashMap<String, Arc<StmtDef>, KeyedState>,
     unnamed: Option<Arc<StmtDef>>,
 }
 
@@ -144,7 +146,10 @@ impl<'a> Batch<'a> {
 
     /// Re-create the unnamed statement if the connection's unnamed slot holds something else.
     fn ensure_unnamed(&mut self, def: &StmtDef) {
-        if self.conn.unnamed().map(|k| &**k) != Some(&*def.key) {
+        // The same Arc first (the statement a driver parses again with every execution): no
+        // comparison of the text.
+        let has = self.conn.unnamed().is_some_and(|k| Arc::ptr_eq(k, &def.key) || **k == *def.key);
+        if !has {
             messages::parse(&mut self.out, "", &def.key.query, &def.key.param_types);
             self.queue.push_back(Expect::Server { kind: ReplyKind::Parse, forward: false });
             self.conn.set_unnamed(Some(Arc::clone(&def.key)));
@@ -262,14 +267,14 @@ impl Statements {
 
     fn bind(&self, frame: &Frame, batch: &mut Batch<'_>) {
         let head = messages::decode_bind_head(frame.body());
-        match head.and_then(|h| self.get(h.statement).cloned().map(|d| (h, d))) {
+        match head.and_then(|h| self.get(h.statement).map(|d| (h, d))) {
             Some((h, def)) if !h.statement.is_empty() => {
-                let name = batch.ensure(&def);
+                let name = batch.ensure(def);
                 messages::bind_renamed(&mut batch.out, h.portal, &name, h.rest);
                 batch.queue.push_back(Expect::Server { kind: ReplyKind::Bind, forward: true });
             }
             Some((_, def)) => {
-                batch.ensure_unnamed(&def);
+                batch.ensure_unnamed(def);
                 batch.forward(frame, Some(ReplyKind::Bind));
             }
             None => batch.forward(frame, Some(ReplyKind::Bind)),
@@ -279,14 +284,13 @@ impl Statements {
     fn describe(&self, frame: &Frame, batch: &mut Batch<'_>) {
         match messages::decode_target(frame.body()) {
             Some((b'S', name)) if !name.is_empty() && self.named.contains_key(name) => {
-                let def = Arc::clone(&self.named[name]);
-                let name = batch.ensure(&def);
+                let name = batch.ensure(&self.named[name]);
                 messages::describe(&mut batch.out, b'S', &name);
                 batch.queue.push_back(Expect::Server { kind: ReplyKind::Describe, forward: true });
             }
             Some((b'S', "")) => {
-                if let Some(def) = self.unnamed.clone() {
-                    batch.ensure_unnamed(&def);
+                if let Some(def) = &self.unnamed {
+                    batch.ensure_unnamed(def);
                 }
                 batch.forward(frame, Some(ReplyKind::Describe));
             }
@@ -345,6 +349,10 @@ impl Statements {
     /// forget it, make sure the connection has it, take it out of the connection's books, and
     /// return its server-side name (the caller sends the DEALLOCATE).
     fn deallocate(&mut self, sql: &[u8], batch: &mut Batch<'_>) -> Option<String> {
+        // The first letter before the text is validated and split: every unnamed Parse asks.
+        if !may_start_with(sql, b"D") {
+            return None;
+        }
         let target = deallocate_target(std::str::from_utf8(sql).ok()?)?;
         let def = self.named.remove(&target)?;
         let server = batch.ensure(&def);

@@ -197,6 +197,9 @@ impl Combined {
     pub(super) fn add(&mut self, c: Arc<Class>) {
         match self {
             Combined::Empty => *self = Combined::One(c),
+            // The same statement again (a driver's Parse and Bind of the unnamed statement):
+            // merging a class with itself changes nothing, and would copy it.
+            Combined::One(first) if Arc::ptr_eq(first, &c) => {}
             Combined::One(first) => {
                 let mut out = Class::clone(first);
                 merge(&mut out, &c);

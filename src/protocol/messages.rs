@@ -337,7 +337,7 @@ pub struct ParseMsg<'a> {
 /// Decode a Parse payload.
 #[must_use]
 pub fn decode_parse(mut body: &[u8]) -> Option<ParseMsg<'_>> {
-    let name = std::str::from_utf8(take_cstr(&mut body)?).ok()?;
+    let name = name_str(take_cstr(&mut body)?)?;
     let query = take_cstr(&mut body)?;
     let mut types = body;
     let n = take_i16(&mut types)?;
@@ -362,7 +362,7 @@ pub struct BindHead<'a> {
 #[must_use]
 pub fn decode_bind_head(mut body: &[u8]) -> Option<BindHead<'_>> {
     let portal = take_cstr(&mut body)?;
-    let statement = std::str::from_utf8(take_cstr(&mut body)?).ok()?;
+    let statement = name_str(take_cstr(&mut body)?)?;
     Some(BindHead { portal, statement, rest: body })
 }
 
@@ -370,8 +370,17 @@ pub fn decode_bind_head(mut body: &[u8]) -> Option<BindHead<'_>> {
 #[must_use]
 pub fn decode_target(body: &[u8]) -> Option<(u8, &str)> {
     let (&kind, mut rest) = body.split_first()?;
-    let name = std::str::from_utf8(take_cstr(&mut rest)?).ok()?;
+    let name = name_str(take_cstr(&mut rest)?)?;
     (matches!(kind, b'S' | b'P') && rest.is_empty()).then_some((kind, name))
+}
+
+/// A statement or portal name as text. The unnamed one (what drivers use for every statement
+/// they do not prepare) needs no validation: no call into `from_utf8` for it.
+fn name_str(bytes: &[u8]) -> Option<&str> {
+    if bytes.is_empty() {
+        return Some("");
+    }
+    std::str::from_utf8(bytes).ok()
 }
 
 /// Decode a Query payload into its text.

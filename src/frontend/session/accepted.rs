@@ -30,9 +30,16 @@ impl Session<'_> {
     /// Remember the named statements a server just accepted for this kind of session.
     pub(super) fn note_accepted(&self, unit: &Unit) {
         let Unit::Extended(frames) = unit else { return };
+        // A Parse's body starts with its statement's name: an unnamed one (every Parse of a
+        // driver's unnamed statement) is not decoded, and a unit without a named Parse (every
+        // execution) builds no list.
+        let named_parse = |f: &&Frame| f.tag() == tag::PARSE && f.body().first().is_some_and(|&b| b != 0);
+        if !frames.iter().any(|f| named_parse(&f)) {
+            return;
+        }
         let keys: Vec<u64> = frames
             .iter()
-            .filter(|f| f.tag() == tag::PARSE)
+            .filter(named_parse)
             .filter_map(|f| messages::decode_parse(f.body()))
             .filter(|p| !p.name.is_empty())
             .map(|p| {

@@ -333,11 +333,23 @@ impl<'a> Session<'a> {
             if last == tag::SYNC || last == tag::FLUSH || frames.len() >= MAX_BATCH_MESSAGES {
                 return Ok(frames);
             }
-            if !self.client.has_buffered() && self.rare.peek().is_none_or(|r| r.lookahead.is_none()) {
+            let no_lookahead = self.rare.peek().is_none_or(|r| r.lookahead.is_none());
+            if !self.client.has_buffered() && no_lookahead {
                 // Everything the client sent so far goes on now: the relay takes the rest.
                 return Ok(frames);
             }
-            match self.next_frame().await? {
+            // A message already buffered whole is taken as it is: the unit began with its first
+            // message, read through `next_frame` (stop slot, drain, idle timeout), and none of
+            // those waits applies to bytes already here. A held connection is still watched
+            // between messages (`next_frame`), and anything else (a partial message, a framing
+            // error) goes that way too.
+            let buffered =
+                if no_lookahead && self.held.is_none() { self.client.buffered_frame().ok().flatten() } else { None };
+            let next = match buffered {
+                Some(f) => Some(f),
+                None => self.next_frame().await?,
+            };
+            match next {
                 Some(f) if is_extended(f.tag()) => frames.push(f),
                 Some(f) => {
                     self.rare.get().lookahead = Some(f);
