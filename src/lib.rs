@@ -26,6 +26,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod frontend;
+pub mod keyed_hash;
 pub mod live;
 pub mod logging;
 pub mod metrics;

@@ -6,11 +6,9 @@
 //! [`pool`] keeps at most `pool.size` of them per (node, database, user), checks idle ones before
 //! handing them out, and closes any that may carry state another client did not ask for;
 //! [`wire`] tracks what each connection still owes and decides reuse, drain or close;
-//! [`keyed_hash`] is the hash of the maps read on every execution of a prepared statement.
 //! This module reads the topology but never publishes it.
 
 pub mod conn;
-pub mod keyed_hash;
 pub mod pool;
 pub mod prepared;
 pub mod probe;

@@ -14,7 +14,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use super::keyed_hash::KeyedState;
+use crate::keyed_hash::KeyedState;
 
 /// What makes two prepared statements the same: the exact query text and parameter types.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]

@@ -17,9 +17,9 @@ use bytes::BytesMut;
 
 use super::expect::{Expect, Replies, ReplyKind, Synth};
 use super::unit::may_start_with;
-use crate::backend::keyed_hash::KeyedState;
 use crate::backend::prepared::{StmtKey, StmtName};
 use crate::backend::ServerConn;
+use crate::keyed_hash::KeyedState;
 use crate::protocol::{messages, tag, Frame};
 use crate::router::{Class, Classifier};
 

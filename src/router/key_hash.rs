@@ -17,6 +17,8 @@
 
 use std::hash::{BuildHasher, RandomState};
 
+use crate::keyed_hash::{fold_mul, tail, word};
+
 /// Hashes `first` followed by `rest` (see the module map).
 #[derive(Clone, Copy)]
 pub(crate) struct KeyHasher {
@@ -51,40 +53,6 @@ impl KeyHasher {
             state = mix(state, tail(rest));
         }
         fold_mul(state ^ s3, s0.rotate_left(32) ^ s1)
-    }
-}
-
-/// The 128-bit product of `a` and `b`, its halves xored.
-#[inline]
-fn fold_mul(a: u64, b: u64) -> u64 {
-    let product = u128::from(a) * u128::from(b);
-    (product as u64) ^ ((product >> 64) as u64)
-}
-
-/// The little-endian word at `at` (`bytes` holds at least `at + 8` bytes).
-#[inline]
-fn word(bytes: &[u8], at: usize) -> u64 {
-    let mut w = [0; 8];
-    w.copy_from_slice(&bytes[at..at + 8]);
-    u64::from_le_bytes(w)
-}
-
-/// The last block of `bytes` (1 to 15 bytes not in a whole block, `bytes` not empty) as two
-/// words: the last 16 bytes if there are that many (overlapping the blocks before), else the
-/// bytes read in overlapping pieces with zeros above them.
-#[inline]
-fn tail(bytes: &[u8]) -> (u64, u64) {
-    let n = bytes.len();
-    if n >= 16 {
-        (word(bytes, n - 16), word(bytes, n - 8))
-    } else if n >= 8 {
-        (word(bytes, 0), word(bytes, n - 8))
-    } else if n >= 4 {
-        let half = |at: usize| u64::from(u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]));
-        (half(0), half(n - 4))
-    } else {
-        let (a, b, c) = (bytes[0], bytes[n / 2], bytes[n - 1]);
-        (u64::from(a) | u64::from(b) << 8 | u64::from(c) << 16, 0)
     }
 }
 

@@ -9,7 +9,8 @@
 //! multiply of its two words (each xored with a seed, the first also with the state so far)
 //! folded to 64 bits, its length seeding the block chain; `finish` folds once more so that all
 //! bits depend on every block (hashbrown takes buckets from the low bits, tags from the high
-//! ones). SipHash-1-3 (std's `RandomState`) spent ~460 instructions on a pgbench statement's
+//! ones). The block primitives ([`fold_mul`], [`word`], [`tail`]) are shared with the
+//! classification cache's hash (`router::key_hash`). SipHash-1-3 (std's `RandomState`) spent ~460 instructions on a pgbench statement's
 //! key and ~170 on a 3-byte name; this is a few multiplies. The seeds take 16 bytes, as
 //! `RandomState`'s keys do. Nothing here knows what a key means.
 
@@ -104,14 +105,14 @@ impl Hasher for KeyedHasher {
 
 /// The 128-bit product of `a` and `b`, its halves xored.
 #[inline]
-fn fold_mul(a: u64, b: u64) -> u64 {
+pub(crate) fn fold_mul(a: u64, b: u64) -> u64 {
     let product = u128::from(a) * u128::from(b);
     (product as u64) ^ ((product >> 64) as u64)
 }
 
 /// The little-endian word at `at` (`bytes` holds at least `at + 8` bytes).
 #[inline]
-fn word(bytes: &[u8], at: usize) -> u64 {
+pub(crate) fn word(bytes: &[u8], at: usize) -> u64 {
     let mut w = [0; 8];
     w.copy_from_slice(&bytes[at..at + 8]);
     u64::from_le_bytes(w)
@@ -123,7 +124,7 @@ fn word(bytes: &[u8], at: usize) -> u64 {
 /// a `memset` and a `memcpy` call per write. (The classification cache's hash in
 /// `router::key_hash` reads its tail the same way; the router may not depend on the backend.)
 #[inline]
-fn tail(bytes: &[u8]) -> (u64, u64) {
+pub(crate) fn tail(bytes: &[u8]) -> (u64, u64) {
     let n = bytes.len();
     if n >= 16 {
         (word(bytes, n - 16), word(bytes, n - 8))
