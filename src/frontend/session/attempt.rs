@@ -79,6 +79,8 @@ impl Session<'_> {
                 tracing::info!(error = %e, "server connection died before the statement ran; retrying on a fresh one");
                 self.shared.metrics.unit(UnitOutcome::ConnectionRetried);
                 self.drop_held_and_siblings();
+                // Not an idle sibling: the same kill may not have reached it yet.
+                self.rare.get().new_conn = true;
                 unit = replay(unit, streamed);
                 tried = self.attempt(&unit, &class, false).await?;
             }
