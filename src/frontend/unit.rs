@@ -97,6 +97,17 @@ impl Unit {
         }
     }
 
+    /// True if the unit is a Query that only resets the connection's session state (`RESET
+    /// ALL`, `DISCARD ALL`, a driver pool's reset: [`is_reset_all`]). What it does dies with
+    /// the connection, so one whose connection was lost before any reply reached the client may
+    /// run again on another, as a read may: asyncpg runs its reset at every release, and closes
+    /// its connection when the reset fails.
+    pub(super) fn only_resets(&self) -> bool {
+        matches!(self, Unit::Simple(f) if f.tag() == tag::QUERY
+            && may_start_with(f.body(), b"CDRSU")
+            && messages::decode_query(f.body()).is_some_and(is_reset_all))
+    }
+
     /// Remember the unit's statement texts as writes (a node refused them as read-only).
     pub(super) fn note_write(&self, classifier: &Classifier) {
         let c = classifier;

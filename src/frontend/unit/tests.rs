@@ -187,3 +187,29 @@ fn resets_are_recognised() {
     let Unit::Simple(f) = query("\n discard all;") else { unreachable!() };
     assert!(resets_statements(&f));
 }
+
+/// A unit that only resets session state may run again when its connection is lost; anything
+/// with effects beyond the connection may not.
+#[test]
+fn only_resets_rerun_when_lost() {
+    for reset in [
+        "RESET ALL",
+        " discard all;",
+        "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;",
+        "unlisten *; reset all",
+    ] {
+        assert!(query(reset).only_resets(), "{reset}");
+    }
+    for other in [
+        "RESET search_path",
+        "INSERT INTO t VALUES (1); RESET ALL",
+        "SELECT pg_advisory_unlock_all()",
+        "",
+        "DELETE FROM t",
+    ] {
+        assert!(!query(other).only_resets(), "{other}");
+    }
+    let mut b = BytesMut::new();
+    messages::parse(&mut b, "", b"RESET ALL", &[0, 0]);
+    assert!(!Unit::Extended(vec![Frame::from_bytes(b.freeze())]).only_resets(), "only a simple Query is judged");
+}
