@@ -102,10 +102,18 @@ impl Unit {
     /// the connection, so one whose connection was lost before any reply reached the client may
     /// run again on another, as a read may: asyncpg runs its reset at every release, and closes
     /// its connection when the reset fails.
+    ///
+    /// Asked of every autocommit write that runs on a fresh checkout, so the first word is
+    /// looked at before the whole text is split: an `UPDATE` or a `DELETE` stops there.
     pub(super) fn only_resets(&self) -> bool {
-        matches!(self, Unit::Simple(f) if f.tag() == tag::QUERY
-            && may_start_with(f.body(), b"CDRSU")
-            && messages::decode_query(f.body()).is_some_and(is_reset_all))
+        const FIRST_WORDS: [&str; 5] = ["reset", "discard", "select", "close", "unlisten"];
+        let Unit::Simple(f) = self else { return false };
+        if f.tag() != tag::QUERY || !may_start_with(f.body(), b"CDRSU") {
+            return false;
+        }
+        let Some(sql) = messages::decode_query(f.body()) else { return false };
+        let first = sql.split_whitespace().next().unwrap_or("");
+        FIRST_WORDS.iter().any(|w| first.eq_ignore_ascii_case(w)) && is_reset_all(sql)
     }
 
     /// Remember the unit's statement texts as writes (a node refused them as read-only).

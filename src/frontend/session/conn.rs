@@ -133,10 +133,10 @@ impl Session<'_> {
     /// settings. One lost before any of the unit was sent on it (a backend terminated while the
     /// connection was opened, or while the session's settings were replayed on it, see
     /// [`BackendError::is_lost_connection`]) is replaced by a newly opened one at once, up to
-    /// [`OPEN_ATTEMPTS`] connections within the checkout timeout; its pool then confirms its
-    /// idle connections before their next use. A connect refused or timed out is not retried
-    /// here: a node that is down is the failover hold's business ([`Session::acquire_with`]),
-    /// and fails as fast as before.
+    /// [`OPEN_ATTEMPTS`] connections within the checkout timeout of the first loss; its pool
+    /// then confirms its idle connections before their next use. A connect refused or timed
+    /// out is not retried here: a node that is down is the failover hold's business
+    /// ([`Session::acquire_with`]), and fails as fast as before.
     async fn checkout_prepared(
         &self,
         pool: &Arc<Pool>,
@@ -144,7 +144,8 @@ impl Session<'_> {
         config: &Config,
         new: bool,
     ) -> Result<Checkout, Opening> {
-        let deadline = tokio::time::Instant::now() + config.pool.checkout_timeout;
+        // Set at the first loss: the clock is not read for a checkout that loses nothing.
+        let mut deadline = None;
         let mut attempt = 1;
         loop {
             let checkout = if new || attempt > 1 { pool.checkout_new().await } else { pool.checkout().await };
@@ -159,7 +160,11 @@ impl Session<'_> {
                 Err(e) => Opening::Checkout(e),
             };
             let e = failed.error();
-            if !e.is_lost_connection() || attempt >= OPEN_ATTEMPTS || tokio::time::Instant::now() >= deadline {
+            if !e.is_lost_connection() || attempt >= OPEN_ATTEMPTS {
+                return Err(failed);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= *deadline.get_or_insert(now + config.pool.checkout_timeout) {
                 return Err(failed);
             }
             tracing::info!(error = %e, attempt, "server connection lost before the unit was sent; opening another");
