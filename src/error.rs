@@ -114,6 +114,17 @@ impl BackendError {
         }
     }
 
+    /// True if a connection the server had accepted was lost (it closed, reset, or said it
+    /// was terminated: `57P01`), as opposed to a connect refused or timed out, or a refusal
+    /// (authentication, too many connections, the node starting or shutting down). A backend
+    /// terminated while its connection was being opened or brought in line with a session is
+    /// this: a fresh connection to the same node may well work at once.
+    #[must_use]
+    pub fn is_lost_connection(&self) -> bool {
+        matches!(self, BackendError::Protocol { .. })
+            || matches!(self, BackendError::Server { info, .. } if info.code == sqlstate::ADMIN_SHUTDOWN)
+    }
+
     /// True if nothing reached a server, so another node may be tried.
     #[must_use]
     pub fn may_try_elsewhere(&self) -> bool {
@@ -124,5 +135,36 @@ impl BackendError {
                 | BackendError::CheckoutTimeout { .. }
                 | BackendError::Tls { .. }
         ) || matches!(self, BackendError::Server { info, .. } if info.code.starts_with("57P") || info.code.starts_with("08"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(code: &str) -> BackendError {
+        let info = ErrorInfo { severity: "FATAL".into(), code: code.into(), message: "m".into() };
+        BackendError::Server { node: "n".into(), info }
+    }
+
+    /// A connection lost after the server accepted it may be opened again at once; a node that
+    /// refuses, times out or turns the login away is left to the failover hold or the client.
+    #[test]
+    fn only_an_accepted_connection_lost_is_a_loss() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let table = [
+            (BackendError::Protocol { node: "n".into(), detail: "server closed the connection".into() }, true),
+            (server(sqlstate::ADMIN_SHUTDOWN), true),
+            (server(sqlstate::CANNOT_CONNECT_NOW), false),
+            (server(sqlstate::TOO_MANY_CONNECTIONS), false),
+            (server(sqlstate::INVALID_PASSWORD), false),
+            (BackendError::Connect { node: "n".into(), source: refused }, false),
+            (BackendError::ConnectTimeout { node: "n".into() }, false),
+            (BackendError::CheckoutTimeout { node: "n".into(), waited_ms: 1, size: 1 }, false),
+            (BackendError::Auth { node: "n".into(), detail: "d".into() }, false),
+        ];
+        for (e, lost) in table {
+            assert_eq!(e.is_lost_connection(), lost, "{e:?}");
+        }
     }
 }

@@ -204,11 +204,6 @@ async fn asyncpg() {
     run(driver, &c, &p, &["fetch_placement", "executemany", "prepared"]).await;
 }
 
-// Until this stop every asyncpg session was pinned (its pool reset, and `set_config('jit', ...)`
-// inside its callers' transactions around type introspection), so each kill ended it. What is
-// left for the per-connection judgement: a server connection killed as it was opened reaches
-// the client as 08006, and asyncpg then replaces that client connection. Run it with `--ignored`.
-
 /// Every server backend terminated, five rounds, under an asyncpg pool with its usual prepared
 /// statements: what the pool's user sees (two errors per task and round at most, the pool goes on).
 #[tokio::test(flavor = "multi_thread")]
@@ -218,11 +213,11 @@ async fn asyncpg_backend_kills() {
     run(driver, &c, &p, &["backend_kills"]).await;
 }
 
-/// The same run judged per client connection: sluice should keep every session, so the pool
-/// never has to replace a connection.
+/// The same run judged per client connection: sluice keeps every session, so the pool never
+/// has to replace a connection. asyncpg replaces one whose pool reset (at every release) fails:
+/// a server connection lost while it was opened or had the session's settings replayed on it is
+/// replaced unseen, and a reset lost before any reply runs again on a new connection.
 #[tokio::test(flavor = "multi_thread")]
-#[ignore = "a connection killed as it was opened reaches asyncpg as 08006 and it replaces the client \
-            connection (see the comment above)"]
 async fn asyncpg_backend_kills_sessions_kept() {
     let driver = python("asyncpg_kills.py");
     let (c, p) = cluster().await;

@@ -247,6 +247,13 @@ impl Pooled {
 #[allow(clippy::vec_box)]
 type IdleList = Mutex<Vec<Box<Pooled>>>;
 
+/// Whether a checkout may take an idle connection.
+#[derive(Clone, Copy)]
+enum Reuse {
+    Idle,
+    New,
+}
+
 /// A checked-out connection and the permit that counts it.
 pub struct Checkout {
     conn: Option<Box<Pooled>>,
@@ -370,6 +377,21 @@ impl Pool {
     /// # Errors
     /// No permit within the checkout timeout, or opening a connection failed.
     pub async fn checkout(self: &Arc<Self>) -> Result<Checkout, BackendError> {
+        self.checkout_with(Reuse::Idle).await
+    }
+
+    /// Take a newly opened connection, not an idle one: for a unit whose connection was just
+    /// lost. A backend terminated with its siblings (`pg_terminate_backend` of every backend
+    /// signals them one after another) may still be signalled after it answered
+    /// [`ServerConn::confirm_alive`]; one opened after the loss was not among them.
+    ///
+    /// # Errors
+    /// No permit within the checkout timeout, or opening a connection failed.
+    pub async fn checkout_new(self: &Arc<Self>) -> Result<Checkout, BackendError> {
+        self.checkout_with(Reuse::New).await
+    }
+
+    async fn checkout_with(self: &Arc<Self>, reuse: Reuse) -> Result<Checkout, BackendError> {
         // A free permit (the common case on a pool that is not saturated) is taken without
         // arming the checkout timer.
         let permit = match Arc::clone(&self.permits).try_acquire_owned() {
@@ -381,7 +403,11 @@ impl Pool {
         };
         let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
         let now = Instant::now();
-        let (conn, taken) = match self.take_live_idle(now).await {
+        let idle = match reuse {
+            Reuse::Idle => self.take_live_idle(now).await,
+            Reuse::New => None,
+        };
+        let (conn, taken) = match idle {
             Some(c) => (c, now),
             None => {
                 let c = ServerConn::connect(&self.spec.load()).await.inspect_err(|_| self.metrics.connect_failed())?;

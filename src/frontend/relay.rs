@@ -42,8 +42,9 @@ pub enum Outcome {
     /// The server refused the unit with `25006 read_only_sql_transaction` before the client saw
     /// anything: it changed nothing and may run again on the primary.
     ReadOnlyRejected,
-    /// A read-only unit lost its server connection before any of its replies reached the client
-    /// (a terminated backend): it may run again on a fresh connection.
+    /// A read-only unit (or one that only resets session state) lost its server connection
+    /// before any of its replies reached the client (a terminated backend): it may run again on
+    /// a fresh connection.
     NeverRan(BackendError),
 }
 
@@ -69,7 +70,8 @@ pub struct Relay<'a> {
     hold: Option<Hold>,
     /// A held-back reply carried `25006`.
     rejected: bool,
-    /// A lost connection may be retried while nothing reached the client (the unit only reads).
+    /// A lost connection may be retried while nothing reached the client (the unit only reads,
+    /// or only resets session state).
     retry_lost: bool,
     /// The process id the client was given: its own notifications carry it (0: unchanged).
     client_pid: i32,
@@ -148,10 +150,11 @@ impl<'a> Relay<'a> {
     }
 
     /// Hold replies back so that a `25006` rejection can be retried elsewhere unseen; if
-    /// `read_only`, a connection lost before any reply can be retried too.
-    pub fn retryable(mut self, read_only: bool) -> Self {
+    /// `rerun_if_lost` (the unit only reads, or only resets session state that dies with the
+    /// connection), a connection lost before any reply can be retried too.
+    pub fn retryable(mut self, rerun_if_lost: bool) -> Self {
         self.hold = Some(Hold::default());
-        self.retry_lost = read_only;
+        self.retry_lost = rerun_if_lost;
         self
     }
 
@@ -162,7 +165,8 @@ impl<'a> Relay<'a> {
             Err(RelayError::Client(end)) => Outcome::End(end),
             Err(RelayError::Server(e)) => {
                 self.conn.break_off();
-                // Nothing reached the client yet and the unit only reads: running it again is safe.
+                // Nothing reached the client yet and the unit only reads (or resets what died with
+                // the connection): running it again is safe.
                 if self.retry_lost && self.replayable() {
                     return Outcome::NeverRan(e);
                 }

@@ -106,6 +106,25 @@ impl Unit {
         }
     }
 
+    /// True if the unit is a Query that only resets the connection's session state (`RESET
+    /// ALL`, `DISCARD ALL`, a driver pool's reset: [`is_reset_all`]). What it does dies with
+    /// the connection, so one whose connection was lost before any reply reached the client may
+    /// run again on another, as a read may: asyncpg runs its reset at every release, and closes
+    /// its connection when the reset fails.
+    ///
+    /// Asked of every autocommit write that runs on a fresh checkout, so the first word is
+    /// looked at before the whole text is split: an `UPDATE` or a `DELETE` stops there.
+    pub(super) fn only_resets(&self) -> bool {
+        const FIRST_WORDS: [&str; 5] = ["reset", "discard", "select", "close", "unlisten"];
+        let Unit::Simple(f) = self else { return false };
+        if f.tag() != tag::QUERY || !may_start_with(f.body(), b"CDRSU") {
+            return false;
+        }
+        let Some(sql) = messages::decode_query(f.body()) else { return false };
+        let first = sql.split_whitespace().next().unwrap_or("");
+        FIRST_WORDS.iter().any(|w| first.eq_ignore_ascii_case(w)) && is_reset_alone(sql)
+    }
+
     /// Remember the unit's statement texts as writes (a node refused them as read-only).
     pub(super) fn note_write(&self, classifier: &Classifier) {
         let c = classifier;

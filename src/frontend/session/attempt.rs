@@ -79,6 +79,8 @@ impl Session<'_> {
                 tracing::info!(error = %e, "server connection died before the statement ran; retrying on a fresh one");
                 self.shared.metrics.unit(UnitOutcome::ConnectionRetried);
                 self.drop_held_and_siblings();
+                // Not an idle sibling: the same kill may not have reached it yet.
+                self.rare.get().new_conn = true;
                 unit = replay(unit, streamed);
                 tried = self.attempt(&unit, &class, false).await?;
             }
@@ -166,7 +168,9 @@ impl Session<'_> {
             let relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params)
                 .client_pid(self.entry.key().pid())
                 .count_errors(&self.shared.metrics);
-            let relay = if retryable { relay.retryable(class.access == Access::Read) } else { relay };
+            // A lost connection may be retried for a read, or a reset (see `Unit::only_resets`).
+            let relay =
+                if retryable { relay.retryable(class.access == Access::Read || unit.only_resets()) } else { relay };
             let mut relay = if streams {
                 let replayable = !matches!(unit, Unit::Extended(f) if f.last().map(Frame::tag) == Some(tag::FLUSH));
                 relay.streaming(

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::config::Config;
-use crate::metrics::SyncOutcome;
+use crate::metrics::{SyncOutcome, UnitOutcome};
 
 /// How a state sync may reach a server connection at checkout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,6 +11,28 @@ pub(super) enum SyncMode {
     Pipelined,
     /// Run and answered before the unit.
     RoundTrip,
+}
+
+/// Most server connections one unit takes on one node when each is lost before any of the
+/// unit was sent on it (see [`Session::checkout_prepared`]): a kill that hits a connection as
+/// it is opened costs the client nothing, a node that closes every new connection fails the
+/// unit after this many.
+const OPEN_ATTEMPTS: u32 = 3;
+
+/// Why no prepared connection came out of a pool.
+enum Opening {
+    /// No connection: none became free in time, or opening one failed.
+    Checkout(BackendError),
+    /// A connection, but the session's settings could not be brought onto it.
+    Prepare(BackendError),
+}
+
+impl Opening {
+    fn error(&self) -> &BackendError {
+        match self {
+            Opening::Checkout(e) | Opening::Prepare(e) => e,
+        }
+    }
 }
 
 /// Monitor intervals a read waits for a replica to be seen replaying the session's last write
@@ -50,10 +72,11 @@ impl Session<'_> {
         let started = tokio::time::Instant::now();
         let deadline = started + hold;
         let mut held = false;
+        let new = self.rare.peek_mut().is_some_and(|r| std::mem::take(&mut r.new_conn));
         loop {
             // The generation alone (an atomic read), not the snapshot: `route` loads that.
             let seen = self.shared.topology.generation();
-            let err = match self.checkout_routed(class, sync, rotation, config).await {
+            let err = match self.checkout_routed(class, sync, rotation, config, new).await {
                 Err(e) if e.may_try_elsewhere() && !matches!(e, BackendError::CheckoutTimeout { .. }) => e,
                 other => {
                     if held {
@@ -75,37 +98,80 @@ impl Session<'_> {
         }
     }
 
-    /// Route once and check out a connection from the first candidate that gives one.
+    /// Route once and check out a connection from the first candidate that gives one (a newly
+    /// opened one if `new`).
     async fn checkout_routed(
         &mut self,
         class: &Class,
         sync: SyncMode,
         rotation: Rotation,
         config: &Config,
+        new: bool,
     ) -> Result<(), BackendError> {
         let route = self.route(class, rotation, config).await;
         let mut last = None;
         for &node in route.candidates.iter() {
             self.shared.lifecycle.pause_gate(node).await;
             let pool = self.pool(node);
-            match pool.checkout().await {
-                Ok(mut checkout) => match self.prepare_conn(&mut checkout, sync).await {
-                    Ok(()) => {
-                        self.hold(checkout, config.pool.mode);
-                        return Ok(());
-                    }
-                    // The session's state would not apply here (a replica may refuse a setting):
-                    // nothing of the unit was sent, so the next candidate may take it.
-                    Err(e) => {
-                        checkout.discard();
-                        last = Some(e);
-                    }
-                },
-                Err(e) if e.may_try_elsewhere() => last = Some(e),
-                Err(e) => return Err(e),
+            match self.checkout_prepared(&pool, sync, config, new).await {
+                Ok(checkout) => {
+                    self.hold(checkout, config.pool.mode);
+                    return Ok(());
+                }
+                // The session's state would not apply here (a replica may refuse a setting), or
+                // the connections kept being lost while it was replayed: nothing of the unit
+                // was sent, so the next candidate may take it.
+                Err(Opening::Prepare(e)) => last = Some(e),
+                Err(Opening::Checkout(e)) if e.may_try_elsewhere() => last = Some(e),
+                Err(Opening::Checkout(e)) => return Err(e),
             }
         }
         Err(last.unwrap_or_else(|| no_node_error(class)))
+    }
+
+    /// A connection of `pool` (a newly opened one if `new`) in line with the session's
+    /// settings. One lost before any of the unit was sent on it (a backend terminated while the
+    /// connection was opened, or while the session's settings were replayed on it, see
+    /// [`BackendError::is_lost_connection`]) is replaced by a newly opened one at once, up to
+    /// [`OPEN_ATTEMPTS`] connections within the checkout timeout of the first loss; its pool
+    /// then confirms its idle connections before their next use. A connect refused or timed
+    /// out is not retried here: a node that is down is the failover hold's business
+    /// ([`Session::acquire_with`]), and fails as fast as before.
+    async fn checkout_prepared(
+        &self,
+        pool: &Arc<Pool>,
+        sync: SyncMode,
+        config: &Config,
+        new: bool,
+    ) -> Result<Checkout, Opening> {
+        // Set at the first loss: the clock is not read for a checkout that loses nothing.
+        let mut deadline = None;
+        let mut attempt = 1;
+        loop {
+            let checkout = if new || attempt > 1 { pool.checkout_new().await } else { pool.checkout().await };
+            let failed = match checkout {
+                Ok(mut checkout) => match self.prepare_conn(&mut checkout, sync).await {
+                    Ok(()) => return Ok(checkout),
+                    Err(e) => {
+                        checkout.discard();
+                        Opening::Prepare(e)
+                    }
+                },
+                Err(e) => Opening::Checkout(e),
+            };
+            let e = failed.error();
+            if !e.is_lost_connection() || attempt >= OPEN_ATTEMPTS {
+                return Err(failed);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= *deadline.get_or_insert(now + config.pool.checkout_timeout) {
+                return Err(failed);
+            }
+            tracing::info!(error = %e, attempt, "server connection lost before the unit was sent; opening another");
+            self.shared.metrics.unit(UnitOutcome::ConnectionRetried);
+            pool.note_loss();
+            attempt += 1;
+        }
     }
 
     /// Decide where a unit goes. A read that only replicas which have not replayed this

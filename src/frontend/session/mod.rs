@@ -103,6 +103,9 @@ struct Rare {
     /// Session commands run in the open transaction block: they join the history if it
     /// commits (see `in_block`).
     pending_sets: Vec<String>,
+    /// The next checkout opens a new server connection instead of taking an idle one: the
+    /// last one was lost under a unit that runs again (see `Pool::checkout_new`).
+    new_conn: bool,
 }
 
 /// [`Rare`], allocated on first use. A field of its own, so that borrowing it leaves the

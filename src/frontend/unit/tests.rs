@@ -223,3 +223,31 @@ fn a_bind_follows_the_parse_of_its_own_unit() {
         assert_eq!((class.access, class.session), (Access::Read, SessionEffect::None), "statement {name:?}");
     }
 }
+
+/// A unit that only resets session state may run again when its connection is lost; anything
+/// with effects beyond the connection may not.
+#[test]
+fn only_resets_rerun_when_lost() {
+    for reset in [
+        "RESET ALL",
+        " discard all;",
+        "SELECT pg_advisory_unlock_all();\nCLOSE ALL;\nUNLISTEN *;\nRESET ALL;",
+        "unlisten *; reset all",
+    ] {
+        assert!(query(reset).only_resets(), "{reset}");
+    }
+    for other in [
+        "RESET search_path",
+        "INSERT INTO t VALUES (1); RESET ALL",
+        "RESET ALL; INSERT INTO t VALUES (1)",
+        "DISCARD ALL; DELETE FROM t",
+        "SELECT pg_advisory_unlock_all()",
+        "",
+        "DELETE FROM t",
+    ] {
+        assert!(!query(other).only_resets(), "{other}");
+    }
+    let mut b = BytesMut::new();
+    messages::parse(&mut b, "", b"RESET ALL", &[0, 0]);
+    assert!(!Unit::Extended(vec![Frame::from_bytes(b.freeze())]).only_resets(), "only a simple Query is judged");
+}
