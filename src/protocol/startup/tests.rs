@@ -11,10 +11,7 @@ fn packet(code: i32, body: &[u8]) -> Vec<u8> {
 #[test]
 fn startup_parameters_are_parsed_in_order() {
     let p = parse(&packet(PROTOCOL_3_0, b"user\0app\0database\0db\0\0")).unwrap();
-    assert_eq!(
-        p,
-        StartupPacket::Startup { params: vec![("user".into(), "app".into()), ("database".into(), "db".into())] }
-    );
+    assert_eq!(p, StartupPacket::Startup { params: StartupParams::from_pairs([("user", "app"), ("database", "db")]) });
 }
 
 #[test]
@@ -58,7 +55,7 @@ async fn a_packet_is_read_whole_and_nothing_after_it() {
     assert_eq!(rest, &both[8..]);
     assert_eq!(
         read_packet(&mut rest, Duration::from_secs(1)).await,
-        Ok(StartupPacket::Startup { params: vec![("user".into(), "a".into())] })
+        Ok(StartupPacket::Startup { params: StartupParams::from_pairs([("user", "a")]) })
     );
     // The same packet one byte at a time; a bad length is refused once its 4 bytes are in.
     let (mut client, mut server) = tokio::io::duplex(64);
@@ -71,7 +68,7 @@ async fn a_packet_is_read_whole_and_nothing_after_it() {
         client
     });
     let got = read_packet(&mut server, Duration::from_secs(5)).await;
-    assert_eq!(got, Ok(StartupPacket::Startup { params: vec![("user".into(), "a".into())] }));
+    assert_eq!(got, Ok(StartupPacket::Startup { params: StartupParams::from_pairs([("user", "a")]) }));
     let _client = writer.await.unwrap();
     let (mut client, mut server) = tokio::io::duplex(64);
     client.write_all(&[0, 0, 0, 4]).await.unwrap();
