@@ -324,7 +324,12 @@ mod tests {
         .unwrap();
         assert_eq!(
             s.params,
-            owned(&[("application_name", "app"), ("search_path", "a,b"), ("statement_timeout", "5s"), ("x", "has space")])
+            owned(&[
+                ("application_name", "app"),
+                ("search_path", "a,b"),
+                ("statement_timeout", "5s"),
+                ("x", "has space")
+            ])
         );
         assert!(SessionParams::from_startup(&p(&[("options", "-X")])).is_err());
     }
