@@ -87,3 +87,31 @@ proptest! {
         let _ = parse(&packet(code, &body));
     }
 }
+
+#[test]
+fn startup_parameters_walk_in_order_with_empty_values_and_the_first_of_a_name_counts() {
+    let p = parse(&packet(PROTOCOL_3_0, b"user\0a\0application_name\0\0user\0b\0database\0d\0\0")).unwrap();
+    let StartupPacket::Startup { params } = p else { panic!("not a startup packet: {p:?}") };
+    let pairs: Vec<_> = params.iter().collect();
+    assert_eq!(pairs, [("user", "a"), ("application_name", ""), ("user", "b"), ("database", "d")]);
+    assert_eq!((params.get("user"), params.get("application_name"), params.get("x")), (Some("a"), Some(""), None));
+    assert_eq!(params, StartupParams::from_pairs(pairs));
+}
+
+#[test]
+fn a_string_that_is_not_utf8_is_reported_before_a_later_fault_only() {
+    let not_utf8 = Err(StartupError::Malformed("parameter is not UTF-8"));
+    // Checked as one text at the end, yet reported as when each string was checked as read: a
+    // whole pair before the fault first, the pair that has the fault not.
+    assert_eq!(parse(&packet(PROTOCOL_3_0, b"user\0\xff\0database\0d\0\0")), not_utf8);
+    assert_eq!(parse(&packet(PROTOCOL_3_0, b"user\0\xff\0database\0d\0")), not_utf8);
+    assert_eq!(parse(&packet(PROTOCOL_3_0, b"user\0\xff\0x")), not_utf8);
+    assert_eq!(
+        parse(&packet(PROTOCOL_3_0, b"user\0a\0\xff\0")),
+        Err(StartupError::Malformed("parameter without a value"))
+    );
+    assert_eq!(
+        parse(&packet(PROTOCOL_3_0, b"user\0a\0\xff")),
+        Err(StartupError::Malformed("parameter is not terminated"))
+    );
+}
