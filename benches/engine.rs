@@ -33,6 +33,7 @@ use sluice::frontend::Shared;
 use sluice::live::Live;
 use sluice::metrics::Metrics;
 use sluice::protocol::messages::{self, Severity};
+use sluice::protocol::startup::StartupParams;
 use sluice::protocol::{Frame, FrameReader, TxStatus};
 use sluice::tls::MaybeTls;
 use sluice::topology::{NodeView, Role, Topology, TopologyHandle};
@@ -277,7 +278,7 @@ impl Engine {
     /// A new client session, logged in (its login's replies read up to ReadyForQuery).
     fn client(&self) -> Client {
         let (client_end, proxy_end) = tokio::io::duplex(PIPE_BYTES);
-        let startup = [("client_encoding".to_string(), "UTF8".to_string())];
+        let startup = StartupParams::from_pairs([("client_encoding", "UTF8")]);
         let login = Login {
             client: FrameReader::new(MaybeTls::Memory(proxy_end), MAX_MESSAGE),
             user: "bench".into(),

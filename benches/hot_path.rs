@@ -17,6 +17,7 @@ use sluice::backend::Pools;
 use sluice::config::{Config, DefaultRoute};
 use sluice::frontend::params::SessionParams;
 use sluice::metrics::{Latency, Metrics};
+use sluice::protocol::startup::StartupParams;
 use sluice::router::{route, Access, Class, Classifier, Policy, Reason, SessionView};
 use sluice::topology::{NodeView, Role, Topology};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -128,16 +129,13 @@ fn bench_latency(c: &mut Criterion) {
 }
 
 fn bench_params(c: &mut Criterion) {
-    let startup: Vec<(String, String)> = [
+    let startup = StartupParams::from_pairs([
         ("application_name", "pgbench"),
         ("client_encoding", "UTF8"),
         ("DateStyle", "ISO, MDY"),
         ("TimeZone", "UTC"),
         ("extra_float_digits", "3"),
-    ]
-    .iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect();
+    ]);
     let mut session = SessionParams::from_startup(&startup).unwrap();
     session.record("SET search_path = app, public");
     session.record("SET statement_timeout = '5s'");

@@ -17,7 +17,7 @@ use super::Shared;
 use crate::config::ClientTlsMode;
 use crate::error::sqlstate;
 use crate::protocol::messages::{self, Severity};
-use crate::protocol::startup::{self, StartupPacket};
+use crate::protocol::startup::{self, StartupPacket, StartupParams};
 use crate::protocol::FrameReader;
 use crate::tls::MaybeTls;
 
@@ -79,16 +79,18 @@ struct Audit {
 
 impl Audit {
     fn log(&self, result: &Result<Login, Refused>) {
-        let outcome = match result {
-            Ok(_) => "ok".to_string(),
+        // Borrowed where it can be: the line is usually filtered out, and its arguments are
+        // evaluated only when it is not, but this value was made for every login.
+        let outcome: std::borrow::Cow<'_, str> = match result {
+            Ok(_) => "ok".into(),
             Err(Refused::Cancel) => return,
             // A socket that closed before saying who it is (a TCP health check) is no login.
             Err(Refused::Gone) if self.user.is_empty() => {
                 tracing::debug!(client = ?self.client, "connection closed before its startup packet");
                 return;
             }
-            Err(Refused::Gone) => "client gone".to_string(),
-            Err(Refused::Refused { code, reason }) => format!("refused {code}: {reason}"),
+            Err(Refused::Gone) => "client gone".into(),
+            Err(Refused::Refused { code, reason }) => format!("refused {code}: {reason}").into(),
         };
         tracing::info!(
             target: "sluice::audit",
@@ -156,7 +158,7 @@ async fn run(stream: TcpStream, shared: &Shared, audit: &mut Audit) -> Result<Lo
 }
 
 enum StartupOutcome {
-    Params(Vec<(String, String)>),
+    Params(StartupParams),
     Cancelled,
 }
 
@@ -287,18 +289,28 @@ async fn upgrade(
     }
 }
 
-fn check_params(params: &[(String, String)]) -> Result<(Arc<str>, Arc<str>, SessionParams), Failure> {
-    let get = |k| StartupPacket::param(params, k);
-    if get("replication").is_some_and(|v| !matches!(v.to_ascii_lowercase().as_str(), "false" | "off" | "no" | "0")) {
+fn check_params(params: &StartupParams) -> Result<(Arc<str>, Arc<str>, SessionParams), Failure> {
+    // One walk for the three (the first of each counts, as with `StartupParams::get`).
+    let (mut replication, mut user, mut database) = (None, None, None);
+    for (k, v) in params.iter() {
+        let slot = match k {
+            "replication" => &mut replication,
+            "user" => &mut user,
+            "database" => &mut database,
+            _ => continue,
+        };
+        slot.get_or_insert(v);
+    }
+    if replication.is_some_and(|v| !matches!(v.to_ascii_lowercase().as_str(), "false" | "off" | "no" | "0")) {
         return Err((sqlstate::FEATURE_NOT_SUPPORTED, "sluice does not proxy replication connections".into()));
     }
-    let user = match get("user") {
+    let user = match user {
         Some(u) if !u.is_empty() => Arc::<str>::from(u),
         _ => {
             return Err((sqlstate::INVALID_AUTHORIZATION, "no PostgreSQL user name specified in startup packet".into()))
         }
     };
-    let database = get("database").filter(|d| !d.is_empty()).map_or_else(|| Arc::clone(&user), Arc::from);
+    let database = database.filter(|d| !d.is_empty()).map_or_else(|| Arc::clone(&user), Arc::from);
     let session = SessionParams::from_startup_unfolded(params).map_err(|e| (sqlstate::PROTOCOL_VIOLATION, e))?;
     Ok((user, database, session))
 }
@@ -309,7 +321,7 @@ mod tests {
 
     #[test]
     fn startup_steps_by_packet_transport_and_configuration() {
-        let startup = StartupPacket::Startup { params: Vec::new() };
+        let startup = StartupPacket::Startup { params: StartupParams::default() };
         let cancel = StartupPacket::Cancel { pid: 1, secret: 2 };
         let over_tls = Step::Refuse("encryption requested over an encrypted connection");
         let cases = [

@@ -8,6 +8,7 @@
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use crate::backend::settings::Settings;
+use crate::protocol::startup::StartupParams;
 
 /// Startup keys that are not session parameters.
 const NOT_PARAMETERS: [&str; 4] = ["user", "database", "replication", "options"];
@@ -45,7 +46,7 @@ impl SessionParams {
     ///
     /// # Errors
     /// `options` holds something other than `-c name=value` / `--name=value`.
-    pub fn from_startup(params: &[(String, String)]) -> Result<Self, String> {
+    pub fn from_startup(params: &StartupParams) -> Result<Self, String> {
         let mut out = Self::from_startup_unfolded(params)?;
         out.fold_startup();
         Ok(out)
@@ -58,14 +59,14 @@ impl SessionParams {
     ///
     /// # Errors
     /// As [`SessionParams::from_startup`].
-    pub fn from_startup_unfolded(params: &[(String, String)]) -> Result<Self, String> {
+    pub fn from_startup_unfolded(params: &StartupParams) -> Result<Self, String> {
         let mut out = SessionParams { unfolded: true, ..SessionParams::default() };
-        for (k, v) in params {
+        for (k, v) in params.iter() {
             if k == "options" {
                 for (name, value) in parse_options(v)? {
                     out.put(&name, &value);
                 }
-            } else if !NOT_PARAMETERS.contains(&k.as_str()) && !k.starts_with("_pq_.") {
+            } else if !NOT_PARAMETERS.contains(&k) && !k.starts_with("_pq_.") {
                 out.put(k, v);
             }
         }
@@ -256,7 +257,11 @@ fn parse_options(options: &str) -> Result<Vec<(String, String)>, String> {
 mod tests {
     use super::*;
 
-    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    fn p(pairs: &[(&str, &str)]) -> StartupParams {
+        StartupParams::from_pairs(pairs.iter().copied())
+    }
+
+    fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| ((*k).to_string(), (*v).to_string())).collect()
     }
 
@@ -299,7 +304,7 @@ mod tests {
         // A new value is the session's own: the other one keeps the shared state.
         assert!(SessionParams::note_reported_shared(&mut a, "application_name", "renamed"));
         assert!(!Arc::ptr_eq(&a, &b));
-        assert_eq!(b.params, p(&[("application_name", "app")]));
+        assert_eq!(b.params, owned(&[("application_name", "app")]));
         assert_ne!(a.fingerprint(), b.fingerprint());
         assert!(!SessionParams::note_reported_shared(&mut a, "server_version", "15"), "read-only");
         // A state nobody uses any more is not handed out again.
@@ -319,7 +324,12 @@ mod tests {
         .unwrap();
         assert_eq!(
             s.params,
-            p(&[("application_name", "app"), ("search_path", "a,b"), ("statement_timeout", "5s"), ("x", "has space")])
+            owned(&[
+                ("application_name", "app"),
+                ("search_path", "a,b"),
+                ("statement_timeout", "5s"),
+                ("x", "has space")
+            ])
         );
         assert!(SessionParams::from_startup(&p(&[("options", "-X")])).is_err());
     }
@@ -339,7 +349,7 @@ mod tests {
         a.note_reported("application_name", "other");
         a.reset_all();
         assert_eq!(a.fingerprint(), before);
-        assert_eq!(a.params, p(&[("application_name", "it's")]));
+        assert_eq!(a.params, owned(&[("application_name", "it's")]));
     }
 
     #[test]
@@ -370,6 +380,6 @@ mod tests {
         let mut s = SessionParams::default();
         assert!(!s.note_reported("is_superuser", "on"));
         assert!(s.note_reported("TimeZone", "UTC"));
-        assert_eq!(s.params, p(&[("TimeZone", "UTC")]));
+        assert_eq!(s.params, owned(&[("TimeZone", "UTC")]));
     }
 }

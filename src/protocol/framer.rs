@@ -469,7 +469,7 @@ pub fn take_cstr<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
 
 /// Position of the first NUL byte, eight bytes at a time: a statement's text is the longest
 /// string read here (every Query and Parse), and a byte loop spent ~4 instructions per byte.
-fn nul_position(b: &[u8]) -> Option<usize> {
+pub(crate) fn nul_position(b: &[u8]) -> Option<usize> {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
     let mut words = b.chunks_exact(8);

@@ -214,12 +214,16 @@ impl Session<'_> {
     }
 
     pub(super) fn pool(&mut self, node: usize) -> Arc<Pool> {
-        let pools = &mut self.rare.get().pools;
-        if node >= pools.len() {
-            // The first unit on this node, or a reload added nodes after this session began.
-            pools.resize(node + 1, None);
+        if node >= self.pools.len() {
+            // The login's lookup, or a reload added nodes after this session began: a slot for
+            // every node there is (one allocation, no spare capacity to give back).
+            let nodes = self.shared.topology.snapshot().nodes.len().max(node + 1);
+            let mut pools = Vec::with_capacity(nodes);
+            pools.extend(std::mem::take(&mut self.pools).into_vec());
+            pools.resize(nodes, None);
+            self.pools = pools.into_boxed_slice();
         }
-        let slot = &mut pools[node];
+        let slot = &mut self.pools[node];
         let info = self.entry.info();
         Arc::clone(slot.get_or_insert_with(|| self.shared.pools.get(node, &info.database, &info.user)))
     }

@@ -13,7 +13,10 @@ impl Session<'_> {
         let mut buf = BytesMut::with_capacity(LOGIN_REPLY_CAPACITY);
         messages::authentication(&mut buf, messages::auth_code::OK, &[]);
         if !self.known_params(&mut buf) {
-            let params = match self.login_conn().await {
+            // Boxed: the first login of a pool only. Inline, its state (a checkout, ~2 KB) made
+            // this future, boxed by the session for every login, too large for the allocator's
+            // per-thread cache (a slower `malloc` and `free`, and a larger copy into the box).
+            let params = match Box::pin(self.login_conn()).await {
                 Ok(p) => p,
                 Err(e) => return Err(SessionEnd::fatal(e.sqlstate(), e.to_string(), Fault::Server)),
             };

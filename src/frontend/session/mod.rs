@@ -81,7 +81,9 @@ struct Held {
 const UNMEASURED: u64 = u64::MAX;
 
 /// The parts of a session that stay at their defaults until it runs a unit: one pointer in
-/// the session (the future every idle client keeps) instead of ~180 bytes inline.
+/// the session (the future every idle client keeps) instead of ~200 bytes inline. Nothing the
+/// login does may make it: an idle client would then keep it (a 240-byte allocation per client
+/// when the login looked its pool up through it).
 #[derive(Default)]
 struct Rare {
     /// The client's prepared statements.
@@ -91,8 +93,6 @@ struct Rare {
     /// WAL position after this session's last write (read-your-writes); [`UNMEASURED`] if it
     /// wrote while no replica could take its reads and the position was not asked for yet.
     last_write_lsn: Option<u64>,
-    /// This session's pool on each node, looked up once.
-    pools: Vec<Option<Arc<Pool>>>,
     /// A unit changed functions: reload the catalog when the transaction is over.
     catalog_stale: bool,
     /// Its open transaction died with its server connection: answered here until it ends.
@@ -145,6 +145,10 @@ pub struct Session<'a> {
     classifier: Arc<Classifier>,
     /// What only a session that ran units needs; made on the first.
     rare: Rarely,
+    /// This session's pool on each node, looked up once (by the login already, which is why
+    /// they are not in `rare`). A boxed slice, 16 bytes in the idle future: reloads that add
+    /// nodes, the only reason to grow it, are rare.
+    pools: Box<[Option<Arc<Pool>>]>,
     /// Its place in the client registry (drain, KILL, SHOW CLIENTS), its cancel key, and
     /// its user and database (`entry.info()`): one field for all, read where they are needed.
     entry: super::lifecycle::ClientEntry<'a>,
@@ -175,6 +179,7 @@ impl<'a> Session<'a> {
             classifier,
             // Made on the first unit: an idle client holds none of it.
             rare: Rarely::default(),
+            pools: Box::default(),
             entry,
         }
     }

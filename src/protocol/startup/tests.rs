@@ -11,10 +11,7 @@ fn packet(code: i32, body: &[u8]) -> Vec<u8> {
 #[test]
 fn startup_parameters_are_parsed_in_order() {
     let p = parse(&packet(PROTOCOL_3_0, b"user\0app\0database\0db\0\0")).unwrap();
-    assert_eq!(
-        p,
-        StartupPacket::Startup { params: vec![("user".into(), "app".into()), ("database".into(), "db".into())] }
-    );
+    assert_eq!(p, StartupPacket::Startup { params: StartupParams::from_pairs([("user", "app"), ("database", "db")]) });
 }
 
 #[test]
@@ -58,7 +55,7 @@ async fn a_packet_is_read_whole_and_nothing_after_it() {
     assert_eq!(rest, &both[8..]);
     assert_eq!(
         read_packet(&mut rest, Duration::from_secs(1)).await,
-        Ok(StartupPacket::Startup { params: vec![("user".into(), "a".into())] })
+        Ok(StartupPacket::Startup { params: StartupParams::from_pairs([("user", "a")]) })
     );
     // The same packet one byte at a time; a bad length is refused once its 4 bytes are in.
     let (mut client, mut server) = tokio::io::duplex(64);
@@ -71,7 +68,7 @@ async fn a_packet_is_read_whole_and_nothing_after_it() {
         client
     });
     let got = read_packet(&mut server, Duration::from_secs(5)).await;
-    assert_eq!(got, Ok(StartupPacket::Startup { params: vec![("user".into(), "a".into())] }));
+    assert_eq!(got, Ok(StartupPacket::Startup { params: StartupParams::from_pairs([("user", "a")]) }));
     let _client = writer.await.unwrap();
     let (mut client, mut server) = tokio::io::duplex(64);
     client.write_all(&[0, 0, 0, 4]).await.unwrap();
@@ -89,4 +86,32 @@ proptest! {
     fn arbitrary_bodies_never_panic(body in proptest::collection::vec(any::<u8>(), 0..200), code in prop_oneof![Just(PROTOCOL_3_0), Just(CANCEL_REQUEST), Just(SSL_REQUEST), any::<i32>()]) {
         let _ = parse(&packet(code, &body));
     }
+}
+
+#[test]
+fn startup_parameters_walk_in_order_with_empty_values_and_the_first_of_a_name_counts() {
+    let p = parse(&packet(PROTOCOL_3_0, b"user\0a\0application_name\0\0user\0b\0database\0d\0\0")).unwrap();
+    let StartupPacket::Startup { params } = p else { panic!("not a startup packet: {p:?}") };
+    let pairs: Vec<_> = params.iter().collect();
+    assert_eq!(pairs, [("user", "a"), ("application_name", ""), ("user", "b"), ("database", "d")]);
+    assert_eq!((params.get("user"), params.get("application_name"), params.get("x")), (Some("a"), Some(""), None));
+    assert_eq!(params, StartupParams::from_pairs(pairs));
+}
+
+#[test]
+fn a_string_that_is_not_utf8_is_reported_before_a_later_fault_only() {
+    let not_utf8 = Err(StartupError::Malformed("parameter is not UTF-8"));
+    // Checked as one text at the end, yet reported as when each string was checked as read: a
+    // whole pair before the fault first, the pair that has the fault not.
+    assert_eq!(parse(&packet(PROTOCOL_3_0, b"user\0\xff\0database\0d\0\0")), not_utf8);
+    assert_eq!(parse(&packet(PROTOCOL_3_0, b"user\0\xff\0database\0d\0")), not_utf8);
+    assert_eq!(parse(&packet(PROTOCOL_3_0, b"user\0\xff\0x")), not_utf8);
+    assert_eq!(
+        parse(&packet(PROTOCOL_3_0, b"user\0a\0\xff\0")),
+        Err(StartupError::Malformed("parameter without a value"))
+    );
+    assert_eq!(
+        parse(&packet(PROTOCOL_3_0, b"user\0a\0\xff")),
+        Err(StartupError::Malformed("parameter is not terminated"))
+    );
 }
