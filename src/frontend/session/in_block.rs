@@ -13,7 +13,11 @@
 //! Sync: psycopg's pipeline mode, JDBC batches): [`lasting`] walks its statements in order,
 //! with what PostgreSQL does between Syncs. The statements run in one transaction (a `BEGIN`
 //! only makes it a block, taking along what ran before it); a `COMMIT` makes what ran so far
-//! last, a `ROLLBACK` undoes it, the Sync commits the rest.
+//! last, a `ROLLBACK` undoes it, the Sync commits the rest. A block the unit leaves open
+//! (pgjdbc sends `BEGIN` with a transaction's first statement) keeps what is in it pending.
+//! [`lasting_in_block`] does the same for a unit of several statements run inside a block, the
+//! commands pending from before it taken as run first. Units of one statement inside a block
+//! keep the table of [`step`].
 
 use crate::frontend::executed::Executed;
 use crate::frontend::unit::{is_reset_all, tx_end_outside_block};
