@@ -423,3 +423,38 @@ async fn a_whole_block_in_one_pipeline_keeps_its_set_only_if_it_commits() {
 }
 
 const PINS: &str = "sluice_session_pins_total{reason=\"session_command\"}";
+
+/// A SET in a block a Flush left open (psycopg's pipeline mode asks for results with Flush
+/// before its Sync): it belongs to the session once the Sync ends the block, not to whoever
+/// gets the connection next. Before, the unit with the Sync held none of the block's
+/// statements, nothing was recorded, and the next client read the session's setting.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_set_before_a_flush_follows_the_session_at_the_sync() {
+    let c = Cluster::start(0).await;
+    let p = one_connection(&c).await;
+    let mut a = RawConn::connect(p.port()).await.expect("connect");
+    a.login(&Target::test_user(p.port()), &SaltCache::default()).await.expect("login");
+    let b = p.connect().await;
+    for (statements, flushed) in [(&["SET work_mem = '9MB'"][..], 3), (&["SELECT 1", "SET work_mem = '11MB'"][..], 7)] {
+        let mut out = BytesMut::new();
+        for sql in statements {
+            run_unnamed(&mut out, sql, &[]);
+        }
+        messages::flush(&mut out);
+        assert!(a.send(&out).await);
+        for _ in 0..flushed {
+            a.recv(Duration::from_secs(20)).await.expect("the replies the Flush asked for");
+        }
+        let mut sync = BytesMut::new();
+        messages::sync(&mut sync);
+        assert!(a.send(&sync).await);
+        let frames = a.until_ready_frames(Duration::from_secs(20)).await.expect("the Sync's answer");
+        assert_eq!(tags(&frames), "Z");
+    }
+    // The session keeps its connection: b waits for it (and may give up), never reads a's value.
+    let read = tokio::time::timeout(Duration::from_secs(20), b.query_one(WORK_MEM, &[])).await.expect("an answer");
+    if let Ok(row) = read {
+        assert_eq!(row.get::<_, String>(0), "4MB", "b sees a's setting");
+    }
+    assert_eq!(raw_work_mem(&mut a).await, "11MB", "a's SET after the Sync");
+}

@@ -435,6 +435,13 @@ impl<'a> Session<'a> {
             Outcome::Partial => {
                 let wrote = class.access == Access::Write;
                 self.state = self.state.after(Event::Partial { errored, wrote });
+                // A session command in a block a Flush left open: what lasts is known only when
+                // a later unit ends the block, and that unit holds only its own statements. The
+                // connection keeps the truth: the session stays on it (psycopg's pipeline mode
+                // asks for results with Flush before its Sync).
+                if class.session == SessionEffect::Parameter {
+                    self.pin(class);
+                }
                 Ok(())
             }
             Outcome::ServerLost(e) => {
