@@ -458,3 +458,31 @@ async fn a_set_before_a_flush_follows_the_session_at_the_sync() {
     }
     assert_eq!(raw_work_mem(&mut a).await, "11MB", "a's SET after the Sync");
 }
+
+/// A SET that streams in after its unit began (the client's first write went on before the rest
+/// arrived): it is not in the unit the session holds, so the session keeps its connection
+/// rather than hand it on with the setting. Before, the next client read it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_set_streamed_into_a_running_unit_does_not_reach_another_client() {
+    let c = Cluster::start(0).await;
+    let p = one_connection(&c).await;
+    let mut a = RawConn::connect(p.port()).await.expect("connect");
+    a.login(&Target::test_user(p.port()), &SaltCache::default()).await.expect("login");
+    let b = p.connect().await;
+    let mut first = BytesMut::new();
+    run_unnamed(&mut first, "SELECT pg_sleep(0.5)", &[]);
+    assert!(a.send(&first).await);
+    // The unit is running (its Execute was sent without a Sync) when the rest arrives.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let mut rest = BytesMut::new();
+    run_unnamed(&mut rest, "SET work_mem = '13MB'", &[]);
+    messages::sync(&mut rest);
+    assert!(a.send(&rest).await);
+    let frames = a.until_ready_frames(Duration::from_secs(20)).await.expect("the unit's answers");
+    assert!(!tags(&frames).contains('E'), "{}", tags(&frames));
+    let read = tokio::time::timeout(Duration::from_secs(20), b.query_one(WORK_MEM, &[])).await.expect("an answer");
+    if let Ok(row) = read {
+        assert_eq!(row.get::<_, String>(0), "4MB", "b sees a's setting");
+    }
+    assert_eq!(raw_work_mem(&mut a).await, "13MB", "a's SET");
+}

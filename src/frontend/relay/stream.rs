@@ -38,6 +38,9 @@ pub struct Streamed {
     pub lookahead: Option<Frame>,
     /// The client's Sync streamed in: the unit's ReadyForQuery is owed to the client.
     pub synced: bool,
+    /// Messages streamed in (all of them, kept for a replay or not): the unit the session
+    /// holds is not all that ran.
+    pub messages: usize,
 }
 
 /// The session's side of a streaming unit.
@@ -151,6 +154,7 @@ impl Relay<'_> {
     async fn record(&mut self, frame: &Frame) -> Result<(), RelayError> {
         let holding = self.hold.is_some();
         let Some(s) = self.stream.as_mut() else { return Ok(()) };
+        s.out.messages += 1;
         if let Some(frames) = s.out.frames.as_mut() {
             s.out.frame_bytes += frame.bytes().len();
             if holding && frame.tag() != tag::FLUSH && s.out.frame_bytes <= REPLAY_LIMIT {

@@ -419,6 +419,12 @@ impl<'a> Session<'a> {
         let class = &with_streamed(class, streamed.class.as_ref());
         match outcome {
             Outcome::Ready(status) => {
+                // Messages that streamed in after the unit started are not in `unit`: what they
+                // set cannot be told from it (a SET streamed behind a slow first write would be
+                // recorded nowhere). The connection keeps the truth: the session stays on it.
+                if streamed.messages > 0 && class.session == SessionEffect::Parameter {
+                    self.pin(class);
+                }
                 let settled = self.settle_in_block(class, unit, before, status, errored);
                 let autocommit = before == TxStatus::Idle && status == TxStatus::Idle;
                 if !errored {
