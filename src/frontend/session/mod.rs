@@ -444,8 +444,9 @@ impl<'a> Session<'a> {
                 // A session command in a block a Flush left open: what lasts is known only when
                 // a later unit ends the block, and that unit holds only its own statements. The
                 // connection keeps the truth: the session stays on it (psycopg's pipeline mode
-                // asks for results with Flush before its Sync).
-                if class.session == SessionEffect::Parameter {
+                // asks for results with Flush before its Sync). A unit that only prepares
+                // (asyncpg's Parse/Describe/Flush of a `set_config`) ran nothing.
+                if class.session == SessionEffect::Parameter && unit.executes() {
                     self.pin(class);
                 }
                 Ok(())
