@@ -435,6 +435,20 @@ async fn a_set_before_a_flush_follows_the_session_at_the_sync() {
     let mut a = RawConn::connect(p.port()).await.expect("connect");
     a.login(&Target::test_user(p.port()), &SaltCache::default()).await.expect("login");
     let b = p.connect().await;
+    // A SET only prepared before a Flush (asyncpg's prepare) runs nothing: no pin.
+    let mut prepare = BytesMut::new();
+    messages::parse(&mut prepare, "", b"SET work_mem = '7MB'", &0i16.to_be_bytes());
+    messages::describe(&mut prepare, b'S', "");
+    messages::flush(&mut prepare);
+    assert!(a.send(&prepare).await);
+    for _ in 0..3 {
+        a.recv(Duration::from_secs(20)).await.expect("ParseComplete, ParameterDescription, NoData");
+    }
+    let mut sync = BytesMut::new();
+    messages::sync(&mut sync);
+    assert!(a.send(&sync).await);
+    assert_eq!(tags(&a.until_ready_frames(Duration::from_secs(20)).await.expect("the Sync")), "Z");
+    assert_eq!(read_unkept(&b, WORK_MEM).await.as_deref(), Some("4MB"), "after a prepare-only Flush");
     for (statements, flushed) in [(&["SET work_mem = '9MB'"][..], 3), (&["SELECT 1", "SET work_mem = '11MB'"][..], 7)] {
         let mut out = BytesMut::new();
         for sql in statements {
