@@ -368,6 +368,7 @@ impl Session<'_> {
         // A block dies with its connection: what it set is gone too.
         if let Some(rare) = self.rare.peek_mut() {
             rare.pending_sets.clear();
+            rare.flushed_set = false;
         }
         if let Some(h) = self.held.take() {
             h.checkout.pool().note_loss();

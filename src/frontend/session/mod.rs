@@ -103,6 +103,9 @@ struct Rare {
     /// Session commands run in the open transaction block: they join the history if it
     /// commits (see `in_block`).
     pending_sets: Vec<String>,
+    /// A session command ran in the extended block a Flush left open: the session is pinned
+    /// when that block ends (see the `Partial` outcome in `after_unit`).
+    flushed_set: bool,
     /// The next checkout opens a new server connection instead of taking an idle one: the
     /// last one was lost under a unit that runs again (see `Pool::checkout_new`).
     new_conn: bool,
@@ -422,7 +425,8 @@ impl<'a> Session<'a> {
                 // Messages that streamed in after the unit started are not in `unit`: what they
                 // set cannot be told from it (a SET streamed behind a slow first write would be
                 // recorded nowhere). The connection keeps the truth: the session stays on it.
-                if streamed.messages > 0 && class.session == SessionEffect::Parameter {
+                let flushed_set = self.rare.peek_mut().is_some_and(|r| std::mem::take(&mut r.flushed_set));
+                if flushed_set || streamed.messages > 0 && class.session == SessionEffect::Parameter {
                     self.pin(class);
                 }
                 let settled = self.settle_in_block(class, unit, before, status, errored);
@@ -444,10 +448,11 @@ impl<'a> Session<'a> {
                 // A session command in a block a Flush left open: what lasts is known only when
                 // a later unit ends the block, and that unit holds only its own statements. The
                 // connection keeps the truth: the session stays on it (psycopg's pipeline mode
-                // asks for results with Flush before its Sync). A unit that only prepares
-                // (asyncpg's Parse/Describe/Flush of a `set_config`) ran nothing.
+                // asks for results with Flush before its Sync), once the block has ended. A unit
+                // that only prepares (asyncpg's Parse/Describe/Flush of a `set_config`) ran
+                // nothing.
                 if class.session == SessionEffect::Parameter && unit.executes() {
-                    self.pin(class);
+                    self.rare.get().flushed_set = true;
                 }
                 Ok(())
             }
