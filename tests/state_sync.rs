@@ -319,10 +319,8 @@ async fn pipeline_to(conn: &mut RawConn, statements: &[&str], status: &[u8]) {
 async fn a_pipeline_that_commits_a_set_then_fails_keeps_the_set_to_its_session() {
     let c = Cluster::start(0).await;
     let p = one_connection(&c).await;
-    let mut a = RawConn::connect(p.port()).await.expect("connect");
-    a.login(&Target::test_user(p.port()), &SaltCache::default()).await.expect("login");
-    let mut direct = RawConn::connect(c.primary_port()).await.expect("connect");
-    direct.login(&Target::test_user(c.primary_port()), &SaltCache::default()).await.expect("login");
+    let mut a = raw_login(p.port()).await;
+    let mut direct = raw_login(c.primary_port()).await;
     let b = p.connect().await;
     let statements = ["BEGIN", "SET work_mem = '9MB'", "COMMIT", "SELECT 1/0"];
     for conn in [&mut direct, &mut a] {
@@ -330,11 +328,24 @@ async fn a_pipeline_that_commits_a_set_then_fails_keeps_the_set_to_its_session()
         assert!(tags(&frames).contains('E'), "the division fails: {}", tags(&frames));
     }
     assert_eq!(raw_work_mem(&mut direct).await, "9MB", "on PostgreSQL itself");
+    never_reads(&b, "4MB").await;
+    assert_eq!(raw_work_mem(&mut a).await, "9MB", "committed before the error");
+}
+
+/// A raw connection to `port`, logged in as the test user.
+async fn raw_login(port: u16) -> RawConn {
+    let mut conn = RawConn::connect(port).await.expect("connect");
+    conn.login(&Target::test_user(port), &SaltCache::default()).await.expect("login");
+    conn
+}
+
+/// `b` reads `work_mem` as `want` or not at all: it waits for the only server connection,
+/// which a pinned session keeps, and may give up.
+async fn never_reads(b: &tokio_postgres::Client, want: &str) {
     let read = tokio::time::timeout(Duration::from_secs(20), b.query_one(WORK_MEM, &[])).await.expect("an answer");
     if let Ok(row) = read {
-        assert_ne!(row.get::<_, String>(0), "9MB", "b sees a's setting");
+        assert_eq!(row.get::<_, String>(0), want, "b sees a's setting");
     }
-    assert_eq!(raw_work_mem(&mut a).await, "9MB", "committed before the error");
 }
 
 /// Run `statements` as one pipeline up to one Sync; its answers.
@@ -370,12 +381,7 @@ async fn raw_work_mem(conn: &mut RawConn) -> String {
 async fn a_whole_block_in_one_pipeline_keeps_its_set_only_if_it_commits() {
     let c = Cluster::start(0).await;
     let p = one_connection(&c).await;
-    let login = |port: u16| async move {
-        let mut conn = RawConn::connect(port).await.expect("connect");
-        conn.login(&Target::test_user(port), &SaltCache::default()).await.expect("login");
-        conn
-    };
-    let (mut a, mut direct) = (login(p.port()).await, login(c.primary_port()).await);
+    let (mut a, mut direct) = (raw_login(p.port()).await, raw_login(c.primary_port()).await);
     let b = p.connect().await;
     let cases: [(&[&str], &str); 4] = [
         (&["BEGIN", "SET work_mem = '9MB'", "ROLLBACK"], "4MB"),
@@ -432,8 +438,7 @@ const PINS: &str = "sluice_session_pins_total{reason=\"session_command\"}";
 async fn a_set_before_a_flush_follows_the_session_at_the_sync() {
     let c = Cluster::start(0).await;
     let p = one_connection(&c).await;
-    let mut a = RawConn::connect(p.port()).await.expect("connect");
-    a.login(&Target::test_user(p.port()), &SaltCache::default()).await.expect("login");
+    let mut a = raw_login(p.port()).await;
     let b = p.connect().await;
     // A SET only prepared before a Flush (asyncpg's prepare) runs nothing: no pin.
     let mut prepare = BytesMut::new();
@@ -466,10 +471,7 @@ async fn a_set_before_a_flush_follows_the_session_at_the_sync() {
         assert_eq!(tags(&frames), "Z");
     }
     // The session keeps its connection: b waits for it (and may give up), never reads a's value.
-    let read = tokio::time::timeout(Duration::from_secs(20), b.query_one(WORK_MEM, &[])).await.expect("an answer");
-    if let Ok(row) = read {
-        assert_eq!(row.get::<_, String>(0), "4MB", "b sees a's setting");
-    }
+    never_reads(&b, "4MB").await;
     assert_eq!(raw_work_mem(&mut a).await, "11MB", "a's SET after the Sync");
 }
 
@@ -480,8 +482,7 @@ async fn a_set_before_a_flush_follows_the_session_at_the_sync() {
 async fn a_set_streamed_into_a_running_unit_does_not_reach_another_client() {
     let c = Cluster::start(0).await;
     let p = one_connection(&c).await;
-    let mut a = RawConn::connect(p.port()).await.expect("connect");
-    a.login(&Target::test_user(p.port()), &SaltCache::default()).await.expect("login");
+    let mut a = raw_login(p.port()).await;
     let b = p.connect().await;
     let mut first = BytesMut::new();
     run_unnamed(&mut first, "SELECT pg_sleep(0.5)", &[]);
@@ -494,9 +495,6 @@ async fn a_set_streamed_into_a_running_unit_does_not_reach_another_client() {
     assert!(a.send(&rest).await);
     let frames = a.until_ready_frames(Duration::from_secs(20)).await.expect("the unit's answers");
     assert!(!tags(&frames).contains('E'), "{}", tags(&frames));
-    let read = tokio::time::timeout(Duration::from_secs(20), b.query_one(WORK_MEM, &[])).await.expect("an answer");
-    if let Ok(row) = read {
-        assert_eq!(row.get::<_, String>(0), "4MB", "b sees a's setting");
-    }
+    never_reads(&b, "4MB").await;
     assert_eq!(raw_work_mem(&mut a).await, "13MB", "a's SET");
 }

@@ -22,7 +22,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use super::cancel::CancelKey;
-use super::executed::{executed, executed_statements, executed_texts};
+use super::executed::{executed, executed_statements, executed_texts, Executed};
 use super::handshake::Login;
 use super::params::SessionParams;
 use super::relay::{Outcome, Relay, Streamed};
@@ -548,8 +548,8 @@ impl<'a> Session<'a> {
         if !matches!(unit, Unit::Extended(_)) {
             return None;
         }
-        let ran = executed(unit, &self.rare.get().statements).filter(|ran| ran.len() > 1)?;
-        let kinds: Vec<in_block::Kind> = ran.iter().map(|r| in_block::kind(r, &self.classifier)).collect();
+        let ran = self.executed(unit).filter(|ran| ran.len() > 1)?;
+        let kinds = self.kinds(&ran);
         let texts = |indices: &[usize]| -> Vec<String> {
             indices.iter().flat_map(|&i| ran[i].texts.iter().flatten().cloned()).collect()
         };
@@ -664,9 +664,7 @@ impl<'a> Session<'a> {
     /// ([`in_block::lasting`]): a block inside it that rolled back leaves nothing, and its
     /// reads, writes, BEGIN and COMMIT are not replayed.
     fn unit_texts(&self, class: &Class, unit: &Unit, after: TxStatus) -> Option<(Vec<String>, Vec<String>)> {
-        let default = Statements::default();
-        let statements = self.rare.peek().map_or(&default, |r| &r.statements);
-        let ran = executed(unit, statements)?;
+        let ran = self.executed(unit)?;
         if let Unit::Simple(_) = unit {
             let texts = ran.into_iter().next()?.texts?;
             // A reset followed by more in one text cannot be told apart: it is not a reset
@@ -676,7 +674,7 @@ impl<'a> Session<'a> {
                 class.access == Access::Read || texts.iter().all(|t| is_reset_all(t) || set_config_name(t).is_some());
             return (after == TxStatus::Idle && replayable && !reset_and_more).then_some((texts, Vec::new()));
         }
-        let kinds: Vec<in_block::Kind> = ran.iter().map(|r| in_block::kind(r, &self.classifier)).collect();
+        let kinds = self.kinds(&ran);
         let lasting = in_block::lasting(&kinds)?;
         let texts = |indices: &[usize]| -> Vec<String> {
             indices.iter().flat_map(|&i| ran[i].texts.iter().flatten().cloned()).collect()
@@ -691,17 +689,28 @@ impl<'a> Session<'a> {
         (!open.iter().any(|t| is_reset_all(t))).then_some((committed, open))
     }
 
+    /// What `unit` ran ([`executed`]), with the session's statements.
+    fn executed(&self, unit: &Unit) -> Option<Vec<Executed>> {
+        match self.rare.peek() {
+            Some(rare) => executed(unit, &rare.statements),
+            None => executed(unit, &Statements::default()),
+        }
+    }
+
+    /// The kind of each statement in `ran`, for the walks of [`in_block`].
+    fn kinds(&self, ran: &[Executed]) -> Vec<in_block::Kind> {
+        ran.iter().map(|r| in_block::kind(r, &self.classifier)).collect()
+    }
+
     /// True if a unit run outside a block that failed may have left session commands in
     /// force: one that committed before the error (`BEGIN; SET ...; COMMIT; <error>`).
     /// Without a commit the unit's one transaction rolled back.
     fn failed_may_keep(&self, unit: &Unit) -> bool {
-        let default = Statements::default();
-        let statements = self.rare.peek().map_or(&default, |r| &r.statements);
-        let Some(ran) = executed(unit, statements) else { return true };
+        let Some(ran) = self.executed(unit) else { return true };
         if let Unit::Simple(_) = unit {
             return ran.iter().any(|r| in_block::mentions_an_end(&r.statement));
         }
-        let kinds: Vec<in_block::Kind> = ran.iter().map(|r| in_block::kind(r, &self.classifier)).collect();
+        let kinds = self.kinds(&ran);
         in_block::failed_may_keep(&kinds)
     }
 
