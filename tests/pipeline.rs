@@ -370,3 +370,28 @@ async fn a_read_reusing_the_unnamed_statement_of_a_write_runs_on_a_replica() {
     }
     panic!("the read always ran on the primary");
 }
+
+/// A Flush with nothing in flight and a simple Query behind it, in one write (psycopg leaving
+/// pipeline mode asks for results with a Flush, then runs its next statement at once): the
+/// Flush gets no reply, as on PostgreSQL, and the Query its answer: the Flush's unit, which
+/// has nothing to wait for once the Query is set aside for its own routing, ends at once
+/// instead of waiting on the server. Inside a block (the connection held) and outside one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flush_with_nothing_in_flight_and_a_query_in_one_write_answer_the_query() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).pool_size(1).start().await;
+    let mut a = raw(p.port()).await;
+    let mut begin = BytesMut::new();
+    messages::query(&mut begin, "BEGIN");
+    assert!(a.send(&begin).await);
+    assert_eq!(tags(&a.until_ready_frames(WAIT).await.expect("BEGIN")), "CZ");
+    for (round, status) in [(1, b"T"), (2, b"I"), (3, b"I"), (4, b"I")] {
+        let mut out = BytesMut::new();
+        messages::flush(&mut out);
+        messages::query(&mut out, if round == 2 { "COMMIT" } else { "SELECT 1" });
+        assert!(a.send(&out).await);
+        let frames = a.until_ready_frames(WAIT).await.unwrap_or_else(|e| panic!("round {round}: {e}"));
+        assert!(!tags(&frames).contains('E'), "round {round}: {}", tags(&frames));
+        assert_eq!(frames.last().unwrap().body(), status, "round {round}: the status");
+    }
+}

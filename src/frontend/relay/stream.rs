@@ -74,6 +74,12 @@ impl Relay<'_> {
         let Some(s) = self.stream.as_mut() else { return self.fill().await };
         let read_client = !s.done && s.to_server.len() < READ_AHEAD_BYTES && s.ahead < READ_AHEAD_MESSAGES;
         if !read_client && s.to_server.is_empty() {
+            // Only the server can say more now, and with no reply owed it will not: the unit
+            // has ended (a lone Flush whose next message needs its own routing). The caller
+            // sees it settled; waiting here would wait for ever.
+            if self.queue.is_empty() {
+                return Ok(());
+            }
             return self.fill().await;
         }
         let peer = if read_client { Some(&mut *self.client) } else { None };
