@@ -475,26 +475,65 @@ async fn a_set_before_a_flush_follows_the_session_at_the_sync() {
     assert_eq!(raw_work_mem(&mut a).await, "11MB", "a's SET after the Sync");
 }
 
-/// A SET that streams in after its unit began (the client's first write went on before the rest
-/// arrived): it is not in the unit the session holds, so the session keeps its connection
-/// rather than hand it on with the setting. Before, the next client read it.
+/// Statements that stream in after their unit began (the client's first write went on before
+/// the rest arrived; psycopg flushes each statement of a pipeline as it queues it): they are
+/// judged with the unit. A SET among them follows its session, alone or inside a block, and
+/// pins nothing; b, which shares the only server connection, reads its own value. Before, the
+/// session was pinned for any SET that streamed in, or (earlier) the next client read it.
 #[tokio::test(flavor = "multi_thread")]
-async fn a_set_streamed_into_a_running_unit_does_not_reach_another_client() {
+async fn a_set_streamed_into_a_running_unit_follows_its_session_without_a_pin() {
     let c = Cluster::start(0).await;
     let p = one_connection(&c).await;
     let mut a = raw_login(p.port()).await;
     let b = p.connect().await;
-    let mut first = BytesMut::new();
-    run_unnamed(&mut first, "SELECT pg_sleep(0.5)", &[]);
-    assert!(a.send(&first).await);
-    // The unit is running (its Execute was sent without a Sync) when the rest arrives.
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    let mut rest = BytesMut::new();
-    run_unnamed(&mut rest, "SET work_mem = '13MB'", &[]);
-    messages::sync(&mut rest);
-    assert!(a.send(&rest).await);
-    let frames = a.until_ready_frames(Duration::from_secs(20)).await.expect("the unit's answers");
+    let cases: [(&str, &[&str], &str); 3] = [
+        ("SELECT pg_sleep(0.5)", &["SET work_mem = '13MB'"], "13MB"),
+        ("BEGIN", &["SET work_mem = '15MB'", "SELECT pg_sleep(0.2)", "COMMIT"], "15MB"),
+        ("BEGIN", &["SET work_mem = '17MB'", "ROLLBACK"], "15MB"),
+    ];
+    for (first, rest, want) in cases {
+        let frames = stream_in(&mut a, first, rest).await;
+        assert!(!tags(&frames).contains('E'), "{first} {rest:?}: {}", tags(&frames));
+        assert_eq!(read_unkept(&b, WORK_MEM).await.as_deref(), Some("4MB"), "b after {rest:?}");
+        assert_eq!(raw_work_mem(&mut a).await, want, "a after {rest:?}");
+    }
+    let metrics = p.metrics_text().await;
+    let pins: Vec<&str> = metrics.lines().filter(|l| l.starts_with("sluice_session_pins_total")).collect();
+    assert!(pins.is_empty(), "a session was pinned: {pins:?}");
+}
+
+/// Past what sluice keeps of a streaming unit (1 MiB of messages), a SET that streams in is
+/// not recorded: the session keeps its connection rather than hand it on with the setting.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_set_streamed_in_past_the_keep_limit_keeps_its_connection() {
+    let c = Cluster::start(0).await;
+    let p = one_connection(&c).await;
+    let mut a = raw_login(p.port()).await;
+    let b = p.connect().await;
+    // Eleven statements of 100 KB each (a comment), then the SET.
+    let padded = format!("SELECT 1 /* {} */", "x".repeat(100_000));
+    let mut rest: Vec<&str> = vec![padded.as_str(); 11];
+    rest.push("SET work_mem = '13MB'");
+    let frames = stream_in(&mut a, "SELECT pg_sleep(0.5)", &rest).await;
     assert!(!tags(&frames).contains('E'), "{}", tags(&frames));
     never_reads(&b, "4MB").await;
     assert_eq!(raw_work_mem(&mut a).await, "13MB", "a's SET");
+    assert!(p.metrics_text().await.contains(PINS), "the session was not pinned");
+}
+
+/// `first` sent as an unsynced unit; once it runs, `rest` and a Sync stream into it. Every
+/// answer up to ReadyForQuery.
+async fn stream_in(a: &mut RawConn, first: &str, rest: &[&str]) -> Vec<sluice::protocol::Frame> {
+    let mut out = BytesMut::new();
+    run_unnamed(&mut out, first, &[]);
+    assert!(a.send(&out).await);
+    // The unit is running (its Execute was sent without a Sync) when the rest arrives.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let mut out = BytesMut::new();
+    for sql in rest {
+        run_unnamed(&mut out, sql, &[]);
+    }
+    messages::sync(&mut out);
+    assert!(a.send(&out).await);
+    a.until_ready_frames(Duration::from_secs(20)).await.expect("the unit's answers")
 }

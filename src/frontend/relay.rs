@@ -123,7 +123,8 @@ impl<'a> Relay<'a> {
         out: &'a mut Streamed,
         replayable: bool,
     ) -> Self {
-        out.frames = replayable.then(Vec::new);
+        out.frames = Some(Vec::new());
+        out.replayable = replayable;
         self.stream = Some(Stream {
             statements,
             classifier,
@@ -139,7 +140,7 @@ impl<'a> Relay<'a> {
     /// True if the unit may still run again elsewhere, unseen: its replies are held back and
     /// every message it streamed is recorded.
     fn replayable(&self) -> bool {
-        self.hold.is_some() && self.stream.as_ref().is_none_or(|s| s.out.frames.is_some())
+        self.hold.is_some() && self.stream.as_ref().is_none_or(|s| s.out.replayable)
     }
 
     /// Notifications raised by this connection's own backend are shown with `pid`, the process

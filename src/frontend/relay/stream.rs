@@ -17,17 +17,21 @@ use crate::protocol::framer::Progress;
 use crate::protocol::{messages, tag, Frame};
 use crate::router::{Access, Class, Classifier};
 
-/// Client messages recorded for a replay are dropped past this many bytes (the unit can then
-/// no longer run again elsewhere; its replies stream on).
-const REPLAY_LIMIT: usize = 1 << 20;
+/// Streamed client messages are kept (for a replay, and for the session to judge the whole
+/// unit) up to this many bytes; past it they are dropped: the unit can then no longer run again
+/// elsewhere (its replies stream on), and what it set is known only to its connection.
+const KEEP_LIMIT: usize = 1 << 20;
 
 /// What streamed into a unit after it started, for the session to account for.
 #[derive(Default)]
 pub struct Streamed {
-    /// Every streamed message, while the unit may still run again elsewhere (`None` once it
-    /// may not).
+    /// Every streamed message, up to [`KEEP_LIMIT`] (`None` past it): the rest of the unit, for
+    /// a replay and for the session to judge the whole unit.
     pub frames: Option<Vec<Frame>>,
     pub(super) frame_bytes: usize,
+    /// The unit may still run again elsewhere, unseen: its replies are held, every streamed
+    /// message is kept and none was a Flush.
+    pub(super) replayable: bool,
     /// The class of the streamed statements (combined).
     pub class: Option<Class>,
     /// Statements the streamed messages assume present on the connection.
@@ -154,20 +158,24 @@ impl Relay<'_> {
         }
     }
 
-    /// Keep a streamed message for a replay while one is possible, within [`REPLAY_LIMIT`].
-    /// Once none is, replies are no longer held back. A Flush ends that at once: the client
-    /// may wait for the replies it asks for before it sends anything more.
+    /// Keep a streamed message, within [`KEEP_LIMIT`]. Once the unit may not run again
+    /// elsewhere, replies are no longer held back. A Flush ends that at once: the client may
+    /// wait for the replies it asks for before it sends anything more.
     async fn record(&mut self, frame: &Frame) -> Result<(), RelayError> {
         let holding = self.hold.is_some();
         let Some(s) = self.stream.as_mut() else { return Ok(()) };
         s.out.messages += 1;
         if let Some(frames) = s.out.frames.as_mut() {
             s.out.frame_bytes += frame.bytes().len();
-            if holding && frame.tag() != tag::FLUSH && s.out.frame_bytes <= REPLAY_LIMIT {
+            if s.out.frame_bytes <= KEEP_LIMIT {
                 frames.push(frame.clone());
-                return Ok(());
+            } else {
+                s.out.frames = None;
             }
-            s.out.frames = None;
+        }
+        s.out.replayable &= holding && frame.tag() != tag::FLUSH && s.out.frames.is_some();
+        if s.out.replayable {
+            return Ok(());
         }
         if !self.rejected {
             self.release_hold().await?;

@@ -15,8 +15,9 @@ pub(super) struct Tried {
     pub(super) streamed: Streamed,
 }
 
-/// The unit to run again: what started it and every message that streamed in.
-fn replay(unit: Unit, streamed: &mut Streamed) -> Unit {
+/// The whole unit: what started it and every message that streamed in (all of them when the
+/// unit is replayable or within the keep limit).
+pub(super) fn whole_unit(unit: Unit, streamed: &mut Streamed) -> Unit {
     match (unit, streamed.frames.take()) {
         (Unit::Extended(mut frames), Some(more)) => {
             frames.extend(more);
@@ -70,7 +71,7 @@ impl Session<'_> {
             Some(Tried { outcome: Outcome::ReadOnlyRejected, streamed, .. }) => {
                 self.shared.metrics.unit(UnitOutcome::ReadOnlyRetried);
                 self.release_if_done(TxStatus::Idle).await;
-                unit = replay(unit, streamed);
+                unit = whole_unit(unit, streamed);
                 unit.note_write(&self.classifier);
                 class = Arc::new(Class::write(Reason::NotedWrite));
                 tried = self.attempt(&unit, &class, false).await?;
@@ -81,13 +82,13 @@ impl Session<'_> {
                 self.drop_held_and_siblings();
                 // Not an idle sibling: the same kill may not have reached it yet.
                 self.rare.get().new_conn = true;
-                unit = replay(unit, streamed);
+                unit = whole_unit(unit, streamed);
                 tried = self.attempt(&unit, &class, false).await?;
             }
             _ => {}
         }
         match tried {
-            Some(tried) => self.after_unit(tried, &class, &unit, before).await,
+            Some(tried) => self.after_unit(tried, &class, unit, before).await,
             None => Ok(()),
         }
     }

@@ -38,7 +38,7 @@ mod in_block;
 mod login;
 mod state;
 
-use attempt::Tried;
+use attempt::{whole_unit, Tried};
 use block::Block;
 use end::{Fault, SessionEnd};
 use state::{Event, SessionState};
@@ -403,10 +403,10 @@ impl<'a> Session<'a> {
         &mut self,
         tried: Tried,
         class: &Class,
-        unit: &Unit,
+        unit: Unit,
         before: TxStatus,
     ) -> Result<(), SessionEnd> {
-        let Tried { outcome, errored, streamed } = tried;
+        let Tried { outcome, errored, mut streamed } = tried;
         tracing::trace!(key = self.key().pid(), ?outcome, "unit done");
         let counted = match &outcome {
             Outcome::Ready(_) => Some(UnitOutcome::Ready),
@@ -422,11 +422,15 @@ impl<'a> Session<'a> {
         let class = &with_streamed(class, streamed.class.as_ref());
         match outcome {
             Outcome::Ready(status) => {
-                // Messages that streamed in after the unit started are not in `unit`: what they
-                // set cannot be told from it (a SET streamed behind a slow first write would be
+                // Messages that streamed in after the unit started are judged with it (psycopg
+                // flushes each statement of a pipeline as it is queued, so its Sync and later
+                // statements often stream in). Past the keep limit they were not all kept: what
+                // they set cannot be told (a SET streamed behind a long pipeline would be
                 // recorded nowhere). The connection keeps the truth: the session stays on it.
+                let whole = streamed.messages == 0 || streamed.frames.is_some();
+                let unit = &whole_unit(unit, &mut streamed);
                 let flushed_set = self.rare.peek_mut().is_some_and(|r| std::mem::take(&mut r.flushed_set));
-                if flushed_set || streamed.messages > 0 && class.session == SessionEffect::Parameter {
+                if flushed_set || !whole && class.session == SessionEffect::Parameter {
                     self.pin(class);
                 }
                 let settled = self.settle_in_block(class, unit, before, status, errored);
@@ -451,7 +455,8 @@ impl<'a> Session<'a> {
                 // asks for results with Flush before its Sync), once the block has ended. A unit
                 // that only prepares (asyncpg's Parse/Describe/Flush of a `set_config`) ran
                 // nothing.
-                if class.session == SessionEffect::Parameter && unit.executes() {
+                let whole = &whole_unit(unit, &mut streamed);
+                if class.session == SessionEffect::Parameter && whole.executes() {
                     self.rare.get().flushed_set = true;
                 }
                 Ok(())
@@ -593,8 +598,11 @@ impl<'a> Session<'a> {
     /// The session stays on its server connection from now on, for a unit of `class`.
     fn pin(&mut self, class: &Class) {
         if !matches!(self.state.tie(), Some(state::Tie::Pinned | state::Tie::SessionPooled)) {
-            tracing::debug!(reason = class.reason.as_str(), session = ?class.session, "session pinned to its server connection");
-            self.shared.metrics.session_pinned(class.reason);
+            // A unit's class carries the reason of its routing (a SET beside a write routes as
+            // the write): a session command is what pins here.
+            let reason = if class.session == SessionEffect::Parameter { Reason::SessionCommand } else { class.reason };
+            tracing::debug!(reason = reason.as_str(), session = ?class.session, "session pinned to its server connection");
+            self.shared.metrics.session_pinned(reason);
         }
         self.state = self.state.after(Event::Pin);
     }
