@@ -432,8 +432,8 @@ const PINS: &str = "sluice_session_pins_total{reason=\"session_command\"}";
 
 /// A SET in a block a Flush left open (psycopg's pipeline mode asks for results with Flush
 /// before its Sync): it belongs to the session once the Sync ends the block, not to whoever
-/// gets the connection next. Before, the unit with the Sync held none of the block's
-/// statements, nothing was recorded, and the next client read the session's setting.
+/// gets the connection next. The block's units are kept and judged with the unit that ends
+/// it. (First the next client read the session's setting; then the session was pinned.)
 #[tokio::test(flavor = "multi_thread")]
 async fn a_set_before_a_flush_follows_the_session_at_the_sync() {
     let c = Cluster::start(0).await;
@@ -470,9 +470,13 @@ async fn a_set_before_a_flush_follows_the_session_at_the_sync() {
         let frames = a.until_ready_frames(Duration::from_secs(20)).await.expect("the Sync's answer");
         assert_eq!(tags(&frames), "Z");
     }
-    // The session keeps its connection: b waits for it (and may give up), never reads a's value.
-    never_reads(&b, "4MB").await;
+    // The blocks are judged whole at their Sync: a's SETs are recorded, b reads its own value
+    // on the only server connection, and no session is pinned.
+    assert_eq!(read_unkept(&b, WORK_MEM).await.as_deref(), Some("4MB"), "b after a's blocks");
     assert_eq!(raw_work_mem(&mut a).await, "11MB", "a's SET after the Sync");
+    let metrics = p.metrics_text().await;
+    let pins: Vec<&str> = metrics.lines().filter(|l| l.starts_with("sluice_session_pins_total")).collect();
+    assert!(pins.is_empty(), "a session was pinned: {pins:?}");
 }
 
 /// Statements that stream in after their unit began (the client's first write went on before
@@ -536,4 +540,105 @@ async fn stream_in(a: &mut RawConn, first: &str, rest: &[&str]) -> Vec<sluice::p
     messages::sync(&mut out);
     assert!(a.send(&out).await);
     a.until_ready_frames(Duration::from_secs(20)).await.expect("the unit's answers")
+}
+
+/// A SET in a Flush-held block on a replica, then a write: sluice ends the block on the
+/// replica (the Sync it sends there commits the SET) and runs the write on the primary. The
+/// SET is the session's from then on, on the primary too; the replica's connection, which the
+/// next client gets, does not carry it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_set_in_a_flush_held_block_closed_for_a_write_follows_the_session() {
+    let c = Cluster::start(1).await;
+    c.psql("CREATE TABLE t (id int)").await;
+    c.wait_replayed().await;
+    let admin = ("", "admin_listen", "\"127.0.0.1:0\"");
+    let p = Proxy::builder()
+        .cluster(&c)
+        .pool_size(1)
+        .pool_mode("transaction")
+        .monitor_interval("100ms")
+        .set(admin.0, admin.1, admin.2)
+        .start()
+        .await;
+    p.wait_topology(1, 1).await;
+    let primary = c.primary_port().to_string();
+    let mut a = raw_login(p.port()).await;
+    let b = p.connect().await;
+    let mut out = BytesMut::new();
+    run_unnamed(&mut out, "SET work_mem = '9MB'", &[]);
+    run_unnamed(&mut out, "SELECT inet_server_port()::text", &[]);
+    messages::flush(&mut out);
+    assert!(a.send(&out).await);
+    let mut got = Vec::new();
+    for _ in 0..7 {
+        got.push(a.recv(Duration::from_secs(20)).await.expect("the Flush block's replies"));
+    }
+    assert_eq!(tags(&got), "12C12DC");
+    assert_ne!(first_column(&got[5]), Some(primary.clone()), "the block should have run on the replica");
+    let mut q = BytesMut::new();
+    messages::query(&mut q, "INSERT INTO t VALUES (1) RETURNING current_setting('work_mem'), inet_server_port()::text");
+    assert!(a.send(&q).await);
+    let frames = a.until_ready_frames(Duration::from_secs(20)).await.expect("the write's answer");
+    assert_eq!(tags(&frames), "TDCZ", "the write");
+    assert_eq!(first_column(&frames[1]).as_deref(), Some("9MB"), "the write on the primary saw a's SET");
+    assert_eq!(read_unkept(&b, WORK_MEM).await.as_deref(), Some("4MB"), "b got a's SET with the replica's connection");
+    assert_eq!(raw_work_mem(&mut a).await, "9MB", "a's read after the write");
+}
+
+/// Blocks split by Flush (psycopg's pipeline asks for results with Flush before its Sync):
+/// each piece's replies arrive before the next piece is sent, the last piece ends with a Sync.
+/// What lasts is what lasts on PostgreSQL itself (a direct connection runs the same pieces):
+/// a committed block's SET, not a rolled-back or failed one's; b, on the only server
+/// connection, reads its own value throughout, and no session is pinned.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_block_split_by_flushes_keeps_its_set_only_if_it_commits() {
+    let c = Cluster::start(0).await;
+    let p = one_connection(&c).await;
+    let (mut a, mut direct) = (raw_login(p.port()).await, raw_login(c.primary_port()).await);
+    let b = p.connect().await;
+    let cases: [(&[&[&str]], &str); 5] = [
+        (&[&["BEGIN", "SET work_mem = '7MB'"], &["SELECT 1"], &["COMMIT"]], "7MB"),
+        (&[&["BEGIN", "SET work_mem = '9MB'"], &["ROLLBACK"]], "7MB"),
+        // An error rolls back the implicit block up to the Sync.
+        (&[&["SET work_mem = '11MB'"], &["SELECT 1/0"], &["SET work_mem = '13MB'"]], "7MB"),
+        (&[&["SET work_mem = '15MB'"], &["SELECT 1"]], "15MB"),
+        (&[&["SELECT 1"], &["BEGIN", "SET work_mem = '17MB'", "COMMIT"], &[]], "17MB"),
+    ];
+    for (pieces, want) in cases {
+        for conn in [&mut direct, &mut a] {
+            flushed_pieces(conn, pieces).await;
+        }
+        assert_eq!(raw_work_mem(&mut direct).await, want, "{pieces:?} on PostgreSQL itself");
+        assert_eq!(read_unkept(&b, WORK_MEM).await.as_deref(), Some("4MB"), "{pieces:?}: b");
+        assert_eq!(raw_work_mem(&mut a).await, want, "{pieces:?} through sluice");
+    }
+    let metrics = p.metrics_text().await;
+    let pins: Vec<&str> = metrics.lines().filter(|l| l.starts_with("sluice_session_pins_total")).collect();
+    assert!(pins.is_empty(), "a session was pinned: {pins:?}");
+}
+
+/// Each piece but the last sent with a Flush, its replies read (up to an error, after which
+/// the server discards everything up to the Sync); the last piece with the Sync.
+async fn flushed_pieces(conn: &mut RawConn, pieces: &[&[&str]]) {
+    let mut failed = false;
+    for (i, piece) in pieces.iter().enumerate() {
+        let mut out = BytesMut::new();
+        for sql in *piece {
+            run_unnamed(&mut out, sql, &[]);
+        }
+        if i + 1 == pieces.len() {
+            messages::sync(&mut out);
+            assert!(conn.send(&out).await);
+            conn.until_ready_frames(Duration::from_secs(20)).await.expect("the Sync's answers");
+            return;
+        }
+        messages::flush(&mut out);
+        assert!(conn.send(&out).await);
+        let mut completed = 0;
+        while !failed && completed < piece.len() {
+            let f = conn.recv(Duration::from_secs(20)).await.expect("the replies the Flush asked for");
+            completed += usize::from(f.tag() == b'C');
+            failed = f.tag() == b'E';
+        }
+    }
 }

@@ -26,6 +26,7 @@ use crate::router::Classifier;
 mod stream;
 use stream::Stream;
 pub use stream::Streamed;
+pub(crate) use stream::KEEP_LIMIT;
 
 /// How a unit ended.
 #[derive(Debug)]

@@ -20,7 +20,7 @@ use crate::router::{Access, Class, Classifier};
 /// Streamed client messages are kept (for a replay, and for the session to judge the whole
 /// unit) up to this many bytes; past it they are dropped: the unit can then no longer run again
 /// elsewhere (its replies stream on), and what it set is known only to its connection.
-const KEEP_LIMIT: usize = 1 << 20;
+pub(crate) const KEEP_LIMIT: usize = 1 << 20;
 
 /// What streamed into a unit after it started, for the session to account for.
 #[derive(Default)]

@@ -1,5 +1,11 @@
 //! The extended-protocol block on a held server connection, as a state machine: which state a
-//! unit's end leaves it in is one pure function with a table test.
+//! unit's end leaves it in is one pure function with a table test; what ran in a block a Flush
+//! left open, kept until a unit ends it.
+
+use crate::frontend::relay::KEEP_LIMIT;
+use crate::frontend::unit::with_streamed;
+use crate::protocol::{Frame, TxStatus};
+use crate::router::Class;
 
 /// The extended-protocol block on the held connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,6 +50,42 @@ impl Block {
                 Block::OpenWithWrite
             }
             (Block::Closed | Block::Open, UnitEnd::Partial { .. }) => Block::Open,
+        }
+    }
+}
+
+/// What ran in an extended block a Flush left open, kept until a unit ends it: that unit holds
+/// only its own statements, and what the block set is judged on all of them (psycopg's pipeline
+/// asks for results with Flush before its Sync). Kept from the first unit that executed
+/// something: a unit that only prepares (asyncpg's Parse/Describe/Flush) changes nothing.
+pub(super) struct OpenBlock {
+    /// The units' messages, in order; `None` past [`KEEP_LIMIT`] or when a unit's streamed
+    /// messages were not all kept: the block cannot be told, a session command in it pins.
+    pub(super) frames: Option<Vec<Frame>>,
+    bytes: usize,
+    /// The units' classes, combined.
+    pub(super) class: Class,
+    /// The transaction status before the first of them.
+    pub(super) before: TxStatus,
+    /// The server reported an error in one of them.
+    pub(super) errored: bool,
+}
+
+impl OpenBlock {
+    /// A block whose first kept unit, of `class`, ran from `before`.
+    pub(super) fn new(class: &Class, before: TxStatus) -> Self {
+        OpenBlock { frames: Some(Vec::new()), bytes: 0, class: class.clone(), before, errored: false }
+    }
+
+    /// Add a unit's messages (`complete`: all of them, streamed ones included), its class and
+    /// whether it failed.
+    pub(super) fn add(&mut self, frames: Vec<Frame>, class: &Class, errored: bool, complete: bool) {
+        self.class = with_streamed(&self.class, Some(class));
+        self.errored |= errored;
+        self.bytes += frames.iter().map(|f| f.bytes().len()).sum::<usize>();
+        match self.frames.as_mut() {
+            Some(kept) if complete && self.bytes <= KEEP_LIMIT => kept.extend(frames),
+            _ => self.frames = None,
         }
     }
 }

@@ -338,9 +338,10 @@ impl Session<'_> {
         self.key().set_target(None);
         self.state = self.state.after(Event::BlockClosed);
         debug_assert_eq!(self.state, SessionState::Free);
+        let reset = self.settle_closed_block();
         if let Some(held) = self.held.take() {
             tracing::debug!("closing a Flush-held block on a replica: the next unit writes");
-            held.checkout.release(false).await;
+            held.checkout.release(reset).await;
         }
     }
 
@@ -368,7 +369,7 @@ impl Session<'_> {
         // A block dies with its connection: what it set is gone too.
         if let Some(rare) = self.rare.peek_mut() {
             rare.pending_sets.clear();
-            rare.flushed_set = false;
+            rare.open_block = None;
         }
         if let Some(h) = self.held.take() {
             h.checkout.pool().note_loss();

@@ -15,6 +15,7 @@
 //! `frontend::unit`, the relay in `frontend::relay`, what a streaming unit does with each client
 //! message in `frontend::duplex`.
 
+use std::borrow::Cow;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -39,7 +40,7 @@ mod login;
 mod state;
 
 use attempt::{whole_unit, Tried};
-use block::Block;
+use block::{Block, OpenBlock};
 use end::{Fault, SessionEnd};
 use state::{Event, SessionState};
 
@@ -103,9 +104,8 @@ struct Rare {
     /// Session commands run in the open transaction block: they join the history if it
     /// commits (see `in_block`).
     pending_sets: Vec<String>,
-    /// A session command ran in the extended block a Flush left open: the session is pinned
-    /// when that block ends (see the `Partial` outcome in `after_unit`).
-    flushed_set: bool,
+    /// What ran in the extended block a Flush left open, judged with the unit that ends it.
+    open_block: Option<OpenBlock>,
     /// The next checkout opens a new server connection instead of taking an idle one: the
     /// last one was lost under a unit that runs again (see `Pool::checkout_new`).
     new_conn: bool,
@@ -420,17 +420,32 @@ impl<'a> Session<'a> {
         }
         // What streamed in after the unit started counts as much as what started it.
         let class = &with_streamed(class, streamed.class.as_ref());
+        // Messages that streamed in after the unit started are judged with it (psycopg flushes
+        // each statement of a pipeline as it is queued, so its Sync and later statements often
+        // stream in). Past the keep limit they were not all kept.
+        let complete = streamed.messages == 0 || streamed.frames.is_some();
         match outcome {
             Outcome::Ready(status) => {
-                // Messages that streamed in after the unit started are judged with it (psycopg
-                // flushes each statement of a pipeline as it is queued, so its Sync and later
-                // statements often stream in). Past the keep limit they were not all kept: what
-                // they set cannot be told (a SET streamed behind a long pipeline would be
-                // recorded nowhere). The connection keeps the truth: the session stays on it.
-                let whole = streamed.messages == 0 || streamed.frames.is_some();
-                let unit = &whole_unit(unit, &mut streamed);
-                let flushed_set = self.rare.peek_mut().is_some_and(|r| std::mem::take(&mut r.flushed_set));
-                if flushed_set || !whole && class.session == SessionEffect::Parameter {
+                let unit = whole_unit(unit, &mut streamed);
+                // The block a Flush left open ends here: its units are judged with this one.
+                let block = self.rare.peek_mut().and_then(|r| r.open_block.take());
+                let (unit, class, before, errored, complete) = match block {
+                    None => (unit, Cow::Borrowed(class), before, errored, complete),
+                    Some(b) => {
+                        let class = Cow::Owned(with_streamed(&b.class, Some(class)));
+                        match (b.frames, unit) {
+                            (Some(mut kept), Unit::Extended(frames)) => {
+                                kept.extend(frames);
+                                (Unit::Extended(kept), class, b.before, errored || b.errored, complete)
+                            }
+                            (_, unit) => (unit, class, b.before, errored || b.errored, false),
+                        }
+                    }
+                };
+                let (unit, class) = (&unit, &*class);
+                // What ran cannot be told: what it set is known only to the connection, and
+                // the session stays on it.
+                if !complete && class.session == SessionEffect::Parameter {
                     self.pin(class);
                 }
                 let settled = self.settle_in_block(class, unit, before, status, errored);
@@ -449,15 +464,13 @@ impl<'a> Session<'a> {
             Outcome::Partial => {
                 let wrote = class.access == Access::Write;
                 self.state = self.state.after(Event::Partial { errored, wrote });
-                // A session command in a block a Flush left open: what lasts is known only when
-                // a later unit ends the block, and that unit holds only its own statements. The
-                // connection keeps the truth: the session stays on it (psycopg's pipeline mode
-                // asks for results with Flush before its Sync), once the block has ended. A unit
-                // that only prepares (asyncpg's Parse/Describe/Flush of a `set_config`) ran
-                // nothing.
-                let whole = &whole_unit(unit, &mut streamed);
-                if class.session == SessionEffect::Parameter && whole.executes() {
-                    self.rare.get().flushed_set = true;
+                // What lasts of the block is known when a later unit ends it.
+                if let Unit::Extended(frames) = whole_unit(unit, &mut streamed) {
+                    let rare = self.rare.get();
+                    if rare.open_block.is_some() || frames.iter().any(|f| f.tag() == tag::EXECUTE) {
+                        let block = rare.open_block.get_or_insert_with(|| OpenBlock::new(class, before));
+                        block.add(frames, class, errored, complete);
+                    }
                 }
                 Ok(())
             }
@@ -630,39 +643,65 @@ impl<'a> Session<'a> {
                     self.pin(class);
                     return self.note_other_effects(class, unit);
                 };
-                let mut reset = false;
-                let params = Arc::make_mut(&mut self.params);
-                // In order: a reset forgets what came before it in the unit.
-                let recorded = texts.iter().all(|t| {
-                    if is_reset_all(t) {
-                        reset = true;
-                        params.reset_all();
-                        true
-                    } else {
-                        params.record(t)
-                    }
-                });
-                if !recorded {
+                if !self.record_texts(&texts) {
                     self.pin(class);
                 }
                 if !pending.is_empty() {
                     self.rare.get().pending_sets.extend(pending);
-                }
-                if let Some(h) = self.held.as_mut() {
-                    let conn = h.checkout.conn();
-                    // After RESET ALL the connection holds server defaults, not the session's
-                    // startup parameters: the next sync starts over.
-                    if reset {
-                        conn.carry_unknown();
-                    } else {
-                        conn.carry(Arc::clone(self.params.settings()));
-                    }
                 }
             }
             SessionEffect::Parameter => self.pin(class),
             SessionEffect::None => {}
         }
         self.note_other_effects(class, unit);
+    }
+
+    /// Record `texts`, session commands that ran and last, in the session's history, in order
+    /// (a reset forgets what came before it), and say that the held connection carries them.
+    /// False if the history could not take one (it is full).
+    fn record_texts(&mut self, texts: &[String]) -> bool {
+        let mut reset = false;
+        let params = Arc::make_mut(&mut self.params);
+        let recorded = texts.iter().all(|t| {
+            if is_reset_all(t) {
+                reset = true;
+                params.reset_all();
+                true
+            } else {
+                params.record(t)
+            }
+        });
+        if let Some(h) = self.held.as_mut() {
+            let conn = h.checkout.conn();
+            // After RESET ALL the connection holds server defaults, not the session's startup
+            // parameters: the next sync starts over.
+            if reset {
+                conn.carry_unknown();
+            } else {
+                conn.carry(Arc::clone(self.params.settings()));
+            }
+        }
+        recorded
+    }
+
+    /// The block a Flush left open is ended by sluice (the next unit must run elsewhere): the
+    /// Sync sent at the release commits what the block set, which is recorded for the session
+    /// to take along. True if it set something that cannot be told or recorded: the connection
+    /// is then reset before anyone else gets it, and the session goes on without it.
+    pub(super) fn settle_closed_block(&mut self) -> bool {
+        let Some(block) = self.rare.peek_mut().and_then(|r| r.open_block.take()) else { return false };
+        // A failed block rolls back at the Sync: nothing of it lasts.
+        if block.class.session != SessionEffect::Parameter || block.errored {
+            return false;
+        }
+        let unit = block.frames.map(Unit::Extended);
+        match unit.as_ref().and_then(|unit| self.unit_texts(&block.class, unit, TxStatus::Idle)) {
+            Some((texts, pending)) if pending.is_empty() && self.record_texts(&texts) => false,
+            _ => {
+                tracing::info!("a session command in a Flush-held block could not be taken along when the block moved");
+                true
+            }
+        }
     }
 
     /// The session commands a unit that started outside a block left in force, as texts to
