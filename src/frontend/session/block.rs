@@ -125,4 +125,45 @@ mod tests {
             assert_eq!(before.after(end), want, "{before:?} + {end:?}");
         }
     }
+
+    fn frame(tag: u8, body_len: usize) -> Frame {
+        let mut b = bytes::BytesMut::new();
+        b.extend_from_slice(&[tag]);
+        b.extend_from_slice(&(body_len as i32 + 4).to_be_bytes());
+        b.resize(5 + body_len, b'x');
+        Frame::from_bytes(b.freeze())
+    }
+
+    #[test]
+    fn an_open_block_keeps_its_units_in_order_until_it_cannot_be_told() {
+        use crate::protocol::tag;
+        use crate::router::{Access, Reason, SessionEffect};
+        let read = Class::read(Reason::PureRead);
+        let set = Class::read(Reason::SessionCommand).with_session(SessionEffect::Parameter);
+        let write = Class::new(Access::Write, Reason::Write);
+        let mut block = OpenBlock::new(&read, TxStatus::Idle);
+        block.add(vec![frame(tag::PARSE, 10), frame(tag::EXECUTE, 5)], &read, false, true);
+        block.add(vec![frame(tag::BIND, 7)], &set, false, true);
+        let tags: Vec<u8> = block.frames.as_ref().unwrap().iter().map(Frame::tag).collect();
+        assert_eq!(tags, [tag::PARSE, tag::EXECUTE, tag::BIND]);
+        assert_eq!(block.class.session, SessionEffect::Parameter, "the classes combine");
+        assert_eq!((block.before, block.errored), (TxStatus::Idle, false));
+        // An error stays with the block; the class takes the write.
+        block.add(vec![frame(tag::EXECUTE, 5)], &write, true, true);
+        assert!(block.errored);
+        assert_eq!(block.class.access, Access::Write);
+        assert_eq!(block.frames.as_ref().map(Vec::len), Some(4));
+        // A unit whose streamed messages were not all kept: the block cannot be told any more.
+        let mut partial = OpenBlock::new(&read, TxStatus::InTransaction);
+        partial.add(vec![frame(tag::EXECUTE, 5)], &set, false, false);
+        assert!(partial.frames.is_none());
+        partial.add(vec![frame(tag::EXECUTE, 5)], &read, false, true);
+        assert!(partial.frames.is_none(), "dropped for good");
+        // Past the keep limit.
+        let mut long = OpenBlock::new(&read, TxStatus::Idle);
+        long.add(vec![frame(tag::PARSE, KEEP_LIMIT / 2)], &read, false, true);
+        assert!(long.frames.is_some());
+        long.add(vec![frame(tag::PARSE, KEEP_LIMIT / 2)], &read, false, true);
+        assert!(long.frames.is_none(), "past the limit");
+    }
 }
