@@ -11,7 +11,7 @@
 #    lists instructions per transaction and the functions they are spent in (self cost and
 #    inclusive cost). TOOL=none skips it.
 #
-# Usage: scripts/profile.sh [select-simple|select-extended|select-prepared|tpcb|connect-trust|
+# Usage: scripts/profile.sh [select-simple|select-extended|select-prepared|select-alternate|tpcb|connect-trust|
 # connect-scram]   (default select-simple; connect-*: pgbench -C, one login per transaction). Knobs: DURATION=10 CLIENTS=16 TRANSACTIONS=3000 (callgrind, total)
 # TOOL=callgrind|none, SLUICE_BIN, KEEP, ... (scripts/lib.sh). Everything listens on 127.0.0.1 and
 # is removed on exit. Output goes to stdout; the raw callgrind file is kept in OUT_DIR.
@@ -34,6 +34,10 @@ case "$TEST" in
   select-simple) ARGS="-S -M simple" ;;
   select-extended) ARGS="-S -M extended" ;;
   select-prepared) ARGS="-S -M prepared" ;;
+  # Two point selects in turn through the unnamed statement, as a driver runs different
+  # queries: every Parse brings a text other than the statement's last one (two units per
+  # transaction).
+  select-alternate) ARGS="-M extended -f ALTERNATE" ;;
   tpcb) ARGS="-M simple" ;;
   # A new connection per transaction (as in scripts/load.sh): one login + `SELECT 1` + logout.
   connect-trust | connect-scram) ARGS="-C -f SELECT1" ;;
@@ -46,8 +50,12 @@ USER_OF_TEST=$BENCH_USER
 # pgbench through sluice; extra arguments follow (-T or -t).
 bench() {
   [ -s "$WORK/select1.sql" ] || echo 'SELECT 1;' >"$WORK/select1.sql"
+  [ -s "$WORK/alternate.sql" ] || printf '%s\n' '\set aid random(1, 100000)' \
+    'SELECT abalance FROM pgbench_accounts WHERE aid = :aid;' \
+    'SELECT bid FROM pgbench_accounts WHERE aid = :aid;' >"$WORK/alternate.sql"
+  local args=${ARGS/SELECT1/$WORK/select1.sql}
   # shellcheck disable=SC2086 # ARGS is a word list on purpose
-  PGPASSWORD=$BENCH_PASSWORD timeout 900 "$PG_BINDIR/pgbench" -n ${ARGS/SELECT1/$WORK/select1.sql} -c "$CLIENTS" -j 2 -h 127.0.0.1 \
+  PGPASSWORD=$BENCH_PASSWORD timeout 900 "$PG_BINDIR/pgbench" -n ${args/ALTERNATE/$WORK/alternate.sql} -c "$CLIENTS" -j 2 -h 127.0.0.1 \
     -p "$SLUICE_PORT" -U "$USER_OF_TEST" "$@" "$BENCH_DB"
 }
 

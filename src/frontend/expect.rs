@@ -274,7 +274,10 @@ pub fn step(queue: &mut Replies, t: u8, body: &[u8], errored: &mut bool) -> Step
     }
 }
 
-/// A reply to the pipelined state sync.
+/// A reply to the pipelined state sync. Out of line (and [`discard_step`]): only a unit behind
+/// a state sync comes here, and inlined they made every message's [`step`] heavier.
+#[cold]
+#[inline(never)]
 fn sync_step(queue: &mut Replies, t: u8, errored: &mut bool) -> Step {
     match t {
         tag::ERROR_RESPONSE => {
@@ -301,6 +304,8 @@ fn sync_step(queue: &mut Replies, t: u8, errored: &mut bool) -> Step {
 }
 
 /// A reply of a unit whose state sync failed: swallowed, except its last ReadyForQuery.
+#[cold]
+#[inline(never)]
 fn discard_step(queue: &mut Replies, kind: ReplyKind, t: u8, body: &[u8]) -> Step {
     if t == tag::ERROR_RESPONSE && kind != ReplyKind::Query {
         while queue.front().is_some_and(|e| *e != Expect::Discard(ReplyKind::Sync)) {

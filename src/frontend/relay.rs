@@ -275,8 +275,19 @@ impl<'a> Relay<'a> {
     fn decide(&mut self, run: usize, t: u8, total: usize) -> Step {
         self.conn.note_buffered(run, total);
         let body = &self.conn.io.buffered()[run + 5..run + total];
-        let reported = if t == tag::PARAMETER_STATUS { messages::decode_parameter_status(body) } else { None };
         let decision = step(self.queue, t, body, &mut self.errored);
+        if t == tag::ERROR_RESPONSE || t == tag::PARAMETER_STATUS {
+            self.note_error_or_parameter(run, t, total, decision);
+        }
+        decision
+    }
+
+    /// What [`Relay::decide`] notes of an ErrorResponse or a ParameterStatus. Kept out of
+    /// line: the decoded strings it handles made every message's decision pay for a larger
+    /// stack frame and the registers saved around it.
+    #[inline(never)]
+    fn note_error_or_parameter(&mut self, run: usize, t: u8, total: usize, decision: Step) {
+        let body = &self.conn.io.buffered()[run + 5..run + total];
         if t == tag::ERROR_RESPONSE {
             let code = messages::decode_error(body).code;
             let retried = self.hold.is_some() && code == crate::error::sqlstate::READ_ONLY_SQL_TRANSACTION;
@@ -284,8 +295,7 @@ impl<'a> Relay<'a> {
             if let Some(m) = self.metrics.filter(|_| !retried && matches!(decision, Step::Forward)) {
                 m.client_error(&code);
             }
-        }
-        if let Some((k, v)) = reported {
+        } else if let Some((k, v)) = messages::decode_parameter_status(body) {
             // A swallowed report answers sluice's own state sync: the connection's, not news.
             if decision == Step::Swallow {
                 self.conn.note_server_param(k, v);
@@ -293,7 +303,6 @@ impl<'a> Relay<'a> {
                 self.note_parameter(k, v);
             }
         }
-        decision
     }
 
     fn note_parameter(&mut self, k: String, v: String) {

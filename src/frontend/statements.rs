@@ -245,11 +245,13 @@ impl Statements {
         self.unnamed = None;
     }
 
-    /// Translate one client message of an extended batch.
-    pub fn translate(&mut self, frame: &Frame, batch: &mut Batch<'_>) {
+    /// Translate one client message of an extended batch. `found`: the definition classifying
+    /// the unit found for it (`unit::Resolved`), if any: the one a Parse records, the statement
+    /// a Bind runs.
+    pub fn translate(&mut self, frame: &Frame, found: Option<&Arc<StmtDef>>, batch: &mut Batch<'_>) {
         match frame.tag() {
-            tag::PARSE => self.parse(frame, batch),
-            tag::BIND => self.bind(frame, batch),
+            tag::PARSE => self.parse(frame, found, batch),
+            tag::BIND => self.bind(frame, found, batch),
             tag::DESCRIBE => self.describe(frame, batch),
             tag::CLOSE => match messages::decode_target(frame.body()) {
                 Some((b'S', name)) if !name.is_empty() => {
@@ -265,9 +267,9 @@ impl Statements {
         }
     }
 
-    fn bind(&self, frame: &Frame, batch: &mut Batch<'_>) {
+    fn bind(&self, frame: &Frame, found: Option<&Arc<StmtDef>>, batch: &mut Batch<'_>) {
         let head = messages::decode_bind_head(frame.body());
-        match head.and_then(|h| self.get(h.statement).map(|d| (h, d))) {
+        match head.and_then(|h| found.or_else(|| self.get(h.statement)).map(|d| (h, d))) {
             Some((h, def)) if !h.statement.is_empty() => {
                 let name = batch.ensure(def);
                 messages::bind_renamed(&mut batch.out, h.portal, &name, h.rest);
@@ -298,24 +300,34 @@ impl Statements {
         }
     }
 
-    fn parse(&mut self, frame: &Frame, batch: &mut Batch<'_>) {
-        let Some(p) = messages::decode_parse(frame.body()) else {
-            // Let the server produce the error for a malformed Parse.
-            return batch.forward(frame, Some(ReplyKind::Parse));
+    fn parse(&mut self, frame: &Frame, found: Option<&Arc<StmtDef>>, batch: &mut Batch<'_>) {
+        // What the Parse defines: found when the unit was classified (its text and types are
+        // the message's), or decoded here.
+        let found = found.and_then(|def| Some((messages::decode_parse_name(frame.body())?, Arc::clone(def))));
+        let (name, mut def) = match found {
+            Some(known) => known,
+            None => {
+                let Some(p) = messages::decode_parse(frame.body()) else {
+                    // Let the server produce the error for a malformed Parse.
+                    return batch.forward(frame, Some(ReplyKind::Parse));
+                };
+                let def = match self.reparsed(p.name, p.query, p.param_types, batch.classifier) {
+                    Some(def) => Arc::clone(def),
+                    None => Arc::new(StmtDef::new(p.query, p.param_types, batch.classifier)),
+                };
+                (p.name, def)
+            }
         };
-        let mut def = match self.reparsed(p.name, p.query, p.param_types, batch.classifier) {
-            Some(def) => Arc::clone(def),
-            None => Arc::new(StmtDef::new(p.query, p.param_types, batch.classifier)),
-        };
-        let name = p.name.to_string();
+        let name = name.to_string();
         if name.is_empty() {
             if let Some(server) = self.deallocate(&def.key.query, batch) {
                 // `DEALLOCATE <client name>` runs as `DEALLOCATE <server name>`: that is what the
                 // client's unnamed statement now is, here and wherever a later Bind re-creates
                 // it (with the client's text, the Bind would re-parse and fail with 26000).
                 let mapped = format!("DEALLOCATE {server}");
-                def = Arc::new(StmtDef::new(mapped.as_bytes(), p.param_types, batch.classifier));
-                messages::parse(&mut batch.out, "", mapped.as_bytes(), p.param_types);
+                let types = &def.key.param_types;
+                messages::parse(&mut batch.out, "", mapped.as_bytes(), types);
+                def = Arc::new(StmtDef::new(mapped.as_bytes(), types, batch.classifier));
                 batch.queue.push_back(Expect::Server { kind: ReplyKind::Parse, forward: true });
                 batch.conn.set_unnamed(Some(Arc::clone(&def.key)));
             } else {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::statements::Statements;
+use super::statements::{Statements, StmtDef};
 use crate::error::sqlstate;
 use crate::error::BackendError;
 use crate::protocol::messages;
@@ -21,10 +21,12 @@ pub(super) enum Unit {
 }
 
 impl Unit {
-    /// What the unit needs: its Query's class, or one class for all statements of a batch.
-    pub(super) fn classify(&self, statements: &Statements, classifier: &Classifier) -> Arc<Class> {
+    /// What the unit needs: its Query's class, or one class for all statements of a batch; and
+    /// the definitions found on the way, for translating the unit ([`Resolved`]).
+    pub(super) fn classify(&self, statements: &Statements, classifier: &Classifier) -> (Arc<Class>, Resolved) {
         let c = classifier;
-        match self {
+        let mut resolved = Resolved::default();
+        let class = match self {
             Unit::Simple(f) if f.tag() == tag::QUERY => match messages::decode_query(f.body()) {
                 Some(sql) => c.classify_query(sql),
                 None => Arc::new(Class::write(Reason::UnknownStatement)),
@@ -38,26 +40,49 @@ impl Unit {
                 // not by the definition its name had before the unit (drivers parse every
                 // query as the unnamed statement).
                 let mut parsed = Parsed::default();
-                for f in frames {
+                // A Parse or a Close came before: what a name means may change as the unit is
+                // translated (a Close, a `DEALLOCATE`), so later Binds are looked up again then.
+                let mut redefines = false;
+                for (i, f) in frames.iter().enumerate() {
                     let class = match f.tag() {
-                        tag::PARSE => match messages::decode_parse(f.body()) {
-                            Some(p) => {
-                                parsed.note(p.name);
-                                match statements.reparsed(p.name, p.query, p.param_types, c) {
-                                    Some(def) => Arc::clone(&def.class),
-                                    None => c.classify(&String::from_utf8_lossy(p.query)),
+                        tag::PARSE => {
+                            redefines = true;
+                            let Some(p) = messages::decode_parse(f.body()) else {
+                                classes.add(Arc::new(Class::write(Reason::UnknownStatement)));
+                                continue;
+                            };
+                            parsed.note(p.name);
+                            match statements.reparsed(p.name, p.query, p.param_types, c) {
+                                Some(def) => {
+                                    resolved.keep(i, def);
+                                    Arc::clone(&def.class)
                                 }
+                                // The definition translating the Parse will record, made once.
+                                None if resolved.has_room() => {
+                                    let def = Arc::new(StmtDef::new(p.query, p.param_types, c));
+                                    resolved.keep(i, &def);
+                                    Arc::clone(&def.class)
+                                }
+                                None => c.classify(&String::from_utf8_lossy(p.query)),
                             }
-                            None => Arc::new(Class::write(Reason::UnknownStatement)),
-                        },
+                        }
                         tag::BIND => {
                             let stmt = messages::decode_bind_head(f.body())
                                 .filter(|h| !parsed.has(h.statement))
                                 .and_then(|h| statements.get(h.statement));
                             match stmt {
-                                Some(def) => Arc::clone(&def.class),
+                                Some(def) => {
+                                    if !redefines {
+                                        resolved.keep(i, def);
+                                    }
+                                    Arc::clone(&def.class)
+                                }
                                 None => continue,
                             }
+                        }
+                        tag::CLOSE => {
+                            redefines = true;
+                            continue;
                         }
                         _ => continue,
                     };
@@ -65,7 +90,8 @@ impl Unit {
                 }
                 classes.finish()
             }
-        }
+        };
+        (class, resolved)
     }
 
     /// True if the unit runs a statement (a Query, or an Execute in the batch); false for a
@@ -142,6 +168,46 @@ impl Unit {
                 }
             }
         }
+    }
+}
+
+/// How many of a unit's Parse and Bind messages [`Resolved`] keeps the definition of: a
+/// driver's usual unit has one of each.
+const RESOLVED_MESSAGES: usize = 2;
+
+/// What classifying an extended unit found, kept for translating it after the acquire
+/// (`Statements::translate`), so that the messages are not decoded and looked up twice: for
+/// each of its first Parse messages, the definition it records (the client's statement it
+/// defines again, or one made from it); for each of its first Binds of a statement defined
+/// before the unit (with no Parse or Close before them in the unit, which could change what
+/// the name means), that statement. By message index, which a replay keeps (it only appends).
+///
+/// A Parse's definition depends only on the message (its text and types; the class got for
+/// them), so it stands wherever the unit is translated.
+#[derive(Default)]
+pub(super) struct Resolved {
+    found: [Option<(usize, Arc<StmtDef>)>; RESOLVED_MESSAGES],
+}
+
+impl Resolved {
+    fn has_room(&self) -> bool {
+        self.found.iter().any(Option::is_none)
+    }
+
+    fn keep(&mut self, index: usize, def: &Arc<StmtDef>) {
+        if let Some(slot) = self.found.iter_mut().find(|s| s.is_none()) {
+            *slot = Some((index, Arc::clone(def)));
+        }
+    }
+
+    /// The definition found for the unit's message at `index`, if one was kept.
+    pub(super) fn at(&self, index: usize) -> Option<&Arc<StmtDef>> {
+        self.found.iter().flatten().find(|(i, _)| *i == index).map(|(_, def)| def)
+    }
+
+    /// The definitions kept, by message index in order, for a walk of the unit's messages.
+    pub(super) fn in_order(&self) -> std::iter::Peekable<impl Iterator<Item = (usize, &Arc<StmtDef>)>> {
+        self.found.iter().flatten().map(|(i, def)| (*i, def)).peekable()
     }
 }
 

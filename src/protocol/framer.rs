@@ -460,7 +460,19 @@ pub fn take_i16(b: &mut &[u8]) -> Option<i16> {
 }
 
 /// Read a NUL-terminated string from a payload cursor (without the NUL).
+///
+/// The empty string is taken inline: the unnamed statement and portal, named in most drivers'
+/// Parse, Bind and Describe messages, need neither the word-at-a-time search nor a call.
+#[inline]
 pub fn take_cstr<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
+    if let Some((&0, rest)) = b.split_first() {
+        *b = rest;
+        return Some(&[]);
+    }
+    take_nonempty_cstr(b)
+}
+
+fn take_nonempty_cstr<'a>(b: &mut &'a [u8]) -> Option<&'a [u8]> {
     let end = nul_position(b)?;
     let (s, rest) = b.split_at(end);
     *b = &rest[1..];

@@ -347,6 +347,13 @@ pub fn decode_parse(mut body: &[u8]) -> Option<ParseMsg<'_>> {
     Some(ParseMsg { name, query, param_types: body })
 }
 
+/// The statement name of a Parse payload, without decoding the rest (the text): for a Parse
+/// whose definition is already known.
+#[must_use]
+pub fn decode_parse_name(mut body: &[u8]) -> Option<&str> {
+    name_str(take_cstr(&mut body)?)
+}
+
 /// A decoded Bind head: portal and statement names, and the bytes after them.
 #[derive(Debug, PartialEq, Eq)]
 pub struct BindHead<'a> {
@@ -467,6 +474,7 @@ mod tests {
         fn decoders_never_panic(body in proptest::collection::vec(any::<u8>(), 0..64)) {
             let _ = decode_error(&body);
             let _ = decode_parse(&body);
+            let _ = decode_parse_name(&body);
             let _ = decode_bind_head(&body);
             let _ = decode_target(&body);
             let _ = decode_query(&body);

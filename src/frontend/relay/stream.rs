@@ -10,7 +10,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::super::duplex::{self, Next, READ_AHEAD_BYTES, READ_AHEAD_MESSAGES};
 use super::super::statements::{Batch, Statements};
-use super::super::unit::{combine, Unit};
+use super::super::unit::{combine, Resolved, Unit};
 use super::{Relay, RelayError, SessionEnd};
 use crate::backend::prepared::StmtKey;
 use crate::protocol::framer::Progress;
@@ -119,8 +119,13 @@ impl Relay<'_> {
                 Ok(None) => return Ok(()),
                 Err(e) => return Err(RelayError::Client(SessionEnd::bad_frame(&e))),
             };
-            let class = matches!(frame.tag(), tag::PARSE | tag::BIND)
-                .then(|| Unit::Extended(vec![frame.clone()]).classify(s.statements, s.classifier));
+            let (class, resolved) = match frame.tag() {
+                tag::PARSE | tag::BIND => {
+                    let (class, resolved) = Unit::Extended(vec![frame.clone()]).classify(s.statements, s.classifier);
+                    (Some(class), resolved)
+                }
+                _ => (None, Resolved::default()),
+            };
             let writes = class.as_ref().is_some_and(|c| c.access == Access::Write);
             let unit = duplex::Streaming { failed: self.errored, writes_move: s.writes_move };
             let next = duplex::next(frame.tag(), writes, unit);
@@ -145,7 +150,7 @@ impl Relay<'_> {
                 });
             }
             let mut batch = Batch::continuing(self.conn, s.classifier);
-            s.statements.translate(&frame, &mut batch);
+            s.statements.translate(&frame, resolved.at(0), &mut batch);
             let Batch { out, queue, added, closed, .. } = batch;
             self.conn.note_sent(&out);
             s.to_server.extend_from_slice(&out);

@@ -4,7 +4,7 @@
 
 use super::conn::Rotation;
 use super::*;
-use crate::frontend::unit::{copy_matters, late_lsn_capture, primary_capture, Ran};
+use crate::frontend::unit::{copy_matters, late_lsn_capture, primary_capture, Ran, Resolved};
 
 /// What one try of a unit came to.
 pub(super) struct Tried {
@@ -53,7 +53,7 @@ impl Session<'_> {
                 return self.send_client(&reply).await;
             }
         }
-        let mut class = unit.classify(&self.rare.get().statements, &self.classifier);
+        let (mut class, mut resolved) = unit.classify(&self.rare.get().statements, &self.classifier);
         if self.block_must_move(&class) {
             self.close_held_block().await;
         }
@@ -66,7 +66,7 @@ impl Session<'_> {
         }
         let before = self.state.tx();
         let retryable = self.held.is_none() && class.tx == TxEffect::None;
-        let mut tried = self.attempt(&unit, &class, retryable).await?;
+        let mut tried = self.attempt(&unit, &class, &resolved, retryable).await?;
         match tried.as_mut() {
             Some(Tried { outcome: Outcome::ReadOnlyRejected, streamed, .. }) => {
                 self.shared.metrics.unit(UnitOutcome::ReadOnlyRetried);
@@ -74,7 +74,10 @@ impl Session<'_> {
                 unit = whole_unit(unit, streamed);
                 unit.note_write(&self.classifier);
                 class = Arc::new(Class::write(Reason::NotedWrite));
-                tried = self.attempt(&unit, &class, false).await?;
+                // The definitions found were classified before the texts were noted as writes:
+                // the statements the unit parses are defined afresh, with the noted class.
+                resolved = Resolved::default();
+                tried = self.attempt(&unit, &class, &resolved, false).await?;
             }
             Some(Tried { outcome: Outcome::NeverRan(e), streamed, .. }) => {
                 tracing::info!(error = %e, "server connection died before the statement ran; retrying on a fresh one");
@@ -83,7 +86,7 @@ impl Session<'_> {
                 // Not an idle sibling: the same kill may not have reached it yet.
                 self.rare.get().new_conn = true;
                 unit = whole_unit(unit, streamed);
-                tried = self.attempt(&unit, &class, false).await?;
+                tried = self.attempt(&unit, &class, &resolved, false).await?;
             }
             _ => {}
         }
@@ -107,7 +110,14 @@ impl Session<'_> {
     }
 
     /// One try: acquire, forward, relay. `Ok(None)`: the client already got an error.
-    async fn attempt(&mut self, unit: &Unit, class: &Class, retryable: bool) -> Result<Option<Tried>, SessionEnd> {
+    /// `resolved`: what classifying the unit found (a replay only appends to it).
+    async fn attempt(
+        &mut self,
+        unit: &Unit,
+        class: &Class,
+        resolved: &Resolved,
+        retryable: bool,
+    ) -> Result<Option<Tried>, SessionEnd> {
         if let Err(e) = self.acquire(class, Rotation::of(unit)).await {
             return self.unit_error(unit.ends_cleanly(), e.sqlstate(), &e.to_string()).await.map(|()| None);
         }
@@ -138,7 +148,11 @@ impl Session<'_> {
         match unit {
             Unit::Simple(frame) => statements.translate_query(frame, &mut batch),
             Unit::Extended(frames) => {
-                frames.iter().for_each(|f| statements.translate(f, &mut batch));
+                let mut found = resolved.in_order();
+                for (i, f) in frames.iter().enumerate() {
+                    let def = found.next_if(|&(at, _)| at == i).map(|(_, def)| def);
+                    statements.translate(f, def, &mut batch);
+                }
                 if !streams && !matches!(frames.last().map(Frame::tag), Some(tag::SYNC | tag::FLUSH)) {
                     messages::flush(&mut batch.out);
                 }

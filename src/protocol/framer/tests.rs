@@ -252,3 +252,24 @@ proptest! {
         prop_assert_eq!(nul_position(&bytes), bytes.iter().position(|&c| c == 0));
     }
 }
+
+proptest! {
+    #[test]
+    fn cstr_reads_agree_with_a_byte_loop(bytes in proptest::collection::vec(prop_oneof![Just(0u8), any::<u8>()], 0..32)) {
+        // Strings taken one after another, the empty ones (taken without the search) included.
+        let mut cursor = &bytes[..];
+        let mut model = &bytes[..];
+        loop {
+            let want = model.iter().position(|&c| c == 0).map(|end| {
+                let s = &model[..end];
+                model = &model[end + 1..];
+                s
+            });
+            prop_assert_eq!(take_cstr(&mut cursor), want);
+            prop_assert_eq!(cursor, model);
+            if want.is_none() {
+                break;
+            }
+        }
+    }
+}
