@@ -410,7 +410,12 @@ impl Pool {
         let (conn, taken) = match idle {
             Some(c) => (c, now),
             None => {
-                let c = ServerConn::connect(&self.spec.load()).await.inspect_err(|_| self.metrics.connect_failed())?;
+                // Boxed: opening a connection (TCP, TLS, authentication) is ~1.9 KB of future
+                // state, and every checkout's future (a session's per-statement unit among
+                // them) would carry it inline, though most checkouts take an idle connection.
+                let c = Box::pin(ServerConn::connect(&self.spec.load()))
+                    .await
+                    .inspect_err(|_| self.metrics.connect_failed())?;
                 self.metrics.connected();
                 self.startup_params.get_or_init(|| c.server_params().to_vec());
                 (Pooled::new(c), Instant::now())
@@ -520,7 +525,8 @@ impl Pool {
             }
             let limit = self.cfg.load().connect_timeout;
             let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + limit);
-            match tokio::time::timeout_at(until, c.conn.confirm_alive()).await {
+            // Boxed: only after a loss; inline, its state would grow every checkout's future.
+            match Box::pin(tokio::time::timeout_at(until, c.conn.confirm_alive())).await {
                 Ok(Ok(())) => return Some(c),
                 Ok(Err(e)) => {
                     self.metrics.idle_found_lost();
