@@ -170,7 +170,8 @@ impl<'a> Relay<'a> {
                 if self.retry_lost && self.replayable() {
                     return Outcome::NeverRan(e);
                 }
-                self.server_lost(e).await
+                // Boxed: rare, and inline it would grow every unit's future.
+                Box::pin(self.server_lost(e)).await
             }
         }
     }

@@ -31,7 +31,7 @@ impl Session<'_> {
     ///
     /// An autocommit unit that a node rejects with `25006` changed nothing: it runs once more on
     /// the primary, unseen by the client, and its text is remembered as a write.
-    pub(super) async fn run_unit(&mut self, mut unit: Unit) -> Result<(), SessionEnd> {
+    pub(super) async fn run_unit(&mut self, unit: Unit) -> Result<(), SessionEnd> {
         if self.rare.peek_mut().is_some_and(|r| r.skip_to_sync) {
             return self.skip_to_sync(&unit).await;
         }
@@ -52,9 +52,10 @@ impl Session<'_> {
                 return self.send_client(&reply).await;
             }
         }
-        let mut class = unit.classify(&self.rare.get().statements, &self.classifier);
+        let class = unit.classify(&self.rare.get().statements, &self.classifier);
         if self.block_must_move(&class) {
-            self.close_held_block().await;
+            // Boxed, as every rare phase of a unit: see `boxed`.
+            Box::pin(self.close_held_block()).await;
         }
         if tracing::enabled!(tracing::Level::TRACE) {
             let tags: String = match &unit {
@@ -65,31 +66,47 @@ impl Session<'_> {
         }
         let before = self.state.tx();
         let retryable = self.held.is_none() && class.tx == TxEffect::None;
-        let mut tried = self.attempt(&unit, &class, retryable).await?;
-        match tried.as_mut() {
-            Some(Tried { outcome: Outcome::ReadOnlyRejected, streamed, .. }) => {
+        // Bound by `let .. else`: as the scrutinee of a `match`, the result (and the `?`'s)
+        // would be kept through the arms' awaits, ~500 bytes in every unit's future.
+        let Some(tried) = self.attempt(&unit, &class, retryable).await? else { return Ok(()) };
+        if matches!(tried.outcome, Outcome::ReadOnlyRejected | Outcome::NeverRan(_)) {
+            // Boxed: rare, and inline its second try would double the state of every unit.
+            return Box::pin(self.run_again(unit, class, tried, before)).await;
+        }
+        self.after_unit(tried, &class, &unit, before).await
+    }
+
+    /// The second try of a unit the first did not run: on the primary after a replica refused
+    /// it (`25006`), or on a newly opened connection after the first died before it ran.
+    async fn run_again(
+        &mut self,
+        mut unit: Unit,
+        mut class: Arc<Class>,
+        mut first: Tried,
+        before: TxStatus,
+    ) -> Result<(), SessionEnd> {
+        match &first.outcome {
+            Outcome::ReadOnlyRejected => {
                 self.shared.metrics.unit(UnitOutcome::ReadOnlyRetried);
                 self.release_if_done(TxStatus::Idle).await;
-                unit = replay(unit, streamed);
+                unit = replay(unit, &mut first.streamed);
                 unit.note_write(&self.classifier);
                 class = Arc::new(Class::write(Reason::NotedWrite));
-                tried = self.attempt(&unit, &class, false).await?;
             }
-            Some(Tried { outcome: Outcome::NeverRan(e), streamed, .. }) => {
+            Outcome::NeverRan(e) => {
                 tracing::info!(error = %e, "server connection died before the statement ran; retrying on a fresh one");
                 self.shared.metrics.unit(UnitOutcome::ConnectionRetried);
                 self.drop_held_and_siblings();
                 // Not an idle sibling: the same kill may not have reached it yet.
                 self.rare.get().new_conn = true;
-                unit = replay(unit, streamed);
-                tried = self.attempt(&unit, &class, false).await?;
+                unit = replay(unit, &mut first.streamed);
             }
-            _ => {}
+            // Nothing to run again: what the first try came to stands.
+            _ => return self.after_unit(first, &class, &unit, before).await,
         }
-        match tried {
-            Some(tried) => self.after_unit(tried, &class, &unit, before).await,
-            None => Ok(()),
-        }
+        drop(first);
+        let Some(tried) = self.attempt(&unit, &class, false).await? else { return Ok(()) };
+        self.after_unit(tried, &class, &unit, before).await
     }
 
     /// After an error in a unit the client had not synced (see [`Session::unit_error`]):
@@ -108,7 +125,7 @@ impl Session<'_> {
     /// One try: acquire, forward, relay. `Ok(None)`: the client already got an error.
     async fn attempt(&mut self, unit: &Unit, class: &Class, retryable: bool) -> Result<Option<Tried>, SessionEnd> {
         if let Err(e) = self.acquire(class, Rotation::of(unit)).await {
-            return self.unit_error(unit.ends_cleanly(), e.sqlstate(), &e.to_string()).await.map(|()| None);
+            return Box::pin(self.unit_error(unit.ends_cleanly(), e.sqlstate(), &e.to_string())).await.map(|()| None);
         }
         // A held connection's state sync may have carried notifications: they go first.
         self.pass_kept_notifications().await?;
@@ -131,82 +148,100 @@ impl Session<'_> {
         // inside a transaction block (most of its statements), whose position is learnt at its end.
         let may_copy =
             copy_matters(class, in_transaction, streams, block_wrote) && unit.may_copy_in(&self.rare.get().statements);
-        let held = self.held.as_mut().expect("acquire leaves a held connection");
-        let mut batch = Batch::new(held.checkout.conn(), &self.classifier);
-        let statements = &mut self.rare.get().statements;
-        match unit {
-            Unit::Simple(frame) => statements.translate_query(frame, &mut batch),
-            Unit::Extended(frames) => {
-                frames.iter().for_each(|f| statements.translate(f, &mut batch));
-                if !streams && !matches!(frames.last().map(Frame::tag), Some(tag::SYNC | tag::FLUSH)) {
-                    messages::flush(&mut batch.out);
+        // In a block of its own: what the batch, the send and the relay keep (the translated
+        // messages, the expected replies, the relay) dies before the write position is read,
+        // instead of taking room in every state of this future (see `boxed` in the parent).
+        let (tried, capture) = {
+            let held = self.held.as_mut().expect("acquire leaves a held connection");
+            let (conn, mut out, mut queue, mut added, mut closed) = {
+                let mut batch = Batch::new(held.checkout.conn(), &self.classifier);
+                let statements = &mut self.rare.get().statements;
+                match unit {
+                    Unit::Simple(frame) => statements.translate_query(frame, &mut batch),
+                    Unit::Extended(frames) => {
+                        frames.iter().for_each(|f| statements.translate(f, &mut batch));
+                        if !streams && !matches!(frames.last().map(Frame::tag), Some(tag::SYNC | tag::FLUSH)) {
+                            messages::flush(&mut batch.out);
+                        }
+                    }
                 }
-            }
-        }
-        let Batch { conn, mut out, mut queue, mut added, mut closed, .. } = batch;
-        let on_primary = primary == Some(conn.node());
-        // A position not asked for is asked for behind the next read on the primary, once a
-        // replica could take the session's reads again.
-        let owed = unmeasured && replicas_readable;
-        let capture = if on_primary {
-            primary_capture(class, unit.ends_cleanly(), may_copy, in_transaction, owed)
-        } else {
-            Capture::None
-        };
-        // With no replica to read from, a write's position is not asked for (see `UNMEASURED`).
-        if capture == Capture::Pipelined && replicas_readable {
-            messages::query(&mut out, LSN_SQL);
-        }
-        if let Err(e) = conn.send(&out).await {
-            self.drop_held();
-            let synced = unit.ends_cleanly();
-            return self.unit_error(synced, sqlstate::CONNECTION_FAILURE, &e.to_string()).await.map(|()| None);
-        }
-        conn.keep_out(out);
-        let mut streamed = Streamed::default();
-        let (outcome, errored) = {
-            let relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params)
-                .client_pid(self.entry.key().pid())
-                .count_errors(&self.shared.metrics);
-            // A lost connection may be retried for a read, or a reset (see `Unit::only_resets`).
-            let relay =
-                if retryable { relay.retryable(class.access == Access::Read || unit.only_resets()) } else { relay };
-            let mut relay = if streams {
-                let replayable = !matches!(unit, Unit::Extended(f) if f.last().map(Frame::tag) == Some(tag::FLUSH));
-                relay.streaming(
-                    &mut self.rare.get().statements,
-                    &self.classifier,
-                    writes_move,
-                    &mut streamed,
-                    replayable,
-                )
-            } else {
-                relay
+                let Batch { conn, out, queue, added, closed, .. } = batch;
+                (conn, out, queue, added, closed)
             };
-            let outcome = relay.run().await;
-            (outcome, relay.errored)
-        };
-        if errored {
-            added.append(&mut streamed.added);
-            closed.append(&mut streamed.closed);
-            conn.statements_mut().unit_failed(&added, closed);
-            conn.set_unnamed(None);
-        }
-        if let Some(f) = streamed.lookahead.take() {
-            let rare = self.rare.get();
-            debug_assert!(rare.lookahead.is_none());
-            rare.lookahead = Some(f);
-        }
-        let ran = Ran { on_primary, ready: matches!(outcome, Outcome::Ready(_)), streamed: streams, block_wrote };
-        let capture = late_lsn_capture(capture, class, streamed.class.as_ref(), ran, may_copy, in_transaction);
-        if capture != Capture::None && matches!(outcome, Outcome::Ready(_) | Outcome::ReadOnlyRejected) {
-            if replicas_readable {
-                self.read_write_lsn(capture).await;
-                self.pass_kept_notifications().await?;
+            let on_primary = primary == Some(conn.node());
+            // A position not asked for is asked for behind the next read on the primary, once a
+            // replica could take the session's reads again.
+            let owed = unmeasured && replicas_readable;
+            let capture = if on_primary {
+                primary_capture(class, unit.ends_cleanly(), may_copy, in_transaction, owed)
             } else {
-                self.write_unmeasured();
+                Capture::None
+            };
+            // With no replica to read from, a write's position is not asked for (see `UNMEASURED`).
+            if capture == Capture::Pipelined && replicas_readable {
+                messages::query(&mut out, LSN_SQL);
             }
+            if let Err(e) = conn.send(&out).await {
+                self.drop_held();
+                let synced = unit.ends_cleanly();
+                return Box::pin(self.unit_error(synced, sqlstate::CONNECTION_FAILURE, &e.to_string()))
+                    .await
+                    .map(|()| None);
+            }
+            conn.keep_out(out);
+            let mut streamed = Streamed::default();
+            let (outcome, errored) = {
+                let relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params)
+                    .client_pid(self.entry.key().pid())
+                    .count_errors(&self.shared.metrics);
+                // A lost connection may be retried for a read, or a reset (see `Unit::only_resets`).
+                let relay =
+                    if retryable { relay.retryable(class.access == Access::Read || unit.only_resets()) } else { relay };
+                let mut relay = if streams {
+                    let replayable = !matches!(unit, Unit::Extended(f) if f.last().map(Frame::tag) == Some(tag::FLUSH));
+                    relay.streaming(
+                        &mut self.rare.get().statements,
+                        &self.classifier,
+                        writes_move,
+                        &mut streamed,
+                        replayable,
+                    )
+                } else {
+                    relay
+                };
+                let outcome = relay.run().await;
+                (outcome, relay.errored)
+            };
+            if errored {
+                added.append(&mut streamed.added);
+                closed.append(&mut streamed.closed);
+                conn.statements_mut().unit_failed(&added, closed);
+                conn.set_unnamed(None);
+            }
+            if let Some(f) = streamed.lookahead.take() {
+                let rare = self.rare.get();
+                debug_assert!(rare.lookahead.is_none());
+                rare.lookahead = Some(f);
+            }
+            let ran = Ran { on_primary, ready: matches!(outcome, Outcome::Ready(_)), streamed: streams, block_wrote };
+            let capture = late_lsn_capture(capture, class, streamed.class.as_ref(), ran, may_copy, in_transaction);
+            (Tried { outcome, errored, streamed }, capture)
+        };
+        if capture != Capture::None && matches!(tried.outcome, Outcome::Ready(_) | Outcome::ReadOnlyRejected) {
+            if replicas_readable {
+                return self.capture_write(capture, tried).await.map(Some);
+            }
+            self.write_unmeasured();
         }
-        Ok(Some(Tried { outcome, errored, streamed }))
+        Ok(Some(tried))
+    }
+
+    /// Read the write position after a unit ([`Session::read_write_lsn`]), then pass on what
+    /// the server sent meanwhile. `tried` passes through: moved in, it is kept in this
+    /// future's state alone, not beside the relay's in every unit's.
+    async fn capture_write(&mut self, capture: Capture, tried: Tried) -> Result<Tried, SessionEnd> {
+        self.read_write_lsn(capture).await;
+        self.pass_kept_notifications().await?;
+        Ok(tried)
     }
 }

@@ -93,7 +93,8 @@ impl Session<'_> {
             }
             held = true;
             tracing::debug!(error = %err, "held until the topology changes");
-            self.shared.topology.changed_since(seen, left.min(config.monitor.interval)).await;
+            // Boxed: only while no node can take the unit.
+            Box::pin(self.shared.topology.changed_since(seen, left.min(config.monitor.interval))).await;
             config = self.shared.config.snapshot();
         }
     }
@@ -209,7 +210,7 @@ impl Session<'_> {
             }
             drop(topology);
             waited += 1;
-            tokio::time::sleep(interval).await;
+            Box::pin(tokio::time::sleep(interval)).await;
         }
     }
 
@@ -247,7 +248,9 @@ impl Session<'_> {
             return Ok(());
         }
         let conn = checkout.conn();
-        match conn.run_internal(&sql).await {
+        // Boxed: a round trip, so the allocation is lost in it, and inline its state would
+        // grow every unit's future, most of whose checkouts need no sync or a pipelined one.
+        match Box::pin(conn.run_internal(&sql)).await {
             Ok(_) => {
                 conn.carry(Arc::clone(want));
                 pool.sync_accepted(&statements);

@@ -458,7 +458,7 @@ impl<'a> Session<'a> {
             }
             Outcome::ServerLost(e) => {
                 let synced = unit.ends_cleanly() || streamed.synced;
-                self.server_lost(&e, class.tx == TxEffect::End, synced).await
+                Box::pin(self.server_lost(&e, class.tx == TxEffect::End, synced)).await
             }
             Outcome::End(end) => Err(end),
             Outcome::ReadOnlyRejected | Outcome::NeverRan(_) => Ok(()),
