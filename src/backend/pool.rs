@@ -399,7 +399,9 @@ impl Pool {
                 self.metrics.checkout_waited(Duration::ZERO);
                 permit
             }
-            Err(_) => self.wait_for_permit().await?,
+            // Boxed: a wait parks the task anyway, and inline its timer and semaphore state
+            // would grow every checkout's future (and a session's per-statement one with it).
+            Err(_) => Box::pin(self.wait_for_permit()).await?,
         };
         let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
         let now = Instant::now();

@@ -2,7 +2,7 @@
 //! Sync streams its further messages in while it runs), and run it again on the primary when a
 //! replica refused it unseen.
 
-use super::conn::Rotation;
+use super::conn::{Rotation, SyncMode};
 use super::*;
 use crate::frontend::unit::{copy_matters, late_lsn_capture, primary_capture, Ran};
 
@@ -13,6 +13,37 @@ pub(super) struct Tried {
     pub(super) errored: bool,
     /// What streamed into the unit after it started.
     pub(super) streamed: Streamed,
+}
+
+/// What [`Session::forward`] came to.
+enum Forwarded {
+    /// The unit was sent: what it came to, and how the write position is to be read.
+    Ran(Tried, Capture),
+    /// Sending it failed (the connection is dropped): the client is owed this error.
+    NotSent(String),
+}
+
+/// What [`Session::attempt`] found before it sends the unit, for [`Session::forward`].
+#[derive(Clone, Copy)]
+struct Plan {
+    /// The unit may run again if its connection is lost before it ran.
+    retryable: bool,
+    /// The unit streams in the client's further messages while it runs.
+    streams: bool,
+    /// The primary's node.
+    primary: Option<usize>,
+    /// A write position not asked for is owed, and a replica could take reads.
+    owed: bool,
+    /// A replica could take the session's reads.
+    replicas_readable: bool,
+    /// The unit may run COPY FROM STDIN.
+    may_copy: bool,
+    /// The unit starts inside a transaction block.
+    in_transaction: bool,
+    /// The open extended block wrote.
+    block_wrote: bool,
+    /// A write streamed in must move off the held connection.
+    writes_move: bool,
 }
 
 /// The unit to run again: what started it and every message that streamed in.
@@ -26,54 +57,63 @@ fn replay(unit: Unit, streamed: &mut Streamed) -> Unit {
     }
 }
 
-impl Session<'_> {
+impl<'a> Session<'a> {
     /// Classify, route, acquire, forward, relay, release. `Err` ends the session.
     ///
     /// An autocommit unit that a node rejects with `25006` changed nothing: it runs once more on
     /// the primary, unseen by the client, and its text is remembered as a write.
-    pub(super) async fn run_unit(&mut self, unit: Unit) -> Result<(), SessionEnd> {
-        if self.rare.peek_mut().is_some_and(|r| r.skip_to_sync) {
-            return self.skip_to_sync(&unit).await;
-        }
-        if let Some(state) = self.rare.peek_mut().and_then(|r| r.aborted.take()) {
-            let mut out = BytesMut::new();
-            self.rare.get().aborted = match aborted::answer(state, &unit, &mut out) {
-                aborted::AbortedStep::Still(s) => Some(s),
-                aborted::AbortedStep::Ended => None,
-            };
-            return self.send_client(&out).await;
-        }
-        if self.held.is_none() {
-            let reply = match &unit {
-                Unit::Extended(frames) => self.answer_locally(frames),
-                Unit::Simple(frame) => answer_tx_end_locally(frame),
-            };
-            if let Some(reply) = reply {
-                return self.send_client(&reply).await;
+    #[allow(clippy::manual_async_fn)] // on purpose, see below
+    pub(super) fn run_unit(
+        &mut self,
+        unit: Unit,
+    ) -> impl std::future::Future<Output = Result<(), SessionEnd>> + use<'_, 'a> {
+        // Not an `async fn`, which keeps each argument twice (the argument and the local it is
+        // moved into): a unit's future is boxed per statement, and should fit glibc's per-thread
+        // cache (see `boxed`).
+        async move {
+            if self.rare.peek_mut().is_some_and(|r| r.skip_to_sync) {
+                return self.skip_to_sync(&unit).await;
             }
+            if let Some(state) = self.rare.peek_mut().and_then(|r| r.aborted.take()) {
+                let mut out = BytesMut::new();
+                self.rare.get().aborted = match aborted::answer(state, &unit, &mut out) {
+                    aborted::AbortedStep::Still(s) => Some(s),
+                    aborted::AbortedStep::Ended => None,
+                };
+                return self.send_client(&out).await;
+            }
+            if self.held.is_none() {
+                let reply = match &unit {
+                    Unit::Extended(frames) => self.answer_locally(frames),
+                    Unit::Simple(frame) => answer_tx_end_locally(frame),
+                };
+                if let Some(reply) = reply {
+                    return self.send_client(&reply).await;
+                }
+            }
+            let class = unit.classify(&self.rare.get().statements, &self.classifier);
+            if self.block_must_move(&class) {
+                // Boxed, as every rare phase of a unit: see `boxed`.
+                Box::pin(self.close_held_block()).await;
+            }
+            if tracing::enabled!(tracing::Level::TRACE) {
+                let tags: String = match &unit {
+                    Unit::Simple(f) => (f.tag() as char).to_string(),
+                    Unit::Extended(fs) => fs.iter().map(|f| f.tag() as char).collect(),
+                };
+                tracing::trace!(key = self.key().pid(), %tags, held = self.held.is_some(), "unit");
+            }
+            let before = self.state.tx();
+            let retryable = self.held.is_none() && class.tx == TxEffect::None;
+            // Bound by `let .. else`: as the scrutinee of a `match`, the result (and the `?`'s)
+            // would be kept through the arms' awaits, ~500 bytes in every unit's future.
+            let Some(tried) = self.attempt(&unit, &class, retryable).await? else { return Ok(()) };
+            if matches!(tried.outcome, Outcome::ReadOnlyRejected | Outcome::NeverRan(_)) {
+                // Boxed: rare, and inline its second try would double the state of every unit.
+                return Box::pin(self.run_again(unit, class, tried, before)).await;
+            }
+            self.after_unit(&tried, &class, &unit, before).await
         }
-        let class = unit.classify(&self.rare.get().statements, &self.classifier);
-        if self.block_must_move(&class) {
-            // Boxed, as every rare phase of a unit: see `boxed`.
-            Box::pin(self.close_held_block()).await;
-        }
-        if tracing::enabled!(tracing::Level::TRACE) {
-            let tags: String = match &unit {
-                Unit::Simple(f) => (f.tag() as char).to_string(),
-                Unit::Extended(fs) => fs.iter().map(|f| f.tag() as char).collect(),
-            };
-            tracing::trace!(key = self.key().pid(), %tags, held = self.held.is_some(), "unit");
-        }
-        let before = self.state.tx();
-        let retryable = self.held.is_none() && class.tx == TxEffect::None;
-        // Bound by `let .. else`: as the scrutinee of a `match`, the result (and the `?`'s)
-        // would be kept through the arms' awaits, ~500 bytes in every unit's future.
-        let Some(tried) = self.attempt(&unit, &class, retryable).await? else { return Ok(()) };
-        if matches!(tried.outcome, Outcome::ReadOnlyRejected | Outcome::NeverRan(_)) {
-            // Boxed: rare, and inline its second try would double the state of every unit.
-            return Box::pin(self.run_again(unit, class, tried, before)).await;
-        }
-        self.after_unit(tried, &class, &unit, before).await
     }
 
     /// The second try of a unit the first did not run: on the primary after a replica refused
@@ -102,11 +142,11 @@ impl Session<'_> {
                 unit = replay(unit, &mut first.streamed);
             }
             // Nothing to run again: what the first try came to stands.
-            _ => return self.after_unit(first, &class, &unit, before).await,
+            _ => return self.after_unit(&first, &class, &unit, before).await,
         }
         drop(first);
         let Some(tried) = self.attempt(&unit, &class, false).await? else { return Ok(()) };
-        self.after_unit(tried, &class, &unit, before).await
+        self.after_unit(&tried, &class, &unit, before).await
     }
 
     /// After an error in a unit the client had not synced (see [`Session::unit_error`]):
@@ -123,86 +163,151 @@ impl Session<'_> {
     }
 
     /// One try: acquire, forward, relay. `Ok(None)`: the client already got an error.
-    async fn attempt(&mut self, unit: &Unit, class: &Class, retryable: bool) -> Result<Option<Tried>, SessionEnd> {
-        if let Err(e) = self.acquire(class, Rotation::of(unit)).await {
-            return Box::pin(self.unit_error(unit.ends_cleanly(), e.sqlstate(), &e.to_string())).await.map(|()| None);
+    #[allow(clippy::manual_async_fn)] // on purpose, see below
+    fn attempt<'s>(
+        &'s mut self,
+        unit: &'s Unit,
+        class: &'s Class,
+        retryable: bool,
+    ) -> impl std::future::Future<Output = Result<Option<Tried>, SessionEnd>> + use<'s, 'a> {
+        // Not an `async fn`: see `run_unit`.
+        async move {
+            // The error as texts: the error itself, kept through the reply's await, would take its
+            // room in every state of this future.
+            let failed = self.acquire(class, SyncMode::of(class), Rotation::of(unit)).await.err();
+            if let Some((code, message)) = failed.map(|e| (e.sqlstate().to_owned(), e.to_string())) {
+                return Box::pin(self.unit_error(unit.ends_cleanly(), &code, &message)).await.map(|()| None);
+            }
+            // A held connection's state sync may have carried notifications: they go first.
+            self.pass_kept_notifications().await?;
+            // One topology read for all three: where the primary is, so whether writes move, and
+            // whether a replica could take reads (else a write's position is not asked for).
+            let (primary, replicas_readable) = {
+                let topology = self.shared.topology.snapshot();
+                let replicas_readable = topology.replicas().next().is_some();
+                (topology.primary().map(|p| p.index), replicas_readable)
+            };
+            let unmeasured = self.last_write_lsn() == Some(UNMEASURED);
+            let writes_move = self.writes_move_from(primary);
+            // A unit not ended by Sync streams in the client's further messages while it runs. One
+            // cut short by a message that needs its own routing gets a Flush instead: the server
+            // holds its replies until a Flush or a Sync that is not coming.
+            let streams = unit.is_open_block() && self.rare.get().lookahead.is_none();
+            let in_transaction = self.state.tx() != TxStatus::Idle;
+            let block_wrote = self.state.block() == Block::OpenWithWrite;
+            // The texts are scanned for COPY only where the answer is read: not for the writes
+            // inside a transaction block (most of its statements), whose position is learnt at its end.
+            let may_copy = copy_matters(class, in_transaction, streams, block_wrote)
+                && unit.may_copy_in(&self.rare.get().statements);
+            let plan = Plan {
+                retryable,
+                streams,
+                primary,
+                owed: unmeasured && replicas_readable,
+                replicas_readable,
+                may_copy,
+                in_transaction,
+                block_wrote,
+                writes_move,
+            };
+            // A phase of its own: what the batch, the send and the relay keep (the translated
+            // messages, the expected replies, the relay) takes room only in its state, not beside
+            // the checkout's and the write position's in every state of this future.
+            // No await while the result is matched (one would keep it, ~270 bytes, beside
+            // every state of this future), hence the detour through `not_sent`; `identity` moves
+            // it whole into the statement's temporary, which ends with the statement.
+            let mut not_sent = None;
+            let ran = match self.forward(unit, class, plan).await {
+                Forwarded::Ran(tried, capture) => Some((tried, capture)),
+                Forwarded::NotSent(message) => {
+                    not_sent = Some(message);
+                    None
+                }
+            };
+            let Some((tried, capture)) = std::convert::identity(ran) else {
+                let (synced, message) = (unit.ends_cleanly(), not_sent.unwrap_or_default());
+                return Box::pin(self.unit_error(synced, sqlstate::CONNECTION_FAILURE, &message)).await.map(|()| None);
+            };
+            if capture != Capture::None && matches!(tried.outcome, Outcome::Ready(_) | Outcome::ReadOnlyRejected) {
+                if replicas_readable {
+                    self.capture_write(capture).await?;
+                    return Ok(Some(tried));
+                }
+                self.write_unmeasured();
+            }
+            Ok(Some(tried))
         }
-        // A held connection's state sync may have carried notifications: they go first.
-        self.pass_kept_notifications().await?;
-        // One topology read for all three: where the primary is, so whether writes move, and
-        // whether a replica could take reads (else a write's position is not asked for).
-        let (primary, replicas_readable) = {
-            let topology = self.shared.topology.snapshot();
-            let replicas_readable = topology.replicas().next().is_some();
-            (topology.primary().map(|p| p.index), replicas_readable)
-        };
-        let unmeasured = self.last_write_lsn() == Some(UNMEASURED);
-        let writes_move = self.writes_move_from(primary);
-        // A unit not ended by Sync streams in the client's further messages while it runs. One
-        // cut short by a message that needs its own routing gets a Flush instead: the server
-        // holds its replies until a Flush or a Sync that is not coming.
-        let streams = unit.is_open_block() && self.rare.get().lookahead.is_none();
-        let in_transaction = self.state.tx() != TxStatus::Idle;
-        let block_wrote = self.state.block() == Block::OpenWithWrite;
-        // The texts are scanned for COPY only where the answer is read: not for the writes
-        // inside a transaction block (most of its statements), whose position is learnt at its end.
-        let may_copy =
-            copy_matters(class, in_transaction, streams, block_wrote) && unit.may_copy_in(&self.rare.get().statements);
-        // In a block of its own: what the batch, the send and the relay keep (the translated
-        // messages, the expected replies, the relay) dies before the write position is read,
-        // instead of taking room in every state of this future (see `boxed` in the parent).
-        let (tried, capture) = {
+    }
+
+    /// Translate the unit for the held connection, send it and relay the replies (see
+    /// [`Session::attempt`]). A failed send drops the connection and leaves the error to the
+    /// caller: awaited here, its reply would keep the unit's messages beside the relay's state.
+    #[allow(clippy::manual_async_fn)] // on purpose, see below
+    fn forward<'s>(
+        &'s mut self,
+        unit: &'s Unit,
+        class: &'s Class,
+        plan: Plan,
+    ) -> impl std::future::Future<Output = Forwarded> + use<'s, 'a> {
+        // Not an `async fn`: see `run_unit`.
+        async move {
             let held = self.held.as_mut().expect("acquire leaves a held connection");
-            let (conn, mut out, mut queue, mut added, mut closed) = {
-                let mut batch = Batch::new(held.checkout.conn(), &self.classifier);
-                let statements = &mut self.rare.get().statements;
-                match unit {
-                    Unit::Simple(frame) => statements.translate_query(frame, &mut batch),
-                    Unit::Extended(frames) => {
-                        frames.iter().for_each(|f| statements.translate(f, &mut batch));
-                        if !streams && !matches!(frames.last().map(Frame::tag), Some(tag::SYNC | tag::FLUSH)) {
-                            messages::flush(&mut batch.out);
+            // In a block of its own: the messages sent die before the relay runs, instead of
+            // taking room beside it.
+            let (conn, mut queue, mut added, mut closed, on_primary, capture) = {
+                let (conn, mut out, queue, added, closed) = {
+                    let mut batch = Batch::new(held.checkout.conn(), &self.classifier);
+                    let statements = &mut self.rare.get().statements;
+                    match unit {
+                        Unit::Simple(frame) => statements.translate_query(frame, &mut batch),
+                        Unit::Extended(frames) => {
+                            frames.iter().for_each(|f| statements.translate(f, &mut batch));
+                            if !plan.streams && !matches!(frames.last().map(Frame::tag), Some(tag::SYNC | tag::FLUSH)) {
+                                messages::flush(&mut batch.out);
+                            }
                         }
                     }
+                    let Batch { conn, out, queue, added, closed, .. } = batch;
+                    (conn, out, queue, added, closed)
+                };
+                let on_primary = plan.primary == Some(conn.node());
+                // A position not asked for is asked for behind the next read on the primary, once a
+                // replica could take the session's reads again.
+                let owed = plan.owed;
+                let capture = if on_primary {
+                    primary_capture(class, unit.ends_cleanly(), plan.may_copy, plan.in_transaction, owed)
+                } else {
+                    Capture::None
+                };
+                // With no replica to read from, a write's position is not asked for (see `UNMEASURED`).
+                if capture == Capture::Pipelined && plan.replicas_readable {
+                    messages::query(&mut out, LSN_SQL);
                 }
-                let Batch { conn, out, queue, added, closed, .. } = batch;
-                (conn, out, queue, added, closed)
+                // The error as a text, for the reason above (see `attempt`).
+                if let Some(message) = conn.send(&out).await.err().map(|e| e.to_string()) {
+                    self.drop_held();
+                    return Forwarded::NotSent(message);
+                }
+                conn.keep_out(out);
+                (conn, queue, added, closed, on_primary, capture)
             };
-            let on_primary = primary == Some(conn.node());
-            // A position not asked for is asked for behind the next read on the primary, once a
-            // replica could take the session's reads again.
-            let owed = unmeasured && replicas_readable;
-            let capture = if on_primary {
-                primary_capture(class, unit.ends_cleanly(), may_copy, in_transaction, owed)
-            } else {
-                Capture::None
-            };
-            // With no replica to read from, a write's position is not asked for (see `UNMEASURED`).
-            if capture == Capture::Pipelined && replicas_readable {
-                messages::query(&mut out, LSN_SQL);
-            }
-            if let Err(e) = conn.send(&out).await {
-                self.drop_held();
-                let synced = unit.ends_cleanly();
-                return Box::pin(self.unit_error(synced, sqlstate::CONNECTION_FAILURE, &e.to_string()))
-                    .await
-                    .map(|()| None);
-            }
-            conn.keep_out(out);
             let mut streamed = Streamed::default();
             let (outcome, errored) = {
                 let relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params)
                     .client_pid(self.entry.key().pid())
                     .count_errors(&self.shared.metrics);
                 // A lost connection may be retried for a read, or a reset (see `Unit::only_resets`).
-                let relay =
-                    if retryable { relay.retryable(class.access == Access::Read || unit.only_resets()) } else { relay };
-                let mut relay = if streams {
+                let relay = if plan.retryable {
+                    relay.retryable(class.access == Access::Read || unit.only_resets())
+                } else {
+                    relay
+                };
+                let mut relay = if plan.streams {
                     let replayable = !matches!(unit, Unit::Extended(f) if f.last().map(Frame::tag) == Some(tag::FLUSH));
                     relay.streaming(
                         &mut self.rare.get().statements,
                         &self.classifier,
-                        writes_move,
+                        plan.writes_move,
                         &mut streamed,
                         replayable,
                     )
@@ -223,25 +328,23 @@ impl Session<'_> {
                 debug_assert!(rare.lookahead.is_none());
                 rare.lookahead = Some(f);
             }
-            let ran = Ran { on_primary, ready: matches!(outcome, Outcome::Ready(_)), streamed: streams, block_wrote };
-            let capture = late_lsn_capture(capture, class, streamed.class.as_ref(), ran, may_copy, in_transaction);
-            (Tried { outcome, errored, streamed }, capture)
-        };
-        if capture != Capture::None && matches!(tried.outcome, Outcome::Ready(_) | Outcome::ReadOnlyRejected) {
-            if replicas_readable {
-                return self.capture_write(capture, tried).await.map(Some);
-            }
-            self.write_unmeasured();
+            let ran = Ran {
+                on_primary,
+                ready: matches!(outcome, Outcome::Ready(_)),
+                streamed: plan.streams,
+                block_wrote: plan.block_wrote,
+            };
+            let capture =
+                late_lsn_capture(capture, class, streamed.class.as_ref(), ran, plan.may_copy, plan.in_transaction);
+            Forwarded::Ran(Tried { outcome, errored, streamed }, capture)
         }
-        Ok(Some(tried))
     }
 
     /// Read the write position after a unit ([`Session::read_write_lsn`]), then pass on what
-    /// the server sent meanwhile. `tried` passes through: moved in, it is kept in this
-    /// future's state alone, not beside the relay's in every unit's.
-    async fn capture_write(&mut self, capture: Capture, tried: Tried) -> Result<Tried, SessionEnd> {
+    /// the server sent meanwhile: one await for both, so that what the caller keeps through
+    /// them is in one state of its future, not in all (a value live across two awaits is).
+    async fn capture_write(&mut self, capture: Capture) -> Result<(), SessionEnd> {
         self.read_write_lsn(capture).await;
-        self.pass_kept_notifications().await?;
-        Ok(tried)
+        self.pass_kept_notifications().await
     }
 }
