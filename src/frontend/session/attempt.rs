@@ -16,6 +16,8 @@ pub(super) struct Tried {
 }
 
 /// What [`Session::forward`] came to.
+// Returned, never kept: boxing `Ran` would cost an allocation per unit.
+#[allow(clippy::large_enum_variant)]
 enum Forwarded {
     /// The unit was sent: what it came to, and how the write position is to be read.
     Ran(Tried, Capture),
