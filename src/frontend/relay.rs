@@ -46,6 +46,9 @@ pub enum Outcome {
     /// before any of its replies reached the client (a terminated backend): it may run again on
     /// a fresh connection.
     NeverRan(BackendError),
+    /// Sending the unit failed (the session dropped the connection): the client is owed this
+    /// error. Set by the session, never by the relay.
+    NotSent(String),
 }
 
 /// Replies held back from a retryable unit, at most this many bytes, until it is known not to

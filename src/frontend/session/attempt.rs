@@ -15,16 +15,6 @@ pub(super) struct Tried {
     pub(super) streamed: Streamed,
 }
 
-/// What [`Session::forward`] came to.
-// Returned, never kept: boxing `Ran` would cost an allocation per unit.
-#[allow(clippy::large_enum_variant)]
-enum Forwarded {
-    /// The unit was sent: what it came to, and how the write position is to be read.
-    Ran(Tried, Capture),
-    /// Sending it failed (the connection is dropped): the client is owed this error.
-    NotSent(String),
-}
-
 /// What [`Session::attempt`] found before it sends the unit, for [`Session::forward`].
 #[derive(Clone, Copy)]
 struct Plan {
@@ -215,21 +205,7 @@ impl<'a> Session<'a> {
             // A phase of its own: what the batch, the send and the relay keep (the translated
             // messages, the expected replies, the relay) takes room only in its state, not beside
             // the checkout's and the write position's in every state of this future.
-            // No await while the result is matched (one would keep it, ~270 bytes, beside
-            // every state of this future), hence the detour through `not_sent`; `identity` moves
-            // it whole into the statement's temporary, which ends with the statement.
-            let mut not_sent = None;
-            let ran = match self.forward(unit, class, plan).await {
-                Forwarded::Ran(tried, capture) => Some((tried, capture)),
-                Forwarded::NotSent(message) => {
-                    not_sent = Some(message);
-                    None
-                }
-            };
-            let Some((tried, capture)) = std::convert::identity(ran) else {
-                let (synced, message) = (unit.ends_cleanly(), not_sent.unwrap_or_default());
-                return Box::pin(self.unit_error(synced, sqlstate::CONNECTION_FAILURE, &message)).await.map(|()| None);
-            };
+            let (tried, capture) = self.forward(unit, class, plan).await;
             if capture != Capture::None && matches!(tried.outcome, Outcome::Ready(_) | Outcome::ReadOnlyRejected) {
                 if replicas_readable {
                     self.capture_write(capture).await?;
@@ -242,15 +218,17 @@ impl<'a> Session<'a> {
     }
 
     /// Translate the unit for the held connection, send it and relay the replies (see
-    /// [`Session::attempt`]). A failed send drops the connection and leaves the error to the
-    /// caller: awaited here, its reply would keep the unit's messages beside the relay's state.
+    /// [`Session::attempt`]), and whether the write position is to be read. A failed send
+    /// drops the connection and comes to [`Outcome::NotSent`], answered in `after_unit`:
+    /// awaited here, the reply would keep the unit's messages beside the relay's state, and
+    /// its own result beside every state of the callers' futures.
     #[allow(clippy::manual_async_fn)] // on purpose, see below
     fn forward<'s>(
         &'s mut self,
         unit: &'s Unit,
         class: &'s Class,
         plan: Plan,
-    ) -> impl std::future::Future<Output = Forwarded> + use<'s, 'a> {
+    ) -> impl std::future::Future<Output = (Tried, Capture)> + use<'s, 'a> {
         // Not an `async fn`: see `run_unit`.
         async move {
             let held = self.held.as_mut().expect("acquire leaves a held connection");
@@ -285,10 +263,11 @@ impl<'a> Session<'a> {
                 if capture == Capture::Pipelined && plan.replicas_readable {
                     messages::query(&mut out, LSN_SQL);
                 }
-                // The error as a text, for the reason above (see `attempt`).
+                // The error as a text: all the client is told of it.
                 if let Some(message) = conn.send(&out).await.err().map(|e| e.to_string()) {
                     self.drop_held();
-                    return Forwarded::NotSent(message);
+                    let outcome = Outcome::NotSent(message);
+                    return (Tried { outcome, errored: false, streamed: Streamed::default() }, Capture::None);
                 }
                 conn.keep_out(out);
                 (conn, queue, added, closed, on_primary, capture)
@@ -338,7 +317,7 @@ impl<'a> Session<'a> {
             };
             let capture =
                 late_lsn_capture(capture, class, streamed.class.as_ref(), ran, plan.may_copy, plan.in_transaction);
-            Forwarded::Ran(Tried { outcome, errored, streamed }, capture)
+            (Tried { outcome, errored, streamed }, capture)
         }
     }
 

@@ -420,7 +420,7 @@ impl<'a> Session<'a> {
             Outcome::Partial => Some(UnitOutcome::Partial),
             Outcome::ServerLost(_) => Some(UnitOutcome::ServerLost),
             Outcome::End(_) => Some(UnitOutcome::ClientGone),
-            Outcome::ReadOnlyRejected | Outcome::NeverRan(_) => None,
+            Outcome::ReadOnlyRejected | Outcome::NeverRan(_) | Outcome::NotSent(_) => None,
         };
         if let Some(o) = counted {
             self.shared.metrics.unit(o);
@@ -468,6 +468,9 @@ impl<'a> Session<'a> {
                 Box::pin(self.server_lost(e, class.tx == TxEffect::End, synced)).await
             }
             Outcome::End(end) => Err(end.clone()),
+            Outcome::NotSent(message) => {
+                Box::pin(self.unit_error(unit.ends_cleanly(), sqlstate::CONNECTION_FAILURE, message)).await
+            }
             Outcome::ReadOnlyRejected | Outcome::NeverRan(_) => Ok(()),
         }
     }
