@@ -399,7 +399,9 @@ impl Pool {
                 self.metrics.checkout_waited(Duration::ZERO);
                 permit
             }
-            Err(_) => self.wait_for_permit().await?,
+            // Boxed: a wait parks the task anyway, and inline its timer and semaphore state
+            // would grow every checkout's future (and a session's per-statement one with it).
+            Err(_) => Box::pin(self.wait_for_permit()).await?,
         };
         let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
         let now = Instant::now();
@@ -410,7 +412,12 @@ impl Pool {
         let (conn, taken) = match idle {
             Some(c) => (c, now),
             None => {
-                let c = ServerConn::connect(&self.spec.load()).await.inspect_err(|_| self.metrics.connect_failed())?;
+                // Boxed: opening a connection (TCP, TLS, authentication) is ~1.9 KB of future
+                // state, and every checkout's future (a session's per-statement unit among
+                // them) would carry it inline, though most checkouts take an idle connection.
+                let c = Box::pin(ServerConn::connect(&self.spec.load()))
+                    .await
+                    .inspect_err(|_| self.metrics.connect_failed())?;
                 self.metrics.connected();
                 self.startup_params.get_or_init(|| c.server_params().to_vec());
                 (Pooled::new(c), Instant::now())
@@ -520,7 +527,8 @@ impl Pool {
             }
             let limit = self.cfg.load().connect_timeout;
             let until = *deadline.get_or_insert_with(|| tokio::time::Instant::now() + limit);
-            match tokio::time::timeout_at(until, c.conn.confirm_alive()).await {
+            // Boxed: only after a loss; inline, its state would grow every checkout's future.
+            match Box::pin(tokio::time::timeout_at(until, c.conn.confirm_alive())).await {
                 Ok(Ok(())) => return Some(c),
                 Ok(Err(e)) => {
                     self.metrics.idle_found_lost();

@@ -47,6 +47,9 @@ pub enum Outcome {
     /// before any of its replies reached the client (a terminated backend): it may run again on
     /// a fresh connection.
     NeverRan(BackendError),
+    /// Sending the unit failed (the session dropped the connection): the client is owed this
+    /// error. Set by the session, never by the relay.
+    NotSent(String),
 }
 
 /// Replies held back from a retryable unit, at most this many bytes, until it is known not to
@@ -78,8 +81,9 @@ pub struct Relay<'a> {
     client_pid: i32,
     /// Where forwarded server errors are counted (by SQLSTATE class).
     metrics: Option<&'a crate::metrics::Metrics>,
-    /// The client's further messages of the unit, if it is not ended yet.
-    stream: Option<Stream<'a>>,
+    /// The client's further messages of the unit, if it is not ended yet. Boxed: most units
+    /// end with their Sync and stream nothing, and the relay lives in every unit's future.
+    stream: Option<Box<Stream<'a>>>,
 }
 
 impl<'a> Relay<'a> {
@@ -126,7 +130,7 @@ impl<'a> Relay<'a> {
     ) -> Self {
         out.frames = Some(Vec::new());
         out.replayable = replayable;
-        self.stream = Some(Stream {
+        self.stream = Some(Box::new(Stream {
             statements,
             classifier,
             writes_move,
@@ -134,7 +138,7 @@ impl<'a> Relay<'a> {
             done: false,
             to_server: BytesMut::new(),
             ahead: 0,
-        });
+        }));
         self
     }
 
@@ -162,19 +166,21 @@ impl<'a> Relay<'a> {
 
     /// Relay replies until the unit ends.
     pub async fn run(&mut self) -> Outcome {
-        match self.run_inner().await {
-            Ok(o) => o,
-            Err(RelayError::Client(end)) => Outcome::End(end),
-            Err(RelayError::Server(e)) => {
-                self.conn.break_off();
-                // Nothing reached the client yet and the unit only reads (or resets what died with
-                // the connection): running it again is safe.
-                if self.retry_lost && self.replayable() {
-                    return Outcome::NeverRan(e);
-                }
-                self.server_lost(e).await
-            }
+        // The error taken out first: a `match` on the result would keep it (~120 bytes) in
+        // every unit's future for the arm that awaits.
+        let lost = match self.run_inner().await {
+            Ok(o) => return o,
+            Err(RelayError::Client(end)) => return Outcome::End(end),
+            Err(RelayError::Server(e)) => e,
+        };
+        self.conn.break_off();
+        // Nothing reached the client yet and the unit only reads (or resets what died with
+        // the connection): running it again is safe.
+        if self.retry_lost && self.replayable() {
+            return Outcome::NeverRan(lost);
         }
+        // Boxed: rare, and inline it would grow every unit's future.
+        Box::pin(self.server_lost(lost)).await
     }
 
     async fn run_inner(&mut self) -> Result<Outcome, RelayError> {
@@ -491,10 +497,14 @@ async fn client_hung_up(client: &MaybeTls) {
     let _ = std::future::poll_fn(|cx| tcp.poll_read_ready(cx)).await;
     let waited = since.elapsed();
     if waited < HANG_UP_WATCH_DELAY {
-        tokio::time::sleep(HANG_UP_WATCH_DELAY - waited).await;
+        // Boxed: only a client that sends while its statement runs gets here, and inline
+        // the timer would grow every unit's future.
+        Box::pin(tokio::time::sleep(HANG_UP_WATCH_DELAY - waited)).await;
     }
+    // Polled by hand: `TcpStream::peek`'s future is ~230 bytes, kept in every unit's.
     let mut probe = [0u8; 1];
-    match tcp.peek(&mut probe).await {
+    let mut probe = tokio::io::ReadBuf::new(&mut probe);
+    match std::future::poll_fn(|cx| tcp.poll_peek(cx, &mut probe)).await {
         Ok(0) | Err(_) => {}
         Ok(_) => std::future::pending::<()>().await,
     }

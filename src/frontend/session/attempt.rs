@@ -2,7 +2,7 @@
 //! Sync streams its further messages in while it runs), and run it again on the primary when a
 //! replica refused it unseen.
 
-use super::conn::Rotation;
+use super::conn::{Rotation, SyncMode};
 use super::*;
 use crate::frontend::unit::{copy_matters, late_lsn_capture, primary_capture, Ran, Resolved};
 
@@ -13,6 +13,29 @@ pub(super) struct Tried {
     pub(super) errored: bool,
     /// What streamed into the unit after it started.
     pub(super) streamed: Streamed,
+}
+
+/// What [`Session::attempt`] found before it sends the unit, for [`Session::forward`].
+#[derive(Clone, Copy)]
+struct Plan {
+    /// The unit may run again if its connection is lost before it ran.
+    retryable: bool,
+    /// The unit streams in the client's further messages while it runs.
+    streams: bool,
+    /// The primary's node.
+    primary: Option<usize>,
+    /// A write position not asked for is owed, and a replica could take reads.
+    owed: bool,
+    /// A replica could take the session's reads.
+    replicas_readable: bool,
+    /// The unit may run COPY FROM STDIN.
+    may_copy: bool,
+    /// The unit starts inside a transaction block.
+    in_transaction: bool,
+    /// The open extended block wrote.
+    block_wrote: bool,
+    /// A write streamed in must move off the held connection.
+    writes_move: bool,
 }
 
 /// The whole unit: what started it and every message that streamed in (all of them when the
@@ -27,73 +50,102 @@ pub(super) fn whole_unit(unit: Unit, streamed: &mut Streamed) -> Unit {
     }
 }
 
-impl Session<'_> {
+impl<'a> Session<'a> {
     /// Classify, route, acquire, forward, relay, release. `Err` ends the session.
     ///
     /// An autocommit unit that a node rejects with `25006` changed nothing: it runs once more on
     /// the primary, unseen by the client, and its text is remembered as a write.
-    pub(super) async fn run_unit(&mut self, mut unit: Unit) -> Result<(), SessionEnd> {
-        if self.rare.peek_mut().is_some_and(|r| r.skip_to_sync) {
-            return self.skip_to_sync(&unit).await;
-        }
-        if let Some(state) = self.rare.peek_mut().and_then(|r| r.aborted.take()) {
-            let mut out = BytesMut::new();
-            self.rare.get().aborted = match aborted::answer(state, &unit, &mut out) {
-                aborted::AbortedStep::Still(s) => Some(s),
-                aborted::AbortedStep::Ended => None,
-            };
-            return self.send_client(&out).await;
-        }
-        if self.held.is_none() {
-            let reply = match &unit {
-                Unit::Extended(frames) => self.answer_locally(frames),
-                Unit::Simple(frame) => answer_tx_end_locally(frame),
-            };
-            if let Some(reply) = reply {
-                return self.send_client(&reply).await;
+    #[allow(clippy::manual_async_fn)] // on purpose, see below
+    pub(super) fn run_unit(
+        &mut self,
+        mut unit: Unit,
+    ) -> impl std::future::Future<Output = Result<(), SessionEnd>> + use<'_, 'a> {
+        // Not an `async fn`, which keeps each argument twice (the argument and the local it is
+        // moved into): a unit's future is boxed per statement, and should fit glibc's per-thread
+        // cache (see `boxed`).
+        async move {
+            if self.rare.peek_mut().is_some_and(|r| r.skip_to_sync) {
+                return self.skip_to_sync(&unit).await;
             }
+            if let Some(state) = self.rare.peek_mut().and_then(|r| r.aborted.take()) {
+                let mut out = BytesMut::new();
+                self.rare.get().aborted = match aborted::answer(state, &unit, &mut out) {
+                    aborted::AbortedStep::Still(s) => Some(s),
+                    aborted::AbortedStep::Ended => None,
+                };
+                return self.send_client(&out).await;
+            }
+            if self.held.is_none() {
+                let reply = match &unit {
+                    Unit::Extended(frames) => self.answer_locally(frames),
+                    Unit::Simple(frame) => answer_tx_end_locally(frame),
+                };
+                if let Some(reply) = reply {
+                    return self.send_client(&reply).await;
+                }
+            }
+            let rare = self.rare.get();
+            let (class, resolved) = unit.classify(&rare.statements, &self.classifier);
+            // Kept in the session, not in this future (see `Rare::resolved`).
+            rare.resolved = resolved;
+            if self.block_must_move(&class) {
+                // Boxed, as every rare phase of a unit: see `boxed`.
+                Box::pin(self.close_held_block()).await;
+            }
+            if tracing::enabled!(tracing::Level::TRACE) {
+                let tags: String = match &unit {
+                    Unit::Simple(f) => (f.tag() as char).to_string(),
+                    Unit::Extended(fs) => fs.iter().map(|f| f.tag() as char).collect(),
+                };
+                tracing::trace!(key = self.key().pid(), %tags, held = self.held.is_some(), "unit");
+            }
+            let before = self.state.tx();
+            let retryable = self.held.is_none() && class.tx == TxEffect::None;
+            // Bound by `let .. else`: as the scrutinee of a `match`, the result (and the `?`'s)
+            // would be kept through the arms' awaits, ~500 bytes in every unit's future.
+            let Some(mut tried) = self.attempt(&unit, &class, retryable).await? else { return Ok(()) };
+            if matches!(tried.outcome, Outcome::ReadOnlyRejected | Outcome::NeverRan(_)) {
+                // Boxed: rare, and inline its second try would double the state of every unit.
+                return Box::pin(self.run_again(unit, class, tried, before)).await;
+            }
+            self.after_unit(&mut tried, &class, &mut unit, before).await
         }
-        let (mut class, mut resolved) = unit.classify(&self.rare.get().statements, &self.classifier);
-        if self.block_must_move(&class) {
-            self.close_held_block().await;
-        }
-        if tracing::enabled!(tracing::Level::TRACE) {
-            let tags: String = match &unit {
-                Unit::Simple(f) => (f.tag() as char).to_string(),
-                Unit::Extended(fs) => fs.iter().map(|f| f.tag() as char).collect(),
-            };
-            tracing::trace!(key = self.key().pid(), %tags, held = self.held.is_some(), "unit");
-        }
-        let before = self.state.tx();
-        let retryable = self.held.is_none() && class.tx == TxEffect::None;
-        let mut tried = self.attempt(&unit, &class, &resolved, retryable).await?;
-        match tried.as_mut() {
-            Some(Tried { outcome: Outcome::ReadOnlyRejected, streamed, .. }) => {
+    }
+
+    /// The second try of a unit the first did not run: on the primary after a replica refused
+    /// it (`25006`), or on a newly opened connection after the first died before it ran.
+    async fn run_again(
+        &mut self,
+        mut unit: Unit,
+        mut class: Arc<Class>,
+        mut first: Tried,
+        before: TxStatus,
+    ) -> Result<(), SessionEnd> {
+        match &first.outcome {
+            Outcome::ReadOnlyRejected => {
                 self.shared.metrics.unit(UnitOutcome::ReadOnlyRetried);
                 self.release_if_done(TxStatus::Idle).await;
-                unit = whole_unit(unit, streamed);
+                unit = whole_unit(unit, &mut first.streamed);
                 unit.note_write(&self.classifier);
                 class = Arc::new(Class::write(Reason::NotedWrite));
                 // The definitions found were classified before the texts were noted as writes:
                 // the statements the unit parses are defined afresh, with the noted class.
-                resolved = Resolved::default();
-                tried = self.attempt(&unit, &class, &resolved, false).await?;
+                self.rare.get().resolved = Resolved::default();
             }
-            Some(Tried { outcome: Outcome::NeverRan(e), streamed, .. }) => {
+            Outcome::NeverRan(e) => {
                 tracing::info!(error = %e, "server connection died before the statement ran; retrying on a fresh one");
                 self.shared.metrics.unit(UnitOutcome::ConnectionRetried);
                 self.drop_held_and_siblings();
                 // Not an idle sibling: the same kill may not have reached it yet.
                 self.rare.get().new_conn = true;
-                unit = whole_unit(unit, streamed);
-                tried = self.attempt(&unit, &class, &resolved, false).await?;
+                unit = whole_unit(unit, &mut first.streamed);
             }
-            _ => {}
+            // Nothing to run again: what the first try came to stands.
+            _ => return self.after_unit(&mut first, &class, &mut unit, before).await,
         }
-        match tried {
-            Some(tried) => self.after_unit(tried, &class, unit, before).await,
-            None => Ok(()),
-        }
+        drop(first);
+        let Some(mut tried) = self.attempt(&unit, &class, false).await? else { return Ok(()) };
+        self.after_unit(&mut tried, &class, &mut unit, before).await
     }
 
     /// After an error in a unit the client had not synced (see [`Session::unit_error`]):
@@ -110,118 +162,183 @@ impl Session<'_> {
     }
 
     /// One try: acquire, forward, relay. `Ok(None)`: the client already got an error.
-    /// `resolved`: what classifying the unit found (a replay only appends to it).
-    async fn attempt(
-        &mut self,
-        unit: &Unit,
-        class: &Class,
-        resolved: &Resolved,
+    #[allow(clippy::manual_async_fn)] // on purpose, see below
+    fn attempt<'s>(
+        &'s mut self,
+        unit: &'s Unit,
+        class: &'s Class,
         retryable: bool,
-    ) -> Result<Option<Tried>, SessionEnd> {
-        if let Err(e) = self.acquire(class, Rotation::of(unit)).await {
-            return self.unit_error(unit.ends_cleanly(), e.sqlstate(), &e.to_string()).await.map(|()| None);
-        }
-        // A held connection's state sync may have carried notifications: they go first.
-        self.pass_kept_notifications().await?;
-        // One topology read for all three: where the primary is, so whether writes move, and
-        // whether a replica could take reads (else a write's position is not asked for).
-        let (primary, replicas_readable) = {
-            let topology = self.shared.topology.snapshot();
-            let replicas_readable = topology.replicas().next().is_some();
-            (topology.primary().map(|p| p.index), replicas_readable)
-        };
-        let unmeasured = self.last_write_lsn() == Some(UNMEASURED);
-        let writes_move = self.writes_move_from(primary);
-        // A unit not ended by Sync streams in the client's further messages while it runs. One
-        // cut short by a message that needs its own routing gets a Flush instead: the server
-        // holds its replies until a Flush or a Sync that is not coming.
-        let streams = unit.is_open_block() && self.rare.get().lookahead.is_none();
-        let in_transaction = self.state.tx() != TxStatus::Idle;
-        let block_wrote = self.state.block() == Block::OpenWithWrite;
-        // The texts are scanned for COPY only where the answer is read: not for the writes
-        // inside a transaction block (most of its statements), whose position is learnt at its end.
-        let may_copy =
-            copy_matters(class, in_transaction, streams, block_wrote) && unit.may_copy_in(&self.rare.get().statements);
-        let held = self.held.as_mut().expect("acquire leaves a held connection");
-        let mut batch = Batch::new(held.checkout.conn(), &self.classifier);
-        let statements = &mut self.rare.get().statements;
-        match unit {
-            Unit::Simple(frame) => statements.translate_query(frame, &mut batch),
-            Unit::Extended(frames) => {
-                let mut found = resolved.in_order();
-                for (i, f) in frames.iter().enumerate() {
-                    let def = found.next_if(|&(at, _)| at == i).map(|(_, def)| def);
-                    statements.translate(f, def, &mut batch);
-                }
-                if !streams && !matches!(frames.last().map(Frame::tag), Some(tag::SYNC | tag::FLUSH)) {
-                    messages::flush(&mut batch.out);
-                }
+    ) -> impl std::future::Future<Output = Result<Option<Tried>, SessionEnd>> + use<'s, 'a> {
+        // Not an `async fn`: see `run_unit`.
+        async move {
+            // The error as texts: the error itself, kept through the reply's await, would take its
+            // room in every state of this future.
+            let failed = self.acquire(class, SyncMode::of(class), Rotation::of(unit)).await.err();
+            if let Some((code, message)) = failed.map(|e| (e.sqlstate().to_owned(), e.to_string())) {
+                return Box::pin(self.unit_error(unit.ends_cleanly(), &code, &message)).await.map(|()| None);
             }
-        }
-        let Batch { conn, mut out, mut queue, mut added, mut closed, .. } = batch;
-        let on_primary = primary == Some(conn.node());
-        // A position not asked for is asked for behind the next read on the primary, once a
-        // replica could take the session's reads again.
-        let owed = unmeasured && replicas_readable;
-        let capture = if on_primary {
-            primary_capture(class, unit.ends_cleanly(), may_copy, in_transaction, owed)
-        } else {
-            Capture::None
-        };
-        // With no replica to read from, a write's position is not asked for (see `UNMEASURED`).
-        if capture == Capture::Pipelined && replicas_readable {
-            messages::query(&mut out, LSN_SQL);
-        }
-        if let Err(e) = conn.send(&out).await {
-            self.drop_held();
-            let synced = unit.ends_cleanly();
-            return self.unit_error(synced, sqlstate::CONNECTION_FAILURE, &e.to_string()).await.map(|()| None);
-        }
-        conn.keep_out(out);
-        let mut streamed = Streamed::default();
-        let (outcome, errored) = {
-            let relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params)
-                .client_pid(self.entry.key().pid())
-                .count_errors(&self.shared.metrics);
-            // A lost connection may be retried for a read, or a reset (see `Unit::only_resets`).
-            let relay =
-                if retryable { relay.retryable(class.access == Access::Read || unit.only_resets()) } else { relay };
-            let mut relay = if streams {
-                let replayable = !matches!(unit, Unit::Extended(f) if f.last().map(Frame::tag) == Some(tag::FLUSH));
-                relay.streaming(
-                    &mut self.rare.get().statements,
-                    &self.classifier,
-                    writes_move,
-                    &mut streamed,
-                    replayable,
-                )
-            } else {
-                relay
+            // A held connection's state sync may have carried notifications: they go first.
+            self.pass_kept_notifications().await?;
+            // One topology read for all three: where the primary is, so whether writes move, and
+            // whether a replica could take reads (else a write's position is not asked for).
+            let (primary, replicas_readable) = {
+                let topology = self.shared.topology.snapshot();
+                let replicas_readable = topology.replicas().next().is_some();
+                (topology.primary().map(|p| p.index), replicas_readable)
             };
-            let outcome = relay.run().await;
-            (outcome, relay.errored)
-        };
-        if errored {
-            added.append(&mut streamed.added);
-            closed.append(&mut streamed.closed);
-            conn.statements_mut().unit_failed(&added, closed);
-            conn.set_unnamed(None);
-        }
-        if let Some(f) = streamed.lookahead.take() {
-            let rare = self.rare.get();
-            debug_assert!(rare.lookahead.is_none());
-            rare.lookahead = Some(f);
-        }
-        let ran = Ran { on_primary, ready: matches!(outcome, Outcome::Ready(_)), streamed: streams, block_wrote };
-        let capture = late_lsn_capture(capture, class, streamed.class.as_ref(), ran, may_copy, in_transaction);
-        if capture != Capture::None && matches!(outcome, Outcome::Ready(_) | Outcome::ReadOnlyRejected) {
-            if replicas_readable {
-                self.read_write_lsn(capture).await;
-                self.pass_kept_notifications().await?;
-            } else {
+            let unmeasured = self.last_write_lsn() == Some(UNMEASURED);
+            let writes_move = self.writes_move_from(primary);
+            // A unit not ended by Sync streams in the client's further messages while it runs. One
+            // cut short by a message that needs its own routing gets a Flush instead: the server
+            // holds its replies until a Flush or a Sync that is not coming.
+            let streams = unit.is_open_block() && self.rare.get().lookahead.is_none();
+            let in_transaction = self.state.tx() != TxStatus::Idle;
+            let block_wrote = self.state.block() == Block::OpenWithWrite;
+            // The texts are scanned for COPY only where the answer is read: not for the writes
+            // inside a transaction block (most of its statements), whose position is learnt at its end.
+            let may_copy = copy_matters(class, in_transaction, streams, block_wrote)
+                && unit.may_copy_in(&self.rare.get().statements);
+            let plan = Plan {
+                retryable,
+                streams,
+                primary,
+                owed: unmeasured && replicas_readable,
+                replicas_readable,
+                may_copy,
+                in_transaction,
+                block_wrote,
+                writes_move,
+            };
+            // A phase of its own: what the batch, the send and the relay keep (the translated
+            // messages, the expected replies, the relay) takes room only in its state, not beside
+            // the checkout's and the write position's in every state of this future.
+            let (tried, capture) = self.forward(unit, class, plan).await;
+            if capture != Capture::None && matches!(tried.outcome, Outcome::Ready(_) | Outcome::ReadOnlyRejected) {
+                if replicas_readable {
+                    self.capture_write(capture).await?;
+                    return Ok(Some(tried));
+                }
                 self.write_unmeasured();
             }
+            Ok(Some(tried))
         }
-        Ok(Some(Tried { outcome, errored, streamed }))
+    }
+
+    /// Translate the unit for the held connection, send it and relay the replies (see
+    /// [`Session::attempt`]), and whether the write position is to be read. A failed send
+    /// drops the connection and comes to [`Outcome::NotSent`], answered in `after_unit`:
+    /// awaited here, the reply would keep the unit's messages beside the relay's state, and
+    /// its own result beside every state of the callers' futures.
+    #[allow(clippy::manual_async_fn)] // on purpose, see below
+    fn forward<'s>(
+        &'s mut self,
+        unit: &'s Unit,
+        class: &'s Class,
+        plan: Plan,
+    ) -> impl std::future::Future<Output = (Tried, Capture)> + use<'s, 'a> {
+        // Not an `async fn`: see `run_unit`.
+        async move {
+            let held = self.held.as_mut().expect("acquire leaves a held connection");
+            // In a block of its own: the messages sent die before the relay runs, instead of
+            // taking room beside it.
+            let (conn, mut queue, mut added, mut closed, on_primary, capture) = {
+                let (conn, mut out, queue, added, closed) = {
+                    let mut batch = Batch::new(held.checkout.conn(), &self.classifier);
+                    let rare = self.rare.get();
+                    let resolved = std::mem::take(&mut rare.resolved);
+                    let statements = &mut rare.statements;
+                    match unit {
+                        Unit::Simple(frame) => statements.translate_query(frame, &mut batch),
+                        Unit::Extended(frames) => {
+                            let mut found = resolved.in_order();
+                            for (i, f) in frames.iter().enumerate() {
+                                let def = found.next_if(|&(at, _)| at == i).map(|(_, def)| def);
+                                statements.translate(f, def, &mut batch);
+                            }
+                            if !plan.streams && !matches!(frames.last().map(Frame::tag), Some(tag::SYNC | tag::FLUSH)) {
+                                messages::flush(&mut batch.out);
+                            }
+                        }
+                    }
+                    let Batch { conn, out, queue, added, closed, .. } = batch;
+                    (conn, out, queue, added, closed)
+                };
+                let on_primary = plan.primary == Some(conn.node());
+                // A position not asked for is asked for behind the next read on the primary, once a
+                // replica could take the session's reads again.
+                let owed = plan.owed;
+                let capture = if on_primary {
+                    primary_capture(class, unit.ends_cleanly(), plan.may_copy, plan.in_transaction, owed)
+                } else {
+                    Capture::None
+                };
+                // With no replica to read from, a write's position is not asked for (see `UNMEASURED`).
+                if capture == Capture::Pipelined && plan.replicas_readable {
+                    messages::query(&mut out, LSN_SQL);
+                }
+                // The error as a text: all the client is told of it.
+                if let Some(message) = conn.send(&out).await.err().map(|e| e.to_string()) {
+                    self.drop_held();
+                    let outcome = Outcome::NotSent(message);
+                    return (Tried { outcome, errored: false, streamed: Streamed::default() }, Capture::None);
+                }
+                conn.keep_out(out);
+                (conn, queue, added, closed, on_primary, capture)
+            };
+            let mut streamed = Streamed::default();
+            let (outcome, errored) = {
+                let relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params)
+                    .client_pid(self.entry.key().pid())
+                    .count_errors(&self.shared.metrics);
+                // A lost connection may be retried for a read, or a reset (see `Unit::only_resets`).
+                let relay = if plan.retryable {
+                    relay.retryable(class.access == Access::Read || unit.only_resets())
+                } else {
+                    relay
+                };
+                let mut relay = if plan.streams {
+                    let replayable = !matches!(unit, Unit::Extended(f) if f.last().map(Frame::tag) == Some(tag::FLUSH));
+                    relay.streaming(
+                        &mut self.rare.get().statements,
+                        &self.classifier,
+                        plan.writes_move,
+                        &mut streamed,
+                        replayable,
+                    )
+                } else {
+                    relay
+                };
+                let outcome = relay.run().await;
+                (outcome, relay.errored)
+            };
+            if errored {
+                added.append(&mut streamed.added);
+                closed.append(&mut streamed.closed);
+                conn.statements_mut().unit_failed(&added, closed);
+                conn.set_unnamed(None);
+            }
+            if let Some(f) = streamed.lookahead.take() {
+                let rare = self.rare.get();
+                debug_assert!(rare.lookahead.is_none());
+                rare.lookahead = Some(f);
+            }
+            let ran = Ran {
+                on_primary,
+                ready: matches!(outcome, Outcome::Ready(_)),
+                streamed: plan.streams,
+                block_wrote: plan.block_wrote,
+            };
+            let capture =
+                late_lsn_capture(capture, class, streamed.class.as_ref(), ran, plan.may_copy, plan.in_transaction);
+            (Tried { outcome, errored, streamed }, capture)
+        }
+    }
+
+    /// Read the write position after a unit ([`Session::read_write_lsn`]), then pass on what
+    /// the server sent meanwhile: one await for both, so that what the caller keeps through
+    /// them is in one state of its future, not in all (a value live across two awaits is).
+    async fn capture_write(&mut self, capture: Capture) -> Result<(), SessionEnd> {
+        self.read_write_lsn(capture).await;
+        self.pass_kept_notifications().await
     }
 }

@@ -13,6 +13,19 @@ pub(super) enum SyncMode {
     RoundTrip,
 }
 
+impl SyncMode {
+    /// For a unit of `class`. Only a read may ride behind a pipelined sync: if the sync fails,
+    /// the read ran with the wrong settings and its replies are thrown away, which a write's
+    /// effects would not be.
+    pub(super) fn of(class: &Class) -> Self {
+        if class.access == Access::Read && class.tx == TxEffect::None {
+            SyncMode::Pipelined
+        } else {
+            SyncMode::RoundTrip
+        }
+    }
+}
+
 /// Most server connections one unit takes on one node when each is lost before any of the
 /// unit was sent on it (see [`Session::checkout_prepared`]): a kill that hits a connection as
 /// it is opened costs the client nothing, a node that closes every new connection fails the
@@ -44,19 +57,8 @@ impl Session<'_> {
     /// Failover hold: while no node can take the unit (no primary published yet, or its
     /// connection could not be opened: nothing was sent), wait for the next topology generation
     /// (or one monitor interval) and try again, up to `failover.hold_timeout`, then `57P03`.
-    pub(super) async fn acquire(&mut self, class: &Class, rotation: Rotation) -> Result<(), BackendError> {
-        // Only a read may ride behind a pipelined sync: if the sync fails, the read ran with
-        // the wrong settings and its replies are thrown away, which a write's effects would not be.
-        let sync = if class.access == Access::Read && class.tx == TxEffect::None {
-            SyncMode::Pipelined
-        } else {
-            SyncMode::RoundTrip
-        };
-        self.acquire_with(class, sync, rotation).await
-    }
-
-    /// [`Session::acquire`], choosing how a state sync may be sent.
-    pub(super) async fn acquire_with(
+    /// `sync`: how a state sync may be sent ([`SyncMode::of`] for a unit).
+    pub(super) async fn acquire(
         &mut self,
         class: &Class,
         sync: SyncMode,
@@ -93,7 +95,8 @@ impl Session<'_> {
             }
             held = true;
             tracing::debug!(error = %err, "held until the topology changes");
-            self.shared.topology.changed_since(seen, left.min(config.monitor.interval)).await;
+            // Boxed: only while no node can take the unit.
+            Box::pin(self.shared.topology.changed_since(seen, left.min(config.monitor.interval))).await;
             config = self.shared.config.snapshot();
         }
     }
@@ -136,7 +139,7 @@ impl Session<'_> {
     /// [`OPEN_ATTEMPTS`] connections within the checkout timeout of the first loss; its pool
     /// then confirms its idle connections before their next use. A connect refused or timed
     /// out is not retried here: a node that is down is the failover hold's business
-    /// ([`Session::acquire_with`]), and fails as fast as before.
+    /// ([`Session::acquire`]), and fails as fast as before.
     async fn checkout_prepared(
         &self,
         pool: &Arc<Pool>,
@@ -209,7 +212,7 @@ impl Session<'_> {
             }
             drop(topology);
             waited += 1;
-            tokio::time::sleep(interval).await;
+            Box::pin(tokio::time::sleep(interval)).await;
         }
     }
 
@@ -247,7 +250,9 @@ impl Session<'_> {
             return Ok(());
         }
         let conn = checkout.conn();
-        match conn.run_internal(&sql).await {
+        // Boxed: a round trip, so the allocation is lost in it, and inline its state would
+        // grow every unit's future, most of whose checkouts need no sync or a pipelined one.
+        match Box::pin(conn.run_internal(&sql)).await {
             Ok(_) => {
                 conn.carry(Arc::clone(want));
                 pool.sync_accepted(&statements);

@@ -89,7 +89,7 @@ impl Session<'_> {
             PoolMode::Transaction => Class::read(Reason::Empty),
         };
         // The login reports the server's parameters with the session's applied: answered first.
-        self.acquire_with(&class, super::conn::SyncMode::RoundTrip, super::conn::Rotation::Advance).await?;
+        self.acquire(&class, super::conn::SyncMode::RoundTrip, super::conn::Rotation::Advance).await?;
         let params = self.conn().server_params().to_vec();
         let pool = self.held.as_ref().map(|h| Arc::clone(h.checkout.pool()));
         for (k, mine) in &self.params.params {

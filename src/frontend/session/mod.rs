@@ -46,7 +46,7 @@ use state::{Event, SessionState};
 
 use super::unit::{
     is_extended, is_frontend_tag, is_reset_all, is_reset_alone, no_node_error, query_ends_tx_outside_block,
-    resets_statements, with_streamed, AfterLoss, Capture, Unit, LSN_SQL,
+    resets_statements, with_streamed, AfterLoss, Capture, Resolved, Unit, LSN_SQL,
 };
 use super::Shared;
 use crate::backend::conn::{column, parse_lsn};
@@ -104,8 +104,12 @@ struct Rare {
     /// Session commands run in the open transaction block: they join the history if it
     /// commits (see `in_block`).
     pending_sets: Vec<String>,
-    /// What ran in the extended block a Flush left open, judged with the unit that ends it.
-    open_block: Option<OpenBlock>,
+    /// What ran in the extended block a Flush left open, judged with the unit that ends it
+    /// (boxed: rare, and every session that ran a unit has a `Rare`).
+    open_block: Option<Box<OpenBlock>>,
+    /// What classifying the running unit found, taken by its translation: here rather than in
+    /// the unit's future, which it would push past glibc's per-thread cache (see `boxed`).
+    resolved: Resolved,
     /// The next checkout opens a new server connection instead of taking an idle one: the
     /// last one was lost under a unit that runs again (see `Pool::checkout_new`).
     new_conn: bool,
@@ -239,24 +243,28 @@ impl<'a> Session<'a> {
 
     /// The unit `first` begins (the rest of an extended batch read first), run; a message
     /// that begins no unit is skipped, or ends the session.
-    async fn take_unit(&mut self, first: Frame) -> Result<(), SessionEnd> {
-        if self.skipping_to_sync() && !matches!(first.tag(), tag::SYNC | tag::TERMINATE) {
-            return Ok(());
+    #[allow(clippy::manual_async_fn)] // on purpose, see below
+    fn take_unit(&mut self, first: Frame) -> impl std::future::Future<Output = Result<(), SessionEnd>> + use<'_, 'a> {
+        // Not an `async fn`: see `run_unit`.
+        async move {
+            if self.skipping_to_sync() && !matches!(first.tag(), tag::SYNC | tag::TERMINATE) {
+                return Ok(());
+            }
+            let unit = match first.tag() {
+                tag::TERMINATE => return Err(SessionEnd::ClientGone),
+                tag::QUERY | tag::FUNCTION_CALL => Unit::Simple(first),
+                tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE | tag::SYNC | tag::FLUSH => {
+                    Unit::Extended(self.collect_batch(first).await?)
+                }
+                // Copy messages outside COPY are ignored, as PostgreSQL does.
+                tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => return Ok(()),
+                other => {
+                    let msg = format!("invalid frontend message type {}", other);
+                    return Err(SessionEnd::fatal(sqlstate::PROTOCOL_VIOLATION, msg, Fault::Client));
+                }
+            };
+            self.run_unit(unit).await
         }
-        let unit = match first.tag() {
-            tag::TERMINATE => return Err(SessionEnd::ClientGone),
-            tag::QUERY | tag::FUNCTION_CALL => Unit::Simple(first),
-            tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE | tag::SYNC | tag::FLUSH => {
-                Unit::Extended(self.collect_batch(first).await?)
-            }
-            // Copy messages outside COPY are ignored, as PostgreSQL does.
-            tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => return Ok(()),
-            other => {
-                let msg = format!("invalid frontend message type {}", other);
-                return Err(SessionEnd::fatal(sqlstate::PROTOCOL_VIOLATION, msg, Fault::Client));
-            }
-        };
-        self.run_unit(unit).await
     }
 
     /// The client's cancel key.
@@ -399,21 +407,25 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// `tried` and `unit` by reference: by value they would be kept twice in this future (an
+    /// `async fn` keeps its argument and the local it moves into), inside every unit's. What
+    /// streamed in is taken from them to judge the whole unit.
     async fn after_unit(
         &mut self,
-        tried: Tried,
+        tried: &mut Tried,
         class: &Class,
-        unit: Unit,
+        unit: &mut Unit,
         before: TxStatus,
     ) -> Result<(), SessionEnd> {
-        let Tried { outcome, errored, mut streamed } = tried;
+        let Tried { outcome, errored, streamed } = tried;
+        let errored = *errored;
         tracing::trace!(key = self.key().pid(), ?outcome, "unit done");
         let counted = match &outcome {
             Outcome::Ready(_) => Some(UnitOutcome::Ready),
             Outcome::Partial => Some(UnitOutcome::Partial),
             Outcome::ServerLost(_) => Some(UnitOutcome::ServerLost),
             Outcome::End(_) => Some(UnitOutcome::ClientGone),
-            Outcome::ReadOnlyRejected | Outcome::NeverRan(_) => None,
+            Outcome::ReadOnlyRejected | Outcome::NeverRan(_) | Outcome::NotSent(_) => None,
         };
         if let Some(o) = counted {
             self.shared.metrics.unit(o);
@@ -425,39 +437,10 @@ impl<'a> Session<'a> {
         // stream in). Past the keep limit they were not all kept.
         let complete = streamed.messages == 0 || streamed.frames.is_some();
         match outcome {
-            Outcome::Ready(status) => {
-                let unit = whole_unit(unit, &mut streamed);
-                // The block a Flush left open ends here: its units are judged with this one.
-                let block = self.rare.peek_mut().and_then(|r| r.open_block.take());
-                let (unit, class, before, errored, complete) = match block {
-                    None => (unit, Cow::Borrowed(class), before, errored, complete),
-                    Some(b) => {
-                        let class = Cow::Owned(with_streamed(&b.class, Some(class)));
-                        match (b.frames, unit) {
-                            (Some(mut kept), Unit::Extended(frames)) => {
-                                kept.extend(frames);
-                                (Unit::Extended(kept), class, b.before, errored || b.errored, complete)
-                            }
-                            (_, unit) => (unit, class, b.before, errored || b.errored, false),
-                        }
-                    }
-                };
-                let (unit, class) = (&unit, &*class);
-                // What ran cannot be told: what it set is known only to the connection, and
-                // the session stays on it.
-                if !complete && class.session == SessionEffect::Parameter {
-                    self.pin(class);
-                }
-                let settled = self.settle_in_block(class, unit, before, status, errored);
-                let autocommit = before == TxStatus::Idle && status == TxStatus::Idle;
-                if !errored {
-                    self.note_effects(class, unit, before, status, settled);
-                    self.note_accepted(unit);
-                } else if autocommit && class.session == SessionEffect::Parameter && self.failed_may_keep(unit) {
-                    // Part of it may have committed before the error: what is in force is
-                    // known only to this connection.
-                    self.pin(class);
-                }
+            &mut Outcome::Ready(status) => {
+                let unit = std::mem::replace(unit, Unit::Extended(Vec::new()));
+                // Judged before the await: what it takes is not kept in every unit's future.
+                self.judge_ready(unit, streamed, class, before, status, errored, complete);
                 self.release_if_done(status).await;
                 Ok(())
             }
@@ -465,10 +448,12 @@ impl<'a> Session<'a> {
                 let wrote = class.access == Access::Write;
                 self.state = self.state.after(Event::Partial { errored, wrote });
                 // What lasts of the block is known when a later unit ends it.
-                if let Unit::Extended(frames) = whole_unit(unit, &mut streamed) {
+                if let Unit::Extended(frames) =
+                    whole_unit(std::mem::replace(unit, Unit::Extended(Vec::new())), streamed)
+                {
                     let rare = self.rare.get();
                     if rare.open_block.is_some() || frames.iter().any(|f| f.tag() == tag::EXECUTE) {
-                        let block = rare.open_block.get_or_insert_with(|| OpenBlock::new(class, before));
+                        let block = rare.open_block.get_or_insert_with(|| Box::new(OpenBlock::new(class, before)));
                         block.add(frames, class, errored, complete);
                     }
                 }
@@ -476,10 +461,61 @@ impl<'a> Session<'a> {
             }
             Outcome::ServerLost(e) => {
                 let synced = unit.ends_cleanly() || streamed.synced;
-                self.server_lost(&e, class.tx == TxEffect::End, synced).await
+                Box::pin(self.server_lost(e, class.tx == TxEffect::End, synced)).await
             }
-            Outcome::End(end) => Err(end),
+            Outcome::End(end) => Err(end.clone()),
+            Outcome::NotSent(message) => {
+                Box::pin(self.unit_error(unit.ends_cleanly(), sqlstate::CONNECTION_FAILURE, message)).await
+            }
             Outcome::ReadOnlyRejected | Outcome::NeverRan(_) => Ok(()),
+        }
+    }
+
+    /// A unit that came to ReadyForQuery (with what streamed into it, and the block a Flush
+    /// left open before it): what it set, what it left pending, whether the session stays on
+    /// its connection. `complete`: every streamed message was kept.
+    #[allow(clippy::too_many_arguments)]
+    fn judge_ready(
+        &mut self,
+        unit: Unit,
+        streamed: &mut Streamed,
+        class: &Class,
+        before: TxStatus,
+        status: TxStatus,
+        errored: bool,
+        complete: bool,
+    ) {
+        let unit = whole_unit(unit, streamed);
+        // The block a Flush left open ends here: its units are judged with this one.
+        let block = self.rare.peek_mut().and_then(|r| r.open_block.take());
+        let (unit, class, before, errored, complete) = match block {
+            None => (unit, Cow::Borrowed(class), before, errored, complete),
+            Some(b) => {
+                let class = Cow::Owned(with_streamed(&b.class, Some(class)));
+                match (b.frames, unit) {
+                    (Some(mut kept), Unit::Extended(frames)) => {
+                        kept.extend(frames);
+                        (Unit::Extended(kept), class, b.before, errored || b.errored, complete)
+                    }
+                    (_, unit) => (unit, class, b.before, errored || b.errored, false),
+                }
+            }
+        };
+        let (unit, class) = (&unit, &*class);
+        // What ran cannot be told: what it set is known only to the connection, and
+        // the session stays on it.
+        if !complete && class.session == SessionEffect::Parameter {
+            self.pin(class);
+        }
+        let settled = self.settle_in_block(class, unit, before, status, errored);
+        let autocommit = before == TxStatus::Idle && status == TxStatus::Idle;
+        if !errored {
+            self.note_effects(class, unit, before, status, settled);
+            self.note_accepted(unit);
+        } else if autocommit && class.session == SessionEffect::Parameter && self.failed_may_keep(unit) {
+            // Part of it may have committed before the error: what is in force is
+            // known only to this connection.
+            self.pin(class);
         }
     }
 
@@ -864,7 +900,13 @@ impl<'a> Session<'a> {
 }
 
 /// `Box::pin` of the future `make` returns, built in its allocation: `Box::pin(fut)` builds a
-/// unit's future (~2 KB) on the stack first and copies all of it over, once per unit.
+/// unit's future (~1 KB) on the stack first and copies all of it over, once per unit.
+///
+/// A unit's future must stay within glibc's per-thread cache (1,032 bytes; a test holds it
+/// there): its rare phases (a second try, the failover wait, opening a server connection, a
+/// lost server, the round-trip state sync) are boxed where they begin, and the common path
+/// keeps no value across more awaits than it must (a value live across two awaits takes its
+/// room in every state of the future).
 fn boxed<F: std::future::Future>(make: impl FnOnce() -> F) -> std::pin::Pin<Box<F>> {
     Box::into_pin(Box::write(Box::new_uninit(), make()))
 }
@@ -881,4 +923,25 @@ fn answer_tx_end_locally(frame: &Frame) -> Option<BytesMut> {
     messages::command_complete(&mut buf, command);
     messages::ready_for_query(&mut buf, TxStatus::Idle);
     Some(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of the future `f` returns, without calling it (no session needed).
+    fn future_size<'s, 'a: 's, R>(_: impl FnOnce(&'s mut Session<'a>, Frame) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    /// A unit's future is boxed once per statement (`serve`): past 1,032 bytes (glibc's
+    /// largest per-thread cache chunk, 1,040 with its header), `malloc` and `free` take the
+    /// arenas' slow path for every statement. `-Zprint-type-sizes` showed the same layout in
+    /// test and release builds (1,584 bytes in both at a step of the change that made it
+    /// small; 3,936 before it).
+    #[test]
+    fn a_units_future_fits_glibcs_per_thread_cache() {
+        let size = future_size(Session::take_unit);
+        assert!(size <= 1_032, "the unit future is {size} bytes: box the rare phase that grew it");
+    }
 }
