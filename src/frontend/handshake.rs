@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::client_auth::{authenticate, trusted, Failure, Method};
-use super::params::SessionParams;
+use super::params::LoginState;
 use super::Shared;
 use crate::config::ClientTlsMode;
 use crate::error::sqlstate;
@@ -35,8 +35,8 @@ pub struct Login {
     pub user: Arc<str>,
     /// Database (shared like the user name).
     pub database: Arc<str>,
-    /// Session parameters from the startup packet.
-    pub params: SessionParams,
+    /// Session parameters from the startup packet (checked; shared by `intern_login`).
+    pub params: LoginState,
     /// The client's address, read once at accept (the registry shows it; asking the socket
     /// again is one `getpeername` more per login).
     pub addr: Option<SocketAddr>,
@@ -128,9 +128,13 @@ async fn run(stream: TcpStream, shared: &Shared, audit: &mut Audit) -> Result<Lo
         (_, _, StartupOutcome::Cancelled) => return Err(Refused::Cancel),
     };
     audit.tls = stream.tls_description();
-    let (user, database, session) = match check_params(&params) {
-        Ok(v) => v,
+    let (user, database) = match check_params(&params) {
+        Ok((user, database)) => (shared.lifecycle.name(user), shared.lifecycle.name(database)),
         Err((code, msg)) => return Err(refuse(&mut stream, code, &msg).await),
+    };
+    let session = match LoginState::new(params) {
+        Ok(session) => session,
+        Err(msg) => return Err(refuse(&mut stream, sqlstate::PROTOCOL_VIOLATION, &msg).await),
     };
     audit.user = Arc::clone(&user);
     audit.database = Arc::clone(&database);
@@ -289,7 +293,10 @@ async fn upgrade(
     }
 }
 
-fn check_params(params: &StartupParams) -> Result<(Arc<str>, Arc<str>, SessionParams), Failure> {
+/// The user and database a startup packet names (the database defaulting to the user), or why
+/// it is refused. Borrowed: [`Lifecycle::name`](super::lifecycle::Lifecycle::name) hands out
+/// the copies the clients share.
+fn check_params(params: &StartupParams) -> Result<(&str, &str), Failure> {
     // One walk for the three (the first of each counts, as with `StartupParams::get`).
     let (mut replication, mut user, mut database) = (None, None, None);
     for (k, v) in params.iter() {
@@ -305,14 +312,12 @@ fn check_params(params: &StartupParams) -> Result<(Arc<str>, Arc<str>, SessionPa
         return Err((sqlstate::FEATURE_NOT_SUPPORTED, "sluice does not proxy replication connections".into()));
     }
     let user = match user {
-        Some(u) if !u.is_empty() => Arc::<str>::from(u),
+        Some(u) if !u.is_empty() => u,
         _ => {
             return Err((sqlstate::INVALID_AUTHORIZATION, "no PostgreSQL user name specified in startup packet".into()))
         }
     };
-    let database = database.filter(|d| !d.is_empty()).map_or_else(|| Arc::clone(&user), Arc::from);
-    let session = SessionParams::from_startup_unfolded(params).map_err(|e| (sqlstate::PROTOCOL_VIOLATION, e))?;
-    Ok((user, database, session))
+    Ok((user, database.filter(|d| !d.is_empty()).unwrap_or(user)))
 }
 
 #[cfg(test)]

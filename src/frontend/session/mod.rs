@@ -167,8 +167,8 @@ impl<'a> Session<'a> {
         let classifier = shared.classifiers.get(&login.database, &login.user);
         let info = super::lifecycle::ClientInfo {
             id: 0,
-            user: shared.lifecycle.name(login.user),
-            database: shared.lifecycle.name(login.database),
+            user: login.user,
+            database: login.database,
             addr: login.addr,
             since_secs: super::lifecycle::unix_secs(std::time::SystemTime::now()),
         };
@@ -176,7 +176,7 @@ impl<'a> Session<'a> {
         Self {
             shared,
             client,
-            params: shared.session_states.intern(login.params),
+            params: shared.session_states.intern_login(login.params),
             held: None,
             state: SessionState::Free,
             classifier,
