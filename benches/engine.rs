@@ -284,7 +284,7 @@ impl Engine {
             user: "bench".into(),
             database: "bench".into(),
             addr: None,
-            params: LoginState::new(startup).expect("startup parameters"),
+            params: LoginState::new(startup, false).expect("startup parameters"),
         };
         let shared = self.shared;
         // Inside the runtime: a session's first classifier starts its catalog load as a task.
