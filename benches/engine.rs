@@ -27,7 +27,7 @@ use prometheus_client::registry::Registry;
 use sluice::backend::{MemoryDial, Pools};
 use sluice::config::Config;
 use sluice::frontend::handshake::Login;
-use sluice::frontend::params::SessionParams;
+use sluice::frontend::params::LoginState;
 use sluice::frontend::session::Session;
 use sluice::frontend::Shared;
 use sluice::live::Live;
@@ -284,7 +284,7 @@ impl Engine {
             user: "bench".into(),
             database: "bench".into(),
             addr: None,
-            params: SessionParams::from_startup(&startup).expect("startup parameters"),
+            params: LoginState::new(startup, false).expect("startup parameters"),
         };
         let shared = self.shared;
         // Inside the runtime: a session's first classifier starts its catalog load as a task.

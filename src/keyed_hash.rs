@@ -1,6 +1,7 @@
 //! [`KeyedState`]: the hash of the maps read on every execution of a prepared statement (the
 //! statements a server connection has, by text and types; a session's statements, by the
-//! client's name).
+//! client's name) and at every login (credentials by user, pools by node, database and user,
+//! classifiers by database).
 //!
 //! Their keys come from clients, so the hash is keyed with random seeds drawn per map (from the
 //! standard library's per-process random keys): colliding keys cannot be computed offline, and

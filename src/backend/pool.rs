@@ -30,6 +30,7 @@ use super::wire::Release;
 use crate::auth::{PassThroughKeys, SaltCache};
 use crate::config::{Config, PoolConfig};
 use crate::error::BackendError;
+use crate::keyed_hash::KeyedState;
 use crate::live::Live;
 use crate::metrics::{Metrics, NodeMetrics};
 use crate::tls::ServerTls;
@@ -746,7 +747,8 @@ pub struct Pools {
     config: Arc<Live<Config>>,
     metrics: Arc<Metrics>,
     salt_cache: SaltCache,
-    pools: Mutex<HashMap<PoolKey, Arc<Pool>>>,
+    /// Hashed with [`KeyedState`]: every login looks its pool up here (SipHash cost ~500).
+    pools: Mutex<HashMap<PoolKey, Arc<Pool>, KeyedState>>,
     tls: ServerTls,
     passthrough: PassThroughKeys,
     /// In-memory servers instead of sockets (benches only, see [`Pools::with_memory_servers`]).
@@ -762,7 +764,7 @@ impl Pools {
             config,
             metrics,
             salt_cache: SaltCache::default(),
-            pools: Mutex::new(HashMap::new()),
+            pools: Mutex::new(HashMap::default()),
             tls: ServerTls::disabled(),
             passthrough,
             memory: None,

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use crate::backend::conn::columns;
 use crate::backend::{PoolKey, Pools, ServerConn};
 use crate::config::Config;
+use crate::keyed_hash::KeyedState;
 use crate::live::Live;
 use crate::router::{Classifier, FunctionCatalog};
 use crate::topology::TopologyHandle;
@@ -34,7 +35,8 @@ pub struct Classifiers {
     config: Arc<Live<Config>>,
     pools: Arc<Pools>,
     topology: TopologyHandle,
-    by_database: Mutex<HashMap<String, Entry>>,
+    /// Hashed with [`KeyedState`]: every session looks its database up here at login.
+    by_database: Mutex<HashMap<String, Entry, KeyedState>>,
     /// Cache counts of classifiers dropped by [`Classifiers::clear`], so totals only grow.
     retired: Mutex<(u64, u64)>,
 }
@@ -43,7 +45,7 @@ impl Classifiers {
     /// No classifiers yet.
     #[must_use]
     pub fn new(config: Arc<Live<Config>>, pools: Arc<Pools>, topology: TopologyHandle) -> Self {
-        Self { config, pools, topology, by_database: Mutex::new(HashMap::new()), retired: Mutex::default() }
+        Self { config, pools, topology, by_database: Mutex::new(HashMap::default()), retired: Mutex::default() }
     }
 
     /// The classifier for `database`, created (and its catalog load started) on first use.

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::client_auth::{authenticate, trusted, Failure, Method};
-use super::params::SessionParams;
+use super::params::LoginState;
 use super::Shared;
 use crate::config::ClientTlsMode;
 use crate::error::sqlstate;
@@ -35,8 +35,8 @@ pub struct Login {
     pub user: Arc<str>,
     /// Database (shared like the user name).
     pub database: Arc<str>,
-    /// Session parameters from the startup packet.
-    pub params: SessionParams,
+    /// Session parameters from the startup packet (checked; shared by `intern_login`).
+    pub params: LoginState,
     /// The client's address, read once at accept (the registry shows it; asking the socket
     /// again is one `getpeername` more per login).
     pub addr: Option<SocketAddr>,
@@ -123,14 +123,37 @@ pub async fn handshake(stream: TcpStream, addr: SocketAddr, shared: &Shared) -> 
 
 async fn run(stream: TcpStream, shared: &Shared, audit: &mut Audit) -> Result<Login, Refused> {
     let deadline = Instant::now() + shared.config.limits.startup_timeout;
-    let (mut stream, end_point, params) = match startup_phase(stream, shared, deadline).await? {
+    let (stream, end_point, params) = match startup_phase(stream, shared, deadline).await? {
         (s, e, StartupOutcome::Params(p)) => (s, e, p),
         (_, _, StartupOutcome::Cancelled) => return Err(Refused::Cancel),
     };
+    // A future of its own: its locals (the client, names, state...) live across several
+    // awaits, so inline they would take room of their own beside the startup phase's state
+    // instead of sharing it (the handshake box was 3,440 bytes, past the allocator's per-thread
+    // cache of 1,032: a slower `malloc` and `free` per login).
+    authenticate_login(stream, end_point, params, shared, audit, deadline).await
+}
+
+/// The rest of the login after the startup packet: the user and database, the session state,
+/// TLS required, authentication and the database allowed.
+async fn authenticate_login(
+    mut stream: MaybeTls,
+    end_point: Option<Arc<[u8]>>,
+    params: StartupParams,
+    shared: &Shared,
+    audit: &mut Audit,
+    deadline: Instant,
+) -> Result<Login, Refused> {
     audit.tls = stream.tls_description();
-    let (user, database, session) = match check_params(&params) {
-        Ok(v) => v,
+    let (user, database, has_options) = match check_params(&params) {
+        Ok((user, database, has_options)) => {
+            (shared.lifecycle.name(user), shared.lifecycle.name(database), has_options)
+        }
         Err((code, msg)) => return Err(refuse(&mut stream, code, &msg).await),
+    };
+    let session = match LoginState::new(params, has_options) {
+        Ok(session) => session,
+        Err(msg) => return Err(refuse(&mut stream, sqlstate::PROTOCOL_VIOLATION, &msg).await),
     };
     audit.user = Arc::clone(&user);
     audit.database = Arc::clone(&database);
@@ -140,8 +163,11 @@ async fn run(stream: TcpStream, shared: &Shared, audit: &mut Audit) -> Result<Lo
     }
     let mut client = FrameReader::new(stream, MAX_AUTH_MESSAGE);
     if !trusted(shared, &user, &mut audit.method) {
+        // Boxed, like the TLS upgrade and the cancel below: the exchange's state (~1,000 bytes
+        // with its timer) inline made every login's handshake box too large for the
+        // allocator's per-thread cache (1,032 bytes), a slow `malloc` and `free` per trust login.
         let auth = authenticate(&mut client, shared, &user, &database, end_point, &mut audit.method);
-        match tokio::time::timeout_at(deadline, auth).await {
+        match Box::pin(tokio::time::timeout_at(deadline, auth)).await {
             Ok(Ok(())) => {}
             Ok(Err((code, msg))) => return Err(refuse(client.get_mut(), code, &msg).await),
             Err(_) => {
@@ -167,11 +193,11 @@ enum StartupOutcome {
 type Negotiated = (MaybeTls, Option<Arc<[u8]>>, StartupOutcome);
 
 async fn startup_phase(tcp: TcpStream, shared: &Shared, deadline: Instant) -> Result<Negotiated, Refused> {
-    let direct_tls = shared.client_tls.enabled() && starts_with_client_hello(&tcp, deadline).await?;
+    let direct_tls = shared.client_tls.enabled() && Box::pin(starts_with_client_hello(&tcp, deadline)).await?;
     let mut stream = MaybeTls::Plain(tcp);
     let mut end_point = None;
     if direct_tls {
-        (stream, end_point) = upgrade(stream, shared, deadline, true).await?;
+        (stream, end_point) = Box::pin(upgrade(stream, shared, deadline, true)).await?;
     }
     // At most one SSLRequest and one GSSENCRequest may precede the startup packet.
     for _ in 0..3 {
@@ -183,7 +209,9 @@ async fn startup_phase(tcp: TcpStream, shared: &Shared, deadline: Instant) -> Re
         };
         let transport = if stream.is_tls() { Transport::Tls } else { Transport::Plain };
         match next_step(&packet, transport, shared.client_tls.enabled()) {
-            Step::StartTls => (stream, end_point) = upgrade(stream, shared, deadline, false).await?,
+            // Boxed: the TLS handshake's state (~1,500 bytes) inline made every login's
+            // handshake box larger than the allocator caches per thread.
+            Step::StartTls => (stream, end_point) = Box::pin(upgrade(stream, shared, deadline, false)).await?,
             Step::Decline => {
                 if stream.write_all(b"N").await.is_err() {
                     return Err(Refused::Gone);
@@ -192,7 +220,7 @@ async fn startup_phase(tcp: TcpStream, shared: &Shared, deadline: Instant) -> Re
             Step::Refuse(msg) => return Err(refuse(&mut stream, sqlstate::PROTOCOL_VIOLATION, msg).await),
             Step::Cancel => {
                 if let StartupPacket::Cancel { pid, secret } = packet {
-                    shared.lifecycle.cancel(pid, secret).await;
+                    Box::pin(shared.lifecycle.cancel(pid, secret)).await;
                 }
                 return Ok((stream, end_point, StartupOutcome::Cancelled));
             }
@@ -289,14 +317,20 @@ async fn upgrade(
     }
 }
 
-fn check_params(params: &StartupParams) -> Result<(Arc<str>, Arc<str>, SessionParams), Failure> {
-    // One walk for the three (the first of each counts, as with `StartupParams::get`).
-    let (mut replication, mut user, mut database) = (None, None, None);
+/// The user and database a startup packet names (the database defaulting to the user), and
+/// whether it has `options`, or why it is refused. Borrowed: [`Lifecycle::name`] hands out
+/// the copies the clients share.
+///
+/// [`Lifecycle::name`]: super::lifecycle::Lifecycle::name
+fn check_params(params: &StartupParams) -> Result<(&str, &str, bool), Failure> {
+    // One walk for the four (the first of each counts, as with `StartupParams::get`).
+    let (mut replication, mut user, mut database, mut options) = (None, None, None, None);
     for (k, v) in params.iter() {
         let slot = match k {
             "replication" => &mut replication,
             "user" => &mut user,
             "database" => &mut database,
+            "options" => &mut options,
             _ => continue,
         };
         slot.get_or_insert(v);
@@ -305,19 +339,31 @@ fn check_params(params: &StartupParams) -> Result<(Arc<str>, Arc<str>, SessionPa
         return Err((sqlstate::FEATURE_NOT_SUPPORTED, "sluice does not proxy replication connections".into()));
     }
     let user = match user {
-        Some(u) if !u.is_empty() => Arc::<str>::from(u),
+        Some(u) if !u.is_empty() => u,
         _ => {
             return Err((sqlstate::INVALID_AUTHORIZATION, "no PostgreSQL user name specified in startup packet".into()))
         }
     };
-    let database = database.filter(|d| !d.is_empty()).map_or_else(|| Arc::clone(&user), Arc::from);
-    let session = SessionParams::from_startup_unfolded(params).map_err(|e| (sqlstate::PROTOCOL_VIOLATION, e))?;
-    Ok((user, database, session))
+    Ok((user, database.filter(|d| !d.is_empty()).unwrap_or(user), options.is_some()))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The size of the future `f` returns.
+    fn future_size<A, B, C, F: FnOnce(A, B, C) -> Fut, Fut>(_: &F) -> usize {
+        std::mem::size_of::<Fut>()
+    }
+
+    #[test]
+    fn the_handshake_box_fits_the_allocators_thread_cache() {
+        // Every login boxes this future: past 1,032 bytes (the largest chunk glibc keeps in
+        // its per-thread cache) each `malloc` and `free` of it takes the slow path. The TLS
+        // upgrade, the password exchange and the cancel are boxed to keep it below.
+        let size = future_size::<TcpStream, SocketAddr, &'static Shared, _, _>(&handshake);
+        assert!(size <= 1_032, "the handshake future is {size} bytes");
+    }
 
     #[test]
     fn startup_steps_by_packet_transport_and_configuration() {

@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use crate::auth::ScramVerifier;
 use crate::backend::Pools;
 use crate::config::{AuthMethod, Config, Secret};
+use crate::keyed_hash::KeyedState;
 use crate::live::Live;
 use crate::metrics::Metrics;
 use crate::reload::Control;
@@ -70,7 +71,7 @@ pub struct Shared {
     /// Server connection pools.
     pub pools: Arc<Pools>,
     /// Per-user credentials (replaced by a reload).
-    pub credentials: Live<HashMap<String, Credentials>>,
+    pub credentials: Live<CredentialsByUser>,
     /// Statement classifiers, one per database.
     pub classifiers: catalog::Classifiers,
     /// Round-robin ticket counter for replica choice.
@@ -145,8 +146,12 @@ impl Shared {
     }
 }
 
+/// Credentials by user name: looked up at every login, so hashed with [`KeyedState`] (SipHash
+/// cost a trust login ~200 instructions here).
+pub type CredentialsByUser = HashMap<String, Credentials, KeyedState>;
+
 /// What every configured user is checked against, prepared once per configuration.
 #[must_use]
-pub fn credentials(config: &Config) -> HashMap<String, Credentials> {
+pub fn credentials(config: &Config) -> CredentialsByUser {
     config.users.iter().map(|u| (u.name.clone(), Credentials::for_user(&u.name, u.auth, &u.secret))).collect()
 }

@@ -66,11 +66,39 @@ impl SessionParams {
                 for (name, value) in parse_options(v)? {
                     out.put(&name, &value);
                 }
-            } else if !NOT_PARAMETERS.contains(&k) && !k.starts_with("_pq_.") {
+            } else if is_parameter(k) {
                 out.put(k, v);
             }
         }
         Ok(out)
+    }
+
+    /// [`SessionParams::from_startup_unfolded`] of a packet without `options` (which would be
+    /// skipped: see [`LoginState::new`]), so nothing can fail.
+    fn from_parameters_unfolded(params: &StartupParams) -> Self {
+        let mut out = SessionParams { unfolded: true, ..SessionParams::default() };
+        for (k, v) in params.iter().filter(|(k, _)| is_parameter(k)) {
+            out.put(k, v);
+        }
+        out
+    }
+
+    /// True if this is the startup state of `params`, a packet without `options`: no history,
+    /// its parameters still its startup ones, and those exactly the packet's parameters in the
+    /// packet's order. (Then the packet repeats no name either: `put` keeps one of each, so
+    /// [`SessionParams::from_parameters_unfolded`] would build this very list.)
+    fn is_startup_state_of(&self, params: &StartupParams) -> bool {
+        if !self.history.is_empty() || self.params != self.startup {
+            return false;
+        }
+        let mut mine = self.params.iter();
+        for (k, v) in params.iter().filter(|(k, _)| is_parameter(k)) {
+            match mine.next() {
+                Some((my_k, my_v)) if my_k == k && my_v == v => {}
+                _ => return false,
+            }
+        }
+        mine.next().is_none()
     }
 
     /// Fill in what [`SessionParams::from_startup_unfolded`] left out (nothing if done).
@@ -178,6 +206,42 @@ impl SessionParams {
     }
 }
 
+/// True for a startup packet's name that is a session parameter (not `user`, `options`, a
+/// protocol extension...).
+fn is_parameter(name: &str) -> bool {
+    !NOT_PARAMETERS.contains(&name) && !name.starts_with("_pq_.")
+}
+
+/// The state a login asked for, as the handshake checked it: the startup parameters as they
+/// came (no `options`: the usual case, found among the shared states by comparing them in
+/// place), or, with `options`, the state built from them (parsing `options` is where a startup
+/// packet can be refused, so it happens in the handshake).
+#[derive(Debug)]
+pub struct LoginState(Checked);
+
+#[derive(Debug)]
+enum Checked {
+    /// No `options`: the parameters are the state.
+    Startup(StartupParams),
+    /// Built, not folded ([`SessionParams::from_startup_unfolded`]).
+    Built(SessionParams),
+}
+
+impl LoginState {
+    /// The state `params` asks for. `has_options`: whether it has an `options` key (the
+    /// handshake's walk over the packet saw it; a walk more here cost ~100 instructions).
+    ///
+    /// # Errors
+    /// As [`SessionParams::from_startup`].
+    pub fn new(params: StartupParams, has_options: bool) -> Result<Self, String> {
+        debug_assert_eq!(has_options, params.iter().any(|(k, _)| k == "options"));
+        if has_options {
+            return SessionParams::from_startup_unfolded(&params).map(|s| Self(Checked::Built(s)));
+        }
+        Ok(Self(Checked::Startup(params)))
+    }
+}
+
 /// Most distinct startup states shared at once; sessions past it keep a state of their own.
 const MAX_SHARED_STATES: usize = 64;
 
@@ -191,6 +255,24 @@ pub struct SharedStates {
 }
 
 impl SharedStates {
+    /// The shared state a login asked for. Without `options` the shared copy is found by the
+    /// startup parameters themselves: building the session's own state to compare and drop
+    /// cost a login of a known state ~1,000 instructions (a `Vec` and two `String`s per
+    /// parameter, made and freed).
+    pub fn intern_login(&self, login: LoginState) -> Arc<SessionParams> {
+        let params = match login.0 {
+            Checked::Built(state) => return self.intern(state),
+            Checked::Startup(params) => params,
+        };
+        {
+            let states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(found) = states.iter().filter_map(Weak::upgrade).find(|s| s.is_startup_state_of(&params)) {
+                return found;
+            }
+        }
+        self.intern(SessionParams::from_parameters_unfolded(&params))
+    }
+
     /// The shared copy of `state`, or `state` itself (folded if it was not), now shared.
     pub fn intern(&self, mut state: SessionParams) -> Arc<SessionParams> {
         let mut states = self.states.lock().unwrap_or_else(PoisonError::into_inner);
@@ -288,6 +370,41 @@ mod tests {
         // No parameters at all: the empty state, as from_startup makes it.
         let empty = states.intern(SessionParams::from_startup_unfolded(&p(&[("user", "u")])).unwrap());
         assert_eq!(*empty, SessionParams::default());
+    }
+
+    #[test]
+    fn a_login_finds_the_state_its_packet_builds() {
+        let states = SharedStates::default();
+        let packets = [
+            p(&[("user", "u"), ("application_name", "app"), ("client_encoding", "UTF8")]),
+            p(&[("client_encoding", "UTF8"), ("application_name", "app")]),
+            p(&[("application_name", "app")]),
+            p(&[("application_name", "app"), ("client_encoding", "UTF8"), ("DateStyle", "ISO")]),
+            // A repeated name (any case) keeps its first spelling and its last value.
+            p(&[("application_name", "x"), ("client_encoding", "UTF8"), ("Application_Name", "app")]),
+            p(&[("_pq_.extension", "1"), ("application_name", "app"), ("database", "d")]),
+            p(&[("options", "-c application_name=app"), ("client_encoding", "UTF8")]),
+            p(&[("user", "u")]),
+        ];
+        for round in 0..2 {
+            for packet in &packets {
+                let want = SessionParams::from_startup(packet).unwrap();
+                let login =
+                    states.intern_login(LoginState::new(packet.clone(), packet.get("options").is_some()).unwrap());
+                assert_eq!(*login, want, "{packet:?}");
+                let built = states.intern(SessionParams::from_startup_unfolded(packet).unwrap());
+                assert!(Arc::ptr_eq(&login, &built), "round {round}: {packet:?}");
+            }
+        }
+        // A state changed since its startup is not handed to a login of its parameters.
+        let first = states.intern_login(LoginState::new(packets[2].clone(), false).unwrap());
+        let mut changed = (*first).clone();
+        changed.record("SET search_path = x");
+        drop(first);
+        let _changed = states.intern(changed);
+        let again = states.intern_login(LoginState::new(packets[2].clone(), false).unwrap());
+        assert!(again.history.is_empty());
+        assert!(LoginState::new(p(&[("options", "-X")]), true).is_err());
     }
 
     #[test]
