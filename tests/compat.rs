@@ -276,7 +276,6 @@ async fn set_in_transactions_does_not_pin() {
     let (c, p) = cluster().await;
     run(java(), &c, &p, &["set_in_transactions"]).await;
     run(python("psycopg_suite.py"), &c, &p, &["set_in_pipeline_transactions"]).await;
-    let pins = p.metrics_text().await;
-    let pins: Vec<&str> = pins.lines().filter(|l| l.starts_with("sluice_session_pins_total")).collect();
+    let pins = p.session_pins().await;
     assert!(pins.is_empty(), "sessions were pinned: {pins:?}");
 }

@@ -474,8 +474,7 @@ async fn a_set_before_a_flush_follows_the_session_at_the_sync() {
     // on the only server connection, and no session is pinned.
     assert_eq!(read_unkept(&b, WORK_MEM).await.as_deref(), Some("4MB"), "b after a's blocks");
     assert_eq!(raw_work_mem(&mut a).await, "11MB", "a's SET after the Sync");
-    let metrics = p.metrics_text().await;
-    let pins: Vec<&str> = metrics.lines().filter(|l| l.starts_with("sluice_session_pins_total")).collect();
+    let pins = p.session_pins().await;
     assert!(pins.is_empty(), "a session was pinned: {pins:?}");
 }
 
@@ -501,8 +500,7 @@ async fn a_set_streamed_into_a_running_unit_follows_its_session_without_a_pin() 
         assert_eq!(read_unkept(&b, WORK_MEM).await.as_deref(), Some("4MB"), "b after {rest:?}");
         assert_eq!(raw_work_mem(&mut a).await, want, "a after {rest:?}");
     }
-    let metrics = p.metrics_text().await;
-    let pins: Vec<&str> = metrics.lines().filter(|l| l.starts_with("sluice_session_pins_total")).collect();
+    let pins = p.session_pins().await;
     assert!(pins.is_empty(), "a session was pinned: {pins:?}");
 }
 
@@ -612,8 +610,7 @@ async fn a_block_split_by_flushes_keeps_its_set_only_if_it_commits() {
         assert_eq!(read_unkept(&b, WORK_MEM).await.as_deref(), Some("4MB"), "{pieces:?}: b");
         assert_eq!(raw_work_mem(&mut a).await, want, "{pieces:?} through sluice");
     }
-    let metrics = p.metrics_text().await;
-    let pins: Vec<&str> = metrics.lines().filter(|l| l.starts_with("sluice_session_pins_total")).collect();
+    let pins = p.session_pins().await;
     assert!(pins.is_empty(), "a session was pinned: {pins:?}");
 }
 

@@ -156,6 +156,12 @@ impl Proxy {
         String::from_utf8_lossy(&raw).into_owned()
     }
 
+    /// The `sluice_session_pins_total` series of `/metrics` (none: no session was pinned).
+    pub async fn session_pins(&self) -> Vec<String> {
+        let text = self.metrics_text().await;
+        text.lines().filter(|l| l.starts_with("sluice_session_pins_total")).map(str::to_string).collect()
+    }
+
     fn handle(&self) -> &sluice::ProxyHandle {
         self.handle.as_ref().expect("the proxy was shut down")
     }
