@@ -50,6 +50,35 @@ pub(super) fn whole_unit(unit: Unit, streamed: &mut Streamed) -> Unit {
     }
 }
 
+/// `unit`'s messages translated for `conn` (client statement names mapped to the connection's,
+/// the definitions classifying found taken from `rare`). A unit cut short that does not stream
+/// gets a Flush: the server holds its replies until a Flush or a Sync that is not coming.
+fn translate<'c>(
+    conn: &'c mut ServerConn,
+    classifier: &'c Classifier,
+    rare: &mut Rare,
+    unit: &Unit,
+    streams: bool,
+) -> Batch<'c> {
+    let mut batch = Batch::new(conn, classifier);
+    let resolved = std::mem::take(&mut rare.resolved);
+    let statements = &mut rare.statements;
+    match unit {
+        Unit::Simple(frame) => statements.translate_query(frame, &mut batch),
+        Unit::Extended(frames) => {
+            let mut found = resolved.in_order();
+            for (i, f) in frames.iter().enumerate() {
+                let def = found.next_if(|&(at, _)| at == i).map(|(_, def)| def);
+                statements.translate(f, def, &mut batch);
+            }
+            if !streams && !matches!(frames.last().map(Frame::tag), Some(tag::SYNC | tag::FLUSH)) {
+                messages::flush(&mut batch.out);
+            }
+        }
+    }
+    batch
+}
+
 impl<'a> Session<'a> {
     /// Classify, route, acquire, forward, relay, release. `Err` ends the session.
     ///
@@ -242,27 +271,8 @@ impl<'a> Session<'a> {
             // In a block of its own: the messages sent die before the relay runs, instead of
             // taking room beside it.
             let (conn, mut queue, mut added, mut closed, on_primary, capture) = {
-                let (conn, mut out, queue, added, closed) = {
-                    let mut batch = Batch::new(held.checkout.conn(), &self.classifier);
-                    let rare = self.rare.get();
-                    let resolved = std::mem::take(&mut rare.resolved);
-                    let statements = &mut rare.statements;
-                    match unit {
-                        Unit::Simple(frame) => statements.translate_query(frame, &mut batch),
-                        Unit::Extended(frames) => {
-                            let mut found = resolved.in_order();
-                            for (i, f) in frames.iter().enumerate() {
-                                let def = found.next_if(|&(at, _)| at == i).map(|(_, def)| def);
-                                statements.translate(f, def, &mut batch);
-                            }
-                            if !plan.streams && !matches!(frames.last().map(Frame::tag), Some(tag::SYNC | tag::FLUSH)) {
-                                messages::flush(&mut batch.out);
-                            }
-                        }
-                    }
-                    let Batch { conn, out, queue, added, closed, .. } = batch;
-                    (conn, out, queue, added, closed)
-                };
+                let batch = translate(held.checkout.conn(), &self.classifier, self.rare.get(), unit, plan.streams);
+                let Batch { conn, mut out, queue, added, closed, .. } = batch;
                 let on_primary = plan.primary == Some(conn.node());
                 // A position not asked for is asked for behind the next read on the primary, once a
                 // replica could take the session's reads again.
