@@ -614,20 +614,66 @@ async fn a_block_split_by_flushes_keeps_its_set_only_if_it_commits() {
     assert!(pins.is_empty(), "a session was pinned: {pins:?}");
 }
 
+/// A block a Flush left open, ended by simple Queries instead of a Sync (psycopg leaving
+/// pipeline mode sends its next statement as a Query): PostgreSQL runs the Query in the block's
+/// transaction, so the Query's end commits what the block set, a ROLLBACK in it undoes it and
+/// an error in it rolls it back. sluice judges the block with the Query: what lasts is what
+/// lasts on PostgreSQL itself, b on the only server connection reads its own value, and no
+/// session is pinned.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flush_held_block_ended_by_a_query_keeps_its_set_as_postgresql_does() {
+    let c = Cluster::start(0).await;
+    let p = one_connection(&c).await;
+    let (mut a, mut direct) = (raw_login(p.port()).await, raw_login(c.primary_port()).await);
+    let b = p.connect().await;
+    let cases: [(&[&str], &[&str], &str); 6] = [
+        (&["SET work_mem = '7MB'"], &["SELECT 1"], "7MB"),
+        (&["BEGIN", "SET work_mem = '9MB'"], &["ROLLBACK"], "7MB"),
+        (&["BEGIN", "SET work_mem = '11MB'"], &["COMMIT"], "11MB"),
+        (&["SET work_mem = '13MB'"], &["SELECT 1/0"], "11MB"),
+        (&["SET work_mem = '15MB'"], &["SET work_mem = '17MB'"], "17MB"),
+        // The Query leaves the block open; the next one commits it.
+        (&["BEGIN", "SET work_mem = '19MB'"], &["SELECT 1", "COMMIT"], "19MB"),
+    ];
+    for (flushed, queries, want) in cases {
+        for conn in [&mut direct, &mut a] {
+            flush_pieces(conn, &[flushed]).await;
+            for sql in queries {
+                let mut out = BytesMut::new();
+                messages::query(&mut out, sql);
+                assert!(conn.send(&out).await);
+                conn.until_ready_frames(Duration::from_secs(20)).await.expect("the Query's answers");
+            }
+        }
+        assert_eq!(raw_work_mem(&mut direct).await, want, "{flushed:?} {queries:?} on PostgreSQL itself");
+        assert_eq!(read_unkept(&b, WORK_MEM).await.as_deref(), Some("4MB"), "{flushed:?} {queries:?}: b");
+        assert_eq!(raw_work_mem(&mut a).await, want, "{flushed:?} {queries:?} through sluice");
+    }
+    let pins = p.session_pins().await;
+    assert!(pins.is_empty(), "a session was pinned: {pins:?}");
+}
+
 /// Each piece but the last sent with a Flush, its replies read (up to an error, after which
 /// the server discards everything up to the Sync); the last piece with the Sync.
 async fn flushed_pieces(conn: &mut RawConn, pieces: &[&[&str]]) {
+    let Some((last, flushed)) = pieces.split_last() else { return };
+    flush_pieces(conn, flushed).await;
+    let mut out = BytesMut::new();
+    for sql in *last {
+        run_unnamed(&mut out, sql, &[]);
+    }
+    messages::sync(&mut out);
+    assert!(conn.send(&out).await);
+    conn.until_ready_frames(Duration::from_secs(20)).await.expect("the Sync's answers");
+}
+
+/// Each piece sent with a Flush and its replies read, up to an error.
+async fn flush_pieces(conn: &mut RawConn, pieces: &[&[&str]]) {
     let mut failed = false;
-    for (i, piece) in pieces.iter().enumerate() {
+    for piece in pieces {
         let mut out = BytesMut::new();
         for sql in *piece {
             run_unnamed(&mut out, sql, &[]);
-        }
-        if i + 1 == pieces.len() {
-            messages::sync(&mut out);
-            assert!(conn.send(&out).await);
-            conn.until_ready_frames(Duration::from_secs(20)).await.expect("the Sync's answers");
-            return;
         }
         messages::flush(&mut out);
         assert!(conn.send(&out).await);

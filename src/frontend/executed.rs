@@ -12,10 +12,10 @@
 //! way, so the history keeps one setting per parameter, whatever the driver spelled.
 
 use super::statements::Statements;
-use super::unit::Unit;
+use super::unit::{is_reset_all, is_reset_alone, Unit};
 use crate::backend::settings::{set_config_sql, take_literal};
 use crate::protocol::framer::{take_cstr, take_i16, take_i32};
-use crate::protocol::{messages, tag};
+use crate::protocol::{messages, tag, Frame};
 
 /// Parameter types a `set_config` argument may be declared with: unspecified, `text`,
 /// `varchar`. Their text and binary formats are the same UTF-8 bytes.
@@ -53,11 +53,7 @@ pub(super) fn executed_statements(unit: &Unit, statements: &Statements) -> Optio
 /// portal bound before the unit, a statement it does not know, a text not in UTF-8).
 pub(super) fn executed(unit: &Unit, statements: &Statements) -> Option<Vec<Executed>> {
     let frames = match unit {
-        Unit::Simple(f) => {
-            let sql = messages::decode_query(f.body())?;
-            let texts = settings_texts(sql, &[]).unwrap_or_else(|| vec![sql.to_string()]);
-            return Some(vec![Executed { statement: sql.to_string(), texts: Some(texts) }]);
-        }
+        Unit::Simple(f) => return Some(vec![query_run(f)?]),
         Unit::Extended(frames) => frames,
     };
     // Statements parsed in this unit, latest last (one may be parsed again under its name).
@@ -91,10 +87,26 @@ pub(super) fn executed(unit: &Unit, statements: &Statements) -> Option<Vec<Execu
                 let (_, run) = portals.iter().find(|(name, _)| *name == portal)?;
                 out.push(run.clone());
             }
+            // The Query that ended a block a Flush left open, judged with the block's units.
+            // A reset with more in one text cannot be replayed in pieces.
+            tag::QUERY => {
+                let mut run = query_run(f)?;
+                if run.texts.as_ref().is_some_and(|t| t.iter().any(|t| is_reset_all(t) && !is_reset_alone(t))) {
+                    run.texts = None;
+                }
+                out.push(run);
+            }
             _ => {}
         }
     }
     Some(out)
+}
+
+/// What a simple Query ran: its text, or the settings of a select of `set_config` calls.
+fn query_run(f: &Frame) -> Option<Executed> {
+    let sql = messages::decode_query(f.body())?;
+    let texts = settings_texts(sql, &[]).unwrap_or_else(|| vec![sql.to_string()]);
+    Some(Executed { statement: sql.to_string(), texts: Some(texts) })
 }
 
 /// The texts a Bind of `sql` (declared parameter types `types`, the Bind's bytes after its

@@ -118,6 +118,20 @@ fn a_batch_ran_what_its_executes_ran() {
     assert_eq!(ran(&Unit::Extended(vec![bind("nobody", &[], &[]), execute(), sync()])), None);
 }
 
+/// A Flush-held block ended by a simple Query is judged as one unit: the Query runs last, its
+/// text told as a simple Query's; a reset with more in the same text cannot be replayed.
+#[test]
+fn a_query_that_ended_a_flush_held_block_ran_after_the_block() {
+    let query = |sql: &str| frame(|b| messages::query(b, sql));
+    let block =
+        |sql: &str| Unit::Extended(vec![parse("", "SET work_mem = '8MB'"), bind("", &[], &[]), execute(), query(sql)]);
+    assert_eq!(ran(&block("SELECT 1")), Some(vec!["SET work_mem = '8MB'".to_string(), "SELECT 1".to_string()]));
+    let jit = "SELECT set_config('jit', 'off', false)";
+    assert_eq!(ran(&block(jit)), Some(vec!["SET work_mem = '8MB'".to_string(), JIT_OFF.to_string()]));
+    assert_eq!(ran(&block("RESET ALL")), Some(vec!["SET work_mem = '8MB'".to_string(), "RESET ALL".to_string()]));
+    assert_eq!(ran(&block("RESET ALL; SET work_mem = '9MB'")), None);
+}
+
 #[test]
 fn a_statement_prepared_before_the_unit_is_told_by_its_name() {
     let classifier = Classifier::new(16, Vec::new());

@@ -517,6 +517,13 @@ impl<'a> Session<'a> {
                         kept.extend(frames);
                         (Unit::Extended(kept), class, b.before, errored || b.errored, complete)
                     }
+                    // PostgreSQL runs a Query in the block's transaction and commits both at its
+                    // end (psycopg leaving pipeline mode sends its next statement so): judged as
+                    // the block's last statement.
+                    (Some(mut kept), Unit::Simple(query)) if query.tag() == tag::QUERY => {
+                        kept.push(query);
+                        (Unit::Extended(kept), class, b.before, errored || b.errored, complete)
+                    }
                     (_, unit) => (unit, class, b.before, errored || b.errored, false),
                 }
             }
@@ -823,7 +830,12 @@ impl<'a> Session<'a> {
         if class.changes_functions {
             self.rare.get().catalog_stale = true;
         }
-        if let Unit::Simple(f) = unit {
+        // A Query's, or that of the Query that ended a Flush-held block (judged with it).
+        let query = match unit {
+            Unit::Simple(f) => Some(f),
+            Unit::Extended(frames) => frames.last().filter(|f| f.tag() == tag::QUERY),
+        };
+        if let Some(f) = query {
             if resets_statements(f) {
                 if let Some(rare) = self.rare.peek_mut() {
                     rare.statements.clear();
