@@ -135,6 +135,7 @@ impl Proxy {
         let mut tasks = vec![
             tokio::spawn(applier.run(requests, stop_tx)),
             tokio::spawn(reloader::watch_topology(Arc::clone(&shared), Arc::clone(&events), rx.clone())),
+            tokio::spawn(sweep_loop(Arc::clone(&pools), rx.clone())),
         ];
         for (index, listener) in listeners.into_iter().enumerate() {
             if layout == RuntimeLayout::Shared {
@@ -188,6 +189,22 @@ fn build_monitor(
 
 fn spawn_monitor(monitor: Monitor<Arc<SqlProbe>>, shared: &Shared, stop: watch::Receiver<bool>) -> JoinHandle<()> {
     tokio::spawn(monitor_loop(monitor, Arc::clone(&shared.pools), shared.config.monitor.interval, stop))
+}
+
+/// Close idle server connections past the idle timeout or the server lifetime, at the pace
+/// the configuration in force asks for ([`Pools::sweep_every`]), until told to stop.
+async fn sweep_loop(pools: Arc<Pools>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(pools.sweep_every()) => {
+                let closed = pools.sweep_idle();
+                if closed > 0 {
+                    tracing::debug!(closed, "idle server connections closed (idle timeout or lifetime)");
+                }
+            }
+        }
+    }
 }
 
 async fn monitor_loop(

@@ -194,6 +194,45 @@ fn send_signal(which: &str, pids: &[i32]) -> std::io::Result<std::process::ExitS
         .status()
 }
 
+/// `pool.server_idle_timeout` closes idle server connections, the ones no checkout reaches
+/// too: a burst opened three, then one client keeps using the newest (the idle list is taken
+/// from the top), and the two below it held their backends for ever. A connection a client
+/// kept in a transaction for longer than the timeout was in use, not idle: it is reused.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_server_connections_close_after_the_idle_timeout() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder()
+        .cluster(&c)
+        .pool_size(5)
+        .pool_mode("transaction")
+        .set("runtime", "workers", "1")
+        .set("pool", "server_idle_timeout", "\"1s\"")
+        .start()
+        .await;
+    let mut clients = Vec::new();
+    let mut pids = Vec::new();
+    for _ in 0..3 {
+        let client = p.connect().await;
+        client.batch_execute("BEGIN").await.unwrap();
+        pids.push(client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get::<_, i32>(0));
+        clients.push(client);
+    }
+    for client in &clients[1..] {
+        client.batch_execute("COMMIT").await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // In use for 1.5 s, then back in the pool and taken again at once.
+    clients[0].batch_execute("COMMIT").await.unwrap();
+    let again: i32 = clients[0].query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get(0);
+    assert_eq!(again, pids[0], "the connection held past the idle timeout was closed at its release");
+    // Idle for 1.5 s: closed by sluice (wait_gone allows 10 s).
+    wait_gone(&c, pids[1]).await;
+    wait_gone(&c, pids[2]).await;
+    // The pool goes on.
+    let fresh = p.connect().await;
+    fresh.batch_execute("SELECT 1").await.unwrap();
+}
+
 /// A proxy in transaction mode whose pool holds three idle server connections that the next
 /// checkouts take in a known order, and their backend pids in that order (each client ends
 /// its transaction in reverse, and the pool reuses the connection put back last first: one

@@ -557,13 +557,39 @@ impl Pool {
         c.fresh(now, lifetime, idle)
     }
 
+    /// Back to the idle list, unless it outlived the server lifetime or the pool was cleared
+    /// since its checkout. Not judged by the idle timeout: it was in use until now (a session
+    /// that held it longer than the timeout did not leave it idle).
     fn put_back(&self, mut c: Box<Pooled>, epoch: u64, now: Instant) {
-        if !self.fresh(&c.conn, now) || epoch != self.epoch.load(std::sync::atomic::Ordering::Acquire) {
+        let (lifetime, _) = self.ages.get();
+        if !c.conn.fresh(now, lifetime, Duration::MAX) || epoch != self.epoch.load(std::sync::atomic::Ordering::Acquire)
+        {
             return;
         }
         c.conn.touch(now);
         c.losses_seen = self.losses.load(Ordering::Acquire);
         self.idle[c.home % self.idle.len()].lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(c);
+    }
+
+    /// Close the idle connections that outlived the server lifetime or the idle timeout at
+    /// `now`; returns how many. A checkout would skip them too, but only those it pops first:
+    /// the idle lists are taken from the top (the most recently used), so after a burst the
+    /// connections below would hold their server backends for ever.
+    pub fn sweep_idle(&self, now: Instant) -> usize {
+        let mut closed = Vec::new();
+        for list in &self.idle {
+            let mut idle = list.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if idle.iter().all(|c| self.fresh(&c.conn, now)) {
+                continue;
+            }
+            let (keep, stale): (Vec<_>, Vec<_>) = idle.drain(..).partition(|c| self.fresh(&c.conn, now));
+            *idle = keep;
+            closed.extend(stale);
+        }
+        // Closed outside the lists' locks.
+        let count = closed.len();
+        drop(closed);
+        count
     }
 
     /// Close every idle connection (e.g. its node changed role).
@@ -869,6 +895,22 @@ impl Pools {
         for (key, pool) in pools.iter() {
             pool.reconfigure(&self.config.pool, self.spec(key, self.config.pool.connect_timeout));
         }
+    }
+
+    /// Close the idle connections of every pool that outlived the server lifetime or the idle
+    /// timeout ([`Pool::sweep_idle`]); returns how many.
+    pub fn sweep_idle(&self) -> usize {
+        let now = Instant::now();
+        self.all().iter().map(|p| p.sweep_idle(now)).sum()
+    }
+
+    /// How often [`Pools::sweep_idle`] runs: a quarter of the shorter of the idle timeout and
+    /// the server lifetime, within 100 ms and 15 s (a connection is closed at most that late).
+    #[must_use]
+    pub fn sweep_every(&self) -> Duration {
+        let pool = &self.config.pool;
+        (pool.server_idle_timeout.min(pool.server_lifetime) / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(15))
     }
 
     /// Every pool, for `SHOW POOLS` (in no particular order).
