@@ -363,8 +363,13 @@ async fn run_pipeline(conn: &mut RawConn, statements: &[&str]) -> Vec<sluice::pr
 
 /// `work_mem` as `conn` reads it, in a unit of its own.
 async fn raw_work_mem(conn: &mut RawConn) -> String {
+    raw_value(conn, WORK_MEM).await
+}
+
+/// The one text value of `sql`, read by `conn` in an unnamed extended unit outside a block.
+async fn raw_value(conn: &mut RawConn, sql: &str) -> String {
     let mut out = BytesMut::new();
-    run_unnamed(&mut out, WORK_MEM, &[]);
+    run_unnamed(&mut out, sql, &[]);
     messages::sync(&mut out);
     assert!(conn.send(&out).await);
     let frames = conn.until_ready_frames(Duration::from_secs(20)).await.expect("the read's answers");
@@ -581,6 +586,57 @@ async fn a_set_in_a_flush_held_block_closed_for_a_write_follows_the_session() {
     assert_eq!(first_column(&frames[1]).as_deref(), Some("9MB"), "the write on the primary saw a's SET");
     assert_eq!(read_unkept(&b, WORK_MEM).await.as_deref(), Some("4MB"), "b got a's SET with the replica's connection");
     assert_eq!(raw_work_mem(&mut a).await, "9MB", "a's read after the write");
+}
+
+/// The same, with a setting sluice cannot record (longer than the session history holds):
+/// the write that follows is not run without it. The client gets `0A000` saying the setting
+/// is gone, the replica's connection is reset before the next client gets it, and the session
+/// goes on without the setting, as the error said.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_setting_a_flush_held_block_cannot_carry_to_the_primary_fails_the_write() {
+    let c = Cluster::start(1).await;
+    c.psql("CREATE TABLE t (id int)").await;
+    c.wait_replayed().await;
+    let admin = ("", "admin_listen", "\"127.0.0.1:0\"");
+    let p = Proxy::builder()
+        .cluster(&c)
+        .pool_size(1)
+        .pool_mode("transaction")
+        .monitor_interval("100ms")
+        .set(admin.0, admin.1, admin.2)
+        .start()
+        .await;
+    p.wait_topology(1, 1).await;
+    let primary = c.primary_port().to_string();
+    let mut a = raw_login(p.port()).await;
+    let b = p.connect().await;
+    let mut out = BytesMut::new();
+    run_unnamed(&mut out, &format!("SET my.big = '{}'", "x".repeat(70_000)), &[]);
+    run_unnamed(&mut out, "SELECT inet_server_port()::text", &[]);
+    messages::flush(&mut out);
+    assert!(a.send(&out).await);
+    let mut got = Vec::new();
+    for _ in 0..7 {
+        got.push(a.recv(Duration::from_secs(20)).await.expect("the Flush block's replies"));
+    }
+    assert_eq!(tags(&got), "12C12DC");
+    assert_ne!(first_column(&got[5]), Some(primary.clone()), "the block should have run on the replica");
+    let mut q = BytesMut::new();
+    messages::query(&mut q, "INSERT INTO t VALUES (1)");
+    assert!(a.send(&q).await);
+    let frames = a.until_ready_frames(Duration::from_secs(20)).await.expect("the write's answer");
+    assert_eq!(tags(&frames), "EZ", "the write is refused");
+    let error = String::from_utf8_lossy(frames[0].body()).into_owned();
+    assert!(error.contains("0A000"), "{error}");
+    assert_eq!(c.psql("SELECT count(*) FROM t").await, "0", "the write ran");
+    const BIG: &str = "SELECT coalesce(length(current_setting('my.big', true)), 0)::text";
+    assert_eq!(read_unkept(&b, BIG).await.as_deref(), Some("0"), "b got a's setting with the replica's connection");
+    assert_eq!(raw_value(&mut a, BIG).await, "0", "a goes on without the setting, as it was told");
+    let mut q = BytesMut::new();
+    messages::query(&mut q, "INSERT INTO t VALUES (2)");
+    assert!(a.send(&q).await);
+    let frames = a.until_ready_frames(Duration::from_secs(20)).await.expect("the next write's answer");
+    assert_eq!(tags(&frames), "CZ", "the session goes on");
 }
 
 /// Blocks split by Flush (psycopg's pipeline asks for results with Flush before its Sync):

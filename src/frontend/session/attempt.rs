@@ -117,9 +117,11 @@ impl<'a> Session<'a> {
             let (class, resolved) = unit.classify(&rare.statements, &self.classifier);
             // Kept in the session, not in this future (see `Rare::resolved`).
             rare.resolved = resolved;
-            if self.block_must_move(&class) {
-                // Boxed, as every rare phase of a unit: see `boxed`.
-                Box::pin(self.close_held_block()).await;
+            // Boxed, as every rare phase of a unit: see `boxed`.
+            if self.block_must_move(&class) && Box::pin(self.close_held_block()).await {
+                let synced = unit.ends_cleanly();
+                return Box::pin(self.unit_error(synced, sqlstate::FEATURE_NOT_SUPPORTED, end::SETTING_NOT_CARRIED))
+                    .await;
             }
             if tracing::enabled!(tracing::Level::TRACE) {
                 let tags: String = match &unit {

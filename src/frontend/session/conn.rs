@@ -338,16 +338,19 @@ impl Session<'_> {
 
     /// End the held block on its connection (a Sync, its ReadyForQuery swallowed) and give the
     /// connection back, so the next unit is routed afresh. Statements the block prepared are
-    /// prepared again lazily wherever they are needed.
-    pub(super) async fn close_held_block(&mut self) {
+    /// prepared again lazily wherever they are needed. True if the block set something the
+    /// session could not take along ([`Session::settle_closed_block`]): the connection was
+    /// reset, and the unit that needed the move must not run as if it had been kept.
+    pub(super) async fn close_held_block(&mut self) -> bool {
         self.key().set_target(None);
         self.state = self.state.after(Event::BlockClosed);
         debug_assert_eq!(self.state, SessionState::Free);
-        let reset = self.settle_closed_block();
+        let lost = self.settle_closed_block();
         if let Some(held) = self.held.take() {
             tracing::debug!("closing a Flush-held block on a replica: the next unit writes");
-            held.checkout.release(reset).await;
+            held.checkout.release(lost).await;
         }
+        lost
     }
 
     /// Close the held connection, and the idle ones to the same node only if the monitor no

@@ -17,6 +17,13 @@ pub enum Fault {
     Proxy,
 }
 
+/// The error for a unit that needed a Flush-held block on a replica ended and was not run: the
+/// block set something sluice could not take along to the primary (see
+/// `Session::settle_closed_block`), and running the unit without it could, say, write through
+/// another `search_path`.
+pub const SETTING_NOT_CARRIED: &str = "a session setting made in a block left open by Flush on a replica could not be \
+     carried to the primary, so this statement was not run; the setting is no longer in force: set it again";
+
 /// Why a session stops serving its client.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SessionEnd {
