@@ -898,10 +898,22 @@ impl Pools {
     }
 
     /// Close the idle connections of every pool that outlived the server lifetime or the idle
-    /// timeout ([`Pool::sweep_idle`]); returns how many.
+    /// timeout ([`Pool::sweep_idle`]), then forget the pools nobody uses; returns how many
+    /// connections were closed.
+    ///
+    /// A pool is forgotten once no session or checkout holds it (only this map does) and it
+    /// keeps no idle connection: pools are made per (node, database, user) at first use, and
+    /// with `auth_query` users, or clients trying database after database, the map grew for
+    /// ever. What a pool learnt (startup parameters, spellings) is learnt again by the next
+    /// login's first connection, which must be opened anyway.
     pub fn sweep_idle(&self) -> usize {
         let now = Instant::now();
-        self.all().iter().map(|p| p.sweep_idle(now)).sum()
+        let closed = self.all().iter().map(|p| p.sweep_idle(now)).sum();
+        let mut pools = self.pools.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Under the map's lock: a session gets a pool only through it, so a count of one stays
+        // one until the lock is let go.
+        pools.retain(|_, p| Arc::strong_count(p) > 1 || p.idle_count() > 0);
+        closed
     }
 
     /// How often [`Pools::sweep_idle`] runs: a quarter of the shorter of the idle timeout and
@@ -923,6 +935,27 @@ impl Pools {
 #[cfg(test)]
 mod resize_tests {
     use super::*;
+
+    #[test]
+    fn a_sweep_forgets_the_pools_nobody_holds() {
+        let toml = "[[nodes]]\nname = \"pg\"\nhost = \"127.0.0.1\"\nport = 1\n\
+                    [[users]]\nname = \"app\"\nauth = \"trust\"\n";
+        let config = Arc::new(Live::new(Config::from_toml_str(toml).unwrap()));
+        let metrics = Metrics::new(&mut prometheus_client::registry::Registry::default(), &["pg".to_string()]);
+        let pools = Pools::new(config, metrics);
+        let held = pools.get(0, "kept", "app");
+        for i in 0..50 {
+            drop(pools.get(0, &format!("db{i}"), "app"));
+        }
+        assert_eq!(pools.all().len(), 51);
+        assert_eq!(pools.sweep_idle(), 0, "no connection to close");
+        let left = pools.all();
+        assert_eq!(left.len(), 1, "only the pool a session holds stays");
+        assert!(Arc::ptr_eq(&left[0], &held), "and it is the same pool, not a new one");
+        drop((left, held));
+        pools.sweep_idle();
+        assert!(pools.all().is_empty());
+    }
 
     #[test]
     fn a_kept_login_status_is_written_only_for_its_state_and_spellings() {
