@@ -58,6 +58,20 @@ user = "ghost"
 }
 
 #[test]
+fn pool_waits_must_be_positive_and_zero_turns_connection_ages_off() {
+    let with = |pool: &str| Config::from_toml_str(&format!("{MINIMAL}\n[pool]\n{pool}\n"));
+    for key in ["checkout_timeout", "connect_timeout"] {
+        let err = with(&format!("{key} = \"0s\"")).unwrap_err();
+        let problem = err.0.iter().find(|p| p.key == format!("pool.{key}")).expect("the key is named");
+        assert_eq!(problem.reason, "must be greater than zero");
+    }
+    let c = with("server_idle_timeout = \"0s\"\nserver_lifetime = \"0s\"").unwrap();
+    assert_eq!((c.pool.server_idle_timeout, c.pool.server_lifetime), (Duration::MAX, Duration::MAX));
+    let c = with("server_idle_timeout = \"30s\"").unwrap();
+    assert_eq!(c.pool.server_idle_timeout, Duration::from_secs(30));
+}
+
+#[test]
 fn unknown_keys_are_rejected() {
     let err = Config::from_toml_str(&format!("{MINIMAL}\n[pool]\nsizee = 3\n")).unwrap_err();
     assert!(err.to_string().contains("sizee"), "{err}");

@@ -141,17 +141,34 @@ fn limits(c: &mut Checker, raw: &RawLimits) -> Limits {
 
 fn pool(c: &mut Checker, raw: &RawPool) -> PoolConfig {
     let modes = [("transaction", PoolMode::Transaction), ("session", PoolMode::Session)];
+    // A zero wait would fail every checkout that finds the pool busy, and every connect.
+    let positive = |c: &mut Checker, key: &str, value: Option<&str>, default: Duration| {
+        let d = c.duration(key, value, default);
+        if d.is_zero() {
+            c.problem(key, "must be greater than zero");
+        }
+        d
+    };
+    let checkout_timeout =
+        positive(c, "pool.checkout_timeout", raw.checkout_timeout.as_deref(), Duration::from_secs(5));
+    let connect_timeout = positive(c, "pool.connect_timeout", raw.connect_timeout.as_deref(), Duration::from_secs(3));
+    // Zero turns the limit off (as `limits.idle_client_timeout`, and PgBouncer's settings).
+    let off_if_zero = |d: Duration| if d.is_zero() { Duration::MAX } else { d };
     PoolConfig {
         mode: c.choice("pool.mode", raw.mode.as_deref(), PoolMode::Transaction, &modes),
         size: c.int("pool.size", raw.size, 20, 1, 10_000) as usize,
-        checkout_timeout: c.duration("pool.checkout_timeout", raw.checkout_timeout.as_deref(), Duration::from_secs(5)),
-        connect_timeout: c.duration("pool.connect_timeout", raw.connect_timeout.as_deref(), Duration::from_secs(3)),
-        server_idle_timeout: c.duration(
+        checkout_timeout,
+        connect_timeout,
+        server_idle_timeout: off_if_zero(c.duration(
             "pool.server_idle_timeout",
             raw.server_idle_timeout.as_deref(),
             Duration::from_secs(600),
-        ),
-        server_lifetime: c.duration("pool.server_lifetime", raw.server_lifetime.as_deref(), Duration::from_secs(3600)),
+        )),
+        server_lifetime: off_if_zero(c.duration(
+            "pool.server_lifetime",
+            raw.server_lifetime.as_deref(),
+            Duration::from_secs(3600),
+        )),
         max_prepared_statements: c.int("pool.max_prepared_statements", raw.max_prepared_statements, 500, 1, 1_000_000)
             as usize,
     }
