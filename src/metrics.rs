@@ -155,6 +155,7 @@ pub struct NodeMetrics {
     checkout_wait: DurationHistogram,
     checkout_timeouts: Counter,
     idle_lost: Counter,
+    expired: Counter,
     role: Gauge,
     wal_lsn: Gauge,
     units: Latency,
@@ -217,6 +218,12 @@ impl NodeMetrics {
     /// An idle connection of this node was found lost at checkout, and closed unused.
     pub fn idle_found_lost(&self) {
         self.idle_lost.inc();
+    }
+
+    /// `count` pooled connections of this node were closed past the idle timeout or the
+    /// server lifetime.
+    pub fn expired(&self, count: usize) {
+        self.expired.inc_by(count as u64);
     }
 
     fn set_view(&self, role: Role, wal_lsn: Option<u64>) {
@@ -385,6 +392,7 @@ struct NodeFamilies {
     wait: Family<NodeLabel, DurationHistogram, fn() -> DurationHistogram>,
     timeouts: Family<NodeLabel, Counter>,
     idle_lost: Family<NodeLabel, Counter>,
+    expired: Family<NodeLabel, Counter>,
     role: Family<NodeLabel, Gauge>,
     lsn: Family<NodeLabel, Gauge>,
     units: Family<NodeLabel, DurationHistogram, fn() -> DurationHistogram>,
@@ -402,6 +410,7 @@ impl NodeFamilies {
             wait: Family::new_with_constructor(checkout_histogram),
             timeouts: Family::default(),
             idle_lost: Family::default(),
+            expired: Family::default(),
             role: Family::default(),
             lsn: Family::default(),
             units: Family::new_with_constructor(unit_histogram),
@@ -422,6 +431,8 @@ impl NodeFamilies {
         registry.register("pool_checkout_timeouts", "Checkouts that gave up waiting per node", f.timeouts.clone());
         let help = "Idle pooled server connections found lost at checkout and closed unused, per node";
         registry.register("pool_idle_lost", help, f.idle_lost.clone());
+        let help = "Pooled server connections closed past the idle timeout or the server lifetime, per node";
+        registry.register("pool_expired", help, f.expired.clone());
         registry.register(
             "node_role",
             "Node role: 0 down or unknown, 1 replica, 2 primary, 3 stale replica, 4 fenced",
@@ -443,6 +454,7 @@ impl NodeFamilies {
             checkout_wait: self.wait.get_or_create(&label).clone(),
             checkout_timeouts: self.timeouts.get_or_create(&label).clone(),
             idle_lost: self.idle_lost.get_or_create(&label).clone(),
+            expired: self.expired.get_or_create(&label).clone(),
             role: self.role.get_or_create(&label).clone(),
             wal_lsn: self.lsn.get_or_create(&label).clone(),
             units: Latency::new(self.units.get_or_create(&label).clone()),

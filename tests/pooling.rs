@@ -207,6 +207,7 @@ async fn idle_server_connections_close_after_the_idle_timeout() {
         .pool_mode("transaction")
         .set("runtime", "workers", "1")
         .set("pool", "server_idle_timeout", "\"1s\"")
+        .set("", "admin_listen", "\"127.0.0.1:0\"")
         .start()
         .await;
     let mut clients = Vec::new();
@@ -228,6 +229,7 @@ async fn idle_server_connections_close_after_the_idle_timeout() {
     // Idle for 1.5 s: closed by sluice (wait_gone allows 10 s).
     wait_gone(&c, pids[1]).await;
     wait_gone(&c, pids[2]).await;
+    assert_eq!(p.metric("sluice_pool_expired_total{node=\"node0\"}").await, 2.0);
     // The pool goes on.
     let fresh = p.connect().await;
     fresh.batch_execute("SELECT 1").await.unwrap();

@@ -492,6 +492,7 @@ impl Pool {
         let mut idle = list.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         while let Some(mut c) = idle.pop() {
             if !self.fresh(&c.conn, now) {
+                self.metrics.expired(1);
                 continue;
             }
             if c.conn.looks_dead() {
@@ -562,8 +563,11 @@ impl Pool {
     /// that held it longer than the timeout did not leave it idle).
     fn put_back(&self, mut c: Box<Pooled>, epoch: u64, now: Instant) {
         let (lifetime, _) = self.ages.get();
-        if !c.conn.fresh(now, lifetime, Duration::MAX) || epoch != self.epoch.load(std::sync::atomic::Ordering::Acquire)
-        {
+        if !c.conn.fresh(now, lifetime, Duration::MAX) {
+            self.metrics.expired(1);
+            return;
+        }
+        if epoch != self.epoch.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
         c.conn.touch(now);
@@ -589,6 +593,9 @@ impl Pool {
         // Closed outside the lists' locks.
         let count = closed.len();
         drop(closed);
+        if count > 0 {
+            self.metrics.expired(count);
+        }
         count
     }
 

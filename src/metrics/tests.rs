@@ -70,6 +70,7 @@ fn node_series_are_labelled_by_configured_name() {
     metrics.node(0).checkout_waited(Duration::from_millis(3));
     metrics.node(0).checkout_timed_out();
     metrics.node(1).idle_found_lost();
+    metrics.node(0).expired(3);
     let out = text(&registry);
     assert!(out.contains("sluice_server_connections_opened_total{node=\"pg1\"} 1\n"), "{out}");
     assert!(out.contains("sluice_server_connections_opened_total{node=\"pg0\"} 0\n"), "{out}");
@@ -79,6 +80,7 @@ fn node_series_are_labelled_by_configured_name() {
     assert!(out.contains("sluice_pool_checkout_wait_seconds_bucket{le=\"0.0025\",node=\"pg0\"} 0\n"), "{out}");
     assert!(out.contains("sluice_pool_checkout_timeouts_total{node=\"pg0\"} 1\n"), "{out}");
     assert!(out.contains("sluice_pool_idle_lost_total{node=\"pg1\"} 1\n"), "{out}");
+    assert!(out.contains("sluice_pool_expired_total{node=\"pg0\"} 3\n"), "{out}");
 }
 
 #[test]
