@@ -121,6 +121,7 @@ async fn main() {
         tls: sluice::tls::ServerTls::disabled(),
         passthrough: sluice::auth::PassThroughKeys::default(),
         max_prepared_statements: 500,
+        keepalive: None,
         memory: None,
     };
     let started = Instant::now();

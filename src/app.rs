@@ -96,7 +96,7 @@ impl Proxy {
         // Bind first: a taken port fails at once, before any node is probed.
         let (listeners, addr) = bind_clients(&config)?;
         let layout = config.ops.runtime.layout;
-        let admin = config.admin_listen.map(|a| bind(a, 128, false)).transpose()?;
+        let admin = config.admin_listen.map(|a| bind(a, 128, false, None)).transpose()?;
         let admin_addr = admin.as_ref().and_then(|l| l.local_addr().ok());
         let client_tls = crate::tls::ClientTls::new(&config.client_tls)?;
         let server_tls = crate::tls::ServerTls::new(&config.server_tls)?;
@@ -234,22 +234,32 @@ fn bind_clients(config: &Config) -> Result<(Vec<TcpListener>, SocketAddr), Start
     let rt = &config.ops.runtime;
     let count = if rt.layout == RuntimeLayout::Shared { 1 } else { rt.worker_count() };
     let reuse_port = config.ops.lifecycle.reuse_port || count > 1;
-    let first = bind(config.listen, backlog, reuse_port)?;
+    let keepalive = config.limits.tcp_keepalive;
+    let first = bind(config.listen, backlog, reuse_port, keepalive)?;
     let addr = first.local_addr().map_err(|source| StartError::Listen { addr: config.listen, source })?;
     let mut listeners = vec![first];
     for _ in 1..count {
-        listeners.push(bind(addr, backlog, true)?);
+        listeners.push(bind(addr, backlog, true, keepalive)?);
     }
     Ok((listeners, addr))
 }
 
-fn bind(addr: SocketAddr, backlog: u32, reuse_port: bool) -> Result<TcpListener, StartError> {
+/// `keepalive`: TCP keepalive's idle time for the sockets the listener accepts (they inherit it).
+fn bind(
+    addr: SocketAddr,
+    backlog: u32,
+    reuse_port: bool,
+    keepalive: Option<Duration>,
+) -> Result<TcpListener, StartError> {
     let err = |source| StartError::Listen { addr, source };
     let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(err)?;
     socket.set_reuseaddr(true).map_err(err)?;
     if reuse_port {
         // A new sluice may bind the same port while this one drains (rolling restarts).
         socket.set_reuseport(true).map_err(err)?;
+    }
+    if let Some(idle) = keepalive {
+        crate::net::keepalive(&socket, idle).map_err(err)?;
     }
     socket.bind(addr).map_err(err)?;
     socket.listen(backlog).map_err(err)

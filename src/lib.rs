@@ -30,6 +30,7 @@ pub mod keyed_hash;
 pub mod live;
 pub mod logging;
 pub mod metrics;
+pub mod net;
 pub mod pgcluster;
 pub mod protocol;
 pub mod reload;

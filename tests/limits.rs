@@ -110,3 +110,50 @@ async fn without_a_primary_writes_are_held_then_fail_with_the_cause_and_reads_go
         assert_eq!(rows[0].get::<_, i64>(0), 1);
     }
 }
+
+/// `limits.tcp_keepalive`: the client sockets sluice accepts and the server connections it
+/// opens have TCP keepalive on, so a peer that vanishes without a FIN (a client's machine gone
+/// in an open transaction) is given up by the kernel instead of holding its server connection
+/// for ever. Read from `/proc/net/tcp`: an idle socket with keepalive has its keepalive timer
+/// armed (`tr` 2) for the configured idle time; without, no timer (`tr` 0).
+#[tokio::test(flavor = "multi_thread")]
+async fn client_and_server_sockets_have_tcp_keepalive() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).set("limits", "tcp_keepalive", "\"45s\"").start().await;
+    let client = p.connect().await;
+    client.simple_query("SELECT 1").await.unwrap();
+    let raw = tokio::net::TcpStream::connect(("127.0.0.1", p.port())).await.unwrap();
+    let ours = raw.local_addr().unwrap().port();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // (local port, remote port, timer, ticks to expiry) of every IPv4 TCP socket.
+    let sockets = tcp_sockets();
+    let accepted = sockets.iter().find(|s| s.0 == p.port() && s.1 == ours).expect("sluice's side of our socket");
+    assert_eq!(accepted.2, 2, "no keepalive timer on the accepted socket: {accepted:?}");
+    // In clock ticks (100 a second): armed for 45 s when the socket went idle, a moment ago.
+    assert!((4000..=4500).contains(&accepted.3), "{accepted:?}");
+    let to_server: Vec<_> = sockets.iter().filter(|s| s.1 == c.primary_port()).collect();
+    assert!(to_server.iter().any(|s| s.2 == 2), "no server connection has a keepalive timer: {to_server:?}");
+    drop(raw);
+
+    let off = Proxy::builder().cluster(&c).set("limits", "tcp_keepalive", "\"0s\"").start().await;
+    let raw = tokio::net::TcpStream::connect(("127.0.0.1", off.port())).await.unwrap();
+    let ours = raw.local_addr().unwrap().port();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let sockets = tcp_sockets();
+    let accepted = sockets.iter().find(|s| s.0 == off.port() && s.1 == ours).expect("sluice's side of our socket");
+    assert_eq!(accepted.2, 0, "keepalive is off: {accepted:?}");
+}
+
+/// `/proc/net/tcp` rows as (local port, remote port, timer kind, ticks to the timer).
+fn tcp_sockets() -> Vec<(u16, u16, u8, u64)> {
+    let text = std::fs::read_to_string("/proc/net/tcp").unwrap();
+    let port = |addr: &str| u16::from_str_radix(addr.rsplit(':').next().unwrap(), 16).unwrap();
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let (tr, when) = f[5].split_once(':').unwrap();
+            (port(f[1]), port(f[2]), tr.parse().unwrap(), u64::from_str_radix(when, 16).unwrap())
+        })
+        .collect()
+}

@@ -47,6 +47,8 @@ pub struct ConnectSpec {
     pub passthrough: PassThroughKeys,
     /// Most statements sluice keeps prepared on the connection (`pool.max_prepared_statements`).
     pub max_prepared_statements: usize,
+    /// TCP keepalive's idle time (`limits.tcp_keepalive`; `None`: off).
+    pub keepalive: Option<Duration>,
     /// Open in-memory pipes instead of sockets (`None` in the proxy; see [`MemoryDial`]).
     #[doc(hidden)]
     pub memory: Option<MemoryDial>,
@@ -147,6 +149,11 @@ impl ServerConn {
                 other => BackendError::Tls { node: spec.node_name.clone(), detail: other.to_string() },
             })?,
         };
+        if let (Some(idle), Some(tcp)) = (spec.keepalive, stream.tcp()) {
+            if let Err(e) = crate::net::keepalive(tcp, idle) {
+                tracing::debug!(error = %e, "TCP keepalive not set on a server connection");
+            }
+        }
         let mut conn = ServerConn {
             io: FrameReader::new(stream, MAX_SERVER_MESSAGE),
             node: spec.node,
@@ -761,6 +768,7 @@ mod tests {
             tls: ServerTls::disabled(),
             passthrough: PassThroughKeys::default(),
             max_prepared_statements: 8,
+            keepalive: None,
             memory: Some(MemoryDial(Arc::new(dial))),
         };
         ServerConn::connect(&spec).await.expect("the fake server's login")

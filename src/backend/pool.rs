@@ -865,6 +865,7 @@ impl Pools {
             tls: self.tls.clone(),
             passthrough: self.passthrough.clone(),
             max_prepared_statements: self.config.pool.max_prepared_statements,
+            keepalive: self.config.limits.tcp_keepalive,
             memory: self.memory.clone(),
         }
     }
@@ -1013,6 +1014,7 @@ mod resize_tests {
             tls: ServerTls::disabled(),
             passthrough: PassThroughKeys::default(),
             max_prepared_statements: 10,
+            keepalive: None,
             memory: None,
         };
         let cfg = PoolConfig {

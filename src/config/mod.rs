@@ -115,6 +115,9 @@ pub struct Limits {
     pub startup_timeout: Duration,
     /// Idle clients are disconnected after this long (`None`: never).
     pub idle_client_timeout: Option<Duration>,
+    /// TCP keepalive on client and server sockets: idle time before the first probe (`None`:
+    /// off).
+    pub tcp_keepalive: Option<Duration>,
 }
 
 /// `[pool]`

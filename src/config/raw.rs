@@ -48,6 +48,7 @@ pub struct RawLimits {
     pub max_message_bytes: Option<i64>,
     pub startup_timeout: Option<String>,
     pub idle_client_timeout: Option<String>,
+    pub tcp_keepalive: Option<String>,
 }
 
 /// `[pool]`

@@ -136,6 +136,10 @@ fn limits(c: &mut Checker, raw: &RawLimits) -> Limits {
         max_message_bytes: c.int("limits.max_message_bytes", raw.max_message_bytes, 64 << 20, 1024, 1 << 30) as usize,
         startup_timeout: startup,
         idle_client_timeout: (!idle.is_zero()).then_some(idle),
+        tcp_keepalive: {
+            let k = c.duration("limits.tcp_keepalive", raw.tcp_keepalive.as_deref(), Duration::from_secs(60));
+            (!k.is_zero()).then_some(k)
+        },
     }
 }
 

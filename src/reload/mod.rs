@@ -57,6 +57,8 @@ fn keep_restart_only(running: &Config, next: &mut Config, needs_restart: &mut Ve
     keep("listen", running.listen != next.listen);
     keep("admin_listen", running.admin_listen != next.admin_listen);
     keep("limits.listen_backlog", running.limits.listen_backlog != next.limits.listen_backlog);
+    // Set on the client listeners, whose accepted sockets inherit it (no call per client).
+    keep("limits.tcp_keepalive", running.limits.tcp_keepalive != next.limits.tcp_keepalive);
     keep("pool.mode", running.pool.mode != next.pool.mode);
     keep("lifecycle.reuse_port", running.ops.lifecycle.reuse_port != next.ops.lifecycle.reuse_port);
     keep("log", running.ops.log != next.ops.log);
@@ -64,6 +66,7 @@ fn keep_restart_only(running: &Config, next: &mut Config, needs_restart: &mut Ve
     next.listen = running.listen;
     next.admin_listen = running.admin_listen;
     next.limits.listen_backlog = running.limits.listen_backlog;
+    next.limits.tcp_keepalive = running.limits.tcp_keepalive;
     next.pool.mode = running.pool.mode;
     next.ops.lifecycle.reuse_port = running.ops.lifecycle.reuse_port;
     next.ops.log = running.ops.log.clone();
