@@ -122,26 +122,28 @@ async fn client_and_server_sockets_have_tcp_keepalive() {
     let p = Proxy::builder().cluster(&c).set("limits", "tcp_keepalive", "\"45s\"").start().await;
     let client = p.connect().await;
     client.simple_query("SELECT 1").await.unwrap();
-    let raw = tokio::net::TcpStream::connect(("127.0.0.1", p.port())).await.unwrap();
-    let ours = raw.local_addr().unwrap().port();
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    // (local port, remote port, timer, ticks to expiry) of every IPv4 TCP socket.
-    let sockets = tcp_sockets();
-    let accepted = sockets.iter().find(|s| s.0 == p.port() && s.1 == ours).expect("sluice's side of our socket");
+    let (raw, accepted) = accepted_socket(p.port()).await;
     assert_eq!(accepted.2, 2, "no keepalive timer on the accepted socket: {accepted:?}");
     // In clock ticks (100 a second): armed for 45 s when the socket went idle, a moment ago.
     assert!((4000..=4500).contains(&accepted.3), "{accepted:?}");
+    let sockets = tcp_sockets();
     let to_server: Vec<_> = sockets.iter().filter(|s| s.1 == c.primary_port()).collect();
     assert!(to_server.iter().any(|s| s.2 == 2), "no server connection has a keepalive timer: {to_server:?}");
     drop(raw);
 
     let off = Proxy::builder().cluster(&c).set("limits", "tcp_keepalive", "\"0s\"").start().await;
-    let raw = tokio::net::TcpStream::connect(("127.0.0.1", off.port())).await.unwrap();
+    let (_raw, accepted) = accepted_socket(off.port()).await;
+    assert_eq!(accepted.2, 0, "keepalive is off: {accepted:?}");
+}
+
+/// A new connection to `port`, and the `/proc/net/tcp` row of the listener's side of it once
+/// it has sat idle a moment.
+async fn accepted_socket(port: u16) -> (tokio::net::TcpStream, (u16, u16, u8, u64)) {
+    let raw = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
     let ours = raw.local_addr().unwrap().port();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let sockets = tcp_sockets();
-    let accepted = sockets.iter().find(|s| s.0 == off.port() && s.1 == ours).expect("sluice's side of our socket");
-    assert_eq!(accepted.2, 0, "keepalive is off: {accepted:?}");
+    let accepted = tcp_sockets().into_iter().find(|s| s.0 == port && s.1 == ours).expect("the accepted side");
+    (raw, accepted)
 }
 
 /// `/proc/net/tcp` rows as (local port, remote port, timer kind, ticks to the timer).

@@ -210,14 +210,7 @@ async fn idle_server_connections_close_after_the_idle_timeout() {
         .set("", "admin_listen", "\"127.0.0.1:0\"")
         .start()
         .await;
-    let mut clients = Vec::new();
-    let mut pids = Vec::new();
-    for _ in 0..3 {
-        let client = p.connect().await;
-        client.batch_execute("BEGIN").await.unwrap();
-        pids.push(client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get::<_, i32>(0));
-        clients.push(client);
-    }
+    let (clients, pids) = in_transactions(&p, 3).await;
     for client in &clients[1..] {
         client.batch_execute("COMMIT").await.unwrap();
     }
@@ -235,6 +228,20 @@ async fn idle_server_connections_close_after_the_idle_timeout() {
     fresh.batch_execute("SELECT 1").await.unwrap();
 }
 
+/// `n` clients of `p`, each in a transaction (so on a server connection of its own), and
+/// those connections' backend pids.
+async fn in_transactions(p: &Proxy, n: usize) -> (Vec<tokio_postgres::Client>, Vec<i32>) {
+    let mut clients = Vec::new();
+    let mut pids = Vec::new();
+    for _ in 0..n {
+        let client = p.connect().await;
+        client.batch_execute("BEGIN").await.unwrap();
+        pids.push(client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap().get::<_, i32>(0));
+        clients.push(client);
+    }
+    (clients, pids)
+}
+
 /// A proxy in transaction mode whose pool holds three idle server connections that the next
 /// checkouts take in a known order, and their backend pids in that order (each client ends
 /// its transaction in reverse, and the pool reuses the connection put back last first: one
@@ -250,15 +257,7 @@ async fn three_idle_in_order(c: &Cluster, connect_timeout: &str) -> (Proxy, toki
         .set("", "admin_listen", "\"127.0.0.1:0\"")
         .start()
         .await;
-    let mut clients = Vec::new();
-    let mut pids = Vec::new();
-    for _ in 0..3 {
-        let client = p.connect().await;
-        client.batch_execute("BEGIN").await.unwrap();
-        let row = client.query_one("SELECT pg_backend_pid()", &[]).await.unwrap();
-        pids.push(row.get::<_, i32>(0));
-        clients.push(client);
-    }
+    let (clients, pids) = in_transactions(&p, 3).await;
     for client in clients.iter().rev() {
         client.batch_execute("COMMIT").await.unwrap();
     }

@@ -545,12 +545,10 @@ async fn stream_in(a: &mut RawConn, first: &str, rest: &[&str]) -> Vec<sluice::p
     a.until_ready_frames(Duration::from_secs(20)).await.expect("the unit's answers")
 }
 
-/// A SET in a Flush-held block on a replica, then a write: sluice ends the block on the
-/// replica (the Sync it sends there commits the SET) and runs the write on the primary. The
-/// SET is the session's from then on, on the primary too; the replica's connection, which the
-/// next client gets, does not carry it.
-#[tokio::test(flavor = "multi_thread")]
-async fn a_set_in_a_flush_held_block_closed_for_a_write_follows_the_session() {
+/// A session `a` (raw) and a client `b` of a proxy with one server connection per node over a
+/// primary and a replica, the primary holding `t (id int)`; `a` has left a block open with
+/// Flush on the replica: `set` and a read of the server's port, its replies read.
+async fn flush_held_block_on_a_replica(set: &str) -> (Cluster, Proxy, RawConn, tokio_postgres::Client) {
     let c = Cluster::start(1).await;
     c.psql("CREATE TABLE t (id int)").await;
     c.wait_replayed().await;
@@ -564,11 +562,10 @@ async fn a_set_in_a_flush_held_block_closed_for_a_write_follows_the_session() {
         .start()
         .await;
     p.wait_topology(1, 1).await;
-    let primary = c.primary_port().to_string();
     let mut a = raw_login(p.port()).await;
     let b = p.connect().await;
     let mut out = BytesMut::new();
-    run_unnamed(&mut out, "SET work_mem = '9MB'", &[]);
+    run_unnamed(&mut out, set, &[]);
     run_unnamed(&mut out, "SELECT inet_server_port()::text", &[]);
     messages::flush(&mut out);
     assert!(a.send(&out).await);
@@ -577,11 +574,28 @@ async fn a_set_in_a_flush_held_block_closed_for_a_write_follows_the_session() {
         got.push(a.recv(Duration::from_secs(20)).await.expect("the Flush block's replies"));
     }
     assert_eq!(tags(&got), "12C12DC");
-    assert_ne!(first_column(&got[5]), Some(primary.clone()), "the block should have run on the replica");
+    let primary = c.primary_port().to_string();
+    assert_ne!(first_column(&got[5]), Some(primary), "the block should have run on the replica");
+    (c, p, a, b)
+}
+
+/// `sql` as a simple Query, its answers up to ReadyForQuery.
+async fn simple(a: &mut RawConn, sql: &str) -> Vec<sluice::protocol::Frame> {
     let mut q = BytesMut::new();
-    messages::query(&mut q, "INSERT INTO t VALUES (1) RETURNING current_setting('work_mem'), inet_server_port()::text");
+    messages::query(&mut q, sql);
     assert!(a.send(&q).await);
-    let frames = a.until_ready_frames(Duration::from_secs(20)).await.expect("the write's answer");
+    a.until_ready_frames(Duration::from_secs(20)).await.expect("the Query's answers")
+}
+
+/// A SET in a Flush-held block on a replica, then a write: sluice ends the block on the
+/// replica (the Sync it sends there commits the SET) and runs the write on the primary. The
+/// SET is the session's from then on, on the primary too; the replica's connection, which the
+/// next client gets, does not carry it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_set_in_a_flush_held_block_closed_for_a_write_follows_the_session() {
+    let (_c, _p, mut a, b) = flush_held_block_on_a_replica("SET work_mem = '9MB'").await;
+    let write = "INSERT INTO t VALUES (1) RETURNING current_setting('work_mem'), inet_server_port()::text";
+    let frames = simple(&mut a, write).await;
     assert_eq!(tags(&frames), "TDCZ", "the write");
     assert_eq!(first_column(&frames[1]).as_deref(), Some("9MB"), "the write on the primary saw a's SET");
     assert_eq!(read_unkept(&b, WORK_MEM).await.as_deref(), Some("4MB"), "b got a's SET with the replica's connection");
@@ -594,37 +608,9 @@ async fn a_set_in_a_flush_held_block_closed_for_a_write_follows_the_session() {
 /// goes on without the setting, as the error said.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_setting_a_flush_held_block_cannot_carry_to_the_primary_fails_the_write() {
-    let c = Cluster::start(1).await;
-    c.psql("CREATE TABLE t (id int)").await;
-    c.wait_replayed().await;
-    let admin = ("", "admin_listen", "\"127.0.0.1:0\"");
-    let p = Proxy::builder()
-        .cluster(&c)
-        .pool_size(1)
-        .pool_mode("transaction")
-        .monitor_interval("100ms")
-        .set(admin.0, admin.1, admin.2)
-        .start()
-        .await;
-    p.wait_topology(1, 1).await;
-    let primary = c.primary_port().to_string();
-    let mut a = raw_login(p.port()).await;
-    let b = p.connect().await;
-    let mut out = BytesMut::new();
-    run_unnamed(&mut out, &format!("SET my.big = '{}'", "x".repeat(70_000)), &[]);
-    run_unnamed(&mut out, "SELECT inet_server_port()::text", &[]);
-    messages::flush(&mut out);
-    assert!(a.send(&out).await);
-    let mut got = Vec::new();
-    for _ in 0..7 {
-        got.push(a.recv(Duration::from_secs(20)).await.expect("the Flush block's replies"));
-    }
-    assert_eq!(tags(&got), "12C12DC");
-    assert_ne!(first_column(&got[5]), Some(primary.clone()), "the block should have run on the replica");
-    let mut q = BytesMut::new();
-    messages::query(&mut q, "INSERT INTO t VALUES (1)");
-    assert!(a.send(&q).await);
-    let frames = a.until_ready_frames(Duration::from_secs(20)).await.expect("the write's answer");
+    let set = format!("SET my.big = '{}'", "x".repeat(70_000));
+    let (c, _p, mut a, b) = flush_held_block_on_a_replica(&set).await;
+    let frames = simple(&mut a, "INSERT INTO t VALUES (1)").await;
     assert_eq!(tags(&frames), "EZ", "the write is refused");
     let error = String::from_utf8_lossy(frames[0].body()).into_owned();
     assert!(error.contains("0A000"), "{error}");
@@ -632,11 +618,7 @@ async fn a_setting_a_flush_held_block_cannot_carry_to_the_primary_fails_the_writ
     const BIG: &str = "SELECT coalesce(length(current_setting('my.big', true)), 0)::text";
     assert_eq!(read_unkept(&b, BIG).await.as_deref(), Some("0"), "b got a's setting with the replica's connection");
     assert_eq!(raw_value(&mut a, BIG).await, "0", "a goes on without the setting, as it was told");
-    let mut q = BytesMut::new();
-    messages::query(&mut q, "INSERT INTO t VALUES (2)");
-    assert!(a.send(&q).await);
-    let frames = a.until_ready_frames(Duration::from_secs(20)).await.expect("the next write's answer");
-    assert_eq!(tags(&frames), "CZ", "the session goes on");
+    assert_eq!(tags(&simple(&mut a, "INSERT INTO t VALUES (2)").await), "CZ", "the session goes on");
 }
 
 /// Blocks split by Flush (psycopg's pipeline asks for results with Flush before its Sync):
@@ -695,10 +677,7 @@ async fn a_flush_held_block_ended_by_a_query_keeps_its_set_as_postgresql_does() 
         for conn in [&mut direct, &mut a] {
             flush_pieces(conn, &[flushed]).await;
             for sql in queries {
-                let mut out = BytesMut::new();
-                messages::query(&mut out, sql);
-                assert!(conn.send(&out).await);
-                conn.until_ready_frames(Duration::from_secs(20)).await.expect("the Query's answers");
+                simple(conn, sql).await;
             }
         }
         assert_eq!(raw_work_mem(&mut direct).await, want, "{flushed:?} {queries:?} on PostgreSQL itself");
