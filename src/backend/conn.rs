@@ -346,7 +346,12 @@ impl ServerConn {
 
     /// Neither older than `lifetime` nor idle longer than `idle`.
     pub(crate) fn fresh(&self, now: Instant, lifetime: Duration, idle: Duration) -> bool {
-        now.saturating_duration_since(self.created) < lifetime && now.saturating_duration_since(self.last_used) < idle
+        self.younger_than(now, lifetime) && now.saturating_duration_since(self.last_used) < idle
+    }
+
+    /// Not older than `lifetime` at `now`.
+    pub(crate) fn younger_than(&self, now: Instant, lifetime: Duration) -> bool {
+        now.saturating_duration_since(self.created) < lifetime
     }
 
     /// Released now (for the idle timeout).

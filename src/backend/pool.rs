@@ -563,7 +563,7 @@ impl Pool {
     /// that held it longer than the timeout did not leave it idle).
     fn put_back(&self, mut c: Box<Pooled>, epoch: u64, now: Instant) {
         let (lifetime, _) = self.ages.get();
-        if !c.conn.fresh(now, lifetime, Duration::MAX) {
+        if !c.conn.younger_than(now, lifetime) {
             self.metrics.expired(1);
             return;
         }
