@@ -437,7 +437,7 @@ impl<'a> Session<'a> {
         unit: &mut Unit,
         before: TxStatus,
     ) -> Result<(), SessionEnd> {
-        let Tried { outcome, errored, streamed } = tried;
+        let Tried { outcome, errored, streamed, .. } = tried;
         let errored = *errored;
         tracing::trace!(key = self.key().pid(), ?outcome, "unit done");
         let counted = match &outcome {
@@ -451,11 +451,11 @@ impl<'a> Session<'a> {
             self.shared.metrics.unit(o);
         }
         // What streamed in after the unit started counts as much as what started it.
-        let class = &with_streamed(class, streamed.class.as_ref());
+        let class = &with_streamed(class, streamed.as_ref().and_then(|s| s.class.as_ref()));
         // Messages that streamed in after the unit started are judged with it (psycopg flushes
         // each statement of a pipeline as it is queued, so its Sync and later statements often
         // stream in). Past the keep limit they were not all kept.
-        let complete = streamed.messages == 0 || streamed.frames.is_some();
+        let complete = streamed.as_ref().is_none_or(|s| s.messages == 0 || s.frames.is_some());
         match outcome {
             &mut Outcome::Ready(status) => {
                 let unit = std::mem::replace(unit, Unit::Extended(Vec::new()));
@@ -480,7 +480,7 @@ impl<'a> Session<'a> {
                 Ok(())
             }
             Outcome::ServerLost(e) => {
-                let synced = unit.ends_cleanly() || streamed.synced;
+                let synced = unit.ends_cleanly() || streamed.as_ref().is_some_and(|s| s.synced);
                 Box::pin(self.server_lost(e, class.tx == TxEffect::End, synced)).await
             }
             Outcome::End(end) => Err(end.clone()),
@@ -498,7 +498,7 @@ impl<'a> Session<'a> {
     fn judge_ready(
         &mut self,
         unit: Unit,
-        streamed: &mut Streamed,
+        streamed: &mut Option<Box<Streamed>>,
         class: &Class,
         before: TxStatus,
         status: TxStatus,
