@@ -499,6 +499,7 @@ impl<'a> Session<'a> {
     /// effects that need no walk are noted, where [`Session::judge_whole`] would take the unit
     /// apart to find the same.
     #[allow(clippy::too_many_arguments)]
+    #[inline]
     fn judge_ready(
         &mut self,
         unit: &mut Unit,
@@ -526,7 +527,10 @@ impl<'a> Session<'a> {
 
     /// [`Session::judge_ready`] for a unit that may have set something, streamed, ended a
     /// Flush-held block or found session commands pending.
+    ///
+    /// Out of line: inlined, its frame and saved registers were paid by every unit.
     #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
     fn judge_whole(
         &mut self,
         unit: Unit,
