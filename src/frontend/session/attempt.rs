@@ -244,16 +244,19 @@ impl<'a> Session<'a> {
             // A phase of its own: what the batch, the send and the relay keep (the translated
             // messages, the expected replies, the relay) takes room only in its state, not beside
             // the checkout's and the write position's in every state of this future.
-            let tried = self.forward(unit, class, plan).await;
-            let capture = tried.capture;
-            if capture != Capture::None && matches!(tried.outcome, Outcome::Ready(_) | Outcome::ReadOnlyRejected) {
+            //
+            // Taken apart as it comes: bound whole (`let tried = ...await`), the result is written
+            // in place and so takes its room through the relay's await too, in every state of
+            // this future (128 bytes more, and the unit future with it).
+            let Tried { outcome, errored, capture, streamed } = self.forward(unit, class, plan).await;
+            if capture != Capture::None && matches!(outcome, Outcome::Ready(_) | Outcome::ReadOnlyRejected) {
                 if replicas_readable {
                     self.capture_write(capture).await?;
-                    return Ok(Some(tried));
+                    return Ok(Some(Tried { outcome, errored, capture, streamed }));
                 }
                 self.write_unmeasured();
             }
-            Ok(Some(tried))
+            Ok(Some(Tried { outcome, errored, capture, streamed }))
         }
     }
 
