@@ -7,12 +7,20 @@ use super::*;
 use crate::frontend::unit::{copy_matters, late_lsn_capture, primary_capture, Ran, Resolved};
 
 /// What one try of a unit came to.
+///
+/// Moved by value from the relay's phase up through `attempt` and `run_unit`, a few times per
+/// statement: kept small (128 bytes: `Outcome` and a pointer) so that each move is a few
+/// register stores, not a `memcpy` call (at 256 bytes, with `Streamed` inline, they were).
 pub(super) struct Tried {
     pub(super) outcome: Outcome,
     /// The server reported an error in the unit.
     pub(super) errored: bool,
-    /// What streamed into the unit after it started.
-    pub(super) streamed: Streamed,
+    /// How the unit's write position is to be learnt ([`Session::attempt`] does it).
+    capture: Capture,
+    /// What streamed into the unit after it started; `None` for a unit that does not stream
+    /// (every simple Query, every extended unit ended by Sync). Boxed: see above; a streaming
+    /// unit allocates it as it starts.
+    pub(super) streamed: Option<Box<Streamed>>,
 }
 
 /// What [`Session::attempt`] found before it sends the unit, for [`Session::forward`].
@@ -40,8 +48,8 @@ struct Plan {
 
 /// The whole unit: what started it and every message that streamed in (all of them when the
 /// unit is replayable or within the keep limit).
-pub(super) fn whole_unit(unit: Unit, streamed: &mut Streamed) -> Unit {
-    match (unit, streamed.frames.take()) {
+pub(super) fn whole_unit(unit: Unit, streamed: &mut Option<Box<Streamed>>) -> Unit {
+    match (unit, streamed.as_mut().and_then(|s| s.frames.take())) {
         (Unit::Extended(mut frames), Some(more)) => {
             frames.extend(more);
             Unit::Extended(frames)
@@ -50,33 +58,28 @@ pub(super) fn whole_unit(unit: Unit, streamed: &mut Streamed) -> Unit {
     }
 }
 
-/// `unit`'s messages translated for `conn` (client statement names mapped to the connection's,
+/// `unit`'s messages translated into `batch` (client statement names mapped to the connection's,
 /// the definitions classifying found taken from `rare`). A unit cut short that does not stream
 /// gets a Flush: the server holds its replies until a Flush or a Sync that is not coming.
-fn translate<'c>(
-    conn: &'c mut ServerConn,
-    classifier: &'c Classifier,
-    rare: &mut Rare,
-    unit: &Unit,
-    streams: bool,
-) -> Batch<'c> {
-    let mut batch = Batch::new(conn, classifier);
+///
+/// The batch is the caller's: returned from here, its 168 bytes were copied out once more per
+/// statement (a `memcpy` call).
+fn translate(batch: &mut Batch<'_>, rare: &mut Rare, unit: &Unit, streams: bool) {
     let resolved = std::mem::take(&mut rare.resolved);
     let statements = &mut rare.statements;
     match unit {
-        Unit::Simple(frame) => statements.translate_query(frame, &mut batch),
+        Unit::Simple(frame) => statements.translate_query(frame, batch),
         Unit::Extended(frames) => {
             let mut found = resolved.in_order();
             for (i, f) in frames.iter().enumerate() {
                 let def = found.next_if(|&(at, _)| at == i).map(|(_, def)| def);
-                statements.translate(f, def, &mut batch);
+                statements.translate(f, def, batch);
             }
             if !streams && !matches!(frames.last().map(Frame::tag), Some(tag::SYNC | tag::FLUSH)) {
                 messages::flush(&mut batch.out);
             }
         }
     }
-    batch
 }
 
 impl<'a> Session<'a> {
@@ -243,15 +246,19 @@ impl<'a> Session<'a> {
             // A phase of its own: what the batch, the send and the relay keep (the translated
             // messages, the expected replies, the relay) takes room only in its state, not beside
             // the checkout's and the write position's in every state of this future.
-            let (tried, capture) = self.forward(unit, class, plan).await;
-            if capture != Capture::None && matches!(tried.outcome, Outcome::Ready(_) | Outcome::ReadOnlyRejected) {
+            //
+            // Taken apart as it comes: bound whole (`let tried = ...await`), the result is written
+            // in place and so takes its room through the relay's await too, in every state of
+            // this future (128 bytes more, and the unit future with it).
+            let Tried { outcome, errored, capture, streamed } = self.forward(unit, class, plan).await;
+            if capture != Capture::None && matches!(outcome, Outcome::Ready(_) | Outcome::ReadOnlyRejected) {
                 if replicas_readable {
                     self.capture_write(capture).await?;
-                    return Ok(Some(tried));
+                    return Ok(Some(Tried { outcome, errored, capture, streamed }));
                 }
                 self.write_unmeasured();
             }
-            Ok(Some(tried))
+            Ok(Some(Tried { outcome, errored, capture, streamed }))
         }
     }
 
@@ -266,14 +273,15 @@ impl<'a> Session<'a> {
         unit: &'s Unit,
         class: &'s Class,
         plan: Plan,
-    ) -> impl std::future::Future<Output = (Tried, Capture)> + use<'s, 'a> {
+    ) -> impl std::future::Future<Output = Tried> + use<'s, 'a> {
         // Not an `async fn`: see `run_unit`.
         async move {
             let held = self.held.as_mut().expect("acquire leaves a held connection");
             // In a block of its own: the messages sent die before the relay runs, instead of
             // taking room beside it.
             let (conn, mut queue, mut added, mut closed, on_primary, capture) = {
-                let batch = translate(held.checkout.conn(), &self.classifier, self.rare.get(), unit, plan.streams);
+                let mut batch = Batch::new(held.checkout.conn(), &self.classifier);
+                translate(&mut batch, self.rare.get(), unit, plan.streams);
                 let Batch { conn, mut out, queue, added, closed, .. } = batch;
                 let on_primary = plan.primary == Some(conn.node());
                 // A position not asked for is asked for behind the next read on the primary, once a
@@ -292,12 +300,12 @@ impl<'a> Session<'a> {
                 if let Some(message) = conn.send(&out).await.err().map(|e| e.to_string()) {
                     self.drop_held();
                     let outcome = Outcome::NotSent(message);
-                    return (Tried { outcome, errored: false, streamed: Streamed::default() }, Capture::None);
+                    return Tried { outcome, errored: false, capture: Capture::None, streamed: None };
                 }
                 conn.keep_out(out);
                 (conn, queue, added, closed, on_primary, capture)
             };
-            let mut streamed = Streamed::default();
+            let mut streamed: Option<Box<Streamed>> = None;
             let (outcome, errored) = {
                 let relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params)
                     .client_pid(self.entry.key().pid())
@@ -314,7 +322,7 @@ impl<'a> Session<'a> {
                         &mut self.rare.get().statements,
                         &self.classifier,
                         plan.writes_move,
-                        &mut streamed,
+                        streamed.insert(Box::default()),
                         replayable,
                     )
                 } else {
@@ -324,12 +332,14 @@ impl<'a> Session<'a> {
                 (outcome, relay.errored)
             };
             if errored {
-                added.append(&mut streamed.added);
-                closed.append(&mut streamed.closed);
+                if let Some(s) = streamed.as_deref_mut() {
+                    added.append(&mut s.added);
+                    closed.append(&mut s.closed);
+                }
                 conn.statements_mut().unit_failed(&added, closed);
                 conn.set_unnamed(None);
             }
-            if let Some(f) = streamed.lookahead.take() {
+            if let Some(f) = streamed.as_deref_mut().and_then(|s| s.lookahead.take()) {
                 let rare = self.rare.get();
                 debug_assert!(rare.lookahead.is_none());
                 rare.lookahead = Some(f);
@@ -340,9 +350,9 @@ impl<'a> Session<'a> {
                 streamed: plan.streams,
                 block_wrote: plan.block_wrote,
             };
-            let capture =
-                late_lsn_capture(capture, class, streamed.class.as_ref(), ran, plan.may_copy, plan.in_transaction);
-            (Tried { outcome, errored, streamed }, capture)
+            let streamed_class = streamed.as_ref().and_then(|s| s.class.as_ref());
+            let capture = late_lsn_capture(capture, class, streamed_class, ran, plan.may_copy, plan.in_transaction);
+            Tried { outcome, errored, capture, streamed }
         }
     }
 
