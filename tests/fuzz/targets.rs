@@ -42,7 +42,7 @@ pub struct State {
     startup_seeds: Vec<Vec<u8>>,
     stream_seeds: Vec<Vec<u8>>,
     body_seeds: Vec<Vec<u8>>,
-    verifier: ScramVerifier,
+    verifier: std::sync::Arc<ScramVerifier>,
     salts: SaltCache,
     n: u64,
     /// How deep the inputs got, for the report.
@@ -78,7 +78,7 @@ impl State {
             startup_seeds: startup_seeds(),
             stream_seeds,
             body_seeds,
-            verifier: ScramVerifier::derive(PASSWORD, b"fuzz-salt-16byte", 4096),
+            verifier: std::sync::Arc::new(ScramVerifier::derive(PASSWORD, b"fuzz-salt-16byte", 4096)),
             salts: SaltCache::new(),
             n: 0,
             depth: Depth::default(),
