@@ -131,38 +131,39 @@ async fn run(stream: TcpStream, shared: &Shared, audit: &mut Audit) -> Result<Lo
     // awaits, so inline they would take room of their own beside the startup phase's state
     // instead of sharing it (the handshake box was 3,440 bytes, past the allocator's per-thread
     // cache of 1,032: a slower `malloc` and `free` per login).
-    authenticate_login(stream, end_point, (params, read), shared, audit, deadline).await
+    // The client's reader goes on with the startup reads' buffer (what the client sent after
+    // its StartupMessage, and the room of the reader's first read).
+    let client = FrameReader::with_buffer(stream, reader_buffer(read), MAX_AUTH_MESSAGE);
+    authenticate_login(client, end_point, params, shared, audit, deadline).await
 }
 
 /// The rest of the login after the startup packet: the user and database, the session state,
-/// TLS required, authentication and the database allowed. `read`: the startup reads' buffer,
-/// with whatever the client sent after its StartupMessage (the client's reader goes on with it).
+/// TLS required, authentication and the database allowed.
 async fn authenticate_login(
-    mut stream: MaybeTls,
+    mut client: FrameReader<MaybeTls>,
     end_point: Option<Arc<[u8]>>,
-    (params, read): (StartupParams, BytesMut),
+    params: StartupParams,
     shared: &Shared,
     audit: &mut Audit,
     deadline: Instant,
 ) -> Result<Login, Refused> {
-    audit.tls = stream.tls_description();
+    audit.tls = client.get_ref().tls_description();
     let (user, database, has_options) = match check_params(&params) {
         Ok((user, database, has_options)) => {
             (shared.lifecycle.name(user), shared.lifecycle.name(database), has_options)
         }
-        Err((code, msg)) => return Err(refuse(&mut stream, code, &msg).await),
+        Err((code, msg)) => return Err(refuse(client.get_mut(), code, &msg).await),
     };
     let session = match LoginState::new(params, has_options) {
         Ok(session) => session,
-        Err(msg) => return Err(refuse(&mut stream, sqlstate::PROTOCOL_VIOLATION, &msg).await),
+        Err(msg) => return Err(refuse(client.get_mut(), sqlstate::PROTOCOL_VIOLATION, &msg).await),
     };
     audit.user = Arc::clone(&user);
     audit.database = Arc::clone(&database);
-    if shared.client_tls.mode() == ClientTlsMode::Require && !stream.is_tls() {
+    if shared.client_tls.mode() == ClientTlsMode::Require && !client.get_ref().is_tls() {
         let msg = "sluice requires TLS: connect with sslmode=require (or stronger)";
-        return Err(refuse(&mut stream, sqlstate::INVALID_AUTHORIZATION, msg).await);
+        return Err(refuse(client.get_mut(), sqlstate::INVALID_AUTHORIZATION, msg).await);
     }
-    let mut client = FrameReader::with_buffer(stream, reader_buffer(read), MAX_AUTH_MESSAGE);
     if !trusted(shared, &user, &mut audit.method) {
         // Boxed, like the TLS upgrade and the cancel below: the exchange's state (~1,000 bytes
         // with its timer) inline made every login's handshake box too large for the
