@@ -3,10 +3,17 @@
 //! client's name) and at every login (credentials by user, pools by node, database and user,
 //! classifiers by database).
 //!
-//! Their keys come from clients, so the hash is keyed with random seeds drawn per map (from the
-//! standard library's per-process random keys): colliding keys cannot be computed offline, and
-//! a map's entries are bounded anyway (`pool.max_prepared_statements` per connection; a session
-//! only slows its own map). Each `write` mixes 16-byte blocks in by one 64 x 64 -> 128-bit
+//! Their keys come from clients, so the hash is keyed with random seeds of its own per map:
+//! colliding keys cannot be computed offline, and a map's entries are bounded anyway
+//! (`pool.max_prepared_statements` per connection; a session only slows its own map).
+//!
+//! Where the seeds come from: each thread draws two secret words once (from std's
+//! `RandomState`, whose keys come from the operating system's random source) and gives each
+//! new map the fold of their product with a counter it steps ([`KeyedState::new`]), as std's
+//! `RandomState` steps its own per-thread keys. What keeps collisions from being computed is
+//! unchanged: a map's seeds depend on 128 secret bits nobody outside the process sees, and two
+//! maps' seeds differ. Drawing them per map (two SipHash-1-3 runs) cost ~290 instructions,
+//! and sessions make a map as they run their first unit. Each `write` mixes 16-byte blocks in by one 64 x 64 -> 128-bit
 //! multiply of its two words (each xored with a seed, the first also with the state so far)
 //! folded to 64 bits, its length seeding the block chain; `finish` folds once more so that all
 //! bits depend on every block (hashbrown takes buckets from the low bits, tags from the high
@@ -24,11 +31,28 @@ pub struct KeyedState {
 }
 
 impl KeyedState {
-    /// Fresh random seeds.
+    /// Seeds of their own: this thread's secret words mixed with the thread's next count (see
+    /// the module map). Each seed is the folded product of the two words, each xored with the
+    /// count or a constant, so the count's bits spread over the whole seed and no seed shows a
+    /// secret word plainly.
     #[must_use]
     pub fn new() -> Self {
-        let random = RandomState::new();
-        Self { seeds: [random.hash_one(0_u64), random.hash_one(1_u64)] }
+        thread_local! {
+            /// This thread's two secret words and the count of states made from them.
+            static SECRET: std::cell::Cell<[u64; 3]> = std::cell::Cell::new({
+                let random = RandomState::new();
+                [random.hash_one(0_u64), random.hash_one(1_u64), 0]
+            });
+        }
+        SECRET.with(|secret| {
+            let [k0, k1, count] = secret.get();
+            secret.set([k0, k1, count.wrapping_add(1)]);
+            let seeds = [
+                fold_mul(k0 ^ count, k1 ^ 0x243f_6a88_85a3_08d3),
+                fold_mul(k1 ^ count.rotate_left(32), k0 ^ 0x1319_8a2e_0370_7344),
+            ];
+            Self { seeds }
+        })
     }
 }
 
@@ -179,6 +203,25 @@ mod tests {
         let (a, b) = (KeyedState::new(), KeyedState::new());
         let text = b"SELECT abalance FROM pgbench_accounts WHERE aid = $1";
         assert_ne!(hash(&a, text), hash(&b, text));
+    }
+
+    #[test]
+    fn every_state_has_seeds_of_its_own() {
+        // Made in a row on one thread (the count steps) and on other threads (other words).
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let seeds = KeyedState::new().seeds;
+            assert!(seen.insert(seeds[0]) && seen.insert(seeds[1]), "a seed came twice");
+        }
+        let others: Vec<_> = (0..4).map(|_| std::thread::spawn(|| KeyedState::new().seeds)).collect();
+        for seeds in others.into_iter().map(|t| t.join().unwrap()) {
+            assert!(seen.insert(seeds[0]) && seen.insert(seeds[1]), "another thread's seed came twice");
+        }
+        // Consecutive states' seeds differ in about half their bits, not in the count's few.
+        let (a, b) = (KeyedState::new().seeds, KeyedState::new().seeds);
+        for (x, y) in a.iter().zip(&b) {
+            assert!((8..=56).contains(&(x ^ y).count_ones()), "{x:#x} {y:#x}");
+        }
     }
 
     #[test]

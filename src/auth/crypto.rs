@@ -57,6 +57,32 @@ pub(crate) fn hmac(key: &[u8], data: &[u8]) -> Key {
     mac.finalize().into_bytes().into()
 }
 
+/// An HMAC-SHA-256 key made ready once: its inner and outer padded blocks already hashed.
+///
+/// `HMAC(K, m) = H((K ^ opad) || H((K ^ ipad) || m))`; the two padded keys are one SHA-256
+/// block each, the same for every message. [`hmac`] hashes them on every call (two of the
+/// seven blocks of a login's HMAC over its AuthMessage); a key kept as an `HmacKey` hashes
+/// them once and copies the two states per message.
+#[derive(Clone)]
+pub(crate) struct HmacKey(Hmac<Sha256>);
+
+impl HmacKey {
+    /// Hashes the padded key blocks.
+    pub(crate) fn new(key: &[u8]) -> Self {
+        // HMAC accepts keys of any length, so this cannot fail.
+        Self(Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length"))
+    }
+
+    /// `HMAC(key, parts concatenated)`: the parts are hashed in turn, never joined.
+    pub(crate) fn sign(&self, parts: &[&[u8]]) -> Key {
+        let mut mac = self.0.clone();
+        for part in parts {
+            mac.update(part);
+        }
+        mac.finalize().into_bytes().into()
+    }
+}
+
 /// `H(data)`: SHA-256.
 pub(crate) fn sha256(data: &[u8]) -> Key {
     Sha256::digest(data).into()
@@ -100,9 +126,34 @@ pub(crate) fn unb64(text: &str) -> Option<Vec<u8>> {
     STANDARD.decode(text).ok()
 }
 
+/// Standard base64 with padding appended to `out`.
+pub(crate) fn b64_into(data: &[u8], out: &mut String) {
+    STANDARD.encode_string(data, out);
+}
+
+/// Decoded bytes did not fit the buffer given.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct TooLong;
+
+/// Strict standard base64 decoded into `out` (no allocation): `None` if `text` is not base64
+/// (a text too long for `out` may be reported as [`TooLong`] before its content is checked),
+/// else the number of bytes written or [`TooLong`].
+pub(crate) fn unb64_into(text: &str, out: &mut [u8]) -> Option<Result<usize, TooLong>> {
+    match STANDARD.decode_slice(text, out) {
+        Ok(n) => Some(Ok(n)),
+        Err(base64::DecodeSliceError::OutputSliceTooSmall) => Some(Err(TooLong)),
+        Err(base64::DecodeSliceError::DecodeError(_)) => None,
+    }
+}
+
 /// Decodes base64 that must hold exactly one key.
 pub(crate) fn unb64_key(text: &str) -> Option<Key> {
-    unb64(text)?.try_into().ok()
+    // Room for more than a key, so that a longer text is not cut to one.
+    let mut out = [0u8; KEY_LEN + 16];
+    match unb64_into(text, &mut out)? {
+        Ok(KEY_LEN) => out[..KEY_LEN].try_into().ok(),
+        _ => None,
+    }
 }
 
 /// `n` random bytes from the thread-local CSPRNG.
@@ -114,7 +165,9 @@ pub(crate) fn random_bytes(n: usize) -> Vec<u8> {
 
 /// A fresh printable nonce: 18 random bytes, base64 (no `,` can appear).
 pub(crate) fn new_nonce() -> String {
-    b64(&random_bytes(NONCE_BYTES))
+    let mut bytes = [0u8; NONCE_BYTES];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    b64(&bytes)
 }
 
 #[cfg(test)]
@@ -148,9 +201,45 @@ mod tests {
     }
 
     #[test]
+    fn a_ready_key_signs_as_hmac_does() {
+        for key_len in [0, 1, 32, 64, 65, 100] {
+            let key: Vec<u8> = (0..key_len).map(|i| i as u8).collect();
+            let ready = HmacKey::new(&key);
+            for len in [0, 1, 55, 56, 63, 64, 65, 200] {
+                let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+                let (a, b) = data.split_at(len / 3);
+                assert_eq!(ready.sign(&[&data]), hmac(&key, &data), "key {key_len}, data {len}");
+                assert_eq!(ready.sign(&[a, b, b""]), hmac(&key, &data), "in parts: key {key_len}, data {len}");
+            }
+        }
+        // RFC 4231 test case 2.
+        let mac = HmacKey::new(b"Jefe").sign(&[b"what do ya want ", b"for nothing?"]);
+        let want = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+        assert_eq!(mac.iter().map(|b| format!("{b:02x}")).collect::<String>(), want);
+    }
+
+    #[test]
     fn unb64_key_requires_exactly_32_bytes() {
-        assert!(unb64_key(&b64(&[7u8; 32])).is_some());
-        assert!(unb64_key(&b64(&[7u8; 31])).is_none());
+        assert_eq!(unb64_key(&b64(&[7u8; 32])), Some([7u8; 32]));
+        for len in [0, 31, 33, 48, 49, 100] {
+            assert!(unb64_key(&b64(&vec![7u8; len])).is_none(), "{len} bytes");
+        }
         assert!(unb64_key("not base64!").is_none());
+        // Not canonical: the last character's unused bits set.
+        let text = b64(&[7u8; 32]);
+        assert!(unb64_key(&format!("{}B=", &text[..42])).is_none());
+    }
+
+    #[test]
+    fn unb64_into_decodes_as_unb64_does() {
+        let mut out = [0u8; 8];
+        for text in ["", "biws", "eSws", "cD10bHMtc2VydmVyLWVuZC1wb2ludCws", "b!ws", "biw", "biws=", "AAAAAAAAAAA="] {
+            let want = unb64(text);
+            match unb64_into(text, &mut out) {
+                Some(Ok(n)) => assert_eq!(Some(&out[..n]), want.as_deref(), "{text}"),
+                Some(Err(TooLong)) => assert!(want.is_none_or(|w| w.len() > out.len()), "{text}"),
+                None => assert_eq!(want, None, "{text}"),
+            }
+        }
     }
 }

@@ -19,6 +19,7 @@ use std::sync::Arc;
 
 use super::attrs::{self, Attrs};
 use super::crypto::{self, ct_eq, hmac, sha256, xor, Key};
+use super::verifier::ReadyKeys;
 use super::{AuthError, ScramMessage, ScramVerifier};
 
 /// Where a server-side exchange stands.
@@ -31,19 +32,55 @@ enum State {
     Finished,
 }
 
-/// What the final step needs from the first.
+/// What the final step needs from the first, in one text: the GS2 header the client sent
+/// (`n,,`, `y,,` or `p=tls-server-end-point,,`, echoed base64 in `c=`), then the first two parts
+/// of AuthMessage with their commas: client-first-message-bare `,` server-first-message `,`.
+/// server-first begins with `r=` and the nonce (the client's, then sluice's) that client-final
+/// must repeat. One allocation where five strings were made and joined.
 struct Exchanged {
-    /// The GS2 header exactly as the client sent it (`n,,` or `y,,`), echoed base64 in `c=`.
-    gs2_header: String,
-    /// client-first-message-bare, part of AuthMessage.
-    client_first_bare: String,
-    /// server-first-message, part of AuthMessage.
-    server_first: String,
-    /// Client nonce followed by the server nonce.
-    nonce: String,
-    /// The channel binding data `c=` must carry after the GS2 header (empty without binding).
-    cbind_data: Vec<u8>,
+    text: String,
+    /// Where client-first-message-bare begins (the GS2 header's length).
+    bare_at: usize,
+    /// Where server-first-message begins.
+    first_at: usize,
+    /// The nonce's length.
+    nonce_len: usize,
 }
+
+impl Exchanged {
+    fn new(gs2_header: &str, bare: &str, client_nonce: &str, server_nonce: &str, tail: &str) -> Self {
+        let nonce_len = client_nonce.len() + server_nonce.len();
+        let mut text = String::with_capacity(gs2_header.len() + bare.len() + nonce_len + tail.len() + 4);
+        for part in [gs2_header, bare, ",r=", client_nonce, server_nonce, tail, ","] {
+            text.push_str(part);
+        }
+        let bare_at = gs2_header.len();
+        Self { text, bare_at, first_at: bare_at + bare.len() + 1, nonce_len }
+    }
+
+    fn gs2_header(&self) -> &str {
+        &self.text[..self.bare_at]
+    }
+
+    /// client-first-message-bare `,` server-first-message `,`: AuthMessage before
+    /// client-final-message-without-proof.
+    fn auth_message_head(&self) -> &str {
+        &self.text[self.bare_at..]
+    }
+
+    fn server_first(&self) -> &str {
+        &self.text[self.first_at..self.text.len() - 1]
+    }
+
+    fn nonce(&self) -> &str {
+        &self.text[self.first_at + 2..self.first_at + 2 + self.nonce_len]
+    }
+}
+
+/// The longest channel binding `c=` can carry: the longest GS2 header sluice accepts with
+/// binding (`p=tls-server-end-point,,`, 24 bytes) and a certificate hash of up to SHA-512's 64;
+/// a longer one cannot match.
+const MAX_BINDING: usize = 96;
 
 /// What the transport offers for channel binding, and which mechanism the client chose.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -56,7 +93,7 @@ pub struct ChannelBinding {
 
 /// One server-side SCRAM-SHA-256 exchange with one client.
 pub struct ScramServer {
-    verifier: ScramVerifier,
+    verifier: Arc<ScramVerifier>,
     /// True for an unknown user: the exchange runs to the end and then fails.
     mock: bool,
     server_nonce: String,
@@ -67,10 +104,10 @@ pub struct ScramServer {
 }
 
 impl ScramServer {
-    /// Starts an exchange that checks the client's password against `verifier` (copied: a salt
-    /// and two keys, cheaper than the exchange itself).
-    pub fn new(verifier: &ScramVerifier) -> Self {
-        Self::build(verifier.clone(), false, crypto::new_nonce())
+    /// Starts an exchange that checks the client's password against `verifier` (shared: its
+    /// keys were made ready to sign when it was made).
+    pub fn new(verifier: &Arc<ScramVerifier>) -> Self {
+        Self::build(Arc::clone(verifier), false, crypto::new_nonce())
     }
 
     /// Starts an exchange for a user that does not exist: it behaves like a real one (a salt, 4096
@@ -92,23 +129,31 @@ impl ScramServer {
         Self::mock_with_salt(digest[..super::verifier::DEFAULT_SALT_LEN].to_vec())
     }
 
+    /// The mock's keys are random and drawn once per thread, made ready to sign as a real
+    /// verifier's are: the exchange then does the same hashing as a real one at every step
+    /// (making them per mock would cost it four SHA-256 blocks a real login no longer spends).
+    /// They sign nothing a client sees (a mock exchange fails before server-final) and cannot
+    /// match a proof (it is refused whatever the proof).
     fn mock_with_salt(salt: Vec<u8>) -> Self {
-        let verifier = ScramVerifier {
-            iterations: super::verifier::DEFAULT_ITERATIONS,
-            salt,
-            stored_key: random_key(),
-            server_key: random_key(),
-        };
-        Self::build(verifier, true, crypto::new_nonce())
+        thread_local! {
+            static MOCK_KEYS: (Key, Key, ReadyKeys) = {
+                let (stored, server) = (random_key(), random_key());
+                (stored, server, ReadyKeys::new(&stored, &server))
+            };
+        }
+        let verifier = MOCK_KEYS.with(|(stored, server, ready)| {
+            ScramVerifier::with_ready(super::verifier::DEFAULT_ITERATIONS, salt, *stored, *server, ready.clone())
+        });
+        Self::build(Arc::new(verifier), true, crypto::new_nonce())
     }
 
     /// A server with a fixed nonce, for known-answer tests only.
     #[cfg(test)]
     pub(crate) fn with_nonce(verifier: &ScramVerifier, server_nonce: &str) -> Self {
-        Self::build(verifier.clone(), false, server_nonce.to_string())
+        Self::build(Arc::new(verifier.clone()), false, server_nonce.to_string())
     }
 
-    fn build(verifier: ScramVerifier, mock: bool, server_nonce: String) -> Self {
+    fn build(verifier: Arc<ScramVerifier>, mock: bool, server_nonce: String) -> Self {
         ScramServer {
             verifier,
             mock,
@@ -148,31 +193,27 @@ impl ScramServer {
         }
         self.state = State::Finished;
         let (gs2_header, client_first_bare, client_nonce) = parse_client_first(msg)?;
-        let cbind_data = self.check_binding(gs2_header)?;
-        let nonce = format!("{client_nonce}{}", self.server_nonce);
-        let server_first = format!("r={nonce},s={},i={}", crypto::b64(&self.verifier.salt), self.verifier.iterations);
-        let reply = server_first.clone().into_bytes();
-        self.state = State::SentFirst(Exchanged {
-            gs2_header: gs2_header.to_string(),
-            client_first_bare: client_first_bare.to_string(),
-            server_first,
-            nonce,
-            cbind_data,
-        });
+        self.check_binding(gs2_header)?;
+        let ex =
+            Exchanged::new(gs2_header, client_first_bare, client_nonce, &self.server_nonce, self.verifier.first_tail());
+        let reply = ex.server_first().as_bytes().to_vec();
+        self.state = State::SentFirst(ex);
         Ok(reply)
     }
 
-    /// The GS2 flag against the mechanism and transport; returns the binding data `c=` needs.
-    fn check_binding(&self, gs2_header: &str) -> Result<Vec<u8>, AuthError> {
+    /// The GS2 flag against the mechanism and transport. When it passes, `c=` must carry the
+    /// binding data [`ScramServer::binding_data`] returns.
+    fn check_binding(&self, gs2_header: &str) -> Result<(), AuthError> {
         let flag = gs2_header.split(',').next().unwrap_or_default();
         let offered = self.binding.end_point.as_ref();
         let cb_type = flag.strip_prefix("p=");
         match (cb_type, flag, self.binding.plus, offered) {
-            (None, "n", false, _) | (None, "y", false, None) => Ok(Vec::new()),
+            (None, "n", false, _) | (None, "y", false, None) | (Some("tls-server-end-point"), _, true, Some(_)) => {
+                Ok(())
+            }
             (None, _, false, Some(_)) => Err(AuthError::ChannelBindingNegotiation(
                 "client supports channel binding but did not use it although SCRAM-SHA-256-PLUS was offered",
             )),
-            (Some("tls-server-end-point"), _, true, Some(data)) => Ok(data.to_vec()),
             (Some(t), _, false, None) | (Some(t), _, true, Some(_)) => {
                 Err(AuthError::ChannelBindingUnsupported(t.into()))
             }
@@ -189,6 +230,16 @@ impl ScramServer {
         }
     }
 
+    /// The channel binding data `c=` carries after the GS2 header: the certificate's hash with
+    /// -PLUS (which [`ScramServer::check_binding`] let through only with binding offered and
+    /// `p=tls-server-end-point`), none without.
+    fn binding_data(&self) -> &[u8] {
+        match (&self.binding.end_point, self.binding.plus) {
+            (Some(data), true) => data,
+            _ => &[],
+        }
+    }
+
     /// Reads client-final-message, checks the proof, and returns server-final-message (`v=...`).
     ///
     /// # Errors
@@ -201,32 +252,44 @@ impl ScramServer {
             _ => return Err(AuthError::OutOfOrder("client-final without a client-first")),
         };
         let fin = parse_client_final(msg)?;
-        let binding = crypto::unb64(fin.channel_binding)
-            .ok_or(AuthError::malformed(ScramMessage::ClientFinal, "c= is not base64"))?;
-        if binding.len() != ex.gs2_header.len() + ex.cbind_data.len()
-            || !binding.starts_with(ex.gs2_header.as_bytes())
-            || !ct_eq(&binding[ex.gs2_header.len()..], &ex.cbind_data)
+        let (gs2_header, data) = (ex.gs2_header().as_bytes(), self.binding_data());
+        let not_base64 = || AuthError::malformed(ScramMessage::ClientFinal, "c= is not base64");
+        let mut binding = [0u8; MAX_BINDING];
+        let binding = match crypto::unb64_into(fin.channel_binding, &mut binding) {
+            Some(Ok(n)) => &binding[..n],
+            Some(Err(crypto::TooLong)) if crypto::unb64(fin.channel_binding).is_some() => {
+                return Err(AuthError::ChannelBindingMismatch)
+            }
+            _ => return Err(not_base64()),
+        };
+        if binding.len() != gs2_header.len() + data.len()
+            || !binding.starts_with(gs2_header)
+            || !ct_eq(&binding[gs2_header.len()..], data)
         {
             return Err(AuthError::ChannelBindingMismatch);
         }
-        if !ct_eq(fin.nonce.as_bytes(), ex.nonce.as_bytes()) {
+        if !ct_eq(fin.nonce.as_bytes(), ex.nonce().as_bytes()) {
             return Err(AuthError::NonceMismatch);
         }
-        let auth_message = format!("{},{},{}", ex.client_first_bare, ex.server_first, fin.without_proof);
-        let Some(client_key) = self.proof_matches(auth_message.as_bytes(), &fin.proof) else {
+        // AuthMessage, hashed in its two parts rather than joined.
+        let auth_message = [ex.auth_message_head().as_bytes(), fin.without_proof.as_bytes()];
+        let Some(client_key) = self.proof_matches(&auth_message, &fin.proof) else {
             return Err(AuthError::WrongPassword);
         };
         self.client_key = Some(client_key);
-        let signature = hmac(&self.verifier.server_key, auth_message.as_bytes());
-        Ok(format!("v={}", crypto::b64(&signature)).into_bytes())
+        let signature = self.verifier.ready().server.sign(&auth_message);
+        let mut reply = String::with_capacity(46);
+        reply.push_str("v=");
+        crypto::b64_into(&signature, &mut reply);
+        Ok(reply.into_bytes())
     }
 
     /// `H(ClientProof XOR HMAC(StoredKey, AuthMessage)) == StoredKey`, in constant time.
     /// Returns the ClientKey when it matches.
-    fn proof_matches(&self, auth_message: &[u8], proof: &Key) -> Option<Key> {
-        let client_signature = hmac(&self.verifier.stored_key, auth_message);
+    fn proof_matches(&self, auth_message: &[&[u8]], proof: &Key) -> Option<Key> {
+        let client_signature = self.verifier.ready().stored.sign(auth_message);
         let client_key = xor(proof, &client_signature);
-        let matches = ct_eq(&sha256(&client_key), &self.verifier.stored_key);
+        let matches = ct_eq(&sha256(&client_key), self.verifier.stored_key());
         (matches && !self.mock).then_some(client_key)
     }
 
@@ -346,7 +409,7 @@ mod tests {
             (b"n,,n=,r=a\xff", AuthError::malformed(ScramMessage::ClientFirst, "not valid UTF-8")),
         ];
         for (msg, want) in cases {
-            let mut s = ScramServer::new(&pencil());
+            let mut s = ScramServer::new(&Arc::new(pencil()));
             assert_eq!(s.client_first(msg), Err(want), "{}", String::from_utf8_lossy(msg));
             assert!(matches!(s.client_first(b"n,,n=,r=abc"), Err(AuthError::OutOfOrder(_))));
         }

@@ -2,6 +2,8 @@
 //! path, and property tests that no input makes any step panic.
 
 use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256};
+use std::sync::Arc;
+
 use proptest::prelude::*;
 
 use super::*;
@@ -24,14 +26,14 @@ fn exchange(password: &str, server: &mut ScramServer) -> Result<(), AuthError> {
 
 #[test]
 fn round_trip_with_a_postgres_made_verifier() {
-    let v = ScramVerifier::parse(PG_VERIFIER).unwrap();
+    let v = Arc::new(ScramVerifier::parse(PG_VERIFIER).unwrap());
     assert_eq!(exchange(PG_PASSWORD, &mut ScramServer::new(&v)), Ok(()));
     assert_eq!(exchange("not-it", &mut ScramServer::new(&v)), Err(AuthError::WrongPassword));
 }
 
 #[test]
 fn round_trip_with_a_derived_verifier() {
-    let v = ScramVerifier::derive("correct horse", b"0123456789abcdef", 4096);
+    let v = Arc::new(ScramVerifier::derive("correct horse", b"0123456789abcdef", 4096));
     assert_eq!(exchange("correct horse", &mut ScramServer::new(&v)), Ok(()));
     assert_eq!(exchange("correct hors", &mut ScramServer::new(&v)), Err(AuthError::WrongPassword));
     assert_eq!(exchange("", &mut ScramServer::new(&v)), Err(AuthError::WrongPassword));
@@ -41,7 +43,7 @@ fn round_trip_with_a_derived_verifier() {
 fn a_login_runs_no_pbkdf2_once_keys_are_derived_and_the_salt_is_cached() {
     let runs = || crypto::PBKDF2_RUNS.with(std::cell::Cell::get);
     let cache = SaltCache::default();
-    let v = ScramVerifier::derive("pw", b"0123456789abcdef", 4096);
+    let v = Arc::new(ScramVerifier::derive("pw", b"0123456789abcdef", 4096));
     let login = |server: &mut ScramServer| {
         let mut client = ScramClient::new("pw", &cache);
         let server_first = server.client_first(&client.client_first()).unwrap();
@@ -67,7 +69,7 @@ fn mock_exchange_runs_to_the_end_and_fails_like_a_wrong_password() {
 }
 
 /// Runs `postgres-protocol`'s client (as libpq behaves) against our server.
-fn their_client(password: &str, binding: ChannelBinding, v: &ScramVerifier) -> Result<(), AuthError> {
+fn their_client(password: &str, binding: ChannelBinding, v: &Arc<ScramVerifier>) -> Result<(), AuthError> {
     let mut client = ScramSha256::new(password.as_bytes(), binding);
     let mut server = ScramServer::new(v);
     let server_first = server.client_first(client.message())?;
@@ -79,11 +81,11 @@ fn their_client(password: &str, binding: ChannelBinding, v: &ScramVerifier) -> R
 
 #[test]
 fn postgres_protocol_client_logs_in_with_n_and_y_flags() {
-    let v = ScramVerifier::parse(PG_VERIFIER).unwrap();
+    let v = Arc::new(ScramVerifier::parse(PG_VERIFIER).unwrap());
     assert_eq!(their_client(PG_PASSWORD, ChannelBinding::unsupported(), &v), Ok(()));
     assert_eq!(their_client(PG_PASSWORD, ChannelBinding::unrequested(), &v), Ok(()));
     assert_eq!(their_client("nope", ChannelBinding::unsupported(), &v), Err(AuthError::WrongPassword));
-    let uni = ScramVerifier::derive("p\u{e4}ss\u{a0}\u{2168}", b"salt", 16);
+    let uni = Arc::new(ScramVerifier::derive("p\u{e4}ss\u{a0}\u{2168}", b"salt", 16));
     assert_eq!(their_client("p\u{e4}ss IX", ChannelBinding::unsupported(), &uni), Ok(()));
     let plus = their_client(PG_PASSWORD, ChannelBinding::tls_server_end_point(vec![0; 32]), &v);
     assert_eq!(plus, Err(AuthError::ChannelBindingUnsupported("tls-server-end-point".into())));
@@ -94,7 +96,7 @@ fn postgres_protocol_client_logs_in_with_n_and_y_flags() {
 /// Nonces are fixed so that the valid message a strategy mutates is the one the server expects,
 /// and mutations reach the proof check.
 fn server_awaiting_final(cache: &SaltCache) -> (ScramServer, Vec<u8>) {
-    let v = ScramVerifier::derive("pw", b"salt", 2);
+    let v = Arc::new(ScramVerifier::derive("pw", b"salt", 2));
     let mut server = ScramServer::with_nonce(&v, "server-nonce");
     let mut client = ScramClient::with_nonce("pw", cache, "", "client-nonce");
     let server_first = server.client_first(&client.client_first()).unwrap();
@@ -104,7 +106,7 @@ fn server_awaiting_final(cache: &SaltCache) -> (ScramServer, Vec<u8>) {
 
 /// A client that has sent client-final to a server; returns the server's server-final too.
 fn client_awaiting_final(cache: &SaltCache) -> (ScramClient, Vec<u8>) {
-    let v = ScramVerifier::derive("pw", b"salt", 2);
+    let v = Arc::new(ScramVerifier::derive("pw", b"salt", 2));
     let mut server = ScramServer::with_nonce(&v, "server-nonce");
     let mut client = ScramClient::with_nonce("pw", cache, "", "client-nonce");
     let server_first = server.client_first(&client.client_first()).unwrap();
@@ -134,7 +136,7 @@ proptest! {
 
     #[test]
     fn server_client_first_never_panics(msg in mutated(b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO".to_vec())) {
-        let v = ScramVerifier::derive("pw", b"salt", 1);
+        let v = Arc::new(ScramVerifier::derive("pw", b"salt", 1));
         let _ = ScramServer::new(&v).client_first(&msg);
     }
 
@@ -187,9 +189,9 @@ proptest! {
         salt in proptest::collection::vec(any::<u8>(), 1..24),
         iterations in 1u32..32,
     ) {
-        let v = ScramVerifier::derive(&password, &salt, iterations);
+        let v = Arc::new(ScramVerifier::derive(&password, &salt, iterations));
         prop_assert_eq!(exchange(&password, &mut ScramServer::new(&v)), Ok(()));
-        let parsed = ScramVerifier::parse(&v.to_string()).unwrap();
+        let parsed = Arc::new(ScramVerifier::parse(&v.to_string()).unwrap());
         prop_assert_eq!(exchange(&password, &mut ScramServer::new(&parsed)), Ok(()));
         if crypto::normalize(&other) != crypto::normalize(&password) {
             prop_assert_eq!(exchange(&other, &mut ScramServer::new(&v)), Err(AuthError::WrongPassword));
@@ -200,7 +202,7 @@ proptest! {
 /// `postgres-protocol`'s client (libpq's behaviour) against our server with channel binding as
 /// the transport and the client's mechanism choice set it up.
 fn bound_login(server_binding: ChannelBindingOffer, client: ChannelBinding) -> Result<(), AuthError> {
-    let v = ScramVerifier::parse(PG_VERIFIER).unwrap();
+    let v = Arc::new(ScramVerifier::parse(PG_VERIFIER).unwrap());
     let mut their = ScramSha256::new(PG_PASSWORD.as_bytes(), client);
     let mut server = ScramServer::new(&v).with_binding(server_binding);
     let server_first = server.client_first(their.message())?;
@@ -248,10 +250,10 @@ fn channel_binding_follows_postgresql_rules() {
 
 #[test]
 fn pass_through_keys_answer_a_fresh_server_challenge() {
-    let v = ScramVerifier::parse(PG_VERIFIER).unwrap();
+    let v = Arc::new(ScramVerifier::parse(PG_VERIFIER).unwrap());
     let mut login = ScramServer::new(&v);
     exchange(PG_PASSWORD, &mut login).unwrap();
-    let keys = ScramKeys { client_key: login.client_key().expect("a proven key"), server_key: v.server_key };
+    let keys = ScramKeys { client_key: login.client_key().expect("a proven key"), server_key: *v.server_key() };
     // Another exchange (new nonces) with the same verifier, as PostgreSQL runs it.
     let mut server = ScramServer::new(&v);
     let mut client = ScramClient::with_keys(keys);
@@ -266,7 +268,7 @@ fn pass_through_keys_answer_a_fresh_server_challenge() {
     assert!(exchange(PG_PASSWORD, &mut mock).is_err());
     assert!(mock.client_key().is_none());
     // Keys from another verifier are refused by the server.
-    let other = ScramVerifier::derive(PG_PASSWORD, b"another salt", 4096);
+    let other = Arc::new(ScramVerifier::derive(PG_PASSWORD, b"another salt", 4096));
     let mut server = ScramServer::new(&other);
     let mut client = ScramClient::with_keys(keys);
     let server_first = server.client_first(&client.client_first()).unwrap();

@@ -4,7 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::crypto::{self, Key};
+use super::crypto::{self, HmacKey, Key};
 use super::{AuthError, ScramMessage, SCRAM_SHA_256};
 
 /// Iterations used by [`ScramVerifier::generate`] (PostgreSQL's default `scram_iterations`).
@@ -14,19 +14,74 @@ pub(crate) const DEFAULT_ITERATIONS: u32 = 4096;
 pub(crate) const DEFAULT_SALT_LEN: usize = 16;
 
 /// What the server side needs to check a SCRAM-SHA-256 login without knowing the password.
-#[derive(Clone, PartialEq, Eq)]
+///
+/// Made ready for logins when it is made (parsed, derived): the HMAC keys StoredKey and
+/// ServerKey with their padded blocks hashed ([`HmacKey`]) and server-first's `,s=...,i=...`
+/// tail in text. A verifier is made once per configured user (kept with the credentials, made
+/// again by a reload) or per auth_query lookup (kept in its cache), so a login copies two hash
+/// states instead of hashing four blocks, and formats no salt. The fields are read through
+/// methods: what is made ready cannot drift from the keys it was made from.
+#[derive(Clone)]
 pub struct ScramVerifier {
     /// PBKDF2 iteration count.
-    pub iterations: u32,
+    iterations: u32,
     /// PBKDF2 salt (sent to clients in server-first).
-    pub salt: Vec<u8>,
+    salt: Vec<u8>,
     /// `H(ClientKey)`: checks the client's proof.
-    pub stored_key: [u8; 32],
+    stored_key: Key,
     /// `HMAC(SaltedPassword, "Server Key")`: signs server-final.
-    pub server_key: [u8; 32],
+    server_key: Key,
+    /// StoredKey and ServerKey ready to sign.
+    ready: ReadyKeys,
+    /// `,s=<base64 salt>,i=<iterations>`: server-first after its nonce.
+    first_tail: Box<str>,
 }
 
+/// StoredKey and ServerKey as ready HMAC keys.
+#[derive(Clone)]
+pub(crate) struct ReadyKeys {
+    /// Signs AuthMessage into ClientSignature.
+    pub(crate) stored: HmacKey,
+    /// Signs AuthMessage into ServerSignature.
+    pub(crate) server: HmacKey,
+}
+
+impl ReadyKeys {
+    pub(crate) fn new(stored_key: &Key, server_key: &Key) -> Self {
+        Self { stored: HmacKey::new(stored_key), server: HmacKey::new(server_key) }
+    }
+}
+
+impl PartialEq for ScramVerifier {
+    /// The stored form: what is made ready follows from it.
+    fn eq(&self, other: &Self) -> bool {
+        (self.iterations, &self.salt, &self.stored_key, &self.server_key)
+            == (other.iterations, &other.salt, &other.stored_key, &other.server_key)
+    }
+}
+
+impl Eq for ScramVerifier {}
+
 impl ScramVerifier {
+    /// A verifier from its parts, made ready for logins.
+    fn new(iterations: u32, salt: Vec<u8>, stored_key: Key, server_key: Key) -> Self {
+        let ready = ReadyKeys::new(&stored_key, &server_key);
+        Self::with_ready(iterations, salt, stored_key, server_key, ready)
+    }
+
+    /// A verifier from its parts and the ready form of its keys (the mock exchange's, made
+    /// once per thread: see `ScramServer::mock`).
+    pub(crate) fn with_ready(
+        iterations: u32,
+        salt: Vec<u8>,
+        stored_key: Key,
+        server_key: Key,
+        ready: ReadyKeys,
+    ) -> Self {
+        let first_tail = format!(",s={},i={iterations}", crypto::b64(&salt)).into_boxed_str();
+        ScramVerifier { iterations, salt, stored_key, server_key, ready, first_tail }
+    }
+
     /// Parses PostgreSQL's stored form.
     ///
     /// # Errors
@@ -48,12 +103,12 @@ impl ScramVerifier {
         if salt.is_empty() {
             return Err(bad("salt is empty"));
         }
-        Ok(ScramVerifier {
+        Ok(ScramVerifier::new(
             iterations,
             salt,
-            stored_key: crypto::unb64_key(stored_key).ok_or(bad("StoredKey is not 32 bytes of base64"))?,
-            server_key: crypto::unb64_key(server_key).ok_or(bad("ServerKey is not 32 bytes of base64"))?,
-        })
+            crypto::unb64_key(stored_key).ok_or(bad("StoredKey is not 32 bytes of base64"))?,
+            crypto::unb64_key(server_key).ok_or(bad("ServerKey is not 32 bytes of base64"))?,
+        ))
     }
 
     /// Derives the verifier for `password` with a given salt: one PBKDF2-HMAC-SHA-256 run.
@@ -75,12 +130,43 @@ impl ScramVerifier {
 
     /// Builds the verifier from an already computed `SaltedPassword`.
     pub(crate) fn from_salted(salted: &Key, salt: &[u8], iterations: u32) -> Self {
-        ScramVerifier {
-            iterations,
-            salt: salt.to_vec(),
-            stored_key: crypto::sha256(&crypto::client_key(salted)),
-            server_key: crypto::server_key(salted),
-        }
+        let stored_key = crypto::sha256(&crypto::client_key(salted));
+        ScramVerifier::new(iterations, salt.to_vec(), stored_key, crypto::server_key(salted))
+    }
+
+    /// PBKDF2 iteration count.
+    #[must_use]
+    pub fn iterations(&self) -> u32 {
+        self.iterations
+    }
+
+    /// PBKDF2 salt.
+    #[must_use]
+    pub fn salt(&self) -> &[u8] {
+        &self.salt
+    }
+
+    /// `H(ClientKey)`: checks the client's proof.
+    #[must_use]
+    pub fn stored_key(&self) -> &Key {
+        &self.stored_key
+    }
+
+    /// `HMAC(SaltedPassword, "Server Key")`: signs server-final (and checks a server's, for
+    /// SCRAM pass-through).
+    #[must_use]
+    pub fn server_key(&self) -> &Key {
+        &self.server_key
+    }
+
+    /// StoredKey and ServerKey ready to sign.
+    pub(crate) fn ready(&self) -> &ReadyKeys {
+        &self.ready
+    }
+
+    /// `,s=<base64 salt>,i=<iterations>`: server-first after its nonce.
+    pub(crate) fn first_tail(&self) -> &str {
+        &self.first_tail
     }
 }
 
@@ -141,7 +227,7 @@ mod tests {
     fn derive_agrees_with_postgres_protocol() {
         let theirs = postgres_protocol::password::scram_sha_256(b"s3cret pass");
         let parsed = ScramVerifier::parse(&theirs).unwrap();
-        let ours = ScramVerifier::derive("s3cret pass", &parsed.salt, parsed.iterations);
+        let ours = ScramVerifier::derive("s3cret pass", parsed.salt(), parsed.iterations());
         assert_eq!(ours.to_string(), theirs);
     }
 
@@ -151,7 +237,7 @@ mod tests {
         let pg = "SCRAM-SHA-256$4096:GfTEUu2C8d3wjGL/8DADVg==$\
             ERZDiiD/S7/UbPhIiwR2QoRi4C2HJhEHCfxCjkU1Hzo=:jLWx3XeUPaDozH5eFylwVhl54xaJr/mDnnzI8N4KMBI=";
         let stored = ScramVerifier::parse(pg).unwrap();
-        let ours = ScramVerifier::derive("p\u{e4}ssw\u{f6}rd\u{a0}\u{2168}", &stored.salt, 4096);
+        let ours = ScramVerifier::derive("p\u{e4}ssw\u{f6}rd\u{a0}\u{2168}", stored.salt(), 4096);
         assert_eq!(ours, stored);
     }
 
@@ -159,9 +245,9 @@ mod tests {
     fn generate_uses_a_fresh_salt_and_default_iterations() {
         let a = ScramVerifier::generate("pw");
         let b = ScramVerifier::generate("pw");
-        assert_eq!(a.iterations, DEFAULT_ITERATIONS);
-        assert_eq!(a.salt.len(), DEFAULT_SALT_LEN);
-        assert_ne!(a.salt, b.salt);
+        assert_eq!(a.iterations(), DEFAULT_ITERATIONS);
+        assert_eq!(a.salt().len(), DEFAULT_SALT_LEN);
+        assert_ne!(a.salt(), b.salt());
         assert_eq!(ScramVerifier::parse(&a.to_string()).unwrap(), a);
     }
 
@@ -187,6 +273,21 @@ mod tests {
             assert!(!looks_like_verifier(&input));
         }
         assert!(looks_like_verifier(PENCIL));
+    }
+
+    #[test]
+    fn a_verifier_is_made_ready_with_its_own_keys() {
+        // Parsed, derived, or read back after a reload: what signs a login is what was stored.
+        let parsed = ScramVerifier::parse(PENCIL).unwrap();
+        let derived = ScramVerifier::derive("other", b"0123456789abcdef", 2);
+        for v in [parsed.clone(), derived.clone(), ScramVerifier::parse(&derived.to_string()).unwrap()] {
+            let message: [&[u8]; 2] = [b"n=,r=abc,r=abcdef,s=c2FsdA==,i=2,", b"c=biws,r=abcdef"];
+            assert_eq!(v.ready().stored.sign(&message), crypto::hmac(v.stored_key(), &message.concat()));
+            assert_eq!(v.ready().server.sign(&message), crypto::hmac(v.server_key(), &message.concat()));
+            let tail = format!(",s={},i={}", crypto::b64(v.salt()), v.iterations());
+            assert_eq!(v.first_tail(), tail);
+        }
+        assert_ne!(parsed, derived);
     }
 
     #[test]

@@ -79,9 +79,7 @@ pub async fn authenticate(
                 *method = Some(Method::Md5);
                 md5_exchange(client, creds.md5.as_deref()).await?
             }
-            AuthMethod::ScramSha256 => {
-                scram_exchange(client, creds.scram.as_deref(), end_point, method).await?.is_some()
-            }
+            AuthMethod::ScramSha256 => scram_exchange(client, creds.scram.as_ref(), end_point, method).await?.is_some(),
         };
         return if ok { Ok(()) } else { Err(failed()) };
     }
@@ -92,10 +90,10 @@ pub async fn authenticate(
     // An unlisted user: its verifier comes from the primary, and the key it proves it has
     // logs sluice in to the servers as that user (SCRAM pass-through).
     let verifier = lookup.verifier(user, database).await?;
-    let key = scram_exchange(client, verifier.as_deref(), end_point, method).await?;
+    let key = scram_exchange(client, verifier.as_ref(), end_point, method).await?;
     match (key, verifier) {
         (Some(client_key), Some(v)) => {
-            shared.pools.passthrough().insert(user, ScramKeys { client_key, server_key: v.server_key });
+            shared.pools.passthrough().insert(user, ScramKeys { client_key, server_key: *v.server_key() });
             Ok(())
         }
         _ => Err(failed()),
@@ -128,16 +126,20 @@ async fn md5_exchange(client: &mut FrameReader<MaybeTls>, stored: Option<&str>) 
     Ok(stored.is_some_and(|s| crate::auth::md5_verify(s, salt, response)))
 }
 
+/// Bytes reserved for sluice's SCRAM messages (header, code, payload).
+const SCRAM_MESSAGE_CAPACITY: usize = 256;
+
 /// Run SCRAM (a mock one without a verifier); `Some(ClientKey)` when the client proved it.
 async fn scram_exchange(
     client: &mut FrameReader<MaybeTls>,
-    verifier: Option<&ScramVerifier>,
+    verifier: Option<&Arc<ScramVerifier>>,
     end_point: Option<Arc<[u8]>>,
     method: &mut Option<Method>,
 ) -> Result<Option<[u8; 32]>, Failure> {
     let offer: &[u8] =
         if end_point.is_some() { b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0" } else { b"SCRAM-SHA-256\0\0" };
-    let mut buf = BytesMut::new();
+    // Room for the longest of the three messages (server-first: ~100 bytes), so none grows it.
+    let mut buf = BytesMut::with_capacity(SCRAM_MESSAGE_CAPACITY);
     messages::authentication(&mut buf, auth_code::SASL, offer);
     send(client, &buf).await?;
     let body = read_password(client).await?;

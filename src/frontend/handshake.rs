@@ -123,45 +123,47 @@ pub async fn handshake(stream: TcpStream, addr: SocketAddr, shared: &Shared) -> 
 
 async fn run(stream: TcpStream, shared: &Shared, audit: &mut Audit) -> Result<Login, Refused> {
     let deadline = Instant::now() + shared.config.limits.startup_timeout;
-    let (stream, end_point, params) = match startup_phase(stream, shared, deadline).await? {
-        (s, e, StartupOutcome::Params(p)) => (s, e, p),
+    let (stream, end_point, params, read) = match startup_phase(stream, shared, deadline).await? {
+        (s, e, StartupOutcome::Params(p, read)) => (s, e, p, read),
         (_, _, StartupOutcome::Cancelled) => return Err(Refused::Cancel),
     };
     // A future of its own: its locals (the client, names, state...) live across several
     // awaits, so inline they would take room of their own beside the startup phase's state
     // instead of sharing it (the handshake box was 3,440 bytes, past the allocator's per-thread
     // cache of 1,032: a slower `malloc` and `free` per login).
-    authenticate_login(stream, end_point, params, shared, audit, deadline).await
+    // The client's reader goes on with the startup reads' buffer (what the client sent after
+    // its StartupMessage, and the room of the reader's first read).
+    let client = FrameReader::with_buffer(stream, reader_buffer(read), MAX_AUTH_MESSAGE);
+    authenticate_login(client, end_point, params, shared, audit, deadline).await
 }
 
 /// The rest of the login after the startup packet: the user and database, the session state,
 /// TLS required, authentication and the database allowed.
 async fn authenticate_login(
-    mut stream: MaybeTls,
+    mut client: FrameReader<MaybeTls>,
     end_point: Option<Arc<[u8]>>,
     params: StartupParams,
     shared: &Shared,
     audit: &mut Audit,
     deadline: Instant,
 ) -> Result<Login, Refused> {
-    audit.tls = stream.tls_description();
+    audit.tls = client.get_ref().tls_description();
     let (user, database, has_options) = match check_params(&params) {
         Ok((user, database, has_options)) => {
             (shared.lifecycle.name(user), shared.lifecycle.name(database), has_options)
         }
-        Err((code, msg)) => return Err(refuse(&mut stream, code, &msg).await),
+        Err((code, msg)) => return Err(refuse(client.get_mut(), code, &msg).await),
     };
     let session = match LoginState::new(params, has_options) {
         Ok(session) => session,
-        Err(msg) => return Err(refuse(&mut stream, sqlstate::PROTOCOL_VIOLATION, &msg).await),
+        Err(msg) => return Err(refuse(client.get_mut(), sqlstate::PROTOCOL_VIOLATION, &msg).await),
     };
     audit.user = Arc::clone(&user);
     audit.database = Arc::clone(&database);
-    if shared.client_tls.mode() == ClientTlsMode::Require && !stream.is_tls() {
+    if shared.client_tls.mode() == ClientTlsMode::Require && !client.get_ref().is_tls() {
         let msg = "sluice requires TLS: connect with sslmode=require (or stronger)";
-        return Err(refuse(&mut stream, sqlstate::INVALID_AUTHORIZATION, msg).await);
+        return Err(refuse(client.get_mut(), sqlstate::INVALID_AUTHORIZATION, msg).await);
     }
-    let mut client = FrameReader::new(stream, MAX_AUTH_MESSAGE);
     if !trusted(shared, &user, &mut audit.method) {
         // Boxed, like the TLS upgrade and the cancel below: the exchange's state (~1,000 bytes
         // with its timer) inline made every login's handshake box too large for the
@@ -184,8 +186,20 @@ async fn authenticate_login(
 }
 
 enum StartupOutcome {
-    Params(StartupParams),
+    /// The StartupMessage's parameters, and the buffer it was read through.
+    Params(StartupParams, BytesMut),
     Cancelled,
+}
+
+/// The startup reads' buffer as the client reader's first: it holds what the client sent after
+/// its StartupMessage (usually nothing), and its room is the reader's first read's. One grown
+/// by a large packet is dropped when empty, so an idle client keeps the usual room.
+fn reader_buffer(read: BytesMut) -> BytesMut {
+    if read.is_empty() && read.capacity() > startup::STARTUP_READ {
+        BytesMut::new()
+    } else {
+        read
+    }
 }
 
 /// The socket (encrypted if the client asked), the channel binding data of its certificate,
@@ -197,12 +211,15 @@ async fn startup_phase(tcp: TcpStream, shared: &Shared, deadline: Instant) -> Re
     let mut stream = MaybeTls::Plain(tcp);
     let mut end_point = None;
     if direct_tls {
-        (stream, end_point) = Box::pin(upgrade(stream, shared, deadline, true)).await?;
+        (stream, end_point) = Box::pin(upgrade(stream, shared, deadline, Upgrade::Direct)).await?;
     }
+    // Each read asks for a whole StartupMessage (one `recv`, not a head and then the rest);
+    // what comes after a packet stays here for the next.
+    let mut read = BytesMut::with_capacity(startup::STARTUP_READ);
     // At most one SSLRequest and one GSSENCRequest may precede the startup packet.
     for _ in 0..3 {
         let left = deadline.saturating_duration_since(Instant::now());
-        let packet = match startup::read_packet(&mut stream, left).await {
+        let packet = match startup::read_packet(&mut stream, &mut read, left).await {
             Ok(p) => p,
             Err(startup::StartupError::Truncated) => return Err(Refused::Gone),
             Err(e) => return Err(refuse(&mut stream, sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await),
@@ -211,7 +228,12 @@ async fn startup_phase(tcp: TcpStream, shared: &Shared, deadline: Instant) -> Re
         match next_step(&packet, transport, shared.client_tls.enabled()) {
             // Boxed: the TLS handshake's state (~1,500 bytes) inline made every login's
             // handshake box larger than the allocator caches per thread.
-            Step::StartTls => (stream, end_point) = Box::pin(upgrade(stream, shared, deadline, false)).await?,
+            Step::StartTls => {
+                // Bytes after the SSLRequest, read with it, were sent before the answer: never
+                // encrypted, so refused as those `upgrade` finds waiting on the socket are.
+                let early = !read.is_empty();
+                (stream, end_point) = Box::pin(upgrade(stream, shared, deadline, Upgrade::Answer { early })).await?;
+            }
             Step::Decline => {
                 if stream.write_all(b"N").await.is_err() {
                     return Err(Refused::Gone);
@@ -226,7 +248,7 @@ async fn startup_phase(tcp: TcpStream, shared: &Shared, deadline: Instant) -> Re
             }
             Step::Startup => {
                 let StartupPacket::Startup { params } = packet else { unreachable!("next_step said Startup") };
-                return Ok((stream, end_point, StartupOutcome::Params(params)));
+                return Ok((stream, end_point, StartupOutcome::Params(params, read)));
             }
         }
     }
@@ -280,21 +302,33 @@ async fn starts_with_client_hello(tcp: &TcpStream, deadline: Instant) -> Result<
     }
 }
 
-/// Answer an SSLRequest with `S` (unless `direct`) and run the TLS handshake by the deadline.
+/// How a TLS handshake begins.
+#[derive(Clone, Copy)]
+enum Upgrade {
+    /// The client sent a ClientHello first (direct TLS).
+    Direct,
+    /// The client sent an SSLRequest, to be answered `S`; `early`: bytes after it were read
+    /// with it.
+    Answer { early: bool },
+}
+
+/// Answer an SSLRequest with `S` (unless direct) and run the TLS handshake by the deadline.
 /// Bytes the client sent after its SSLRequest, before the handshake, are refused with a close:
 /// they were never encrypted, so they must not be read as part of the session.
 async fn upgrade(
     stream: MaybeTls,
     shared: &Shared,
     deadline: Instant,
-    direct: bool,
+    how: Upgrade,
 ) -> Result<(MaybeTls, Option<Arc<[u8]>>), Refused> {
     let MaybeTls::Plain(mut tcp) = stream else {
         return Err(Refused::Refused { code: sqlstate::PROTOCOL_VIOLATION.into(), reason: "TLS twice".into() });
     };
-    if !direct {
+    let direct = matches!(how, Upgrade::Direct);
+    if let Upgrade::Answer { early } = how {
         let mut extra = [0u8; 1];
-        match tcp.try_read(&mut extra) {
+        let waiting = if early { Ok(1) } else { tcp.try_read(&mut extra) };
+        match waiting {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
             Ok(0) | Err(_) => return Err(Refused::Gone),
             Ok(_) => {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::framer::nul_position;
@@ -195,50 +195,55 @@ fn not_utf8() -> StartupError {
     StartupError::Malformed("parameter is not UTF-8")
 }
 
-/// Read one startup packet from `io`, within `timeout`.
+/// Bytes asked of the socket by a startup read: a StartupMessage (its size unknown until its
+/// first 4 bytes are in) comes in one `recv`, not a head and then the rest. The same as the
+/// framer's smallest read, so the buffer can go on as the session reader's first.
+pub const STARTUP_READ: usize = super::framer::MIN_READ;
+
+/// Read one startup packet from `io`, within `timeout`, through `buf`: bytes already in `buf`
+/// come first (`buf` may hold the next packet, or part of it, from the read that brought the
+/// last). The packet's bytes are taken out of `buf`; what the client sent after them stays
+/// there, for the caller to judge (after an SSLRequest nothing may follow) or to read on.
 ///
 /// # Errors
 /// Timeout, bad length, truncation, or a parse error.
-pub async fn read_packet<R: AsyncRead + Unpin>(io: &mut R, timeout: Duration) -> Result<StartupPacket, StartupError> {
-    match tokio::time::timeout(timeout, read_raw(io)).await {
-        Ok(raw) => parse(&raw?),
-        Err(_) => Err(StartupError::Timeout),
-    }
+pub async fn read_packet<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    timeout: Duration,
+) -> Result<StartupPacket, StartupError> {
+    let len = match tokio::time::timeout(timeout, fill_packet(io, buf)).await {
+        Ok(len) => len?,
+        Err(_) => return Err(StartupError::Timeout),
+    };
+    let packet = parse(&buf[..len]);
+    buf.advance(len);
+    packet
 }
 
-async fn read_raw<R: AsyncRead + Unpin>(io: &mut R) -> Result<BytesMut, StartupError> {
-    // Every packet is at least 8 bytes (length and code), so up to 8 are read at once: an
-    // SSLRequest (all of it) in one `recv`, not two. The length is checked as soon as its 4
-    // bytes are in, as before, so a bad one is refused without waiting for more.
-    let mut head = [0u8; 8];
-    let mut got = 0;
-    while got < 4 {
-        got += read_some(io, &mut head[got..]).await?;
-    }
-    let len = i32::from_be_bytes([head[0], head[1], head[2], head[3]]);
-    if len < 8 || len as usize > MAX_STARTUP_PACKET {
-        return Err(StartupError::BadLength(len));
-    }
-    let mut packet = BytesMut::zeroed(len as usize);
-    packet[..got].copy_from_slice(&head[..got]);
-    read_exact(io, &mut packet[got..]).await?;
-    Ok(packet)
-}
-
-/// One read of at least one byte (end of stream is [`StartupError::Truncated`]).
-async fn read_some<R: AsyncRead + Unpin>(io: &mut R, buf: &mut [u8]) -> Result<usize, StartupError> {
-    match io.read(buf).await {
-        Ok(0) => Err(StartupError::Truncated),
-        Ok(n) => Ok(n),
-        Err(e) => Err(StartupError::Io(e.to_string())),
-    }
-}
-
-async fn read_exact<R: AsyncRead + Unpin>(io: &mut R, buf: &mut [u8]) -> Result<(), StartupError> {
-    match io.read_exact(buf).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(StartupError::Truncated),
-        Err(e) => Err(StartupError::Io(e.to_string())),
+/// Reads until `buf` holds a whole packet; returns its length. The length is checked as soon as
+/// its 4 bytes are in, so a bad one is refused without waiting for more; a read asks for what
+/// the packet still lacks, or [`STARTUP_READ`] while its length is unknown.
+async fn fill_packet<R: AsyncRead + Unpin>(io: &mut R, buf: &mut BytesMut) -> Result<usize, StartupError> {
+    loop {
+        let want = if buf.len() >= 4 {
+            let len = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+            if len < 8 || len as usize > MAX_STARTUP_PACKET {
+                return Err(StartupError::BadLength(len));
+            }
+            match (len as usize).checked_sub(buf.len()) {
+                None | Some(0) => return Ok(len as usize),
+                Some(missing) => missing,
+            }
+        } else {
+            STARTUP_READ
+        };
+        buf.reserve(want);
+        match io.read_buf(buf).await {
+            Ok(0) => return Err(StartupError::Truncated),
+            Ok(_) => {}
+            Err(e) => return Err(StartupError::Io(e.to_string())),
+        }
     }
 }
 

@@ -42,7 +42,7 @@ pub struct State {
     startup_seeds: Vec<Vec<u8>>,
     stream_seeds: Vec<Vec<u8>>,
     body_seeds: Vec<Vec<u8>>,
-    verifier: ScramVerifier,
+    verifier: std::sync::Arc<ScramVerifier>,
     salts: SaltCache,
     n: u64,
     /// How deep the inputs got, for the report.
@@ -78,7 +78,7 @@ impl State {
             startup_seeds: startup_seeds(),
             stream_seeds,
             body_seeds,
-            verifier: ScramVerifier::derive(PASSWORD, b"fuzz-salt-16byte", 4096),
+            verifier: std::sync::Arc::new(ScramVerifier::derive(PASSWORD, b"fuzz-salt-16byte", 4096)),
             salts: SaltCache::new(),
             n: 0,
             depth: Depth::default(),
@@ -158,7 +158,7 @@ fn startup_target(b: &[u8], rt: Option<&tokio::runtime::Runtime>) -> Result<(), 
     }
     let Some(rt) = rt else { return Ok(()) };
     // In memory the reader never waits: it must finish with a packet or an error.
-    let read = rt.block_on(startup::read_packet(&mut &b[..], Duration::from_secs(5)));
+    let read = rt.block_on(startup::read_packet(&mut &b[..], &mut BytesMut::new(), Duration::from_secs(5)));
     match read {
         Ok(p) => {
             let len = i32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;

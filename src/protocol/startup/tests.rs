@@ -32,34 +32,53 @@ fn malformed_packets_are_refused() {
     assert!(matches!(parse(&lying), Err(StartupError::BadLength(_))));
 }
 
+/// `read_packet` through a fresh buffer.
+async fn read_one<R: AsyncRead + Unpin>(io: &mut R, timeout: Duration) -> Result<StartupPacket, StartupError> {
+    read_packet(io, &mut BytesMut::new(), timeout).await
+}
+
 #[tokio::test]
 async fn short_and_silent_packets_end_quickly() {
     let data = packet(PROTOCOL_3_0, b"user\0a\0\0");
     let mut half = &data[..6];
-    assert_eq!(read_packet(&mut half, Duration::from_secs(1)).await, Err(StartupError::Truncated));
+    assert_eq!(read_one(&mut half, Duration::from_secs(1)).await, Err(StartupError::Truncated));
     let (mut client, mut server) = tokio::io::duplex(64);
     let _keep = &mut client;
-    assert_eq!(read_packet(&mut server, Duration::from_millis(20)).await, Err(StartupError::Timeout));
+    assert_eq!(read_one(&mut server, Duration::from_millis(20)).await, Err(StartupError::Timeout));
     let mut huge: &[u8] = &[0x7f, 0, 0, 0, 0, 0, 0, 0];
-    assert!(matches!(read_packet(&mut huge, Duration::from_secs(1)).await, Err(StartupError::BadLength(_))));
+    assert!(matches!(read_one(&mut huge, Duration::from_secs(1)).await, Err(StartupError::BadLength(_))));
 }
 
 #[tokio::test]
-async fn a_packet_is_read_whole_and_nothing_after_it() {
+async fn a_packet_is_read_whole_and_what_follows_stays_in_the_buffer() {
     use tokio::io::AsyncWriteExt;
-    // An SSLRequest with the next packet right behind it: the request is read, the rest is not.
+    // An SSLRequest with the next packet right behind it: both come in one read; the request
+    // is taken, the next packet stays buffered and is taken by the next call without a read.
+    let startup = packet(PROTOCOL_3_0, b"user\0a\0\0");
     let mut both = packet(SSL_REQUEST, b"");
-    both.extend(packet(PROTOCOL_3_0, b"user\0a\0\0"));
+    both.extend(&startup);
     let mut rest = &both[..];
-    assert_eq!(read_packet(&mut rest, Duration::from_secs(1)).await, Ok(StartupPacket::SslRequest));
-    assert_eq!(rest, &both[8..]);
-    assert_eq!(
-        read_packet(&mut rest, Duration::from_secs(1)).await,
-        Ok(StartupPacket::Startup { params: StartupParams::from_pairs([("user", "a")]) })
-    );
+    let mut buf = BytesMut::new();
+    assert_eq!(read_packet(&mut rest, &mut buf, Duration::from_secs(1)).await, Ok(StartupPacket::SslRequest));
+    assert!(rest.is_empty(), "one read brought both");
+    assert_eq!(&buf[..], &startup[..]);
+    let want = Ok(StartupPacket::Startup { params: StartupParams::from_pairs([("user", "a")]) });
+    assert_eq!(read_packet(&mut rest, &mut buf, Duration::from_secs(1)).await, want);
+    assert!(buf.is_empty());
+    // A packet longer than one read, with a query behind it: read whole, the query kept.
+    let long = packet(PROTOCOL_3_0, format!("user\0a\0application_name\0{}\0\0", "x".repeat(900)).as_bytes());
+    let mut wire = long.clone();
+    wire.extend(b"Q\0\0\0\x0dSELECT 1\0");
+    let mut rest = &wire[..];
+    let mut buf = BytesMut::new();
+    assert!(matches!(
+        read_packet(&mut rest, &mut buf, Duration::from_secs(1)).await,
+        Ok(StartupPacket::Startup { .. })
+    ));
+    assert_eq!(&buf[..], b"Q\0\0\0\x0dSELECT 1\0");
     // The same packet one byte at a time; a bad length is refused once its 4 bytes are in.
     let (mut client, mut server) = tokio::io::duplex(64);
-    let data = packet(PROTOCOL_3_0, b"user\0a\0\0");
+    let data = startup.clone();
     let writer = tokio::spawn(async move {
         for b in data {
             client.write_all(&[b]).await.unwrap();
@@ -67,12 +86,12 @@ async fn a_packet_is_read_whole_and_nothing_after_it() {
         }
         client
     });
-    let got = read_packet(&mut server, Duration::from_secs(5)).await;
-    assert_eq!(got, Ok(StartupPacket::Startup { params: StartupParams::from_pairs([("user", "a")]) }));
+    let got = read_one(&mut server, Duration::from_secs(5)).await;
+    assert_eq!(got, want);
     let _client = writer.await.unwrap();
     let (mut client, mut server) = tokio::io::duplex(64);
     client.write_all(&[0, 0, 0, 4]).await.unwrap();
-    assert_eq!(read_packet(&mut server, Duration::from_secs(5)).await, Err(StartupError::BadLength(4)));
+    assert_eq!(read_one(&mut server, Duration::from_secs(5)).await, Err(StartupError::BadLength(4)));
 }
 
 proptest! {
