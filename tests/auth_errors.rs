@@ -1,8 +1,13 @@
 //! Login failures through sluice: SQLSTATEs and messages that do not reveal which users exist.
 
 mod common;
+#[allow(dead_code)]
+mod load;
 
 use common::{expect_sqlstate, Cluster, Proxy};
+use load::wire::RawConn;
+use load::Target;
+use sluice::auth::SaltCache;
 use sluice::pgcluster::{TEST_DATABASE, TEST_PASSWORD, TEST_USER};
 
 #[tokio::test(flavor = "multi_thread")]
@@ -41,4 +46,28 @@ async fn extra_users_log_in_with_their_own_passwords() {
     assert_eq!(who, "alice");
     let bad = p.try_connect_as("alice", TEST_PASSWORD, TEST_DATABASE).await;
     expect_sqlstate(bad, "28P01");
+}
+
+/// The salt a SCRAM exchange shows an unknown name is the same at every probe, as a real
+/// user's is (PostgreSQL does the same): with a salt drawn per probe, asking twice told
+/// whether a name exists. Two unknown names get different salts.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unknown_user_shows_one_salt_as_a_real_user_does() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).start().await;
+    let salt_of = |user: &'static str| {
+        let port = p.port();
+        async move {
+            let target = Target { port, user: user.into(), password: "x".into(), database: TEST_DATABASE.into() };
+            let mut conn = RawConn::connect(port).await.unwrap();
+            conn.startup(&target).await.unwrap();
+            let (_, server_first) = conn.scram_first("x", &SaltCache::default()).await.unwrap();
+            let text = String::from_utf8(server_first).unwrap();
+            text.split(',').find_map(|f| f.strip_prefix("s=")).expect("a salt").to_string()
+        }
+    };
+    assert_eq!(salt_of(TEST_USER).await, salt_of(TEST_USER).await, "a real user's salt");
+    let ghost = salt_of("nobody_here").await;
+    assert_eq!(ghost, salt_of("nobody_here").await, "an unknown name's salt changed between probes");
+    assert_ne!(ghost, salt_of("nobody_else").await);
 }

@@ -114,8 +114,8 @@ impl ScramServer {
     /// iterations, a server-first message) and ends in [`AuthError::WrongPassword`], so the client
     /// cannot tell an unknown user from a wrong password.
     ///
-    /// The salt is random per call; a client probing the same name twice sees two salts. Use
-    /// [`ScramServer::mock_for_user`] to give a stable salt per name, as PostgreSQL does.
+    /// The salt is random per call; a client probing the same name twice sees two salts. Logins
+    /// use [`ScramServer::mock_for`], a stable salt per name, as PostgreSQL does.
     pub fn mock() -> Self {
         let salt = crypto::random_bytes(super::verifier::DEFAULT_SALT_LEN);
         Self::mock_with_salt(salt)
@@ -127,6 +127,19 @@ impl ScramServer {
     pub fn mock_for_user(user: &str, mock_key: &[u8; 32]) -> Self {
         let digest = hmac(mock_key, user.as_bytes());
         Self::mock_with_salt(digest[..super::verifier::DEFAULT_SALT_LEN].to_vec())
+    }
+
+    /// [`ScramServer::mock_for_user`] with this process's secret, drawn at its first use. A real
+    /// user shows the same salt at every login: with a salt drawn per probe, probing a name
+    /// twice told whether it exists.
+    pub fn mock_for(user: &str) -> Self {
+        static MOCK_KEY: std::sync::OnceLock<[u8; 32]> = std::sync::OnceLock::new();
+        let key = MOCK_KEY.get_or_init(|| {
+            let mut key = [0u8; 32];
+            key.copy_from_slice(&crypto::random_bytes(32));
+            key
+        });
+        Self::mock_for_user(user, key)
     }
 
     /// The mock's keys are random and drawn once per thread, made ready to sign as a real

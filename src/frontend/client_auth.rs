@@ -79,18 +79,20 @@ pub async fn authenticate(
                 *method = Some(Method::Md5);
                 md5_exchange(client, creds.md5.as_deref()).await?
             }
-            AuthMethod::ScramSha256 => scram_exchange(client, creds.scram.as_ref(), end_point, method).await?.is_some(),
+            AuthMethod::ScramSha256 => {
+                scram_exchange(client, user, creds.scram.as_ref(), end_point, method).await?.is_some()
+            }
         };
         return if ok { Ok(()) } else { Err(failed()) };
     }
     let Some(lookup) = &shared.lookup else {
-        scram_exchange(client, None, end_point, method).await?;
+        scram_exchange(client, user, None, end_point, method).await?;
         return Err(failed());
     };
     // An unlisted user: its verifier comes from the primary, and the key it proves it has
     // logs sluice in to the servers as that user (SCRAM pass-through).
     let verifier = lookup.verifier(user, database).await?;
-    let key = scram_exchange(client, verifier.as_ref(), end_point, method).await?;
+    let key = scram_exchange(client, user, verifier.as_ref(), end_point, method).await?;
     match (key, verifier) {
         (Some(client_key), Some(v)) => {
             shared.pools.passthrough().insert(user, ScramKeys { client_key, server_key: *v.server_key() });
@@ -129,9 +131,11 @@ async fn md5_exchange(client: &mut FrameReader<MaybeTls>, stored: Option<&str>) 
 /// Bytes reserved for sluice's SCRAM messages (header, code, payload).
 const SCRAM_MESSAGE_CAPACITY: usize = 256;
 
-/// Run SCRAM (a mock one without a verifier); `Some(ClientKey)` when the client proved it.
+/// Run SCRAM (a mock one for `user` without a verifier); `Some(ClientKey)` when the client
+/// proved it.
 async fn scram_exchange(
     client: &mut FrameReader<MaybeTls>,
+    user: &str,
     verifier: Option<&Arc<ScramVerifier>>,
     end_point: Option<Arc<[u8]>>,
     method: &mut Option<Method>,
@@ -154,7 +158,7 @@ async fn scram_exchange(
         }
     };
     *method = Some(if plus { Method::ScramPlus } else { Method::Scram });
-    let server = verifier.map_or_else(ScramServer::mock, ScramServer::new);
+    let server = verifier.map_or_else(|| ScramServer::mock_for(user), ScramServer::new);
     let mut server = server.with_binding(ChannelBinding { end_point, plus });
     let first = match server.client_first(data) {
         Ok(first) => first,
