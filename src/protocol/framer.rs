@@ -16,6 +16,8 @@ use std::task::{Context, Poll};
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 
+use super::frames::Frames;
+
 /// One complete tagged message: tag byte, length, payload.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Frame(Bytes);
@@ -242,6 +244,48 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         split_frame(&mut self.buf, self.max)
     }
 
+    /// The tag of the whole message at the front of the buffer, left there; `Ok(None)` if
+    /// more bytes are needed first.
+    ///
+    /// # Errors
+    /// See [`FrameReader::buffered_frame`].
+    pub fn buffered_whole(&mut self) -> Result<Option<u8>, FrameError> {
+        if self.buf.len() >= 5 && !(self.accept)(self.buf[0]) {
+            return Err(FrameError::UnknownTag(self.buf[0]));
+        }
+        Ok(peek_header(&self.buf, self.max)?.filter(|&(_, total)| self.buf.len() >= total).map(|(t, _)| t))
+    }
+
+    /// Split off, in one piece, the longest run of whole buffered messages (at most
+    /// `max_messages`) whose tags `continues` accepts, ending after the first one `ends`
+    /// accepts. `None` if the first message is not whole, or not accepted by `continues`, or
+    /// its header is bad: [`FrameReader::buffered_frame`] then tells why. `continues` narrows
+    /// what the reader accepts ([`FrameReader::set_accepted_tags`]): a tag the reader refuses
+    /// must not continue a run (checked in debug builds; the check per message cost a call).
+    pub fn split_run(
+        &mut self,
+        max_messages: usize,
+        continues: impl Fn(u8) -> bool,
+        ends: impl Fn(u8) -> bool,
+    ) -> Option<Frames> {
+        let (mut at, mut count, mut last) = (0, 0, 0);
+        while count < max_messages {
+            match peek_header(&self.buf[at..], self.max) {
+                Ok(Some((t, total))) if self.buf.len() - at >= total && continues(t) => {
+                    debug_assert!((self.accept)(t), "a run continued by a refused tag {t:#04x}");
+                    at += total;
+                    count += 1;
+                    last = t;
+                    if ends(t) {
+                        break;
+                    }
+                }
+                _ => break,
+            }
+        }
+        (count > 0).then(|| Frames::from_run(self.buf.split_to(at).freeze(), count, last))
+    }
+
     /// Read more bytes into the buffer; returns how many (0 at end of stream).
     ///
     /// # Errors
@@ -408,15 +452,28 @@ impl<R: AsyncRead + WaitReadable + Unpin> FrameReader<R> {
     /// # Errors
     /// See [`FrameReader::next`].
     pub fn next_lean(&mut self) -> impl Future<Output = Result<Option<Frame>, ReadError>> + '_ {
-        poll_fn(move |cx| self.poll_next_lean(cx))
+        poll_fn(move |cx| self.poll_lean(cx, Self::buffered_frame))
     }
 
-    /// One step of [`FrameReader::next_lean`]: a frame if one is buffered, else wait for
+    /// [`FrameReader::next_lean`] that leaves the message in the buffer and gives its tag: the
+    /// caller splits it off, alone or with the messages behind it ([`FrameReader::split_run`]).
+    ///
+    /// # Errors
+    /// See [`FrameReader::next`].
+    pub fn whole_lean(&mut self) -> impl Future<Output = Result<Option<u8>, ReadError>> + '_ {
+        poll_fn(move |cx| self.poll_lean(cx, Self::buffered_whole))
+    }
+
+    /// One step of [`FrameReader::next_lean`]: what `take` finds buffered, else wait for
     /// readability (with an empty buffer) and read what is there without blocking.
-    fn poll_next_lean(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, ReadError>> {
+    fn poll_lean<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        take: fn(&mut Self) -> Result<Option<T>, FrameError>,
+    ) -> Poll<Result<Option<T>, ReadError>> {
         loop {
-            if let Some(frame) = self.buffered_frame()? {
-                return Poll::Ready(Ok(Some(frame)));
+            if let Some(found) = take(self)? {
+                return Poll::Ready(Ok(Some(found)));
             }
             if self.buf.is_empty() {
                 self.give_back_buffer();
