@@ -297,7 +297,14 @@ impl<'a> Session<'a> {
                 tag::TERMINATE => return Err(SessionEnd::ClientGone),
                 tag::QUERY | tag::FUNCTION_CALL => Unit::Simple(self.take_start(start)?),
                 tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE | tag::SYNC | tag::FLUSH => {
-                    Unit::Extended(self.collect_batch(start).await?)
+                    // Not awaited when the batch is all here (most units): the wait's future is
+                    // neither made nor moved.
+                    let first = self.first_run(start)?;
+                    Unit::Extended(if self.batch_taken(first.len(), first.last_tag()) {
+                        first
+                    } else {
+                        self.collect_batch(first).await?
+                    })
                 }
                 // Copy messages outside COPY are ignored, as PostgreSQL does.
                 tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => {
@@ -408,36 +415,44 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// The extended messages the client sent so far, up to a Sync or Flush; the relay streams
-    /// in the rest of the unit while it runs.
+    /// The extended message `start` begins a batch with and, in one piece with it, the whole
+    /// extended messages buffered behind it, up to a Sync or Flush (one `Bytes` for the unit,
+    /// not one per message and a `Vec`).
     ///
-    /// Messages already buffered whole are split off in one piece with the first (one `Bytes`
-    /// for the unit, not one per message and a `Vec`): the unit began with its first message,
-    /// read through `next_start` (stop slot, drain, idle timeout, the held connection's watch),
-    /// and none of those waits applies to bytes already here. (The watch passes on what the
-    /// held connection sent and returns once the client has bytes: for the messages behind
-    /// the first it has nothing left to do.) A unit that comes in pieces (a message not whole
-    /// yet, one read past the last unit) is gathered in one growing buffer.
-    async fn collect_batch(&mut self, start: Start) -> Result<Frames, SessionEnd> {
-        let first = match start {
+    /// The unit began with its first message, read through `next_start` (stop slot, drain,
+    /// idle timeout, the held connection's watch), and none of those waits applies to bytes
+    /// already here. (The watch passes on what the held connection sent and returns once the
+    /// client has bytes: for the messages behind the first it has nothing left to do.)
+    fn first_run(&mut self, start: Start) -> Result<Frames, SessionEnd> {
+        Ok(match start {
             Start::Frame(f) => Frames::from(f),
             Start::Buffered(_) => match self.client.split_run(MAX_BATCH_MESSAGES, is_extended, ends_batch) {
                 Some(run) => run,
                 None => Frames::from(self.take_start(start)?),
             },
-        };
-        let done = |n: usize, last: Option<u8>| last.is_some_and(ends_batch) || n >= MAX_BATCH_MESSAGES;
-        if done(first.len(), first.last_tag()) {
-            return Ok(first);
-        }
+        })
+    }
+
+    /// True if a batch of `n` messages, the last tagged `last`, goes to the server as it is:
+    /// it ended (Sync, Flush, the message bound), or nothing more of it is here yet (the relay
+    /// streams the rest in while it runs).
+    fn batch_taken(&self, n: usize, last: Option<u8>) -> bool {
+        last.is_some_and(ends_batch)
+            || n >= MAX_BATCH_MESSAGES
+            || !self.client.has_buffered() && self.rare.peek().is_none_or(|r| r.lookahead.is_none())
+    }
+
+    /// The rest of a batch that begins with `first` and comes in pieces (a message not whole
+    /// yet, one read past the last unit): gathered in one growing buffer, up to a Sync or Flush
+    /// or what the client sent so far (see [`Session::batch_taken`]).
+    async fn collect_batch(&mut self, first: Frames) -> Result<Frames, SessionEnd> {
         let (mut n, mut last) = (first.len(), first.last_tag());
         let mut more: Option<FramesBuf> = None;
         loop {
-            let no_lookahead = self.rare.peek().is_none_or(|r| r.lookahead.is_none());
-            if done(n, last) || !self.client.has_buffered() && no_lookahead {
-                // Everything the client sent so far goes on now: the relay takes the rest.
+            if self.batch_taken(n, last) {
                 return Ok(more.map_or(first, FramesBuf::freeze));
             }
+            let no_lookahead = self.rare.peek().is_none_or(|r| r.lookahead.is_none());
             let all = more.get_or_insert_with(|| FramesBuf::from(&first));
             if no_lookahead {
                 if let Some(run) = self.client.split_run(MAX_BATCH_MESSAGES - n, is_extended, ends_batch) {
