@@ -416,7 +416,7 @@ impl<R: AsyncRead + WaitReadable + Unpin> FrameReader<R> {
     ///
     /// # Errors
     /// See [`FrameReader::next`].
-    pub fn whole_lean(&mut self) -> impl Future<Output = Result<Option<u8>, ReadError>> + '_ {
+    pub fn whole_lean(&mut self) -> impl Future<Output = Result<Option<(u8, usize)>, ReadError>> + '_ {
         poll_fn(move |cx| self.poll_lean(cx, Self::buffered_whole))
     }
 

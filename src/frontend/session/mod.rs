@@ -71,14 +71,15 @@ const MAX_BATCH_MESSAGES: usize = 1024;
 /// can be split off together with the messages buffered behind it.
 enum Start {
     Frame(Frame),
-    Buffered(u8),
+    /// Its tag and length.
+    Buffered(u8, usize),
 }
 
 impl Start {
     fn tag(&self) -> u8 {
         match self {
             Start::Frame(f) => f.tag(),
-            Start::Buffered(t) => *t,
+            Start::Buffered(t, _) => *t,
         }
     }
 }
@@ -355,12 +356,9 @@ impl<'a> Session<'a> {
     fn take_start(&mut self, start: Start) -> Result<Frame, SessionEnd> {
         match start {
             Start::Frame(f) => Ok(f),
-            // Whole and accepted when it was found, and nothing was read since.
-            Start::Buffered(_) => match self.client.buffered_frame() {
-                Ok(Some(f)) => Ok(f),
-                Ok(None) => Err(SessionEnd::ClientGone),
-                Err(e) => Err(SessionEnd::bad_frame(&e)),
-            },
+            // Whole and accepted when it was found, and nothing was read since: split off
+            // without checking its tag and length again.
+            Start::Buffered(_, total) => self.client.split_whole(total).ok_or(SessionEnd::ClientGone),
         }
     }
 
@@ -411,7 +409,7 @@ impl<'a> Session<'a> {
                 crate::protocol::framer::ReadError::Frame(f) => SessionEnd::bad_frame(&f),
                 other => SessionEnd::fatal(sqlstate::PROTOCOL_VIOLATION, other.to_string(), Fault::Client),
             })?;
-            Ok(tag.map(Start::Buffered))
+            Ok(tag.map(|(t, total)| Start::Buffered(t, total)))
         }
     }
 
@@ -426,7 +424,7 @@ impl<'a> Session<'a> {
     fn first_run(&mut self, start: Start) -> Result<Frames, SessionEnd> {
         Ok(match start {
             Start::Frame(f) => Frames::from(f),
-            Start::Buffered(_) => match self.client.split_run(MAX_BATCH_MESSAGES, is_extended, ends_batch) {
+            Start::Buffered(..) => match self.client.split_run(MAX_BATCH_MESSAGES, is_extended, ends_batch) {
                 Some(run) => run,
                 None => Frames::from(self.take_start(start)?),
             },

@@ -3,20 +3,31 @@
 
 use tokio::io::AsyncRead;
 
-use super::{peek_header, FrameError, FrameReader};
+use super::{peek_header, Frame, FrameError, FrameReader};
 use crate::protocol::frames::Frames;
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
-    /// The tag of the whole message at the front of the buffer, left there; `Ok(None)` if
-    /// more bytes are needed first.
+    /// The tag and length of the whole message at the front of the buffer, left there;
+    /// `Ok(None)` if more bytes are needed first.
     ///
     /// # Errors
     /// See [`FrameReader::buffered_frame`].
-    pub fn buffered_whole(&mut self) -> Result<Option<u8>, FrameError> {
+    pub fn buffered_whole(&mut self) -> Result<Option<(u8, usize)>, FrameError> {
         if self.buf.len() >= 5 && !(self.accept)(self.buf[0]) {
             return Err(FrameError::UnknownTag(self.buf[0]));
         }
-        Ok(peek_header(&self.buf, self.max)?.filter(|&(_, total)| self.buf.len() >= total).map(|(t, _)| t))
+        Ok(peek_header(&self.buf, self.max)?.filter(|&(_, total)| self.buf.len() >= total))
+    }
+
+    /// Split off the message [`FrameReader::buffered_whole`] found (`total` bytes, checked
+    /// there) without walking its header again; `None` if the buffer no longer starts with
+    /// one that long (it was consumed in between: a caller's error, never a panic).
+    pub fn split_whole(&mut self, total: usize) -> Option<Frame> {
+        debug_assert!(
+            matches!(peek_header(&self.buf, usize::MAX), Ok(Some((_, t))) if t == total),
+            "split_whole of {total} bytes that buffered_whole did not find"
+        );
+        (self.buf.len() >= total && total >= 5).then(|| Frame(self.buf.split_to(total).freeze()))
     }
 
     /// Split off, in one piece, the longest run of whole buffered messages (at most

@@ -330,4 +330,9 @@ fn runs_split_at_every_boundary_hold_the_same_messages() {
     assert_eq!(refused.split_run(1024, is_ext, ends).map(|r| r.len()), Some(2));
     assert_eq!(refused.split_run(1024, is_ext, ends), None);
     assert_eq!(refused.buffered_whole(), Err(FrameError::UnknownTag(b'z')));
+    let mut whole = FrameReader::new(&b""[..], 1 << 20);
+    whole.buffer().extend_from_slice(&stream[..20]);
+    let (t, total) = whole.buffered_whole().unwrap().expect("a whole Parse");
+    assert_eq!((t, whole.split_whole(total).map(|f| f.bytes().len())), (b'P', Some(total)));
+    assert_eq!(whole.buffered_whole(), Ok(None), "the Bind is not whole");
 }
