@@ -1,7 +1,6 @@
 //! Login failures through sluice: SQLSTATEs and messages that do not reveal which users exist.
 
 mod common;
-#[allow(dead_code)]
 mod load;
 
 use common::{expect_sqlstate, Cluster, Proxy};

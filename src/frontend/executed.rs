@@ -15,7 +15,7 @@ use super::statements::Statements;
 use super::unit::{is_reset_all, is_reset_alone, Unit};
 use crate::backend::settings::{set_config_sql, take_literal};
 use crate::protocol::framer::{take_cstr, take_i16, take_i32};
-use crate::protocol::{messages, tag, Frame};
+use crate::protocol::{messages, tag, Msg};
 
 /// Parameter types a `set_config` argument may be declared with: unspecified, `text`,
 /// `varchar`. Their text and binary formats are the same UTF-8 bytes.
@@ -53,7 +53,7 @@ pub(super) fn executed_statements(unit: &Unit, statements: &Statements) -> Optio
 /// portal bound before the unit, a statement it does not know, a text not in UTF-8).
 pub(super) fn executed(unit: &Unit, statements: &Statements) -> Option<Vec<Executed>> {
     let frames = match unit {
-        Unit::Simple(f) => return Some(vec![query_run(f)?]),
+        Unit::Simple(f) => return Some(vec![query_run(f.msg())?]),
         Unit::Extended(frames) => frames,
     };
     // Statements parsed in this unit, latest last (one may be parsed again under its name).
@@ -103,7 +103,7 @@ pub(super) fn executed(unit: &Unit, statements: &Statements) -> Option<Vec<Execu
 }
 
 /// What a simple Query ran: its text, or the settings of a select of `set_config` calls.
-fn query_run(f: &Frame) -> Option<Executed> {
+fn query_run(f: Msg<'_>) -> Option<Executed> {
     let sql = messages::decode_query(f.body())?;
     let texts = settings_texts(sql, &[]).unwrap_or_else(|| vec![sql.to_string()]);
     Some(Executed { statement: sql.to_string(), texts: Some(texts) })

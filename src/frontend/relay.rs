@@ -20,6 +20,7 @@ use super::statements::Statements;
 use crate::backend::ServerConn;
 use crate::error::BackendError;
 use crate::protocol::framer::peek_header;
+use crate::protocol::frames::FramesBuf;
 use crate::protocol::{messages, tag, FrameReader, TxStatus};
 use crate::router::Classifier;
 
@@ -128,7 +129,7 @@ impl<'a> Relay<'a> {
         out: &'a mut Streamed,
         replayable: bool,
     ) -> Self {
-        out.frames = Some(Vec::new());
+        out.frames = Some(FramesBuf::default());
         out.replayable = replayable;
         self.stream = Some(Box::new(Stream {
             statements,

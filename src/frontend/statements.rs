@@ -20,7 +20,7 @@ use super::unit::may_start_with;
 use crate::backend::prepared::{StmtKey, StmtName};
 use crate::backend::ServerConn;
 use crate::keyed_hash::KeyedState;
-use crate::protocol::{messages, tag, Frame};
+use crate::protocol::{messages, tag, Frame, Frames, Msg};
 use crate::router::{Class, Classifier};
 
 /// A statement the client prepared.
@@ -64,9 +64,9 @@ pub fn statement_hash(query: &[u8], param_types: &[u8]) -> u64 {
 /// True if a batch has the only shape [`Statements::answer_locally`] may answer: Parse and
 /// Close messages, then Sync. Looks at tags only.
 #[must_use]
-pub fn may_answer_locally(frames: &[Frame]) -> bool {
-    let Some((last, rest)) = frames.split_last() else { return false };
-    last.tag() == tag::SYNC && rest.iter().all(|f| matches!(f.tag(), tag::PARSE | tag::CLOSE))
+pub fn may_answer_locally(frames: &Frames) -> bool {
+    frames.last_tag() == Some(tag::SYNC)
+        && frames.iter().take(frames.len() - 1).all(|f| matches!(f.tag(), tag::PARSE | tag::CLOSE))
 }
 
 /// The client's prepared statements (named, plus the last unnamed one).
@@ -126,7 +126,7 @@ impl<'a> Batch<'a> {
     }
 
     /// Send the client's message as it is; its replies go to the client.
-    pub fn forward(&mut self, frame: &Frame, kind: Option<ReplyKind>) {
+    pub fn forward(&mut self, frame: Msg<'_>, kind: Option<ReplyKind>) {
         self.out.extend_from_slice(frame.bytes());
         self.queue.extend(kind.map(|kind| Expect::Server { kind, forward: true }));
     }
@@ -202,22 +202,22 @@ impl Statements {
     /// runs all its clients on one thread) would otherwise wait for each other.
     pub fn answer_locally(
         &mut self,
-        frames: &[Frame],
+        frames: &Frames,
         accepted: impl Fn(u64) -> bool,
         classifier: &Classifier,
     ) -> Option<BytesMut> {
-        let (last, rest) = frames.split_last()?;
-        let local = |f: &Frame| match f.tag() {
+        let rest = || frames.iter().take(frames.len().saturating_sub(1));
+        let local = |f: Msg<'_>| match f.tag() {
             tag::PARSE => messages::decode_parse(f.body())
                 .is_some_and(|p| !p.name.is_empty() && accepted(statement_hash(p.query, p.param_types))),
             tag::CLOSE => matches!(messages::decode_target(f.body()), Some((b'S', name)) if !name.is_empty()),
             _ => false,
         };
-        if last.tag() != tag::SYNC || !rest.iter().all(local) {
+        if frames.last_tag() != Some(tag::SYNC) || !rest().all(local) {
             return None;
         }
         let mut out = BytesMut::new();
-        for f in rest {
+        for f in rest() {
             if let Some(p) = messages::decode_parse(f.body()).filter(|_| f.tag() == tag::PARSE) {
                 self.define(p.name, Arc::new(StmtDef::new(p.query, p.param_types, classifier)));
                 messages::parse_complete(&mut out);
@@ -248,7 +248,7 @@ impl Statements {
     /// Translate one client message of an extended batch. `found`: the definition classifying
     /// the unit found for it (`unit::Resolved`), if any: the one a Parse records, the statement
     /// a Bind runs.
-    pub fn translate(&mut self, frame: &Frame, found: Option<&Arc<StmtDef>>, batch: &mut Batch<'_>) {
+    pub fn translate(&mut self, frame: Msg<'_>, found: Option<&Arc<StmtDef>>, batch: &mut Batch<'_>) {
         match frame.tag() {
             tag::PARSE => self.parse(frame, found, batch),
             tag::BIND => self.bind(frame, found, batch),
@@ -267,7 +267,7 @@ impl Statements {
         }
     }
 
-    fn bind(&self, frame: &Frame, found: Option<&Arc<StmtDef>>, batch: &mut Batch<'_>) {
+    fn bind(&self, frame: Msg<'_>, found: Option<&Arc<StmtDef>>, batch: &mut Batch<'_>) {
         let head = messages::decode_bind_head(frame.body());
         match head.and_then(|h| found.or_else(|| self.get(h.statement)).map(|d| (h, d))) {
             Some((h, def)) if !h.statement.is_empty() => {
@@ -283,7 +283,7 @@ impl Statements {
         }
     }
 
-    fn describe(&self, frame: &Frame, batch: &mut Batch<'_>) {
+    fn describe(&self, frame: Msg<'_>, batch: &mut Batch<'_>) {
         match messages::decode_target(frame.body()) {
             Some((b'S', name)) if !name.is_empty() && self.named.contains_key(name) => {
                 let name = batch.ensure(&self.named[name]);
@@ -300,7 +300,7 @@ impl Statements {
         }
     }
 
-    fn parse(&mut self, frame: &Frame, found: Option<&Arc<StmtDef>>, batch: &mut Batch<'_>) {
+    fn parse(&mut self, frame: Msg<'_>, found: Option<&Arc<StmtDef>>, batch: &mut Batch<'_>) {
         // What the Parse defines: found when the unit was classified (its text and types are
         // the message's), or decoded here.
         let found = found.and_then(|def| Some((messages::decode_parse_name(frame.body())?, Arc::clone(def))));
@@ -352,7 +352,7 @@ impl Statements {
                 messages::query(&mut batch.out, &format!("DEALLOCATE {server}"));
                 batch.queue.push_back(Expect::Server { kind: ReplyKind::Query, forward: true });
             }
-            None => batch.forward(frame, Some(ReplyKind::Query)),
+            None => batch.forward(frame.msg(), Some(ReplyKind::Query)),
         }
         batch.conn.set_unnamed(None);
     }
@@ -447,20 +447,24 @@ mod tests {
         let classifier = Classifier::new(16, Vec::new());
         let known = statement_hash(b"SELECT 1", &[0, 0]);
         let mut s = Statements::default();
-        let batch = [
+        let batch: Frames = [
             frame(|b| messages::parse(b, "P_0", b"SELECT 1", &[0, 0])),
             frame(|b| messages::close(b, b'S', "old")),
             frame(messages::sync),
-        ];
+        ]
+        .into_iter()
+        .collect();
         let reply = s.answer_locally(&batch, |h| h == known, &classifier).expect("answered locally");
         assert_eq!(&reply[..], b"1\0\0\0\x043\0\0\0\x04Z\0\0\0\x05I");
         assert_eq!(s.get("P_0").map(|d| d.key.query.as_slice()), Some(&b"SELECT 1"[..]));
         // Unknown text, an unnamed statement, or anything that runs needs a server.
-        let unknown = [frame(|b| messages::parse(b, "P_1", b"SELECT 2", &[0, 0])), frame(messages::sync)];
+        let unknown: Frames =
+            [frame(|b| messages::parse(b, "P_1", b"SELECT 2", &[0, 0])), frame(messages::sync)].into_iter().collect();
         assert!(s.answer_locally(&unknown, |h| h == known, &classifier).is_none());
-        let unnamed = [frame(|b| messages::parse(b, "", b"SELECT 1", &[0, 0])), frame(messages::sync)];
+        let unnamed: Frames =
+            [frame(|b| messages::parse(b, "", b"SELECT 1", &[0, 0])), frame(messages::sync)].into_iter().collect();
         assert!(s.answer_locally(&unnamed, |h| h == known, &classifier).is_none());
-        let no_sync = [frame(|b| messages::parse(b, "P_2", b"SELECT 1", &[0, 0]))];
+        let no_sync: Frames = [frame(|b| messages::parse(b, "P_2", b"SELECT 1", &[0, 0]))].into_iter().collect();
         assert!(s.answer_locally(&no_sync, |h| h == known, &classifier).is_none());
     }
 }

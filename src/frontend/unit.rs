@@ -8,7 +8,7 @@ use super::statements::{Statements, StmtDef};
 use crate::error::sqlstate;
 use crate::error::BackendError;
 use crate::protocol::messages;
-use crate::protocol::{tag, Frame};
+use crate::protocol::{tag, Frame, Frames, Msg};
 use crate::router::{Access, Class, Classifier, Reason, TxEffect};
 
 /// A unit of client traffic.
@@ -16,11 +16,17 @@ pub(super) enum Unit {
     /// One Query or FunctionCall message.
     Simple(Frame),
     /// Extended-protocol messages, ending with Sync (or Flush, or what the client had sent when
-    /// the unit started: the relay streams in the rest).
-    Extended(Vec<Frame>),
+    /// the unit started: the relay streams in the rest), as one run.
+    Extended(Frames),
 }
 
 impl Unit {
+    /// An extended unit of these messages (tests build units message by message).
+    #[cfg(test)]
+    pub(super) fn extended(frames: Vec<Frame>) -> Unit {
+        Unit::Extended(frames.into_iter().collect())
+    }
+
     /// What the unit needs: its Query's class, or one class for all statements of a batch; and
     /// the definitions found on the way, for translating the unit ([`Resolved`]).
     pub(super) fn classify(&self, statements: &Statements, classifier: &Classifier) -> (Arc<Class>, Resolved) {
@@ -120,7 +126,7 @@ impl Unit {
 
     /// An extended-protocol unit not (yet) ended by its Sync.
     pub(super) fn is_open_block(&self) -> bool {
-        matches!(self, Unit::Extended(frames) if frames.last().map(Frame::tag) != Some(tag::SYNC))
+        matches!(self, Unit::Extended(frames) if frames.last_tag() != Some(tag::SYNC))
     }
 
     /// True if the server answers the unit with ReadyForQuery (a Query, or a batch ending
@@ -128,7 +134,7 @@ impl Unit {
     pub(super) fn ends_cleanly(&self) -> bool {
         match self {
             Unit::Simple(f) => f.tag() == tag::QUERY,
-            Unit::Extended(frames) => frames.last().is_some_and(|f| f.tag() == tag::SYNC),
+            Unit::Extended(frames) => frames.last_tag() == Some(tag::SYNC),
         }
     }
 
@@ -225,11 +231,11 @@ pub(super) fn is_extended(t: u8) -> bool {
 }
 
 /// DISCARD ALL / DEALLOCATE ALL drop every server-side statement on the connection.
-pub(super) fn resets_statements(frame: &Frame) -> bool {
-    if !may_start_with(frame.body(), b"D") {
+pub(super) fn resets_statements(query: Msg<'_>) -> bool {
+    if !may_start_with(query.body(), b"D") {
         return false;
     }
-    let Some(sql) = messages::decode_query(frame.body()) else { return false };
+    let Some(sql) = messages::decode_query(query.body()) else { return false };
     first_words_are(sql, &["discard", "deallocate"], "all")
 }
 

@@ -408,15 +408,28 @@ impl<R: AsyncRead + WaitReadable + Unpin> FrameReader<R> {
     /// # Errors
     /// See [`FrameReader::next`].
     pub fn next_lean(&mut self) -> impl Future<Output = Result<Option<Frame>, ReadError>> + '_ {
-        poll_fn(move |cx| self.poll_next_lean(cx))
+        poll_fn(move |cx| self.poll_lean(cx, Self::buffered_frame))
     }
 
-    /// One step of [`FrameReader::next_lean`]: a frame if one is buffered, else wait for
+    /// [`FrameReader::next_lean`] that leaves the message in the buffer and gives its tag: the
+    /// caller splits it off, alone or with the messages behind it ([`FrameReader::split_run`]).
+    ///
+    /// # Errors
+    /// See [`FrameReader::next`].
+    pub fn whole_lean(&mut self) -> impl Future<Output = Result<Option<(u8, usize)>, ReadError>> + '_ {
+        poll_fn(move |cx| self.poll_lean(cx, Self::buffered_whole))
+    }
+
+    /// One step of [`FrameReader::next_lean`]: what `take` finds buffered, else wait for
     /// readability (with an empty buffer) and read what is there without blocking.
-    fn poll_next_lean(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Frame>, ReadError>> {
+    fn poll_lean<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        take: fn(&mut Self) -> Result<Option<T>, FrameError>,
+    ) -> Poll<Result<Option<T>, ReadError>> {
         loop {
-            if let Some(frame) = self.buffered_frame()? {
-                return Poll::Ready(Ok(Some(frame)));
+            if let Some(found) = take(self)? {
+                return Poll::Ready(Ok(Some(found)));
             }
             if self.buf.is_empty() {
                 self.give_back_buffer();
@@ -498,6 +511,8 @@ pub(crate) fn nul_position(b: &[u8]) -> Option<usize> {
     }
     words.remainder().iter().position(|&c| c == 0).map(|p| at + p)
 }
+
+mod run;
 
 #[cfg(test)]
 mod tests;

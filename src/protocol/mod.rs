@@ -5,10 +5,12 @@
 //! [`messages`] builds the few messages sluice sends itself and decodes the few it acts on.
 
 pub mod framer;
+pub mod frames;
 pub mod messages;
 pub mod startup;
 
 pub use framer::{Frame, FrameError, FrameReader};
+pub use frames::{Frames, Msg};
 
 /// Backend (server -> client) and frontend (client -> server) message tags sluice acts on.
 pub mod tag {

@@ -97,13 +97,13 @@ fn a_simple_query_ran_its_text_and_settings_are_told_as_set_config() {
 #[test]
 fn a_batch_ran_what_its_executes_ran() {
     // Prepared only (Parse, Describe, Sync): nothing ran.
-    let prepare = Unit::Extended(vec![parse("s1", "SET work_mem = '8MB'"), sync()]);
+    let prepare = Unit::extended(vec![parse("s1", "SET work_mem = '8MB'"), sync()]);
     assert_eq!(ran(&prepare), Some(vec![]));
     // Parsed, bound and executed in the batch.
-    let once = Unit::Extended(vec![parse("", "SET work_mem = '8MB'"), bind("", &[], &[]), execute(), sync()]);
+    let once = Unit::extended(vec![parse("", "SET work_mem = '8MB'"), bind("", &[], &[]), execute(), sync()]);
     assert_eq!(ran(&once), Some(vec!["SET work_mem = '8MB'".to_string()]));
     // The unnamed statement parsed twice: each Execute runs the one bound before it.
-    let twice = Unit::Extended(vec![
+    let twice = Unit::extended(vec![
         parse("", "SET a.x = '1'"),
         bind("", &[], &[]),
         execute(),
@@ -114,8 +114,8 @@ fn a_batch_ran_what_its_executes_ran() {
     ]);
     assert_eq!(ran(&twice), Some(vec!["SET a.x = '1'".to_string(), "SET a.x = '2'".to_string()]));
     // A portal bound before the unit, or a statement nobody prepared: cannot be told.
-    assert_eq!(ran(&Unit::Extended(vec![execute(), sync()])), None);
-    assert_eq!(ran(&Unit::Extended(vec![bind("nobody", &[], &[]), execute(), sync()])), None);
+    assert_eq!(ran(&Unit::extended(vec![execute(), sync()])), None);
+    assert_eq!(ran(&Unit::extended(vec![bind("nobody", &[], &[]), execute(), sync()])), None);
 }
 
 /// A Flush-held block ended by a simple Query is judged as one unit: the Query runs last, its
@@ -124,7 +124,7 @@ fn a_batch_ran_what_its_executes_ran() {
 fn a_query_that_ended_a_flush_held_block_ran_after_the_block() {
     let query = |sql: &str| frame(|b| messages::query(b, sql));
     let block =
-        |sql: &str| Unit::Extended(vec![parse("", "SET work_mem = '8MB'"), bind("", &[], &[]), execute(), query(sql)]);
+        |sql: &str| Unit::extended(vec![parse("", "SET work_mem = '8MB'"), bind("", &[], &[]), execute(), query(sql)]);
     assert_eq!(ran(&block("SELECT 1")), Some(vec!["SET work_mem = '8MB'".to_string(), "SELECT 1".to_string()]));
     let jit = "SELECT set_config('jit', 'off', false)";
     assert_eq!(ran(&block(jit)), Some(vec!["SET work_mem = '8MB'".to_string(), JIT_OFF.to_string()]));
@@ -139,7 +139,7 @@ fn a_statement_prepared_before_the_unit_is_told_by_its_name() {
     let restore = "SELECT\n    set_config('jit', $1, false)\n";
     statements.define("__asyncpg_stmt_1__", Arc::new(StmtDef::new(restore.as_bytes(), &types(&[]), &classifier)));
     statements.define("set", Arc::new(StmtDef::new(b"SET jit = off", &types(&[]), &classifier)));
-    let run = |frames: Vec<Frame>| executed_texts(&Unit::Extended(frames), &statements);
+    let run = |frames: Vec<Frame>| executed_texts(&Unit::extended(frames), &statements);
     // asyncpg: binary text parameter; JDBC / libpq: text.
     assert_eq!(
         run(vec![bind("__asyncpg_stmt_1__", &[1], &[Some(b"on")]), execute(), sync()]),
@@ -161,7 +161,7 @@ fn parameters_are_inlined_only_for_text_types() {
     let sql = "SELECT set_config($1, $2, false)";
     let with = |oids: &[i32], formats: &[i16]| {
         let p = frame(|b| messages::parse(b, "", sql.as_bytes(), &types(oids)));
-        let unit = Unit::Extended(vec![p, bind("", formats, &[Some(b"app.user"), Some(b"42")]), execute(), sync()]);
+        let unit = Unit::extended(vec![p, bind("", formats, &[Some(b"app.user"), Some(b"42")]), execute(), sync()]);
         ran(&unit)
     };
     let want = Some(vec!["SELECT pg_catalog.set_config('app.user', '42', false)".to_string()]);
@@ -171,14 +171,14 @@ fn parameters_are_inlined_only_for_text_types() {
     assert_eq!(with(&[25, 23], &[1]), None, "an int4 in binary is not its text");
     // A parameter elsewhere than in set_config's arguments: not a settings select.
     let p = frame(|b| messages::parse(b, "", b"SELECT $1::int", &types(&[])));
-    assert_eq!(ran(&Unit::Extended(vec![p, bind("", &[], &[Some(b"1")]), execute(), sync()])), None);
+    assert_eq!(ran(&Unit::extended(vec![p, bind("", &[], &[Some(b"1")]), execute(), sync()])), None);
 }
 
 #[test]
 fn statements_are_told_with_their_parameters_left_in() {
     let sql = "SELECT * FROM t WHERE id = $1";
     let p = frame(|b| messages::parse(b, "", sql.as_bytes(), &types(&[])));
-    let unit = Unit::Extended(vec![p, bind("", &[], &[Some(b"1")]), execute(), sync()]);
+    let unit = Unit::extended(vec![p, bind("", &[], &[Some(b"1")]), execute(), sync()]);
     assert_eq!(ran(&unit), None, "not replayable");
     assert_eq!(executed_statements(&unit, &Statements::default()), Some(vec![sql.to_string()]));
     let set = "SELECT set_config('a.b', 'c', false)";

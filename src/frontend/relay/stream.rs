@@ -14,7 +14,8 @@ use super::super::unit::{combine, Resolved, Unit};
 use super::{Relay, RelayError, SessionEnd};
 use crate::backend::prepared::StmtKey;
 use crate::protocol::framer::Progress;
-use crate::protocol::{messages, tag, Frame};
+use crate::protocol::frames::FramesBuf;
+use crate::protocol::{messages, tag, Frame, Frames};
 use crate::router::{Access, Class, Classifier};
 
 /// Streamed client messages are kept (for a replay, and for the session to judge the whole
@@ -27,8 +28,7 @@ pub(crate) const KEEP_LIMIT: usize = 1 << 20;
 pub struct Streamed {
     /// Every streamed message, up to [`KEEP_LIMIT`] (`None` past it): the rest of the unit, for
     /// a replay and for the session to judge the whole unit.
-    pub frames: Option<Vec<Frame>>,
-    pub(super) frame_bytes: usize,
+    pub frames: Option<FramesBuf>,
     /// The unit may still run again elsewhere, unseen: its replies are held, every streamed
     /// message is kept and none was a Flush.
     pub(super) replayable: bool,
@@ -121,7 +121,8 @@ impl Relay<'_> {
             };
             let (class, resolved) = match frame.tag() {
                 tag::PARSE | tag::BIND => {
-                    let (class, resolved) = Unit::Extended(vec![frame.clone()]).classify(s.statements, s.classifier);
+                    let (class, resolved) =
+                        Unit::Extended(Frames::from(frame.clone())).classify(s.statements, s.classifier);
                     (Some(class), resolved)
                 }
                 _ => (None, Resolved::default()),
@@ -150,7 +151,7 @@ impl Relay<'_> {
                 });
             }
             let mut batch = Batch::continuing(self.conn, s.classifier);
-            s.statements.translate(&frame, resolved.at(0), &mut batch);
+            s.statements.translate(frame.msg(), resolved.at(0), &mut batch);
             let Batch { out, queue, added, closed, .. } = batch;
             self.conn.note_sent(&out);
             s.to_server.extend_from_slice(&out);
@@ -171,9 +172,8 @@ impl Relay<'_> {
         let Some(s) = self.stream.as_mut() else { return Ok(()) };
         s.out.messages += 1;
         if let Some(frames) = s.out.frames.as_mut() {
-            s.out.frame_bytes += frame.bytes().len();
-            if s.out.frame_bytes <= KEEP_LIMIT {
-                frames.push(frame.clone());
+            if frames.byte_len() + frame.bytes().len() <= KEEP_LIMIT {
+                frames.push(frame.msg());
             } else {
                 s.out.frames = None;
             }

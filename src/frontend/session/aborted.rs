@@ -14,7 +14,7 @@ use bytes::{BufMut, BytesMut};
 
 use super::super::unit::{tx_end_outside_block, Unit};
 use crate::protocol::messages::{self, Severity};
-use crate::protocol::{tag, Frame, TxStatus};
+use crate::protocol::{tag, Msg, TxStatus};
 
 /// SQLSTATE `in_failed_sql_transaction`.
 const IN_FAILED_SQL_TRANSACTION: &str = "25P02";
@@ -94,7 +94,7 @@ pub(super) fn answer(mut state: Aborted, unit: &Unit, out: &mut BytesMut) -> Abo
     }
 }
 
-fn extended(mut s: Aborted, f: &Frame, out: &mut BytesMut) -> AbortedStep {
+fn extended(mut s: Aborted, f: Msg<'_>, out: &mut BytesMut) -> AbortedStep {
     let t = f.tag();
     if t == tag::SYNC {
         messages::ready_for_query(out, TxStatus::Failed);
@@ -146,7 +146,7 @@ fn put_empty(out: &mut BytesMut, t: u8) {
 }
 
 /// Describe of a transaction end: no parameters (statement) and no rows.
-fn describe_nothing(f: &Frame, out: &mut BytesMut) {
+fn describe_nothing(f: Msg<'_>, out: &mut BytesMut) {
     if f.body().first() == Some(&b'S') {
         out.put_u8(tag::PARAMETER_DESCRIPTION);
         out.put_i32(6);
@@ -158,6 +158,8 @@ fn describe_nothing(f: &Frame, out: &mut BytesMut) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::protocol::Frame;
 
     fn frame(build: impl FnOnce(&mut BytesMut)) -> Frame {
         let mut b = BytesMut::new();
@@ -194,7 +196,7 @@ mod tests {
     #[test]
     fn extended_errors_skip_to_sync_and_a_rollback_ends_the_block() {
         let mut out = BytesMut::new();
-        let insert = Unit::Extended(vec![
+        let insert = Unit::extended(vec![
             frame(|b| messages::parse(b, "", b"INSERT INTO t VALUES (1)", &[0, 0])),
             frame(|b| messages::bind_text(b, &[])),
             frame(|b| messages::execute(b, "", 0)),
@@ -203,7 +205,7 @@ mod tests {
         assert!(matches!(answer(Aborted::default(), &insert, &mut out), AbortedStep::Still(_)));
         assert_eq!(tags(&out), "EZE");
         let mut out = BytesMut::new();
-        let rollback = Unit::Extended(vec![
+        let rollback = Unit::extended(vec![
             frame(|b| messages::parse(b, "", b"ROLLBACK", &[0, 0])),
             frame(|b| messages::bind_text(b, &[])),
             frame(|b| messages::describe(b, b'P', "")),
@@ -219,7 +221,7 @@ mod tests {
         let noticed = || Aborted::noticed_idle("57P01", "lost".into());
         let simple = |sql: &str| Unit::Simple(frame(|b| messages::query(b, sql)));
         let extended = |sql: &'static str| {
-            Unit::Extended(vec![
+            Unit::extended(vec![
                 frame(|b| messages::parse(b, "", sql.as_bytes(), &[0, 0])),
                 frame(|b| messages::bind_text(b, &[])),
                 frame(|b| messages::describe(b, b'P', "")),

@@ -15,7 +15,7 @@ fn accepted_key(database: &str, user: &str, state: u64, statement: u64) -> u64 {
 const MAX_ACCEPTED_STATEMENTS: usize = 100_000;
 
 impl Session<'_> {
-    pub(super) fn answer_locally(&mut self, frames: &[Frame]) -> Option<BytesMut> {
+    pub(super) fn answer_locally(&mut self, frames: &Frames) -> Option<BytesMut> {
         // The process-wide lock only for a batch of the one shape that can be answered here.
         if !crate::frontend::statements::may_answer_locally(frames) {
             return None;
@@ -33,7 +33,7 @@ impl Session<'_> {
         // A Parse's body starts with its statement's name: an unnamed one (every Parse of a
         // driver's unnamed statement) is not decoded, and a unit without a named Parse (every
         // execution) builds no list.
-        let named_parse = |f: &&Frame| f.tag() == tag::PARSE && f.body().first().is_some_and(|&b| b != 0);
+        let named_parse = |f: &Msg<'_>| f.tag() == tag::PARSE && f.body().first().is_some_and(|&b| b != 0);
         if !frames.iter().any(|f| named_parse(&f)) {
             return;
         }

@@ -51,7 +51,7 @@ struct Plan {
 pub(super) fn whole_unit(unit: Unit, streamed: &mut Option<Box<Streamed>>) -> Unit {
     match (unit, streamed.as_mut().and_then(|s| s.frames.take())) {
         (Unit::Extended(mut frames), Some(more)) => {
-            frames.extend(more);
+            frames.append(&more.freeze());
             Unit::Extended(frames)
         }
         (unit, _) => unit,
@@ -75,7 +75,7 @@ fn translate(batch: &mut Batch<'_>, rare: &mut Rare, unit: &Unit, streams: bool)
                 let def = found.next_if(|&(at, _)| at == i).map(|(_, def)| def);
                 statements.translate(f, def, batch);
             }
-            if !streams && !matches!(frames.last().map(Frame::tag), Some(tag::SYNC | tag::FLUSH)) {
+            if !streams && !matches!(frames.last_tag(), Some(tag::SYNC | tag::FLUSH)) {
                 messages::flush(&mut batch.out);
             }
         }
@@ -317,7 +317,7 @@ impl<'a> Session<'a> {
                     relay
                 };
                 let mut relay = if plan.streams {
-                    let replayable = !matches!(unit, Unit::Extended(f) if f.last().map(Frame::tag) == Some(tag::FLUSH));
+                    let replayable = !matches!(unit, Unit::Extended(f) if f.last_tag() == Some(tag::FLUSH));
                     relay.streaming(
                         &mut self.rare.get().statements,
                         &self.classifier,

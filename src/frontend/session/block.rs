@@ -4,7 +4,8 @@
 
 use crate::frontend::relay::KEEP_LIMIT;
 use crate::frontend::unit::with_streamed;
-use crate::protocol::{Frame, TxStatus};
+use crate::protocol::frames::FramesBuf;
+use crate::protocol::{Frames, TxStatus};
 use crate::router::Class;
 
 /// The extended-protocol block on the held connection.
@@ -61,7 +62,7 @@ impl Block {
 pub(super) struct OpenBlock {
     /// The units' messages, in order; `None` past [`KEEP_LIMIT`] or when a unit's streamed
     /// messages were not all kept: the block cannot be told, a session command in it pins.
-    pub(super) frames: Option<Vec<Frame>>,
+    pub(super) frames: Option<FramesBuf>,
     bytes: usize,
     /// The units' classes, combined.
     pub(super) class: Class,
@@ -74,17 +75,17 @@ pub(super) struct OpenBlock {
 impl OpenBlock {
     /// A block whose first kept unit, of `class`, ran from `before`.
     pub(super) fn new(class: &Class, before: TxStatus) -> Self {
-        OpenBlock { frames: Some(Vec::new()), bytes: 0, class: class.clone(), before, errored: false }
+        OpenBlock { frames: Some(FramesBuf::default()), bytes: 0, class: class.clone(), before, errored: false }
     }
 
     /// Add a unit's messages (`complete`: all of them, streamed ones included), its class and
     /// whether it failed.
-    pub(super) fn add(&mut self, frames: Vec<Frame>, class: &Class, errored: bool, complete: bool) {
+    pub(super) fn add(&mut self, frames: &Frames, class: &Class, errored: bool, complete: bool) {
         self.class = with_streamed(&self.class, Some(class));
         self.errored |= errored;
-        self.bytes += frames.iter().map(|f| f.bytes().len()).sum::<usize>();
+        self.bytes += frames.bytes().len();
         match self.frames.as_mut() {
-            Some(kept) if complete && self.bytes <= KEEP_LIMIT => kept.extend(frames),
+            Some(kept) if complete && self.bytes <= KEEP_LIMIT => kept.append(frames),
             _ => self.frames = None,
         }
     }
@@ -93,6 +94,7 @@ impl OpenBlock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::{Frame, Msg};
 
     #[test]
     fn extended_blocks_by_unit_end() {
@@ -142,28 +144,28 @@ mod tests {
         let set = Class::read(Reason::SessionCommand).with_session(SessionEffect::Parameter);
         let write = Class::new(Access::Write, Reason::Write);
         let mut block = OpenBlock::new(&read, TxStatus::Idle);
-        block.add(vec![frame(tag::PARSE, 10), frame(tag::EXECUTE, 5)], &read, false, true);
-        block.add(vec![frame(tag::BIND, 7)], &set, false, true);
-        let tags: Vec<u8> = block.frames.as_ref().unwrap().iter().map(Frame::tag).collect();
+        block.add(&[frame(tag::PARSE, 10), frame(tag::EXECUTE, 5)].into_iter().collect(), &read, false, true);
+        block.add(&[frame(tag::BIND, 7)].into_iter().collect(), &set, false, true);
+        let tags: Vec<u8> = block.frames.clone().unwrap().freeze().iter().map(Msg::tag).collect();
         assert_eq!(tags, [tag::PARSE, tag::EXECUTE, tag::BIND]);
         assert_eq!(block.class.session, SessionEffect::Parameter, "the classes combine");
         assert_eq!((block.before, block.errored), (TxStatus::Idle, false));
         // An error stays with the block; the class takes the write.
-        block.add(vec![frame(tag::EXECUTE, 5)], &write, true, true);
+        block.add(&[frame(tag::EXECUTE, 5)].into_iter().collect(), &write, true, true);
         assert!(block.errored);
         assert_eq!(block.class.access, Access::Write);
-        assert_eq!(block.frames.as_ref().map(Vec::len), Some(4));
+        assert_eq!(block.frames.clone().map(|f| f.freeze().len()), Some(4));
         // A unit whose streamed messages were not all kept: the block cannot be told any more.
         let mut partial = OpenBlock::new(&read, TxStatus::InTransaction);
-        partial.add(vec![frame(tag::EXECUTE, 5)], &set, false, false);
+        partial.add(&[frame(tag::EXECUTE, 5)].into_iter().collect(), &set, false, false);
         assert!(partial.frames.is_none());
-        partial.add(vec![frame(tag::EXECUTE, 5)], &read, false, true);
+        partial.add(&[frame(tag::EXECUTE, 5)].into_iter().collect(), &read, false, true);
         assert!(partial.frames.is_none(), "dropped for good");
         // Past the keep limit.
         let mut long = OpenBlock::new(&read, TxStatus::Idle);
-        long.add(vec![frame(tag::PARSE, KEEP_LIMIT / 2)], &read, false, true);
+        long.add(&[frame(tag::PARSE, KEEP_LIMIT / 2)].into_iter().collect(), &read, false, true);
         assert!(long.frames.is_some());
-        long.add(vec![frame(tag::PARSE, KEEP_LIMIT / 2)], &read, false, true);
+        long.add(&[frame(tag::PARSE, KEEP_LIMIT / 2)].into_iter().collect(), &read, false, true);
         assert!(long.frames.is_none(), "past the limit");
     }
 }

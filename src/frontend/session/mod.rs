@@ -55,8 +55,9 @@ use crate::backend::{Checkout, Pool, ServerConn};
 use crate::config::PoolMode;
 use crate::error::{sqlstate, BackendError};
 use crate::metrics::UnitOutcome;
+use crate::protocol::frames::FramesBuf;
 use crate::protocol::messages::{self, Severity};
-use crate::protocol::{tag, Frame, FrameReader, TxStatus};
+use crate::protocol::{tag, Frame, FrameReader, Frames, Msg, TxStatus};
 use crate::router::{self, Access, Class, Classifier, Reason, Route, SessionEffect, SessionView, TxEffect};
 use crate::tls::MaybeTls;
 use crate::topology::Role;
@@ -64,8 +65,29 @@ use crate::topology::Role;
 /// Most messages in one extended batch before it is sent without waiting for Sync (the relay
 /// streams the rest of the unit in).
 const MAX_BATCH_MESSAGES: usize = 1024;
-/// Extended messages a unit usually has (Parse, Bind, Describe, Execute, Sync), with room to spare.
-const USUAL_BATCH_MESSAGES: usize = 8;
+
+/// How a unit begins: with a message read past the end of the last one (`Rare::lookahead`), or
+/// with the whole message at the front of the client's buffer, left there (its tag) so that it
+/// can be split off together with the messages buffered behind it.
+enum Start {
+    Frame(Frame),
+    /// Its tag and length.
+    Buffered(u8, usize),
+}
+
+impl Start {
+    fn tag(&self) -> u8 {
+        match self {
+            Start::Frame(f) => f.tag(),
+            Start::Buffered(t, _) => *t,
+        }
+    }
+}
+
+/// True after the message that ends an extended batch.
+fn ends_batch(t: u8) -> bool {
+    t == tag::SYNC || t == tag::FLUSH
+}
 
 /// The server connection the session holds (why, and in which state: [`SessionState`]).
 struct Held {
@@ -247,37 +269,49 @@ impl<'a> Session<'a> {
                 return end;
             }
             loop {
-                let frame = match self.next_frame().await {
-                    Ok(Some(f)) => f,
+                let start = match self.next_start().await {
+                    Ok(Some(s)) => s,
                     Ok(None) => return SessionEnd::ClientGone,
                     Err(end) => return end,
                 };
-                // The frame moves into the box: held here across an await, it would sit in the
+                // The start moves into the box: held here across an await, it would sit in the
                 // idle wait's future too.
-                if let Err(end) = boxed(|| self.take_unit(frame)).await {
+                if let Err(end) = boxed(|| self.take_unit(start)).await {
                     return end;
                 }
             }
         }
     }
 
-    /// The unit `first` begins (the rest of an extended batch read first), run; a message
+    /// The unit `start` begins (the rest of an extended batch read first), run; a message
     /// that begins no unit is skipped, or ends the session.
     #[allow(clippy::manual_async_fn)] // on purpose, see below
-    fn take_unit(&mut self, first: Frame) -> impl std::future::Future<Output = Result<(), SessionEnd>> + use<'_, 'a> {
+    fn take_unit(&mut self, start: Start) -> impl std::future::Future<Output = Result<(), SessionEnd>> + use<'_, 'a> {
         // Not an `async fn`: see `run_unit`.
         async move {
-            if self.skipping_to_sync() && !matches!(first.tag(), tag::SYNC | tag::TERMINATE) {
+            let first = start.tag();
+            if self.skipping_to_sync() && !matches!(first, tag::SYNC | tag::TERMINATE) {
+                self.take_start(start)?;
                 return Ok(());
             }
-            let unit = match first.tag() {
+            let unit = match first {
                 tag::TERMINATE => return Err(SessionEnd::ClientGone),
-                tag::QUERY | tag::FUNCTION_CALL => Unit::Simple(first),
+                tag::QUERY | tag::FUNCTION_CALL => Unit::Simple(self.take_start(start)?),
                 tag::PARSE | tag::BIND | tag::DESCRIBE | tag::EXECUTE | tag::CLOSE | tag::SYNC | tag::FLUSH => {
-                    Unit::Extended(self.collect_batch(first).await?)
+                    // Not awaited when the batch is all here (most units): the wait's future is
+                    // neither made nor moved.
+                    let first = self.first_run(start)?;
+                    Unit::Extended(if self.batch_taken(first.len(), first.last_tag()) {
+                        first
+                    } else {
+                        self.collect_batch(first).await?
+                    })
                 }
                 // Copy messages outside COPY are ignored, as PostgreSQL does.
-                tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => return Ok(()),
+                tag::COPY_DATA | tag::COPY_DONE | tag::COPY_FAIL => {
+                    self.take_start(start)?;
+                    return Ok(());
+                }
                 other => {
                     let msg = format!("invalid frontend message type {}", other);
                     return Err(SessionEnd::fatal(sqlstate::PROTOCOL_VIOLATION, msg, Fault::Client));
@@ -318,14 +352,32 @@ impl<'a> Session<'a> {
         self.state.block() == Block::Failed
     }
 
+    /// The message a unit begins with, split off the client's buffer alone.
+    fn take_start(&mut self, start: Start) -> Result<Frame, SessionEnd> {
+        match start {
+            Start::Frame(f) => Ok(f),
+            // Whole and accepted when it was found, and nothing was read since: split off
+            // without checking its tag and length again.
+            Start::Buffered(_, total) => self.client.split_whole(total).ok_or(SessionEnd::ClientGone),
+        }
+    }
+
     /// The next client message, honouring the idle timeout.
+    async fn next_frame(&mut self) -> Result<Option<Frame>, SessionEnd> {
+        match self.next_start().await? {
+            Some(start) => self.take_start(start).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The start of the next client message ([`Start`]), honouring the idle timeout.
     ///
     /// Not an `async fn` (which keeps `self` twice): every idle client waits in this future.
     #[allow(clippy::manual_async_fn)] // on purpose, see above
-    fn next_frame(&mut self) -> impl std::future::Future<Output = Result<Option<Frame>, SessionEnd>> + use<'_, 'a> {
+    fn next_start(&mut self) -> impl std::future::Future<Output = Result<Option<Start>, SessionEnd>> + use<'_, 'a> {
         async move {
             if let Some(f) = self.rare.peek_mut().and_then(|r| r.lookahead.take()) {
-                return Ok(Some(f));
+                return Ok(Some(Start::Frame(f)));
             }
             // Not boxed: its wait is a poll of two readers, no larger than the read below (the
             // timeout is boxed: only a session with an idle timeout pays for its state).
@@ -338,7 +390,7 @@ impl<'a> Session<'a> {
             let between_units = self.state.tx() == TxStatus::Idle;
             // Lean: an idle client holds no read buffer while it says nothing.
             let client = &mut self.client;
-            let read = self.entry.unless_stopped(between_units, client.next_lean());
+            let read = self.entry.unless_stopped(between_units, client.whole_lean());
             let r = match idle {
                 Some(d) => match Box::pin(tokio::time::timeout(d, read)).await {
                     Ok(r) => r,
@@ -353,46 +405,70 @@ impl<'a> Session<'a> {
                 let (code, message) = stopped.error();
                 SessionEnd::fatal(code, message, Fault::Proxy)
             })?;
-            r.map_err(|e| match e {
+            let tag = r.map_err(|e| match e {
                 crate::protocol::framer::ReadError::Frame(f) => SessionEnd::bad_frame(&f),
                 other => SessionEnd::fatal(sqlstate::PROTOCOL_VIOLATION, other.to_string(), Fault::Client),
-            })
+            })?;
+            Ok(tag.map(|(t, total)| Start::Buffered(t, total)))
         }
     }
 
-    /// The extended messages the client sent so far, up to a Sync or Flush; the relay streams
-    /// in the rest of the unit while it runs.
-    async fn collect_batch(&mut self, first: Frame) -> Result<Vec<Frame>, SessionEnd> {
-        // Room for a driver's usual batch (Parse, Bind, Describe, Execute, Sync) at once:
-        // `vec![first]` grew twice, a reallocation and a copy each, on every such unit.
-        let mut frames = Vec::with_capacity(USUAL_BATCH_MESSAGES);
-        frames.push(first);
+    /// The extended message `start` begins a batch with and, in one piece with it, the whole
+    /// extended messages buffered behind it, up to a Sync or Flush (one `Bytes` for the unit,
+    /// not one per message and a `Vec`).
+    ///
+    /// The unit began with its first message, read through `next_start` (stop slot, drain,
+    /// idle timeout, the held connection's watch), and none of those waits applies to bytes
+    /// already here. (The watch passes on what the held connection sent and returns once the
+    /// client has bytes: for the messages behind the first it has nothing left to do.)
+    fn first_run(&mut self, start: Start) -> Result<Frames, SessionEnd> {
+        Ok(match start {
+            Start::Frame(f) => Frames::from(f),
+            Start::Buffered(..) => match self.client.split_run(MAX_BATCH_MESSAGES, is_extended, ends_batch) {
+                Some(run) => run,
+                None => Frames::from(self.take_start(start)?),
+            },
+        })
+    }
+
+    /// True if a batch of `n` messages, the last tagged `last`, goes to the server as it is:
+    /// it ended (Sync, Flush, the message bound), or nothing more of it is here yet (the relay
+    /// streams the rest in while it runs).
+    fn batch_taken(&self, n: usize, last: Option<u8>) -> bool {
+        last.is_some_and(ends_batch)
+            || n >= MAX_BATCH_MESSAGES
+            || !self.client.has_buffered() && self.rare.peek().is_none_or(|r| r.lookahead.is_none())
+    }
+
+    /// The rest of a batch that begins with `first` and comes in pieces (a message not whole
+    /// yet, one read past the last unit): gathered in one growing buffer, up to a Sync or Flush
+    /// or what the client sent so far (see [`Session::batch_taken`]).
+    async fn collect_batch(&mut self, first: Frames) -> Result<Frames, SessionEnd> {
+        let (mut n, mut last) = (first.len(), first.last_tag());
+        let mut more: Option<FramesBuf> = None;
         loop {
-            let last = frames.last().map_or(0, Frame::tag);
-            if last == tag::SYNC || last == tag::FLUSH || frames.len() >= MAX_BATCH_MESSAGES {
-                return Ok(frames);
+            if self.batch_taken(n, last) {
+                return Ok(more.map_or(first, FramesBuf::freeze));
             }
             let no_lookahead = self.rare.peek().is_none_or(|r| r.lookahead.is_none());
-            if !self.client.has_buffered() && no_lookahead {
-                // Everything the client sent so far goes on now: the relay takes the rest.
-                return Ok(frames);
+            let all = more.get_or_insert_with(|| FramesBuf::from(&first));
+            if no_lookahead {
+                if let Some(run) = self.client.split_run(MAX_BATCH_MESSAGES - n, is_extended, ends_batch) {
+                    all.append(&run);
+                    (n, last) = (n + run.len(), run.last_tag());
+                    continue;
+                }
             }
-            // A message already buffered whole is taken as it is: the unit began with its first
-            // message, read through `next_frame` (stop slot, drain, idle timeout), and none of
-            // those waits applies to bytes already here. A held connection is still watched
-            // between messages (`next_frame`), and anything else (a partial message, a framing
-            // error) goes that way too.
-            let buffered =
-                if no_lookahead && self.held.is_none() { self.client.buffered_frame().ok().flatten() } else { None };
-            let next = match buffered {
-                Some(f) => Some(f),
-                None => self.next_frame().await?,
-            };
-            match next {
-                Some(f) if is_extended(f.tag()) => frames.push(f),
+            // Anything else (a partial message, a framing error, a message that needs its own
+            // unit) goes through `next_frame`.
+            match self.next_frame().await? {
+                Some(f) if is_extended(f.tag()) => {
+                    more.get_or_insert_with(FramesBuf::default).push(f.msg());
+                    (n, last) = (n + 1, Some(f.tag()));
+                }
                 Some(f) => {
                     self.rare.get().lookahead = Some(f);
-                    return Ok(frames);
+                    return Ok(more.map_or(first, FramesBuf::freeze));
                 }
                 None => return Err(SessionEnd::ClientGone),
             }
@@ -468,12 +544,12 @@ impl<'a> Session<'a> {
                 self.state = self.state.after(Event::Partial { errored, wrote });
                 // What lasts of the block is known when a later unit ends it.
                 if let Unit::Extended(frames) =
-                    whole_unit(std::mem::replace(unit, Unit::Extended(Vec::new())), streamed)
+                    whole_unit(std::mem::replace(unit, Unit::Extended(Frames::default())), streamed)
                 {
                     let rare = self.rare.get();
                     if rare.open_block.is_some() || frames.iter().any(|f| f.tag() == tag::EXECUTE) {
                         let block = rare.open_block.get_or_insert_with(|| Box::new(OpenBlock::new(class, before)));
-                        block.add(frames, class, errored, complete);
+                        block.add(&frames, class, errored, complete);
                     }
                 }
                 Ok(())
@@ -514,7 +590,7 @@ impl<'a> Session<'a> {
             && class.session == SessionEffect::None
             && self.rare.peek().is_none_or(|r| r.open_block.is_none() && r.pending_sets.is_empty());
         if !quiet {
-            let unit = std::mem::replace(unit, Unit::Extended(Vec::new()));
+            let unit = std::mem::replace(unit, Unit::Extended(Frames::default()));
             return self.judge_whole(unit, streamed, class, before, status, errored, complete);
         }
         // What `judge_whole` comes to for such a unit: `settle_in_block` finds nothing pending
@@ -550,15 +626,15 @@ impl<'a> Session<'a> {
                 let class = Cow::Owned(with_streamed(&b.class, Some(class)));
                 match (b.frames, unit) {
                     (Some(mut kept), Unit::Extended(frames)) => {
-                        kept.extend(frames);
-                        (Unit::Extended(kept), class, b.before, errored || b.errored, complete)
+                        kept.append(&frames);
+                        (Unit::Extended(kept.freeze()), class, b.before, errored || b.errored, complete)
                     }
                     // PostgreSQL runs a Query in the block's transaction and commits both at its
                     // end (psycopg leaving pipeline mode sends its next statement so): judged as
                     // the block's last statement.
                     (Some(mut kept), Unit::Simple(query)) if query.tag() == tag::QUERY => {
-                        kept.push(query);
-                        (Unit::Extended(kept), class, b.before, errored || b.errored, complete)
+                        kept.push(query.msg());
+                        (Unit::Extended(kept.freeze()), class, b.before, errored || b.errored, complete)
                     }
                     (_, unit) => (unit, class, b.before, errored || b.errored, false),
                 }
@@ -793,7 +869,7 @@ impl<'a> Session<'a> {
         if block.class.session != SessionEffect::Parameter || block.errored {
             return false;
         }
-        let unit = block.frames.map(Unit::Extended);
+        let unit = block.frames.map(|f| Unit::Extended(f.freeze()));
         match unit.as_ref().and_then(|unit| self.unit_texts(&block.class, unit, TxStatus::Idle)) {
             Some((texts, pending)) if pending.is_empty() && self.record_texts(&texts) => false,
             _ => {
@@ -868,8 +944,9 @@ impl<'a> Session<'a> {
         }
         // A Query's, or that of the Query that ended a Flush-held block (judged with it).
         let query = match unit {
-            Unit::Simple(f) => Some(f),
-            Unit::Extended(frames) => frames.last().filter(|f| f.tag() == tag::QUERY),
+            Unit::Simple(f) => Some(f.msg()),
+            Unit::Extended(frames) if frames.last_tag() == Some(tag::QUERY) => frames.iter().last(),
+            Unit::Extended(_) => None,
         };
         if let Some(f) = query {
             if resets_statements(f) {
@@ -992,7 +1069,7 @@ mod tests {
     /// small; 3,936 before it).
     #[test]
     fn a_units_future_fits_glibcs_per_thread_cache() {
-        let size = future_size::<&mut Session<'static>, Frame, _, _>(&Session::take_unit);
+        let size = future_size::<&mut Session<'static>, Start, _, _>(&Session::take_unit);
         assert!(size <= 1_032, "the unit future is {size} bytes: box the rare phase that grew it");
     }
 

@@ -190,11 +190,11 @@ fn resets_are_recognised() {
         assert!(is_reset_all(more) && !is_reset_alone(more), "{more}");
     }
     let Unit::Simple(f) = query("DEALLOCATE ALL") else { unreachable!() };
-    assert!(resets_statements(&f));
+    assert!(resets_statements(f.msg()));
     let Unit::Simple(f) = query("DEALLOCATE s1") else { unreachable!() };
-    assert!(!resets_statements(&f));
+    assert!(!resets_statements(f.msg()));
     let Unit::Simple(f) = query("\n discard all;") else { unreachable!() };
-    assert!(resets_statements(&f));
+    assert!(resets_statements(f.msg()));
 }
 
 /// A Bind of a statement parsed earlier in the same unit is classified by that Parse, not by
@@ -219,7 +219,7 @@ fn a_bind_follows_the_parse_of_its_own_unit() {
             frame(&|b| messages::execute(b, "", 0)),
             frame(&|b| messages::sync(b)),
         ];
-        let (class, _) = Unit::Extended(frames).classify(&statements, &classifier);
+        let (class, _) = Unit::extended(frames).classify(&statements, &classifier);
         assert_eq!((class.access, class.session), (Access::Read, SessionEffect::None), "statement {name:?}");
     }
 }
@@ -249,7 +249,7 @@ fn only_resets_rerun_when_lost() {
     }
     let mut b = BytesMut::new();
     messages::parse(&mut b, "", b"RESET ALL", &[0, 0]);
-    assert!(!Unit::Extended(vec![Frame::from_bytes(b.freeze())]).only_resets(), "only a simple Query is judged");
+    assert!(!Unit::extended(vec![Frame::from_bytes(b.freeze())]).only_resets(), "only a simple Query is judged");
 }
 
 /// Classifying a unit keeps what it found for translating it: the definition each Parse
@@ -276,21 +276,21 @@ fn classifying_keeps_the_definitions_for_translating() {
 
     // The unnamed statement parsed again: its definition; its Bind follows the Parse.
     let (_, r) =
-        Unit::Extended(vec![parse("", b"SELECT 1"), bind(""), execute(), sync()]).classify(&statements, &classifier);
+        Unit::extended(vec![parse("", b"SELECT 1"), bind(""), execute(), sync()]).classify(&statements, &classifier);
     assert!(same(r.at(0), ""));
     assert!(r.at(1).is_none());
     // A new text: the definition made from the message.
-    let (class, r) = Unit::Extended(vec![parse("", b"SELECT 3"), sync()]).classify(&statements, &classifier);
+    let (class, r) = Unit::extended(vec![parse("", b"SELECT 3"), sync()]).classify(&statements, &classifier);
     let made = r.at(0).expect("a definition made from the Parse");
     assert_eq!((made.key.query.as_slice(), Arc::ptr_eq(&made.class, &class)), (&b"SELECT 3"[..], true));
     // A Bind of a statement prepared before the unit.
-    let (_, r) = Unit::Extended(vec![bind("s1"), execute(), sync()]).classify(&statements, &classifier);
+    let (_, r) = Unit::extended(vec![bind("s1"), execute(), sync()]).classify(&statements, &classifier);
     assert!(same(r.at(0), "s1"));
     // Not after a Close or a Parse (a `DEALLOCATE s1` would forget it), nor past the room kept.
     for first in [close("s1"), parse("", b"DEALLOCATE s1")] {
-        let (_, r) = Unit::Extended(vec![first, bind("s1"), execute(), sync()]).classify(&statements, &classifier);
+        let (_, r) = Unit::extended(vec![first, bind("s1"), execute(), sync()]).classify(&statements, &classifier);
         assert!(r.at(1).is_none());
     }
-    let (_, r) = Unit::Extended(vec![bind("s1"), bind("s1"), bind("s1"), sync()]).classify(&statements, &classifier);
+    let (_, r) = Unit::extended(vec![bind("s1"), bind("s1"), bind("s1"), sync()]).classify(&statements, &classifier);
     assert!(same(r.at(0), "s1") && same(r.at(1), "s1") && r.at(2).is_none());
 }

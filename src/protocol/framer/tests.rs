@@ -273,3 +273,66 @@ proptest! {
         }
     }
 }
+
+/// `split_run` over a stream cut at every byte boundary: the runs it splits off, then single
+/// frames for what it leaves (as a session does), give the same messages as splitting frame by
+/// frame, and a run never takes a message `continues` refuses, a refused tag or a bad length.
+#[test]
+fn runs_split_at_every_boundary_hold_the_same_messages() {
+    let stream: Vec<u8> = [
+        msg(b'P', b"\0select 1\0\0\0"),
+        msg(b'B', &[0; 8]),
+        msg(b'E', b"\0\0\0\0\0"),
+        msg(b'S', b""),
+        msg(b'Q', b"select 2\0"),
+        msg(b'B', &[0; 8]),
+        msg(b'H', b""),
+    ]
+    .concat();
+    let whole = frames_of(&[&stream], 1 << 20).unwrap();
+    let is_ext = |t: u8| b"PBDECSH".contains(&t);
+    let ends = |t: u8| t == b'S' || t == b'H';
+    for i in 0..=stream.len() {
+        let (a, b) = stream.split_at(i);
+        let mut reader = FrameReader::new(&b""[..], 1 << 20);
+        let mut got: Vec<Vec<u8>> = Vec::new();
+        let mut runs = Vec::new();
+        for chunk in [a, b] {
+            reader.buffer().extend_from_slice(chunk);
+            loop {
+                if let Some(run) = reader.split_run(1024, is_ext, ends) {
+                    assert!(run.iter().take(run.len() - 1).all(|m| !ends(m.tag())), "a run ends at its Sync or Flush");
+                    runs.push(run.iter().map(|m| m.tag()).collect::<Vec<u8>>());
+                    got.extend(run.iter().map(|m| m.bytes().to_vec()));
+                } else if let Some(f) = reader.buffered_frame().unwrap() {
+                    got.push(f.bytes().to_vec());
+                } else {
+                    break;
+                }
+            }
+        }
+        let want: Vec<Vec<u8>> = whole.iter().map(|f| f.bytes().to_vec()).collect();
+        assert_eq!(got, want, "split at {i}");
+        assert!(runs.iter().all(|r| !r.contains(&b'Q')), "split at {i}: a Query is never in a run");
+    }
+    // At most `max_messages`; a bad length or a refused tag is left for `buffered_frame` to report.
+    let mut reader = FrameReader::new(&b""[..], 1 << 20);
+    reader.buffer().extend_from_slice(&stream);
+    assert_eq!(reader.split_run(2, is_ext, ends).map(|r| r.len()), Some(2));
+    let mut bad = FrameReader::new(&b""[..], 1 << 20);
+    bad.buffer().extend_from_slice(&[msg(b'B', &[0; 8]), vec![b'E', 0, 0, 0, 2]].concat());
+    assert_eq!(bad.split_run(1024, is_ext, ends).map(|r| r.len()), Some(1));
+    assert_eq!(bad.split_run(1024, is_ext, ends), None);
+    assert_eq!(bad.buffered_frame(), Err(FrameError::LengthTooSmall(2)));
+    let mut refused = FrameReader::new(&b""[..], 1 << 20);
+    refused.set_accepted_tags(|t| t != b'z');
+    refused.buffer().extend_from_slice(&[msg(b'P', b"\0x\0\0\0"), msg(b'B', &[0; 8]), msg(b'z', b"")].concat());
+    assert_eq!(refused.split_run(1024, is_ext, ends).map(|r| r.len()), Some(2));
+    assert_eq!(refused.split_run(1024, is_ext, ends), None);
+    assert_eq!(refused.buffered_whole(), Err(FrameError::UnknownTag(b'z')));
+    let mut whole = FrameReader::new(&b""[..], 1 << 20);
+    whole.buffer().extend_from_slice(&stream[..20]);
+    let (t, total) = whole.buffered_whole().unwrap().expect("a whole Parse");
+    assert_eq!((t, whole.split_whole(total).map(|f| f.bytes().len())), (b'P', Some(total)));
+    assert_eq!(whole.buffered_whole(), Ok(None), "the Bind is not whole");
+}
