@@ -29,6 +29,11 @@ pub mod sqlstate {
     pub const PROGRAM_LIMIT_EXCEEDED: &str = "54000";
     /// read_only_sql_transaction
     pub const READ_ONLY_SQL_TRANSACTION: &str = "25006";
+    /// serialization_failure: on a hot standby, a statement cancelled by a recovery conflict
+    /// (the replica replayed a lock, a vacuum or a tablespace drop its snapshot still needed)
+    pub const SERIALIZATION_FAILURE: &str = "40001";
+    /// deadlock_detected: on a hot standby, a statement cancelled by a buffer-pin recovery conflict
+    pub const DEADLOCK_DETECTED: &str = "40P01";
     /// admin_shutdown
     pub const ADMIN_SHUTDOWN: &str = "57P01";
     /// idle_session_timeout

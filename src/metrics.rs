@@ -63,17 +63,20 @@ pub enum UnitOutcome {
     ReadOnlyRetried,
     /// The unit was re-sent on another connection because nothing of it had reached a server.
     ConnectionRetried,
+    /// A replica cancelled the read for a recovery conflict and it was re-run on the primary.
+    ConflictRetried,
 }
 
 impl UnitOutcome {
     /// Every outcome, in label order.
-    pub const ALL: [UnitOutcome; 6] = [
+    pub const ALL: [UnitOutcome; 7] = [
         UnitOutcome::Ready,
         UnitOutcome::Partial,
         UnitOutcome::ServerLost,
         UnitOutcome::ClientGone,
         UnitOutcome::ReadOnlyRetried,
         UnitOutcome::ConnectionRetried,
+        UnitOutcome::ConflictRetried,
     ];
 
     /// The metric label value.
@@ -86,6 +89,7 @@ impl UnitOutcome {
             UnitOutcome::ClientGone => "client_gone",
             UnitOutcome::ReadOnlyRetried => "read_only_retried",
             UnitOutcome::ConnectionRetried => "connection_retried",
+            UnitOutcome::ConflictRetried => "conflict_retried",
         }
     }
 }

@@ -116,7 +116,8 @@ async fn setup() -> Setup {
     c.psql(SCHEMA).await;
     c.wait_replayed().await;
     // primary_reads is left at its default, `fallback`.
-    let p = Proxy::builder().cluster(&c).monitor_interval("200ms").start().await;
+    let p =
+        Proxy::builder().cluster(&c).monitor_interval("200ms").set("", "admin_listen", "\"127.0.0.1:0\"").start().await;
     p.wait_topology(1, 2).await;
     let ports = Ports::of(&c);
     Setup { c, p, ports }
@@ -550,4 +551,63 @@ async fn a_lone_client_that_prepares_each_read_alternates_replicas() {
         let n = seen.get(replica).copied().unwrap_or(0);
         assert!((8..=12).contains(&n), "replica {replica} served {n} of 20 prepared reads: {seen:?}");
     }
+}
+
+/// A hot standby cancels a read whose lock its replay needs (`max_standby_streaming_delay`, 30 s by
+/// default, 0 here): `40001` before any row. The read failed only because of that node's replay:
+/// sluice runs it again on the primary, and the client gets its rows. Shown first straight on a
+/// replica, so the test would notice a conflict that never comes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_cancelled_by_a_recovery_conflict_runs_again_on_the_primary() {
+    use sluice::pgcluster::{TEST_DATABASE, TEST_PASSWORD, TEST_USER};
+    let s = setup().await;
+    for port in &s.ports.replicas {
+        s.c.psql_at(*port, "ALTER SYSTEM SET max_standby_streaming_delay = 0").await;
+        s.c.psql_at(*port, "SELECT pg_reload_conf()").await;
+    }
+    let conflicted = |client: Client, extended: bool| read_during_a_replayed_lock(&s.c, client, extended);
+    let direct = common::connect(s.ports.replicas[0], TEST_USER, TEST_PASSWORD, TEST_DATABASE).await.unwrap();
+    match conflicted(direct, false).await {
+        Ok(Err(e)) if common::sqlstate(&e).as_deref() == Some("40001") => {}
+        other => panic!("straight on a replica, the read should be cancelled with 40001: {other:?}"),
+    }
+
+    let mut failed = Vec::new();
+    for extended in [false, true] {
+        let how = if extended { "extended" } else { "simple" };
+        let before = s.p.metric("sluice_units_total{outcome=\"conflict_retried\"}").await;
+        let client = s.p.connect().await;
+        match conflicted(client, extended).await {
+            Ok(Ok(1)) => {}
+            other => failed.push(format!("[{how}] through sluice the read should get its row: {other:?}")),
+        }
+        let retried = s.p.metric("sluice_units_total{outcome=\"conflict_retried\"}").await - before;
+        if retried != 1.0 {
+            failed.push(format!("[{how}] {retried} reads retried after a recovery conflict, expected 1"));
+        }
+    }
+    assert_none_wrong(&failed);
+}
+
+/// Run a read that sleeps holding `t`'s lock, and half a second in take an ACCESS EXCLUSIVE lock
+/// of `t` on the primary (replayed, it cancels every replica reader of `t`); the rows the read got.
+async fn read_during_a_replayed_lock(
+    c: &Cluster,
+    client: Client,
+    extended: bool,
+) -> Result<Result<usize, tokio_postgres::Error>, String> {
+    let read = "SELECT inet_server_port() FROM (SELECT pg_sleep(1.5)) AS s, t WHERE t.id = 1";
+    let run = async {
+        if extended {
+            client.query(read, &[]).await.map(|rows| rows.len())
+        } else {
+            let messages = client.simple_query(read).await?;
+            Ok(messages.iter().filter(|m| matches!(m, SimpleQueryMessage::Row(_))).count())
+        }
+    };
+    let lock = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        c.psql("BEGIN; LOCK TABLE t IN ACCESS EXCLUSIVE MODE; COMMIT").await;
+    };
+    within(read, async { tokio::join!(run, lock).0 }).await
 }

@@ -583,12 +583,8 @@ impl Pool {
         let mut closed = Vec::new();
         for list in &self.idle {
             let mut idle = list.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if idle.iter().all(|c| self.fresh(&c.conn, now)) {
-                continue;
-            }
-            let (keep, stale): (Vec<_>, Vec<_>) = idle.drain(..).partition(|c| self.fresh(&c.conn, now));
-            *idle = keep;
-            closed.extend(stale);
+            // One pass; the kept connections keep their order (the top is the most recently used).
+            closed.extend(idle.extract_if(.., |c| !self.fresh(&c.conn, now)));
         }
         // Closed outside the lists' locks.
         let count = closed.len();

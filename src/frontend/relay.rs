@@ -18,7 +18,7 @@ use super::params::SessionParams;
 use super::session::end::{Fault, SessionEnd};
 use super::statements::Statements;
 use crate::backend::ServerConn;
-use crate::error::BackendError;
+use crate::error::{sqlstate, BackendError};
 use crate::protocol::framer::peek_header;
 use crate::protocol::frames::FramesBuf;
 use crate::protocol::{messages, tag, FrameReader, TxStatus};
@@ -44,6 +44,9 @@ pub enum Outcome {
     /// The server refused the unit with `25006 read_only_sql_transaction` before the client saw
     /// anything: it changed nothing and may run again on the primary.
     ReadOnlyRejected,
+    /// A replica cancelled the read for a recovery conflict (`40001`, `40P01`) before the client
+    /// saw anything: it may run again on the primary, where no replay can cancel it.
+    RecoveryConflict,
     /// A read-only unit (or one that only resets session state) lost its server connection
     /// before any of its replies reached the client (a terminated backend): it may run again on
     /// a fresh connection.
@@ -75,6 +78,10 @@ pub struct Relay<'a> {
     hold: Option<Hold>,
     /// A held-back reply carried `25006`.
     rejected: bool,
+    /// A held-back reply carried a recovery conflict's SQLSTATE (see [`Relay::retryable`]).
+    conflicted: bool,
+    /// The unit is a read on a replica: a recovery conflict may be retried on the primary.
+    retry_conflict: bool,
     /// A lost connection may be retried while nothing reached the client (the unit only reads,
     /// or only resets session state).
     retry_lost: bool,
@@ -104,7 +111,9 @@ impl<'a> Relay<'a> {
             synth: BytesMut::new(),
             hold: None,
             rejected: false,
+            conflicted: false,
             retry_lost: false,
+            retry_conflict: false,
             client_pid: 0,
             metrics: None,
             stream: None,
@@ -158,10 +167,15 @@ impl<'a> Relay<'a> {
 
     /// Hold replies back so that a `25006` rejection can be retried elsewhere unseen; if
     /// `rerun_if_lost` (the unit only reads, or only resets session state that dies with the
-    /// connection), a connection lost before any reply can be retried too.
-    pub fn retryable(mut self, rerun_if_lost: bool) -> Self {
+    /// connection), a connection lost before any reply can be retried too. If `read_on_replica`,
+    /// so can a recovery conflict: a hot standby cancels a read whose locks or snapshot the
+    /// replay needs (after `max_standby_streaming_delay`) with `40001` (`40P01` for a buffer pin),
+    /// a failure of that node's replay, not of the statement (a standby runs no serializable
+    /// transaction that could fail on its own).
+    pub fn retryable(mut self, rerun_if_lost: bool, read_on_replica: bool) -> Self {
         self.hold = Some(Hold::default());
         self.retry_lost = rerun_if_lost;
+        self.retry_conflict = read_on_replica;
         self
     }
 
@@ -237,9 +251,10 @@ impl<'a> Relay<'a> {
                     self.conn.io.buffer().advance(total);
                 }
                 Step::Ready(status) => {
-                    if self.rejected && status == TxStatus::Idle && self.replayable() {
+                    if (self.rejected || self.conflicted) && status == TxStatus::Idle && self.replayable() {
                         self.conn.io.buffer().advance(run + total);
-                        return Ok(Outcome::ReadOnlyRejected);
+                        // A write refused goes to the primary as a write, whatever else failed.
+                        return Ok(if self.rejected { Outcome::ReadOnlyRejected } else { Outcome::RecoveryConflict });
                     }
                     self.flush(run + total).await?;
                     self.release_hold().await?;
@@ -297,8 +312,12 @@ impl<'a> Relay<'a> {
         let body = &self.conn.io.buffered()[run + 5..run + total];
         if t == tag::ERROR_RESPONSE {
             let code = messages::decode_error(body).code;
-            let retried = self.hold.is_some() && code == crate::error::sqlstate::READ_ONLY_SQL_TRANSACTION;
-            self.rejected |= retried;
+            let read_only = code == sqlstate::READ_ONLY_SQL_TRANSACTION;
+            let conflict =
+                self.retry_conflict && (code == sqlstate::SERIALIZATION_FAILURE || code == sqlstate::DEADLOCK_DETECTED);
+            let retried = self.hold.is_some() && (read_only || conflict);
+            self.rejected |= retried && read_only;
+            self.conflicted |= retried && conflict;
             if let Some(m) = self.metrics.filter(|_| !retried && matches!(decision, Step::Forward)) {
                 m.client_error(&code);
             }
@@ -328,7 +347,7 @@ impl<'a> Relay<'a> {
         if let Some(hold) = self.hold.as_mut() {
             hold.push(std::mem::take(&mut self.synth).freeze());
             hold.push(frames);
-            if hold.bytes > HOLD_LIMIT && !self.rejected {
+            if hold.bytes > HOLD_LIMIT && !(self.rejected || self.conflicted) {
                 return self.release_hold().await;
             }
             return Ok(());

@@ -138,7 +138,7 @@ impl<'a> Session<'a> {
             // Bound by `let .. else`: as the scrutinee of a `match`, the result (and the `?`'s)
             // would be kept through the arms' awaits, ~500 bytes in every unit's future.
             let Some(mut tried) = self.attempt(&unit, &class, retryable).await? else { return Ok(()) };
-            if matches!(tried.outcome, Outcome::ReadOnlyRejected | Outcome::NeverRan(_)) {
+            if matches!(tried.outcome, Outcome::ReadOnlyRejected | Outcome::RecoveryConflict | Outcome::NeverRan(_)) {
                 // Boxed: rare, and inline its second try would double the state of every unit.
                 return Box::pin(self.run_again(unit, class, tried, before)).await;
             }
@@ -147,7 +147,8 @@ impl<'a> Session<'a> {
     }
 
     /// The second try of a unit the first did not run: on the primary after a replica refused
-    /// it (`25006`), or on a newly opened connection after the first died before it ran.
+    /// it (`25006`) or cancelled it for a recovery conflict, or on a newly opened connection
+    /// after the first died before it ran.
     async fn run_again(
         &mut self,
         mut unit: Unit,
@@ -165,6 +166,14 @@ impl<'a> Session<'a> {
                 // The definitions found were classified before the texts were noted as writes:
                 // the statements the unit parses are defined afresh, with the noted class.
                 self.rare.get().resolved = Resolved::default();
+            }
+            Outcome::RecoveryConflict => {
+                tracing::info!("a replica cancelled a read for a recovery conflict; running it on the primary");
+                self.shared.metrics.unit(UnitOutcome::ConflictRetried);
+                self.release_if_done(TxStatus::Idle).await;
+                unit = whole_unit(unit, &mut first.streamed);
+                // Still a read (no write position to capture), sent where replay cancels nothing.
+                class = Arc::new(Class { hint: Some(crate::router::Hint::Primary), ..Class::clone(&class) });
             }
             Outcome::NeverRan(e) => {
                 tracing::info!(error = %e, "server connection died before the statement ran; retrying on a fresh one");
@@ -312,7 +321,8 @@ impl<'a> Session<'a> {
                     .count_errors(&self.shared.metrics);
                 // A lost connection may be retried for a read, or a reset (see `Unit::only_resets`).
                 let relay = if plan.retryable {
-                    relay.retryable(class.access == Access::Read || unit.only_resets())
+                    let read = class.access == Access::Read;
+                    relay.retryable(read || unit.only_resets(), read && !on_primary)
                 } else {
                     relay
                 };

@@ -23,7 +23,7 @@ impl Session<'_> {
             Outcome::Partial => Some(UnitOutcome::Partial),
             Outcome::ServerLost(_) => Some(UnitOutcome::ServerLost),
             Outcome::End(_) => Some(UnitOutcome::ClientGone),
-            Outcome::ReadOnlyRejected | Outcome::NeverRan(_) | Outcome::NotSent(_) => None,
+            Outcome::ReadOnlyRejected | Outcome::RecoveryConflict | Outcome::NeverRan(_) | Outcome::NotSent(_) => None,
         };
         if let Some(o) = counted {
             self.shared.metrics.unit(o);
@@ -64,7 +64,7 @@ impl Session<'_> {
             Outcome::NotSent(message) => {
                 Box::pin(self.unit_error(unit.ends_cleanly(), sqlstate::CONNECTION_FAILURE, message)).await
             }
-            Outcome::ReadOnlyRejected | Outcome::NeverRan(_) => Ok(()),
+            Outcome::ReadOnlyRejected | Outcome::RecoveryConflict | Outcome::NeverRan(_) => Ok(()),
         }
     }
 
