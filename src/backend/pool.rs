@@ -139,12 +139,10 @@ pub struct Pool {
     accepted_syncs: Mutex<std::collections::HashSet<String>>,
     /// Bumped by every [`Pool::clear_idle`].
     epoch: std::sync::atomic::AtomicU64,
-    /// A second handle on the socket of every checked-out connection, by checkout number: a
-    /// node declared down (it stopped answering, its packets may be dropped) has its sockets
-    /// shut down, so a unit waiting on it ends with an error instead of hanging.
-    in_use: Mutex<HashMap<u64, Arc<std::net::TcpStream>, BuildHasherDefault<Sequential>>>,
-    /// Numbers checkouts for `in_use`.
-    checkouts: std::sync::atomic::AtomicU64,
+    /// A second handle on the socket of every open connection: a node declared down (it
+    /// stopped answering, its packets may be dropped) has its sockets shut down, so a unit
+    /// waiting on one ends with an error instead of hanging.
+    sockets: Arc<Sockets>,
     /// Bumped whenever one of this pool's connections is found lost (see [`Pool::note_loss`]):
     /// an idle connection put back before the latest loss is confirmed before reuse.
     losses: AtomicU64,
@@ -176,8 +174,46 @@ impl ConnAges {
     }
 }
 
-/// Hashes the checkout numbers that key `in_use`: they are sluice's own (a counter, no flooding
-/// to fear), so one multiplication spreads them instead of SipHash, twice per unit.
+/// A second handle on the socket of each open connection of a pool, by connection number
+/// (see [`Pool::sever`]). A connection is entered once, when it is opened, and leaves when it is
+/// closed: entered per checkout, it cost a lock shared by every session of the pool, a map
+/// insert and remove and an `Arc` clone per unit.
+#[derive(Default)]
+struct Sockets {
+    numbers: AtomicU64,
+    open: Mutex<HashMap<u64, std::net::TcpStream, BuildHasherDefault<Sequential>>>,
+}
+
+impl Sockets {
+    /// Enter a duplicate of `conn`'s socket; `None` for a connection without one (in-memory
+    /// servers) or if `dup` failed.
+    fn enter(self: &Arc<Self>, conn: &ServerConn) -> Option<SocketEntry> {
+        let tcp = conn.io.get_ref().tcp()?;
+        // Safe Rust: a duplicated descriptor of the same socket, closed with the entry.
+        let dup = std::os::fd::AsFd::as_fd(tcp).try_clone_to_owned().ok()?;
+        let number = self.numbers.fetch_add(1, Ordering::Relaxed);
+        self.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(number, dup.into());
+        Some(SocketEntry { sockets: Arc::clone(self), number })
+    }
+}
+
+/// A connection's place in its pool's [`Sockets`]: dropped with the connection, it takes the
+/// duplicate out and closes it.
+struct SocketEntry {
+    sockets: Arc<Sockets>,
+    number: u64,
+}
+
+impl Drop for SocketEntry {
+    fn drop(&mut self) {
+        let dup = self.sockets.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.number);
+        // Closed outside the lock.
+        drop(dup);
+    }
+}
+
+/// Hashes the connection numbers that key [`Sockets`]: they are sluice's own (a counter, no
+/// flooding to fear), so one multiplication spreads them instead of SipHash.
 #[derive(Default)]
 struct Sequential(u64);
 
@@ -216,9 +252,9 @@ struct LoginStatus {
 /// checkout copies nothing.
 struct Pooled {
     conn: ServerConn,
-    /// A duplicate descriptor of its socket for [`Pool::sever`], made once per connection
-    /// (per checkout it cost a `dup` and a `close` per unit). `None` if `dup` failed.
-    sever: Option<Arc<std::net::TcpStream>>,
+    /// Its socket's entry in the pool's [`Sockets`] for [`Pool::sever`], made once per
+    /// connection and kept only to be dropped with it. `None` without one.
+    _sever: Option<SocketEntry>,
     /// The session thread whose reactor watches its socket ([`crate::runtime::core`]): the one
     /// that opened it, or the last that took it from another's list. Its idle list is the one
     /// it goes back to. Put back on the list of whichever
@@ -231,16 +267,9 @@ struct Pooled {
 }
 
 impl Pooled {
-    fn new(conn: ServerConn) -> Box<Self> {
-        // Safe Rust: a duplicated descriptor of the same socket, closed with the connection.
-        // An in-memory connection (benches) has no socket: nothing to shut down.
-        let sever = conn.io.get_ref().tcp().and_then(|s| std::os::fd::AsFd::as_fd(s).try_clone_to_owned().ok());
-        Box::new(Self {
-            conn,
-            sever: sever.map(|fd| Arc::new(fd.into())),
-            home: crate::runtime::core(),
-            losses_seen: 0,
-        })
+    fn new(conn: ServerConn, sockets: &Arc<Sockets>) -> Box<Self> {
+        let sever = sockets.enter(&conn);
+        Box::new(Self { conn, _sever: sever, home: crate::runtime::core(), losses_seen: 0 })
     }
 }
 
@@ -262,8 +291,6 @@ pub struct Checkout {
     /// The pool's epoch when this was checked out: a connection out while the pool was cleared
     /// (its node changed role) is closed at release, not returned.
     epoch: u64,
-    /// Key of this checkout's socket handle in the pool's `in_use`.
-    number: u64,
     permit: Option<OwnedSemaphorePermit>,
     /// When the unit took the connection (for the node's unit-time metric; `None` once
     /// counted).
@@ -287,8 +314,7 @@ impl Pool {
             login_status: Mutex::new(None),
             accepted_syncs: Mutex::new(std::collections::HashSet::new()),
             epoch: std::sync::atomic::AtomicU64::new(0),
-            in_use: Mutex::new(HashMap::default()),
-            checkouts: std::sync::atomic::AtomicU64::new(0),
+            sockets: Arc::default(),
             losses: AtomicU64::new(0),
         }
     }
@@ -421,18 +447,13 @@ impl Pool {
                     .inspect_err(|_| self.metrics.connect_failed())?;
                 self.metrics.connected();
                 self.startup_params.get_or_init(|| c.server_params().to_vec());
-                (Pooled::new(c), Instant::now())
+                (Pooled::new(c, &self.sockets), Instant::now())
             }
         };
-        let number = self.checkouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if let Some(sever) = &conn.sever {
-            self.in_use.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(number, Arc::clone(sever));
-        }
         Ok(Checkout {
             conn: Some(conn),
             pool: Arc::clone(self),
             epoch,
-            number,
             permit: Some(permit),
             taken: Some(taken),
         })
@@ -458,11 +479,12 @@ impl Pool {
         Ok(permit)
     }
 
-    /// Shut down the socket of every checked-out connection: whoever waits on one gets an
-    /// error at once (the node was declared down).
+    /// Shut down the socket of every open connection: whoever waits on one gets an error at
+    /// once (the node was declared down; its idle connections are closed beside this, and one
+    /// put back meanwhile shows a dead socket at its next checkout).
     pub fn sever(&self) {
-        let in_use = self.in_use.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        for socket in in_use.values() {
+        let open = self.sockets.open.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for socket in open.values() {
             let _ = socket.shutdown(std::net::Shutdown::Both);
         }
     }
@@ -694,7 +716,6 @@ impl Drop for Checkout {
         if self.conn.as_mut().is_some_and(|c| c.conn.take_sync_failure()) {
             self.pool.state_sync(crate::metrics::SyncOutcome::Failed, 0);
         }
-        self.pool.in_use.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.number);
         if let Some(taken) = self.taken {
             self.pool.metrics.unit_done(taken.elapsed());
         }
