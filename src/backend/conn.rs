@@ -227,10 +227,23 @@ impl ServerConn {
         self.carried.as_deref()
     }
 
-    /// True if it carries exactly `want` (a fingerprint compare, then the full value).
+    /// True if it carries exactly `want` (the same allocation, else a fingerprint compare, then
+    /// the full value).
     #[must_use]
-    pub fn carries(&self, want: &Settings) -> bool {
-        self.carried.as_deref().is_some_and(|have| have.fingerprint() == want.fingerprint() && *have == *want)
+    pub fn carries(&mut self, want: &Arc<Settings>) -> bool {
+        let Some(have) = self.carried.as_ref() else { return false };
+        // The same allocation: sessions of one state share it (no field compared).
+        if Arc::ptr_eq(have, want) {
+            return true;
+        }
+        if have.fingerprint() != want.fingerprint() || **have != **want {
+            return false;
+        }
+        // Equal but not shared (a new connection's startup settings, a sync made for another
+        // session): keep the session's, so the next check of this pair is the pointer compare
+        // (the fields compared cost ~100 instructions a unit).
+        self.carried = Some(Arc::clone(want));
+        true
     }
 
     /// The connection now carries these settings (they ran on it).
