@@ -84,12 +84,11 @@ pub struct ServerConn {
     node: usize,
     /// Node name.
     node_name: String,
-    /// Where to send a CancelRequest.
-    cancel_addr: Arc<(String, u16)>,
-    /// How to reach the server for a CancelRequest (the same TLS as this connection).
-    tls: ServerTls,
-    /// The server's BackendKeyData.
-    key: (i32, i32),
+    /// Where and how a CancelRequest for this connection goes (its BackendKeyData, the same
+    /// TLS as this connection). One allocation per connection, made at its startup: a session
+    /// publishes it for every unit it runs here, which was a copy and two clones of `Arc`s
+    /// shared by every connection of the node (the address and the TLS configuration).
+    cancel: Arc<CancelTarget>,
     /// ParameterStatus values the server reported: at startup, then as they changed.
     server_params: Vec<(String, String)>,
     /// The session settings this connection carries (`None`: unknown, start over).
@@ -158,9 +157,12 @@ impl ServerConn {
             io: FrameReader::new(stream, MAX_SERVER_MESSAGE),
             node: spec.node,
             node_name: spec.node_name.clone(),
-            cancel_addr: Arc::new((spec.host.clone(), spec.port)),
-            tls: spec.tls.clone(),
-            key: (0, 0),
+            cancel: Arc::new(CancelTarget {
+                addr: Arc::new((spec.host.clone(), spec.port)),
+                pid: 0,
+                secret: 0,
+                tls: spec.tls.clone(),
+            }),
             server_params: Vec::new(),
             carried: Some(Arc::default()),
             pending_sync: None,
@@ -198,13 +200,13 @@ impl ServerConn {
     /// The server process id (BackendKeyData).
     #[must_use]
     pub fn backend_pid(&self) -> i32 {
-        self.key.0
+        self.cancel.pid
     }
 
     /// Where a CancelRequest for this connection goes.
     #[must_use]
-    pub fn cancel_target(&self) -> CancelTarget {
-        CancelTarget { addr: Arc::clone(&self.cancel_addr), pid: self.key.0, secret: self.key.1, tls: self.tls.clone() }
+    pub fn cancel_target(&self) -> Arc<CancelTarget> {
+        Arc::clone(&self.cancel)
     }
 
     /// ParameterStatus values the server reported: at startup, then as they changed.
@@ -561,8 +563,11 @@ impl ServerConn {
                     }
                 }
                 tag::BACKEND_KEY_DATA => {
-                    self.key = messages::decode_backend_key(frame.body())
+                    let (pid, secret) = messages::decode_backend_key(frame.body())
                         .ok_or_else(|| self.lost("malformed BackendKeyData"))?;
+                    // Not shared yet at startup: set in place.
+                    let target = Arc::make_mut(&mut self.cancel);
+                    (target.pid, target.secret) = (pid, secret);
                 }
                 tag::READY_FOR_QUERY => return Ok(()),
                 tag::ERROR_RESPONSE => return Err(self.server_error(&frame)),

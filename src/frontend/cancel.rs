@@ -32,7 +32,7 @@ pub struct ClientSlot {
     pub(crate) killed: AtomicBool,
     /// The server connection running the client's statement, written by its session without
     /// touching the registry's lock.
-    target: Mutex<Option<CancelTarget>>,
+    target: Mutex<Option<Arc<CancelTarget>>>,
     /// The session's wait for its client, woken by `KILL` and drain (lock-free: a `watch`
     /// channel for all sessions cost each idle one a 120-byte `changed()` future in its wait,
     /// and a lock per unit to register it).
@@ -49,7 +49,7 @@ impl ClientSlot {
     /// The server connection to cancel if `secret` is this client's, and it is running a
     /// statement.
     #[must_use]
-    pub fn target_for(&self, secret: i32) -> Option<CancelTarget> {
+    pub fn target_for(&self, secret: i32) -> Option<Arc<CancelTarget>> {
         if secret != self.secret {
             return None;
         }
@@ -83,7 +83,7 @@ impl CancelKey {
     }
 
     /// Record (or clear) the server connection running this client's statement.
-    pub fn set_target(&self, target: Option<CancelTarget>) {
+    pub fn set_target(&self, target: Option<Arc<CancelTarget>>) {
         *self.slot.target.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = target;
     }
 
