@@ -40,6 +40,9 @@ pub struct Login {
     /// The client's address, read once at accept (the registry shows it; asking the socket
     /// again is one `getpeername` more per login).
     pub addr: Option<SocketAddr>,
+    /// What authentication still owes the client (SCRAM's SASLFinal; usually empty): written in
+    /// front of the login's reply, in the same `send`, by whoever writes that reply.
+    pub owed: BytesMut,
 }
 
 /// Why the handshake ended without a session (already reported to the client where possible).
@@ -60,7 +63,13 @@ pub enum Refused {
 
 /// Write a FATAL error and close the connection.
 pub async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, code: &str, message: &str) -> Refused {
-    let mut buf = BytesMut::new();
+    refuse_after(stream, BytesMut::new(), code, message).await
+}
+
+/// Write `owed` (what authentication still owed the client) and a FATAL error behind it in one
+/// `send`, and close the connection.
+pub async fn refuse_after<S: AsyncWrite + Unpin>(stream: &mut S, owed: BytesMut, code: &str, message: &str) -> Refused {
+    let mut buf = owed;
     messages::error_response(&mut buf, Severity::Fatal, code, message);
     let _ = stream.write_all(&buf).await;
     let _ = stream.shutdown().await;
@@ -164,25 +173,27 @@ async fn authenticate_login(
         let msg = "sluice requires TLS: connect with sslmode=require (or stronger)";
         return Err(refuse(client.get_mut(), sqlstate::INVALID_AUTHORIZATION, msg).await);
     }
-    if !trusted(shared, &user, &mut audit.method) {
+    let owed = if trusted(shared, &user, &mut audit.method) {
+        BytesMut::new()
+    } else {
         // Boxed, like the TLS upgrade and the cancel below: the exchange's state (~1,000 bytes
         // with its timer) inline made every login's handshake box too large for the
         // allocator's per-thread cache (1,032 bytes), a slow `malloc` and `free` per trust login.
         let auth = authenticate(&mut client, shared, &user, &database, end_point, &mut audit.method);
         match Box::pin(tokio::time::timeout_at(deadline, auth)).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(owed)) => owed,
             Ok(Err((code, msg))) => return Err(refuse(client.get_mut(), code, &msg).await),
             Err(_) => {
                 return Err(refuse(client.get_mut(), sqlstate::PROTOCOL_VIOLATION, "authentication timed out").await);
             }
         }
-    }
+    };
     let console = &*database == super::admin_console::DATABASE;
     if !console && !shared.config.database_allowed(&database) {
         let msg = format!("database \"{database}\" is not served by this proxy");
-        return Err(refuse(client.get_mut(), sqlstate::INVALID_CATALOG_NAME, &msg).await);
+        return Err(refuse_after(client.get_mut(), owed, sqlstate::INVALID_CATALOG_NAME, &msg).await);
     }
-    Ok(Login { client, user, database, params: session, addr: audit.client })
+    Ok(Login { client, user, database, params: session, addr: audit.client, owed })
 }
 
 enum StartupOutcome {
