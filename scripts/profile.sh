@@ -13,7 +13,9 @@
 #    profile_callgrind). TOOL=none skips it.
 #
 # Usage: scripts/profile.sh [select-simple|select-extended|select-prepared|select-alternate|tpcb|connect-trust|
-# connect-scram]   (default select-simple; connect-*: pgbench -C, one login per transaction). Knobs: DURATION=10 CLIENTS=16 TRANSACTIONS=3000 (callgrind, total)
+# connect-scram|server-churn]   (default select-simple; connect-*: pgbench -C, one login per transaction;
+# server-churn: `SELECT 1` with a server lifetime of 1 ms, so nearly every transaction opens a
+# server connection, sluice logging in to PostgreSQL with SCRAM). Knobs: DURATION=10 CLIENTS=16 TRANSACTIONS=3000 (callgrind, total)
 # TOOL=callgrind|none, SLUICE_BIN, KEEP, ... (scripts/lib.sh). Everything listens on 127.0.0.1 and
 # is removed on exit. Output goes to stdout; the raw callgrind file is kept in OUT_DIR.
 set -euo pipefail
@@ -42,6 +44,10 @@ case "$TEST" in
   tpcb) ARGS="-M simple" ;;
   # A new connection per transaction (as in scripts/load.sh): one login + `SELECT 1` + logout.
   connect-trust | connect-scram) ARGS="-C -f SELECT1" ;;
+  server-churn)
+    ARGS="-f SELECT1"
+    SLUICE_POOL_EXTRA='server_lifetime = "1ms"'
+    ;;
   *) die "unknown test $TEST" ;;
 esac
 # connect-trust logs in without a password (trust on every hop), the others with SCRAM.
