@@ -290,7 +290,7 @@ impl Engine {
         let shared = self.shared;
         // Inside the runtime: a session's first classifier starts its catalog load as a task.
         self.rt.spawn(async move {
-            if let Some(session) = Session::new(shared, login).login(BytesMut::new()).await {
+            if let Some(session) = Session::new(shared, login).login_boxed(BytesMut::new()).await {
                 session.run().await;
             }
         });

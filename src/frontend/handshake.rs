@@ -76,6 +76,7 @@ pub async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, code: &str, message: 
 /// the handshake, that made every login's handshake box larger than the allocator caches per
 /// thread. Not built on [`refuse`] either, which would then carry `owed` everywhere it is
 /// awaited.
+#[allow(clippy::manual_async_fn)] // on purpose, see above
 fn refuse_after<'s, S: AsyncWrite + Unpin>(
     stream: &'s mut S,
     mut owed: BytesMut,

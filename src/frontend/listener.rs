@@ -86,7 +86,7 @@ fn serve_client(
             Err(console) => return console.await,
         };
         // Boxed: the login's state is no idle session's (see `Session::login`).
-        let Some(session) = Box::pin(session.login(owed)).await else { return };
+        let Some(session) = session.login_boxed(owed).await else { return };
         session.run().await;
     }
 }

@@ -235,6 +235,15 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// [`Session::login`], built in its box (`Box::pin` built the ~650-byte future on the
+    /// stack and copied it over, once per login).
+    pub fn login_boxed(
+        self,
+        owed: BytesMut,
+    ) -> std::pin::Pin<Box<impl std::future::Future<Output = Option<Self>> + 'a>> {
+        boxed(|| self.login(owed))
+    }
+
     /// Serve units until the client leaves (after [`Session::login`]).
     #[allow(clippy::manual_async_fn)] // on purpose, see below
     pub fn run(mut self) -> impl std::future::Future<Output = ()> + 'a {
