@@ -285,10 +285,15 @@ impl Engine {
             database: "bench".into(),
             addr: None,
             params: LoginState::new(startup, false).expect("startup parameters"),
+            owed: BytesMut::new(),
         };
         let shared = self.shared;
         // Inside the runtime: a session's first classifier starts its catalog load as a task.
-        self.rt.spawn(async move { Session::new(shared, login).run().await });
+        self.rt.spawn(async move {
+            if let Some(session) = Session::new(shared, login).login_boxed(BytesMut::new()).await {
+                session.run().await;
+            }
+        });
         let mut client = Client { io: FrameReader::new(client_end, MAX_MESSAGE), tags: Vec::new() };
         self.rt.block_on(client.until_ready());
         client

@@ -17,6 +17,7 @@
 #   SLUICE_BIN=                 measure this sluice binary instead of the one just built (A/B runs)
 #   SLUICE_LAYOUT= SLUICE_WORKERS=  sluice's [runtime] layout ("shared" | "per-core") and workers
 #                               (empty: the config default)
+#   SLUICE_POOL_EXTRA=          more lines for sluice's [pool] section
 # shellcheck shell=bash
 
 PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
@@ -31,6 +32,7 @@ KEEP=${KEEP:-0}
 NO_BUILD=${NO_BUILD:-0}
 SLUICE_LAYOUT=${SLUICE_LAYOUT:-}
 SLUICE_WORKERS=${SLUICE_WORKERS:-}
+SLUICE_POOL_EXTRA=${SLUICE_POOL_EXTRA:-}
 LOG_TAG=${LOG_TAG:-lib}
 
 BENCH_USER=bench
@@ -282,6 +284,7 @@ write_sluice_config() {
     echo "listen = \"127.0.0.1:$listen\""
     printf '\n[limits]\nmax_client_connections = %s\n' "$MAX_CLIENTS"
     printf '\n[pool]\nmode = "transaction"\nsize = %s\n' "$POOL_SIZE"
+    [ -z "$SLUICE_POOL_EXTRA" ] || printf '%s\n' "$SLUICE_POOL_EXTRA"
     if [ -n "$SLUICE_LAYOUT$SLUICE_WORKERS" ]; then
       printf '\n[runtime]\n'
       [ -z "$SLUICE_LAYOUT" ] || printf 'layout = "%s"\n' "$SLUICE_LAYOUT"

@@ -8,11 +8,14 @@
 # 2. callgrind (TOOL=callgrind, the default; valgrind must be installed): sluice runs under
 #    valgrind's callgrind, which counts instructions deterministically (unlike timing on a shared
 #    machine); counters are zeroed after a warm-up, TRANSACTIONS transactions run, and the report
-#    lists instructions per transaction and the functions they are spent in (self cost and
-#    inclusive cost). TOOL=none skips it.
+#    lists instructions per transaction and the functions they are spent in (inclusive cost).
+#    Outside connect-*, the figures per transaction leave the measured run's logins out (see
+#    profile_callgrind). TOOL=none skips it.
 #
 # Usage: scripts/profile.sh [select-simple|select-extended|select-prepared|select-alternate|tpcb|connect-trust|
-# connect-scram]   (default select-simple; connect-*: pgbench -C, one login per transaction). Knobs: DURATION=10 CLIENTS=16 TRANSACTIONS=3000 (callgrind, total)
+# connect-scram|server-churn]   (default select-simple; connect-*: pgbench -C, one login per transaction;
+# server-churn: `SELECT 1` with a server lifetime of 1 ms, so nearly every transaction opens a
+# server connection, sluice logging in to PostgreSQL with SCRAM). Knobs: DURATION=10 CLIENTS=16 TRANSACTIONS=3000 (callgrind, total)
 # TOOL=callgrind|none, SLUICE_BIN, KEEP, ... (scripts/lib.sh). Everything listens on 127.0.0.1 and
 # is removed on exit. Output goes to stdout; the raw callgrind file is kept in OUT_DIR.
 set -euo pipefail
@@ -41,6 +44,10 @@ case "$TEST" in
   tpcb) ARGS="-M simple" ;;
   # A new connection per transaction (as in scripts/load.sh): one login + `SELECT 1` + logout.
   connect-trust | connect-scram) ARGS="-C -f SELECT1" ;;
+  server-churn)
+    ARGS="-f SELECT1"
+    SLUICE_POOL_EXTRA='server_lifetime = "1ms"'
+    ;;
   *) die "unknown test $TEST" ;;
 esac
 # connect-trust logs in without a password (trust on every hop), the others with SCRAM.
@@ -80,8 +87,37 @@ counts() {
       printf " context switches per transaction %.2f voluntary (wake-ups), %.2f involuntary\n", vol / n, inv / n }'
 }
 
+# Instructions of every function in a callgrind dump, one "cost<TAB>name" line each (self cost,
+# or inclusive with --inclusive=yes as $2).
+# Call lines ("=> callee (N calls)") are left out.
+cg_functions() {
+  callgrind_annotate --threshold=100 ${2:+"$2"} "$1" 2>/dev/null | sed -n '/^Ir/,$p' | grep '%)' | grep -v '%) *=> ' |
+    sed -E 's/^ *([0-9,]+) +\( *[0-9.]+%\) +/\1\t/; s/ \[[^]]*\]$//' | awk -F '\t' '{ gsub(",", "", $1); print $1 "\t" $2 }'
+}
+
+# The functions of dump $2 minus those of dump $1, per transaction ($3 transactions), largest
+# first: "per-tx<TAB>name". $4: callgrind_annotate's option (--inclusive=yes), if any.
+cg_diff() {
+  local small=$1 big=$2 n=$3 opt=${4:-}
+  awk -F '\t' -v n="$n" 'NR == FNR { s[$2] = $1; next } { d = $1 - s[$2]; printf "%.0f\t%s\n", d / n, $2 }' \
+    <(cg_functions "$small" "$opt") <(cg_functions "$big" "$opt") | sort -t "$(printf '\t')" -k1,1 -rn
+}
+
+cg_total() { callgrind_annotate "$1" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }'; }
+
+# The newest callgrind dump of this test written after file $1.
+cg_dump_after() { find "$OUT_DIR" -name "callgrind.$TEST.out*" -newer "$1" | sort -V | tail -n 1; }
+
+# Under callgrind, counters are zeroed after a warm-up. For connect-* (one login per
+# transaction) one measured run gives the figures per login. For the others, the measured run's
+# own 16 logins (and logouts; ~830 instructions per transaction with SCRAM, more than the spread
+# of the figures) are taken out: a run of one transaction per client is dumped first, then the
+# measured run, and the figures per transaction are (measured - short) / (transactions of the
+# measured run - those of the short one): both runs log the same clients in and out. The
+# measured run's own total per transaction (logins included, as reported before the twelfth
+# round) is printed too.
 profile_callgrind() {
-  local cfg=$1 out="$OUT_DIR/callgrind.$TEST.out" pid
+  local cfg=$1 out="$OUT_DIR/callgrind.$TEST.out" pid per_client=$((TRANSACTIONS / CLIENTS)) short=""
   command -v valgrind >/dev/null || die "valgrind is missing (apt-get install valgrind)"
   pick_port
   SLUICE_PORT=$PICKED
@@ -93,20 +129,40 @@ profile_callgrind() {
   wait_ready "sluice under callgrind" "$SLUICE_PORT" "$pid" "$WORK/cg.log"
   bench -t 50 >/dev/null 2>&1 || true
   callgrind_control -z "$pid" >/dev/null
-  bench -t $((TRANSACTIONS / CLIENTS)) >"$WORK/cg.bench.log" 2>&1 || die "pgbench under callgrind failed"
+  if [[ $TEST != connect-* ]]; then
+    bench -t 1 >"$WORK/cg.short.log" 2>&1 || die "pgbench under callgrind failed (short run)"
+    callgrind_control -d "$pid" >/dev/null
+    short=$(cg_dump_after "$WORK/cg.short.log")
+    [ -n "$short" ] || die "no callgrind dump of the short run"
+  fi
+  bench -t "$per_client" >"$WORK/cg.bench.log" 2>&1 || die "pgbench under callgrind failed"
   callgrind_control -d "$pid" >/dev/null
   stop_pid "$pid"
-  local dump total
-  dump=$(find "$OUT_DIR" -name "callgrind.$TEST.out*" -newer "$WORK/cg.bench.log" | sort | tail -n 1)
-  total=$(callgrind_annotate "$dump" 2>/dev/null | awk '/PROGRAM TOTALS/ { gsub(",", "", $1); print $1 }')
-  echo "callgrind: $((TRANSACTIONS / CLIENTS * CLIENTS)) transactions, $total instructions in sluice," \
-    "$(awk -v t="$total" -v n="$((TRANSACTIONS / CLIENTS * CLIENTS))" 'BEGIN { printf "%.0f", t / n }') per transaction ($dump)"
-  local lines
-  lines=$(callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | sed -n '/^Ir/,$p' | grep '%)')
-  echo "inclusive cost of sluice's own functions (top 35):"
-  grep 'sluice::' <<<"$lines" | grep -v '^ *[0-9,]* *([0-9.]*%) *src/' | head -n 35 || true
-  echo "allocator, tokio IO and syscalls wrappers (inclusive):"
-  grep -E 'malloc|free|realloc|libc.so.6\]$|tokio::io|mio::' <<<"$lines" | head -n 20 || true
+  local dump total n=$((per_client * CLIENTS)) unit=transaction
+  [[ $TEST == connect-* ]] && unit=login
+  dump=$(cg_dump_after "$WORK/cg.bench.log")
+  total=$(cg_total "$dump")
+  echo "callgrind: $n transactions, $total instructions in sluice," \
+    "$(awk -v t="$total" -v n="$n" 'BEGIN { printf "%.0f", t / n }') per $unit ($dump)"
+  if [ -z "$short" ]; then
+    local lines
+    lines=$(callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | sed -n '/^Ir/,$p' | grep '%)')
+    echo "inclusive cost of sluice's own functions (top 35):"
+    grep 'sluice::' <<<"$lines" | grep -v '^ *[0-9,]* *([0-9.]*%) *src/' | head -n 35 || true
+    echo "allocator, tokio IO and syscalls wrappers (inclusive):"
+    grep -E 'malloc|free|realloc|libc.so.6\]$|tokio::io|mio::' <<<"$lines" | head -n 20 || true
+    return 0
+  fi
+  local short_total m=$(((per_client - 1) * CLIENTS)) diff
+  short_total=$(cg_total "$short")
+  echo "callgrind without the logins: ($total - $short_total of a run of 1 transaction per client) /" \
+    "$m transactions = $(awk -v t="$total" -v s="$short_total" -v m="$m" 'BEGIN { printf "%.0f", (t - s) / m }')" \
+    "per transaction ($short)"
+  diff=$(cg_diff "$short" "$dump" "$m" --inclusive=yes)
+  echo "inclusive cost per transaction without the logins, sluice's own functions (top 35):"
+  grep 'sluice::' <<<"$diff" | head -n 35 || true
+  echo "allocator, tokio IO and syscalls wrappers (inclusive, without the logins):"
+  grep -E 'malloc|free|realloc|libc.so.6|tokio::io|mio::' <<<"$diff" | grep -v -E 'start_thread|clone' | head -n 20 || true
 }
 
 main() {

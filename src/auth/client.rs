@@ -3,14 +3,18 @@
 //! Exchange: `client_first() -> client-first`, `server_first(server-first) -> client-final`,
 //! `server_final(server-final) -> ()`. The one PBKDF2 goes through the [`SaltCache`].
 
+use std::sync::Arc;
+
 use super::attrs::{self, Attrs};
-use super::crypto::{self, ct_eq, hmac, sha256, xor, Key};
+use super::crypto::{self, ct_eq, xor, Key};
+use super::salt_cache::ClientKeys;
 use super::{AuthError, SaltCache, ScramKeys, ScramMessage};
 
 /// What the client side proves itself with.
 enum Credential {
-    /// A password: PBKDF2 (through the cache) with the server's salt.
-    Password(Vec<u8>),
+    /// A password: PBKDF2 and the keys derived from it (through the cache) with the server's
+    /// salt.
+    Password(Vec<u8>, SaltCache),
     /// Keys recovered from a client's own login (pass-through): no PBKDF2, and the server's
     /// salt and iterations must be those of the verifier the keys came from.
     Keys(ScramKeys),
@@ -40,7 +44,6 @@ enum State {
 /// One client-side SCRAM-SHA-256 exchange with one server.
 pub struct ScramClient {
     credential: Credential,
-    cache: SaltCache,
     /// Sent in `n=`; PostgreSQL ignores it, so sluice sends it empty (tests use the RFC's `user`).
     username: String,
     nonce: String,
@@ -61,20 +64,14 @@ impl ScramClient {
     }
 
     fn build(password: &str, cache: &SaltCache, username: &str, nonce: String) -> Self {
-        ScramClient {
-            credential: Credential::Password(crypto::normalize(password).into_owned()),
-            cache: cache.clone(),
-            username: username.to_string(),
-            nonce,
-            state: State::Start,
-        }
+        let credential = Credential::Password(crypto::normalize(password).into_owned(), cache.clone());
+        ScramClient { credential, username: username.to_string(), nonce, state: State::Start }
     }
 
     /// Starts an exchange that proves the ClientKey of `keys` (SCRAM pass-through).
     pub fn with_keys(keys: ScramKeys) -> Self {
-        let mut client = Self::build("", &SaltCache::default(), "", crypto::new_nonce());
-        client.credential = Credential::Keys(keys);
-        client
+        let credential = Credential::Keys(keys);
+        ScramClient { credential, username: String::new(), nonce: crypto::new_nonce(), state: State::Start }
     }
 
     /// The client-first-message: `n,,n=,r=<nonce>`. Calling it again restarts the exchange.
@@ -100,19 +97,16 @@ impl ScramClient {
         if first.nonce.len() <= self.nonce.len() || !first.nonce.starts_with(self.nonce.as_str()) {
             return Err(AuthError::NonceMismatch);
         }
-        let (client_key, server_key) = match &self.credential {
-            Credential::Password(password) => {
-                let salted = self.cache.salted_password(password, &first.salt, first.iterations);
-                (crypto::client_key(&salted), crypto::server_key(&salted))
-            }
-            Credential::Keys(keys) => (keys.client_key, keys.server_key),
+        let server_first = attrs::text(ScramMessage::ServerFirst, msg)?;
+        let keys = match &self.credential {
+            Credential::Password(password, cache) => cache.keys(password, &first.salt, first.iterations),
+            Credential::Keys(keys) => Arc::new(ClientKeys::new(keys.client_key, &keys.server_key)),
         };
         let without_proof = format!("c={},r={}", crypto::b64(GS2_HEADER.as_bytes()), first.nonce);
-        let server_first = attrs::text(ScramMessage::ServerFirst, msg)?;
         let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
-        let client_signature = hmac(&sha256(&client_key), auth_message.as_bytes());
-        let proof = xor(&client_key, &client_signature);
-        let server_signature = hmac(&server_key, auth_message.as_bytes());
+        let client_signature = keys.stored.sign(&[auth_message.as_bytes()]);
+        let proof = xor(&keys.client_key, &client_signature);
+        let server_signature = keys.server.sign(&[auth_message.as_bytes()]);
         self.state = State::SentFinal { server_signature };
         Ok(format!("{without_proof},p={}", crypto::b64(&proof)).into_bytes())
     }

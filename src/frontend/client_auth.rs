@@ -58,6 +58,10 @@ pub fn trusted(shared: &Shared, user: &str, method: &mut Option<Method>) -> bool
 /// Authenticate `user`. `end_point`: the channel binding data when the client is on TLS.
 /// `method` is set as soon as it is known, so a failure can be audited with it.
 ///
+/// On success, the bytes the exchange still owes the client (SCRAM's SASLFinal; empty for
+/// the other methods): the caller writes them in front of what it sends next (the login's
+/// AuthenticationOk and the rest), one `send` and one wake-up of the client instead of two.
+///
 /// # Errors
 /// The SQLSTATE and message the client gets.
 pub async fn authenticate(
@@ -67,23 +71,23 @@ pub async fn authenticate(
     database: &str,
     end_point: Option<Arc<[u8]>>,
     method: &mut Option<Method>,
-) -> Result<(), Failure> {
+) -> Result<BytesMut, Failure> {
     let failed = || (sqlstate::INVALID_PASSWORD, format!("password authentication failed for user \"{user}\""));
     if let Some(creds) = shared.credentials.get(user) {
-        let ok = match creds.method {
+        let owed = match creds.method {
             AuthMethod::Trust => {
                 *method = Some(Method::Trust);
-                true
+                Some(BytesMut::new())
             }
             AuthMethod::Md5 => {
                 *method = Some(Method::Md5);
-                md5_exchange(client, creds.md5.as_deref()).await?
+                md5_exchange(client, creds.md5.as_deref()).await?.then(BytesMut::new)
             }
             AuthMethod::ScramSha256 => {
-                scram_exchange(client, user, creds.scram.as_ref(), end_point, method).await?.is_some()
+                scram_exchange(client, user, creds.scram.as_ref(), end_point, method).await?.map(|(_, owed)| owed)
             }
         };
-        return if ok { Ok(()) } else { Err(failed()) };
+        return owed.ok_or_else(failed);
     }
     let Some(lookup) = &shared.lookup else {
         scram_exchange(client, user, None, end_point, method).await?;
@@ -92,11 +96,11 @@ pub async fn authenticate(
     // An unlisted user: its verifier comes from the primary, and the key it proves it has
     // logs sluice in to the servers as that user (SCRAM pass-through).
     let verifier = lookup.verifier(user, database).await?;
-    let key = scram_exchange(client, user, verifier.as_ref(), end_point, method).await?;
-    match (key, verifier) {
-        (Some(client_key), Some(v)) => {
+    let proved = scram_exchange(client, user, verifier.as_ref(), end_point, method).await?;
+    match (proved, verifier) {
+        (Some((client_key, owed)), Some(v)) => {
             shared.pools.passthrough().insert(user, ScramKeys { client_key, server_key: *v.server_key() });
-            Ok(())
+            Ok(owed)
         }
         _ => Err(failed()),
     }
@@ -131,15 +135,15 @@ async fn md5_exchange(client: &mut FrameReader<MaybeTls>, stored: Option<&str>) 
 /// Bytes reserved for sluice's SCRAM messages (header, code, payload).
 const SCRAM_MESSAGE_CAPACITY: usize = 256;
 
-/// Run SCRAM (a mock one for `user` without a verifier); `Some(ClientKey)` when the client
-/// proved it.
+/// Run SCRAM (a mock one for `user` without a verifier); when the client proved it, its
+/// ClientKey and the SASLFinal it is owed (not sent here: see [`authenticate`]).
 async fn scram_exchange(
     client: &mut FrameReader<MaybeTls>,
     user: &str,
     verifier: Option<&Arc<ScramVerifier>>,
     end_point: Option<Arc<[u8]>>,
     method: &mut Option<Method>,
-) -> Result<Option<[u8; 32]>, Failure> {
+) -> Result<Option<([u8; 32], BytesMut)>, Failure> {
     let offer: &[u8] =
         if end_point.is_some() { b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0" } else { b"SCRAM-SHA-256\0\0" };
     // Room for the longest of the three messages (server-first: ~100 bytes), so none grows it.
@@ -171,6 +175,79 @@ async fn scram_exchange(
     let Ok(last) = server.client_final(&body) else { return Ok(None) };
     buf.clear();
     messages::authentication(&mut buf, auth_code::SASL_FINAL, &last);
-    send(client, &buf).await?;
-    Ok(server.client_key())
+    Ok(server.client_key().map(|key| (key, buf)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topology::{Topology, TopologyHandle};
+    use postgres_protocol::authentication::sasl::{ChannelBinding as TheirBinding, ScramSha256};
+    use tokio::io::AsyncReadExt;
+
+    fn shared() -> Shared {
+        let toml = "[[nodes]]\nname = \"pg0\"\nhost = \"127.0.0.1\"\nport = 5432\n\
+                    [[users]]\nname = \"app\"\npassword = \"p\"\nauth = \"scram-sha-256\"\n";
+        let config = Arc::new(crate::live::Live::new(crate::config::Config::from_toml_str(toml).unwrap()));
+        let mut registry = prometheus_client::registry::Registry::default();
+        let metrics = crate::metrics::Metrics::new(&mut registry, &["pg0".to_string()]);
+        let pools = Arc::new(crate::backend::Pools::new(Arc::clone(&config), Arc::clone(&metrics)));
+        let topology = TopologyHandle::new(Topology { generation: 1, nodes: Vec::new() });
+        let (control, _requests) = crate::reload::Control::channel();
+        Shared::new(config, topology, pools, metrics, control)
+    }
+
+    /// One backend message from `io`: its tag and body.
+    async fn message(io: &mut tokio::io::DuplexStream) -> (u8, Vec<u8>) {
+        let mut head = [0u8; 5];
+        io.read_exact(&mut head).await.unwrap();
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len - 4];
+        io.read_exact(&mut body).await.unwrap();
+        (head[0], body)
+    }
+
+    /// A password message with `body`.
+    fn password_message(body: &[u8]) -> Vec<u8> {
+        let mut msg = vec![b'p'];
+        msg.extend_from_slice(&u32::try_from(body.len() + 4).unwrap().to_be_bytes());
+        msg.extend_from_slice(body);
+        msg
+    }
+
+    /// SASLFinal is not written by the exchange: it is handed back, so that the login's reply
+    /// goes out behind it in the same `send` (one wake-up of the client fewer).
+    #[tokio::test]
+    async fn a_scram_login_hands_back_its_sasl_final_unwritten() {
+        let shared = shared();
+        let (mut client, proxy) = tokio::io::duplex(4096);
+        let mut proxy = FrameReader::new(MaybeTls::Memory(proxy), 4096);
+        let drive = async move {
+            let mut scram = ScramSha256::new(b"p", TheirBinding::unsupported());
+            let (code, _) = message(&mut client).await;
+            assert_eq!(code, b'R');
+            let mut initial = b"SCRAM-SHA-256\0".to_vec();
+            initial.extend_from_slice(&u32::try_from(scram.message().len()).unwrap().to_be_bytes());
+            initial.extend_from_slice(scram.message());
+            client.write_all(&password_message(&initial)).await.unwrap();
+            let (_, body) = message(&mut client).await;
+            assert_eq!(body[..4], auth_code::SASL_CONTINUE.to_be_bytes());
+            scram.update(&body[4..]).unwrap();
+            client.write_all(&password_message(scram.message())).await.unwrap();
+            (client, scram)
+        };
+        let mut method = None;
+        let (owed, (mut client, mut scram)) =
+            tokio::join!(authenticate(&mut proxy, &shared, "app", "app", None, &mut method), drive);
+        let owed = owed.expect("the client proved its password");
+        assert_eq!(method, Some(Method::Scram));
+        drop(proxy);
+        let mut written = Vec::new();
+        client.read_to_end(&mut written).await.unwrap();
+        assert!(written.is_empty(), "the exchange wrote {written:?} after SASLContinue");
+        assert_eq!(owed[0], b'R');
+        assert_eq!(owed[1..5], u32::try_from(owed.len() - 1).unwrap().to_be_bytes());
+        assert_eq!(owed[5..9], auth_code::SASL_FINAL.to_be_bytes());
+        scram.finish(&owed[9..]).expect("the owed SASLFinal carries the server's signature");
+    }
 }

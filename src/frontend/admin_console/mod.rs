@@ -41,12 +41,11 @@ const OBJECT_NOT_IN_PREREQUISITE_STATE: &str = "55000";
 
 /// Serve one console session until the client leaves (or is killed, or sluice drains).
 pub async fn run(shared: &Shared, login: Login) {
-    let Login { mut client, user, database, addr, .. } = login;
+    let Login { mut client, user, database, addr, mut owed, .. } = login;
     if !shared.config.ops.admin.users.iter().any(|u| **u == *user) {
         let msg = format!("user \"{user}\" may not use the admin console (it is not in admin.users)");
-        let _ =
-            write(&mut client, |b| messages::error_response(b, Severity::Fatal, sqlstate::INVALID_AUTHORIZATION, &msg))
-                .await;
+        messages::error_response(&mut owed, Severity::Fatal, sqlstate::INVALID_AUTHORIZATION, &msg);
+        let _ = client.get_mut().write_all(&owed).await;
         shared.metrics.client_error(sqlstate::INVALID_AUTHORIZATION);
         return;
     }
@@ -54,7 +53,8 @@ pub async fn run(shared: &Shared, login: Login) {
     let info = ClientInfo { id: 0, user, database, addr, since_secs };
     let mut entry = shared.lifecycle.register(info);
     let (pid, secret) = (entry.key().pid(), entry.key().secret());
-    let greeted = write(&mut client, |b| {
+    // Behind what authentication still owed the client (SASLFinal), in the same `send`.
+    let greeted = write(&mut client, owed, |b| {
         messages::authentication(b, messages::auth_code::OK, &[]);
         for (k, v) in [
             ("server_version", "15.0 (sluice console)"),
@@ -78,7 +78,9 @@ pub async fn run(shared: &Shared, login: Login) {
             Ok(_) => return,
             Err(stopped) => {
                 let (code, msg) = stopped.error();
-                let _ = write(&mut client, |b| messages::error_response(b, Severity::Fatal, code, &msg)).await;
+                let _ =
+                    write(&mut client, BytesMut::new(), |b| messages::error_response(b, Severity::Fatal, code, &msg))
+                        .await;
                 return;
             }
         };
@@ -100,9 +102,9 @@ pub async fn run(shared: &Shared, login: Login) {
 
 async fn write(
     client: &mut crate::protocol::FrameReader<crate::tls::MaybeTls>,
+    mut buf: BytesMut,
     build: impl FnOnce(&mut BytesMut),
 ) -> std::io::Result<()> {
-    let mut buf = BytesMut::new();
     build(&mut buf);
     client.get_mut().write_all(&buf).await
 }

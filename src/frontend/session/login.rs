@@ -7,10 +7,18 @@ use super::*;
 const LOGIN_REPLY_CAPACITY: usize = 512;
 
 impl Session<'_> {
-    pub(super) async fn login(&mut self) -> Result<(), SessionEnd> {
+    /// Write the login's reply behind `owed`, what authentication still owes the client
+    /// (SCRAM's SASLFinal): one `send` for both, so the client wakes once (SASLFinal on its own
+    /// was a `send` and a wake-up more per SCRAM login).
+    pub(super) async fn login_reply(&mut self, owed: BytesMut) -> Result<(), SessionEnd> {
+        let owed_len = owed.len();
         // Sized for the usual reply (AuthenticationOk, ~14 ParameterStatus, BackendKeyData,
         // ReadyForQuery: ~400 bytes), so writing it does not grow the buffer message by message.
-        let mut buf = BytesMut::with_capacity(LOGIN_REPLY_CAPACITY);
+        // A new buffer, `owed` copied in (~55 bytes): growing the exchange's buffer to this
+        // size was a `realloc`, dearer than the `malloc` and `free`.
+        let mut buf = BytesMut::with_capacity(LOGIN_REPLY_CAPACITY + owed_len);
+        buf.extend_from_slice(&owed);
+        drop(owed);
         messages::authentication(&mut buf, messages::auth_code::OK, &[]);
         if !self.known_params(&mut buf) {
             // Boxed: the first login of a pool only. Inline, its state (a checkout, ~2 KB) made
@@ -18,7 +26,13 @@ impl Session<'_> {
             // per-thread cache (a slower `malloc` and `free`, and a larger copy into the box).
             let params = match Box::pin(self.login_conn()).await {
                 Ok(p) => p,
-                Err(e) => return Err(SessionEnd::fatal(e.sqlstate(), e.to_string(), Fault::Server)),
+                Err(e) => {
+                    // What was owed goes first, then the session's end writes the error.
+                    if owed_len > 0 {
+                        let _ = self.send_client(&buf[..owed_len]).await;
+                    }
+                    return Err(SessionEnd::fatal(e.sqlstate(), e.to_string(), Fault::Server));
+                }
             };
             for (k, v) in &params {
                 messages::parameter_status(&mut buf, k, v);

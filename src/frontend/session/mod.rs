@@ -214,7 +214,37 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Finish the login (parameters, key, ReadyForQuery), then serve units until the client leaves.
+    /// Finish the login: the parameters, key and ReadyForQuery, behind `owed` (what
+    /// authentication still owes the client: SCRAM's SASLFinal), in one `send`. The session
+    /// to [`run`](Session::run), or `None` if it ended here (and was closed).
+    ///
+    /// The session moves through this future (boxed by the client's task) and back out:
+    /// awaited inside `run`, `owed` would stay in every idle session's future (an argument of
+    /// a future lives as long as it does), and awaited beside the session in the task, the
+    /// session would be kept twice there.
+    #[allow(clippy::manual_async_fn)] // on purpose: an `async fn` keeps `self` twice
+    pub fn login(mut self, owed: BytesMut) -> impl std::future::Future<Output = Option<Self>> + 'a {
+        async move {
+            match self.login_reply(owed).await {
+                Ok(()) => Some(self),
+                Err(end) => {
+                    Box::pin(self.end(end)).await;
+                    None
+                }
+            }
+        }
+    }
+
+    /// [`Session::login`], built in its box (`Box::pin` built the ~650-byte future on the
+    /// stack and copied it over, once per login).
+    pub fn login_boxed(
+        self,
+        owed: BytesMut,
+    ) -> std::pin::Pin<Box<impl std::future::Future<Output = Option<Self>> + 'a>> {
+        boxed(|| self.login(owed))
+    }
+
+    /// Serve units until the client leaves (after [`Session::login`]).
     #[allow(clippy::manual_async_fn)] // on purpose, see below
     pub fn run(mut self) -> impl std::future::Future<Output = ()> + 'a {
         // Not an `async fn`: one would keep its by-value `self` twice (the argument and the
@@ -256,19 +286,14 @@ impl<'a> Session<'a> {
         Box::pin(held.checkout.release(needs_reset)).await;
     }
 
-    /// Finish the login, then serve units until the session ends, and say why it did.
+    /// Serve units until the session ends, and say why it did.
     ///
     /// What an idle session keeps is this future's wait for the next message, so everything
-    /// else is boxed: the login, and each unit from its first message on (`take_unit`). Not an
-    /// `async fn`, which would keep `self` twice.
+    /// else is boxed: the login (before this, [`Session::login`]), and each unit from its first
+    /// message on (`take_unit`). Not an `async fn`, which would keep `self` twice.
     #[allow(clippy::manual_async_fn)] // on purpose, see above
     fn serve(&mut self) -> impl std::future::Future<Output = SessionEnd> + use<'_, 'a> {
         async move {
-            // No value of it kept: `match login { Ok(()) => serve, .. }` would keep the matched
-            // result (56 bytes) in every idle session.
-            if let Err(end) = Box::pin(self.login()).await {
-                return end;
-            }
             loop {
                 let start = match self.next_start().await {
                     Ok(Some(s)) => s,
