@@ -13,7 +13,7 @@ use crate::tls::MaybeTls;
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::AsyncWriteExt;
 
-use super::expect::{step, Expect, Replies, ReplyKind, Step, Synth};
+use super::expect::{plain_run, step, Expect, Replies, ReplyKind, Step, Synth};
 use super::params::SessionParams;
 use super::session::end::{Fault, SessionEnd};
 use super::statements::Statements;
@@ -203,6 +203,16 @@ impl<'a> Relay<'a> {
                     return Ok(Outcome::Partial);
                 }
                 self.pump().await?;
+                continue;
+            }
+            // Plain replies (see `plain_run`) go on as one run, decided together.
+            let plain =
+                plain_run(self.queue, &self.conn.io.buffered()[run..], crate::backend::conn::MAX_SERVER_MESSAGE);
+            if plain > 0 {
+                // Noted as one message of the run's first tag: the connection reads nothing of a
+                // plain message but its length (the traffic count).
+                self.conn.note_buffered(run, plain);
+                run += plain;
                 continue;
             }
             let header = peek_header(&self.conn.io.buffered()[run..], crate::backend::conn::MAX_SERVER_MESSAGE)
