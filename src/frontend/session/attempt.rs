@@ -307,16 +307,13 @@ impl<'a> Session<'a> {
             };
             let mut streamed: Option<Box<Streamed>> = None;
             let (outcome, errored) = {
-                let relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params)
-                    .client_pid(self.entry.key().pid())
-                    .count_errors(&self.shared.metrics);
+                let mut relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params);
+                relay.client_pid(self.entry.key().pid()).count_errors(&self.shared.metrics);
                 // A lost connection may be retried for a read, or a reset (see `Unit::only_resets`).
-                let relay = if plan.retryable {
-                    relay.retryable(class.access == Access::Read || unit.only_resets())
-                } else {
-                    relay
-                };
-                let mut relay = if plan.streams {
+                if plan.retryable {
+                    relay.retryable(class.access == Access::Read || unit.only_resets());
+                }
+                if plan.streams {
                     let replayable = !matches!(unit, Unit::Extended(f) if f.last_tag() == Some(tag::FLUSH));
                     relay.streaming(
                         &mut self.rare.get().statements,
@@ -324,10 +321,8 @@ impl<'a> Session<'a> {
                         plan.writes_move,
                         streamed.insert(Box::default()),
                         replayable,
-                    )
-                } else {
-                    relay
-                };
+                    );
+                }
                 let outcome = relay.run().await;
                 (outcome, relay.errored)
             };
