@@ -281,6 +281,7 @@ impl<'a> Session<'a> {
             // taking room beside it.
             let (conn, mut queue, mut added, mut closed, on_primary, capture) = {
                 let mut batch = Batch::new(held.checkout.conn(), &self.classifier);
+                batch.begin();
                 translate(&mut batch, self.rare.get(), unit, plan.streams);
                 let Batch { conn, mut out, queue, added, closed, .. } = batch;
                 let on_primary = plan.primary == Some(conn.node());
