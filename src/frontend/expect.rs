@@ -13,6 +13,7 @@
 
 use std::collections::VecDeque;
 
+use crate::protocol::framer::peek_header;
 use crate::protocol::{tag, TxStatus};
 
 /// The reply shape of one frontend message.
@@ -274,6 +275,50 @@ pub fn step(queue: &mut Replies, t: u8, body: &[u8], errored: &mut bool) -> Step
     }
 }
 
+/// How many bytes at the front of `buf` are whole server messages that [`step`] would pass on
+/// with nothing else to note, taken as one run and the queue advanced past them as `step` would.
+/// A message is plain while the first expectation is a reply the client sees (not the state
+/// sync's, not a discarded one, not a synthesized one) and its tag is none of those the relay or
+/// the connection reads besides the reply shape: ErrorResponse, NoticeResponse, notification,
+/// ParameterStatus, ReadyForQuery, CopyInResponse, CopyBothResponse. The run stops before the
+/// first message that is not plain or not whole (or has a bad length), which the caller
+/// decides on its own with [`step`].
+///
+/// Most of a unit's replies are plain (ParseComplete, BindComplete, RowDescription, DataRows,
+/// CommandComplete): decided one by one they each paid for the whole decision.
+#[inline]
+pub fn plain_run(queue: &mut Replies, buf: &[u8], max: usize) -> usize {
+    let mut at = 0;
+    while let Some(&Expect::Server { kind, forward: true }) = queue.front() {
+        if kind == ReplyKind::StateSync {
+            break;
+        }
+        let Ok(Some((t, total))) = peek_header(&buf[at..], max) else { break };
+        if buf.len() - at < total || !is_plain(t) {
+            break;
+        }
+        if kind.ends_with(t) {
+            queue.pop_front();
+        }
+        at += total;
+    }
+    at
+}
+
+/// False for the server messages [`step`] or the relay decide on beyond the reply shape.
+fn is_plain(t: u8) -> bool {
+    !matches!(
+        t,
+        tag::ERROR_RESPONSE
+            | tag::NOTICE_RESPONSE
+            | tag::NOTIFICATION
+            | tag::PARAMETER_STATUS
+            | tag::READY_FOR_QUERY
+            | tag::COPY_IN_RESPONSE
+            | tag::COPY_BOTH_RESPONSE
+    )
+}
+
 /// A reply to the pipelined state sync. Out of line (and [`discard_step`]): only a unit behind
 /// a state sync comes here, and inlined they made every message's [`step`] heavier.
 #[cold]
@@ -402,6 +447,90 @@ mod tests {
         assert_eq!(step(&mut q, b'Z', b"I", &mut err), Step::Ready(TxStatus::Idle));
         assert!(q.is_empty());
         assert!(!err);
+    }
+
+    /// Whole messages of these tags (bodies of `body_len` bytes), back to back.
+    fn wire(tags: &[u8], body_len: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for &t in tags {
+            out.push(t);
+            out.extend_from_slice(&u32::try_from(4 + body_len).unwrap().to_be_bytes());
+            out.extend(std::iter::repeat_n(b'I', body_len));
+        }
+        out
+    }
+
+    /// `plain_run` against `step` message by message: it takes exactly the messages `step`
+    /// would forward with nothing else to note, and leaves the queue where `step` leaves it.
+    #[test]
+    fn a_plain_run_is_what_step_would_forward() {
+        let swallowed = |kind| Expect::Server { kind, forward: false };
+        let extended = [
+            server(ReplyKind::Parse),
+            server(ReplyKind::Bind),
+            server(ReplyKind::Describe),
+            server(ReplyKind::Execute),
+            server(ReplyKind::Sync),
+        ];
+        let cases: Vec<(Vec<Expect>, &[u8], usize)> = vec![
+            // A driver's unit: everything up to its ReadyForQuery.
+            (extended.to_vec(), b"12TDDDCZ", 7),
+            (extended.to_vec(), b"12TCZ", 4),
+            // Stops at what is decided apart: an error, a notice, a notification, a report,
+            // the start of a COPY.
+            (extended.to_vec(), b"12TDEZ", 4),
+            (extended.to_vec(), b"12NTDCZ", 2),
+            (extended.to_vec(), b"12TADCZ", 3),
+            (extended.to_vec(), b"1S2TDCZ", 1),
+            (vec![server(ReplyKind::Execute), server(ReplyKind::Sync)], b"GZ", 0),
+            (vec![server(ReplyKind::Query)], b"WZ", 0),
+            // COPY TO STDOUT streams as plain rows.
+            (vec![server(ReplyKind::Query)], b"HddcCZ", 5),
+            // A reply of sluice's own, the state sync's, a discarded unit's, a synthesized one.
+            (vec![swallowed(ReplyKind::Parse), server(ReplyKind::Bind), server(ReplyKind::Sync)], b"12Z", 0),
+            (vec![server(ReplyKind::Bind), swallowed(ReplyKind::Close), server(ReplyKind::Sync)], b"23Z", 1),
+            (vec![swallowed(ReplyKind::StateSync), server(ReplyKind::Query)], b"CZCZ", 0),
+            (vec![Expect::Discard(ReplyKind::Query)], b"CZ", 0),
+            (vec![Expect::Synth(Synth::ParseComplete), server(ReplyKind::Sync)], b"Z", 0),
+            // Nothing expected.
+            (vec![], b"C", 0),
+        ];
+        for (expects, tags, plain) in cases {
+            let what = String::from_utf8_lossy(tags);
+            let buf = wire(tags, 1);
+            let mut run: Replies = expects.iter().copied().collect();
+            let mut stepped: Replies = expects.iter().copied().collect();
+            let mut err = false;
+            for &t in &tags[..plain] {
+                assert_eq!(step(&mut stepped, t, b"I", &mut err), Step::Forward, "{what}: {}", t as char);
+            }
+            assert!(!err);
+            assert_eq!(plain_run(&mut run, &buf, usize::MAX), plain * 6, "{what}");
+            assert!(run.iter().eq(stepped.iter()), "{what}: the queue as step leaves it");
+        }
+    }
+
+    #[test]
+    fn a_plain_run_takes_only_whole_messages() {
+        let buf = wire(b"12TDCZ", 3);
+        let whole = 5 * 8;
+        for cut in 0..=buf.len() {
+            let mut q: Replies =
+                [ReplyKind::Parse, ReplyKind::Bind, ReplyKind::Describe, ReplyKind::Execute, ReplyKind::Sync]
+                    .map(server)
+                    .into();
+            let got = plain_run(&mut q, &buf[..cut], usize::MAX);
+            assert_eq!(got, (cut / 8 * 8).min(whole), "cut at {cut}");
+            // ParseComplete, BindComplete, RowDescription and CommandComplete each end a reply.
+            let ended = [0, 1, 2, 3, 3, 4][got / 8];
+            assert_eq!(q.len(), 5 - ended, "cut at {cut}");
+        }
+        // A bad length or a message past the limit is left to `step`'s caller, which reports it.
+        let mut q: Replies = [server(ReplyKind::Execute)].into();
+        let mut bad = wire(b"DD", 3);
+        bad[8 + 4] = 3;
+        assert_eq!(plain_run(&mut q, &bad, usize::MAX), 8);
+        assert_eq!(plain_run(&mut q, &wire(b"DD", 3), 7), 0);
     }
 
     #[test]

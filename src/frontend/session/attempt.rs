@@ -290,6 +290,7 @@ impl<'a> Session<'a> {
             // taking room beside it.
             let (conn, mut queue, mut added, mut closed, on_primary, capture) = {
                 let mut batch = Batch::new(held.checkout.conn(), &self.classifier);
+                batch.begin();
                 translate(&mut batch, self.rare.get(), unit, plan.streams);
                 let Batch { conn, mut out, queue, added, closed, .. } = batch;
                 let on_primary = plan.primary == Some(conn.node());
@@ -316,17 +317,14 @@ impl<'a> Session<'a> {
             };
             let mut streamed: Option<Box<Streamed>> = None;
             let (outcome, errored) = {
-                let relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params)
-                    .client_pid(self.entry.key().pid())
-                    .count_errors(&self.shared.metrics);
+                let mut relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params);
+                relay.client_pid(self.entry.key().pid()).count_errors(&self.shared.metrics);
                 // A lost connection may be retried for a read, or a reset (see `Unit::only_resets`).
-                let relay = if plan.retryable {
+                if plan.retryable {
                     let read = class.access == Access::Read;
-                    relay.retryable(read || unit.only_resets(), read && !on_primary)
-                } else {
-                    relay
-                };
-                let mut relay = if plan.streams {
+                    relay.retryable(read || unit.only_resets(), read && !on_primary);
+                }
+                if plan.streams {
                     let replayable = !matches!(unit, Unit::Extended(f) if f.last_tag() == Some(tag::FLUSH));
                     relay.streaming(
                         &mut self.rare.get().statements,
@@ -334,10 +332,8 @@ impl<'a> Session<'a> {
                         plan.writes_move,
                         streamed.insert(Box::default()),
                         replayable,
-                    )
-                } else {
-                    relay
-                };
+                    );
+                }
                 let outcome = relay.run().await;
                 (outcome, relay.errored)
             };
