@@ -227,11 +227,14 @@ fn blank_after(bytes: &[u8], i: usize) -> usize {
 #[inline]
 fn plain_blank(bytes: &[u8], next: usize) -> bool {
     let Some(&b) = bytes.get(next) else { return false };
-    match ACTS[usize::from(b)] {
-        Act::Blank | Act::Space => false,
-        Act::Dash => bytes.get(next + 1) != Some(&b'-'),
-        Act::Slash => bytes.get(next + 1) != Some(&b'*'),
-        _ => true,
+    // One bit test for the usual token; trivia or what may start a comment looked at closer.
+    if CLASSES[usize::from(b)] & (SPACE | MAY_COMMENT) == 0 {
+        return true;
+    }
+    match b {
+        b'-' => bytes.get(next + 1) != Some(&b'-'),
+        b'/' => bytes.get(next + 1) != Some(&b'*'),
+        _ => false,
     }
 }
 
@@ -305,11 +308,16 @@ const ACTS: [Act; 256] = {
 /// The lexer's whitespace and identifier bytes as tables (one load per byte in the loops).
 const SPACE: u8 = 1;
 const IDENT: u8 = 2;
+/// `-` and `/`: a comment may start there.
+const MAY_COMMENT: u8 = 4;
 const CLASSES: [u8; 256] = {
     let mut t = [0; 256];
     let mut b = 0;
     while b < 256 {
-        t[b] = if is_space(b as u8) { SPACE } else { 0 } | if is_ident_byte(b as u8) { IDENT } else { 0 };
+        let c = b as u8;
+        t[b] = if is_space(c) { SPACE } else { 0 }
+            | if is_ident_byte(c) { IDENT } else { 0 }
+            | if c == b'-' || c == b'/' { MAY_COMMENT } else { 0 };
         b += 1;
     }
     t
@@ -350,17 +358,29 @@ fn skip_trivia(bytes: &[u8], mut i: usize) -> Option<(usize, bool)> {
 /// The end of the word starting at `start` (an [`Act::Prefix`] byte), or `None` for a prefixed
 /// string or identifier (`E'..'`, `B'..'`, `X'..'`, `N'..'`, `U&'..'`, `U&".."`) or the word
 /// `EXPLAIN`. A prefix's quote or `&` is not a word byte, so only a one-letter word can be one.
+#[inline]
 fn prefix_word_end(bytes: &[u8], start: usize) -> Option<usize> {
     let end = ident_end(bytes, start + 1);
+    // Only a word of one letter or of seven can be declined: the usual word goes on at once.
+    match end - start {
+        1 | 7 => plain_word(bytes, start, end).then_some(end),
+        _ => Some(end),
+    }
+}
+
+/// [`prefix_word_end`]'s test for a word (`start..end`) of one or seven letters: false if it
+/// starts a prefixed string or identifier or is `EXPLAIN`.
+#[cold]
+fn plain_word(bytes: &[u8], start: usize, end: usize) -> bool {
     let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
     if end == start + 1 {
         match (bytes[start].to_ascii_lowercase(), at(start + 1)) {
-            (b'e' | b'b' | b'x' | b'n', b'\'') => return None,
-            (b'u', b'&') if matches!(at(start + 2), b'\'' | b'"') => return None,
+            (b'e' | b'b' | b'x' | b'n', b'\'') => return false,
+            (b'u', b'&') if matches!(at(start + 2), b'\'' | b'"') => return false,
             _ => {}
         }
     }
-    (!bytes[start..end].eq_ignore_ascii_case(b"explain")).then_some(end)
+    !bytes[start..end].eq_ignore_ascii_case(b"explain")
 }
 
 /// The cache key of `sql` through the lexer: the reference [`plain_key`] must agree with.
@@ -510,6 +530,9 @@ mod tests {
         "SELECT a  b, c \tb, d \nb, e --x\nb, f /*x*/b, g -b, h /b, i 'x', j 1",
         "SELECT x 'a', e 'b', u &c, explain x",
         "SELECT 12 a, 12a b, 1.5 c, .5 d",
+        // Words of seven letters that may start a prefixed string: only `EXPLAIN` is declined.
+        "SELECT a BETWEEN 1 AND 2, explode(b), unknown, Explain1, bigints",
+        "SELECT x FROM t WHERE eXpLaIn",
     ];
 
     /// The scanner's key, written to a `String` and to an [`InlineKey`], is the lexer's (or the
