@@ -140,7 +140,8 @@ pub(crate) fn plain_key(sql: &str) -> Option<String> {
 /// [`plain_key`] written to `key` (half-written if `None`).
 ///
 /// One dispatch per token on its first byte's [`Act`] (a jump table); a word's remaining
-/// bytes, the most common, are consumed by [`ident_end`]'s loop alone.
+/// bytes, the most common, are consumed by [`ident_end`]'s loop alone, and the blank after it,
+/// if it is the whole gap, with the word ([`blank_after`]); a decimal integer is keyed in place.
 pub(crate) fn plain_key_into(sql: &str, key: &mut impl KeyOut) -> Option<()> {
     let bytes = sql.as_bytes();
     let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
@@ -156,8 +157,8 @@ pub(crate) fn plain_key_into(sql: &str, key: &mut impl KeyOut) -> Option<()> {
     let mut run = i;
     while let Some(&b) = bytes.get(i) {
         match ACTS[usize::from(b)] {
-            Act::Word => i = ident_end(bytes, i + 1),
-            Act::Prefix => i = prefix_word_end(bytes, i)?,
+            Act::Word => i = blank_after(bytes, ident_end(bytes, i + 1)),
+            Act::Prefix => i = blank_after(bytes, prefix_word_end(bytes, i)?),
             // The usual gap: one blank between two tokens, which the key keeps as it is, so the
             // run goes on (fewer, longer pieces).
             Act::Blank if plain_blank(bytes, i + 1) => i += 1,
@@ -170,7 +171,15 @@ pub(crate) fn plain_key_into(sql: &str, key: &mut impl KeyOut) -> Option<()> {
                 key.push_mark(STRING);
                 (i, run) = (end, end);
             }
-            Act::Digit => (i, run) = key_number(sql, i, run, key),
+            // The usual inlined value, a decimal integer, here; any other number in `key_number`.
+            Act::Digit => match integer_end(bytes, i) {
+                Some(end) => {
+                    key.push_piece(sql, run, i);
+                    key.push_mark(NUMBER);
+                    (i, run) = (end, end);
+                }
+                None => (i, run) = key_number(sql, i, run, key),
+            },
             Act::Dot if at(i + 1).is_ascii_digit() => (i, run) = key_number(sql, i, run, key),
             Act::DoubleQuote => i = quoted_end(bytes, i + 1, b'"', false)?,
             // `$1`; a dollar quote or a lone `$` is left to the lexer.
@@ -202,16 +211,30 @@ fn key_gap(sql: &str, i: usize, run: usize, key: &mut impl KeyOut) -> Option<(us
     Some((end, end))
 }
 
+/// `i` (the end of a word), past the blank there if it is a whole gap the key keeps as it is
+/// (most words are followed by one): the blank then costs no dispatch of its own.
+#[inline]
+fn blank_after(bytes: &[u8], i: usize) -> usize {
+    if bytes.get(i) == Some(&b' ') && plain_blank(bytes, i + 1) {
+        i + 1
+    } else {
+        i
+    }
+}
+
 /// True if the blank before `next` is a whole gap the key keeps as it is: a token follows it
 /// (not more trivia, not the end of the text).
 #[inline]
 fn plain_blank(bytes: &[u8], next: usize) -> bool {
     let Some(&b) = bytes.get(next) else { return false };
-    match ACTS[usize::from(b)] {
-        Act::Blank | Act::Space => false,
-        Act::Dash => bytes.get(next + 1) != Some(&b'-'),
-        Act::Slash => bytes.get(next + 1) != Some(&b'*'),
-        _ => true,
+    // One bit test for the usual token; trivia or what may start a comment looked at closer.
+    if CLASSES[usize::from(b)] & (SPACE | MAY_COMMENT) == 0 {
+        return true;
+    }
+    match b {
+        b'-' => bytes.get(next + 1) != Some(&b'-'),
+        b'/' => bytes.get(next + 1) != Some(&b'*'),
+        _ => false,
     }
 }
 
@@ -285,26 +308,26 @@ const ACTS: [Act; 256] = {
 /// The lexer's whitespace and identifier bytes as tables (one load per byte in the loops).
 const SPACE: u8 = 1;
 const IDENT: u8 = 2;
+/// `-` and `/`: a comment may start there.
+const MAY_COMMENT: u8 = 4;
 const CLASSES: [u8; 256] = {
     let mut t = [0; 256];
     let mut b = 0;
     while b < 256 {
-        t[b] = if is_space(b as u8) { SPACE } else { 0 } | if is_ident_byte(b as u8) { IDENT } else { 0 };
+        let c = b as u8;
+        t[b] = if is_space(c) { SPACE } else { 0 }
+            | if is_ident_byte(c) { IDENT } else { 0 }
+            | if c == b'-' || c == b'/' { MAY_COMMENT } else { 0 };
         b += 1;
     }
     t
 };
 
-/// The end of the identifier bytes from `i` on.
+/// The end of the identifier bytes from `i` on (an iterator: no bounds check per byte).
 #[inline]
-fn ident_end(bytes: &[u8], mut i: usize) -> usize {
-    while let Some(&b) = bytes.get(i) {
-        if CLASSES[usize::from(b)] & IDENT == 0 {
-            break;
-        }
-        i += 1;
-    }
-    i
+fn ident_end(bytes: &[u8], i: usize) -> usize {
+    let rest = bytes.get(i..).unwrap_or_default();
+    i + rest.iter().position(|&b| CLASSES[usize::from(b)] & IDENT == 0).unwrap_or(rest.len())
 }
 
 /// Skip whitespace and comments from `i`: where they end and whether they hold a newline, or
@@ -335,17 +358,29 @@ fn skip_trivia(bytes: &[u8], mut i: usize) -> Option<(usize, bool)> {
 /// The end of the word starting at `start` (an [`Act::Prefix`] byte), or `None` for a prefixed
 /// string or identifier (`E'..'`, `B'..'`, `X'..'`, `N'..'`, `U&'..'`, `U&".."`) or the word
 /// `EXPLAIN`. A prefix's quote or `&` is not a word byte, so only a one-letter word can be one.
+#[inline]
 fn prefix_word_end(bytes: &[u8], start: usize) -> Option<usize> {
     let end = ident_end(bytes, start + 1);
+    // Only a word of one letter or of seven can be declined: the usual word goes on at once.
+    match end - start {
+        1 | 7 => plain_word(bytes, start, end).then_some(end),
+        _ => Some(end),
+    }
+}
+
+/// [`prefix_word_end`]'s test for a word (`start..end`) of one or seven letters: false if it
+/// starts a prefixed string or identifier or is `EXPLAIN`.
+#[cold]
+fn plain_word(bytes: &[u8], start: usize, end: usize) -> bool {
     let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
     if end == start + 1 {
         match (bytes[start].to_ascii_lowercase(), at(start + 1)) {
-            (b'e' | b'b' | b'x' | b'n', b'\'') => return None,
-            (b'u', b'&') if matches!(at(start + 2), b'\'' | b'"') => return None,
+            (b'e' | b'b' | b'x' | b'n', b'\'') => return false,
+            (b'u', b'&') if matches!(at(start + 2), b'\'' | b'"') => return false,
             _ => {}
         }
     }
-    (!bytes[start..end].eq_ignore_ascii_case(b"explain")).then_some(end)
+    !bytes[start..end].eq_ignore_ascii_case(b"explain")
 }
 
 /// The cache key of `sql` through the lexer: the reference [`plain_key`] must agree with.
@@ -413,6 +448,7 @@ fn is_plain_number(text: &str) -> bool {
 /// form only [`number_end`] reads (a fraction, an exponent, `_` separators, `0x`/`0o`/`0b`) or
 /// does not start with a digit. Where it answers, `number_end` ends there too and the text is
 /// plain (`is_plain_number`): the usual inlined value takes one loop over its digits.
+#[inline]
 fn integer_end(bytes: &[u8], start: usize) -> Option<usize> {
     let mut end = start;
     while bytes.get(end).is_some_and(u8::is_ascii_digit) {
@@ -489,6 +525,14 @@ mod tests {
         "SELECT a -- c\n, b",
         "SELECT a /* c */, b",
         "SELECT 1 / 2, 3 - 4, a -1, a /1",
+        // A word and the blank after it (taken together when the blank is the whole gap).
+        "SELECT a ",
+        "SELECT a  b, c \tb, d \nb, e --x\nb, f /*x*/b, g -b, h /b, i 'x', j 1",
+        "SELECT x 'a', e 'b', u &c, explain x",
+        "SELECT 12 a, 12a b, 1.5 c, .5 d",
+        // Words of seven letters that may start a prefixed string: only `EXPLAIN` is declined.
+        "SELECT a BETWEEN 1 AND 2, explode(b), unknown, Explain1, bigints",
+        "SELECT x FROM t WHERE eXpLaIn",
     ];
 
     /// The scanner's key, written to a `String` and to an [`InlineKey`], is the lexer's (or the
