@@ -406,6 +406,12 @@ impl ServerConn {
         self.wire.received(msg[0], &msg[5..]);
     }
 
+    /// `bytes` of plain replies passed on in one run (see `frontend::expect::plain_run`): whole
+    /// messages none of which changes what the connection owes or its state.
+    pub fn note_plain(&mut self, bytes: usize) {
+        self.wire.received_plain(bytes);
+    }
+
     /// `n` Syncs sent behind an Execute that entered COPY FROM STDIN were read by the server in
     /// copy mode, which ignores them: no ReadyForQuery will answer them.
     pub fn syncs_ignored_by_copy(&mut self, n: usize) {

@@ -116,6 +116,12 @@ impl Wire {
         }
     }
 
+    /// `bytes` of whole messages that change nothing of the connection's state (the relay's
+    /// plain replies: rows, completions, descriptions): only counted.
+    pub fn received_plain(&mut self, bytes: usize) {
+        self.traffic.1 += bytes as u64;
+    }
+
     /// `n` Syncs already counted were swallowed by COPY FROM STDIN (the server ignores Sync in
     /// copy mode): they will get no ReadyForQuery.
     pub fn syncs_ignored(&mut self, n: usize) {

@@ -225,9 +225,8 @@ impl<'a> Relay<'a> {
             let plain =
                 plain_run(self.queue, &self.conn.io.buffered()[run..], crate::backend::conn::MAX_SERVER_MESSAGE);
             if plain > 0 {
-                // Noted as one message of the run's first tag: the connection reads nothing of a
-                // plain message but its length (the traffic count).
-                self.conn.note_buffered(run, plain);
+                // Counted only: no plain message changes what the connection owes.
+                self.conn.note_plain(plain);
                 run += plain;
                 continue;
             }
