@@ -11,7 +11,8 @@
 #    100 transactions. With TRACE=1 also a full trace of one client running 5 transactions
 #    (OUT_DIR/<target>.trace: which call moves how many bytes, e.g. whether a reply is split).
 #
-# Usage: scripts/syscalls.sh [tpcb|select-simple]   (default tpcb). Knobs: DURATION=10 CLIENTS=16
+# Usage: scripts/syscalls.sh [tpcb|select-simple|connect-trust|connect-scram]   (default tpcb;
+# connect-*: pgbench -C, one login + `SELECT 1` + logout per transaction). Knobs: DURATION=10 CLIENTS=16
 # REPS=2 SCALE=10 TRACE=0 OUT_DIR=target/syscalls, SLUICE_BIN, NO_BUILD, ... (scripts/lib.sh).
 # Needs strace. Everything listens on 127.0.0.1 and is removed on exit.
 set -euo pipefail
@@ -33,16 +34,21 @@ lib_traps
 case "$TEST" in
   tpcb) ARGS="-M simple" ;;
   select-simple) ARGS="-S -M simple" ;;
+  connect-trust | connect-scram) ARGS="-C -f SELECT1" ;;
   *) die "unknown test $TEST" ;;
 esac
+# connect-trust logs in without a password (trust on every hop), the others with SCRAM.
+USER_OF_TEST=$BENCH_USER
+[ "$TEST" = connect-trust ] && USER_OF_TEST=$TRUST_USER
 
 # pgbench against PORT; extra arguments follow (-T or -t, -c).
 bench() {
   local port=$1
   shift
+  [ -s "$WORK/select1.sql" ] || echo 'SELECT 1;' >"$WORK/select1.sql"
   # shellcheck disable=SC2086 # ARGS is a word list on purpose
-  PGPASSWORD=$BENCH_PASSWORD timeout 300 "$PG_BINDIR/pgbench" -n $ARGS -j 2 -h 127.0.0.1 -p "$port" \
-    -U "$BENCH_USER" "$@" "$BENCH_DB"
+  PGPASSWORD=$BENCH_PASSWORD timeout 300 "$PG_BINDIR/pgbench" -n ${ARGS/SELECT1/$WORK/select1.sql} -j 2 \
+    -h 127.0.0.1 -p "$port" -U "$USER_OF_TEST" "$@" "$BENCH_DB"
 }
 processed() { sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' <<<"$1"; }
 cpu_ticks() { sed 's/^.*) //' "/proc/$1/stat" | awk '{ print $12, $13 }'; }
