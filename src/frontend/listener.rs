@@ -142,11 +142,7 @@ impl Drop for ClientCount {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The size of the future `f` returns, without calling it.
-    fn future_size<A, B, F: FnOnce(A, B) -> Fut, Fut>(_: &F) -> usize {
-        std::mem::size_of::<Fut>()
-    }
+    use crate::frontend::future_size;
 
     /// Every idle client keeps its task: what the login sends (SCRAM's SASLFinal carried to
     /// the login's reply) must not stay in it. 264 bytes in a debug build when the SASLFinal

@@ -155,3 +155,10 @@ pub type CredentialsByUser = HashMap<String, Credentials, KeyedState>;
 pub fn credentials(config: &Config) -> CredentialsByUser {
     config.users.iter().map(|u| (u.name.clone(), Credentials::for_user(&u.name, u.auth, &u.secret))).collect()
 }
+
+/// The size of the future `f` returns, without calling it (the size tests of the futures a
+/// task keeps for an idle client's life).
+#[cfg(test)]
+pub(crate) fn future_size<A, B, F: FnOnce(A, B) -> Fut, Fut>(_: &F) -> usize {
+    std::mem::size_of::<Fut>()
+}

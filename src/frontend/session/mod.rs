@@ -625,11 +625,7 @@ fn answer_tx_end_locally(frame: &Frame) -> Option<BytesMut> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// The size of the future `f` returns, without calling it (no session needed).
-    fn future_size<A, B, F: FnOnce(A, B) -> Fut, Fut>(_: &F) -> usize {
-        std::mem::size_of::<Fut>()
-    }
+    use crate::frontend::future_size;
 
     /// A unit's future is boxed once per statement (`serve`): past 1,032 bytes (glibc's
     /// largest per-thread cache chunk, 1,040 with its header), `malloc` and `free` take the
