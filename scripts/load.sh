@@ -8,6 +8,10 @@
 #   tpcb                                               pgbench -M simple at TPCB_CLIENTS (16)
 #   connect-trust / connect-scram                      pgbench -C, one `SELECT 1` per login, at
 #                                                      LOGIN_CLIENTS (8); tps = logins per second
+#   latency-1client                                    pgbench -S -M extended with one client: the
+#                                                      cores are not saturated, so the latency a
+#                                                      proxy adds is its own hop (two more socket
+#                                                      round trips and its work), not run-queue time
 # Each test runs REPS times (3), the targets interleaved within every rep (direct, sluice,
 # PgBouncer, then the next test), so drift of a noisy machine hits all targets alike. Reported per
 # (test, target): the median over reps of tps, average latency and p99 latency (p99 from
@@ -84,7 +88,7 @@ B_WORKERS=${B_WORKERS:-}
 B_LAYOUT=${B_LAYOUT:-}
 B_BIN=${B_BIN:-}
 # TESTS="connect-trust connect-scram" runs only those (e.g. login-cost A/B runs).
-read -r -a TESTS <<<"${TESTS:-select-simple select-extended select-prepared tpcb connect-trust connect-scram}"
+read -r -a TESTS <<<"${TESTS:-select-simple select-extended select-prepared tpcb connect-trust connect-scram latency-1client}"
 REPLICA_TESTS=(select-simple select-extended select-prepared tpcb)
 [ "$QUICK" = 1 ] && REPLICA_TESTS=(select-extended)
 if [ "$MODE" != load ]; then MAX_CLIENTS=${MAX_CLIENTS:-$((IDLE_CLIENTS + 200))}; fi
@@ -144,6 +148,7 @@ test_args() {
     select-prepared) echo "-S -M prepared" ;;
     tpcb) echo "-M simple" ;;
     connect-*) echo "-C -f $WORK/select1.sql" ;;
+    latency-1client) echo "-S -M extended" ;;
   esac
 }
 test_clients() {
@@ -151,6 +156,7 @@ test_clients() {
     select-*) echo "$SELECT_CLIENTS" ;;
     tpcb) echo "$TPCB_CLIENTS" ;;
     connect-*) echo "$LOGIN_CLIENTS" ;;
+    latency-1client) echo 1 ;;
   esac
 }
 test_secs() { case "$1" in connect-*) echo "$LOGIN_DURATION" ;; *) echo "$DURATION" ;; esac; }
