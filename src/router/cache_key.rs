@@ -46,22 +46,24 @@ pub(crate) const INLINE_KEY_TEXT_BYTES: usize = 255;
 pub(crate) trait KeyOut {
     /// Append one ASCII byte (a mark, a gap or a placeholder).
     fn push_mark(&mut self, mark: u8);
-    /// Append `sql[from..to]` (`from` and `to` are token boundaries, so character boundaries).
-    fn push_piece(&mut self, sql: &str, from: usize, to: usize);
+    /// Append `sql[from..to]` (`from` and `to` are token boundaries: in a text that is UTF-8,
+    /// character boundaries).
+    fn push_piece(&mut self, sql: &[u8], from: usize, to: usize);
 }
 
-impl KeyOut for String {
+impl KeyOut for Vec<u8> {
     fn push_mark(&mut self, mark: u8) {
-        self.push(char::from(mark));
+        self.push(mark);
     }
 
-    fn push_piece(&mut self, sql: &str, from: usize, to: usize) {
-        self.push_str(&sql[from..to]);
+    fn push_piece(&mut self, sql: &[u8], from: usize, to: usize) {
+        self.extend_from_slice(&sql[from..to]);
     }
 }
 
 /// A key built in place, for texts of at most [`INLINE_KEY_TEXT_BYTES`]. Filled only from
-/// pieces of a `str` cut at character boundaries and ASCII marks, so its bytes are UTF-8.
+/// pieces of a UTF-8 text (a `str`, or bytes known to be ASCII) cut at token boundaries and
+/// ASCII marks, so its bytes are UTF-8.
 pub(crate) struct InlineKey {
     bytes: [u8; INLINE_KEY_TEXT_BYTES + 1],
     len: usize,
@@ -97,10 +99,8 @@ impl KeyOut for InlineKey {
         self.push_bytes(&[mark]);
     }
 
-    fn push_piece(&mut self, sql: &str, from: usize, to: usize) {
-        // Bytes, not `&sql[from..to]`: the two character-boundary checks are not needed.
-        debug_assert!(sql.is_char_boundary(from) && sql.is_char_boundary(to));
-        match sql.as_bytes().get(from..to) {
+    fn push_piece(&mut self, sql: &[u8], from: usize, to: usize) {
+        match sql.get(from..to) {
             Some(piece) => self.push_bytes(piece),
             None => self.overflowed = true,
         }
@@ -118,10 +118,8 @@ fn hint_mark(sql: &str) -> u8 {
 
 /// True if `sql` starts with whitespace or what may be a comment: only then can it carry a
 /// hint or need trivia skipped before its first token.
-fn starts_with_trivia(sql: &str) -> bool {
-    sql.as_bytes()
-        .first()
-        .is_some_and(|&b| matches!(ACTS[usize::from(b)], Act::Blank | Act::Space | Act::Dash | Act::Slash))
+fn starts_with_trivia(sql: &[u8]) -> bool {
+    sql.first().is_some_and(|&b| matches!(ACTS[usize::from(b)], Act::Blank | Act::Space | Act::Dash | Act::Slash))
 }
 
 /// The key of `sql` in one pass over its bytes, or `None` if the text has anything this scanner
@@ -132,9 +130,10 @@ fn starts_with_trivia(sql: &str) -> bool {
 /// The key is the text with runs copied as they are; only gaps (trivia between two tokens) and
 /// plain literals are rewritten, so the scan only needs to find where each token ends.
 pub(crate) fn plain_key(sql: &str) -> Option<String> {
-    let mut key = String::with_capacity(sql.len() + 1);
-    plain_key_into(sql, &mut key)?;
-    Some(key)
+    let mut key = Vec::with_capacity(sql.len() + 1);
+    plain_key_into(sql.as_bytes(), &mut key)?;
+    // Pieces of a `str` cut at token boundaries and ASCII marks: UTF-8.
+    String::from_utf8(key).ok()
 }
 
 /// [`plain_key`] written to `key` (half-written if `None`).
@@ -148,14 +147,19 @@ pub(crate) fn plain_key(sql: &str) -> Option<String> {
 /// there is part of a word. Two lexer decisions are taken more widely than the lexer takes them
 /// (the text is then left to [`lexed_key`], which keys it the same way): any `'` right after
 /// `e`, `b`, `x` or `n`, any `&` between `u` and a quote, and any `explain` inside a word.
-pub(crate) fn plain_key_into(sql: &str, key: &mut impl KeyOut) -> Option<()> {
-    let bytes = sql.as_bytes();
+///
+/// Bytes, so that a text known to be ASCII is keyed without validating it as UTF-8 first
+/// (`Classifier::classify_query_text`); the key of a `str`'s bytes is that `str`'s.
+pub(crate) fn plain_key_into(sql: &[u8], key: &mut impl KeyOut) -> Option<()> {
+    let bytes = sql;
     let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
     // The usual text starts with its first token: no hint, no trivia to skip.
     let mut i = 0;
-    if starts_with_trivia(sql) {
-        key.push_mark(hint_mark(sql));
+    if starts_with_trivia(bytes) {
+        // Trivia first: its end is found before the hint is read (an unterminated comment
+        // declines), so the text up to there is whitespace and whole comments.
         i = skip_trivia(bytes, 0)?.0;
+        key.push_mark(hint_mark(std::str::from_utf8(bytes.get(..i)?).ok()?));
     } else {
         key.push_mark(b'-');
     }
@@ -231,8 +235,8 @@ fn is_plain_after_x(bytes: &[u8], i: usize) -> bool {
 /// it is copied first). Returns where scanning, the uncopied run and the segment continue, or
 /// `None` if a comment never ends.
 #[inline]
-fn key_gap(sql: &str, i: usize, run: usize, key: &mut impl KeyOut) -> Option<(usize, usize, usize)> {
-    let (end, newline) = skip_trivia(sql.as_bytes(), i)?;
+fn key_gap(sql: &[u8], i: usize, run: usize, key: &mut impl KeyOut) -> Option<(usize, usize, usize)> {
+    let (end, newline) = skip_trivia(sql, i)?;
     key.push_piece(sql, run, i);
     if end < sql.len() {
         key.push_mark(if newline { b'\n' } else { b' ' });
@@ -259,8 +263,8 @@ fn plain_blank(bytes: &[u8], next: usize) -> bool {
 /// The number at `i` keyed: a plain one becomes a placeholder (the text before it is copied
 /// first). Returns where scanning, the uncopied run and the segment continue.
 #[inline]
-fn key_number(sql: &str, i: usize, run: usize, key: &mut impl KeyOut) -> (usize, usize, usize) {
-    let bytes = sql.as_bytes();
+fn key_number(sql: &[u8], i: usize, run: usize, key: &mut impl KeyOut) -> (usize, usize, usize) {
+    let bytes = sql;
     let (end, plain) = match integer_end(bytes, i) {
         Some(end) => (end, true),
         None => {
@@ -486,15 +490,15 @@ fn push_gap(key: &mut String, sql: &str, prev_end: Option<usize>, start: usize) 
 fn push_token(key: &mut String, sql: &str, t: Token, literals: bool) {
     let text = t.text(sql);
     match t.kind {
-        Kind::Number if literals && is_plain_number(text) => key.push(char::from(NUMBER)),
+        Kind::Number if literals && is_plain_number(text.as_bytes()) => key.push(char::from(NUMBER)),
         Kind::String if literals && is_plain_string(text) => key.push(char::from(STRING)),
         _ => key.push_str(text),
     }
 }
 
 /// Digits with at most one `.` (no exponent, radix prefix or separators).
-fn is_plain_number(text: &str) -> bool {
-    text.bytes().filter(|&b| b == b'.').count() <= 1 && text.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+fn is_plain_number(text: &[u8]) -> bool {
+    text.iter().filter(|&&b| b == b'.').count() <= 1 && text.iter().all(|&b| b.is_ascii_digit() || b == b'.')
 }
 
 /// The end of the decimal integer at `start` (`42`), or `None` if the number may go on in a
@@ -603,7 +607,7 @@ mod tests {
     /// scanner declines with both).
     fn agrees(sql: &str) -> bool {
         let mut inline = InlineKey::new();
-        let inline = plain_key_into(sql, &mut inline).and_then(|()| inline.as_bytes().map(<[u8]>::to_vec));
+        let inline = plain_key_into(sql.as_bytes(), &mut inline).and_then(|()| inline.as_bytes().map(<[u8]>::to_vec));
         let plain = plain_key(sql);
         inline.as_deref() == plain.as_deref().map(str::as_bytes) && plain.is_none_or(|k| k == lexed_key(sql))
     }
@@ -621,7 +625,7 @@ mod tests {
             let bytes = text.as_bytes();
             if let Some(end) = integer_end(bytes, 0) {
                 assert_eq!(end, number_end(bytes, 0), "{text:?}");
-                assert!(is_plain_number(&text[..end]), "{text:?}");
+                assert!(is_plain_number(&bytes[..end]), "{text:?}");
             }
         }
         assert_eq!(integer_end(b"42;", 0), Some(2));
