@@ -304,7 +304,7 @@ fn a_query_text_that_is_not_utf8_is_an_unknown_statement() {
     let statements = Statements::default();
     let raw_query = |text: &[u8]| {
         let mut b = BytesMut::new();
-        b.extend_from_slice(&[b'Q']);
+        b.extend_from_slice(b"Q");
         b.extend_from_slice(&i32::try_from(text.len() + 5).unwrap().to_be_bytes());
         b.extend_from_slice(text);
         b.extend_from_slice(&[0]);
