@@ -33,10 +33,12 @@ impl Unit {
         let c = classifier;
         let mut resolved = Resolved::default();
         let class = match self {
-            Unit::Simple(f) if f.tag() == tag::QUERY => match messages::decode_query(f.body()) {
-                Some(sql) => c.classify_query(sql),
-                None => Arc::new(Class::write(Reason::UnknownStatement)),
-            },
+            // Its text's bytes: an ASCII text is looked up without validating it first.
+            Unit::Simple(f) if f.tag() == tag::QUERY => match messages::query_text(f.body()) {
+                Some(text) => c.classify_query_text(text),
+                None => None,
+            }
+            .unwrap_or_else(|| Arc::new(Class::write(Reason::UnknownStatement))),
             Unit::Simple(_) => Arc::new(Class::write(Reason::UnknownStatement)),
             Unit::Extended(frames) => {
                 // Folded as it goes: a batch of one statement (the usual case) shares that

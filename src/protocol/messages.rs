@@ -392,12 +392,15 @@ fn name_str(bytes: &[u8]) -> Option<&str> {
 
 /// Decode a Query payload into its text.
 #[must_use]
-pub fn decode_query(mut body: &[u8]) -> Option<&str> {
+pub fn decode_query(body: &[u8]) -> Option<&str> {
+    std::str::from_utf8(query_text(body)?).ok()
+}
+
+/// A Query's text as bytes, not yet validated as UTF-8 (what [`decode_query`] validates).
+#[must_use]
+pub fn query_text(mut body: &[u8]) -> Option<&[u8]> {
     let text = take_cstr(&mut body)?;
-    if !body.is_empty() {
-        return None;
-    }
-    std::str::from_utf8(text).ok()
+    body.is_empty().then_some(text)
 }
 
 /// Decode ParameterStatus.

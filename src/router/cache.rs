@@ -74,21 +74,22 @@ struct Key<'a> {
 /// [`InlineKey`] on the caller's stack if it fits (the common case: a lookup that hits
 /// allocates and moves nothing), else owned.
 enum KeyText<'a> {
-    Raw(&'a str),
+    /// The text's bytes (UTF-8).
+    Raw(&'a [u8]),
     Normalised(Cow<'a, [u8]>),
 }
 
 impl KeyText<'_> {
     fn matches(&self, stored: &[u8]) -> bool {
         match self {
-            KeyText::Raw(sql) => stored.strip_prefix(b"=") == Some(sql.as_bytes()),
+            KeyText::Raw(sql) => stored.strip_prefix(b"=") == Some(*sql),
             KeyText::Normalised(key) => stored == &**key,
         }
     }
 
     fn into_stored(self) -> Box<[u8]> {
         match self {
-            KeyText::Raw(sql) => [b"=", sql.as_bytes()].concat().into_boxed_slice(),
+            KeyText::Raw(sql) => [b"=".as_slice(), sql].concat().into_boxed_slice(),
             KeyText::Normalised(key) => key.into_owned().into_boxed_slice(),
         }
     }
@@ -97,7 +98,7 @@ impl KeyText<'_> {
 /// The normalised key of `sql` (`cache_key`'s): written into `buf` if it fits.
 fn normalised<'a>(sql: &str, buf: &'a mut InlineKey) -> Cow<'a, [u8]> {
     if sql.len() <= INLINE_KEY_TEXT_BYTES {
-        if plain_key_into(sql, buf).is_some() {
+        if plain_key_into(sql.as_bytes(), buf).is_some() {
             if let Some(key) = buf.as_bytes() {
                 return Cow::Borrowed(key);
             }
@@ -191,6 +192,45 @@ impl Classifier {
         self.classify_keyed(sql, true)
     }
 
+    /// [`Classifier::classify_query`] for a simple Query's text as it came (`None`: it is not
+    /// UTF-8). A text of ASCII bytes only (the usual one) is UTF-8 without validating it, and
+    /// is looked up by the key of its bytes: the key, and so the answer, is its `str`'s. Any
+    /// other text, and a text not found, is validated first and classified as before.
+    #[must_use]
+    pub fn classify_query_text(&self, text: &[u8]) -> Option<Arc<Class>> {
+        if text.is_ascii() {
+            if let Some(class) = self.lookup_ascii(text) {
+                return Some(class);
+            }
+        }
+        let sql = std::str::from_utf8(text).ok()?;
+        Some(self.classify_query(sql))
+    }
+
+    /// The cached class of the ASCII text `text`, if its key is quickly made (the scan does
+    /// not decline it) and found; hits counted as `classify_keyed` counts them.
+    fn lookup_ascii(&self, text: &[u8]) -> Option<Arc<Class>> {
+        debug_assert!(text.is_ascii());
+        if !self.cacheable_len(text.len()) || text.len() > INLINE_KEY_TEXT_BYTES {
+            return None;
+        }
+        let mut buf = InlineKey::new();
+        plain_key_into(text, &mut buf)?;
+        let key = buf.as_bytes()?;
+        // Never empty: a key starts with its hint mark.
+        let (&first, rest) = key.split_first()?;
+        let key = if first == b'-' && rest == text {
+            self.raw_key_of(text)
+        } else {
+            Key { hash: self.hasher.hash(first, rest), text: KeyText::Normalised(Cow::Borrowed(key)) }
+        };
+        let class = self.lookup(&key)?;
+        if matches!(key.text, KeyText::Normalised(_)) {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+        }
+        Some(class)
+    }
+
     /// Look `sql` up by its key (a raw key only if `raw_unseen`: not looked up yet), else
     /// classify and remember.
     fn classify_keyed(&self, sql: &str, raw_unseen: bool) -> Arc<Class> {
@@ -264,7 +304,11 @@ impl Classifier {
     }
 
     fn cacheable(&self, sql: &str) -> bool {
-        self.per_shard > 0 && sql.len() <= MAX_CACHED_SQL_BYTES
+        self.cacheable_len(sql.len())
+    }
+
+    fn cacheable_len(&self, len: usize) -> bool {
+        self.per_shard > 0 && len <= MAX_CACHED_SQL_BYTES
     }
 
     /// The key `sql` is stored under (built in `buf` if it fits), or `None` if it is not cached
@@ -285,7 +329,12 @@ impl Classifier {
 
     /// `sql` keyed as it is.
     fn raw_key<'a>(&self, sql: &'a str) -> Key<'a> {
-        Key { hash: self.hasher.hash(b'=', sql.as_bytes()), text: KeyText::Raw(sql) }
+        self.raw_key_of(sql.as_bytes())
+    }
+
+    /// A UTF-8 text keyed as it is.
+    fn raw_key_of<'a>(&self, sql: &'a [u8]) -> Key<'a> {
+        Key { hash: self.hasher.hash(b'=', sql), text: KeyText::Raw(sql) }
     }
 
     fn shard(&self, key: u64) -> &Mutex<Shard> {
@@ -561,5 +610,36 @@ mod tests {
             h.join().unwrap();
         }
         assert!(c.cached() <= 64);
+    }
+
+    /// A Query's text as bytes gets the class its `str` gets, from the same entry; a text
+    /// that is not UTF-8 gets none (the caller treats it as an unknown statement), even where
+    /// its bytes would make the key of a cached text (a string's bytes become a placeholder).
+    #[test]
+    fn a_query_text_as_bytes_is_classified_as_its_str() {
+        let c = Classifier::new(100, vec![]);
+        for sql in [
+            "SELECT * FROM t WHERE name = 'a'",
+            "UPDATE t SET a = a + -5 WHERE id = 12345;",
+            "SELECT 1",
+            "BEGIN;",
+            "/* sluice: replica */ SELECT * FROM t WHERE id = 4",
+            "SELECT 'ü', é FROM t",
+            "EXPLAIN SELECT 1",
+        ] {
+            let by_str = c.classify_query(sql);
+            let by_bytes = c.classify_query_text(sql.as_bytes()).unwrap();
+            assert!(Arc::ptr_eq(&by_str, &by_bytes), "{sql}");
+        }
+        let (hits, misses) = c.cache_counts();
+        assert_eq!(misses, 7);
+        // Every text but `BEGIN;` and the EXPLAIN (keyed as they are: not counted) hit by its
+        // normalised key.
+        assert_eq!(hits, 5);
+        // `SELECT * FROM t WHERE name = 'a'` is cached; a string of an invalid byte keys alike.
+        assert!(c
+            .classify_query_text(&[b"SELECT * FROM t WHERE name = '".as_slice(), &[0xff], b"'"].concat())
+            .is_none());
+        assert!(c.classify_query_text(&[b"SELECT 1".as_slice(), &[0xc3]].concat()).is_none());
     }
 }

@@ -22,8 +22,8 @@
 //! for numbers, quoted forms and comments, so both see the same token boundaries.
 
 use super::lexer::{
-    block_comment_end, is_ident_byte, is_ident_start, is_space, leading_hint, line_comment_end, number_end, quoted_end,
-    Kind, Lexer, Token,
+    block_comment_end, is_ident_byte, is_space, leading_hint, line_comment_end, number_end, quoted_end, Kind, Lexer,
+    Token,
 };
 use super::Hint;
 
@@ -46,22 +46,24 @@ pub(crate) const INLINE_KEY_TEXT_BYTES: usize = 255;
 pub(crate) trait KeyOut {
     /// Append one ASCII byte (a mark, a gap or a placeholder).
     fn push_mark(&mut self, mark: u8);
-    /// Append `sql[from..to]` (`from` and `to` are token boundaries, so character boundaries).
-    fn push_piece(&mut self, sql: &str, from: usize, to: usize);
+    /// Append `sql[from..to]` (`from` and `to` are token boundaries: in a text that is UTF-8,
+    /// character boundaries).
+    fn push_piece(&mut self, sql: &[u8], from: usize, to: usize);
 }
 
-impl KeyOut for String {
+impl KeyOut for Vec<u8> {
     fn push_mark(&mut self, mark: u8) {
-        self.push(char::from(mark));
+        self.push(mark);
     }
 
-    fn push_piece(&mut self, sql: &str, from: usize, to: usize) {
-        self.push_str(&sql[from..to]);
+    fn push_piece(&mut self, sql: &[u8], from: usize, to: usize) {
+        self.extend_from_slice(&sql[from..to]);
     }
 }
 
 /// A key built in place, for texts of at most [`INLINE_KEY_TEXT_BYTES`]. Filled only from
-/// pieces of a `str` cut at character boundaries and ASCII marks, so its bytes are UTF-8.
+/// pieces of a UTF-8 text (a `str`, or bytes known to be ASCII) cut at token boundaries and
+/// ASCII marks, so its bytes are UTF-8.
 pub(crate) struct InlineKey {
     bytes: [u8; INLINE_KEY_TEXT_BYTES + 1],
     len: usize,
@@ -97,10 +99,8 @@ impl KeyOut for InlineKey {
         self.push_bytes(&[mark]);
     }
 
-    fn push_piece(&mut self, sql: &str, from: usize, to: usize) {
-        // Bytes, not `&sql[from..to]`: the two character-boundary checks are not needed.
-        debug_assert!(sql.is_char_boundary(from) && sql.is_char_boundary(to));
-        match sql.as_bytes().get(from..to) {
+    fn push_piece(&mut self, sql: &[u8], from: usize, to: usize) {
+        match sql.get(from..to) {
             Some(piece) => self.push_bytes(piece),
             None => self.overflowed = true,
         }
@@ -118,10 +118,8 @@ fn hint_mark(sql: &str) -> u8 {
 
 /// True if `sql` starts with whitespace or what may be a comment: only then can it carry a
 /// hint or need trivia skipped before its first token.
-fn starts_with_trivia(sql: &str) -> bool {
-    sql.as_bytes()
-        .first()
-        .is_some_and(|&b| matches!(ACTS[usize::from(b)], Act::Blank | Act::Space | Act::Dash | Act::Slash))
+fn starts_with_trivia(sql: &[u8]) -> bool {
+    sql.first().is_some_and(|&b| matches!(ACTS[usize::from(b)], Act::Blank | Act::Space | Act::Dash | Act::Slash))
 }
 
 /// The key of `sql` in one pass over its bytes, or `None` if the text has anything this scanner
@@ -132,94 +130,118 @@ fn starts_with_trivia(sql: &str) -> bool {
 /// The key is the text with runs copied as they are; only gaps (trivia between two tokens) and
 /// plain literals are rewritten, so the scan only needs to find where each token ends.
 pub(crate) fn plain_key(sql: &str) -> Option<String> {
-    let mut key = String::with_capacity(sql.len() + 1);
-    plain_key_into(sql, &mut key)?;
-    Some(key)
+    let mut key = Vec::with_capacity(sql.len() + 1);
+    plain_key_into(sql.as_bytes(), &mut key)?;
+    // Pieces of a `str` cut at token boundaries and ASCII marks: UTF-8.
+    String::from_utf8(key).ok()
 }
 
 /// [`plain_key`] written to `key` (half-written if `None`).
 ///
-/// One dispatch per token on its first byte's [`Act`] (a jump table); a word's remaining
-/// bytes, the most common, are consumed by [`ident_end`]'s loop alone, and the blank after it,
-/// if it is the whole gap, with the word ([`blank_after`]); a decimal integer is keyed in place.
-pub(crate) fn plain_key_into(sql: &str, key: &mut impl KeyOut) -> Option<()> {
-    let bytes = sql.as_bytes();
+/// Most bytes of a statement are copied into the key as they are whatever comes before or
+/// after them (letters, `_`, non-ASCII bytes, punctuation and operator bytes): [`quiet_end`]
+/// steps over a run of them with one table load per byte, and only the other bytes are looked
+/// at one by one. Where a decision needs a word's start (a digit or `$` that continues a word, a
+/// letter prefixing a string), it is read from the byte before: every byte from `seg` on was
+/// stepped over by this loop, outside any literal, quoted form or gap, so an identifier byte
+/// there is part of a word. Two lexer decisions are taken more widely than the lexer takes them
+/// (the text is then left to [`lexed_key`], which keys it the same way): any `'` right after
+/// `e`, `b`, `x` or `n`, any `&` between `u` and a quote, and any `explain` inside a word.
+///
+/// Bytes, so that a text known to be ASCII is keyed without validating it as UTF-8 first
+/// (`Classifier::classify_query_text`); the key of a `str`'s bytes is that `str`'s.
+pub(crate) fn plain_key_into(sql: &[u8], key: &mut impl KeyOut) -> Option<()> {
+    let bytes = sql;
     let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
     // The usual text starts with its first token: no hint, no trivia to skip.
     let mut i = 0;
-    if starts_with_trivia(sql) {
-        key.push_mark(hint_mark(sql));
+    if starts_with_trivia(bytes) {
+        // Trivia first: its end is found before the hint is read (an unterminated comment
+        // declines), so the text up to there is whitespace and whole comments.
         i = skip_trivia(bytes, 0)?.0;
+        key.push_mark(hint_mark(std::str::from_utf8(bytes.get(..i)?).ok()?));
     } else {
         key.push_mark(b'-');
     }
     // Start of the text not yet copied into the key.
     let mut run = i;
-    while let Some(&b) = bytes.get(i) {
+    // Start of the bytes this loop stepped over since the last literal, quoted form or gap.
+    let mut seg = i;
+    // True if the byte before `i` is an identifier byte this loop stepped over: `i` is then
+    // inside a word.
+    let in_word = |i: usize, seg: usize| i > seg && CLASSES[usize::from(bytes[i - 1])] & IDENT != 0;
+    loop {
+        i = quiet_end(bytes, i);
+        let Some(&b) = bytes.get(i) else { break };
         match ACTS[usize::from(b)] {
-            Act::Word => i = blank_after(bytes, ident_end(bytes, i + 1)),
-            Act::Prefix => i = blank_after(bytes, prefix_word_end(bytes, i)?),
             // The usual gap: one blank between two tokens, which the key keeps as it is, so the
             // run goes on (fewer, longer pieces).
             Act::Blank if plain_blank(bytes, i + 1) => i += 1,
-            Act::Blank | Act::Space => (i, run) = key_gap(sql, i, run, key)?,
-            Act::Dash if at(i + 1) == b'-' => (i, run) = key_gap(sql, i, run, key)?,
-            Act::Slash if at(i + 1) == b'*' => (i, run) = key_gap(sql, i, run, key)?,
+            Act::Blank | Act::Space => (i, run, seg) = key_gap(sql, i, run, key)?,
+            Act::Dash if at(i + 1) == b'-' => (i, run, seg) = key_gap(sql, i, run, key)?,
+            Act::Slash if at(i + 1) == b'*' => (i, run, seg) = key_gap(sql, i, run, key)?,
+            // `E'`, `B'`, `X'`, `N'` (or a word ending in one of those letters: declined too).
+            Act::Quote if i > seg && matches!(bytes[i - 1] | 0x20, b'e' | b'b' | b'x' | b'n') => return None,
             Act::Quote => {
                 let end = quoted_end(bytes, i + 1, b'\'', false)?;
                 key.push_piece(sql, run, i);
                 key.push_mark(STRING);
-                (i, run) = (end, end);
+                (i, run, seg) = (end, end, end);
             }
+            // A digit or `$` inside a word (`t1`, `a$b`): the word goes on.
+            Act::Digit | Act::Dollar if in_word(i, seg) => i = ident_end(bytes, i + 1),
             // The usual inlined value, a decimal integer, here; any other number in `key_number`.
             Act::Digit => match integer_end(bytes, i) {
                 Some(end) => {
                     key.push_piece(sql, run, i);
                     key.push_mark(NUMBER);
-                    (i, run) = (end, end);
+                    (i, run, seg) = (end, end, end);
                 }
-                None => (i, run) = key_number(sql, i, run, key),
+                None => (i, run, seg) = key_number(sql, i, run, key),
             },
-            Act::Dot if at(i + 1).is_ascii_digit() => (i, run) = key_number(sql, i, run, key),
-            Act::DoubleQuote => i = quoted_end(bytes, i + 1, b'"', false)?,
+            Act::Dot if at(i + 1).is_ascii_digit() => (i, run, seg) = key_number(sql, i, run, key),
+            Act::DoubleQuote => {
+                i = quoted_end(bytes, i + 1, b'"', false)?;
+                seg = i;
+            }
             // `$1`; a dollar quote or a lone `$` is left to the lexer.
             Act::Dollar if at(i + 1).is_ascii_digit() => {
                 i += 2;
                 while at(i).is_ascii_digit() {
                     i += 1;
                 }
+                seg = i;
             }
             Act::Dollar => return None,
-            // `(`, `)`, `;`, `,`, `.`, `::` and operator bytes: copied as they are.
-            Act::Copy | Act::Dash | Act::Slash | Act::Dot => i += 1,
+            // `U&'` or `U&"` (or a word ending in `u`, then `&` and a quote: declined too).
+            Act::Amp if i > seg && bytes[i - 1] | 0x20 == b'u' && matches!(at(i + 1), b'\'' | b'"') => return None,
+            // An `x` inside `explain` (as a word, or inside a longer one: declined too).
+            Act::Ex if i > seg && bytes[i - 1] | 0x20 == b'e' && is_plain_after_x(bytes, i + 1) => return None,
+            // `-`, `/`, `.`, `&` and `x` that need no more: copied as they are.
+            Act::Quiet | Act::Dash | Act::Slash | Act::Dot | Act::Amp | Act::Ex => i += 1,
         }
     }
     key.push_piece(sql, run, bytes.len());
     Some(())
 }
 
+/// True if `plain` (any case) starts at `i`: with the `ex` before it, `explain`.
+#[cold]
+fn is_plain_after_x(bytes: &[u8], i: usize) -> bool {
+    bytes.get(i..i + 5).is_some_and(|w| w.eq_ignore_ascii_case(b"plain"))
+}
+
 /// The gap (trivia) at `i` keyed as one mark, dropped at the end of the text (the text before
-/// it is copied first). Returns where scanning and the uncopied run continue, or `None` if a
-/// comment never ends.
+/// it is copied first). Returns where scanning, the uncopied run and the segment continue, or
+/// `None` if a comment never ends.
 #[inline]
-fn key_gap(sql: &str, i: usize, run: usize, key: &mut impl KeyOut) -> Option<(usize, usize)> {
-    let (end, newline) = skip_trivia(sql.as_bytes(), i)?;
+fn key_gap(sql: &[u8], i: usize, run: usize, key: &mut impl KeyOut) -> Option<(usize, usize, usize)> {
+    let (end, newline) = skip_trivia(sql, i)?;
     key.push_piece(sql, run, i);
     if end < sql.len() {
         key.push_mark(if newline { b'\n' } else { b' ' });
     }
-    Some((end, end))
-}
-
-/// `i` (the end of a word), past the blank there if it is a whole gap the key keeps as it is
-/// (most words are followed by one): the blank then costs no dispatch of its own.
-#[inline]
-fn blank_after(bytes: &[u8], i: usize) -> usize {
-    if bytes.get(i) == Some(&b' ') && plain_blank(bytes, i + 1) {
-        i + 1
-    } else {
-        i
-    }
+    Some((end, end, end))
 }
 
 /// True if the blank before `next` is a whole gap the key keeps as it is: a token follows it
@@ -239,10 +261,10 @@ fn plain_blank(bytes: &[u8], next: usize) -> bool {
 }
 
 /// The number at `i` keyed: a plain one becomes a placeholder (the text before it is copied
-/// first). Returns where scanning and the uncopied run continue.
+/// first). Returns where scanning, the uncopied run and the segment continue.
 #[inline]
-fn key_number(sql: &str, i: usize, run: usize, key: &mut impl KeyOut) -> (usize, usize) {
-    let bytes = sql.as_bytes();
+fn key_number(sql: &[u8], i: usize, run: usize, key: &mut impl KeyOut) -> (usize, usize, usize) {
+    let bytes = sql;
     let (end, plain) = match integer_end(bytes, i) {
         Some(end) => (end, true),
         None => {
@@ -251,23 +273,20 @@ fn key_number(sql: &str, i: usize, run: usize, key: &mut impl KeyOut) -> (usize,
         }
     };
     if !plain {
-        return (end, run);
+        return (end, run, end);
     }
     key.push_piece(sql, run, i);
     key.push_mark(NUMBER);
-    (end, end)
+    (end, end, end)
 }
 
-/// What [`plain_key_into`] does at a token's first byte.
+/// What [`plain_key_into`] does at a byte.
 #[derive(Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 enum Act {
-    /// Punctuation and operator bytes: one byte, copied.
-    Copy,
-    /// A word that cannot be a string prefix or `EXPLAIN`.
-    Word,
-    /// A word starting with `e`, `b`, `x`, `n` or `u` (either case): may be `E'`, `U&'`, ...
-    /// or `EXPLAIN`.
-    Prefix,
+    /// Letters (but `x`), `_`, non-ASCII bytes, punctuation and operator bytes (but those
+    /// below): copied as they are, whatever is around them.
+    Quiet,
     /// `' '`.
     Blank,
     /// Other whitespace.
@@ -279,10 +298,14 @@ enum Act {
     Dot,
     DoubleQuote,
     Dollar,
+    /// `&`: may be `U&'` or `U&"`.
+    Amp,
+    /// `x` or `X`: may be in `EXPLAIN`.
+    Ex,
 }
 
 const ACTS: [Act; 256] = {
-    let mut t = [Act::Copy; 256];
+    let mut t = [Act::Quiet; 256];
     let mut b = 0;
     while b < 256 {
         let c = b as u8;
@@ -295,10 +318,10 @@ const ACTS: [Act; 256] = {
             b'.' => Act::Dot,
             b'"' => Act::DoubleQuote,
             b'$' => Act::Dollar,
-            b'e' | b'E' | b'b' | b'B' | b'x' | b'X' | b'n' | b'N' | b'u' | b'U' => Act::Prefix,
+            b'&' => Act::Amp,
+            b'x' | b'X' => Act::Ex,
             _ if is_space(c) => Act::Space,
-            _ if is_ident_start(c) => Act::Word,
-            _ => Act::Copy,
+            _ => Act::Quiet,
         };
         b += 1;
     }
@@ -322,6 +345,68 @@ const CLASSES: [u8; 256] = {
     }
     t
 };
+
+/// The first byte from `i` on that [`plain_key_into`] must look at: one that is not
+/// [`Act::Quiet`], or a blank not followed by what surely starts a token. Eight bytes at a time
+/// ([`stop_lanes`]): a run of quiet bytes and plain blanks is most of a statement
+/// (`UPDATE pgbench_accounts SET abalance = abalance + `), where a loop over bytes stopped at
+/// every blank. A byte that stops the scan at once is answered without the lanes (the byte after
+/// a literal or a blank before one); the last bytes (fewer than eight) one at a time, stopping
+/// at every blank.
+#[inline]
+fn quiet_end(bytes: &[u8], mut i: usize) -> usize {
+    if bytes.get(i).is_some_and(|&b| !matches!(ACTS[usize::from(b)], Act::Quiet | Act::Blank)) {
+        return i;
+    }
+    // Nine bytes: the eight looked at, and the one after them (for a blank in the last lane).
+    while let Some(&[b0, b1, b2, b3, b4, b5, b6, b7, next]) = bytes.get(i..).and_then(<[u8]>::first_chunk::<9>) {
+        let stops = stop_lanes(u64::from_le_bytes([b0, b1, b2, b3, b4, b5, b6, b7]), next);
+        if stops != 0 {
+            return i + (stops.trailing_zeros() / 8) as usize;
+        }
+        i += 8;
+    }
+    let rest = bytes.get(i..).unwrap_or_default();
+    i + rest.iter().position(|&b| ACTS[usize::from(b)] != Act::Quiet).unwrap_or(rest.len())
+}
+
+/// Every lane's low bit, and high bit.
+const LOWS: u64 = u64::from_le_bytes([0x01; 8]);
+const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+
+/// The high bit of each lane of `x` (every lane below 0x80) below `c`.
+#[inline]
+fn lanes_below(x: u64, c: u8) -> u64 {
+    !(x + LOWS * u64::from(0x80 - c))
+}
+
+/// The high bit of each lane of `x` (every lane below 0x80) in `lo..=hi`.
+#[inline]
+fn lanes_within(x: u64, lo: u8, hi: u8) -> u64 {
+    (x + LOWS * u64::from(0x80 - lo)) & lanes_below(x, hi + 1)
+}
+
+/// The lanes (bytes, little-endian) of the eight text bytes `w` where [`plain_key_into`] must
+/// stop and look, as each lane's high bit, `next` being the byte after them: every byte that
+/// is not [`Act::Quiet`] but a blank (control bytes, `!`, `#` and `%` too, at the price of a
+/// look: one test covers all bytes below `(`), and a blank followed by a control byte,
+/// whitespace, `-`, `.` or `/` (it may be a gap of its own or start a comment). Bytes of 0x80
+/// and above are identifier bytes, never a stop (a blank before one whose low seven bits are
+/// below `!` or `-` to `/`, a UTF-8 continuation byte, is). Every other lane is a byte the scan
+/// copies with nothing more to do (`stop_lanes_agree_with_the_byte_rules`). The sums stay
+/// within their lane: every lane of `x` is below 0x80.
+#[inline]
+fn stop_lanes(w: u64, next: u8) -> u64 {
+    let x = w & !HIGHS;
+    let below_paren = lanes_below(x, b'(');
+    let blanks = !((x ^ (LOWS * 0x20)) + LOWS * 0x7f);
+    let dash_to_nine = lanes_within(x, b'-', b'9');
+    let exes = !(((x | (LOWS * 0x20)) ^ (LOWS * 0x78)) + LOWS * 0x7f);
+    let gap_starts = lanes_below(x, b'!') | lanes_within(x, b'-', b'/');
+    let next_gap = u64::from(next < b'!' || matches!(next, b'-'..=b'/'));
+    let unsure_blanks = blanks & ((gap_starts >> 8) | (next_gap << 63));
+    ((below_paren & !blanks) | dash_to_nine | exes | unsure_blanks) & !w & HIGHS
+}
 
 /// The end of the identifier bytes from `i` on (an iterator: no bounds check per byte).
 #[inline]
@@ -353,34 +438,6 @@ fn skip_trivia(bytes: &[u8], mut i: usize) -> Option<(usize, bool)> {
         newline |= bytes[i..end].contains(&b'\n');
         i = end;
     }
-}
-
-/// The end of the word starting at `start` (an [`Act::Prefix`] byte), or `None` for a prefixed
-/// string or identifier (`E'..'`, `B'..'`, `X'..'`, `N'..'`, `U&'..'`, `U&".."`) or the word
-/// `EXPLAIN`. A prefix's quote or `&` is not a word byte, so only a one-letter word can be one.
-#[inline]
-fn prefix_word_end(bytes: &[u8], start: usize) -> Option<usize> {
-    let end = ident_end(bytes, start + 1);
-    // Only a word of one letter or of seven can be declined: the usual word goes on at once.
-    match end - start {
-        1 | 7 => plain_word(bytes, start, end).then_some(end),
-        _ => Some(end),
-    }
-}
-
-/// [`prefix_word_end`]'s test for a word (`start..end`) of one or seven letters: false if it
-/// starts a prefixed string or identifier or is `EXPLAIN`.
-#[cold]
-fn plain_word(bytes: &[u8], start: usize, end: usize) -> bool {
-    let at = |i: usize| bytes.get(i).copied().unwrap_or(0);
-    if end == start + 1 {
-        match (bytes[start].to_ascii_lowercase(), at(start + 1)) {
-            (b'e' | b'b' | b'x' | b'n', b'\'') => return false,
-            (b'u', b'&') if matches!(at(start + 2), b'\'' | b'"') => return false,
-            _ => {}
-        }
-    }
-    !bytes[start..end].eq_ignore_ascii_case(b"explain")
 }
 
 /// The cache key of `sql` through the lexer: the reference [`plain_key`] must agree with.
@@ -433,15 +490,15 @@ fn push_gap(key: &mut String, sql: &str, prev_end: Option<usize>, start: usize) 
 fn push_token(key: &mut String, sql: &str, t: Token, literals: bool) {
     let text = t.text(sql);
     match t.kind {
-        Kind::Number if literals && is_plain_number(text) => key.push(char::from(NUMBER)),
+        Kind::Number if literals && is_plain_number(text.as_bytes()) => key.push(char::from(NUMBER)),
         Kind::String if literals && is_plain_string(text) => key.push(char::from(STRING)),
         _ => key.push_str(text),
     }
 }
 
 /// Digits with at most one `.` (no exponent, radix prefix or separators).
-fn is_plain_number(text: &str) -> bool {
-    text.bytes().filter(|&b| b == b'.').count() <= 1 && text.bytes().all(|b| b.is_ascii_digit() || b == b'.')
+fn is_plain_number(text: &[u8]) -> bool {
+    text.iter().filter(|&&b| b == b'.').count() <= 1 && text.iter().all(|&b| b.is_ascii_digit() || b == b'.')
 }
 
 /// The end of the decimal integer at `start` (`42`), or `None` if the number may go on in a
@@ -533,13 +590,24 @@ mod tests {
         // Words of seven letters that may start a prefixed string: only `EXPLAIN` is declined.
         "SELECT a BETWEEN 1 AND 2, explode(b), unknown, Explain1, bigints",
         "SELECT x FROM t WHERE eXpLaIn",
+        // Numbers a letter or a quote follows; prefixes and `explain` inside longer words.
+        "SELECT 0b12, 0o78, 0x1e'a', 1e'x', 0b'1', 0x'1', 1u&'x', 12e, 1.5e'x'",
+        "SELECT a1e'x', t1.c2, a$1$2, x1, max(x), 1explain, ab u&'x', menu&'x', u&x, t.explain_x",
+        "SELECT \"a\"1, 'a'1, $1a, $1'x', \"x\"'y', \"e\"'z', 'e''x'",
+        // Blanks and runs across eight-byte chunks.
+        "SELECT a  b,  c\t, d\n\ne, 'a'  'b', f -- x\n",
+        "SELECT abcdefg , hijklmn  opq, rstuvwx\t yz, abcdefg -1, abcdefg /2, abcdef /*c*/ 2",
+        "UPDATE pgbench_accounts SET abalance = abalance + -4321 WHERE aid = 12345;  ",
+        "SELECT 1 FROM t WHERE a = 'x' AND b = 12345678 AND c = 'it''s'        ",
+        "SELECT é ¢, a \u{a0}b, \u{80}\u{7ff} ¡ 'ü' x",
+        "SELECT (a),(b)#%c+d*e,f FROM t WHERE a=1 AND b=$2 AND c=$3::int",
     ];
 
     /// The scanner's key, written to a `String` and to an [`InlineKey`], is the lexer's (or the
     /// scanner declines with both).
     fn agrees(sql: &str) -> bool {
         let mut inline = InlineKey::new();
-        let inline = plain_key_into(sql, &mut inline).and_then(|()| inline.as_bytes().map(<[u8]>::to_vec));
+        let inline = plain_key_into(sql.as_bytes(), &mut inline).and_then(|()| inline.as_bytes().map(<[u8]>::to_vec));
         let plain = plain_key(sql);
         inline.as_deref() == plain.as_deref().map(str::as_bytes) && plain.is_none_or(|k| k == lexed_key(sql))
     }
@@ -557,7 +625,7 @@ mod tests {
             let bytes = text.as_bytes();
             if let Some(end) = integer_end(bytes, 0) {
                 assert_eq!(end, number_end(bytes, 0), "{text:?}");
-                assert!(is_plain_number(&text[..end]), "{text:?}");
+                assert!(is_plain_number(&bytes[..end]), "{text:?}");
             }
         }
         assert_eq!(integer_end(b"42;", 0), Some(2));
@@ -582,11 +650,51 @@ mod tests {
         }
     }
 
+    /// What the scan would do at byte `b` (followed by `next`, if any) by the byte rules: true if
+    /// it copies it and goes on with nothing more to do.
+    fn passes(b: u8, next: Option<u8>) -> bool {
+        match ACTS[usize::from(b)] {
+            Act::Quiet => true,
+            Act::Blank => plain_blank(&[b' ', next.unwrap_or(b' ')], 1) && next.is_some(),
+            _ => false,
+        }
+    }
+
+    #[test]
+    fn stop_lanes_agree_with_the_byte_rules() {
+        // Every byte in every lane, before every byte (in the next lane, or after the chunk): a
+        // lane passed over must be a byte the byte rules pass; the lanes stopped at beyond
+        // those are the documented few.
+        for lane in 0..8 {
+            for b in 0..=255u8 {
+                for next in 0..=255u8 {
+                    let mut chunk = [b'a'; 9];
+                    chunk[lane] = b;
+                    chunk[lane + 1] = next;
+                    let word = u64::from_le_bytes(chunk[..8].try_into().unwrap());
+                    let stops = stop_lanes(word, chunk[8]);
+                    let stopped = stops & (0x80 << (8 * lane)) != 0;
+                    let known_next = Some(next);
+                    let extra = matches!(b, 0..=0x08 | 0x0e..=0x1f | b'!' | b'#' | b'%')
+                        || (b == b' '
+                            && (matches!(next, 0..=0x08 | 0x0e..=0x1f | b'-'..=b'/')
+                                || (lane < 7
+                                    && next >= 0x80
+                                    && (next & 0x7f < 0x21 || matches!(next & 0x7f, 0x2d..=0x2f)))));
+                    assert_eq!(stopped, !passes(b, known_next) || extra, "byte {b:#x} in lane {lane} before {next:#x}");
+                    // The lanes of `a` before it pass.
+                    assert_eq!(stops & ((0x80 << (8 * lane)) - 1), 0, "byte {b:#x} in lane {lane}");
+                }
+            }
+        }
+    }
+
     /// Pieces that start or end tokens, to build texts that hit the scanner's edges.
     const PIECES: &[&str] = &[
         "SELECT", "a", "e", "E", "x", "b", "n", "u", "U&", "&", "explain", "_", "é", "1", "0", "5", ".", "e5", "x1F",
         "_0", "'", "''", "\"", "$", "$1", "$$", "--", "-", "/*", "*/", "/", "*", " ", "\n", "\r", "\t", ":", "::", ";",
-        ",", "(", ")", "<", "=", "+", "\u{1}", "\\",
+        ",", "(", ")", "<", "=", "+", "\u{1}", "\\", "1e", "0b", "0x", "t1", "a$", "X", "ab", "plain", "ex", "  ",
+        "abcdefgh", "#", "\u{a0}",
     ];
 
     proptest! {

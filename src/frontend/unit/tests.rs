@@ -294,3 +294,28 @@ fn classifying_keeps_the_definitions_for_translating() {
     let (_, r) = Unit::extended(vec![bind("s1"), bind("s1"), bind("s1"), sync()]).classify(&statements, &classifier);
     assert!(same(r.at(0), "s1") && same(r.at(1), "s1") && r.at(2).is_none());
 }
+
+/// A Query whose text is not UTF-8 is an unknown statement (a write), also where its bytes
+/// would make the cache key of a text already classified (a string's bytes are a placeholder
+/// in the key) and where its text is ASCII up to the bad byte; an ASCII text gets its class.
+#[test]
+fn a_query_text_that_is_not_utf8_is_an_unknown_statement() {
+    let classifier = Classifier::new(64, Vec::new());
+    let statements = Statements::default();
+    let raw_query = |text: &[u8]| {
+        let mut b = BytesMut::new();
+        b.extend_from_slice(b"Q");
+        b.extend_from_slice(&i32::try_from(text.len() + 5).unwrap().to_be_bytes());
+        b.extend_from_slice(text);
+        b.extend_from_slice(&[0]);
+        Unit::Simple(Frame::from_bytes(b.freeze()))
+    };
+    let (read, _) = query("SELECT * FROM t WHERE name = 'a'").classify(&statements, &classifier);
+    assert_eq!(read.access, Access::Read);
+    let (again, _) = raw_query(b"SELECT * FROM t WHERE name = 'b'").classify(&statements, &classifier);
+    assert!(Arc::ptr_eq(&read, &again));
+    for text in [b"SELECT * FROM t WHERE name = '\xff'".as_slice(), b"SELECT 1\xc3", b"\xe9"] {
+        let (class, _) = raw_query(text).classify(&statements, &classifier);
+        assert_eq!((class.access, class.reason), (Access::Write, Reason::UnknownStatement), "{text:?}");
+    }
+}
