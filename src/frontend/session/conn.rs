@@ -286,7 +286,7 @@ impl Session<'_> {
     /// routed by.
     pub(super) fn hold(&mut self, mut checkout: Checkout, mode: PoolMode) {
         self.key().set_target(Some(checkout.conn().cancel_target()));
-        self.held = Some(Box::new(Held { checkout }));
+        self.held = Some(Held { checkout });
         let session_pooling = mode == PoolMode::Session;
         self.state = self.state.after(Event::Acquired { session_pooling });
     }

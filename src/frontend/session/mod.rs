@@ -166,9 +166,10 @@ pub struct Session<'a> {
     client: FrameReader<MaybeTls>,
     /// Shared with the sessions that logged in with the same parameters; copied on change.
     params: Arc<SessionParams>,
-    /// Boxed: 8 bytes in every idle client's future instead of 64, for one allocation per
-    /// checkout (made in `hold`, freed at release).
-    held: Option<Box<Held>>,
+    /// Inline, not boxed: 56 bytes in every idle client's future instead of 8 (~0.5 MiB for
+    /// 10,000 idle clients), for no allocation per checkout (a `Box` cost a `malloc` in `hold`
+    /// and a `free` at release: ~150 instructions per unit).
+    held: Option<Held>,
     /// Why `held` is held, its transaction status and extended block.
     state: SessionState,
     /// The classifier of this session's database.
