@@ -262,6 +262,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if let Ok(Some((_, total))) = peek_header(&self.buf, self.max) {
             want = want.max(total.saturating_sub(self.buf.len()).min(MAX_READ));
         }
+        if self.buf.capacity() == 0 && want <= kept::MAX_KEPT_BYTES {
+            if let Some(buf) = kept::take() {
+                self.buf = buf;
+            }
+        }
         if self.buf.capacity() - self.buf.len() < want {
             self.buf.reserve(want);
         }
@@ -453,11 +458,12 @@ impl<R: AsyncRead + WaitReadable + Unpin> FrameReader<R> {
         }
     }
 
-    /// Free an empty buffer's room.
+    /// Give an empty buffer's room back: to this thread's kept buffers (the next reader to
+    /// need one takes it, see `kept`), or to the allocator.
     fn give_back_buffer(&mut self) {
         debug_assert!(self.buf.is_empty());
         if self.buf.capacity() > 0 {
-            self.buf = BytesMut::new();
+            kept::put(std::mem::take(&mut self.buf));
         }
     }
 }
@@ -512,6 +518,7 @@ pub(crate) fn nul_position(b: &[u8]) -> Option<usize> {
     words.remainder().iter().position(|&c| c == 0).map(|p| at + p)
 }
 
+mod kept;
 mod run;
 
 #[cfg(test)]
