@@ -151,12 +151,11 @@ mod tests {
     /// Every idle client keeps its task: what the login sends (SCRAM's SASLFinal carried to
     /// the login's reply) must not stay in it. 264 bytes in a debug build when the SASLFinal
     /// was carried; passing it into `Session::run` made it 328, awaiting the login beside the
-    /// session 496. 312 since the session holds its server connection inline (`Session::held`,
-    /// 48 bytes more, for no allocation per checkout).
+    /// session 496.
     #[test]
     fn an_idle_clients_task_keeps_nothing_of_its_login() {
         let size = future_size::<Box<(TcpStream, SocketAddr)>, ClientCount, _, _>(&serve_client);
-        assert!(size <= 312, "the client's task is {size} bytes");
+        assert!(size <= 264, "the client's task is {size} bytes");
     }
 
     #[test]

@@ -278,7 +278,7 @@ impl Session<'_> {
         } else {
             Ok(())
         };
-        self.held = Some(held);
+        self.held.put(held);
         result
     }
 
@@ -286,7 +286,7 @@ impl Session<'_> {
     /// routed by.
     pub(super) fn hold(&mut self, mut checkout: Checkout, mode: PoolMode) {
         self.key().set_target(Some(checkout.conn().cancel_target()));
-        self.held = Some(Held { checkout });
+        self.held.put(Held { checkout });
         let session_pooling = mode == PoolMode::Session;
         self.state = self.state.after(Event::Acquired { session_pooling });
     }
