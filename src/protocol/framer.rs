@@ -262,11 +262,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         if let Ok(Some((_, total))) = peek_header(&self.buf, self.max) {
             want = want.max(total.saturating_sub(self.buf.len()).min(MAX_READ));
         }
-        if self.buf.capacity() == 0 && want <= kept::MAX_KEPT_BYTES {
-            if let Some(buf) = kept::take() {
-                self.buf = buf;
-            }
-        }
         if self.buf.capacity() - self.buf.len() < want {
             self.buf.reserve(want);
         }
@@ -439,6 +434,12 @@ impl<R: AsyncRead + WaitReadable + Unpin> FrameReader<R> {
             if self.buf.is_empty() {
                 self.give_back_buffer();
                 std::task::ready!(self.io.poll_readable(cx))?;
+                // Here, not in every read's `make_room`: only a lean wait gives buffers back.
+                if self.sizer.next() <= kept::MAX_KEPT_BYTES {
+                    if let Some(buf) = kept::take() {
+                        self.buf = buf;
+                    }
+                }
             }
             let got = match self.poll_fill(cx) {
                 Poll::Ready(got) => got?,
