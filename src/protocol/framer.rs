@@ -434,6 +434,12 @@ impl<R: AsyncRead + WaitReadable + Unpin> FrameReader<R> {
             if self.buf.is_empty() {
                 self.give_back_buffer();
                 std::task::ready!(self.io.poll_readable(cx))?;
+                // Here, not in every read's `make_room`: only a lean wait gives buffers back.
+                if self.sizer.next() <= kept::MAX_KEPT_BYTES {
+                    if let Some(buf) = kept::take() {
+                        self.buf = buf;
+                    }
+                }
             }
             let got = match self.poll_fill(cx) {
                 Poll::Ready(got) => got?,
@@ -453,11 +459,12 @@ impl<R: AsyncRead + WaitReadable + Unpin> FrameReader<R> {
         }
     }
 
-    /// Free an empty buffer's room.
+    /// Give an empty buffer's room back: to this thread's kept buffers (the next reader to
+    /// need one takes it, see `kept`), or to the allocator.
     fn give_back_buffer(&mut self) {
         debug_assert!(self.buf.is_empty());
         if self.buf.capacity() > 0 {
-            self.buf = BytesMut::new();
+            kept::put(std::mem::take(&mut self.buf));
         }
     }
 }
@@ -512,6 +519,7 @@ pub(crate) fn nul_position(b: &[u8]) -> Option<usize> {
     words.remainder().iter().position(|&c| c == 0).map(|p| at + p)
 }
 
+mod kept;
 mod run;
 
 #[cfg(test)]

@@ -271,14 +271,15 @@ impl Session<'_> {
     /// after a client `RESET ALL` (the server went back to its defaults, the session to its
     /// startup parameters): between units, bring it back before the next one runs.
     async fn resync_held(&mut self) -> Result<(), BackendError> {
-        let Some(mut held) = self.held.take() else { return Ok(()) };
         let between_units = self.state.tx() == TxStatus::Idle && self.state.block() == Block::Closed;
-        let result = if between_units && !held.checkout.conn().carries(self.params.settings()) {
-            self.prepare_conn(&mut held.checkout, SyncMode::RoundTrip).await
-        } else {
-            Ok(())
-        };
-        self.held = Some(held);
+        // Looked at in place: taken out and put back (56 bytes each way) only to be synced.
+        let settings = self.params.settings();
+        if !between_units || self.held.as_mut().is_none_or(|h| h.checkout.conn().carries(settings)) {
+            return Ok(());
+        }
+        let Some(mut held) = self.held.take() else { return Ok(()) };
+        let result = self.prepare_conn(&mut held.checkout, SyncMode::RoundTrip).await;
+        self.held.put(held);
         result
     }
 
@@ -286,7 +287,7 @@ impl Session<'_> {
     /// routed by.
     pub(super) fn hold(&mut self, mut checkout: Checkout, mode: PoolMode) {
         self.key().set_target(Some(checkout.conn().cancel_target()));
-        self.held = Some(Box::new(Held { checkout }));
+        self.held.put(Held { checkout });
         let session_pooling = mode == PoolMode::Session;
         self.state = self.state.after(Event::Acquired { session_pooling });
     }
