@@ -208,6 +208,12 @@ impl NodeMetrics {
         self.checkout_wait.observe(wait);
     }
 
+    /// A checkout of this node's connection took a free permit at once: a wait of zero,
+    /// observed without its conversions and the sum's add (of nothing).
+    pub fn checkout_not_waited(&self) {
+        self.checkout_wait.observe_zero();
+    }
+
     /// A state sync of `statements` statements was sent (or failed).
     pub fn state_sync(&self, outcome: SyncOutcome, statements: usize) {
         self.syncs[outcome as usize].inc();

@@ -3,7 +3,7 @@
 //! carries (parameters applied, statements prepared).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -103,10 +103,6 @@ pub struct ServerConn {
     prepared: PreparedStatements,
     /// The statement in the server's unnamed slot, if known.
     unnamed: Option<Arc<StmtKey>>,
-    /// When it was opened.
-    created: Instant,
-    /// When it was last released.
-    last_used: Instant,
     /// What it still owes (see [`Wire`]): updated by every send and every reply read.
     wire: Wire,
     /// The buffer a unit's messages for this server are put together in, kept empty between
@@ -169,8 +165,6 @@ impl ServerConn {
             sync_failed: false,
             prepared: PreparedStatements::new(spec.max_prepared_statements),
             unnamed: None,
-            created: Instant::now(),
-            last_used: Instant::now(),
             wire: Wire::default(),
             out: BytesMut::new(),
             kept_notifications: Vec::new(),
@@ -357,21 +351,6 @@ impl ServerConn {
         self.kept_notification_bytes = kept;
         self.kept_notifications.push(frame);
         Ok(())
-    }
-
-    /// Neither older than `lifetime` nor idle longer than `idle`.
-    pub(crate) fn fresh(&self, now: Instant, lifetime: Duration, idle: Duration) -> bool {
-        self.younger_than(now, lifetime) && now.saturating_duration_since(self.last_used) < idle
-    }
-
-    /// Not older than `lifetime` at `now`.
-    pub(crate) fn younger_than(&self, now: Instant, lifetime: Duration) -> bool {
-        now.saturating_duration_since(self.created) < lifetime
-    }
-
-    /// Released now (for the idle timeout).
-    pub(crate) fn touch(&mut self, now: Instant) {
-        self.last_used = now;
     }
 
     /// Write bytes to the server.

@@ -44,6 +44,11 @@ const MAX_SPELLINGS: usize = 1024;
 /// One bounded pool.
 pub struct Pool {
     spec: ArcSwap<ConnectSpec>,
+    /// `spec`'s node index, which a reload never changes (a pool is one node's): read per
+    /// unit without an arc-swap load.
+    node: usize,
+    /// The origin of this pool's [`Stamp`]s.
+    clock_base: Instant,
     /// Boxed on purpose: a checkout takes the box out and gives it back without copying the
     /// connection, and a session holding one carries a pointer.
     /// One list per session thread (one in the shared layout), indexed by
@@ -88,6 +93,11 @@ pub struct Pool {
     losses: AtomicU64,
 }
 
+/// A moment as nanoseconds since the pool's `clock_base`: a connection's ages are integer
+/// subtractions, not one `Instant` subtraction (a `Timespec` normalisation, ~37 instructions)
+/// per age tested. One clock read at a checkout and one at a release are made stamps once each.
+type Stamp = u64;
+
 /// A pool's server lifetime and idle timeout, in nanoseconds (saturated).
 struct ConnAges {
     lifetime: std::sync::atomic::AtomicU64,
@@ -107,10 +117,14 @@ impl ConnAges {
         self.idle.store(nanos(cfg.server_idle_timeout), Ordering::Relaxed);
     }
 
-    /// (server lifetime, server idle timeout)
-    fn get(&self) -> (Duration, Duration) {
-        let load = |a: &std::sync::atomic::AtomicU64| Duration::from_nanos(a.load(Ordering::Relaxed));
-        (load(&self.lifetime), load(&self.idle))
+    /// Server lifetime, in nanoseconds.
+    fn lifetime(&self) -> u64 {
+        self.lifetime.load(Ordering::Relaxed)
+    }
+
+    /// Server idle timeout, in nanoseconds.
+    fn idle(&self) -> u64 {
+        self.idle.load(Ordering::Relaxed)
     }
 }
 
@@ -204,12 +218,21 @@ struct Pooled {
     /// The pool's [`Pool::note_loss`] count when it was last put back: behind the current
     /// count, a sibling has been lost since, and this one may have gone with it.
     losses_seen: u64,
+    /// When it began to be opened (for the server lifetime).
+    opened: Stamp,
+    /// When it was last put back (for the idle timeout).
+    released: Stamp,
 }
 
 impl Pooled {
-    fn new(conn: ServerConn, sockets: &Arc<Sockets>) -> Box<Self> {
+    fn new(conn: ServerConn, sockets: &Arc<Sockets>, opened: Stamp) -> Box<Self> {
         let sever = sockets.enter(&conn);
-        Box::new(Self { conn, _sever: sever, home: crate::runtime::core(), losses_seen: 0 })
+        Box::new(Self { conn, _sever: sever, home: crate::runtime::core(), losses_seen: 0, opened, released: opened })
+    }
+
+    /// Not older than `lifetime` nanoseconds at `now`.
+    fn younger_than(&self, now: Stamp, lifetime: u64) -> bool {
+        now.saturating_sub(self.opened) < lifetime
     }
 }
 
@@ -234,12 +257,14 @@ pub struct Checkout {
     permit: Option<OwnedSemaphorePermit>,
     /// When the unit took the connection (for the node's unit-time metric; `None` once
     /// counted).
-    taken: Option<Instant>,
+    taken: Option<Stamp>,
 }
 
 impl Pool {
     pub(super) fn new(spec: ConnectSpec, cfg: PoolConfig, metrics: NodeMetrics, shards: usize) -> Self {
         Self {
+            node: spec.node,
+            clock_base: Instant::now(),
             spec: ArcSwap::from_pointee(spec),
             idle: (0..shards.max(1)).map(|_| Mutex::new(Vec::new())).collect(),
             permits: Arc::new(Semaphore::new(cfg.size)),
@@ -344,7 +369,17 @@ impl Pool {
     /// # Errors
     /// No permit within the checkout timeout, or opening a connection failed.
     pub async fn checkout(self: &Arc<Self>) -> Result<Checkout, BackendError> {
-        self.checkout_with(Reuse::Idle).await
+        self.checkout_with(Reuse::Idle, Instant::now()).await
+    }
+
+    /// [`Pool::checkout`] at `now`: a clock read the caller made for its unit just before
+    /// (the session's, at the unit's start), which the pool's ages and the unit time go by.
+    /// A wait for a permit reads the clock again.
+    ///
+    /// # Errors
+    /// No permit within the checkout timeout, or opening a connection failed.
+    pub async fn checkout_at(self: &Arc<Self>, now: Instant) -> Result<Checkout, BackendError> {
+        self.checkout_with(Reuse::Idle, now).await
     }
 
     /// Take a newly opened connection, not an idle one: for a unit whose connection was just
@@ -355,29 +390,37 @@ impl Pool {
     /// # Errors
     /// No permit within the checkout timeout, or opening a connection failed.
     pub async fn checkout_new(self: &Arc<Self>) -> Result<Checkout, BackendError> {
-        self.checkout_with(Reuse::New).await
+        self.checkout_with(Reuse::New, Instant::now()).await
     }
 
-    async fn checkout_with(self: &Arc<Self>, reuse: Reuse) -> Result<Checkout, BackendError> {
+    /// [`Pool::checkout_new`] at `now` (see [`Pool::checkout_at`]).
+    ///
+    /// # Errors
+    /// No permit within the checkout timeout, or opening a connection failed.
+    pub async fn checkout_new_at(self: &Arc<Self>, now: Instant) -> Result<Checkout, BackendError> {
+        self.checkout_with(Reuse::New, now).await
+    }
+
+    async fn checkout_with(self: &Arc<Self>, reuse: Reuse, now: Instant) -> Result<Checkout, BackendError> {
         // A free permit (the common case on a pool that is not saturated) is taken without
         // arming the checkout timer.
-        let permit = match Arc::clone(&self.permits).try_acquire_owned() {
+        let (permit, now) = match Arc::clone(&self.permits).try_acquire_owned() {
             Ok(permit) => {
-                self.metrics.checkout_waited(Duration::ZERO);
-                permit
+                self.metrics.checkout_not_waited();
+                (permit, now)
             }
             // Boxed: a wait parks the task anyway, and inline its timer and semaphore state
             // would grow every checkout's future (and a session's per-statement one with it).
             Err(_) => Box::pin(self.wait_for_permit()).await?,
         };
         let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
-        let now = Instant::now();
+        let stamp = self.stamp(now);
         let idle = match reuse {
-            Reuse::Idle => self.take_live_idle(now).await,
+            Reuse::Idle => self.take_live_idle(stamp).await,
             Reuse::New => None,
         };
         let (conn, taken) = match idle {
-            Some(c) => (c, now),
+            Some(c) => (c, stamp),
             None => {
                 // Boxed: opening a connection (TCP, TLS, authentication) is ~1.9 KB of future
                 // state, and every checkout's future (a session's per-statement unit among
@@ -387,14 +430,20 @@ impl Pool {
                     .inspect_err(|_| self.metrics.connect_failed())?;
                 self.metrics.connected();
                 self.startup_params.get_or_init(|| c.server_params().to_vec());
-                (Pooled::new(c, &self.sockets), Instant::now())
+                (Pooled::new(c, &self.sockets, stamp), self.stamp(Instant::now()))
             }
         };
         Ok(Checkout { conn: Some(conn), pool: Arc::clone(self), epoch, permit: Some(permit), taken: Some(taken) })
     }
 
-    /// Wait (bounded by the checkout timeout) for a connection to be released.
-    async fn wait_for_permit(&self) -> Result<OwnedSemaphorePermit, BackendError> {
+    /// `now` as a [`Stamp`] of this pool.
+    fn stamp(&self, now: Instant) -> Stamp {
+        u64::try_from(now.saturating_duration_since(self.clock_base).as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Wait (bounded by the checkout timeout) for a connection to be released; the permit and
+    /// when it came.
+    async fn wait_for_permit(&self) -> Result<(OwnedSemaphorePermit, Instant), BackendError> {
         let started = Instant::now();
         let cfg = self.cfg.load();
         let permit = tokio::time::timeout(cfg.checkout_timeout, self.permits.clone().acquire_owned())
@@ -409,8 +458,9 @@ impl Pool {
                     size: self.size.load(Ordering::Relaxed),
                 }
             })?;
-        self.metrics.checkout_waited(started.elapsed());
-        Ok(permit)
+        let now = Instant::now();
+        self.metrics.checkout_waited(now.saturating_duration_since(started));
+        Ok((permit, now))
     }
 
     /// Shut down the socket of every open connection: whoever waits on one gets an error at
@@ -429,7 +479,7 @@ impl Pool {
     /// Left on the other reactor, every reply on it would wake that thread only for it to wake
     /// this one (an `eventfd` write and a context switch per statement: ~0.44 `write` calls per
     /// TPC-B statement before this); moving costs four syscalls once.
-    fn take_idle(&self, now: Instant) -> Option<Box<Pooled>> {
+    fn take_idle(&self, now: Stamp) -> Option<Box<Pooled>> {
         let own = crate::runtime::core();
         let lists = self.idle.len();
         if let Some(c) = self.take_idle_from(&self.idle[own % lists], now) {
@@ -444,10 +494,10 @@ impl Pool {
         Some(c)
     }
 
-    fn take_idle_from(&self, list: &IdleList, now: Instant) -> Option<Box<Pooled>> {
+    fn take_idle_from(&self, list: &IdleList, now: Stamp) -> Option<Box<Pooled>> {
         let mut idle = list.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         while let Some(mut c) = idle.pop() {
-            if !self.fresh(&c.conn, now) {
+            if !self.fresh(&c, now) {
                 self.metrics.expired(1);
                 continue;
             }
@@ -476,7 +526,7 @@ impl Pool {
     /// The confirmations of one checkout share one connect timeout: a server that stopped
     /// answering costs it that once, then it opens a new connection (bounded by the same
     /// timeout) instead of waiting on each idle one in turn.
-    async fn take_live_idle(&self, now: Instant) -> Option<Box<Pooled>> {
+    async fn take_live_idle(&self, now: Stamp) -> Option<Box<Pooled>> {
         let mut deadline = None;
         loop {
             let mut c = self.take_idle(now)?;
@@ -509,24 +559,22 @@ impl Pool {
 
     /// Young enough and not idle too long at `now` (one clock read per checkout or release,
     /// not one per comparison: the two `elapsed` calls were ~2% of a simple unit's instructions).
-    fn fresh(&self, c: &ServerConn, now: Instant) -> bool {
-        let (lifetime, idle) = self.ages.get();
-        c.fresh(now, lifetime, idle)
+    fn fresh(&self, c: &Pooled, now: Stamp) -> bool {
+        c.younger_than(now, self.ages.lifetime()) && now.saturating_sub(c.released) < self.ages.idle()
     }
 
     /// Back to the idle list, unless it outlived the server lifetime or the pool was cleared
     /// since its checkout. Not judged by the idle timeout: it was in use until now (a session
     /// that held it longer than the timeout did not leave it idle).
-    fn put_back(&self, mut c: Box<Pooled>, epoch: u64, now: Instant) {
-        let (lifetime, _) = self.ages.get();
-        if !c.conn.younger_than(now, lifetime) {
+    fn put_back(&self, mut c: Box<Pooled>, epoch: u64, now: Stamp) {
+        if !c.younger_than(now, self.ages.lifetime()) {
             self.metrics.expired(1);
             return;
         }
         if epoch != self.epoch.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
-        c.conn.touch(now);
+        c.released = now;
         c.losses_seen = self.losses.load(Ordering::Acquire);
         self.idle[c.home % self.idle.len()].lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(c);
     }
@@ -536,11 +584,12 @@ impl Pool {
     /// the idle lists are taken from the top (the most recently used), so after a burst the
     /// connections below would hold their server backends for ever.
     pub fn sweep_idle(&self, now: Instant) -> usize {
+        let now = self.stamp(now);
         let mut closed = Vec::new();
         for list in &self.idle {
             let mut idle = list.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             // One pass; the kept connections keep their order (the top is the most recently used).
-            closed.extend(idle.extract_if(.., |c| !self.fresh(&c.conn, now)));
+            closed.extend(idle.extract_if(.., |c| !self.fresh(c, now)));
         }
         // Closed outside the lists' locks.
         let count = closed.len();
@@ -581,7 +630,7 @@ impl Pool {
     /// Node index.
     #[must_use]
     pub fn node(&self) -> usize {
-        self.spec.load().node
+        self.node
     }
 
     /// (database, user) this pool serves.
@@ -651,7 +700,8 @@ impl Drop for Checkout {
             self.pool.state_sync(crate::metrics::SyncOutcome::Failed, 0);
         }
         if let Some(taken) = self.taken {
-            self.pool.metrics.unit_done(taken.elapsed());
+            let now = self.pool.stamp(Instant::now());
+            self.pool.metrics.unit_done(Duration::from_nanos(now.saturating_sub(taken)));
         }
         if let Some(permit) = self.permit.take() {
             self.pool.give_back(permit);
@@ -692,9 +742,9 @@ impl Checkout {
         drop(conn.take_notifications());
         self.account();
         // One clock read for the unit's time and the connection's idle clock.
-        let now = Instant::now();
+        let now = self.pool.stamp(Instant::now());
         if let Some(taken) = self.taken.take() {
-            self.pool.metrics.unit_done(now.saturating_duration_since(taken));
+            self.pool.metrics.unit_done(Duration::from_nanos(now.saturating_sub(taken)));
         }
         if let (Release::Reuse, Some(c)) = (verdict, self.conn.take()) {
             self.pool.put_back(c, self.epoch, now);

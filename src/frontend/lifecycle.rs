@@ -105,6 +105,10 @@ pub fn unix_secs(t: SystemTime) -> u64 {
 pub struct Lifecycle {
     draining: AtomicBool,
     pause: watch::Sender<Pause>,
+    /// `pause` holds something other than [`Pause::Running`]; written with it (inside the
+    /// watch's lock), read by [`Lifecycle::pause_gate`] before it subscribes to the watch: a
+    /// unit passes a gate that holds nothing with one atomic load.
+    pausing: AtomicBool,
     /// By client id (the pid of its cancel key): each client's record (what it is, its cancel
     /// key and target, how to stop it). One table for the registry and the cancel keys.
     clients: Mutex<BTreeMap<i32, Arc<ClientSlot>>>,
@@ -120,6 +124,7 @@ impl Default for Lifecycle {
         Self {
             draining: AtomicBool::new(false),
             pause: watch::channel(Pause::Running).0,
+            pausing: AtomicBool::new(false),
             clients: Mutex::new(BTreeMap::new()),
             names: Mutex::new(Vec::new()),
         }
@@ -133,7 +138,7 @@ impl Lifecycle {
         self.draining.store(true, Ordering::SeqCst);
         // After the flag: a session that registers its waker after this wake-up sees the flag.
         self.lock().values().for_each(|slot| slot.waker.wake());
-        self.pause.send_replace(Pause::Running);
+        self.resume();
     }
 
     /// True once [`Lifecycle::drain`] was called.
@@ -144,12 +149,21 @@ impl Lifecycle {
 
     /// Hold new units (all, or those routed to `node`).
     pub fn pause(&self, node: Option<usize>) {
-        self.pause.send_modify(|p| *p = p.pause(node));
+        self.set_pause(|p| p.pause(node));
     }
 
     /// Release every held unit.
     pub fn resume(&self) {
-        self.pause.send_replace(Pause::Running);
+        self.set_pause(|_| Pause::Running);
+    }
+
+    /// The pause state becomes `next(current)`, and the flag the gate reads first with it,
+    /// under the watch's lock: the last writer sets both.
+    fn set_pause(&self, next: impl FnOnce(&Pause) -> Pause) {
+        self.pause.send_modify(|p| {
+            *p = next(p);
+            self.pausing.store(*p != Pause::Running, Ordering::SeqCst);
+        });
     }
 
     /// What is held now.
@@ -158,11 +172,19 @@ impl Lifecycle {
         self.pause.borrow().clone()
     }
 
-    /// Wait while new units on `node` are held.
-    pub async fn pause_gate(&self, node: usize) {
+    /// Wait while new units on `node` are held. True if anything was paused when the unit
+    /// came (it may have waited: a caller's clock read from before is stale).
+    ///
+    /// Nothing paused (every unit, but for an operator's `PAUSE`) costs one atomic load: the
+    /// watch's subscription, its lock and the receiver's drop were ~100 instructions a unit.
+    pub async fn pause_gate(&self, node: usize) -> bool {
+        if !self.pausing.load(Ordering::SeqCst) {
+            return false;
+        }
         let mut rx = self.pause.subscribe();
         // The sender lives as long as `self`: an error cannot happen while we borrow it.
         let _ = rx.wait_for(|p| !p.holds(node)).await;
+        true
     }
 
     /// Add a client to the registry under a fresh unique key (`info.id` becomes its pid); it
@@ -385,6 +407,21 @@ mod tests {
         let again = l.name("another");
         assert!(Arc::ptr_eq(&again, &l.name("another")), "names nobody holds make room");
         assert!(Arc::ptr_eq(&a, &l.name("app")));
+    }
+
+    #[tokio::test]
+    async fn the_gate_says_whether_anything_was_paused() {
+        let l = Lifecycle::default();
+        assert!(!l.pause_gate(0).await, "nothing paused: the fast path");
+        l.pause(Some(1));
+        assert!(l.pause_gate(0).await, "another node paused: through the watch, not held");
+        l.resume();
+        assert!(!l.pause_gate(1).await);
+        l.pause(None);
+        let held = tokio::time::timeout(Duration::from_millis(50), l.pause_gate(0)).await;
+        assert!(held.is_err(), "a pause after a resume holds again");
+        l.drain();
+        assert!(!l.pause_gate(0).await, "a drain resumes");
     }
 
     #[tokio::test]

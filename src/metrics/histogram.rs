@@ -47,6 +47,13 @@ impl DurationHistogram {
         self.inner.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
+    /// [`DurationHistogram::observe`] of `Duration::ZERO`: the same bucket (the first whose
+    /// bound is >= 0) and the same sum, with one atomic add instead of two and no conversion.
+    pub fn observe_zero(&self) {
+        let i = self.inner.bounds.iter().take_while(|&&b| b < 0.0).count();
+        self.inner.buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// (sum in seconds, count, (upper bound, count in that bucket) per bucket, +Inf last).
     #[must_use]
     pub fn snapshot(&self) -> (f64, u64, Vec<(f64, u64)>) {
@@ -100,6 +107,18 @@ mod tests {
         assert_eq!(buckets[3].0, f64::MAX);
         let total: u64 = cases.iter().map(|c| c.0).sum();
         assert!((sum - total as f64 / 1e9).abs() < 1e-9, "{sum}");
+    }
+
+    #[test]
+    fn a_zero_observed_as_such_is_a_zero_observed() {
+        for bounds in [BOUNDS, &[0.0, 0.5][..], &[][..]] {
+            let (a, b) = (DurationHistogram::new(bounds), DurationHistogram::new(bounds));
+            a.observe(Duration::ZERO);
+            a.observe(Duration::from_millis(3));
+            b.observe_zero();
+            b.observe(Duration::from_millis(3));
+            assert_eq!(a.snapshot(), b.snapshot(), "{bounds:?}");
+        }
     }
 
     #[test]

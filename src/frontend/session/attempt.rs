@@ -2,7 +2,7 @@
 //! Sync streams its further messages in while it runs), and run it again on the primary when a
 //! replica refused it unseen.
 
-use super::conn::{Rotation, SyncMode};
+use super::conn::{Rotation, Routed, SyncMode};
 use super::*;
 use crate::frontend::unit::{copy_matters, late_lsn_capture, primary_capture, Ran, Resolved};
 
@@ -216,19 +216,20 @@ impl<'a> Session<'a> {
         async move {
             // The error as texts: the error itself, kept through the reply's await, would take its
             // room in every state of this future.
-            let failed = self.acquire(class, SyncMode::of(class), Rotation::of(unit)).await.err();
-            if let Some((code, message)) = failed.map(|e| (e.sqlstate().to_owned(), e.to_string())) {
-                return Box::pin(self.unit_error(unit.ends_cleanly(), &code, &message)).await.map(|()| None);
-            }
+            let acquired = self.acquire(class, SyncMode::of(class), Rotation::of(unit)).await;
+            let routed = match acquired.map_err(|e| (e.sqlstate().to_owned(), e.to_string())) {
+                Ok(routed) => routed,
+                Err((code, message)) => {
+                    return Box::pin(self.unit_error(unit.ends_cleanly(), &code, &message)).await.map(|()| None);
+                }
+            };
             // A held connection's state sync may have carried notifications: they go first.
             self.pass_kept_notifications().await?;
-            // One topology read for all three: where the primary is, so whether writes move, and
-            // whether a replica could take reads (else a write's position is not asked for).
-            let (primary, replicas_readable) = {
-                let topology = self.shared.topology.snapshot();
-                let replicas_readable = topology.replicas().next().is_some();
-                (topology.primary().map(|p| p.index), replicas_readable)
-            };
+            // One topology read for all three, the one the unit was routed by (a held
+            // connection's unit was not: read now): where the primary is, so whether writes
+            // move, and whether a replica could take reads (else a write's position is not
+            // asked for).
+            let Routed { primary, replicas_readable } = routed.unwrap_or_else(|| Routed::now(&self.shared.topology));
             let unmeasured = self.last_write_lsn() == Some(UNMEASURED);
             let writes_move = self.writes_move_from(primary);
             // A unit not ended by Sync streams in the client's further messages while it runs. One

@@ -3,6 +3,7 @@
 use super::*;
 use crate::config::Config;
 use crate::metrics::{SyncOutcome, UnitOutcome};
+use std::time::Instant;
 
 /// How a state sync may reach a server connection at checkout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,44 +53,73 @@ impl Opening {
 /// when there is no primary to read from instead.
 const RYW_WAIT_TICKS: u32 = 4;
 
+/// What the rest of a unit reads of the topology snapshot it was routed by: one snapshot per
+/// unit (each load is an arc-swap load, ~50 instructions).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Routed {
+    /// The primary's node index, if there is one to write on.
+    pub primary: Option<usize>,
+    /// A replica could take reads.
+    pub replicas_readable: bool,
+}
+
+impl Routed {
+    fn of(topology: &crate::topology::Topology) -> Self {
+        Routed { primary: topology.primary().map(|p| p.index), replicas_readable: topology.replicas().next().is_some() }
+    }
+
+    /// Read from the current snapshot: for a unit that was not routed (its connection was
+    /// held).
+    pub(super) fn now(topology: &crate::topology::TopologyHandle) -> Self {
+        Routed::of(&topology.snapshot())
+    }
+}
+
 impl Session<'_> {
     /// Make sure a server connection is held: keep the current one, or route and check one out.
     /// Failover hold: while no node can take the unit (no primary published yet, or its
     /// connection could not be opened: nothing was sent), wait for the next topology generation
     /// (or one monitor interval) and try again, up to `failover.hold_timeout`, then `57P03`.
     /// `sync`: how a state sync may be sent ([`SyncMode::of`] for a unit).
+    ///
+    /// `Some`: what the unit was routed by; `None`: the held connection was kept (no route).
+    ///
+    /// The unit's clock read is made here, once: the hold counts from it, and the pool judges
+    /// its idle connections' ages and starts the unit time by it ([`Pool::checkout_at`]); only
+    /// a wait (the pause gate, the hold, a permit, another candidate or attempt) reads it again.
     pub(super) async fn acquire(
         &mut self,
         class: &Class,
         sync: SyncMode,
         rotation: Rotation,
-    ) -> Result<(), BackendError> {
+    ) -> Result<Option<Routed>, BackendError> {
         if self.held.is_some() {
-            return self.resync_held().await;
+            return self.resync_held().await.map(|()| None);
         }
         // One read of the live configuration per unit for the hold, the route and the pool
         // mode (each access is an arc-swap load); read again only after waiting.
         let mut config = self.shared.config.snapshot();
         let hold = config.failover.hold_timeout;
-        let started = tokio::time::Instant::now();
-        let deadline = started + hold;
+        let started = Instant::now();
+        let mut now = started;
         let mut held = false;
         let new = self.rare.peek_mut().is_some_and(|r| std::mem::take(&mut r.new_conn));
         loop {
             // The generation alone (an atomic read), not the snapshot: `route` loads that.
             let seen = self.shared.topology.generation();
-            let err = match self.checkout_routed(class, sync, rotation, config, new).await {
+            let err = match self.checkout_routed(class, sync, rotation, config, new, now).await {
                 Err(e) if e.may_try_elsewhere() && !matches!(e, BackendError::CheckoutTimeout { .. }) => e,
                 other => {
                     if held {
                         self.shared.metrics.held(false, started.elapsed());
                     }
-                    return other;
+                    return other.map(Some);
                 }
             };
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let waited = started.elapsed();
+            let left = hold.saturating_sub(waited);
             if left.is_zero() {
-                self.shared.metrics.held(true, started.elapsed());
+                self.shared.metrics.held(true, waited);
                 let cause = self.shared.topology.load().no_primary_cause();
                 return Err(crate::topology::hold_expired(&err, hold, &cause));
             }
@@ -98,6 +128,7 @@ impl Session<'_> {
             // Boxed: only while no node can take the unit.
             Box::pin(self.shared.topology.changed_since(seen, left.min(config.monitor.interval))).await;
             config = self.shared.config.snapshot();
+            now = Instant::now();
         }
     }
 
@@ -110,16 +141,21 @@ impl Session<'_> {
         rotation: Rotation,
         config: &Config,
         new: bool,
-    ) -> Result<(), BackendError> {
-        let route = self.route(class, rotation, config).await;
+        now: Instant,
+    ) -> Result<Routed, BackendError> {
+        let (route, routed) = self.route(class, rotation, config).await;
         let mut last = None;
+        // The unit's clock read for the first candidate; a later one comes after a failed
+        // checkout (a connect timeout, perhaps), and the gate may have held the unit.
+        let mut first = Some(now);
         for &node in route.candidates.iter() {
-            self.shared.lifecycle.pause_gate(node).await;
+            let waited = self.shared.lifecycle.pause_gate(node).await;
+            let now = first.take().filter(|_| !waited).unwrap_or_else(Instant::now);
             let pool = self.pool(node);
-            match self.checkout_prepared(&pool, sync, config, new).await {
+            match self.checkout_prepared(&pool, sync, config, new, now).await {
                 Ok(checkout) => {
                     self.hold(checkout, config.pool.mode);
-                    return Ok(());
+                    return Ok(routed);
                 }
                 // The session's state would not apply here (a replica may refuse a setting), or
                 // the connections kept being lost while it was replayed: nothing of the unit
@@ -146,12 +182,17 @@ impl Session<'_> {
         sync: SyncMode,
         config: &Config,
         new: bool,
+        now: Instant,
     ) -> Result<Checkout, Opening> {
         // Set at the first loss: the clock is not read for a checkout that loses nothing.
         let mut deadline = None;
         let mut attempt = 1;
         loop {
-            let checkout = if new || attempt > 1 { pool.checkout_new().await } else { pool.checkout().await };
+            let checkout = match (new, attempt) {
+                (false, 1) => pool.checkout_at(now).await,
+                (true, 1) => pool.checkout_new_at(now).await,
+                _ => pool.checkout_new().await,
+            };
             let failed = match checkout {
                 Ok(mut checkout) => match self.prepare_conn(&mut checkout, sync).await {
                     Ok(()) => return Ok(checkout),
@@ -180,7 +221,8 @@ impl Session<'_> {
     /// Decide where a unit goes. A read that only replicas which have not replayed this
     /// session's last write could serve, with no primary to fall back on, waits a few monitor
     /// intervals for their positions to be seen: the write may well be there already.
-    pub(super) async fn route(&self, class: &Class, rotation: Rotation, config: &Config) -> Route {
+    /// Also what the rest of the unit needs of the snapshot it was routed by.
+    pub(super) async fn route(&self, class: &Class, rotation: Rotation, config: &Config) -> (Route, Routed) {
         let policy = router::Policy { primary_reads: config.routing.primary_reads };
         let default_route = config.user(self.user()).map(|u| u.default_route).unwrap_or_default();
         let interval = config.monitor.interval;
@@ -208,7 +250,7 @@ impl Session<'_> {
             if !waiting_for_replay {
                 tracing::debug!(reason = route.reason.as_str(), candidates = ?route.candidates, "route");
                 self.shared.metrics.route(route.reason);
-                return route;
+                return (route, Routed::of(&topology));
             }
             drop(topology);
             waited += 1;
