@@ -383,17 +383,10 @@ impl Pool {
     }
 
     /// Take a newly opened connection, not an idle one: for a unit whose connection was just
-    /// lost. A backend terminated with its siblings (`pg_terminate_backend` of every backend
-    /// signals them one after another) may still be signalled after it answered
-    /// [`ServerConn::confirm_alive`]; one opened after the loss was not among them.
-    ///
-    /// # Errors
-    /// No permit within the checkout timeout, or opening a connection failed.
-    pub async fn checkout_new(self: &Arc<Self>) -> Result<Checkout, BackendError> {
-        self.checkout_with(Reuse::New, Instant::now()).await
-    }
-
-    /// [`Pool::checkout_new`] at `now` (see [`Pool::checkout_at`]).
+    /// lost, at `now` (see [`Pool::checkout_at`]). A backend terminated with its siblings
+    /// (`pg_terminate_backend` of every backend signals them one after another) may still be
+    /// signalled after it answered [`ServerConn::confirm_alive`]; one opened after the loss was
+    /// not among them.
     ///
     /// # Errors
     /// No permit within the checkout timeout, or opening a connection failed.

@@ -188,11 +188,10 @@ impl Session<'_> {
         let mut deadline = None;
         let mut attempt = 1;
         loop {
-            let checkout = match (new, attempt) {
-                (false, 1) => pool.checkout_at(now).await,
-                (true, 1) => pool.checkout_new_at(now).await,
-                _ => pool.checkout_new().await,
-            };
+            // A later attempt comes after a lost connection: the unit's clock read is stale.
+            let now = if attempt == 1 { now } else { Instant::now() };
+            let checkout =
+                if new || attempt > 1 { pool.checkout_new_at(now).await } else { pool.checkout_at(now).await };
             let failed = match checkout {
                 Ok(mut checkout) => match self.prepare_conn(&mut checkout, sync).await {
                     Ok(()) => return Ok(checkout),

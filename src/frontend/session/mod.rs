@@ -173,7 +173,7 @@ struct Rare {
     /// the unit's future, which it would push past glibc's per-thread cache (see `boxed`).
     resolved: Resolved,
     /// The next checkout opens a new server connection instead of taking an idle one: the
-    /// last one was lost under a unit that runs again (see `Pool::checkout_new`).
+    /// last one was lost under a unit that runs again (see `Pool::checkout_new_at`).
     new_conn: bool,
 }
 
