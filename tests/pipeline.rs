@@ -395,3 +395,41 @@ async fn a_flush_with_nothing_in_flight_and_a_query_in_one_write_answer_the_quer
         assert_eq!(frames.last().unwrap().body(), status, "round {round}: the status");
     }
 }
+
+/// A Parse sluice answers itself (the pooled connection has the statement already: prepared by
+/// another client) in the middle of a pipeline keeps its place among the server's replies.
+/// Written ahead of the replies before it, psycopg's pipeline (which prepares a statement on its
+/// sixth run, mid-pipeline) paired every later result with the wrong statement and then waited
+/// for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_parse_sluice_answers_mid_pipeline_keeps_its_place() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).pool_size(1).start().await;
+    let shared: &[u8] = b"SELECT 'shared' AS v";
+    let mut a = raw(p.port()).await;
+    let mut out = BytesMut::new();
+    messages::parse(&mut out, "a1", shared, &[0, 0]);
+    messages::sync(&mut out);
+    assert!(a.send(&out).await);
+    assert_eq!(tags(&a.until_ready_frames(WAIT).await.expect("a's Parse")), "1Z");
+    // The one pooled connection now has the statement: b's Parse of it is answered by sluice.
+    let mut b = raw(p.port()).await;
+    let no_params_text_results = [0u8; 6];
+    for round in 0..3 {
+        let mut out = BytesMut::new();
+        for i in 0..4 {
+            messages::parse(&mut out, "", format!("SELECT {i}").as_bytes(), &[0, 0]);
+            messages::bind_text(&mut out, &[]);
+            messages::execute(&mut out, "", 0);
+        }
+        let name = format!("b{round}");
+        messages::parse(&mut out, &name, shared, &[0, 0]);
+        messages::bind_renamed(&mut out, b"", &name, &no_params_text_results);
+        messages::execute(&mut out, "", 0);
+        messages::sync(&mut out);
+        assert!(b.send(&out).await);
+        let frames = b.until_ready_frames(WAIT).await.expect("b's pipeline");
+        assert_eq!(tags(&frames), "12DC12DC12DC12DC12DCZ", "round {round}: {frames:?}");
+        assert_eq!(first_column(&frames[18]).as_deref(), Some("shared"));
+    }
+}

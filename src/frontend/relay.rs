@@ -204,6 +204,13 @@ impl<'a> Relay<'a> {
         let mut run = 0usize;
         loop {
             if let Some(Expect::Synth(s)) = self.queue.front().copied() {
+                // Synthesized replies go out ahead of the run being gathered: the replies
+                // before this one in the run go first (a Parse the connection had already,
+                // mid-pipeline, answered after the statements before it).
+                if run > 0 {
+                    self.flush(run).await?;
+                    run = 0;
+                }
                 self.queue.pop_front();
                 match s {
                     Synth::ParseComplete => messages::parse_complete(&mut self.synth),
