@@ -405,6 +405,151 @@ async fn a_loss_in_a_block_ended_by_flush_is_answered_at_the_clients_sync() {
     assert_eq!(c.psql("SELECT count(*) FROM sink").await.trim(), "0");
 }
 
+/// Wait until no backend of the primary runs (or last ran) `marker`'s statement, then a little
+/// more: time for sluice's watch of the held connection to see the close.
+async fn wait_backend_gone(c: &Cluster, marker: &str) {
+    let gone =
+        format!("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%{marker}%' AND pid <> pg_backend_pid()");
+    for _ in 0..100 {
+        if c.psql(&gone).await.trim() == "0" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+}
+
+/// Send `sql` as the unnamed statement, ended by Flush, and return the replies up to its
+/// CommandComplete or ErrorResponse (the block stays open: the client sent no Sync).
+async fn run_flushed(a: &mut RawConn, sql: &str) -> Vec<Frame> {
+    a.send(&msgs(|b| {
+        messages::parse(b, "", sql.as_bytes(), &[0, 0]);
+        messages::bind_text(b, &[]);
+        messages::execute(b, "", 0);
+        messages::flush(b);
+    }))
+    .await;
+    let mut frames = Vec::new();
+    loop {
+        let f = a.recv(WAIT).await.expect("the statement's replies");
+        let last = matches!(f.tag(), tag::COMMAND_COMPLETE | tag::ERROR_RESPONSE);
+        frames.push(f);
+        if last {
+            return frames;
+        }
+    }
+}
+
+/// A write whose replies the client asked for with Flush (psycopg's pipeline, or a pipeline
+/// whose replies the dying server flushed before its Sync) has not committed: the Sync does.
+/// Its connection lost while the client waits: the client's Sync gets the error and `I`, as
+/// PostgreSQL answers an implicit transaction that fails at its Sync. A bare ReadyForQuery here
+/// was a lost write acknowledged (psycopg's pipeline took the row it returned as committed).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_write_in_a_flush_held_block_lost_while_idle_fails_at_the_clients_sync() {
+    let c = Cluster::start(0).await;
+    c.psql("CREATE TABLE sink (v text)").await;
+    let p = Proxy::builder().cluster(&c).pool_size(2).start().await;
+    let mut a = raw(p.port()).await;
+    let frames = run_flushed(&mut a, "INSERT INTO sink VALUES ('held-write') RETURNING v").await;
+    assert_eq!(tags(&frames), "12DC", "{frames:?}");
+    terminate_backend(&c, "held-write").await;
+    wait_backend_gone(&c, "held-write").await;
+    a.send(&msgs(messages::sync)).await;
+    let frames = a.until_ready_frames(WAIT).await.expect("the Sync's answer");
+    assert_eq!(tags(&frames), "EZ", "the Sync must not pass for a commit: {frames:?}");
+    let info = messages::decode_error(frames[0].body());
+    assert_eq!((info.severity.as_str(), info.code.as_str()), ("ERROR", "57P01"), "{info:?}");
+    assert!(info.message.contains("not committed"), "{}", info.message);
+    assert_eq!(frames[1].body(), b"I");
+    assert_eq!(c.psql("SELECT count(*) FROM sink").await.trim(), "0");
+    assert_own_answer(&mut a, "after-held-write-loss").await;
+
+    // The same block, with more of it sent after the loss: discarded up to the Sync.
+    let frames = run_flushed(&mut a, "INSERT INTO sink VALUES ('held-write-2')").await;
+    assert_eq!(tags(&frames), "12C", "{frames:?}");
+    terminate_backend(&c, "held-write-2").await;
+    wait_backend_gone(&c, "held-write-2").await;
+    a.send(&msgs(|b| {
+        messages::parse(b, "", b"INSERT INTO sink VALUES ('after-the-loss')", &[0, 0]);
+        messages::bind_text(b, &[]);
+        messages::execute(b, "", 0);
+        messages::sync(b);
+    }))
+    .await;
+    let frames = a.until_ready_frames(WAIT).await.expect("the Sync's answer");
+    assert_eq!(tags(&frames), "EZ", "{frames:?}");
+    assert_eq!(c.psql("SELECT count(*) FROM sink").await.trim(), "0", "nothing of the block may commit");
+    assert_own_answer(&mut a, "after-second-loss").await;
+}
+
+/// A block that failed (the client has its error) whose connection is lost while the client
+/// waits: what it sends up to its Sync is discarded, as the server would have, never run in
+/// autocommit on a new connection.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_failed_flush_held_block_lost_while_idle_still_discards_up_to_its_sync() {
+    let c = Cluster::start(0).await;
+    c.psql("CREATE TABLE sink (v text)").await;
+    let p = Proxy::builder().cluster(&c).pool_size(2).start().await;
+    let mut a = raw(p.port()).await;
+    let frames = run_flushed(&mut a, "SELECT 1 / (random() * 0)::int AS failed_block_victim").await;
+    assert_eq!(tags(&frames), "12E", "{frames:?}");
+    assert_eq!(messages::decode_error(frames[2].body()).code, "22012");
+    terminate_backend(&c, "failed_block_victim").await;
+    wait_backend_gone(&c, "failed_block_victim").await;
+    a.send(&msgs(|b| {
+        messages::parse(b, "", b"INSERT INTO sink VALUES ('must-be-discarded')", &[0, 0]);
+        messages::bind_text(b, &[]);
+        messages::execute(b, "", 0);
+        messages::sync(b);
+    }))
+    .await;
+    let frames = a.until_ready_frames(WAIT).await.expect("the Sync's answer");
+    assert_eq!(tags(&frames), "Z", "{frames:?}");
+    assert_eq!(frames[0].body(), b"I");
+    assert_eq!(c.psql("SELECT count(*) FROM sink").await.trim(), "0");
+    assert_own_answer(&mut a, "after-failed-block-loss").await;
+}
+
+/// A unit that began as a read may run again unseen on a new connection if its connection is
+/// lost before any reply; not once a write streamed into it (its Sync may have committed it
+/// before the loss): the client gets the loss's error at once, and the write is not run again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_read_unit_that_a_write_streamed_into_is_not_run_again() {
+    let c = Cluster::start(0).await;
+    c.psql("CREATE TABLE sink (v text)").await;
+    let p = Proxy::builder().cluster(&c).pool_size(2).start().await;
+    let mut a = raw(p.port()).await;
+    a.send(&msgs(|b| {
+        messages::parse(b, "", b"SELECT 'stream-read'", &[0, 0]);
+        messages::bind_text(b, &[]);
+        messages::execute(b, "", 0);
+    }))
+    .await;
+    // The unit is running when the write comes: it streams into it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    a.send(&msgs(|b| {
+        messages::parse(b, "", b"INSERT INTO sink SELECT 'streamed-write' FROM pg_sleep(30)", &[0, 0]);
+        messages::bind_text(b, &[]);
+        messages::execute(b, "", 0);
+    }))
+    .await;
+    terminate_backend(&c, "streamed-write").await;
+    // Run again, the write would sleep 30 s on a new connection before any answer.
+    // What the server sent before it died (the read's replies) may come first.
+    let mut f = a.recv(WAIT).await.expect("the loss's error at once, not a second run of the write");
+    while f.tag() != tag::ERROR_RESPONSE {
+        assert!(matches!(f.tag(), b'1' | b'2' | b'D' | b'C'), "before the error: {f:?}");
+        f = a.recv(WAIT).await.expect("the loss's error at once, not a second run of the write");
+    }
+    assert_eq!(messages::decode_error(f.body()).code, "57P01");
+    a.send(&msgs(messages::sync)).await;
+    let frames = a.until_ready_frames(WAIT).await.expect("the Sync's answer");
+    assert_eq!(tags(&frames), "Z", "{frames:?}");
+    assert_eq!(c.psql("SELECT count(*) FROM sink").await.trim(), "0");
+    assert_own_answer(&mut a, "after-streamed-write-loss").await;
+}
+
 /// Run a long statement marked `marker`, terminate its backend, and return the message that
 /// reports it (its tag and decoded fields; a RowDescription sent before it is skipped).
 async fn error_of_terminated(a: &mut RawConn, c: &Cluster, marker: &str) -> (u8, messages::ErrorInfo) {

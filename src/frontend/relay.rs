@@ -22,7 +22,7 @@ use crate::error::{sqlstate, BackendError};
 use crate::protocol::framer::peek_header;
 use crate::protocol::frames::FramesBuf;
 use crate::protocol::{messages, tag, FrameReader, TxStatus};
-use crate::router::Classifier;
+use crate::router::{Access, Classifier};
 
 mod stream;
 use stream::Stream;
@@ -160,6 +160,12 @@ impl<'a> Relay<'a> {
         self.hold.is_some() && self.stream.as_ref().is_none_or(|s| s.out.replayable)
     }
 
+    /// A statement classified as a write streamed into the unit (a pipeline's reads, then its
+    /// `INSERT`, on the primary).
+    fn streamed_write(&self) -> bool {
+        self.stream.as_ref().is_some_and(|s| s.out.class.as_ref().is_some_and(|c| c.access == Access::Write))
+    }
+
     /// Notifications raised by this connection's own backend are shown with `pid`, the process
     /// id the client was given in BackendKeyData.
     pub fn client_pid(&mut self, pid: i32) -> &mut Self {
@@ -192,8 +198,9 @@ impl<'a> Relay<'a> {
         };
         self.conn.break_off();
         // Nothing reached the client yet and the unit only reads (or resets what died with
-        // the connection): running it again is safe.
-        if self.retry_lost && self.replayable() {
+        // the connection): running it again is safe. Not once a write streamed in after it
+        // started: its Sync may have committed it before the loss, and it would run twice.
+        if self.retry_lost && self.replayable() && !self.streamed_write() {
             return Outcome::NeverRan(lost);
         }
         // Boxed: rare, and inline it would grow every unit's future.

@@ -516,6 +516,19 @@ pub(super) fn late_lsn_capture(
 pub(super) enum AfterLoss {
     /// Nothing the session needs was on it: an ERROR, and the next unit gets a new connection.
     Continue,
+    /// An extended block left open (by Flush, or replies that came before the client's Sync)
+    /// had run a write outside a transaction block: that implicit transaction died uncommitted,
+    /// though the client may hold the write's CommandComplete. Under a unit, as `Continue` (the
+    /// unit's error tells it). Noticed while the client was idle: its next message gets the
+    /// ERROR, what it sends up to its Sync is discarded and the Sync answered `I`, as
+    /// PostgreSQL answers an implicit transaction that fails at its Sync; never a bare
+    /// ReadyForQuery, which a driver takes for the commit.
+    BlockLost,
+    /// The open block had already failed (the client has its error; PostgreSQL discards what
+    /// it sends up to its Sync): noticed while the client was idle, those messages are
+    /// discarded and the Sync answered, never run on a new connection. Under a unit, as
+    /// `Continue`.
+    BlockFailed,
     /// Its open transaction died with it (rolled back by the server): an ERROR saying so and
     /// ReadyForQuery `E`; the session answers for the failed block until the client ends it,
     /// then goes on on a new connection. Failover cuts transactions this way; the client keeps

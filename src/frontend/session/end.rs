@@ -81,6 +81,15 @@ pub fn statement_lost(e: &BackendError) -> String {
     )
 }
 
+/// The error for an extended block (statements before its Sync, outside a transaction block)
+/// that had run a write when its server connection died: its implicit transaction was not
+/// committed, whatever the client saw of the statements.
+pub fn block_lost(e: &BackendError) -> String {
+    format!(
+        "server connection lost before the Sync of a block that wrote ({e}); its statements were rolled back (not committed); the session continues on a new server connection"
+    )
+}
+
 /// The error for a statement whose server connection died with the session's open transaction.
 pub fn transaction_lost(e: &BackendError) -> String {
     format!(

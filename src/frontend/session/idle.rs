@@ -139,6 +139,18 @@ impl<'a> Session<'a> {
         match verdict {
             // The next unit gets a fresh connection with the session's state replayed.
             AfterLoss::Continue => Ok(()),
+            // The block's Sync must not pass for its commit: the client's next message hears of
+            // the loss (see `run_unit`).
+            AfterLoss::BlockLost => {
+                self.rare.get().block_lost = Some((e.sqlstate().to_string(), end::block_lost(e)));
+                Ok(())
+            }
+            // The client has its error: what it sends up to its Sync is discarded, as the
+            // server would have.
+            AfterLoss::BlockFailed => {
+                self.rare.get().skip_to_sync = true;
+                Ok(())
+            }
             // Its open transaction is gone: the client's next statement hears so (25P02 until
             // it ends the block, even if with COMMIT), never runs in autocommit.
             AfterLoss::TransactionLost | AfterLoss::TransactionEnded => {

@@ -163,6 +163,9 @@ struct Rare {
     /// A unit the client had not ended with Sync failed without a server (its connection was
     /// lost): what the client sends up to its Sync is discarded, the Sync answered here.
     skip_to_sync: bool,
+    /// The connection of an extended block that wrote was lost while the client was idle: its
+    /// next message gets this error (SQLSTATE, message), then as `skip_to_sync`.
+    block_lost: Option<(String, String)>,
     /// Session commands run in the open transaction block: they join the history if it
     /// commits (see `in_block`).
     pending_sets: Vec<String>,
@@ -576,7 +579,11 @@ impl<'a> Session<'a> {
         let verdict = self.state.on_loss(ends_block);
         self.drop_held_and_siblings();
         match verdict {
-            AfterLoss::Continue => self.unit_error(synced, e.sqlstate(), &end::statement_lost(e)).await,
+            // The unit's error tells the client; a block that failed before has its Sync answered.
+            AfterLoss::Continue | AfterLoss::BlockFailed => {
+                self.unit_error(synced, e.sqlstate(), &end::statement_lost(e)).await
+            }
+            AfterLoss::BlockLost => self.unit_error(synced, e.sqlstate(), &end::block_lost(e)).await,
             AfterLoss::TransactionEnded => self.unit_error(synced, e.sqlstate(), &end::transaction_end_lost(e)).await,
             AfterLoss::TransactionLost => {
                 let msg = end::transaction_lost(e);

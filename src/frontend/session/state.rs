@@ -131,15 +131,20 @@ impl SessionState {
     /// What the session does after its connection died in this state, under a unit that
     /// `ends_block` (COMMIT, ROLLBACK... : only a running unit can) or not: an open transaction
     /// died with it (the client hears so until it ends it, unless that unit was ending it), or
-    /// state only that connection had (the session ends), or nothing it needs (it goes on on a
-    /// new connection).
+    /// state only that connection had (the session ends), or an open extended block that wrote
+    /// or failed (its Sync must not pass for a commit, nor what follows run elsewhere), or
+    /// nothing it needs (it goes on on a new connection).
     pub(super) fn on_loss(self, ends_block: bool) -> AfterLoss {
         match (self.tie(), self.tx()) {
             (Some(Tie::SessionPooled), _) => AfterLoss::End("the session's server connection (session pooling)"),
             (Some(Tie::Pinned), _) => {
                 AfterLoss::End("state bound to that connection (temporary tables, LISTEN, prepared SQL)")
             }
-            (_, TxStatus::Idle) | (None, _) => AfterLoss::Continue,
+            (_, TxStatus::Idle) | (None, _) => match self.block() {
+                Block::OpenWithWrite => AfterLoss::BlockLost,
+                Block::Failed => AfterLoss::BlockFailed,
+                Block::Open | Block::Closed => AfterLoss::Continue,
+            },
             (Some(Tie::Unit), _) if ends_block => AfterLoss::TransactionEnded,
             (Some(Tie::Unit), _) => AfterLoss::TransactionLost,
         }
@@ -203,19 +208,26 @@ mod tests {
 
     #[test]
     fn a_lost_connection_ends_only_sessions_that_lost_their_state() {
-        use Block::{Closed, Open};
+        use Block::{Closed, Failed, Open, OpenWithWrite};
         use Tie::{Pinned, SessionPooled, Unit};
-        use TxStatus::{Failed, Idle, InTransaction};
+        use TxStatus::{Failed as TxFailed, Idle, InTransaction};
         // (state, the lost unit ends the block) -> verdict
         let cases = [
             (SessionState::Free, false, AfterLoss::Continue),
             (held(Unit, Idle, Closed), false, AfterLoss::Continue),
             (held(Unit, Idle, Closed), true, AfterLoss::Continue),
             (held(Unit, Idle, Open), false, AfterLoss::Continue),
+            // A Flush-held block that wrote: its implicit transaction died uncommitted.
+            (held(Unit, Idle, OpenWithWrite), false, AfterLoss::BlockLost),
+            (held(Unit, Idle, OpenWithWrite), true, AfterLoss::BlockLost),
+            // One that failed: what the client sends up to its Sync is still discarded.
+            (held(Unit, Idle, Failed), false, AfterLoss::BlockFailed),
+            // Inside a transaction block the transaction's loss says it all.
+            (held(Unit, InTransaction, OpenWithWrite), false, AfterLoss::TransactionLost),
             (held(Unit, InTransaction, Closed), false, AfterLoss::TransactionLost),
-            (held(Unit, Failed, Open), false, AfterLoss::TransactionLost),
+            (held(Unit, TxFailed, Open), false, AfterLoss::TransactionLost),
             (held(Unit, InTransaction, Closed), true, AfterLoss::TransactionEnded),
-            (held(Unit, Failed, Closed), true, AfterLoss::TransactionEnded),
+            (held(Unit, TxFailed, Closed), true, AfterLoss::TransactionEnded),
         ];
         for (state, ends_block, want) in cases {
             assert_eq!(state.on_loss(ends_block), want, "{state:?}, ends block: {ends_block}");
