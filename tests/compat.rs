@@ -197,6 +197,17 @@ async fn psycopg_backend_kills() {
     run(driver, &c, &p, &["backend_kills"]).await;
 }
 
+/// psycopg pipelines (reads and an `INSERT ... RETURNING` per Sync) while every backend is
+/// terminated every few milliseconds for ten seconds: every error is allowed, a row returned
+/// without one must be on the primary (a lost block's Sync answered without its commit was a
+/// write acknowledged and lost), and no pipeline may hang.
+#[tokio::test(flavor = "multi_thread")]
+async fn psycopg_pipeline_kill_storm() {
+    let driver = python("psycopg_kills.py");
+    let (c, p) = cluster().await;
+    run(driver, &c, &p, &["pipeline_storm"]).await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn asyncpg() {
     let driver = python("asyncpg_suite.py");

@@ -2,6 +2,7 @@
 connections in threads (reads, auto-prepared after five runs, and write transactions) and one
 connection in pipeline mode. See kill_rounds.py for the rule each connection must keep."""
 
+import random
 import threading
 import time
 
@@ -157,7 +158,95 @@ def backend_kills():
         w.conn.close()
 
 
-CASES = {f.__name__: f for f in [backend_kills]}
+STORM_SECONDS = 10.0
+STORM_PIPELINES = 2
+
+
+class StormPipeline(threading.Thread):
+    """A pipeline of reads and one INSERT ... RETURNING per step, as fast as it can, while
+    backends die every few milliseconds: every error is allowed; a row returned without an
+    error must be on the primary afterwards, and no step may hang."""
+
+    def __init__(self, index, stop):
+        super().__init__(daemon=True)
+        self.index = index
+        self.stop = stop
+        self.writes = Writes(f"storm pipeline {index}")
+        self.crash = None
+        self.since = None
+        self.steps = 0
+        self.conn = psycopg.connect(URL, autocommit=True, connect_timeout=10)
+
+    def run(self):
+        try:
+            for i in range(MAX_OPS):
+                if self.stop.is_set():
+                    break
+                self.since = time.monotonic()
+                self.step(i)
+                self.since = None
+        except BaseException as e:  # noqa: BLE001 - reported by the main thread
+            self.crash = e
+
+    def step(self, i):
+        seq = self.writes.next()
+        base = i * PIPELINE_READS
+        try:
+            with self.conn.pipeline():
+                reads = [self.conn.execute("SELECT %s::int", (base + j,)) for j in range(PIPELINE_READS)]
+                write = self.conn.execute(
+                    "INSERT INTO kills (worker, seq) VALUES (%s, %s) RETURNING seq", (self.index, seq)
+                )
+            values = [c.fetchone()[0] for c in reads]
+            written = write.fetchone()[0]
+        except (psycopg.Error, IndexError) as e:
+            self.writes.failed(seq)
+            if isinstance(e, IndexError) or self.conn.closed:
+                # psycopg's IndexError leaves its connection unusable (see Worker).
+                self.conn.close()
+                self.conn = psycopg.connect(URL, autocommit=True, connect_timeout=10)
+            return
+        self.writes.committed(seq)
+        self.steps += 1
+        if values != list(range(base, base + PIPELINE_READS)) or written != seq:
+            raise WrongAnswer(f"pipeline {i} returned {values} and {written}")
+
+
+def pipeline_storm():
+    """Backends killed every 5-100 ms for STORM_SECONDS under psycopg pipelines: no write
+    acknowledged and lost (a pipeline's INSERT whose Sync was answered without its commit)."""
+    with psycopg.connect(direct_url(PRIMARY), autocommit=True, connect_timeout=10) as conn:
+        conn.execute("DELETE FROM kills")
+    stop = threading.Event()
+    killer = Killer()
+    workers = [StormPipeline(100 + i, stop) for i in range(STORM_PIPELINES)]
+    rng = random.Random(13)
+    try:
+        for w in workers:
+            w.start()
+        end = time.monotonic() + STORM_SECONDS
+        while time.monotonic() < end:
+            time.sleep(rng.uniform(0.005, 0.1))
+            killer.round()
+            now = time.monotonic()
+            for w in workers:
+                check(w.crash is None, f"{w.writes.name} crashed: {w.crash!r}")
+                since = w.since
+                check(since is None or now - since < OP_TIMEOUT, f"{w.writes.name}: a pipeline hung")
+    finally:
+        stop.set()
+        for w in workers:
+            w.join(OP_TIMEOUT + 5)
+        killer.close()
+    check(not any(w.is_alive() for w in workers), "a pipeline did not stop (a hang)")
+    for w in workers:
+        check(w.crash is None, f"{w.writes.name} crashed: {w.crash!r}")
+    check(sum(w.steps for w in workers) > 0, "no pipeline succeeded")
+    print(f"{len(killer.started)} kill rounds; pipelines that succeeded: {[w.steps for w in workers]}", flush=True)
+    check_table(workers)
+
+
+CASES = {f.__name__: f for f in [backend_kills, pipeline_storm]}
 
 if __name__ == "__main__":
     main(CASES)
