@@ -84,8 +84,11 @@ def check_table(clients):
             seen = set(rows.fetchone()[0])
             w = c.writes
             if not w.confirmed <= seen <= w.confirmed | w.uncertain:
-                raise AssertionError(f"{w.name}: the primary has {sorted(seen)}, committed {sorted(w.confirmed)}, "
-                                     f"maybe {sorted(w.uncertain)}")
+                lost = sorted(w.confirmed - seen)
+                never = sorted(seen - w.confirmed - w.uncertain)
+                raise AssertionError(f"{w.name}: committed but not on the primary {lost[:20]} ({len(lost)}), "
+                                     f"on the primary but never written {never[:20]} ({len(never)}); "
+                                     f"{len(w.confirmed)} committed, {len(w.uncertain)} maybe")
 
 
 def expected_sqlstate(sqlstate):
