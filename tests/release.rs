@@ -550,6 +550,48 @@ async fn a_read_unit_that_a_write_streamed_into_is_not_run_again() {
     assert_own_answer(&mut a, "after-streamed-write-loss").await;
 }
 
+/// Send `signal` to the server process `pid` (the tests run as root or as the servers' user).
+async fn signal(name: &str, pid: &str) {
+    let status =
+        tokio::process::Command::new("kill").arg(format!("-{name}")).arg(pid).status().await.expect("kill runs");
+    assert!(status.success(), "kill -{name} {pid}");
+}
+
+/// A lone BEGIN whose connection dies before it answers changed nothing: it runs again on a new
+/// connection, unseen, and the client's block is open there. Failed instead (an ERROR and `I`),
+/// asyncpg kept its transaction object as the connection's open one (it records it before
+/// sending BEGIN, and drops it only at the block's end), and every later `transaction()` of that
+/// connection became a SAVEPOINT outside any block: `25P01` for ever.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_begin_whose_connection_dies_before_answering_runs_again() {
+    let c = Cluster::start(0).await;
+    let p = Proxy::builder().cluster(&c).pool_size(1).start().await;
+    let mut a = raw(p.port()).await;
+    // The one pooled connection, found by what it ran last.
+    query(&mut a, "SELECT 'begin-victim-warm'").await;
+    let pid = c
+        .psql("SELECT pid FROM pg_stat_activity WHERE query LIKE '%begin-victim-warm%' AND pid <> pg_backend_pid()")
+        .await;
+    let pid = pid.trim().to_string();
+    assert!(pid.parse::<u32>().is_ok(), "the pooled connection's backend: {pid:?}");
+    // Stopped, it takes the BEGIN into its socket and answers nothing; terminated while it is
+    // stopped, it dies as it wakes, before it runs what it was sent.
+    signal("STOP", &pid).await;
+    assert!(a.send(&msgs(|b| messages::query(b, "BEGIN"))).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal("TERM", &pid).await;
+    signal("CONT", &pid).await;
+    let frames = a.until_ready_frames(WAIT).await.expect("BEGIN's answer");
+    assert_eq!(tags(&frames), "CZ", "{frames:?}");
+    assert_eq!(frames[1].body(), b"T", "the block is open");
+    let frames = query(&mut a, "SELECT pg_backend_pid()::text").await;
+    assert_eq!(tags(&frames), "TDCZ", "{frames:?}");
+    assert_ne!(first_column(&frames[1]).as_deref(), Some(pid.as_str()), "on a new connection");
+    assert_eq!(frames[3].body(), b"T");
+    assert_eq!(tags(&query(&mut a, "ROLLBACK").await), "CZ");
+    assert_own_answer(&mut a, "after-begin-rerun").await;
+}
+
 /// Run a long statement marked `marker`, terminate its backend, and return the message that
 /// reports it (its tag and decoded fields; a RowDescription sent before it is skipped).
 async fn error_of_terminated(a: &mut RawConn, c: &Cluster, marker: &str) -> (u8, messages::ErrorInfo) {

@@ -159,6 +159,23 @@ impl Unit {
         FIRST_WORDS.iter().any(|w| first.eq_ignore_ascii_case(w)) && is_reset_alone(sql)
     }
 
+    /// True if the unit is a Query of one `BEGIN` / `START TRANSACTION` (with any modes) that
+    /// `class` says opens a block: it changes nothing until a statement runs in it, so one whose
+    /// connection was lost before any reply may run again on another, as a read may. Failed
+    /// instead, asyncpg keeps its transaction object as the connection's open one (it records
+    /// it before sending BEGIN and drops it only at the block's end), and every later
+    /// `transaction()` of that connection became a `SAVEPOINT` outside any block (`25P01`).
+    pub(super) fn only_begins(&self, class: &Class) -> bool {
+        let Unit::Simple(f) = self else { return false };
+        if !matches!(class.tx, TxEffect::Begin { .. }) || f.tag() != tag::QUERY {
+            return false;
+        }
+        let Some(sql) = messages::decode_query(f.body()) else { return false };
+        let text = sql.trim().trim_end_matches(';');
+        let first = text.split_whitespace().next().unwrap_or("");
+        !text.contains(';') && (first.eq_ignore_ascii_case("begin") || first.eq_ignore_ascii_case("start"))
+    }
+
     /// Remember the unit's statement texts as writes (a node refused them as read-only).
     pub(super) fn note_write(&self, classifier: &Classifier) {
         let c = classifier;

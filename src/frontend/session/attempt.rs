@@ -138,7 +138,8 @@ impl<'a> Session<'a> {
                 tracing::trace!(key = self.key().pid(), %tags, held = self.held.is_some(), "unit");
             }
             let before = self.state.tx();
-            let retryable = self.held.is_none() && class.tx == TxEffect::None;
+            // A lone BEGIN too: it changed nothing if its connection is lost before it answers.
+            let retryable = self.held.is_none() && (class.tx == TxEffect::None || unit.only_begins(&class));
             // Bound by `let .. else`: as the scrutinee of a `match`, the result (and the `?`'s)
             // would be kept through the arms' awaits, ~500 bytes in every unit's future.
             let Some(mut tried) = self.attempt(&unit, &class, retryable).await? else { return Ok(()) };
@@ -324,10 +325,11 @@ impl<'a> Session<'a> {
             let (outcome, errored) = {
                 let mut relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params);
                 relay.client_pid(self.entry.key().pid()).count_errors(&self.shared.metrics);
-                // A lost connection may be retried for a read, or a reset (see `Unit::only_resets`).
+                // A lost connection may be retried for a read, a reset or a lone BEGIN (see
+                // `Unit::only_resets`, `Unit::only_begins`).
                 if plan.retryable {
                     let read = class.access == Access::Read;
-                    relay.retryable(read || unit.only_resets(), read && !on_primary);
+                    relay.retryable(read || unit.only_resets() || unit.only_begins(class), read && !on_primary);
                 }
                 if plan.streams {
                     let replayable = !matches!(unit, Unit::Extended(f) if f.last_tag() == Some(tag::FLUSH));

@@ -252,6 +252,44 @@ fn only_resets_rerun_when_lost() {
     assert!(!Unit::extended(vec![Frame::from_bytes(b.freeze())]).only_resets(), "only a simple Query is judged");
 }
 
+/// A Query of one BEGIN / START TRANSACTION may run again when its connection is lost; one
+/// that also runs a statement in the block may not.
+#[test]
+fn only_a_lone_begin_reruns_when_lost() {
+    let classifier = Classifier::new(64, Vec::new());
+    let statements = Statements::default();
+    let judged = |sql: &str| {
+        let unit = query(sql);
+        let (class, _) = unit.classify(&statements, &classifier);
+        unit.only_begins(&class)
+    };
+    for begin in [
+        "BEGIN",
+        "begin;",
+        "BEGIN ISOLATION LEVEL SERIALIZABLE",
+        " START TRANSACTION READ ONLY ;",
+        "BEGIN TRANSACTION ISOLATION LEVEL REPEATABLE READ DEFERRABLE",
+    ] {
+        assert!(judged(begin), "{begin}");
+    }
+    for other in [
+        "BEGIN; INSERT INTO t VALUES (1)",
+        "BEGIN; SELECT 1",
+        "COMMIT",
+        "SELECT 1",
+        "INSERT INTO t VALUES (1)",
+        "SAVEPOINT a",
+        "",
+    ] {
+        assert!(!judged(other), "{other}");
+    }
+    let mut b = BytesMut::new();
+    messages::parse(&mut b, "", b"BEGIN", &[0, 0]);
+    let unit = Unit::extended(vec![Frame::from_bytes(b.freeze())]);
+    let (class, _) = unit.classify(&statements, &classifier);
+    assert!(!unit.only_begins(&class), "only a simple Query is judged");
+}
+
 /// Classifying a unit keeps what it found for translating it: the definition each Parse
 /// records, and the statement a Bind runs unless a Parse or a Close before it in the unit could
 /// change what its name means by then.
