@@ -195,7 +195,7 @@ impl<'a> Session<'a> {
     /// discard `unit`, and if it holds the client's Sync, answer that and go on.
     async fn skip_to_sync(&mut self, unit: &Unit) -> Result<(), SessionEnd> {
         let Unit::Extended(frames) = unit else { return Ok(()) };
-        if !frames.iter().any(|f| f.tag() == tag::SYNC) {
+        if !frames.kinds().any(Kinds::SYNC) {
             return Ok(());
         }
         self.rare.get().skip_to_sync = false;

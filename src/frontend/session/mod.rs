@@ -58,7 +58,7 @@ use crate::error::{sqlstate, BackendError};
 use crate::metrics::UnitOutcome;
 use crate::protocol::frames::FramesBuf;
 use crate::protocol::messages::{self, Severity};
-use crate::protocol::{tag, Frame, FrameReader, Frames, Msg, TxStatus};
+use crate::protocol::{tag, Frame, FrameReader, Frames, Kinds, Msg, TxStatus};
 use crate::router::{self, Access, Class, Classifier, Reason, Route, SessionEffect, SessionView, TxEffect};
 use crate::tls::MaybeTls;
 use crate::topology::Role;
