@@ -101,8 +101,8 @@ impl<'a> Session<'a> {
             }
             if let Some(state) = self.rare.peek_mut().and_then(|r| r.aborted.take()) {
                 let mut out = BytesMut::new();
-                self.rare.get().aborted = match aborted::answer(state, &unit, &mut out) {
-                    aborted::AbortedStep::Still(s) => Some(s),
+                self.rare.get().aborted = match aborted::answer(*state, &unit, &mut out) {
+                    aborted::AbortedStep::Still(s) => Some(Box::new(s)),
                     aborted::AbortedStep::Ended => None,
                 };
                 return self.send_client(&out).await;

@@ -1,7 +1,6 @@
 //! Getting, preparing, holding and giving back the server connection a unit runs on.
 
 use super::*;
-use crate::config::Config;
 use crate::metrics::{SyncOutcome, UnitOutcome};
 use std::time::Instant;
 
@@ -98,7 +97,7 @@ impl Session<'_> {
         }
         // One read of the live configuration per unit for the hold, the route and the pool
         // mode (each access is an arc-swap load); read again only after waiting.
-        let mut config = self.shared.config.snapshot();
+        let mut config = self.config();
         let hold = config.failover.hold_timeout;
         let started = Instant::now();
         let mut now = started;
@@ -127,7 +126,7 @@ impl Session<'_> {
             tracing::debug!(error = %err, "held until the topology changes");
             // Boxed: only while no node can take the unit.
             Box::pin(self.shared.topology.changed_since(seen, left.min(config.monitor.interval))).await;
-            config = self.shared.config.snapshot();
+            config = self.config();
             now = Instant::now();
         }
     }

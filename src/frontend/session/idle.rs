@@ -145,7 +145,7 @@ impl<'a> Session<'a> {
                 let msg = format!(
                     "server connection lost while the transaction was open ({e}); it was rolled back; end it (ROLLBACK) and the session continues on a new server connection"
                 );
-                self.rare.get().aborted = Some(super::aborted::Aborted::noticed_idle(e.sqlstate(), msg));
+                self.rare.get().aborted = Some(Box::new(super::aborted::Aborted::noticed_idle(e.sqlstate(), msg)));
                 Ok(())
             }
             AfterLoss::End(what) => Err(SessionEnd::server_lost(e, what)),
