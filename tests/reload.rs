@@ -158,3 +158,31 @@ async fn reload_changes_nodes_pools_and_users_under_load_without_errors() {
     }
     assert_eq!(load.errors.load(Ordering::Relaxed), 0, "clients saw errors during the reloads");
 }
+
+/// A session that ran statements keeps the configuration version it read and checks it is still
+/// current at its next read (`Live::current`): a reload reaches it there. Here a session that
+/// ran a statement under no idle timeout runs one more after a reload set one, and is then
+/// disconnected for idling.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_that_ran_statements_follows_a_reload_at_its_next_statement() {
+    let c = Cluster::start(0).await;
+    let p = builder(&c, &[0], 4).start_from_file().await;
+    let admin = p.admin_addr().unwrap();
+    let (client, task) =
+        common::connect_with_task(p.port(), sluice::pgcluster::TEST_USER, sluice::pgcluster::TEST_PASSWORD, "app")
+            .await
+            .unwrap();
+    client.simple_query("SELECT 1").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    client.simple_query("SELECT 1").await.expect("no idle timeout before the reload");
+
+    let next = builder(&c, &[0], 4).idle_client_timeout("300ms");
+    p.rewrite_config(&next.listen(&p.addr().to_string()).toml());
+    let (status, report) = post_reload(admin).await;
+    assert_eq!(status, 200, "{report}");
+    client.simple_query("SELECT 1").await.expect("the statement after the reload runs");
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let err = client.simple_query("SELECT 1").await.expect_err("the idle client was disconnected");
+    assert!(err.is_closed() || err.code().map(|c| c.code()) == Some("57P05"), "{err}");
+    let _ = task.await;
+}

@@ -20,7 +20,7 @@ use super::unit::may_start_with;
 use crate::backend::prepared::{StmtKey, StmtName};
 use crate::backend::ServerConn;
 use crate::keyed_hash::KeyedState;
-use crate::protocol::{messages, tag, Frame, Frames, Msg};
+use crate::protocol::{messages, tag, Frame, Frames, Kinds, Msg};
 use crate::router::{Class, Classifier};
 
 /// A statement the client prepared.
@@ -61,12 +61,13 @@ pub fn statement_hash(query: &[u8], param_types: &[u8]) -> u64 {
     h.finish()
 }
 
-/// True if a batch has the only shape [`Statements::answer_locally`] may answer: Parse and
-/// Close messages, then Sync. Looks at tags only.
+/// True if a batch may have the only shape [`Statements::answer_locally`] may answer: Parse
+/// and Close messages, then Sync. Looks at the kinds of message the batch holds only (not at
+/// their order: a Sync before the last message passes here, and `answer_locally` declines it).
 #[must_use]
 pub fn may_answer_locally(frames: &Frames) -> bool {
     frames.last_tag() == Some(tag::SYNC)
-        && frames.iter().take(frames.len() - 1).all(|f| matches!(f.tag(), tag::PARSE | tag::CLOSE))
+        && frames.kinds().within(Kinds::PARSE | Kinds::NAMED_PARSE | Kinds::CLOSE | Kinds::SYNC)
 }
 
 /// The client's prepared statements (named, plus the last unnamed one).

@@ -8,7 +8,7 @@ use super::statements::{Statements, StmtDef};
 use crate::error::sqlstate;
 use crate::error::BackendError;
 use crate::protocol::messages;
-use crate::protocol::{tag, Frame, Frames, Msg};
+use crate::protocol::{tag, Frame, Frames, Kinds, Msg};
 use crate::router::{Access, Class, Classifier, Reason, TxEffect};
 
 /// A unit of client traffic.
@@ -107,7 +107,7 @@ impl Unit {
     pub(super) fn executes(&self) -> bool {
         match self {
             Unit::Simple(_) => true,
-            Unit::Extended(frames) => frames.iter().any(|f| f.tag() == tag::EXECUTE),
+            Unit::Extended(frames) => frames.kinds().any(Kinds::EXECUTE),
         }
     }
 

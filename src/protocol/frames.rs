@@ -9,14 +9,105 @@
 use bytes::{Bytes, BytesMut};
 
 use super::framer::{peek_header, Frame};
+use super::tag;
 
-/// Whole messages, back to back, with how many there are and the last one's tag (asked several
-/// times per unit: whether it ends with Sync or Flush).
+/// Whole messages, back to back, with how many there are, the last one's tag (asked several
+/// times per unit: whether it ends with Sync or Flush) and which kinds of message are among
+/// them ([`Kinds`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Frames {
     bytes: Bytes,
     count: u32,
+    /// In what was padding: a run is as large as without it (40 bytes).
+    kinds: Kinds,
     last: u8,
+}
+
+/// Which kinds of message a run holds, one bit each, gathered as the run is made. A unit asks
+/// several times whether it executes, whether it only prepares and closes statements, whether
+/// it names a statement; a walk of its messages for each cost ~15-20 instructions a message
+/// (a driver's unit: five).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Kinds(u16);
+
+impl Kinds {
+    /// Parse.
+    pub const PARSE: Kinds = Kinds(1);
+    /// A Parse of a named statement (its body does not start with the empty name); set
+    /// together with [`Kinds::PARSE`].
+    pub const NAMED_PARSE: Kinds = Kinds(1 << 1);
+    /// Bind.
+    pub const BIND: Kinds = Kinds(1 << 2);
+    /// Describe.
+    pub const DESCRIBE: Kinds = Kinds(1 << 3);
+    /// Execute.
+    pub const EXECUTE: Kinds = Kinds(1 << 4);
+    /// Close.
+    pub const CLOSE: Kinds = Kinds(1 << 5);
+    /// Sync.
+    pub const SYNC: Kinds = Kinds(1 << 6);
+    /// Flush.
+    pub const FLUSH: Kinds = Kinds(1 << 7);
+    /// Any other message.
+    pub const OTHER: Kinds = Kinds(1 << 8);
+
+    /// The kind of one whole message (header included).
+    #[must_use]
+    pub fn of(msg: &[u8]) -> Kinds {
+        match msg.first() {
+            Some(&t) => Kinds::of_tag(t, t == tag::PARSE && msg.get(5).is_some_and(|&b| b != 0)),
+            None => Kinds::OTHER,
+        }
+    }
+
+    /// The kind of a message tagged `t`; `named`: it is a Parse whose body does not start with
+    /// the empty name. By table: a `match` cost ~10 instructions a message where the run is
+    /// split off the client's buffer.
+    #[must_use]
+    #[inline]
+    pub fn of_tag(t: u8, named: bool) -> Kinds {
+        debug_assert!(!named || t == tag::PARSE, "only a Parse names a statement");
+        Kinds(KINDS_BY_TAG[usize::from(t)] | if named { Self::NAMED_PARSE.0 } else { 0 })
+    }
+
+    /// True if a message of any kind in `kinds` is among them.
+    #[must_use]
+    pub fn any(self, kinds: Kinds) -> bool {
+        self.0 & kinds.0 != 0
+    }
+
+    /// True if every message among them is of a kind in `kinds`.
+    #[must_use]
+    pub fn within(self, kinds: Kinds) -> bool {
+        self.0 & !kinds.0 == 0
+    }
+}
+
+/// The kind of each tag byte (a Parse's name is looked at apart).
+const KINDS_BY_TAG: [u16; 256] = {
+    let mut kinds = [Kinds::OTHER.0; 256];
+    kinds[tag::PARSE as usize] = Kinds::PARSE.0;
+    kinds[tag::BIND as usize] = Kinds::BIND.0;
+    kinds[tag::DESCRIBE as usize] = Kinds::DESCRIBE.0;
+    kinds[tag::EXECUTE as usize] = Kinds::EXECUTE.0;
+    kinds[tag::CLOSE as usize] = Kinds::CLOSE.0;
+    kinds[tag::SYNC as usize] = Kinds::SYNC.0;
+    kinds[tag::FLUSH as usize] = Kinds::FLUSH.0;
+    kinds
+};
+
+impl std::ops::BitOr for Kinds {
+    type Output = Kinds;
+
+    fn bitor(self, other: Kinds) -> Kinds {
+        Kinds(self.0 | other.0)
+    }
+}
+
+impl std::ops::BitOrAssign for Kinds {
+    fn bitor_assign(&mut self, other: Kinds) {
+        self.0 |= other.0;
+    }
 }
 
 /// One message of a [`Frames`] run, borrowed: tag byte, length, payload.
@@ -70,16 +161,24 @@ impl<'a> Iterator for Iter<'a> {
 }
 
 impl Frames {
-    /// Wrap `bytes` known to hold exactly `count` whole messages, the last tagged `last`.
-    pub(super) fn from_run(bytes: Bytes, count: usize, last: u8) -> Self {
-        debug_assert_eq!(Frames::counted(&bytes), (count, last));
-        Frames { bytes, count: u32::try_from(count).unwrap_or(u32::MAX), last }
+    /// Wrap `bytes` known to hold exactly `count` whole messages, the last tagged `last`, of
+    /// the kinds `kinds`.
+    pub(super) fn from_run(bytes: Bytes, count: usize, last: u8, kinds: Kinds) -> Self {
+        debug_assert_eq!(Frames::counted(&bytes), (count, last, kinds));
+        Frames { bytes, count: u32::try_from(count).unwrap_or(u32::MAX), kinds, last }
     }
 
-    /// Count and last tag of whole messages in `bytes` (for checks and for runs built by hand).
-    fn counted(bytes: &[u8]) -> (usize, u8) {
+    /// Count, last tag and kinds of whole messages in `bytes` (for checks and for runs built
+    /// by hand).
+    fn counted(bytes: &[u8]) -> (usize, u8, Kinds) {
         let it = Iter { rest: bytes };
-        it.fold((0, 0), |(n, _), m| (n + 1, m.tag()))
+        it.fold((0, 0, Kinds::default()), |(n, _, k), m| (n + 1, m.tag(), k | Kinds::of(m.bytes())))
+    }
+
+    /// Which kinds of message are among them.
+    #[must_use]
+    pub fn kinds(&self) -> Kinds {
+        self.kinds
     }
 
     /// The messages, in order.
@@ -114,17 +213,17 @@ impl Frames {
 
     /// Append one message (copying: for the rare units that come in pieces).
     pub fn push(&mut self, frame: &Frame) {
-        self.append_bytes(frame.bytes(), 1, frame.tag());
+        self.append_bytes(frame.bytes(), 1, frame.tag(), Kinds::of(frame.bytes()));
     }
 
     /// Append another run (copying).
     pub fn append(&mut self, other: &Frames) {
         if let Some(last) = other.last_tag() {
-            self.append_bytes(&other.bytes, other.len(), last);
+            self.append_bytes(&other.bytes, other.len(), last, other.kinds);
         }
     }
 
-    fn append_bytes(&mut self, more: &[u8], count: usize, last: u8) {
+    fn append_bytes(&mut self, more: &[u8], count: usize, last: u8, kinds: Kinds) {
         if self.is_empty() {
             self.bytes = Bytes::copy_from_slice(more);
         } else {
@@ -135,26 +234,28 @@ impl Frames {
         }
         self.count = self.count.saturating_add(u32::try_from(count).unwrap_or(u32::MAX));
         self.last = last;
+        self.kinds |= kinds;
     }
 }
 
 impl From<Frame> for Frames {
     fn from(frame: Frame) -> Self {
-        let last = frame.tag();
-        Frames { bytes: frame.into_bytes(), count: 1, last }
+        let (last, kinds) = (frame.tag(), Kinds::of(frame.bytes()));
+        Frames { bytes: frame.into_bytes(), count: 1, kinds, last }
     }
 }
 
 impl FromIterator<Frame> for Frames {
     fn from_iter<I: IntoIterator<Item = Frame>>(iter: I) -> Self {
         let mut out = BytesMut::new();
-        let (mut count, mut last) = (0, 0);
+        let (mut count, mut last, mut kinds) = (0, 0, Kinds::default());
         for f in iter {
             out.extend_from_slice(f.bytes());
             count += 1;
             last = f.tag();
+            kinds |= Kinds::of(f.bytes());
         }
-        Frames::from_run(out.freeze(), count, last)
+        Frames::from_run(out.freeze(), count, last, kinds)
     }
 }
 
@@ -196,8 +297,8 @@ impl FramesBuf {
     /// The messages as one run.
     #[must_use]
     pub fn freeze(self) -> Frames {
-        let (count, last) = Frames::counted(&self.bytes);
-        Frames::from_run(self.bytes.freeze(), count, last)
+        let (count, last, kinds) = Frames::counted(&self.bytes);
+        Frames::from_run(self.bytes.freeze(), count, last, kinds)
     }
 }
 
@@ -242,6 +343,37 @@ mod tests {
         let all = buf.freeze();
         assert_eq!(all.iter().map(Msg::tag).collect::<Vec<_>>(), b"PBSB");
         assert_eq!(all.last_tag(), Some(b'B'));
+    }
+
+    #[test]
+    fn a_runs_kinds_are_those_of_its_messages() {
+        let unnamed = frame(b'P', b"\0SELECT 1\0\0\0");
+        let named = frame(b'P', b"s1\0SELECT 1\0\0\0");
+        let empty = frame(b'P', b"");
+        let (bind, execute, sync) = (frame(b'B', &[0; 8]), frame(b'E', b"\0\0\0\0\0"), frame(b'S', b""));
+        let kinds = |fs: &[&Frame]| fs.iter().map(|f| (*f).clone()).collect::<Frames>().kinds();
+        assert_eq!(kinds(&[&unnamed]), Kinds::PARSE);
+        assert_eq!(kinds(&[&empty]), Kinds::PARSE);
+        assert_eq!(kinds(&[&named]), Kinds::PARSE | Kinds::NAMED_PARSE);
+        let unit = kinds(&[&unnamed, &bind, &execute, &sync]);
+        assert!(unit.any(Kinds::EXECUTE) && unit.any(Kinds::SYNC) && !unit.any(Kinds::NAMED_PARSE | Kinds::CLOSE));
+        assert!(unit.within(Kinds::PARSE | Kinds::BIND | Kinds::EXECUTE | Kinds::SYNC));
+        assert!(!unit.within(Kinds::PARSE | Kinds::CLOSE | Kinds::SYNC));
+        let tags = [b'D', b'C', b'H', b'Q', b'd', b'c'];
+        let others: Vec<Kinds> = tags.iter().map(|&t| Frames::from(frame(t, b"S\0")).kinds()).collect();
+        assert_eq!(others, [Kinds::DESCRIBE, Kinds::CLOSE, Kinds::FLUSH, Kinds::OTHER, Kinds::OTHER, Kinds::OTHER]);
+        // Every way a run grows keeps them.
+        let mut run = Frames::from(bind.clone());
+        run.push(&named);
+        assert_eq!(run.kinds(), Kinds::BIND | Kinds::PARSE | Kinds::NAMED_PARSE);
+        let mut run = Frames::from(sync.clone());
+        run.append(&[&execute].into_iter().cloned().collect());
+        assert_eq!(run.kinds(), Kinds::SYNC | Kinds::EXECUTE);
+        let mut buf = FramesBuf::default();
+        buf.push(named.msg());
+        buf.push(execute.msg());
+        assert_eq!(buf.freeze().kinds(), Kinds::PARSE | Kinds::NAMED_PARSE | Kinds::EXECUTE);
+        assert_eq!(Frames::default().kinds(), Kinds::default());
     }
 
     #[test]

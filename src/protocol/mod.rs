@@ -10,7 +10,7 @@ pub mod messages;
 pub mod startup;
 
 pub use framer::{Frame, FrameError, FrameReader};
-pub use frames::{Frames, Msg};
+pub use frames::{Frames, Kinds, Msg};
 
 /// Backend (server -> client) and frontend (client -> server) message tags sluice acts on.
 pub mod tag {

@@ -32,11 +32,11 @@ impl Session<'_> {
         let Unit::Extended(frames) = unit else { return };
         // A Parse's body starts with its statement's name: an unnamed one (every Parse of a
         // driver's unnamed statement) is not decoded, and a unit without a named Parse (every
-        // execution) builds no list.
-        let named_parse = |f: &Msg<'_>| f.tag() == tag::PARSE && f.body().first().is_some_and(|&b| b != 0);
-        if !frames.iter().any(|f| named_parse(&f)) {
+        // execution: known from the run's kinds, without a walk) builds no list.
+        if !frames.kinds().any(Kinds::NAMED_PARSE) {
             return;
         }
+        let named_parse = |f: &Msg<'_>| f.tag() == tag::PARSE && f.body().first().is_some_and(|&b| b != 0);
         let keys: Vec<u64> = frames
             .iter()
             .filter(named_parse)

@@ -1,7 +1,6 @@
 //! Getting, preparing, holding and giving back the server connection a unit runs on.
 
 use super::*;
-use crate::config::Config;
 use crate::metrics::{SyncOutcome, UnitOutcome};
 use std::time::Instant;
 
@@ -98,7 +97,7 @@ impl Session<'_> {
         }
         // One read of the live configuration per unit for the hold, the route and the pool
         // mode (each access is an arc-swap load); read again only after waiting.
-        let mut config = self.shared.config.snapshot();
+        let mut config = self.config();
         let hold = config.failover.hold_timeout;
         let started = Instant::now();
         let mut now = started;
@@ -127,7 +126,7 @@ impl Session<'_> {
             tracing::debug!(error = %err, "held until the topology changes");
             // Boxed: only while no node can take the unit.
             Box::pin(self.shared.topology.changed_since(seen, left.min(config.monitor.interval))).await;
-            config = self.shared.config.snapshot();
+            config = self.config();
             now = Instant::now();
         }
     }
@@ -143,7 +142,13 @@ impl Session<'_> {
         new: bool,
         now: Instant,
     ) -> Result<Routed, BackendError> {
-        let (route, routed) = self.route(class, rotation, config).await;
+        // Routed at once nearly always: the waiting loop (boxed, rare) only for a read that
+        // waits for a replica to replay the session's last write. An `async fn` called for
+        // every unit cost ~30 instructions in its future's calls and polls alone.
+        let (route, routed) = match self.route_now(class, rotation, config, 0) {
+            Some(routed) => routed,
+            None => Box::pin(self.route_after_waits(class, rotation, config)).await,
+        };
         let mut last = None;
         // The unit's clock read for the first candidate; a later one comes after a failed
         // checkout (a connect timeout, perhaps), and the gate may have held the unit.
@@ -193,13 +198,20 @@ impl Session<'_> {
             let checkout =
                 if new || attempt > 1 { pool.checkout_new_at(now).await } else { pool.checkout_at(now).await };
             let failed = match checkout {
-                Ok(mut checkout) => match self.prepare_conn(&mut checkout, sync).await {
-                    Ok(()) => return Ok(checkout),
-                    Err(e) => {
-                        checkout.discard();
-                        Opening::Prepare(e)
+                Ok(mut checkout) => {
+                    // Asked here first: nearly every connection carries the session's settings
+                    // already, and the call and its future's poll cost ~75 instructions a unit.
+                    if checkout.conn().carries(self.params.settings()) {
+                        return Ok(checkout);
                     }
-                },
+                    match self.prepare_conn(&mut checkout, sync).await {
+                        Ok(()) => return Ok(checkout),
+                        Err(e) => {
+                            checkout.discard();
+                            Opening::Prepare(e)
+                        }
+                    }
+                }
                 Err(e) => Opening::Checkout(e),
             };
             let e = failed.error();
@@ -217,43 +229,57 @@ impl Session<'_> {
         }
     }
 
-    /// Decide where a unit goes. A read that only replicas which have not replayed this
-    /// session's last write could serve, with no primary to fall back on, waits a few monitor
-    /// intervals for their positions to be seen: the write may well be there already.
-    /// Also what the rest of the unit needs of the snapshot it was routed by.
-    pub(super) async fn route(&self, class: &Class, rotation: Rotation, config: &Config) -> (Route, Routed) {
+    /// Decide where a unit goes, after `waited` monitor intervals of waiting for replicas to
+    /// replay the session's last write; `None` if it should wait one more. A read that only
+    /// replicas which have not replayed it could serve, with no primary to fall back on, waits
+    /// a few monitor intervals for their positions to be seen: the write may well be there
+    /// already ([`Session::route_after_waits`]). Also what the rest of the unit needs of the
+    /// snapshot it was routed by.
+    pub(super) fn route_now(
+        &self,
+        class: &Class,
+        rotation: Rotation,
+        config: &Config,
+        waited: u32,
+    ) -> Option<(Route, Routed)> {
         let policy = router::Policy { primary_reads: config.routing.primary_reads };
         let default_route = config.user(self.user()).map(|u| u.default_route).unwrap_or_default();
-        let interval = config.monitor.interval;
+        // Borrowed, not cloned: a synchronous decision.
+        let topology = self.shared.topology.snapshot();
+        let view = SessionView {
+            stuck_to: None,
+            has_session_state: false,
+            default_route,
+            ticket: match rotation {
+                Rotation::Advance => self.shared.tickets.fetch_add(1, Ordering::Relaxed),
+                Rotation::Keep => self.shared.tickets.load(Ordering::Relaxed),
+            },
+            min_lsn: self.last_write_lsn(),
+            standby_refused: self.params.standby_refused(),
+        };
+        let route = router::route(class, &view, &topology, &policy);
+        // A position not asked for is never seen replayed: nothing to wait for.
+        let waiting_for_replay = route.candidates.is_empty()
+            && self.last_write_lsn().is_some_and(|lsn| lsn != UNMEASURED)
+            && topology.replicas().next().is_some()
+            && waited < RYW_WAIT_TICKS;
+        if waiting_for_replay {
+            return None;
+        }
+        tracing::debug!(reason = route.reason.as_str(), candidates = ?route.candidates, "route");
+        self.shared.metrics.route(route.reason);
+        Some((route, Routed::of(&topology)))
+    }
+
+    /// [`Session::route_now`] again after each monitor interval, until it routes.
+    async fn route_after_waits(&self, class: &Class, rotation: Rotation, config: &Config) -> (Route, Routed) {
         let mut waited = 0;
         loop {
-            // Borrowed, not cloned: dropped before the sleep below.
-            let topology = self.shared.topology.snapshot();
-            let view = SessionView {
-                stuck_to: None,
-                has_session_state: false,
-                default_route,
-                ticket: match rotation {
-                    Rotation::Advance => self.shared.tickets.fetch_add(1, Ordering::Relaxed),
-                    Rotation::Keep => self.shared.tickets.load(Ordering::Relaxed),
-                },
-                min_lsn: self.last_write_lsn(),
-                standby_refused: self.params.standby_refused(),
-            };
-            let route = router::route(class, &view, &topology, &policy);
-            // A position not asked for is never seen replayed: nothing to wait for.
-            let waiting_for_replay = route.candidates.is_empty()
-                && self.last_write_lsn().is_some_and(|lsn| lsn != UNMEASURED)
-                && topology.replicas().next().is_some()
-                && waited < RYW_WAIT_TICKS;
-            if !waiting_for_replay {
-                tracing::debug!(reason = route.reason.as_str(), candidates = ?route.candidates, "route");
-                self.shared.metrics.route(route.reason);
-                return (route, Routed::of(&topology));
-            }
-            drop(topology);
             waited += 1;
-            Box::pin(tokio::time::sleep(interval)).await;
+            tokio::time::sleep(config.monitor.interval).await;
+            if let Some(routed) = self.route_now(class, rotation, config, waited) {
+                return routed;
+            }
         }
     }
 

@@ -111,6 +111,11 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// True if the held connection kept notifications for [`Session::pass_kept_notifications`].
+    pub(super) fn has_kept_notifications(&mut self) -> bool {
+        self.held.as_mut().is_some_and(|h| h.checkout.conn().has_notifications())
+    }
+
     /// Forward the notifications the held connection's last internal reply carried (see
     /// `ServerConn::read_internal_reply`), before anything newer from it reaches the client.
     /// `Err` if the client is gone.
@@ -157,7 +162,7 @@ impl<'a> Session<'a> {
                 let msg = format!(
                     "server connection lost while the transaction was open ({e}); it was rolled back; end it (ROLLBACK) and the session continues on a new server connection"
                 );
-                self.rare.get().aborted = Some(super::aborted::Aborted::noticed_idle(e.sqlstate(), msg));
+                self.rare.get().aborted = Some(Box::new(super::aborted::Aborted::noticed_idle(e.sqlstate(), msg)));
                 Ok(())
             }
             AfterLoss::End(what) => Err(SessionEnd::server_lost(e, what)),

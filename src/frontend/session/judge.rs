@@ -49,7 +49,7 @@ impl Session<'_> {
                     whole_unit(std::mem::replace(unit, Unit::Extended(Frames::default())), streamed)
                 {
                     let rare = self.rare.get();
-                    if rare.open_block.is_some() || frames.iter().any(|f| f.tag() == tag::EXECUTE) {
+                    if rare.open_block.is_some() || frames.kinds().any(Kinds::EXECUTE) {
                         let block = rare.open_block.get_or_insert_with(|| Box::new(OpenBlock::new(class, before)));
                         block.add(&frames, class, errored, complete);
                     }

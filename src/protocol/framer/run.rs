@@ -4,7 +4,8 @@
 use tokio::io::AsyncRead;
 
 use super::{peek_header, Frame, FrameError, FrameReader};
-use crate::protocol::frames::Frames;
+use crate::protocol::frames::{Frames, Kinds};
+use crate::protocol::tag;
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     /// The tag and length of the whole message at the front of the buffer, left there;
@@ -42,11 +43,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         continues: impl Fn(u8) -> bool,
         ends: impl Fn(u8) -> bool,
     ) -> Option<Frames> {
-        let (mut at, mut count, mut last) = (0, 0, 0);
+        let (mut at, mut count, mut last, mut kinds) = (0, 0, 0, Kinds::default());
         while count < max_messages {
             match peek_header(&self.buf[at..], self.max) {
                 Ok(Some((t, total))) if self.buf.len() - at >= total && continues(t) => {
                     debug_assert!((self.accept)(t), "a run continued by a refused tag {t:#04x}");
+                    // A Parse's body starts with its statement's name (the byte after the
+                    // header, if the body is not empty); no other message's body is read.
+                    let named = t == tag::PARSE && total > 5 && self.buf.get(at + 5).is_some_and(|&b| b != 0);
+                    kinds |= Kinds::of_tag(t, named);
                     at += total;
                     count += 1;
                     last = t;
@@ -57,6 +62,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 _ => break,
             }
         }
-        (count > 0).then(|| Frames::from_run(self.buf.split_to(at).freeze(), count, last))
+        (count > 0).then(|| Frames::from_run(self.buf.split_to(at).freeze(), count, last, kinds))
     }
 }
