@@ -17,10 +17,17 @@ use crate::metrics::Rejection;
 
 /// Accept clients until `shutdown` turns true.
 pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    // One wait for the change across all accepts: made per accept, it registered with the
+    // watch's waiter list (a lock) and left it (the lock again) per client, and the unbiased
+    // `select!` drew a random number to pick which to poll first. The stop is polled first, so
+    // a stream of connections cannot keep the loop from seeing it.
+    let stop = shutdown.changed();
+    tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
+            biased;
+            _ = &mut stop => return,
             r = listener.accept() => r,
-            _ = shutdown.changed() => return,
         };
         let (stream, addr) = match accepted {
             Ok(accepted) => accepted,
