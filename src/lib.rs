@@ -15,11 +15,14 @@
 //! - [`reload`] and [`live`]: hot reload (what a new file changes, and values readers borrow
 //!   while a reload replaces them).
 //! - [`runtime`]: the thread layout (one shared runtime, or one per core with its own listener).
+//! - [`allocator`]: the binary's global allocator (the crate's only `unsafe` code).
 //! - [`pgcluster`] and [`demo`]: local PostgreSQL clusters for `sluice demo` and the tests.
 //!
 //! [`Proxy::start`] wires the handles together; `main.rs` only handles the process lifecycle.
 
 pub mod admin;
+#[allow(unsafe_code)]
+pub mod allocator;
 pub mod auth;
 pub mod backend;
 pub mod config;

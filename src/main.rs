@@ -11,6 +11,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+/// glibc's `malloc`, with tokio's cache-line-aligned blocks carved out of plain `malloc` blocks
+/// instead of `posix_memalign`'s slow path (see `sluice::allocator`).
+#[global_allocator]
+static ALLOCATOR: sluice::allocator::Allocator = sluice::allocator::Allocator;
+
 /// sluice: a read/write-splitting PostgreSQL proxy.
 #[derive(Parser)]
 #[command(version, about)]

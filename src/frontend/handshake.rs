@@ -246,8 +246,7 @@ async fn startup_phase(tcp: TcpStream, shared: &Shared, deadline: Instant) -> Re
     let mut read = BytesMut::with_capacity(startup::STARTUP_READ);
     // At most one SSLRequest and one GSSENCRequest may precede the startup packet.
     for _ in 0..3 {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let packet = match startup::read_packet(&mut stream, &mut read, left).await {
+        let packet = match startup::read_packet(&mut stream, &mut read, deadline).await {
             Ok(p) => p,
             Err(startup::StartupError::Truncated) => return Err(Refused::Gone),
             Err(e) => return Err(refuse(&mut stream, sqlstate::PROTOCOL_VIOLATION, &e.to_string()).await),

@@ -17,10 +17,19 @@ use crate::metrics::Rejection;
 
 /// Accept clients until `shutdown` turns true.
 pub async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    // One wait for the change across all accepts: made per accept, it registered with the
+    // watch's waiter list (a lock) and left it (the lock again) per client, and the unbiased
+    // `select!` drew a random number to pick which to poll first. The accept is polled first:
+    // each poll of the registered wait takes the list's lock again, so it is polled only when
+    // no client is waiting. A stream of connections still lets it be seen: the accept spends
+    // tokio's cooperative budget and answers `Pending` when the budget is gone.
+    let stop = shutdown.changed();
+    tokio::pin!(stop);
     loop {
         let accepted = tokio::select! {
+            biased;
             r = listener.accept() => r,
-            _ = shutdown.changed() => return,
+            _ = &mut stop => return,
         };
         let (stream, addr) = match accepted {
             Ok(accepted) => accepted,

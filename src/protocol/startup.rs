@@ -3,10 +3,9 @@
 //! A length that does not match the content, an unterminated parameter, an unknown protocol
 //! version: all are errors, never a wait for more bytes than the declared length.
 
-use std::time::Duration;
-
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::time::Instant;
 
 use super::framer::nul_position;
 
@@ -200,19 +199,23 @@ fn not_utf8() -> StartupError {
 /// framer's smallest read, so the buffer can go on as the session reader's first.
 pub const STARTUP_READ: usize = super::framer::MIN_READ;
 
-/// Read one startup packet from `io`, within `timeout`, through `buf`: bytes already in `buf`
+/// Read one startup packet from `io`, by `deadline`, through `buf`: bytes already in `buf`
 /// come first (`buf` may hold the next packet, or part of it, from the read that brought the
 /// last). The packet's bytes are taken out of `buf`; what the client sent after them stays
 /// there, for the caller to judge (after an SSLRequest nothing may follow) or to read on.
+///
+/// A deadline, not a duration: the whole startup phase has one, and a duration would have the
+/// caller read the clock for what is left and the timer read it again to turn it back into an
+/// instant (four clock reads per login of the two packets most clients send).
 ///
 /// # Errors
 /// Timeout, bad length, truncation, or a parse error.
 pub async fn read_packet<R: AsyncRead + Unpin>(
     io: &mut R,
     buf: &mut BytesMut,
-    timeout: Duration,
+    deadline: Instant,
 ) -> Result<StartupPacket, StartupError> {
-    let len = match tokio::time::timeout(timeout, fill_packet(io, buf)).await {
+    let len = match tokio::time::timeout_at(deadline, fill_packet(io, buf)).await {
         Ok(len) => len?,
         Err(_) => return Err(StartupError::Timeout),
     };

@@ -158,7 +158,11 @@ fn startup_target(b: &[u8], rt: Option<&tokio::runtime::Runtime>) -> Result<(), 
     }
     let Some(rt) = rt else { return Ok(()) };
     // In memory the reader never waits: it must finish with a packet or an error.
-    let read = rt.block_on(startup::read_packet(&mut &b[..], &mut BytesMut::new(), Duration::from_secs(5)));
+    let read = rt.block_on(startup::read_packet(
+        &mut &b[..],
+        &mut BytesMut::new(),
+        tokio::time::Instant::now() + Duration::from_secs(5),
+    ));
     match read {
         Ok(p) => {
             let len = i32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize;
