@@ -96,8 +96,9 @@ impl<'a> Session<'a> {
         // moved into): a unit's future is boxed per statement, and should fit glibc's per-thread
         // cache (see `boxed`).
         async move {
-            if let Some((code, message)) = self.rare.peek_mut().and_then(|r| r.block_lost.take()) {
+            if let Some(lost) = self.rare.peek_mut().and_then(|r| r.block_lost.take()) {
                 // Its block's connection was lost while the client was idle (`held_lost`).
+                let (code, message) = *lost;
                 return Box::pin(self.unit_error(unit.ends_cleanly(), &code, &message)).await;
             }
             if self.rare.peek_mut().is_some_and(|r| r.skip_to_sync) {

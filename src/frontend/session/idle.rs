@@ -147,7 +147,7 @@ impl<'a> Session<'a> {
             // The block's Sync must not pass for its commit: the client's next message hears of
             // the loss (see `run_unit`).
             AfterLoss::BlockLost => {
-                self.rare.get().block_lost = Some((e.sqlstate().to_string(), end::block_lost(e)));
+                self.rare.get().block_lost = Some(Box::new((e.sqlstate().to_string(), end::block_lost(e))));
                 Ok(())
             }
             // The client has its error: what it sends up to its Sync is discarded, as the

@@ -166,8 +166,9 @@ struct Rare {
     /// lost): what the client sends up to its Sync is discarded, the Sync answered here.
     skip_to_sync: bool,
     /// The connection of an extended block that wrote was lost while the client was idle: its
-    /// next message gets this error (SQLSTATE, message), then as `skip_to_sync`.
-    block_lost: Option<(String, String)>,
+    /// next message gets this error (SQLSTATE, message), then as `skip_to_sync`. Boxed: rare,
+    /// and `Rare` stays within its allocator chunk (see the size test).
+    block_lost: Option<Box<(String, String)>>,
     /// Session commands run in the open transaction block: they join the history if it
     /// commits (see `in_block`).
     pending_sets: Vec<String>,
