@@ -419,16 +419,21 @@ async fn wait_backend_gone(c: &Cluster, marker: &str) {
     tokio::time::sleep(Duration::from_millis(300)).await;
 }
 
-/// Send `sql` as the unnamed statement, ended by Flush, and return the replies up to its
-/// CommandComplete or ErrorResponse (the block stays open: the client sent no Sync).
-async fn run_flushed(a: &mut RawConn, sql: &str) -> Vec<Frame> {
+/// Send `sql` as the unnamed statement (Parse, Bind, Execute), then `end` (Sync or Flush).
+async fn send_unnamed(a: &mut RawConn, sql: &str, end: fn(&mut BytesMut)) {
     a.send(&msgs(|b| {
         messages::parse(b, "", sql.as_bytes(), &[0, 0]);
         messages::bind_text(b, &[]);
         messages::execute(b, "", 0);
-        messages::flush(b);
+        end(b);
     }))
     .await;
+}
+
+/// Send `sql` as the unnamed statement, ended by Flush, and return the replies up to its
+/// CommandComplete or ErrorResponse (the block stays open: the client sent no Sync).
+async fn run_flushed(a: &mut RawConn, sql: &str) -> Vec<Frame> {
+    send_unnamed(a, sql, messages::flush).await;
     let mut frames = Vec::new();
     loop {
         let f = a.recv(WAIT).await.expect("the statement's replies");
@@ -440,6 +445,16 @@ async fn run_flushed(a: &mut RawConn, sql: &str) -> Vec<Frame> {
     }
 }
 
+/// A primary with an empty table `sink`, sluice in front of it (two pooled connections), and
+/// one raw client logged in.
+async fn sink_and_client() -> (Cluster, Proxy, RawConn) {
+    let c = Cluster::start(0).await;
+    c.psql("CREATE TABLE sink (v text)").await;
+    let p = Proxy::builder().cluster(&c).pool_size(2).start().await;
+    let a = raw(p.port()).await;
+    (c, p, a)
+}
+
 /// A write whose replies the client asked for with Flush (psycopg's pipeline, or a pipeline
 /// whose replies the dying server flushed before its Sync) has not committed: the Sync does.
 /// Its connection lost while the client waits: the client's Sync gets the error and `I`, as
@@ -447,10 +462,7 @@ async fn run_flushed(a: &mut RawConn, sql: &str) -> Vec<Frame> {
 /// was a lost write acknowledged (psycopg's pipeline took the row it returned as committed).
 #[tokio::test(flavor = "multi_thread")]
 async fn a_write_in_a_flush_held_block_lost_while_idle_fails_at_the_clients_sync() {
-    let c = Cluster::start(0).await;
-    c.psql("CREATE TABLE sink (v text)").await;
-    let p = Proxy::builder().cluster(&c).pool_size(2).start().await;
-    let mut a = raw(p.port()).await;
+    let (c, _p, mut a) = sink_and_client().await;
     let frames = run_flushed(&mut a, "INSERT INTO sink VALUES ('held-write') RETURNING v").await;
     assert_eq!(tags(&frames), "12DC", "{frames:?}");
     terminate_backend(&c, "held-write").await;
@@ -470,13 +482,7 @@ async fn a_write_in_a_flush_held_block_lost_while_idle_fails_at_the_clients_sync
     assert_eq!(tags(&frames), "12C", "{frames:?}");
     terminate_backend(&c, "held-write-2").await;
     wait_backend_gone(&c, "held-write-2").await;
-    a.send(&msgs(|b| {
-        messages::parse(b, "", b"INSERT INTO sink VALUES ('after-the-loss')", &[0, 0]);
-        messages::bind_text(b, &[]);
-        messages::execute(b, "", 0);
-        messages::sync(b);
-    }))
-    .await;
+    send_unnamed(&mut a, "INSERT INTO sink VALUES ('after-the-loss')", messages::sync).await;
     let frames = a.until_ready_frames(WAIT).await.expect("the Sync's answer");
     assert_eq!(tags(&frames), "EZ", "{frames:?}");
     assert_eq!(c.psql("SELECT count(*) FROM sink").await.trim(), "0", "nothing of the block may commit");
@@ -488,22 +494,13 @@ async fn a_write_in_a_flush_held_block_lost_while_idle_fails_at_the_clients_sync
 /// autocommit on a new connection.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_failed_flush_held_block_lost_while_idle_still_discards_up_to_its_sync() {
-    let c = Cluster::start(0).await;
-    c.psql("CREATE TABLE sink (v text)").await;
-    let p = Proxy::builder().cluster(&c).pool_size(2).start().await;
-    let mut a = raw(p.port()).await;
+    let (c, _p, mut a) = sink_and_client().await;
     let frames = run_flushed(&mut a, "SELECT 1 / (random() * 0)::int AS failed_block_victim").await;
     assert_eq!(tags(&frames), "12E", "{frames:?}");
     assert_eq!(messages::decode_error(frames[2].body()).code, "22012");
     terminate_backend(&c, "failed_block_victim").await;
     wait_backend_gone(&c, "failed_block_victim").await;
-    a.send(&msgs(|b| {
-        messages::parse(b, "", b"INSERT INTO sink VALUES ('must-be-discarded')", &[0, 0]);
-        messages::bind_text(b, &[]);
-        messages::execute(b, "", 0);
-        messages::sync(b);
-    }))
-    .await;
+    send_unnamed(&mut a, "INSERT INTO sink VALUES ('must-be-discarded')", messages::sync).await;
     let frames = a.until_ready_frames(WAIT).await.expect("the Sync's answer");
     assert_eq!(tags(&frames), "Z", "{frames:?}");
     assert_eq!(frames[0].body(), b"I");
@@ -516,10 +513,7 @@ async fn a_failed_flush_held_block_lost_while_idle_still_discards_up_to_its_sync
 /// before the loss): the client gets the loss's error at once, and the write is not run again.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_read_unit_that_a_write_streamed_into_is_not_run_again() {
-    let c = Cluster::start(0).await;
-    c.psql("CREATE TABLE sink (v text)").await;
-    let p = Proxy::builder().cluster(&c).pool_size(2).start().await;
-    let mut a = raw(p.port()).await;
+    let (c, _p, mut a) = sink_and_client().await;
     a.send(&msgs(|b| {
         messages::parse(b, "", b"SELECT 'stream-read'", &[0, 0]);
         messages::bind_text(b, &[]);

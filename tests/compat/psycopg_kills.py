@@ -37,24 +37,28 @@ class Worker(threading.Thread):
                 if self.stop.is_set():
                     break
                 self.since = time.monotonic()
-                try:
-                    self.step(i)
-                    self.log.ok()
-                except psycopg.Error as e:
-                    good = expected_sqlstate(e.sqlstate) and not self.conn.closed
-                    first = str(e).splitlines()[0] if str(e) else ""
-                    self.log.error(f"{e.sqlstate} {type(e).__name__}: {first}", good)
-                except WrongAnswer as e:
-                    self.log.error(f"wrong answer: {e}", False)
-                except IndexError as e:
-                    if not self.psycopg_lost_its_place(e):
-                        raise
-                    self.log.error("psycopg IndexError: an error at the pipeline's Sync", True)
-                    self.conn.close()
-                    self.conn = psycopg.connect(URL, autocommit=True, connect_timeout=10)
+                self.attempt(i)
                 self.since = None
         except BaseException as e:  # noqa: BLE001 - reported by the main thread
             self.crash = e
+
+    def attempt(self, i):
+        """Step `i`, what it came to logged."""
+        try:
+            self.step(i)
+            self.log.ok()
+        except psycopg.Error as e:
+            good = expected_sqlstate(e.sqlstate) and not self.conn.closed
+            first = str(e).splitlines()[0] if str(e) else ""
+            self.log.error(f"{e.sqlstate} {type(e).__name__}: {first}", good)
+        except WrongAnswer as e:
+            self.log.error(f"wrong answer: {e}", False)
+        except IndexError as e:
+            if not self.psycopg_lost_its_place(e):
+                raise
+            self.log.error("psycopg IndexError: an error at the pipeline's Sync", True)
+            self.conn.close()
+            self.conn = psycopg.connect(URL, autocommit=True, connect_timeout=10)
 
     def psycopg_lost_its_place(self, e):
         """psycopg 3 (3.3 here) raises IndexError, and leaves the connection unusable, when a
@@ -96,21 +100,29 @@ class PipelineWorker(Worker):
 
     def step(self, i):
         seq = self.writes.next()
-        base = i * PIPELINE_READS
         try:
-            with self.conn.pipeline():
-                reads = [self.conn.execute("SELECT %s::int", (base + j,)) for j in range(PIPELINE_READS)]
-                write = self.conn.execute(
-                    "INSERT INTO kills (worker, seq) VALUES (%s, %s) RETURNING seq", (self.index, seq)
-                )
-            values = [c.fetchone()[0] for c in reads]
-            written = write.fetchone()[0]
+            answers = run_pipeline(self.conn, self.index, i, seq)
         except BaseException:
             self.writes.failed(seq)
             raise
         self.writes.committed(seq)
-        if values != list(range(base, base + PIPELINE_READS)) or written != seq:
-            raise WrongAnswer(f"pipeline {i} returned {values} and {written}")
+        check_pipeline(i, seq, *answers)
+
+
+def run_pipeline(conn, worker, i, seq):
+    """Step `i` of a pipeline worker: PIPELINE_READS reads and one INSERT ... RETURNING of
+    `seq` in one pipeline (one Sync), results fetched after: (the values read, the seq written)."""
+    base = i * PIPELINE_READS
+    with conn.pipeline():
+        reads = [conn.execute("SELECT %s::int", (base + j,)) for j in range(PIPELINE_READS)]
+        write = conn.execute("INSERT INTO kills (worker, seq) VALUES (%s, %s) RETURNING seq", (worker, seq))
+    return [c.fetchone()[0] for c in reads], write.fetchone()[0]
+
+
+def check_pipeline(i, seq, values, written):
+    base = i * PIPELINE_READS
+    if values != list(range(base, base + PIPELINE_READS)) or written != seq:
+        raise WrongAnswer(f"pipeline {i} returned {values} and {written}")
 
 
 def wait_for(workers, cond, what, timeout=ROUND_TIMEOUT):
@@ -129,6 +141,15 @@ def wait_for(workers, cond, what, timeout=ROUND_TIMEOUT):
         time.sleep(0.02)
 
 
+def stop_all(stop, workers, killer):
+    """Stop the workers (bounded) and the killer; a worker still running is a hang."""
+    stop.set()
+    for w in workers:
+        w.join(OP_TIMEOUT + 5)
+    killer.close()
+    check(not any(w.is_alive() for w in workers), "a client did not stop (a hang)")
+
+
 def backend_kills():
     with psycopg.connect(direct_url(PRIMARY), autocommit=True, connect_timeout=10) as conn:
         conn.execute("DELETE FROM kills")
@@ -145,11 +166,7 @@ def backend_kills():
             wait_for(workers, lambda: all(w.log.oks_since(after) >= OPS_BETWEEN_ROUNDS for w in workers),
                      f"every client answering again after round {r}")
     finally:
-        stop.set()
-        for w in workers:
-            w.join(OP_TIMEOUT + 5)
-        killer.close()
-    check(not any(w.is_alive() for w in workers), "a client did not stop (a hang)")
+        stop_all(stop, workers, killer)
     judge([w.log for w in workers], killer)
     check(sum(len(w.writes.confirmed) for w in workers) > 0, "no write committed")
     check_table(workers)
@@ -162,43 +179,22 @@ STORM_SECONDS = 10.0
 STORM_PIPELINES = 2
 
 
-class StormPipeline(threading.Thread):
+class StormPipeline(Worker):
     """A pipeline of reads and one INSERT ... RETURNING per step, as fast as it can, while
     backends die every few milliseconds: every error is allowed; a row returned without an
     error must be on the primary afterwards, and no step may hang."""
 
     def __init__(self, index, stop):
-        super().__init__(daemon=True)
-        self.index = index
-        self.stop = stop
-        self.writes = Writes(f"storm pipeline {index}")
-        self.crash = None
-        self.since = None
+        super().__init__(index, stop)
         self.steps = 0
-        self.conn = psycopg.connect(URL, autocommit=True, connect_timeout=10)
 
-    def run(self):
-        try:
-            for i in range(MAX_OPS):
-                if self.stop.is_set():
-                    break
-                self.since = time.monotonic()
-                self.step(i)
-                self.since = None
-        except BaseException as e:  # noqa: BLE001 - reported by the main thread
-            self.crash = e
+    def attempt(self, i):
+        self.step(i)
 
     def step(self, i):
         seq = self.writes.next()
-        base = i * PIPELINE_READS
         try:
-            with self.conn.pipeline():
-                reads = [self.conn.execute("SELECT %s::int", (base + j,)) for j in range(PIPELINE_READS)]
-                write = self.conn.execute(
-                    "INSERT INTO kills (worker, seq) VALUES (%s, %s) RETURNING seq", (self.index, seq)
-                )
-            values = [c.fetchone()[0] for c in reads]
-            written = write.fetchone()[0]
+            answers = run_pipeline(self.conn, self.index, i, seq)
         except (psycopg.Error, IndexError) as e:
             self.writes.failed(seq)
             if isinstance(e, IndexError) or self.conn.closed:
@@ -208,8 +204,7 @@ class StormPipeline(threading.Thread):
             return
         self.writes.committed(seq)
         self.steps += 1
-        if values != list(range(base, base + PIPELINE_READS)) or written != seq:
-            raise WrongAnswer(f"pipeline {i} returned {values} and {written}")
+        check_pipeline(i, seq, *answers)
 
 
 def pipeline_storm():
@@ -234,11 +229,7 @@ def pipeline_storm():
                 since = w.since
                 check(since is None or now - since < OP_TIMEOUT, f"{w.writes.name}: a pipeline hung")
     finally:
-        stop.set()
-        for w in workers:
-            w.join(OP_TIMEOUT + 5)
-        killer.close()
-    check(not any(w.is_alive() for w in workers), "a pipeline did not stop (a hang)")
+        stop_all(stop, workers, killer)
     for w in workers:
         check(w.crash is None, f"{w.writes.name} crashed: {w.crash!r}")
     check(sum(w.steps for w in workers) > 0, "no pipeline succeeded")
