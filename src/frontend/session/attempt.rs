@@ -331,10 +331,12 @@ impl<'a> Session<'a> {
                 let mut relay = Relay::new(&mut self.client, conn, &mut queue, &mut self.params);
                 relay.client_pid(self.entry.key().pid()).count_errors(&self.shared.metrics);
                 // A lost connection may be retried for a read, a reset or a lone BEGIN (see
-                // `Unit::only_resets`, `Unit::only_begins`).
+                // `Unit::only_resets`, `Unit::only_begins`: a retryable unit that opens a block
+                // is one, `run_unit` asked).
                 if plan.retryable {
                     let read = class.access == Access::Read;
-                    relay.retryable(read || unit.only_resets() || unit.only_begins(class), read && !on_primary);
+                    let rerun = read || class.tx != TxEffect::None || unit.only_resets();
+                    relay.retryable(rerun, read && !on_primary);
                 }
                 if plan.streams {
                     let replayable = !matches!(unit, Unit::Extended(f) if f.last_tag() == Some(tag::FLUSH));
