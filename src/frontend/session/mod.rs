@@ -714,7 +714,8 @@ mod tests {
 
     /// Every session that ran a unit keeps its `Rare` (10,000 clients that ran one: 10,000 of
     /// them): at most 200 bytes, a 208-byte chunk in glibc's malloc (192 with the kept
-    /// configuration and the boxed `Aborted`; 248, a 256-byte chunk, before either).
+    /// configuration and the boxed `Aborted`, 200 with the boxed lost-block error; 248, a
+    /// 256-byte chunk, before them).
     #[test]
     fn the_rare_parts_keep_their_allocator_chunk() {
         let size = std::mem::size_of::<Rare>();
